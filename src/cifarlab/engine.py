@@ -1,0 +1,239 @@
+"""The training engine: one loop for all nine recipes.
+
+Data: uint8 tensors (N, 3, 32, 32) already on `device`; each batch is gathered by index,
+augmented and normalized there (augment.BatchPipeline). No DataLoader, no PIL.
+
+Determinism: every random draw of epoch e (shuffle order, augmentation, dropout) comes from
+generators seeded with (seed, e), so the same params and data give the same numbers bit for
+bit on CPU, and an epoch's randomness does not depend on how the previous ones ran.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from cifarlab.augment import BatchPipeline
+from cifarlab.params import Recipe, TrainParams
+from cifarlab.schedules import make_optimizer, make_scheduler
+
+
+def select_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from (seed, epoch, stream): no collisions between e.g. seed 1 epoch 0 and seed 0 epoch 1."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int  # 1-based
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+    lr: float  # lr at the start of the epoch
+    seconds: float  # wall time of the epoch (training + test pass); not a metric, varies run to run
+
+
+@dataclass
+class FitResult:
+    history: list[EpochStats]
+    final_state: dict
+    best_state: dict
+    best_epoch: int  # epoch with the highest test accuracy (the reports' "best")
+    stopped_early: bool
+    train_images: int  # images seen in training steps (for images/s)
+    train_seconds: float
+
+
+class Runtime:
+    """Device-side settings: autocast and memory format on CUDA, plain fp32 on CPU."""
+
+    def __init__(self, device: torch.device, cfg: TrainParams):
+        self.device = device
+        cuda = device.type == "cuda"
+        self.bf16 = cuda and cfg.bf16
+        self.channels_last = cuda and cfg.channels_last
+        self.eval_batch_size = cfg.eval_batch_size
+
+    def autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x_u8: torch.Tensor, pipe: BatchPipeline, rt: Runtime) -> torch.Tensor:
+    """Logits (N, 10) float32 for uint8 images (N, 3, 32, 32) on rt.device; eval mode, no augmentation."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for xb in torch.split(x_u8, rt.eval_batch_size):
+        with rt.autocast():
+            out.append(model(rt.prepare_input(pipe(xb, None, train=False))).float())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros((0, 10), device=x_u8.device)
+
+
+def _batches(perm: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    parts = list(torch.split(perm, batch_size))
+    # BatchNorm cannot train on a batch of one; drop such a remainder (at most 1 image an epoch).
+    if len(parts) > 1 and parts[-1].numel() == 1:
+        parts.pop()
+    return parts
+
+
+def fit(
+    model: nn.Module,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    recipe: Recipe,
+    epochs: int,
+    seed: int,
+    pipe: BatchPipeline,
+    rt: Runtime,
+    log: Callable[[str], None] = print,
+    desc: str = "train",
+) -> FitResult:
+    """Train `model` with `recipe` for up to `epochs`, testing after each epoch.
+
+    train_x/test_x: uint8 (N, 3, 32, 32) on rt.device; *_y: int64 (N,) on rt.device.
+    Returns the history, the final and the best-on-test weights (CPU copies).
+    """
+    device = rt.device
+    model = rt.prepare_model(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(trainable, recipe)
+    n = train_x.shape[0]
+    steps = len(_batches(torch.arange(n), recipe.batch_size))
+    sched, when = make_scheduler(opt, recipe, epochs, steps)
+
+    history: list[EpochStats] = []
+    best_acc, best_epoch, best_state = -1.0, 0, None
+    best_loss, since_best_loss = math.inf, 0
+    stopped_early = False
+    images, train_seconds = 0, 0.0
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        gen = torch.Generator(device=device).manual_seed(derive_seed(seed, epoch, 0))
+        torch.manual_seed(derive_seed(seed, epoch, 1))  # dropout and any other global-RNG draw
+        lr = opt.param_groups[0]["lr"]
+        model.train()
+        perm = torch.randperm(n, generator=gen, device=device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        bar = tqdm(_batches(perm, recipe.batch_size), desc=f"{desc} {epoch}/{epochs}", leave=False,
+                   disable=None, unit="batch")
+        for idx in bar:
+            xb = rt.prepare_input(pipe(train_x[idx], gen, train=True))
+            yb = train_y[idx]
+            with rt.autocast():
+                logits = model(xb)
+                loss = F.cross_entropy(logits.float(), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if recipe.grad_clip is not None:
+                nn.utils.clip_grad_value_(trainable, recipe.grad_clip)
+            opt.step()
+            if sched is not None and when == "batch":
+                sched.step()
+            loss_sum += loss.detach() * idx.numel()
+            correct += (logits.detach().argmax(1) == yb).sum()
+            seen += idx.numel()
+        if sched is not None and when == "epoch":
+            sched.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        train_seconds += time.perf_counter() - t0
+        images += seen
+
+        logits = predict(model, test_x, pipe, rt)
+        test_loss = F.cross_entropy(logits, test_y).item()
+        test_acc = (logits.argmax(1) == test_y).float().mean().item()
+        stats = EpochStats(
+            epoch=epoch,
+            train_loss=loss_sum.item() / seen,
+            train_acc=correct.item() / seen,
+            test_loss=test_loss,
+            test_acc=test_acc,
+            lr=lr,
+            seconds=time.perf_counter() - t0,
+        )
+        history.append(stats)
+        log(
+            f"{desc} epoch {epoch}/{epochs}: train loss {stats.train_loss:.4f} acc {stats.train_acc:.4f} | "
+            f"test loss {test_loss:.4f} acc {test_acc:.4f} | lr {lr:.3g} | {stats.seconds:.1f}s"
+        )
+        if test_acc > best_acc:
+            best_acc, best_epoch = test_acc, epoch
+            best_state = _cpu_state(model)
+        if recipe.early_stopping_patience is not None:
+            if test_loss < best_loss:
+                best_loss, since_best_loss = test_loss, 0
+            else:
+                since_best_loss += 1
+                if since_best_loss >= recipe.early_stopping_patience:
+                    log(f"{desc}: early stop at epoch {epoch}: no test-loss gain for {since_best_loss} epochs")
+                    stopped_early = True
+                    break
+    return FitResult(
+        history=history,
+        final_state=_cpu_state(model),
+        best_state=best_state,
+        best_epoch=best_epoch,
+        stopped_early=stopped_early,
+        train_images=images,
+        train_seconds=train_seconds,
+    )
+
+
+def _cpu_state(model: nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+
+
+def history_rows(history: list[EpochStats]) -> list[dict]:
+    return [asdict(h) for h in history]
+
+
+def time_train_step(model: nn.Module, recipe: Recipe, pipe: BatchPipeline, rt: Runtime, batch: int = 32) -> float:
+    """Seconds per training image, measured on one warm step of random data (for run estimates).
+
+    Works on a copy so the real model and optimizer state are untouched.
+    """
+    model = rt.prepare_model(copy.deepcopy(model))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(trainable, recipe)
+    g = torch.Generator(device=rt.device).manual_seed(0)
+    x = torch.randint(0, 256, (batch, 3, 32, 32), generator=g, device=rt.device, dtype=torch.uint8)
+    y = torch.randint(0, 10, (batch,), generator=g, device=rt.device)
+    times = []
+    for _ in range(2):  # first step warms up allocators and kernels
+        t0 = time.perf_counter()
+        with rt.autocast():
+            loss = F.cross_entropy(model(rt.prepare_input(pipe(x, g))).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if rt.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return times[-1] / batch

@@ -1,0 +1,30 @@
+"""The project's own error types.
+
+Every failure caused by bad input (params, archives, checkpoints, weights) is raised as a
+`CifarlabError` subclass whose message is ONE line naming the bad value and what is allowed.
+Stage entry points turn it into that line on stderr and exit code 2 (see `cifarlab.cli`).
+"""
+
+
+class CifarlabError(Exception):
+    """Base class: a clear, one-line, user-facing failure."""
+
+    exit_code = 1
+
+
+class ParamsError(CifarlabError):
+    """params.yaml holds an unknown key, a wrong type or an out-of-range value."""
+
+    exit_code = 2
+
+
+class DataError(CifarlabError):
+    """The CIFAR-10 archive or a prepared file is missing, corrupt or malformed."""
+
+
+class FetchError(DataError):
+    """The archive could not be downloaded/copied or failed its checksum."""
+
+
+class WeightsError(CifarlabError):
+    """Pretrained weights are needed but neither a local file nor the torch hub cache has them."""

@@ -1,0 +1,107 @@
+"""Stage `evaluate@<model>`: test metrics of the final and the best epoch's weights.
+
+Writes reports/metrics/<model>.json (a DVC metric, kept in git) and
+reports/predictions/<model>.csv (actual, predicted for the best epoch; DVC's confusion plot).
+
+"best" is the epoch with the highest test top-1, which is how all five reports picked their
+numbers (there is no validation split), so it is optimistic; "final" is the last epoch trained.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import warnings
+
+import torch
+
+from cifarlab import paths
+from cifarlab.cli import run_main
+from cifarlab.engine import Runtime, predict, select_device
+from cifarlab.errors import DataError, ParamsError
+from cifarlab.io import atomic_write, write_json
+from cifarlab.metrics import classification_metrics
+from cifarlab.models import get_model, model_info
+from cifarlab.params import load_params
+from cifarlab.train import load_prepared, make_pipeline
+
+SELECTION = {
+    "final": "the last epoch trained",
+    "best": "the epoch with the highest test top-1 (best-on-test, as the reports chose)",
+}
+
+
+def load_checkpoint(path) -> dict:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DataError(f"checkpoint not found: {path} (run the train stage first: dvc repro)") from None
+    except Exception as e:  # a truncated or foreign file: say which, in one line
+        raise DataError(f"cannot load checkpoint {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or not {"model", "arch", "epoch", "state_dict"} <= ckpt.keys():
+        raise DataError(f"{path} is not a cifarlab checkpoint (needs model, arch, epoch, state_dict)")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
+    arch = dict(ckpt["arch"])
+    if "pretrained" in model_info(ckpt["model"]).arch_params:
+        arch["pretrained"] = False  # every weight comes from the checkpoint; no download needed
+        arch["weights"] = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the "random weights" warning does not apply here
+        model = get_model(ckpt["model"], **arch)
+    model.load_state_dict(ckpt["state_dict"])
+    return model
+
+
+def predictions_csv(labels: torch.Tensor, pred: torch.Tensor, classes) -> str:
+    buf = io.StringIO()
+    buf.write("actual,predicted\n")
+    for a, b in zip(labels.tolist(), pred.tolist()):
+        buf.write(f"{classes[a]},{classes[b]}\n")
+    return buf.getvalue()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m cifarlab.evaluate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", nargs="?", help="model to evaluate (default: params.yaml `model`)")
+    args = ap.parse_args(argv)
+    p = load_params()
+    name = args.model or p.model
+    if name not in p.recipes:
+        model_info(name)
+        raise ParamsError(f"missing param section '{name}' in params.yaml")
+    mp = p[name]
+    device = select_device()
+    _, _, test_x, test_y, stats = load_prepared(device)
+    classes = tuple(stats["classes"])
+    rt = Runtime(device, p.train)
+    pipe = make_pipeline(mp, stats, device)
+    info = model_info(name)
+    result = {
+        "model": name,
+        "report": info.report,
+        "reported_top1": info.reported_top1,
+        "n_train": stats["n_train"],
+        "n_test": stats["n_test"],
+    }
+    pred_best = None
+    for which in ("final", "best"):
+        ckpt = load_checkpoint(paths.CHECKPOINT_DIR / name / f"{which}.pt")
+        model = rt.prepare_model(model_from_checkpoint(ckpt))
+        logits = predict(model, test_x, pipe, rt)
+        m = classification_metrics(logits, test_y, classes)
+        result[which] = {"epoch": ckpt["epoch"], "selected_by": SELECTION[which], **m}
+        pred_best = logits.argmax(1).cpu()
+    write_json(paths.METRICS_DIR / f"{name}.json", result)
+    with atomic_write(paths.PREDICTIONS_DIR / f"{name}.csv", "w") as f:
+        f.write(predictions_csv(test_y.cpu(), pred_best, classes))
+    print(f"evaluate {name}: final epoch {result['final']['epoch']} top1 {result['final']['top1']:.4f} "
+          f"top3 {result['final']['top3']:.4f} | best epoch {result['best']['epoch']} "
+          f"top1 {result['best']['top1']:.4f} top3 {result['best']['top3']:.4f}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,254 @@
+"""params.yaml -> frozen, validated config.
+
+Every stage calls `load_params()` before doing any work, so a typo costs a one-line error
+(exit code 2), not an hour of training. Validation is strict:
+
+- an unknown key anywhere is refused and the allowed keys are named;
+- values are type-checked (`lr: fast` is refused) and range-checked (epochs >= 1, ...);
+- `model` and every entry of `models` must be registered models, each with its section;
+- each model section is a training *recipe* (the `Recipe` fields, shared by all models) plus
+  that model's architecture options, which are the keyword arguments of its registered
+  builder (so `resnet18.activation` is checked against the builder's `Literal[...]`).
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, Mapping
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from cifarlab.errors import ParamsError
+
+OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
+PARAMS_FILE = Path("params.yaml")
+
+
+class _Strict(BaseModel):
+    # frozen: config is read-only once validated; extra=forbid: typos are errors, not ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(_Strict):
+    url: str = OFFICIAL_URL
+    md5: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = OFFICIAL_MD5
+    # Total images kept per split, stratified by class and chosen with `seed`; null = all.
+    train_subset: Annotated[int, Field(ge=10)] | None = None
+    test_subset: Annotated[int, Field(ge=10)] | None = None
+
+
+class TrainParams(_Strict):
+    # Cap on every recipe's epoch count for smoke runs; null = each recipe's own count.
+    # A capped run lays the recipe's schedule out over the capped epochs (see schedules.py).
+    max_epochs: Annotated[int, Field(ge=1)] | None = None
+    bf16: bool = True  # bf16 autocast on CUDA; ignored on CPU (fp32 there, bit-reproducible)
+    channels_last: bool = True  # NHWC memory format on CUDA; ignored on CPU
+    eval_batch_size: Annotated[int, Field(ge=1)] = 500
+    num_threads: Annotated[int, Field(ge=1)] | None = None  # CPU threads; null = torch default
+
+
+def _parse_ratio(v: Any) -> Any:
+    """Accept `2:1:1` (handy with `dvc exp run -S resnet18.lr_ratio=5:3:2`) as well as a list."""
+    if isinstance(v, str) and ":" in v:
+        try:
+            return [float(p) for p in v.split(":")]
+        except ValueError:
+            return v  # let pydantic name the bad value
+    return v
+
+
+Ratio = Annotated[tuple[Annotated[float, Field(gt=0)], ...], BeforeValidator(_parse_ratio)]
+
+
+class Recipe(_Strict):
+    """How one model is trained. Field docs are the param reference in README."""
+
+    optimizer: Literal["sgd", "adam"]
+    lr: Annotated[float, Field(gt=0)]  # for onecycle: the peak (max) lr
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0  # sgd only
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    batch_size: Annotated[int, Field(ge=1)]
+    epochs: Annotated[int, Field(ge=1)]
+    # constant | multistep (lr x gamma at the boundaries of `lr_ratio`) | step (x gamma every
+    # `step_size` epochs) | onecycle (per batch, peak `lr`)
+    schedule: Literal["constant", "multistep", "step", "onecycle"] = "constant"
+    lr_ratio: Ratio | None = None  # multistep: share of the epochs spent at each lr, e.g. 2:1:1
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
+    step_size: Annotated[int, Field(ge=1)] | None = None
+    early_stopping_patience: Annotated[int, Field(ge=1)] | None = None  # epochs without test-loss gain
+    grad_clip: Annotated[float, Field(gt=0)] | None = None  # clip each gradient element to +-value
+    augment: Literal["none", "crop_flip", "crop_flip_blur_color"] = "none"
+    normalize: Literal["dataset", "imagenet", "none"] = "dataset"
+
+    @model_validator(mode="after")
+    def _schedule_needs(self) -> "Recipe":
+        if self.schedule == "multistep" and (self.lr_ratio is None or len(self.lr_ratio) < 2):
+            raise ValueError("schedule 'multistep' needs lr_ratio with at least 2 parts, e.g. [2, 1, 1]")
+        if self.schedule == "step" and self.step_size is None:
+            raise ValueError("schedule 'step' needs step_size (epochs between lr changes)")
+        return self
+
+
+RECIPE_KEYS = tuple(Recipe.model_fields)
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    name: str
+    recipe: Recipe
+    arch: Mapping[str, Any]  # validated keyword arguments for the model's builder
+
+    def epochs(self, max_epochs: int | None) -> int:
+        """The epochs this run trains: the recipe's count, capped by train.max_epochs."""
+        return self.recipe.epochs if max_epochs is None else min(self.recipe.epochs, max_epochs)
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int
+    model: str
+    models: tuple[str, ...]
+    data: DataParams
+    train: TrainParams
+    recipes: Mapping[str, ModelParams]
+
+    def __getitem__(self, model: str) -> ModelParams:
+        return self.recipes[model]
+
+
+TOP_KEYS = ("seed", "model", "models", "data", "train")
+
+
+def _fmt_loc(prefix: str, loc: tuple) -> str:
+    return ".".join([prefix, *(str(p) for p in loc)]) if prefix else ".".join(str(p) for p in loc)
+
+
+def _one_line(err: ValidationError, prefix: str, allowed: tuple[str, ...]) -> ParamsError:
+    """Turn pydantic's multi-line report into the first problem, on one line."""
+    e = err.errors()[0]
+    key = _fmt_loc(prefix, e["loc"])
+    if e["type"] == "extra_forbidden":
+        return ParamsError(f"unknown param '{key}'; allowed keys here: {', '.join(allowed)}")
+    if e["type"] == "missing":
+        return ParamsError(f"missing param '{key}'")
+    msg = e["msg"].replace("\n", " ")
+    if not e["loc"]:  # a model_validator: the whole section
+        return ParamsError(f"{prefix}: {msg.removeprefix('Value error, ')}")
+    return ParamsError(f"bad value for '{key}': {e['input']!r} ({msg})")
+
+
+def _validate(cls: type[BaseModel], raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ParamsError(f"'{prefix}' must be a mapping of keys to values, got {raw!r}")
+    try:
+        return cls.model_validate(dict(raw))
+    except ValidationError as err:
+        raise _one_line(err, prefix, tuple(cls.model_fields)) from None
+
+
+def _validate_model_section(name: str, raw: Any) -> ModelParams:
+    from cifarlab.models import model_info
+
+    if not isinstance(raw, Mapping):
+        raise ParamsError(f"'{name}' must be a mapping (the model's recipe), got {raw!r}")
+    sig = model_info(name).arch_params
+    allowed = (*RECIPE_KEYS, *sig)
+    recipe_raw = {k: v for k, v in raw.items() if k in RECIPE_KEYS}
+    for k in raw:
+        if k not in allowed:
+            raise ParamsError(f"unknown param '{name}.{k}'; allowed keys here: {', '.join(allowed)}")
+    try:
+        recipe = Recipe.model_validate(recipe_raw)
+    except ValidationError as err:
+        raise _one_line(err, name, allowed) from None
+    arch = {}
+    for k, p in sig.items():
+        if k not in raw:
+            continue
+        try:
+            # strict for bool so `skip: "no"` is refused rather than guessed at
+            arch[k] = TypeAdapter(p.annotation).validate_python(raw[k], strict=p.annotation is bool)
+        except ValidationError as err:
+            msg = err.errors()[0]["msg"]
+            raise ParamsError(f"bad value for '{name}.{k}': {raw[k]!r} ({msg})") from None
+    return ModelParams(name=name, recipe=recipe, arch=MappingProxyType(arch))
+
+
+def _check_model_name(key: str, value: Any) -> str:
+    from cifarlab.models import list_models
+
+    if not isinstance(value, str) or value not in list_models():
+        raise ParamsError(f"bad value for '{key}': {value!r} is not a model; known: {', '.join(list_models())}")
+    return value
+
+
+def validate(raw: Any) -> Params:
+    """Validate a parsed params.yaml (a dict). Raises ParamsError with one line."""
+    from cifarlab.models import list_models
+
+    if not isinstance(raw, Mapping):
+        raise ParamsError(f"params must be a mapping at top level, got {type(raw).__name__}")
+    known = list_models()
+    for k in raw:
+        if k not in TOP_KEYS and k not in known:
+            raise ParamsError(
+                f"unknown param '{k}'; allowed top-level keys: {', '.join(TOP_KEYS)} "
+                f"and one section per model ({', '.join(known)})"
+            )
+    for k in ("seed", "model", "models"):
+        if k not in raw:
+            raise ParamsError(f"missing param '{k}'")
+    seed = raw["seed"]
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ParamsError(f"bad value for 'seed': {seed!r} (a non-negative integer)")
+    model = _check_model_name("model", raw["model"])
+    models = raw["models"]
+    if not isinstance(models, list) or not models:
+        raise ParamsError(f"bad value for 'models': {models!r} (a non-empty list of model names)")
+    for i, m in enumerate(models):
+        _check_model_name(f"models[{i}]", m)
+    if len(set(models)) != len(models):
+        raise ParamsError(f"bad value for 'models': {models!r} lists a model twice")
+    data = _validate(DataParams, raw.get("data", {}), "data")
+    train = _validate(TrainParams, raw.get("train", {}), "train")
+    recipes = {}
+    for name in dict.fromkeys([*models, model]):
+        if name not in raw:
+            raise ParamsError(f"missing param section '{name}' (the recipe of a model named in models/model)")
+    for name in known:
+        if name in raw:
+            recipes[name] = _validate_model_section(name, raw[name])
+    return Params(
+        seed=seed,
+        model=model,
+        models=tuple(models),
+        data=data,
+        train=train,
+        recipes=MappingProxyType(recipes),
+    )
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and validate params.yaml. The only function here that touches disk."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ParamsError(f"params file not found: {path} (run from the repository root)") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    return validate(raw)

@@ -1,0 +1,19 @@
+"""Where each stage reads and writes, relative to the repository root (the DVC project).
+
+dvc.yaml names the same paths; keep the two in step.
+"""
+from pathlib import Path
+
+RAW_ARCHIVE = Path("data/raw/cifar-10-python.tar.gz")
+PREPARED_DIR = Path("data/prepared")
+TRAIN_FILE = PREPARED_DIR / "train.npz"  # x: uint8 (N, 32, 32, 3), y: int64 (N,)
+TEST_FILE = PREPARED_DIR / "test.npz"
+STATS_FILE = PREPARED_DIR / "stats.json"  # per-channel mean/std of train in [0, 1], class names, counts
+CHECKPOINT_DIR = Path("data/checkpoints")  # data/checkpoints/<model>/{final,best}.pt
+REPORTS_DIR = Path("reports")
+METRICS_DIR = REPORTS_DIR / "metrics"  # <model>.json, declared as DVC metrics
+HISTORY_DIR = REPORTS_DIR / "history"  # <model>.csv, one row per epoch, a DVC plot
+PREDICTIONS_DIR = REPORTS_DIR / "predictions"  # <model>.csv (actual, predicted): confusion plot
+FIGURES_DIR = REPORTS_DIR / "figures"
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

@@ -1,0 +1,147 @@
+"""Stage `train@<model>`: train one model with its recipe from params.yaml.
+
+Writes data/checkpoints/<model>/{final,best}.pt, data/checkpoints/<model>/run.json (device,
+wall time, images/s: not metrics, they vary run to run) and reports/history/<model>.csv
+(one row per epoch; a DVC plot).
+
+    python -m cifarlab.train resnet9        # what `dvc repro` runs for each entry of `models`
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import warnings
+
+import torch
+
+from cifarlab import paths
+from cifarlab.augment import BatchPipeline, normalization
+from cifarlab.cli import run_main
+from cifarlab.engine import FitResult, Runtime, fit, history_rows, select_device, time_train_step
+from cifarlab.errors import ParamsError
+from cifarlab.io import atomic_write, write_json
+from cifarlab.models import get_model, model_info
+from cifarlab.params import ModelParams, Params, load_params
+
+SUBSET_HINT = (
+    "dvc exp run -S data.train_subset=5000 -S data.test_subset=2000 -S train.max_epochs=1 "
+    "-S alexnet_transfer.pretrained=false"
+)
+SLOW_CPU_S = 15 * 60  # warn when a model alone would train longer than this on the CPU
+
+
+def load_prepared(device: torch.device):
+    """The prepared splits as device tensors: x uint8 (N, 3, 32, 32), y int64 (N,); plus stats."""
+    from cifarlab.preprocess import load_split
+
+    stats = json.loads(paths.STATS_FILE.read_text())
+    out = []
+    for f in (paths.TRAIN_FILE, paths.TEST_FILE):
+        x, y = load_split(f)  # x: (N, 32, 32, 3) uint8 HWC as stored
+        out.append(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().to(device))
+        out.append(torch.from_numpy(y).to(device))
+    return (*out, stats)
+
+
+def make_pipeline(mp: ModelParams, stats: dict, device: torch.device) -> BatchPipeline:
+    mean, std = normalization(mp.recipe.normalize, stats["mean"], stats["std"])
+    return BatchPipeline(mp.recipe.augment, mean, std, device)
+
+
+def build_model(name: str, arch: dict, seed: int):
+    """The model with its initial weights fixed by `seed`."""
+    torch.manual_seed(seed)
+    return get_model(name, **arch)
+
+
+def format_duration(seconds: float) -> str:
+    h, rem = divmod(int(seconds), 3600)
+    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
+
+
+def cpu_notice(name: str, mp: ModelParams, epochs: int, n_train: int, n_test: int, s_per_image: float) -> str | None:
+    """A warning line when this CPU run would take long; None when it is quick."""
+    # Testing costs about a third of a training step per image (forward only).
+    est = s_per_image * epochs * (n_train + n_test / 3)
+    if est < SLOW_CPU_S:
+        return None
+    return (
+        f"warning: no GPU: training {name} for {epochs} epochs on {n_train} images will take about "
+        f"{format_duration(est)} on this CPU (timed from one step). A full `dvc repro` is hours of GPU "
+        f"work; for a quick CPU reproduction on a subset run: {SUBSET_HINT}"
+    )
+
+
+def history_csv(result: FitResult) -> str:
+    rows = history_rows(result.history)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def save_checkpoint(path, name: str, arch: dict, state: dict, epoch: int) -> None:
+    # Plain containers + tensors only, so evaluate can load it with weights_only=True.
+    with atomic_write(path) as f:
+        torch.save({"model": name, "arch": dict(arch), "epoch": epoch, "state_dict": state}, f)
+
+
+def run(p: Params, name: str, log=print) -> FitResult:
+    mp = p[name]
+    device = select_device()
+    if p.train.num_threads:
+        torch.set_num_threads(p.train.num_threads)
+    torch.backends.cudnn.benchmark = False  # autotuning picks kernels by timing: not reproducible
+    train_x, train_y, test_x, test_y, stats = load_prepared(device)
+    epochs = mp.epochs(p.train.max_epochs)
+    rt = Runtime(device, p.train)
+    pipe = make_pipeline(mp, stats, device)
+    model = build_model(name, dict(mp.arch), p.seed)
+    log(f"train {name}: {sum(t.numel() for t in model.parameters()):,} parameters, {epochs} epochs, "
+        f"{train_x.shape[0]} train / {test_x.shape[0]} test images, device {device}")
+    if device.type == "cpu":
+        notice = cpu_notice(name, mp, epochs, train_x.shape[0], test_x.shape[0],
+                            time_train_step(model, mp.recipe, pipe, rt))
+        if notice:
+            log(notice)
+    result = fit(model, train_x, train_y, test_x, test_y, mp.recipe, epochs, p.seed, pipe, rt, log=log, desc=name)
+
+    out = paths.CHECKPOINT_DIR / name
+    save_checkpoint(out / "final.pt", name, mp.arch, result.final_state, result.history[-1].epoch)
+    save_checkpoint(out / "best.pt", name, mp.arch, result.best_state, result.best_epoch)
+    with atomic_write(paths.HISTORY_DIR / f"{name}.csv", "w") as f:
+        f.write(history_csv(result))
+    write_json(out / "run.json", {
+        "model": name,
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+        "train_seconds": round(result.train_seconds, 3),
+        "train_images_per_s": round(result.train_images / max(result.train_seconds, 1e-9), 1),
+        "wall_seconds": round(sum(h.seconds for h in result.history), 3),
+    })
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m cifarlab.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", nargs="?", help="model to train (default: params.yaml `model`)")
+    args = ap.parse_args(argv)
+    p = load_params()
+    name = args.model or p.model
+    if name not in p.recipes:
+        model_info(name)  # an unknown name raises with the list of known ones
+        raise ParamsError(f"missing param section '{name}' in params.yaml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        run(p, name, log=lambda s: print(s, file=sys.stderr, flush=True))
+
+
+if __name__ == "__main__":
+    run_main(main)
