@@ -67,7 +67,7 @@ def test_resnet9_onecycle_peaks_at_30_percent_and_anneals():
     peak = max(range(20), key=lambda i: lrs[i])
     assert peak == 6  # step 60 of 200 (pct_start 0.3) is the start of epoch 7
     assert lrs[6] == pytest.approx(r.lr, rel=1e-3)  # the exact peak is at step 59, one step earlier
-    assert lrs[19] < r.lr / 100
+    assert lrs[19] < r.lr / 50  # start of the last epoch: nearly annealed to max_lr / 25e4
 
 
 def test_constant_schedule():
