@@ -51,12 +51,12 @@ def make_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     n = len(labels)
     img = np.empty((n, 32, 32, 3), dtype=np.float64)
     img[:] = PALETTE[labels][:, None, None, :]
-    rows = np.arange(32)
-    for i, c in enumerate(labels):  # a horizontal bright stripe whose row depends on the class
-        img[i, (rows >= 3 * c) & (rows < 3 * c + 3), :, :] += 50
+    rows = np.arange(32)[None, :]
+    stripe = (rows >= 3 * labels[:, None]) & (rows < 3 * labels[:, None] + 3)  # a bright band per class
+    img += 50.0 * stripe[:, :, None, None]
     img += rng.normal(0, 25, size=img.shape)
     img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    return img.transpose(0, 3, 1, 2).reshape(n, -1)  # HWC -> CHW planes -> 3072
+    return img.transpose(0, 3, 1, 2).reshape(n, 3072)  # HWC -> CHW planes -> 3072
 
 
 def _split(per_class: int, rng: np.random.Generator, prefix: str) -> tuple[list[int], np.ndarray, list[str]]:
@@ -190,7 +190,7 @@ def write_tar_gz(path: str | Path, members: Members, key_style: str = "str") -> 
     """Write `members` as a deterministic .tar.gz at `path`; return its md5."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="", compresslevel=1) as gz:
         with tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tf:
             for name, value in members.items():
                 if isinstance(value, tarfile.TarInfo):

@@ -164,7 +164,7 @@ def server(tiny_archive: tuple[Path, str]) -> Iterator[SimpleNamespace]:
     handler = type("Handler", (_Handler,), {"state": state})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield SimpleNamespace(base=f"http://127.0.0.1:{httpd.server_address[1]}", md5=md5, state=state)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import pickle
@@ -14,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
-from cifar_archive import CLASSES, Members, make_cifar_archive, member, write_tar_gz
+from cifar_archive import CLASSES, Members, make_cifar_archive, member
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -164,7 +163,7 @@ def _set(name: str, key: str, value: Callable[[Any], Any]) -> Callable[[Members]
         (_set("data_batch_1", "data", lambda d: d.tolist()), r"^data_batch_1: data is a list, expected a uint8 numpy array$"),
         (_set("data_batch_4", "labels", lambda y: [10] + y[1:]), r"^data_batch_4: label 10 outside 0\.\.9$"),
         (_set("test_batch", "labels", lambda y: y[:-1] + [-1]), r"^test_batch: label -1 outside 0\.\.9$"),
-        (_set("data_batch_3", "labels", lambda y: [float(v) for v in y]), r"^data_batch_3: label 0\.0 is not an integer$"),
+        (_set("data_batch_3", "labels", lambda y: [float(v) for v in y]), r"^data_batch_3: label \d\.0 is not an integer$"),
         (_set("data_batch_3", "labels", lambda y: [True] + y[1:]), r"^data_batch_3: label True is not an integer$"),
         (_set("data_batch_5", "labels", lambda y: y[:-1]), r"^data_batch_5: 39 labels for 40 images$"),
         (_set("batches.meta", "num_cases_per_batch", lambda n: 30), r"^data_batch_1 holds 40 images but batches.meta says num_cases_per_batch = 30$"),

@@ -1,0 +1,124 @@
+"""CPU smoke training: the stages end to end on a tiny archive the tests build themselves."""
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from cifarlab import evaluate, fetch, plot, preprocess, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_params(directory: Path, archive: Path, md5: str, models, **sections):
+    d = yaml.safe_load((ROOT / "params.yaml").read_text())
+    d["data"].update(url=str(archive), md5=md5)
+    d["train"]["max_epochs"] = 2
+    d["models"] = list(models)
+    d["model"] = models[0]
+    d["alexnet_transfer"]["pretrained"] = False
+    for name, changes in sections.items():
+        d[name] = {**d[name], **changes}
+    (directory / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, tiny_archive):
+    monkeypatch.chdir(tmp_path)
+    archive, md5 = tiny_archive
+    return tmp_path, archive, md5
+
+
+def run_pipeline(models):
+    fetch.main([])
+    preprocess.main([])
+    for m in models:
+        train.main([m])
+        evaluate.main([m])
+    plot.main([])
+
+
+def test_smoke_pipeline_writes_metrics_history_checkpoints_and_figures(workdir):
+    tmp, archive, md5 = workdir
+    # small batch so the tiny set gives several steps an epoch
+    write_params(tmp, archive, md5, ["lenet5"], lenet5={"batch_size": 16, "lr": 0.003})
+    run_pipeline(["lenet5"])
+
+    m = json.loads((tmp / "reports/metrics/lenet5.json").read_text())
+    for which in ("final", "best"):
+        r = m[which]
+        assert 0 <= r["top1"] <= r["top3"] <= 1
+        assert r["loss"] > 0
+        assert len(r["confusion"]) == 10 and sum(map(sum, r["confusion"])) == m["n_test"] == 100
+        assert set(r["per_class_top1"]) == {"airplane", "automobile", "bird", "cat", "deer", "dog",
+                                            "frog", "horse", "ship", "truck"}
+    assert m["final"]["epoch"] == 2 and m["best"]["epoch"] in (1, 2)
+    # the tiny archive's classes differ by colour: 2 epochs must beat chance (10%) clearly
+    assert m["best"]["top1"] > 0.2
+
+    h = pd.read_csv(tmp / "reports/history/lenet5.csv")
+    assert list(h.columns) == ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"]
+    assert h["epoch"].tolist() == [1, 2]
+    assert h["test_acc"].max() == pytest.approx(m["best"]["top1"], abs=1e-6)
+    assert h["test_acc"].iloc[-1] == pytest.approx(m["final"]["top1"], abs=1e-6)
+
+    ckpt = torch.load(tmp / "data/checkpoints/lenet5/final.pt", weights_only=True)
+    assert ckpt["model"] == "lenet5" and ckpt["epoch"] == 2
+    preds = pd.read_csv(tmp / "reports/predictions/lenet5.csv")
+    assert len(preds) == 100 and list(preds.columns) == ["actual", "predicted"]
+    assert (tmp / "reports/figures/curves_lenet5.png").stat().st_size > 1000
+    assert (tmp / "reports/figures/comparison.png").stat().st_size > 1000
+
+
+def test_training_is_bit_identical_on_cpu(workdir):
+    """Same params + same data -> the same checkpoint bytes and the same metrics, twice."""
+    tmp, archive, md5 = workdir
+    write_params(tmp, archive, md5, ["hw2_cnn"], hw2_cnn={"batch_size": 32})  # dropout + BN: RNG-sensitive
+    fetch.main([])
+    preprocess.main([])
+    digests = []
+    for _ in range(2):
+        train.main(["hw2_cnn"])
+        evaluate.main(["hw2_cnn"])
+        h = pd.read_csv(tmp / "reports/history/hw2_cnn.csv").drop(columns="seconds")
+        digests.append((sha(tmp / "data/checkpoints/hw2_cnn/final.pt"),
+                        sha(tmp / "data/checkpoints/hw2_cnn/best.pt"),
+                        sha(tmp / "reports/metrics/hw2_cnn.json"), h.to_csv()))
+    assert digests[0] == digests[1]
+
+
+def test_another_seed_gives_other_weights(workdir):
+    tmp, archive, md5 = workdir
+    write_params(tmp, archive, md5, ["lenet5"])
+    fetch.main([])
+    preprocess.main([])
+    train.main(["lenet5"])
+    first = sha(tmp / "data/checkpoints/lenet5/final.pt")
+    d = yaml.safe_load((tmp / "params.yaml").read_text())
+    d["seed"] = 24
+    (tmp / "params.yaml").write_text(yaml.safe_dump(d))
+    train.main(["lenet5"])
+    assert sha(tmp / "data/checkpoints/lenet5/final.pt") != first
+
+
+def test_train_unknown_model_name_is_refused(workdir):
+    tmp, archive, md5 = workdir
+    write_params(tmp, archive, md5, ["lenet5"])
+    with pytest.raises(Exception, match="unknown model 'vgg'"):
+        train.main(["vgg"])
+
+
+def test_cpu_notice_points_to_the_subset_command():
+    from cifarlab.params import load_params
+
+    mp = load_params(ROOT / "params.yaml")["resnet18"]
+    msg = train.cpu_notice("resnet18", mp, 200, 50000, 10000, s_per_image=0.01)
+    assert "no GPU" in msg and "data.train_subset" in msg and "h" in msg
+    assert train.cpu_notice("lenet5", mp, 1, 100, 100, s_per_image=0.001) is None
