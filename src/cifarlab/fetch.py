@@ -10,6 +10,7 @@ complete and verified, so a failed fetch leaves nothing behind.
 from __future__ import annotations
 
 import argparse
+import sys
 import hashlib
 import http.client
 import os
@@ -191,6 +192,11 @@ def main(argv: list[str] | None = None) -> None:
     from cifarlab.params import load_params
 
     p = load_params()
+    from cifarlab.train import full_run_notice
+
+    notice = full_run_notice(p)  # say so up front when a CPU is about to take hours
+    if notice:
+        print(notice, file=sys.stderr, flush=True)
     path = fetch(p.data.url, p.data.md5, RAW_ARCHIVE)
     print(f"fetch: {path} (md5 {p.data.md5.lower()})")
 

@@ -75,6 +75,41 @@ def cpu_notice(name: str, mp: ModelParams, epochs: int, n_train: int, n_test: in
     )
 
 
+FULL_TRAIN, FULL_TEST = 50_000, 10_000
+QUICK_IMAGE_EPOCHS = 200_000  # below this many training images in all, a CPU run is quick: skip timing
+
+
+def full_run_notice(p: Params) -> str | None:
+    """On a CPU, before any work: how long `dvc repro` with these params would train, if long.
+
+    Times one training step of each listed model (a few seconds in all) and extrapolates to
+    each recipe's epochs and the (subset) data size. None on CUDA or for a quick run.
+    """
+    if select_device().type != "cpu":
+        return None
+    n_train = p.data.train_subset or FULL_TRAIN
+    n_test = p.data.test_subset or FULL_TEST
+    epochs = {m: p[m].epochs(p.train.max_epochs) for m in p.models}
+    if sum(epochs.values()) * n_train < QUICK_IMAGE_EPOCHS:
+        return None
+    rt = Runtime(torch.device("cpu"), p.train)
+    total = 0.0
+    for m in p.models:
+        mp = p[m]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # random alexnet features are fine for a timing
+            model = build_model(m, {**mp.arch, **({"pretrained": False} if "pretrained" in mp.arch else {})}, 0)
+        pipe = BatchPipeline(mp.recipe.augment, (0.5,) * 3, (0.25,) * 3, rt.device)
+        total += time_train_step(model, mp.recipe, pipe, rt, batch=16) * epochs[m] * (n_train + n_test / 3)
+    if total < SLOW_CPU_S:
+        return None
+    return (
+        f"warning: no GPU found: this `dvc repro` trains {len(p.models)} models for {sum(epochs.values())} "
+        f"epochs in all on {n_train:,} images, about {format_duration(total)} on this CPU (timed from one "
+        f"step per model). It is meant for a GPU; for a quick CPU reproduction on a subset run: {SUBSET_HINT}"
+    )
+
+
 def history_csv(result: FitResult) -> str:
     rows = history_rows(result.history)
     buf = io.StringIO()

@@ -1,0 +1,203 @@
+"""Report 003: transfer learning from ImageNet AlexNet (`alexnet_transfer`).
+
+torchvision's AlexNet feature extractor, frozen (no gradients, always in eval mode), and a new
+trainable head. The CIFAR image is upsized inside `forward` so the features are 256x6x6 = 9216:
+
+    (B, 3, 32, 32) --bilinear--> (B, 3, 224, 224) --features--> (B, 256, 6, 6)
+    --avgpool 6x6 (identity at 224)--> [+ skip] --flatten--> (B, 9216)
+    --head: 9216 -> 4096, ReLU, 4096 -> 1024, ReLU, 1024 -> 10--> (B, 10)
+
+Skip variant (the report's AlexNetWithSkip): the output of features[8] (conv4, (B, 256, 13, 13)
+at 224, before its ReLU) goes through AdaptiveAvgPool2d((6, 6)) and is ADDED to the final
+(B, 256, 6, 6) features. The report also defines a 1x1 conv for the skip but never applies it, so
+there is none here: the skip adds no parameters.
+
+Weights, in this order: `weights=<file>` (a local AlexNet state_dict); else `pretrained=True`:
+torchvision's AlexNet_Weights.IMAGENET1K_V1 from the torch hub cache, downloaded into it when
+missing (a clear WeightsError offline); else random features with a RandomFeaturesWarning.
+The input is expected already normalized; ImageNet normalization is the training engine's job.
+"""
+from __future__ import annotations
+
+import http.client
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from cifarlab.errors import ParamsError, WeightsError
+from cifarlab.models import NUM_CLASSES, register_model
+
+IMAGENET_WEIGHTS = torchvision.models.AlexNet_Weights.IMAGENET1K_V1
+WEIGHTS_FILE_NAME = Path(urlparse(IMAGENET_WEIGHTS.url).path).name  # alexnet-owt-7be5be79.pth
+FEATURE_DIM = 256 * 6 * 6  # 9216
+SKIP_INDEX = 8  # features[8] is conv4 (384 -> 256), 13x13 at 224 input
+MIN_IMAGE_SIZE = 63  # smallest input for which AlexNet's last max pool still has a 1x1 output
+
+
+class RandomFeaturesWarning(UserWarning):
+    """alexnet_transfer was built with random (not ImageNet) frozen features."""
+
+
+def hub_cache_path() -> Path:
+    """Where torch hub keeps (and looks for) the ImageNet AlexNet file; honours TORCH_HOME."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE_NAME
+
+
+def _download_state_dict(weights: torchvision.models.WeightsEnum) -> dict[str, Any]:
+    """The only place that touches the network: torchvision's normal download into the hub
+    cache. Tests monkeypatch it (e.g. to raise urllib.error.URLError)."""
+    return weights.get_state_dict(progress=True, map_location="cpu", weights_only=True)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(f"{type(err).__name__}: {err}".split())
+
+
+def _features_state(state: Any, source: str) -> dict[str, torch.Tensor]:
+    """The `features.*` part of a full AlexNet state_dict (prefix stripped); a bare features
+    state_dict ("0.weight", ...) is accepted as is."""
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"{source}: expected an AlexNet state_dict, got {type(state).__name__}")
+    if any(k.startswith("features.") for k in state):
+        return {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
+    return dict(state)
+
+
+def _load_features(features: nn.Sequential, state: Any, source: str) -> None:
+    try:
+        features.load_state_dict(_features_state(state, source), strict=True)
+    except RuntimeError as err:
+        raise WeightsError(f"{source}: not AlexNet feature weights ({_one_line(err)[:300]})") from err
+
+
+def _imagenet_state_dict() -> dict[str, Any]:
+    cache = hub_cache_path()
+    if cache.is_file():
+        try:
+            return IMAGENET_WEIGHTS.get_state_dict(progress=True, map_location="cpu", weights_only=True)
+        except Exception as err:  # a truncated or corrupt cached file
+            raise WeightsError(
+                f"cannot read the cached AlexNet weights {cache} ({_one_line(err)[:200]}); delete it and retry"
+            ) from err
+    try:
+        return _download_state_dict(IMAGENET_WEIGHTS)
+    except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, refused, disk full
+        raise WeightsError(
+            f"ImageNet AlexNet weights unavailable ({_one_line(err)[:200]}): put {WEIGHTS_FILE_NAME} at {cache} "
+            f"(the torch hub cache) or set alexnet_transfer.weights=/path/to/{WEIGHTS_FILE_NAME} "
+            f"(alexnet_transfer.pretrained=false gives random features, for tests only)"
+        ) from err
+
+
+def alexnet_features() -> nn.Sequential:
+    """torchvision's `alexnet().features` with PyTorch's default init, without paying for the
+    58M-parameter ImageNet classifier we drop: the net is built on the meta device (no memory, no
+    random draws), then only the features are materialized and initialized, in the same order as
+    torchvision's constructor, so under a given seed the values equal
+    `torchvision.models.alexnet(weights=None).features`."""
+    with torch.device("meta"):
+        net = torchvision.models.alexnet(weights=None)
+    features = net.features.to_empty(device="cpu")
+    for module in features.modules():
+        if isinstance(module, nn.Conv2d):
+            module.reset_parameters()
+    return features
+
+
+class AlexNetTransfer(nn.Module):
+    """Frozen AlexNet features (+ optional conv4 skip) and a trainable 3-layer head."""
+
+    def __init__(self, features: nn.Sequential, skip: bool, image_size: int) -> None:
+        super().__init__()
+        self.image_size = image_size
+        self.skip = skip
+        self.features = features
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))  # as torchvision's AlexNet; identity at 224
+        self.skip_pool = nn.AdaptiveAvgPool2d((6, 6))  # (B, 256, 13, 13) -> (B, 256, 6, 6)
+        self.head = nn.Sequential(
+            nn.Linear(FEATURE_DIM, 4096),
+            nn.ReLU(),
+            nn.Linear(4096, 1024),
+            nn.ReLU(),
+            nn.Linear(1024, NUM_CLASSES),
+        )
+        self.features.requires_grad_(False)
+        self.features.eval()
+
+    def train(self, mode: bool = True) -> "AlexNetTransfer":
+        # The feature extractor is frozen: it stays in eval mode whatever the head does.
+        super().train(mode)
+        self.features.eval()
+        return self
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> the frozen features (B, 9216), skip sum included when skip=True."""
+        size = (self.image_size, self.image_size)
+        if tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        skip = None
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if self.skip and i == SKIP_INDEX:
+                # A new tensor, so the in-place ReLU at features[9] does not alter it.
+                skip = self.skip_pool(x)
+        x = self.avgpool(x)
+        if skip is not None:
+            x = x + skip
+        return torch.flatten(x, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+
+@register_model(
+    "alexnet_transfer",
+    report="003",
+    reported_top1=0.8357,
+    description="frozen ImageNet AlexNet features (input upsized to 224, 9216-d), optional conv4 skip, "
+    "head 9216 -> 4096 -> 1024 -> 10",
+)
+def alexnet_transfer(
+    *,
+    skip: bool = False,
+    pretrained: bool = True,
+    weights: str | None = None,
+    image_size: int = 224,
+) -> nn.Module:
+    """`skip`: add the pooled conv4 output to the features (report 003's 0.8357 variant);
+    `weights`: a local AlexNet state_dict file (wins over `pretrained`); `pretrained`: ImageNet
+    weights from the torch hub cache / download, or random features (tests only, warns);
+    `image_size`: the side the 32x32 input is upsized to (224 gives 6x6 features natively)."""
+    if image_size < MIN_IMAGE_SIZE:
+        raise ParamsError(f"alexnet_transfer.image_size must be >= {MIN_IMAGE_SIZE}, got {image_size}")
+    # Find the weights first, so a missing file fails before any network is built.
+    state, source = None, ""
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"alexnet_transfer.weights: no such file '{path}'")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise WeightsError(f"alexnet_transfer.weights: cannot load '{path}' ({_one_line(err)[:200]})") from err
+        source = f"alexnet_transfer.weights '{path}'"
+    elif pretrained:
+        state, source = _imagenet_state_dict(), f"ImageNet AlexNet weights {hub_cache_path()}"
+    features = alexnet_features()
+    if state is not None:
+        _load_features(features, state, source)
+    else:
+        warnings.warn(
+            "alexnet_transfer: pretrained=false and no weights file, so the frozen AlexNet features are RANDOM; "
+            "results mean nothing (use this for tests only)",
+            RandomFeaturesWarning,
+            stacklevel=2,
+        )
+    return AlexNetTransfer(features, skip=skip, image_size=image_size)

@@ -1,0 +1,91 @@
+"""Report 000: LeNet-5 (`lenet5`) against the widely used ResNet-9 (`resnet9`)."""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from cifarlab.errors import ParamsError
+from cifarlab.models import NUM_CLASSES, register_model
+
+
+@register_model(
+    "lenet5",
+    report="000",
+    reported_top1=0.4718,
+    description="LeNet-5 on RGB: conv 6@5x5, avgpool, conv 16@5x5, avgpool, 400 -> 120 -> 84 -> 10",
+)
+def lenet5(*, activation: Literal["relu", "tanh"] = "relu") -> nn.Module:
+    """(B,3,32,32) -conv5x5-> 6@28x28 -avgpool-> 6@14x14 -conv5x5-> 16@10x10 -avgpool-> 16@5x5
+    -> flatten 400 -> 120 -> 84 -> 10, `activation` after every conv and hidden linear.
+    tanh is LeCun's original; ReLU the common choice today (OPEN in the report). 62,006 params."""
+    if activation not in ("relu", "tanh"):
+        raise ParamsError(f"lenet5.activation must be 'relu' or 'tanh', got {activation!r}")
+    act = nn.ReLU if activation == "relu" else nn.Tanh
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 5),  # 32 -> 28
+        act(),
+        nn.AvgPool2d(2),  # 28 -> 14
+        nn.Conv2d(6, 16, 5),  # 14 -> 10
+        act(),
+        nn.AvgPool2d(2),  # 10 -> 5
+        nn.Flatten(),  # 16 * 5 * 5 = 400
+        nn.Linear(400, 120),
+        act(),
+        nn.Linear(120, 84),
+        act(),
+        nn.Linear(84, NUM_CLASSES),
+    )
+
+
+def conv_block(in_channels: int, out_channels: int, pool: bool = False) -> nn.Sequential:
+    """Conv 3x3 pad 1 (with bias, as in the widely used code) + BN + ReLU (+ MaxPool 2)."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+    ]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+class ResNet9(nn.Module):
+    """The widely used ResNet-9 (DAWNBench style); shapes at a (B, 3, 32, 32) input:
+
+    conv1 3 -> 64                       (B,  64, 32, 32)
+    conv2 64 -> 128 + pool              (B, 128, 16, 16)
+    res1  [128 -> 128, 128 -> 128] + x  (B, 128, 16, 16)
+    conv3 128 -> 256 + pool             (B, 256,  8,  8)
+    conv4 256 -> 512 + pool             (B, 512,  4,  4)
+    res2  [512 -> 512, 512 -> 512] + x  (B, 512,  4,  4)
+    classifier MaxPool 4, flatten, linear 512 -> 10. 6,575,370 parameters.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = conv_block(3, 64)
+        self.conv2 = conv_block(64, 128, pool=True)
+        self.res1 = nn.Sequential(conv_block(128, 128), conv_block(128, 128))
+        self.conv3 = conv_block(128, 256, pool=True)
+        self.conv4 = conv_block(256, 512, pool=True)
+        self.res2 = nn.Sequential(conv_block(512, 512), conv_block(512, 512))
+        self.classifier = nn.Sequential(nn.MaxPool2d(4), nn.Flatten(), nn.Linear(512, NUM_CLASSES))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(self.conv1(x))
+        out = self.res1(out) + out
+        out = self.conv4(self.conv3(out))
+        out = self.res2(out) + out
+        return self.classifier(out)
+
+
+@register_model(
+    "resnet9",
+    report="000",
+    reported_top1=0.9282,
+    description="the widely used ResNet-9: 4 conv blocks, 2 residual blocks, maxpool 4, linear 512 -> 10",
+)
+def resnet9() -> nn.Module:
+    return ResNet9()

@@ -1,0 +1,27 @@
+"""Report 004's CIFAR ResNet-18 (`resnet18`) with a pluggable activation (the report's ablation).
+
+Shapes at (B, 3, 32, 32): stem conv3x3 64 + BN + act (B, 64, 32, 32), no max pool;
+layer1 2 BasicBlocks 64@32x32; layer2 128@16x16; layer3 256@8x8; layer4 512@4x4 (stride 2 at
+the first block of layers 2-4, 1x1 conv + BN projection shortcut); avg pool (B, 512); linear -> 10.
+11,173,962 parameters (activations have none, so the count does not depend on `activation`).
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from cifarlab.errors import ParamsError
+from cifarlab.models import NUM_CLASSES, register_model
+from cifarlab.models.blocks import Activation, CifarResNet
+
+
+@register_model(
+    "resnet18",
+    report="004",
+    reported_top1=0.9514,
+    description="CIFAR ResNet-18: 3x3 stem, BasicBlocks [2,2,2,2] at 64..512 ch, avg pool, linear 512 -> 10",
+)
+def resnet18(*, activation: Activation = "relu") -> nn.Module:
+    """`activation` replaces ReLU everywhere it appears (stem and both places in every block)."""
+    if activation not in ("relu", "leaky_relu", "tanh", "sigmoid"):
+        raise ParamsError(f"resnet18.activation must be one of relu, leaky_relu, tanh, sigmoid; got {activation!r}")
+    return CifarResNet(blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512), activation=activation, num_classes=NUM_CLASSES)
