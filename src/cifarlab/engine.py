@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -28,6 +29,19 @@ from cifarlab.schedules import make_optimizer, make_scheduler
 
 def select_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def configure_threads(n: int | None) -> int:
+    """Set torch's CPU thread count (train.num_threads; None = the cores this process may use).
+
+    Threads must not outnumber the free cores: measured on a 2-core machine with another
+    process busy on one core, a dnn training step took 0.30 s with 2 OpenMP threads and
+    0.03 s with 1. Set train.num_threads=1 when sharing a small machine.
+    """
+    if n is None:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    return n
 
 
 def derive_seed(*parts: int) -> int:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import warnings
 
 import torch
 
 from cifarlab import paths
 from cifarlab.cli import run_main
-from cifarlab.engine import Runtime, predict, select_device
+from cifarlab.engine import Runtime, configure_threads, predict, select_device
 from cifarlab.errors import DataError, ParamsError
 from cifarlab.io import atomic_write, write_json
 from cifarlab.metrics import classification_metrics
@@ -75,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         raise ParamsError(f"missing param section '{name}' in params.yaml")
     mp = p[name]
     device = select_device()
+    configure_threads(p.train.num_threads)
     _, _, test_x, test_y, stats = load_prepared(device)
     classes = tuple(stats["classes"])
     rt = Runtime(device, p.train)

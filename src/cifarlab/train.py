@@ -20,7 +20,7 @@ import torch
 from cifarlab import paths
 from cifarlab.augment import BatchPipeline, normalization
 from cifarlab.cli import run_main
-from cifarlab.engine import FitResult, Runtime, fit, history_rows, select_device, time_train_step
+from cifarlab.engine import FitResult, Runtime, configure_threads, fit, history_rows, select_device, time_train_step
 from cifarlab.errors import ParamsError
 from cifarlab.io import atomic_write, write_json
 from cifarlab.models import get_model, model_info
@@ -87,6 +87,7 @@ def full_run_notice(p: Params) -> str | None:
     """
     if select_device().type != "cpu":
         return None
+    configure_threads(p.train.num_threads)
     n_train = p.data.train_subset or FULL_TRAIN
     n_test = p.data.test_subset or FULL_TEST
     epochs = {m: p[m].epochs(p.train.max_epochs) for m in p.models}
@@ -128,8 +129,7 @@ def save_checkpoint(path, name: str, arch: dict, state: dict, epoch: int) -> Non
 def run(p: Params, name: str, log=print) -> FitResult:
     mp = p[name]
     device = select_device()
-    if p.train.num_threads:
-        torch.set_num_threads(p.train.num_threads)
+    configure_threads(p.train.num_threads)
     torch.backends.cudnn.benchmark = False  # autotuning picks kernels by timing: not reproducible
     train_x, train_y, test_x, test_y, stats = load_prepared(device)
     epochs = mp.epochs(p.train.max_epochs)
