@@ -106,7 +106,7 @@ def full_run_notice(p: Params) -> str | None:
         return None
     return (
         f"warning: no GPU found: this `dvc repro` trains {len(p.models)} models for {sum(epochs.values())} "
-        f"epochs in all on {n_train:,} images, about {format_duration(total)} on this CPU (timed from one "
+        f"epochs in all on {n_train:,} images{'' if p.data.train_subset else ' (the full set)'}, about {format_duration(total)} on this CPU (timed from one "
         f"step per model). It is meant for a GPU; for a quick CPU reproduction on a subset run: {SUBSET_HINT}"
     )
 
