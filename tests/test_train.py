@@ -122,3 +122,15 @@ def test_cpu_notice_points_to_the_subset_command():
     msg = train.cpu_notice("resnet18", mp, 200, 50000, 10000, s_per_image=0.01)
     assert "no GPU" in msg and "data.train_subset" in msg and "h" in msg
     assert train.cpu_notice("lenet5", mp, 1, 100, 100, s_per_image=0.001) is None
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_channels_last_training_learns(workdir):
+    """On a GPU: the bf16 + channels_last path trains and its metrics are sane."""
+    tmp, archive, md5 = workdir
+    write_params(tmp, archive, md5, ["resnet9"], resnet9={"batch_size": 32})
+    run_pipeline(["resnet9"])
+    m = json.loads((tmp / "reports/metrics/resnet9.json").read_text())
+    run = json.loads((tmp / "data/checkpoints/resnet9/run.json").read_text())
+    assert run["device"] != "cpu"
+    assert m["best"]["top1"] > 0.2
