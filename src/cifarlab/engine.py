@@ -158,8 +158,9 @@ def fit(
         bar = tqdm(_batches(perm, recipe.batch_size), desc=f"{desc} {epoch}/{epochs}", leave=False,
                    disable=None, unit="batch")
         for idx in bar:
-            xb = rt.prepare_input(pipe(train_x[idx], gen, train=True))
-            yb = train_y[idx]
+            # index_select, not train_x[idx]: ~20% faster gather on CPU (benchmarks/README.md)
+            xb = rt.prepare_input(pipe(train_x.index_select(0, idx), gen, train=True))
+            yb = train_y.index_select(0, idx)
             with rt.autocast():
                 logits = model(xb)
                 loss = F.cross_entropy(logits.float(), yb)
