@@ -90,6 +90,10 @@ def main(argv: list[str] | None = None) -> None:
     pred_best = None
     for which in ("final", "best"):
         ckpt = load_checkpoint(paths.CHECKPOINT_DIR / name / f"{which}.pt")
+        if which == "best" and ckpt["epoch"] == result["final"]["epoch"]:
+            # The best epoch is the last one: same weights, so the same numbers; skip the pass.
+            result["best"] = {**result["final"], "selected_by": SELECTION["best"]}
+            continue
         model = rt.prepare_model(model_from_checkpoint(ckpt))
         logits = predict(model, test_x, pipe, rt)
         m = classification_metrics(logits, test_y, classes)
