@@ -123,7 +123,8 @@ def both(n: int) -> tuple[int, int]:
 
 # name -> (trainable, total), each derived from the layers (not read off the models).
 EXPECTED_PARAMS = {
-    "dnn": both(linear(3072, 1024) + linear(1024, 512) + linear(512, 256) + linear(256, 10)),
+    # hidden Linear layers carry no bias (BatchNorm1d follows): weights + BN's 2 per unit
+    "dnn": both(3072 * 1024 + bn(1024) + 1024 * 512 + bn(512) + 512 * 256 + bn(256) + linear(256, 10)),
     "cnn": both(
         conv(3, 32, 3, False) + bn(32) + conv(32, 64, 3, False) + bn(64) + conv(64, 128, 3, False) + bn(128)
         + linear(2048, 256) + linear(256, 10)
@@ -149,7 +150,7 @@ REGRESSION_PARAMS = {
     "alexnet_transfer": (41_958_410, 44_428_106),
     "cnn": (620_586, 620_586),
     "custom_resnet": (1_492_874, 1_492_874),
-    "dnn": (3_805_450, 3_805_450),
+    "dnn": (3_807_242, 3_807_242),
     "hw2_cnn": (469_532, 469_532),
     "lenet5": (62_006, 62_006),
     "resnet": (2_777_674, 2_777_674),
@@ -191,7 +192,7 @@ def test_model_info(name):
 
 def test_arch_param_annotations_are_precise():
     a = {n: {k: p.annotation for k, p in model_info(n).arch_params.items()} for n in NAMES}
-    assert a["dnn"] == {"hidden": tuple[int, ...]}
+    assert a["dnn"] == {"hidden": tuple[int, ...], "batchnorm": bool}
     assert a["cnn"] == a["resnet"] == a["resnet9"] == {}
     assert a["custom_resnet"] == {"expansion": int, "dropout": float}
     assert a["hw2_cnn"] == {"dropout": float}
@@ -300,7 +301,8 @@ def test_lenet5_tanh():
 
 
 def test_options_change_the_architecture():
-    assert n_params(get_model("dnn", hidden=(100,))) == linear(3072, 100) + linear(100, 10)
+    assert n_params(get_model("dnn", hidden=(100,), batchnorm=False)) == linear(3072, 100) + linear(100, 10)
+    assert n_params(get_model("dnn", hidden=(100,))) == 3072 * 100 + bn(100) + linear(100, 10)
     assert n_params(get_model("dnn", hidden=())) == linear(3072, 10)
     assert n_params(get_model("custom_resnet", expansion=2)) == custom_resnet_count(2)
     drops = [m.p for m in get_model("hw2_cnn", dropout=0.5).modules() if isinstance(m, nn.Dropout)]
