@@ -47,8 +47,6 @@ if str(ROOT / "src") not in sys.path:  # works without `pip install -e .` too
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
@@ -56,10 +54,9 @@ from torchvision import transforms  # noqa: E402
 
 from cifarlab import paths  # noqa: E402
 from cifarlab.augment import BatchPipeline  # noqa: E402
-from cifarlab.engine import Runtime, select_device  # noqa: E402
+from cifarlab.engine import Runtime, TrainStep, select_device  # noqa: E402
 from cifarlab.models import list_models  # noqa: E402
 from cifarlab.params import load_params  # noqa: E402
-from cifarlab.schedules import make_optimizer, make_scheduler  # noqa: E402
 from cifarlab.train import build_model, make_pipeline  # noqa: E402
 
 BATCH = 128  # the data benchmark's batch size (both paths)
@@ -205,35 +202,20 @@ def bench_model(name: str, mp, x: torch.Tensor, y: torch.Tensor, stats, rt: Runt
     pipe = make_pipeline(mp, {"mean": stats[0], "std": stats[1]}, device)
     bs = min(recipe.batch_size, args.max_batch)
     model = rt.prepare_model(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = make_optimizer(trainable, recipe)
-    sched, when = make_scheduler(opt, recipe, recipe.epochs, max(1, math.ceil(x.shape[0] / bs)))
+    step_fn = TrainStep(model, recipe, pipe, rt, recipe.epochs, max(1, math.ceil(x.shape[0] / bs)))
     gen = torch.Generator(device=device).manual_seed(args.seed)
     torch.manual_seed(args.seed)
     perm = torch.randperm(x.shape[0], generator=gen, device=device)
     batches = list(torch.split(perm, bs))
     model.train()
     loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
     step_s = []
     for step in range(args.warmup_steps + args.steps):
         idx = batches[step % len(batches)]
         _sync(device)
         t0 = time.perf_counter()
-        xb = rt.prepare_input(pipe(x[idx], gen, train=True))
-        yb = y[idx]
-        with rt.autocast():
-            logits = model(xb)
-            loss = F.cross_entropy(logits.float(), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if recipe.grad_clip is not None:
-            nn.utils.clip_grad_value_(trainable, recipe.grad_clip)
-        opt.step()
-        if sched is not None and when == "batch":
-            sched.step()
-        loss_sum += loss.detach() * idx.numel()
-        correct += (logits.detach().argmax(1) == yb).sum()
+        loss, _ = step_fn(x.index_select(0, idx), y.index_select(0, idx), gen)  # exactly engine.fit's step
+        loss_sum += loss
         _sync(device)
         if step >= args.warmup_steps:
             step_s.append(time.perf_counter() - t0)

@@ -8,7 +8,6 @@ numbers (there is no validation split), so it is optimistic; "final" is the last
 """
 from __future__ import annotations
 
-import argparse
 import io
 import warnings
 
@@ -17,12 +16,11 @@ import torch
 from cifarlab import paths
 from cifarlab.cli import run_main
 from cifarlab.engine import Runtime, configure_threads, predict, select_device
-from cifarlab.errors import DataError, ParamsError
+from cifarlab.errors import DataError
 from cifarlab.io import atomic_write, write_json
 from cifarlab.metrics import classification_metrics
 from cifarlab.models import get_model, model_info
-from cifarlab.params import load_params
-from cifarlab.train import load_prepared, make_pipeline
+from cifarlab.train import load_prepared, make_pipeline, parse_stage_args
 
 SELECTION = {
     "final": "the last epoch trained",
@@ -63,15 +61,7 @@ def predictions_csv(labels: torch.Tensor, pred: torch.Tensor, classes) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m cifarlab.evaluate", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model", nargs="?", help="model to evaluate (default: params.yaml `model`)")
-    args = ap.parse_args(argv)
-    p = load_params()
-    name = args.model or p.model
-    if name not in p.recipes:
-        model_info(name)
-        raise ParamsError(f"missing param section '{name}' in params.yaml")
+    p, name = parse_stage_args("python -m cifarlab.evaluate", __doc__, argv)
     mp = p[name]
     device = select_device()
     configure_threads(p.train.num_threads)

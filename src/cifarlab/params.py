@@ -12,7 +12,6 @@ Every stage calls `load_params()` before doing any work, so a typo costs a one-l
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType

@@ -101,7 +101,8 @@ def full_run_notice(p: Params) -> str | None:
             warnings.simplefilter("ignore")  # random alexnet features are fine for a timing
             model = build_model(m, {**mp.arch, **({"pretrained": False} if "pretrained" in mp.arch else {})}, 0)
         pipe = BatchPipeline(mp.recipe.augment, (0.5,) * 3, (0.25,) * 3, rt.device)
-        total += time_train_step(model, mp.recipe, pipe, rt, batch=16) * epochs[m] * (n_train + n_test / 3)
+        s_per_image = time_train_step(model, mp.recipe, pipe, rt, batch=min(mp.recipe.batch_size, 64))
+        total += s_per_image * epochs[m] * (n_train + n_test / 3)
     if total < SLOW_CPU_S:
         return None
     return (
@@ -140,7 +141,7 @@ def run(p: Params, name: str, log=print) -> FitResult:
         f"{train_x.shape[0]} train / {test_x.shape[0]} test images, device {device}")
     if device.type == "cpu":
         notice = cpu_notice(name, mp, epochs, train_x.shape[0], test_x.shape[0],
-                            time_train_step(model, mp.recipe, pipe, rt))
+                            time_train_step(model, mp.recipe, pipe, rt, batch=min(mp.recipe.batch_size, 64)))
         if notice:
             log(notice)
     result = fit(model, train_x, train_y, test_x, test_y, mp.recipe, epochs, p.seed, pipe, rt, log=log, desc=name)
@@ -163,16 +164,21 @@ def run(p: Params, name: str, log=print) -> FitResult:
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m cifarlab.train", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model", nargs="?", help="model to train (default: params.yaml `model`)")
+def parse_stage_args(prog: str, doc: str, argv: list[str] | None) -> tuple[Params, str]:
+    """The CLI shared by train and evaluate: an optional model name, then validated params."""
+    ap = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", nargs="?", help="the model (default: params.yaml `model`)")
     args = ap.parse_args(argv)
     p = load_params()
     name = args.model or p.model
     if name not in p.recipes:
         model_info(name)  # an unknown name raises with the list of known ones
         raise ParamsError(f"missing param section '{name}' in params.yaml")
+    return p, name
+
+
+def main(argv: list[str] | None = None) -> None:
+    p, name = parse_stage_args("python -m cifarlab.train", __doc__, argv)
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         run(p, name, log=lambda s: print(s, file=sys.stderr, flush=True))

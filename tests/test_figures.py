@@ -1,0 +1,204 @@
+"""Report figures: structure of each figure, PCA correctness/determinism, PNG reproducibility."""
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from matplotlib.container import BarContainer
+
+from cifarlab.figures import (HEATMAP_GID, NA, confusion_figure, grid_heatmaps, pca_figure, pca_project,
+                              report_bars, save_figure)
+from cifarlab.paths import CLASSES
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def heatmaps(fig):
+    return [ax for ax in fig.axes if ax.get_gid() == HEATMAP_GID]
+
+
+def cell_text(ax, i, j):
+    """The annotation drawn at row i, column j of a heat map."""
+    hits = [t.get_text() for t in ax.texts if tuple(t.get_position()) == (j, i)]
+    assert len(hits) == 1, hits
+    return hits[0]
+
+
+# --------------------------------------------------------------------------- confusion
+
+
+def test_confusion_figure_labels_counts_and_row_accuracy():
+    rng = np.random.default_rng(0)
+    cm = rng.integers(0, 20, size=(10, 10))
+    np.fill_diagonal(cm, 80)
+    cm[3] = 0  # a class with no test images must not divide by zero
+    fig = confusion_figure(cm.tolist(), CLASSES, "toy")
+    (ax,) = heatmaps(fig)
+    assert len(fig.axes) == 2  # heat map + colorbar
+    xt = [t.get_text() for t in ax.get_xticklabels()]
+    yt = [t.get_text() for t in ax.get_yticklabels()]
+    assert xt == list(CLASSES)
+    assert len(yt) == 10 and all(y.startswith(c) for y, c in zip(yt, CLASSES))
+    assert yt[0] == f"airplane ({100 * 80 / cm[0].sum():.1f}%)"
+    assert yt[3] == f"cat ({NA})"
+    assert len(ax.texts) == 100
+    assert cell_text(ax, 2, 5) == str(cm[2, 5])
+    # the darkest cells (the diagonal) get white text, the empty row black text
+    assert cell_text(ax, 0, 0) == "80" and [t for t in ax.texts if t.get_position() == (0, 0)][0].get_color() == "white"
+    assert [t for t in ax.texts if t.get_position() == (0, 3)][0].get_color() == "black"
+
+
+def test_confusion_figure_rejects_wrong_shape():
+    with pytest.raises(ValueError):
+        confusion_figure(np.zeros((3, 3), int), CLASSES, "bad")
+
+
+# --------------------------------------------------------------------------- PCA
+
+
+def blobs(n_per=40, d=50, seed=0):
+    """Three Gaussian blobs in d-D, centres 20 apart, unit noise: (3n, d) float32, (3n,) labels."""
+    g = torch.Generator().manual_seed(seed)
+    centres = 20 * torch.eye(3, d)
+    x = torch.cat([c + torch.randn(n_per, d, generator=g) for c in centres])
+    y = torch.arange(3).repeat_interleave(n_per)
+    return x, y
+
+
+def test_pca_project_separates_blobs():
+    x, y = blobs()
+    coords, ratio = pca_project(x, k=3)
+    assert coords.shape == (120, 3) and ratio.shape == (3,)
+    xy = coords[:, :2]
+    means = np.stack([xy[y.numpy() == c].mean(0) for c in range(3)])
+    within = np.mean([xy[y.numpy() == c].std(0).mean() for c in range(3)])
+    between = min(np.linalg.norm(means[a] - means[b]) for a, b in ((0, 1), (0, 2), (1, 2)))
+    assert between > 10 * within
+    assert np.all(ratio > 0) and np.all(ratio <= 1)
+    assert np.all(np.diff(ratio) <= 0) and ratio.sum() <= 1
+    # two blob directions carry most of the variance; the third PC is just noise
+    assert ratio[:2].sum() > 0.8 and ratio[2] < 0.05
+
+
+def test_pca_project_matches_exact_svd_and_is_deterministic():
+    # rank-3 signal with distinct scales (10, 5, 2) plus small noise: a clear spectral gap,
+    # where the randomized sketch must agree with the exact SVD
+    g = torch.Generator().manual_seed(1)
+    basis, _ = torch.linalg.qr(torch.randn(50, 3, generator=g))  # (50, 3) orthonormal
+    latent = torch.randn(200, 3, generator=g) * torch.tensor([10.0, 5.0, 2.0])
+    x = latent @ basis.T + 0.05 * torch.randn(200, 50, generator=g) + 3.0  # (200, 50), offset: centering matters
+    coords, ratio = pca_project(x.numpy(), k=3)
+    xc = x.double().numpy() - x.double().numpy().mean(0)
+    s = np.linalg.svd(xc, compute_uv=False)
+    np.testing.assert_allclose(ratio, s[:3] ** 2 / (xc ** 2).sum(), rtol=1e-6)
+    assert ratio.sum() > 0.99
+    np.testing.assert_allclose(np.abs(coords).sum(0), np.abs(xc @ np.linalg.svd(xc)[2][:3].T).sum(0), rtol=1e-6)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    again, ratio2 = pca_project(x, k=3)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is left alone
+    assert np.array_equal(coords, again) and np.array_equal(ratio, ratio2)
+
+
+def test_pca_project_rejects_bad_k():
+    with pytest.raises(ValueError):
+        pca_project(np.zeros((5, 2)), k=3)
+
+
+def test_pca_figure_panels_legend_and_axis_labels():
+    x, y = blobs(n_per=15)
+    fig = pca_figure(x, y, CLASSES, "toy")
+    assert len(fig.axes) == 2
+    names = sorted(ax.name for ax in fig.axes)
+    assert names == ["3d", "rectilinear"]
+    ax2 = next(ax for ax in fig.axes if ax.name == "rectilinear")
+    assert [t.get_text() for t in ax2.get_legend().get_texts()] == list(CLASSES[:3])
+    ratio = fig.explained_ratio
+    assert ax2.get_xlabel() == f"PC1 ({100 * ratio[0]:.1f}% var)"
+    ax3 = next(ax for ax in fig.axes if ax.name == "3d")
+    assert ax3.get_zlabel().startswith("PC3 (")
+
+
+# --------------------------------------------------------------------------- report 004 grid
+
+ACTS = ("sigmoid", "tanh", "relu", "leaky_relu")
+RATIOS = ("2:1:1", "5:3:2", "5:4:1")
+AUGS = ("none", "crop_flip_blur_color", "crop_flip")
+
+
+def test_grid_heatmaps_panels_missing_cells_and_differences():
+    reported = {(a, r, g): 0.85 + 0.01 * i + 0.001 * j for i, a in enumerate(ACTS)
+                for j, r in enumerate(RATIOS) for g in AUGS}
+    reproduced = {k: v - 0.005 for k, v in reported.items()}
+    reproduced[("relu", "5:4:1", "crop_flip")] = 0.9514
+    reported[("relu", "5:4:1", "crop_flip")] = 0.9456
+    del reproduced[("tanh", "2:1:1", "none")]  # not run yet
+    reproduced[("sigmoid", "5:3:2", "none")] = None  # or run without a result
+    del reported[("leaky_relu", "2:1:1", "crop_flip")]  # nothing to compare with
+    reproduced[("tanh", "5:4:1", "crop_flip")] = reported[("tanh", "5:4:1", "crop_flip")] - 1e-12  # rounds to 0
+    fig = grid_heatmaps(reproduced, reported, ACTS, RATIOS, AUGS)
+    maps = heatmaps(fig)
+    assert len(maps) == 6 and len(fig.axes) == 8  # 6 heat maps + one colorbar per row
+    for ax in maps:
+        assert ax.get_images()[0].get_array().shape == (4, 3)
+        assert len(ax.texts) == 12
+        assert [t.get_text() for t in ax.get_yticklabels()] == list(ACTS)
+        assert [t.get_text() for t in ax.get_xticklabels()] == list(RATIOS)
+    titles = [ax.get_title() for ax in maps]
+    rep = {aug: maps[titles.index(f"reproduced top-1 (%): {aug}")] for aug in AUGS}
+    dif = {aug: maps[titles.index(f"reproduced - reported (pp): {aug}")] for aug in AUGS}
+    assert cell_text(rep["crop_flip"], 2, 2) == "95.14"
+    assert cell_text(dif["crop_flip"], 2, 2) == "+0.58"  # 95.14 - 94.56 points
+    assert cell_text(dif["none"], 0, 0) == "-0.50"
+    assert cell_text(rep["none"], 1, 0) == NA and cell_text(dif["none"], 1, 0) == NA
+    assert cell_text(rep["none"], 0, 1) == NA
+    assert cell_text(dif["crop_flip"], 1, 2) == "+0.00"  # never "-0.00"
+    assert cell_text(rep["crop_flip"], 3, 0) == "87.50" and cell_text(dif["crop_flip"], 3, 0) == NA
+    # the diverging scale is centred on 0
+    norm = dif["none"].get_images()[0].norm
+    assert norm.vmin == -norm.vmax
+
+
+def test_grid_heatmaps_nothing_run_yet():
+    fig = grid_heatmaps({}, {}, ACTS, RATIOS, AUGS)
+    assert all(t.get_text() == NA for ax in heatmaps(fig) for t in ax.texts)
+
+
+# --------------------------------------------------------------------------- report bars
+
+
+def bar_count(fig):
+    (ax,) = fig.axes
+    return sum(len(c) for c in ax.containers if isinstance(c, BarContainer))
+
+
+def test_report_bars_counts_and_labels():
+    rows = [
+        {"label": "lenet", "reported": 0.62, "reproduced": 0.6321, "std": 0.004, "final": 0.61},
+        {"label": "vgg", "reported": None, "reproduced": 0.91},
+        {"label": "resnet", "reported": 0.95, "reproduced": None},
+    ]
+    fig = report_bars(rows, "report 001")
+    assert bar_count(fig) == 3 * 3
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["reported", "reproduced", "final epoch"]
+    labels = [t.get_text() for t in ax.texts]
+    assert "63.21±0.40" in labels and "62.00" in labels and labels.count(NA) == 1 + 1 + 2
+    assert bar_count(report_bars([{"label": "a", "reported": 0.5, "reproduced": 0.4},
+                                  {"label": "b", "reported": 0.6, "reproduced": None}], "t")) == 2 * 2
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def test_save_figure_is_byte_reproducible(tmp_path):
+    rows = [{"label": "m", "reported": 0.9, "reproduced": 0.88}]
+    save_figure(report_bars(rows, "t"), tmp_path / "a.png")
+    save_figure(report_bars(rows, "t"), tmp_path / "b" / "b.png")
+    a, b = (tmp_path / "a.png").read_bytes(), (tmp_path / "b" / "b.png").read_bytes()
+    assert a[:8] == b"\x89PNG\r\n\x1a\n"
+    assert a == b
+    assert plt.get_fignums() == []  # save_figure closes what it wrote
