@@ -116,3 +116,18 @@ def test_every_stage_refuses_bad_params_before_work(tmp_path, stage):
     assert r.returncode == 2
     assert r.stderr.strip() == "error: bad value for 'resnet9.lr': 'fast' (Input should be a valid number, unable to parse string as a number)"
     assert list(tmp_path.iterdir()) == [tmp_path / "params.yaml"]  # nothing written
+
+
+def test_ratio_accepts_underscore_form_used_in_run_names():
+    assert validate(raw(resnet18__lr_ratio="5_4_1"))["resnet18"].recipe.lr_ratio == (5.0, 4.0, 1.0)
+
+
+def test_overrides_are_validated_like_params_yaml(tmp_path):
+    from cifarlab.params import load_params
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw()))
+    p = load_params(tmp_path / "params.yaml", model="resnet18", overrides={"activation": "tanh", "lr_ratio": "5:3:2"})
+    assert dict(p["resnet18"].arch) == {"activation": "tanh"}
+    assert p["resnet18"].recipe.lr_ratio == (5.0, 3.0, 2.0)
+    with pytest.raises(ParamsError, match="bad value for 'resnet18.activation': 'swish'"):
+        load_params(tmp_path / "params.yaml", model="resnet18", overrides={"activation": "swish"})

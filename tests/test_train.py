@@ -134,3 +134,41 @@ def test_cuda_bf16_channels_last_training_learns(workdir):
     run = json.loads((tmp / "data/checkpoints/resnet9/run.json").read_text())
     assert run["device"] != "cpu"
     assert m["best"]["top1"] > 0.2
+
+
+def test_run_overrides_write_under_the_run_id(workdir):
+    """One grid cell: --set overrides the model section; outputs are keyed by --run."""
+    tmp, archive, md5 = workdir
+    write_params(tmp, archive, md5, ["lenet5"], lenet5={"batch_size": 32})
+    fetch.main([])
+    preprocess.main([])
+    args = ["lenet5", "--run", "lenet5-tanh-sgd", "--set", "activation=tanh", "--set", "optimizer=sgd",
+            "--set", "lr=0.05", "--set", "momentum=0.9"]
+    train.main(args)
+    evaluate.main(args)
+    m = json.loads((tmp / "reports/metrics/lenet5-tanh-sgd.json").read_text())
+    assert m["run"] == "lenet5-tanh-sgd" and m["model"] == "lenet5"
+    assert m["overrides"] == {"activation": "tanh", "optimizer": "sgd", "lr": 0.05, "momentum": 0.9}
+    ckpt = torch.load(tmp / "data/checkpoints/lenet5-tanh-sgd/final.pt", weights_only=True)
+    assert ckpt["arch"] == {"activation": "tanh"}
+    assert (tmp / "reports/history/lenet5-tanh-sgd.csv").exists()
+    assert not (tmp / "reports/metrics/lenet5.json").exists()  # the default run is untouched
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["lenet5", "--set", "activation=gelu"], "bad value for 'lenet5.activation': 'gelu'"),
+        (["lenet5", "--set", "depth=3"], "unknown param 'lenet5.depth'"),
+        (["lenet5", "--set", "lr"], "bad --set 'lr'"),
+        (["lenet5", "--run", "../evil"], "bad --run '../evil'"),
+    ],
+)
+def test_bad_overrides_are_refused_before_work(workdir, args, message):
+    from cifarlab.errors import ParamsError
+
+    tmp, archive, md5 = workdir
+    write_params(tmp, archive, md5, ["lenet5"])
+    with pytest.raises(ParamsError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        train.main(args)
+    assert not (tmp / "data").exists()

@@ -61,7 +61,8 @@ def predictions_csv(labels: torch.Tensor, pred: torch.Tensor, classes) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p, name = parse_stage_args("python -m cifarlab.evaluate", __doc__, argv)
+    p, spec = parse_stage_args("python -m cifarlab.evaluate", __doc__, argv)
+    name = spec.model
     mp = p[name]
     device = select_device()
     configure_threads(p.train.num_threads)
@@ -72,6 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     info = model_info(name)
     result = {
         "model": name,
+        "run": spec.run,
+        "seed": p.seed,
+        "overrides": dict(spec.overrides),
         "report": info.report,
         "reported_top1": info.reported_top1,
         "n_train": stats["n_train"],
@@ -79,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     pred_best = None
     for which in ("final", "best"):
-        ckpt = load_checkpoint(paths.CHECKPOINT_DIR / name / f"{which}.pt")
+        ckpt = load_checkpoint(paths.CHECKPOINT_DIR / spec.run / f"{which}.pt")
         if which == "best" and ckpt["epoch"] == result["final"]["epoch"]:
             # The best epoch is the last one: same weights, so the same numbers; skip the pass.
             result["best"] = {**result["final"], "selected_by": SELECTION["best"]}
@@ -89,10 +93,10 @@ def main(argv: list[str] | None = None) -> None:
         m = classification_metrics(logits, test_y, classes)
         result[which] = {"epoch": ckpt["epoch"], "selected_by": SELECTION[which], **m}
         pred_best = logits.argmax(1).cpu()
-    write_json(paths.METRICS_DIR / f"{name}.json", result)
-    with atomic_write(paths.PREDICTIONS_DIR / f"{name}.csv", "w") as f:
+    write_json(paths.METRICS_DIR / f"{spec.run}.json", result)
+    with atomic_write(paths.PREDICTIONS_DIR / f"{spec.run}.csv", "w") as f:
         f.write(predictions_csv(test_y.cpu(), pred_best, classes))
-    print(f"evaluate {name}: final epoch {result['final']['epoch']} top1 {result['final']['top1']:.4f} "
+    print(f"evaluate {spec.run}: final epoch {result['final']['epoch']} top1 {result['final']['top1']:.4f} "
           f"top3 {result['final']['top3']:.4f} | best epoch {result['best']['epoch']} "
           f"top1 {result['best']['top1']:.4f} top3 {result['best']['top3']:.4f}")
 

@@ -59,10 +59,11 @@ class TrainParams(_Strict):
 
 
 def _parse_ratio(v: Any) -> Any:
-    """Accept `2:1:1` (handy with `dvc exp run -S resnet18.lr_ratio=5:3:2`) as well as a list."""
-    if isinstance(v, str) and ":" in v:
+    """Accept `2:1:1` (handy with `dvc exp run -S resnet18.lr_ratio=5:3:2`) or `2_1_1` (the form
+    used in run names and file names) as well as a list."""
+    if isinstance(v, str) and (":" in v or "_" in v):
         try:
-            return [float(p) for p in v.split(":")]
+            return [float(p) for p in v.replace("_", ":").split(":")]
         except ValueError:
             return v  # let pydantic name the bad value
     return v
@@ -239,8 +240,20 @@ def validate(raw: Any) -> Params:
     )
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    """Read and validate params.yaml. The only function here that touches disk."""
+def apply_overrides(raw: Any, model: str, overrides: Mapping[str, Any]) -> Any:
+    """A copy of parsed params with `overrides` set in the `model` section (validated later,
+    so an override gets exactly the one-line errors a params.yaml value would)."""
+    if not overrides:
+        return raw
+    if not isinstance(raw, Mapping) or not isinstance(raw.get(model), Mapping):
+        raise ParamsError(f"missing param section '{model}' to apply overrides {dict(overrides)} to")
+    return {**raw, model: {**raw[model], **overrides}}
+
+
+def load_params(path: str | Path = PARAMS_FILE, model: str | None = None,
+                overrides: Mapping[str, Any] | None = None) -> Params:
+    """Read and validate params.yaml (with optional per-run `overrides` of the `model` section,
+    e.g. one cell of the report-004 grid). The only function here that touches disk."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -250,4 +263,6 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ParamsError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if overrides:
+        raw = apply_overrides(raw, model, overrides)
     return validate(raw)

@@ -12,10 +12,15 @@ import argparse
 import csv
 import io
 import json
+import re
 import sys
 import warnings
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import torch
+import yaml
 
 from cifarlab import paths
 from cifarlab.augment import BatchPipeline, normalization
@@ -127,7 +132,8 @@ def save_checkpoint(path, name: str, arch: dict, state: dict, epoch: int) -> Non
         torch.save({"model": name, "arch": dict(arch), "epoch": epoch, "state_dict": state}, f)
 
 
-def run(p: Params, name: str, log=print) -> FitResult:
+def run(p: Params, spec: RunSpec, log=print) -> FitResult:
+    name = spec.model
     mp = p[name]
     device = select_device()
     configure_threads(p.train.num_threads)
@@ -137,22 +143,23 @@ def run(p: Params, name: str, log=print) -> FitResult:
     rt = Runtime(device, p.train)
     pipe = make_pipeline(mp, stats, device)
     model = build_model(name, dict(mp.arch), p.seed)
-    log(f"train {name}: {sum(t.numel() for t in model.parameters()):,} parameters, {epochs} epochs, "
+    log(f"train {spec.run}: {sum(t.numel() for t in model.parameters()):,} parameters, {epochs} epochs, "
         f"{train_x.shape[0]} train / {test_x.shape[0]} test images, device {device}")
     if device.type == "cpu":
         notice = cpu_notice(name, mp, epochs, train_x.shape[0], test_x.shape[0],
                             time_train_step(model, mp.recipe, pipe, rt, batch=min(mp.recipe.batch_size, 64)))
         if notice:
             log(notice)
-    result = fit(model, train_x, train_y, test_x, test_y, mp.recipe, epochs, p.seed, pipe, rt, log=log, desc=name)
+    result = fit(model, train_x, train_y, test_x, test_y, mp.recipe, epochs, p.seed, pipe, rt, log=log, desc=spec.run)
 
-    out = paths.CHECKPOINT_DIR / name
+    out = paths.CHECKPOINT_DIR / spec.run
     save_checkpoint(out / "final.pt", name, mp.arch, result.final_state, result.history[-1].epoch)
     save_checkpoint(out / "best.pt", name, mp.arch, result.best_state, result.best_epoch)
-    with atomic_write(paths.HISTORY_DIR / f"{name}.csv", "w") as f:
+    with atomic_write(paths.HISTORY_DIR / f"{spec.run}.csv", "w") as f:
         f.write(history_csv(result))
     write_json(out / "run.json", {
         "model": name,
+        "run": spec.run,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "epochs_run": len(result.history),
@@ -164,24 +171,50 @@ def run(p: Params, name: str, log=print) -> FitResult:
     return result
 
 
-def parse_stage_args(prog: str, doc: str, argv: list[str] | None) -> tuple[Params, str]:
-    """The CLI shared by train and evaluate: an optional model name, then validated params."""
+@dataclass(frozen=True)
+class RunSpec:
+    """Which run a train/evaluate call is: a model, an output id and its recipe overrides."""
+
+    model: str
+    run: str  # names data/checkpoints/<run>/, reports/{history,metrics,predictions}/<run>.*
+    overrides: Mapping[str, Any]  # recipe/architecture values that differ from params.yaml
+
+
+def _parse_set(item: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ParamsError(f"bad --set {item!r}: expected KEY=VALUE, e.g. --set activation=tanh")
+    return key, yaml.safe_load(value)  # YAML typing, as params.yaml: 0.05 -> float, true -> bool
+
+
+def parse_stage_args(prog: str, doc: str, argv: list[str] | None) -> tuple[Params, RunSpec]:
+    """The CLI shared by train and evaluate: a model name, an optional run id and overrides,
+    then params validated with the overrides applied."""
     ap = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", nargs="?", help="the model (default: params.yaml `model`)")
+    ap.add_argument("--run", help="run id for the output paths (default: the model name)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one key of the model's section for this run (repeatable)")
     args = ap.parse_args(argv)
-    p = load_params()
-    name = args.model or p.model
+    overrides = dict(_parse_set(item) for item in args.set)
+    name = args.model
+    if name is None:
+        name = load_params().model
+    model_info(name)  # an unknown name raises with the list of known ones
+    p = load_params(model=name, overrides=overrides)
     if name not in p.recipes:
-        model_info(name)  # an unknown name raises with the list of known ones
         raise ParamsError(f"missing param section '{name}' in params.yaml")
-    return p, name
+    run_id = args.run or name
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]+", run_id):
+        raise ParamsError(f"bad --run {run_id!r}: letters, digits and _ . : - only (it names files)")
+    return p, RunSpec(model=name, run=run_id, overrides=MappingProxyType(overrides))
 
 
 def main(argv: list[str] | None = None) -> None:
-    p, name = parse_stage_args("python -m cifarlab.train", __doc__, argv)
+    p, spec = parse_stage_args("python -m cifarlab.train", __doc__, argv)
     with warnings.catch_warnings():
         warnings.simplefilter("default")
-        run(p, name, log=lambda s: print(s, file=sys.stderr, flush=True))
+        run(p, spec, log=lambda s: print(s, file=sys.stderr, flush=True))
 
 
 if __name__ == "__main__":
