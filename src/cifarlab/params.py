@@ -104,6 +104,15 @@ class Recipe(_Strict):
 RECIPE_KEYS = tuple(Recipe.model_fields)
 
 
+class GridParams(_Strict):
+    """Report 004's ablation grid: each list is one axis of the dvc.yaml `grid` matrix."""
+
+    activations: tuple[Literal["relu", "leaky_relu", "tanh", "sigmoid"], ...] = ("sigmoid", "tanh", "relu", "leaky_relu")
+    ratios: tuple[Annotated[str, Field(pattern=r"^\d+(_\d+)+$")], ...] = ("2_1_1", "5_3_2", "5_4_1")
+    augments: tuple[Literal["none", "crop_flip", "crop_flip_blur_color"], ...] = (
+        "none", "crop_flip_blur_color", "crop_flip")
+
+
 @dataclass(frozen=True)
 class ModelParams:
     name: str
@@ -122,13 +131,14 @@ class Params:
     models: tuple[str, ...]
     data: DataParams
     train: TrainParams
+    grid: GridParams
     recipes: Mapping[str, ModelParams]
 
     def __getitem__(self, model: str) -> ModelParams:
         return self.recipes[model]
 
 
-TOP_KEYS = ("seed", "model", "models", "data", "train")
+TOP_KEYS = ("seed", "model", "models", "data", "train", "grid")
 
 
 def _fmt_loc(prefix: str, loc: tuple) -> str:
@@ -223,6 +233,7 @@ def validate(raw: Any) -> Params:
         raise ParamsError(f"bad value for 'models': {models!r} lists a model twice")
     data = _validate(DataParams, raw.get("data", {}), "data")
     train = _validate(TrainParams, raw.get("train", {}), "train")
+    grid = _validate(GridParams, raw.get("grid", {}), "grid")
     recipes = {}
     for name in dict.fromkeys([*models, model]):
         if name not in raw:
@@ -236,6 +247,7 @@ def validate(raw: Any) -> Params:
         models=tuple(models),
         data=data,
         train=train,
+        grid=grid,
         recipes=MappingProxyType(recipes),
     )
 
