@@ -1,0 +1,410 @@
+"""reports/README.md generator: real rows from fixture metrics files, a fake dvc.lock and the real
+reports/reference.yaml. Every expected number is computed here from the fixture values (or read
+from reference.yaml), never copied from the generator."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cifarlab import report
+
+REFERENCE_FILE = Path(__file__).resolve().parents[1] / "reports" / "reference.yaml"
+OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
+LENET_TOP1 = {1: 0.4655, 2: 0.4702, 3: 0.4790}  # seed -> best top-1; brackets lenet5's published value
+LENET_FINAL = {1: 0.4601, 2: 0.4688, 3: 0.4750}
+LENET_EPOCH = {1: 10, 2: 9, 3: 10}
+GRID_RUNS = {"resnet18-relu-5_4_1-crop_flip": 0.9431, "resnet18-sigmoid-2_1_1-none": 0.8612}
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def block(epoch, top1, top3=None, loss=1.0):
+    return {"epoch": epoch, "top1": top1, "top3": top1 + 0.1 if top3 is None else top3, "loss": loss,
+            "per_class_top1": {}, "confusion": [[0] * 10 for _ in range(10)], "selected_by": "test"}
+
+
+def metrics(run, seed, report_id, best, final, **extra):
+    d = {"run": run, "model": run.split("-")[0], "seed": seed, "overrides": {}, "report": report_id,
+         "reported_top1": None, "n_train": 50000, "n_test": 10000, "best": best, "final": final}
+    d.update(extra)
+    return d
+
+
+def fixture_metrics() -> dict[str, dict]:
+    """file name -> metrics dict."""
+    files = {}
+    for seed in (1, 2, 3):
+        files[f"lenet5-s{seed}.json"] = metrics(
+            "lenet5", seed, "000", block(LENET_EPOCH[seed], LENET_TOP1[seed], loss=1.5),
+            block(10, LENET_FINAL[seed], loss=1.52))
+    files["dnn-s23.json"] = metrics("dnn", 23, "001", block(15, 0.5402, loss=1.3012),
+                                    block(100, 0.4991, loss=2.7), val=block(14, 0.5377, loss=1.31))
+    files["alexnet_transfer-skip-high-s23.json"] = metrics(
+        "alexnet_transfer-skip-high", 23, "003", block(88, 0.8311, top3=0.9655), block(100, 0.8290, top3=0.9650))
+    for run, top1 in GRID_RUNS.items():
+        files[f"{run}-s23.json"] = metrics(run, 23, "004", block(190, top1), block(200, top1 - 0.001))
+    old = metrics("resnet9", None, "000", block(20, 0.9301), block(20, 0.9301))
+    del old["run"], old["seed"], old["overrides"]  # an older file: the model name is the run
+    old["model"] = "resnet9"
+    files["resnet9.json"] = old
+    return files
+
+
+def metrics_bytes(d: dict) -> bytes:
+    return json.dumps(d).encode("utf-8")
+
+
+def file_md5(path: str) -> str:
+    """The md5 dvc.lock records for an out: the metrics files' real one, a dummy for the rest."""
+    name = Path(path).name
+    files = fixture_metrics()
+    return hashlib.md5(metrics_bytes(files[name])).hexdigest() if name in files else "1" * 32
+
+
+def stage(deps=(), params=None, outs=()):
+    return {"cmd": "python -m x", "deps": [{"path": d, "md5": "0" * 32} for d in deps],
+            "params": {"params.yaml": params} if params is not None else {},
+            "outs": [{"path": o, "md5": file_md5(o), "hash": "md5"} for o in outs]}
+
+
+def fake_lock(md5=OFFICIAL_MD5, url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz") -> dict:
+    stages = {
+        "fetch": stage(["src/cifarlab/fetch.py"], {"data.url": url, "data.md5": md5},
+                       ["data/raw/cifar-10-python.tar.gz"]),
+        "preprocess": stage(["data/raw/cifar-10-python.tar.gz"],
+                            {"seed": 23, "data.train_subset": None, "data.test_subset": None}, ["data/prepared"]),
+    }
+    for seed in (1, 2, 3):
+        stages[f"train@lenet5-s{seed}"] = stage(
+            ["data/prepared", "src/cifarlab/models"],
+            {"seed": seed, "train": {"max_epochs": None, "eval_batch_size": 500}, "lenet5": {"lr": 0.01}},
+            [f"data/checkpoints/lenet5-s{seed}", f"reports/history/lenet5-s{seed}.csv"])
+        stages[f"evaluate@lenet5-s{seed}"] = stage(
+            ["data/prepared", f"data/checkpoints/lenet5-s{seed}", "src/cifarlab/evaluate.py"],
+            {"train.eval_batch_size": 500}, [f"reports/metrics/lenet5-s{seed}.json"])
+    stages["train@dnn"] = stage(["data/prepared"], {"seed": 23, "dnn": {"lr": 0.1}}, ["data/checkpoints/dnn"])
+    stages["evaluate@dnn"] = stage(["data/prepared", "data/checkpoints/dnn"], {"train.eval_batch_size": 500},
+                                   ["reports/metrics/dnn-s23.json"])
+    # a grid stage trains and evaluates in one: its only upstream stage is preprocess
+    stages["grid@relu-5:4:1-crop_flip-23"] = stage(
+        ["data/prepared"], {"resnet18": {"activation": "relu", "ratio": [5, 4, 1]}},
+        ["reports/metrics/resnet18-relu-5_4_1-crop_flip-s23.json"])
+    return {"schema": "2.0", "stages": stages}
+
+
+def expected_hash(lock: dict, *stage_names: str) -> str:
+    """The documented hash: md5 of the canonical JSON of the merged params of the given stages."""
+    merged: dict = {}
+    for name in stage_names:
+        for file, kv in lock["stages"][name]["params"].items():
+            merged.setdefault(file, {}).update(kv)
+    text = json.dumps(merged, sort_keys=True, separators=(",", ":"))
+    return hashlib.md5(text.encode()).hexdigest()[:8]
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    return report.load_reference(REFERENCE_FILE)
+
+
+def write_project(root: Path, lock: dict | None = None) -> None:
+    metrics_dir = root / "reports" / "metrics"
+    metrics_dir.mkdir(parents=True)
+    for name, d in fixture_metrics().items():
+        (metrics_dir / name).write_bytes(metrics_bytes(d))
+    shutil.copy(REFERENCE_FILE, root / "reports" / "reference.yaml")
+    if lock is not None:
+        (root / "dvc.lock").write_text(yaml.safe_dump(lock))
+
+
+@pytest.fixture
+def project(tmp_path) -> dict:
+    write_project(tmp_path, fake_lock())
+    records = report.load_metrics(tmp_path / "reports" / "metrics", root=tmp_path)
+    return {"root": tmp_path, "records": records, "runs": report.group_runs(records)}
+
+
+@pytest.fixture
+def readme(project, reference) -> str:
+    return report.report_tables(reference, project["runs"], fake_lock())
+
+
+def table_row(md: str, *first_cells: str) -> list[str]:
+    """Cells of the unique table row whose leading cells are `first_cells`."""
+    prefix = "| " + " | ".join(first_cells) + " |"
+    rows = [line for line in md.splitlines() if line.startswith(prefix)]
+    assert len(rows) == 1, (prefix, rows)
+    return [c.strip() for c in rows[0].strip().strip("|").split(" | ")]
+
+
+def section(md: str, report_id: str) -> str:
+    start = md.index(f"## Report {report_id}")
+    end = md.find("\n## ", start + 1)
+    return md[start:] if end < 0 else md[start:end]
+
+
+def ref_value(reference, run, metric="top1"):
+    (hit,) = [n for n in reference["numbers"] if n["run"] == run and n["metric"] == metric and not n.get("note")] or \
+        [n for n in reference["numbers"] if n["run"] == run and n["metric"] == metric]
+    return hit
+
+
+# --------------------------------------------------------------------------- pure pieces
+
+
+def test_summarize_sample_std_and_range():
+    vals = [0.5, 0.52, 0.57, None]
+    s = report.summarize(vals)
+    assert s["n"] == 3 and s["min"] == 0.5 and s["max"] == 0.57
+    assert s["mean"] == pytest.approx(statistics.mean(vals[:3]))
+    assert s["std"] == pytest.approx(statistics.stdev(vals[:3]))  # ddof=1
+    assert report.summarize([0.4])["std"] is None
+    assert report.summarize([]) == {"mean": None, "std": None, "n": 0, "min": None, "max": None}
+
+
+def test_load_metrics_reads_old_files_and_groups_by_seed(project):
+    runs = project["runs"]
+    assert [r["seed"] for r in runs["lenet5"]] == [1, 2, 3]
+    (old,) = runs["resnet9"]  # no `run`, no `seed`: the model name and None
+    assert old["seed"] is None and old["path"] == "reports/metrics/resnet9.json"
+    assert runs["dnn"][0]["val"]["epoch"] == 14
+    assert report.load_metrics(project["root"] / "nowhere") == []
+
+
+def test_duplicate_run_seed_counts_once(project):
+    dup = dict(project["records"][0], path="reports/metrics/zz-copy.json")
+    runs = report.group_runs(project["records"] + [dup])
+    assert len(runs[dup["run"]]) == 2 and len(report.counted(runs[dup["run"]])) == 1
+    assert "duplicate (run, seed): not counted" in report.provenance_table(runs, None)
+
+
+# --------------------------------------------------------------------------- comparison rows
+
+
+def test_lenet5_row_mean_std_n_and_within_range(readme, reference):
+    vals = list(LENET_TOP1.values())
+    mean, std = statistics.mean(vals), statistics.stdev(vals)
+    final = list(LENET_FINAL.values())
+    ref = ref_value(reference, "lenet5")
+    cells = table_row(section(readme, "000"), "`lenet5`", "top-1")
+    assert cells[2] == f"{100 * ref['value']:.2f}%"
+    assert cells[3] == f"{100 * mean:.2f} ± {100 * std:.2f}% (n=3)"
+    assert cells[4] == f"{100 * statistics.mean(final):.2f} ± {100 * statistics.stdev(final):.2f}% (n=3)"
+    assert cells[5] == f"{100 * (mean - ref['value']):+.2f} pp"
+    assert cells[6] == f"{ref['epoch']} / 10, 9, 10"  # seeds disagree: one best epoch each
+    assert cells[7] == "1, 2, 3"
+    assert min(vals) <= ref["value"] <= max(vals) and cells[8] == "yes"
+
+
+def test_within_range_flag_false_outside_the_seeds(project, reference):
+    ref = copy.deepcopy(reference)
+    for n in ref["numbers"]:
+        if n["run"] == "lenet5":
+            n["value"] = max(LENET_TOP1.values()) + 0.01  # above every seed
+    md = report.report_tables(ref, project["runs"], None)
+    assert table_row(md, "`lenet5`", "top-1")[8] == "no"
+    s = report.summarize(LENET_TOP1.values())
+    assert report.within_spread(s["min"], s) and report.within_spread(s["max"], s)
+    assert report.within_spread(s["min"], report.summarize([s["min"]])) is None  # 1 seed: no flag
+
+
+def test_single_seed_loss_row_and_val_column(readme, reference):
+    md = section(readme, "001")
+    assert "test @ val-selected epoch" in md.splitlines()[md.splitlines().index(
+        next(line for line in md.splitlines() if line.startswith("| run |")))]
+    loss_ref = ref_value(reference, "dnn", "loss")
+    cells = table_row(md, "`dnn`", "loss")
+    assert cells[3] == "1.3012" and cells[4] == "2.7000"
+    assert cells[5] == f"{1.3012 - loss_ref['value']:+.4f}"  # raw difference for a loss
+    assert cells[7] == "23" and cells[8] == "—"  # one seed: no range
+    assert cells[9] == "1.3100 @ epoch 14"
+    top1 = table_row(md, "`dnn`", "top-1")
+    assert top1[3] == "54.02%" and top1[9] == "53.77% @ epoch 14"
+
+
+def test_missing_run_shows_not_run(readme, reference):
+    md = section(readme, "001")
+    cells = table_row(md, "`cnn`", "top-1", f"{100 * ref_value(reference, 'cnn')['value']:.2f}%")
+    assert cells[3] == cells[4] == "not run" and cells[5] == "—"
+    assert table_row(section(readme, "002"), "`hw2_cnn`", "top-1")[3] == "not run"
+
+
+def test_old_file_without_run_uses_model(readme):
+    cells = table_row(section(readme, "000"), "`resnet9`", "top-1")
+    assert cells[3] == "93.01%" and cells[7] == "unrecorded"
+
+
+def test_alexnet_two_by_two(readme, reference):
+    md = section(readme, "003")
+    row = table_row(md, "high epoch")
+    skip = row[2]
+    top1 = ref_value(reference, "alexnet_transfer-skip-high")["value"]
+    top3 = ref_value(reference, "alexnet_transfer-skip-high", "top3")["value"]
+    assert skip == f"top-1 83.11% (reported {100 * top1:.2f}%)<br>top-3 96.55% (reported {100 * top3:.2f}%)"
+    assert row[1].startswith("top-1 not run (reported")
+    assert table_row(md, "low epoch")[1].count("not run") == 2
+
+
+def test_grid_table_36_cells_two_filled(readme, reference):
+    md = section(readme, "004")
+    lines = md.splitlines()
+    start = lines.index("| augmentation | activation | 2:1:1 | 5:3:2 | 5:4:1 |")
+    body = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        body.append([c.strip() for c in line.strip().strip("|").split(" | ")])
+    assert len(body) == 12 and all(len(r) == 5 for r in body)
+    filled = [c for r in body for c in r[2:] if not c.startswith("not run")]
+    assert len(filled) == 2
+    by_run = {n["run"]: n for n in reference["numbers"] if "activation" in n}
+    for run, top1 in GRID_RUNS.items():
+        n = by_run[run]
+        cells = table_row(md, f"`{n['augment']}`", f"`{n['activation']}`")
+        col = ["2:1:1", "5:3:2", "5:4:1"].index(n["ratio"])
+        assert cells[2 + col] == f"{100 * top1:.2f} ({100 * n['value']:.2f})"
+    assert "2 of 36 cells run" in md
+    assert table_row(md, "`resnet18-relu-5_4_1-crop_flip`", "top-1")[3] == f"{100 * GRID_RUNS['resnet18-relu-5_4_1-crop_flip']:.2f}%"
+
+
+def test_grid_values_and_bar_rows(project, reference):
+    reproduced, reported = report.grid_values(reference, project["runs"])
+    assert reproduced == {("relu", "5:4:1", "crop_flip"): GRID_RUNS["resnet18-relu-5_4_1-crop_flip"],
+                          ("sigmoid", "2:1:1", "none"): GRID_RUNS["resnet18-sigmoid-2_1_1-none"]}
+    assert len(reported) == 36
+    rows = report.bar_rows(reference, project["runs"], "000")
+    lenet = rows[0]
+    assert lenet["label"] == "lenet5" and lenet["std"] == pytest.approx(statistics.stdev(LENET_TOP1.values()))
+    assert len(report.bar_rows(reference, project["runs"], "004")) == 2  # only the cells that ran
+
+
+def test_statements_listed_per_report(readme, reference):
+    md = section(readme, "002")
+    assert "### What the report says (not a number)" in md
+    for s in reference["statements"]:
+        if s["report"] == "002":
+            assert " ".join(s["text"].split()) in md
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def test_provenance_hash_and_data_source(readme):
+    lock = fake_lock()
+    prov = readme[readme.index("## Provenance"):]
+    for seed in (1, 2, 3):
+        cells = table_row(prov, "lenet5", str(seed))
+        assert cells[2] == "official archive"
+        assert cells[3] == expected_hash(lock, "preprocess", f"train@lenet5-s{seed}", f"evaluate@lenet5-s{seed}")
+        assert cells[5] == f"`reports/metrics/lenet5-s{seed}.json`"
+    hashes = {table_row(prov, "lenet5", str(s))[3] for s in (1, 2, 3)}
+    assert len(hashes) == 3  # the train stages' seeds differ
+    grid = table_row(prov, "resnet18-relu-5_4_1-crop_flip", "23")
+    assert grid[3] == expected_hash(lock, "preprocess", "grid@relu-5:4:1-crop_flip-23")
+    unwritten = table_row(prov, "alexnet_transfer-skip-high", "23")
+    assert unwritten[2] == unwritten[3] == "not recorded (no dvc.lock stage writes it)"
+    assert report.STALE not in prov
+
+
+def test_provenance_flags_a_file_changed_since_dvc_lock(project):
+    path = project["root"] / "reports" / "metrics" / "dnn-s23.json"
+    path.write_bytes(path.read_bytes().replace(b"0.5402", b"0.6402"))
+    runs = report.group_runs(report.load_metrics(project["root"] / "reports" / "metrics", root=project["root"]))
+    lock = fake_lock()
+    cells = table_row(report.provenance_table(runs, lock), "dnn", "23")
+    assert cells[3] == expected_hash(lock, "preprocess", "train@dnn", "evaluate@dnn") + report.STALE
+
+
+def test_data_source_local_copy_and_no_lock(project, reference):
+    lock = fake_lock(md5="0123456789abcdef0123456789abcdef", url="/data/cifar-10-python.tar.gz")
+    assert report.data_source(lock) == "local copy `/data/cifar-10-python.tar.gz`"
+    assert report.data_source(None) == "not recorded (no dvc.lock)"
+    md = report.report_tables(reference, project["runs"], None)
+    cells = table_row(md[md.index("## Provenance"):], "dnn", "23")
+    assert cells[2] == cells[3] == "not recorded (no dvc.lock)"
+
+
+# --------------------------------------------------------------------------- main
+
+
+class RecordingFigures:
+    """Stands in for cifarlab.figures (whose torch import alone takes seconds): records the calls
+    and writes a PNG signature, so the fast test checks what main asks to draw and where."""
+
+    def __init__(self):
+        self.bars, self.grids = [], []
+
+    def report_bars(self, rows, title):
+        self.bars.append((title, rows))
+        return title
+
+    def grid_heatmaps(self, reproduced, reported, activations, ratios, augments):
+        self.grids.append((reproduced, reported, activations, ratios, augments))
+        return "grid"
+
+    def save_figure(self, fig, path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(b"\x89PNG stand-in " + str(fig).encode())
+
+
+EXPECTED_FIGURES = ["confusion_alexnet_transfer-skip-high.png", "grid_resnet18.png"] + \
+    [f"report_{r}.png" for r in ("000", "001", "002", "003", "004")]
+
+
+def run_main_twice(root: Path, monkeypatch) -> tuple[bytes, Path]:
+    """main() in `root` as cwd, twice; the README must not change by a byte. Returns its bytes."""
+    write_project(root, fake_lock())
+    figures = root / "reports" / "figures"
+    figures.mkdir()
+    (figures / "confusion_alexnet_transfer-skip-high.png").write_bytes(b"\x89PNG fake")  # drawn elsewhere
+    (figures / "report_007.png").write_bytes(b"\x89PNG stale")  # an own figure not drawn now
+    monkeypatch.chdir(root)
+    report.main([])
+    readme = root / "reports" / "README.md"
+    first = readme.read_bytes()
+    report.main([])
+    assert readme.read_bytes() == first  # no timestamps, stable order
+    assert not list((root / "reports").rglob(".*.tmp"))  # atomic writes left no temp file
+    assert sorted(p.name for p in figures.glob("*.png")) == sorted(EXPECTED_FIGURES + ["report_007.png"])
+    text = first.decode("utf-8")
+    assert "report_007" not in text
+    assert "dvc repro report" in text.splitlines()[2]
+    for name in EXPECTED_FIGURES:
+        assert f"](figures/{name})" in text
+    return first, figures
+
+
+def test_main_writes_readme_and_figures(tmp_path, monkeypatch, reference):
+    fake = RecordingFigures()
+    monkeypatch.setattr(report, "figures_module", lambda: fake)
+    readme, _ = run_main_twice(tmp_path, monkeypatch)
+    titles = [t for t, _ in fake.bars]
+    assert titles == [f"Report {r}: reported vs reproduced top-1" for r in ("000", "001", "002", "003", "004")] * 2
+    bars = dict(fake.bars)
+    lenet = bars["Report 000: reported vs reproduced top-1"][0]
+    assert lenet["reproduced"] == pytest.approx(statistics.mean(LENET_TOP1.values()))
+    assert lenet["final"] == pytest.approx(statistics.mean(LENET_FINAL.values()))
+    assert lenet["reported"] == ref_value(reference, "lenet5")["value"]
+    reproduced, reported, activations, ratios, augments = fake.grids[0]
+    assert ratios == ["2:1:1", "5:3:2", "5:4:1"] and len(activations) == 4 and len(augments) == 3
+    assert reproduced[("relu", "5:4:1", "crop_flip")] == GRID_RUNS["resnet18-relu-5_4_1-crop_flip"]
+    assert len(reproduced) == 2 and len(reported) == 36
+    # same inputs, a fresh directory: the same bytes (nothing depends on where or when it ran)
+    fresh = tmp_path / "again"
+    fresh.mkdir()
+    assert run_main_twice(fresh, monkeypatch)[0] == readme
+
+
+@pytest.mark.slow
+def test_main_draws_real_figures(tmp_path, monkeypatch):
+    _, figures = run_main_twice(tmp_path, monkeypatch)
+    for name in EXPECTED_FIGURES[1:]:
+        assert (figures / name).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
