@@ -74,7 +74,23 @@ def test_smoke_pipeline_writes_metrics_history_checkpoints_and_figures(workdir):
     preds = pd.read_csv(tmp / "reports/predictions/lenet5.csv")
     assert len(preds) == 100 and list(preds.columns) == ["actual", "predicted"]
     assert (tmp / "reports/figures/curves_lenet5.png").stat().st_size > 1000
+    assert (tmp / "reports/figures/confusion_lenet5.png").stat().st_size > 1000
     assert (tmp / "reports/figures/comparison.png").stat().st_size > 1000
+
+    # the report stage: the published 47.18% beside this run's best top-1, from the metrics file
+    import shutil
+
+    from cifarlab import report
+
+    shutil.copy(ROOT / "reports/reference.yaml", tmp / "reports/reference.yaml")
+    report.main([])
+    readme = (tmp / "reports/README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `lenet5` | top-1"))
+    assert "47.18%" in row and f"{100 * m['best']['top1']:.2f}%" in row
+    assert "![learning curves: lenet5](figures/curves_lenet5.png)" in readme
+    for n in range(5):
+        assert (tmp / f"reports/figures/report_00{n}.png").exists()
+    assert (tmp / "reports/figures/grid_resnet18.png").exists()
 
 
 def test_training_is_bit_identical_on_cpu(workdir):

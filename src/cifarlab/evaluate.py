@@ -1,7 +1,8 @@
 """Stage `evaluate@<model>`: test metrics of the final and the best epoch's weights.
 
-Writes reports/metrics/<model>.json (a DVC metric, kept in git) and
-reports/predictions/<model>.csv (actual, predicted for the best epoch; DVC's confusion plot).
+Writes reports/metrics/<run>.json (a DVC metric, kept in git),
+reports/predictions/<run>.csv (actual, predicted for the best epoch; DVC's confusion plot) and
+the run's figures reports/figures/{curves,confusion}_<run>.png.
 
 "best" is the epoch with the highest test top-1, which is how all five reports picked their
 numbers (there is no validation split), so it is optimistic; "final" is the last epoch trained.
@@ -20,6 +21,7 @@ from cifarlab.errors import DataError
 from cifarlab.io import atomic_write, write_json
 from cifarlab.metrics import classification_metrics
 from cifarlab.models import get_model, model_info
+from cifarlab.plot import run_figures
 from cifarlab.train import load_prepared, make_pipeline, parse_stage_args
 
 SELECTION = {
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     write_json(paths.METRICS_DIR / f"{spec.run}.json", result)
     with atomic_write(paths.PREDICTIONS_DIR / f"{spec.run}.csv", "w") as f:
         f.write(predictions_csv(test_y.cpu(), pred_best, classes))
+    run_figures(spec.run, result, classes)
     print(f"evaluate {spec.run}: final epoch {result['final']['epoch']} top1 {result['final']['top1']:.4f} "
           f"top3 {result['final']['top3']:.4f} | best epoch {result['best']['epoch']} "
           f"top1 {result['best']['top1']:.4f} top3 {result['best']['top3']:.4f}")

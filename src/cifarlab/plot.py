@@ -1,8 +1,11 @@
-"""Stage `plot`: learning curves per model and one comparison figure, as PNGs.
+"""Stage `plot`: one comparison figure of all models, and the per-run figure functions.
 
-reports/figures/curves_<model>.png  loss and accuracy per epoch, train vs test
-reports/figures/comparison.png      test top-1 of every model (final, best, reported) and
-                                    all test-accuracy curves on one axis
+reports/figures/comparison.png      test top-1 of every model in `models` (final, best,
+                                    reported) and all their test-accuracy curves on one axis
+
+Each run's own figures (reports/figures/curves_<run>.png: loss and accuracy per epoch, train
+vs test; confusion_<run>.png) are drawn by its evaluate step with `run_figures`, so every
+figure file is the declared output of exactly one stage.
 """
 from __future__ import annotations
 
@@ -73,6 +76,18 @@ def save_png(fig: plt.Figure, path: Path) -> None:
     plt.close(fig)
 
 
+def run_figures(run: str, metrics: dict, classes) -> list[Path]:
+    """The figures of one run: learning curves and the best epoch's confusion matrix."""
+    from cifarlab.figures import confusion_figure  # pulls in torch: only where needed
+
+    curves = paths.FIGURES_DIR / f"curves_{run}.png"
+    confusion = paths.FIGURES_DIR / f"confusion_{run}.png"
+    save_png(curves_figure(run, pd.read_csv(paths.HISTORY_DIR / f"{run}.csv")), curves)
+    best = metrics["best"]
+    save_png(confusion_figure(best["confusion"], classes, f"{run}: best epoch {best['epoch']}"), confusion)
+    return [curves, confusion]
+
+
 def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(prog="python -m cifarlab.plot", description=__doc__).parse_args(argv)
     p = load_params()
@@ -83,10 +98,8 @@ def main(argv: list[str] | None = None) -> None:
             metrics[name] = json.loads((paths.METRICS_DIR / f"{name}.json").read_text())
         except FileNotFoundError as e:
             raise DataError(f"missing {e.filename}: run the train and evaluate stages first (dvc repro)") from None
-    for name, h in hists.items():
-        save_png(curves_figure(name, h), paths.FIGURES_DIR / f"curves_{name}.png")
     save_png(comparison_figure(metrics, hists), paths.FIGURES_DIR / "comparison.png")
-    print(f"plot: wrote {len(hists) + 1} figures to {paths.FIGURES_DIR}/")
+    print(f"plot: wrote {paths.FIGURES_DIR / 'comparison.png'}")
 
 
 if __name__ == "__main__":

@@ -718,23 +718,20 @@ def figures_module():
 
 
 def write_figures(reference: Mapping, runs: Mapping[str, list[dict]], figures_dir: Path) -> list[Path]:
-    """report_<NNN>.png per report (004: once a cell has run) and, once a grid cell has run,
-    grid_resnet18.png. Returns the paths written."""
+    """report_<NNN>.png for every report and grid_resnet18.png, always (cells not run yet show
+    as n/a), so the stage's declared outputs always exist. Returns the paths written."""
     figs = figures_module()
     written = []
     for report in report_ids(reference):
         rows = bar_rows(reference, runs, report)
-        if not rows:
-            continue
         path = figures_dir / f"report_{report}.png"
         figs.save_figure(figs.report_bars(rows, f"Report {report}: reported vs reproduced top-1"), path)
         written.append(path)
     reproduced, reported = grid_values(reference, runs)
-    if reproduced:
-        activations, ratios, augments = grid_axes(reference)
-        path = figures_dir / GRID_FIGURE
-        figs.save_figure(figs.grid_heatmaps(reproduced, reported, activations, ratios, augments), path)
-        written.append(path)
+    activations, ratios, augments = grid_axes(reference)
+    path = figures_dir / GRID_FIGURE
+    figs.save_figure(figs.grid_heatmaps(reproduced, reported, activations, ratios, augments), path)
+    written.append(path)
     return written
 
 
