@@ -188,3 +188,34 @@ def test_bad_overrides_are_refused_before_work(workdir, args, message):
     with pytest.raises(ParamsError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
         train.main(args)
     assert not (tmp / "data").exists()
+
+
+def test_alexnet_cell_trains_evaluates_and_projects_its_features(workdir):
+    """Report 003's skip variant, small: random features (pretrained=false), 64x64 inputs."""
+    from cifarlab import embed
+
+    tmp, archive, md5 = workdir
+    write_params(tmp, archive, md5, ["alexnet_transfer"], alexnet_transfer={"image_size": 64, "batch_size": 50})
+    fetch.main([])
+    preprocess.main([])
+    args = ["alexnet_transfer", "--run", "alexnet_transfer-skip-low", "--set", "skip=true", "--set", "epochs=1"]
+    with pytest.warns(UserWarning, match="RANDOM"):
+        train.main(args)
+    evaluate.main(args)
+    embed.main(args)
+    m = json.loads((tmp / "reports/metrics/alexnet_transfer-skip-low.json").read_text())
+    assert m["overrides"] == {"skip": True, "epochs": 1} and m["final"]["epoch"] == 1
+    assert (tmp / "reports/figures/pca_alexnet_transfer-skip-low_2d3d.png").stat().st_size > 1000
+
+
+def test_embed_refuses_a_model_without_features(workdir):
+    from cifarlab import embed
+    from cifarlab.errors import ParamsError
+
+    tmp, archive, md5 = workdir
+    write_params(tmp, archive, md5, ["lenet5"])
+    fetch.main([])
+    preprocess.main([])
+    train.main(["lenet5"])
+    with pytest.raises(ParamsError, match="no feature embedding"):
+        embed.main(["lenet5"])

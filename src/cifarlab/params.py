@@ -104,6 +104,16 @@ class Recipe(_Strict):
 RECIPE_KEYS = tuple(Recipe.model_fields)
 
 
+class AlexnetRun(_Strict):
+    """One cell of report 003's 2x2 (a `foreach` entry of dvc.yaml's `alexnet` stage)."""
+
+    skip: bool
+    epochs: Annotated[int, Field(ge=1)]
+
+
+AlexnetRuns = dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")], AlexnetRun]
+
+
 class GridParams(_Strict):
     """Report 004's ablation grid: each list is one axis of the dvc.yaml `grid` matrix."""
 
@@ -132,13 +142,14 @@ class Params:
     data: DataParams
     train: TrainParams
     grid: GridParams
+    alexnet_runs: Mapping[str, AlexnetRun]
     recipes: Mapping[str, ModelParams]
 
     def __getitem__(self, model: str) -> ModelParams:
         return self.recipes[model]
 
 
-TOP_KEYS = ("seed", "model", "models", "data", "train", "grid")
+TOP_KEYS = ("seed", "model", "models", "data", "train", "grid", "alexnet_runs")
 
 
 def _fmt_loc(prefix: str, loc: tuple) -> str:
@@ -234,6 +245,10 @@ def validate(raw: Any) -> Params:
     data = _validate(DataParams, raw.get("data", {}), "data")
     train = _validate(TrainParams, raw.get("train", {}), "train")
     grid = _validate(GridParams, raw.get("grid", {}), "grid")
+    try:
+        alexnet_runs = TypeAdapter(AlexnetRuns).validate_python(raw.get("alexnet_runs", {}), strict=False)
+    except ValidationError as err:
+        raise _one_line(err, "alexnet_runs", tuple(AlexnetRun.model_fields)) from None
     recipes = {}
     for name in dict.fromkeys([*models, model]):
         if name not in raw:
@@ -248,6 +263,7 @@ def validate(raw: Any) -> Params:
         data=data,
         train=train,
         grid=grid,
+        alexnet_runs=MappingProxyType(alexnet_runs),
         recipes=MappingProxyType(recipes),
     )
 
