@@ -184,7 +184,10 @@ def _parse_set(item: str) -> tuple[str, Any]:
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise ParamsError(f"bad --set {item!r}: expected KEY=VALUE, e.g. --set activation=tanh")
-    return key, yaml.safe_load(value)  # YAML typing, as params.yaml: 0.05 -> float, true -> bool
+    parsed = yaml.safe_load(value)  # YAML typing, as params.yaml: 0.05 -> float, true -> bool
+    if isinstance(parsed, (int, float)) and "_" in value:
+        parsed = value  # YAML 1.1 reads 2_1_1 as the number 211; here it is a ratio string
+    return key, parsed
 
 
 def parse_stage_args(prog: str, doc: str, argv: list[str] | None) -> tuple[Params, RunSpec]:
