@@ -171,6 +171,12 @@ def test_run_overrides_write_under_the_run_id(workdir):
     assert not (tmp / "reports/metrics/lenet5.json").exists()  # the default run is untouched
 
 
+def test_set_keeps_underscore_ratios_as_text():
+    assert train._parse_set("lr_ratio=2_1_1") == ("lr_ratio", "2_1_1")  # YAML alone gives 211
+    assert train._parse_set("lr=0.05") == ("lr", 0.05)
+    assert train._parse_set("skip=true") == ("skip", True)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -180,12 +186,6 @@ def test_run_overrides_write_under_the_run_id(workdir):
         (["lenet5", "--run", "../evil"], "bad --run '../evil'"),
     ],
 )
-def test_set_keeps_underscore_ratios_as_text():
-    assert train._parse_set("lr_ratio=2_1_1") == ("lr_ratio", "2_1_1")  # YAML alone gives 211
-    assert train._parse_set("lr=0.05") == ("lr", 0.05)
-    assert train._parse_set("skip=true") == ("skip", True)
-
-
 def test_bad_overrides_are_refused_before_work(workdir, args, message):
     from cifarlab.errors import ParamsError
 
