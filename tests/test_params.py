@@ -131,3 +131,22 @@ def test_overrides_are_validated_like_params_yaml(tmp_path):
     assert p["resnet18"].recipe.lr_ratio == (5.0, 3.0, 2.0)
     with pytest.raises(ParamsError, match="bad value for 'resnet18.activation': 'swish'"):
         load_params(tmp_path / "params.yaml", model="resnet18", overrides={"activation": "swish"})
+
+
+def test_every_grid_cell_needs_its_override_entry():
+    d = raw()
+    del d["grid_overrides"]["relu-5_3_2-crop_flip"]
+    with pytest.raises(ParamsError, match=r"missing param 'grid_overrides.relu-5_3_2-crop_flip'"):
+        validate(d)
+    # a sliced grid (as CI runs it) only needs its own cells
+    d["grid"] = {"activations": ["relu"], "ratios": ["2_1_1"], "augments": ["none"]}
+    assert validate(d).grid.activations == ("relu",)
+
+
+def test_grid_override_values_are_validated_as_resnet18_params():
+    d = raw()
+    d["grid_overrides"]["relu-2_1_1-none"] = {"lr": "fast"}
+    with pytest.raises(ParamsError, match="bad value for 'resnet18.lr': 'fast'"):
+        validate(d)
+    d["grid_overrides"]["relu-2_1_1-none"] = {"lr": 0.05}
+    assert dict(validate(d).grid_overrides["relu-2_1_1-none"]) == {"lr": 0.05}

@@ -171,6 +171,17 @@ def test_run_overrides_write_under_the_run_id(workdir):
     assert not (tmp / "reports/metrics/lenet5.json").exists()  # the default run is untouched
 
 
+def test_grid_cell_overrides_apply_before_set(workdir):
+    tmp, archive, md5 = workdir
+    write_params(tmp, archive, md5, ["lenet5"])
+    d = yaml.safe_load((tmp / "params.yaml").read_text())
+    d["grid_overrides"]["relu-2_1_1-none"] = {"lr": 0.05, "momentum": 0.5}
+    (tmp / "params.yaml").write_text(yaml.safe_dump(d))
+    p, spec = train.parse_stage_args("t", "", ["resnet18", "--grid-cell", "relu-2_1_1-none", "--set", "lr=0.02"])
+    assert dict(spec.overrides) == {"lr": 0.02, "momentum": 0.5}
+    assert p["resnet18"].recipe.lr == 0.02 and p["resnet18"].recipe.momentum == 0.5
+
+
 def test_set_keeps_underscore_ratios_as_text():
     assert train._parse_set("lr_ratio=2_1_1") == ("lr_ratio", "2_1_1")  # YAML alone gives 211
     assert train._parse_set("lr=0.05") == ("lr", 0.05)

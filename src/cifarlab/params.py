@@ -104,6 +104,11 @@ class Recipe(_Strict):
 RECIPE_KEYS = tuple(Recipe.model_fields)
 
 
+def grid_cells(grid: "GridParams") -> list[str]:
+    """Cell names of the report-004 grid, as dvc.yaml's matrix names them: act-ratio-augment."""
+    return [f"{a}-{r}-{g}" for a in grid.activations for r in grid.ratios for g in grid.augments]
+
+
 class AlexnetRun(_Strict):
     """One cell of report 003's 2x2 (a `foreach` entry of dvc.yaml's `alexnet` stage)."""
 
@@ -143,13 +148,14 @@ class Params:
     train: TrainParams
     grid: GridParams
     alexnet_runs: Mapping[str, AlexnetRun]
+    grid_overrides: Mapping[str, Mapping[str, Any]]
     recipes: Mapping[str, ModelParams]
 
     def __getitem__(self, model: str) -> ModelParams:
         return self.recipes[model]
 
 
-TOP_KEYS = ("seed", "model", "models", "data", "train", "grid", "alexnet_runs")
+TOP_KEYS = ("seed", "model", "models", "data", "train", "grid", "grid_overrides", "alexnet_runs")
 
 
 def _fmt_loc(prefix: str, loc: tuple) -> str:
@@ -249,6 +255,16 @@ def validate(raw: Any) -> Params:
         alexnet_runs = TypeAdapter(AlexnetRuns).validate_python(raw.get("alexnet_runs", {}), strict=False)
     except ValidationError as err:
         raise _one_line(err, "alexnet_runs", tuple(AlexnetRun.model_fields)) from None
+    grid_overrides = raw.get("grid_overrides") or {}
+    if not isinstance(grid_overrides, Mapping) or not all(isinstance(v, Mapping) for v in grid_overrides.values()):
+        raise ParamsError("bad value for 'grid_overrides': a mapping of cell name -> {key: value} overrides")
+    for cell in grid_cells(grid):
+        if cell not in grid_overrides:
+            raise ParamsError(f"missing param 'grid_overrides.{cell}' (use {{}} for none): every grid cell "
+                              "needs its entry, so DVC can track each cell's overrides on its own")
+    for cell, over in grid_overrides.items():  # each must be a valid resnet18 section change
+        if over and "resnet18" in raw:
+            _validate_model_section("resnet18", {**raw["resnet18"], **over})
     recipes = {}
     for name in dict.fromkeys([*models, model]):
         if name not in raw:
@@ -264,6 +280,7 @@ def validate(raw: Any) -> Params:
         train=train,
         grid=grid,
         alexnet_runs=MappingProxyType(alexnet_runs),
+        grid_overrides=MappingProxyType({k: MappingProxyType(dict(v)) for k, v in grid_overrides.items()}),
         recipes=MappingProxyType(recipes),
     )
 

@@ -198,8 +198,16 @@ def parse_stage_args(prog: str, doc: str, argv: list[str] | None) -> tuple[Param
     ap.add_argument("--run", help="run id for the output paths (default: the model name)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override one key of the model's section for this run (repeatable)")
+    ap.add_argument("--grid-cell", metavar="CELL",
+                    help="also apply params.yaml grid_overrides.CELL (before --set)")
     args = ap.parse_args(argv)
-    overrides = dict(_parse_set(item) for item in args.set)
+    overrides = {}
+    if args.grid_cell:
+        cells = load_params().grid_overrides
+        if args.grid_cell not in cells:
+            raise ParamsError(f"missing param 'grid_overrides.{args.grid_cell}'")
+        overrides.update(cells[args.grid_cell])
+    overrides.update(_parse_set(item) for item in args.set)
     name = args.model
     if name is None:
         name = load_params().model
