@@ -150,3 +150,12 @@ def test_grid_override_values_are_validated_as_resnet18_params():
         validate(d)
     d["grid_overrides"]["relu-2_1_1-none"] = {"lr": 0.05}
     assert dict(validate(d).grid_overrides["relu-2_1_1-none"]) == {"lr": 0.05}
+
+
+@pytest.mark.parametrize("seeds, ok", [([], True), ([1, 2], True), ([23], False), ([1, 1], False), (["a"], False)])
+def test_extra_seeds(seeds, ok):
+    if ok:
+        assert validate(raw(seeds=seeds)).seeds == tuple(seeds)
+    else:
+        with pytest.raises(ParamsError, match="bad value for 'seeds'"):
+            validate(raw(seeds=seeds))

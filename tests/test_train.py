@@ -110,18 +110,18 @@ def test_training_is_bit_identical_on_cpu(workdir):
     assert digests[0] == digests[1]
 
 
-def test_another_seed_gives_other_weights(workdir):
+def test_another_seed_is_another_file_of_the_same_run(workdir):
+    """--seed repeats a run: other weights, files <run>-s<seed>, metrics grouped by run name."""
     tmp, archive, md5 = workdir
     write_params(tmp, archive, md5, ["lenet5"])
     fetch.main([])
     preprocess.main([])
     train.main(["lenet5"])
-    first = sha(tmp / "data/checkpoints/lenet5/final.pt")
-    d = yaml.safe_load((tmp / "params.yaml").read_text())
-    d["seed"] = 24
-    (tmp / "params.yaml").write_text(yaml.safe_dump(d))
-    train.main(["lenet5"])
-    assert sha(tmp / "data/checkpoints/lenet5/final.pt") != first
+    train.main(["lenet5", "--seed", "24"])
+    evaluate.main(["lenet5", "--seed", "24"])
+    assert sha(tmp / "data/checkpoints/lenet5-s24/final.pt") != sha(tmp / "data/checkpoints/lenet5/final.pt")
+    m = json.loads((tmp / "reports/metrics/lenet5-s24.json").read_text())
+    assert (m["run"], m["seed"]) == ("lenet5", 24)
 
 
 def test_train_unknown_model_name_is_refused(workdir):

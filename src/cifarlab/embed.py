@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     p, spec = parse_stage_args("python -m cifarlab.embed", __doc__, argv)
     device = select_device()
     configure_threads(p.train.num_threads)
-    ckpt = load_checkpoint(paths.CHECKPOINT_DIR / spec.run / "best.pt")
+    ckpt = load_checkpoint(paths.CHECKPOINT_DIR / spec.out / "best.pt")
     model = model_from_checkpoint(ckpt)
     if not hasattr(model, "embed"):
         raise ParamsError(f"model '{spec.model}' has no feature embedding to project (alexnet_transfer has)")
@@ -45,10 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     from cifarlab.figures import pca_figure
 
     fig = pca_figure(feats, test_y.cpu(), stats["classes"],
-                     f"{spec.run}: PCA of the {feats.shape[1]}-d test features (best epoch {ckpt['epoch']})")
-    path = paths.FIGURES_DIR / f"pca_{spec.run}_2d3d.png"
+                     f"{spec.out}: PCA of the {feats.shape[1]}-d test features (best epoch {ckpt['epoch']})")
+    path = paths.FIGURES_DIR / f"pca_{spec.out}_2d3d.png"
     save_png(fig, path)
-    print(f"embed {spec.run}: {tuple(feats.shape)} features -> {path}")
+    print(f"embed {spec.out}: {tuple(feats.shape)} features -> {path}")
 
 
 if __name__ == "__main__":

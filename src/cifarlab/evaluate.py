@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "model": name,
         "run": spec.run,
-        "seed": p.seed,
+        "seed": spec.seed,
         "overrides": dict(spec.overrides),
         "report": info.report,
         "reported_top1": info.reported_top1,
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     pred_best = None
     for which in ("final", "best"):
-        ckpt = load_checkpoint(paths.CHECKPOINT_DIR / spec.run / f"{which}.pt")
+        ckpt = load_checkpoint(paths.CHECKPOINT_DIR / spec.out / f"{which}.pt")
         if which == "best" and ckpt["epoch"] == result["final"]["epoch"]:
             # The best epoch is the last one: same weights, so the same numbers; skip the pass.
             result["best"] = {**result["final"], "selected_by": SELECTION["best"]}
@@ -95,11 +95,11 @@ def main(argv: list[str] | None = None) -> None:
         m = classification_metrics(logits, test_y, classes)
         result[which] = {"epoch": ckpt["epoch"], "selected_by": SELECTION[which], **m}
         pred_best = logits.argmax(1).cpu()
-    write_json(paths.METRICS_DIR / f"{spec.run}.json", result)
-    with atomic_write(paths.PREDICTIONS_DIR / f"{spec.run}.csv", "w") as f:
+    write_json(paths.METRICS_DIR / f"{spec.out}.json", result)
+    with atomic_write(paths.PREDICTIONS_DIR / f"{spec.out}.csv", "w") as f:
         f.write(predictions_csv(test_y.cpu(), pred_best, classes))
-    run_figures(spec.run, result, classes)
-    print(f"evaluate {spec.run}: final epoch {result['final']['epoch']} top1 {result['final']['top1']:.4f} "
+    run_figures(spec.out, result, classes)
+    print(f"evaluate {spec.out}: final epoch {result['final']['epoch']} top1 {result['final']['top1']:.4f} "
           f"top3 {result['final']['top3']:.4f} | best epoch {result['best']['epoch']} "
           f"top1 {result['best']['top1']:.4f} top3 {result['best']['top3']:.4f}")
 

@@ -142,6 +142,7 @@ class ModelParams:
 @dataclass(frozen=True)
 class Params:
     seed: int
+    seeds: tuple[int, ...]  # extra seeds, each repeating every run of `models`
     model: str
     models: tuple[str, ...]
     data: DataParams
@@ -155,7 +156,7 @@ class Params:
         return self.recipes[model]
 
 
-TOP_KEYS = ("seed", "model", "models", "data", "train", "grid", "grid_overrides", "alexnet_runs")
+TOP_KEYS = ("seed", "seeds", "model", "models", "data", "train", "grid", "grid_overrides", "alexnet_runs")
 
 
 def _fmt_loc(prefix: str, loc: tuple) -> str:
@@ -240,6 +241,12 @@ def validate(raw: Any) -> Params:
     seed = raw["seed"]
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ParamsError(f"bad value for 'seed': {seed!r} (a non-negative integer)")
+    seeds = raw.get("seeds") or []
+    if not isinstance(seeds, list) or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
+        raise ParamsError(f"bad value for 'seeds': {seeds!r} (a list of non-negative integers)")
+    if len(set(seeds)) != len(seeds) or seed in seeds:
+        raise ParamsError(f"bad value for 'seeds': {seeds!r} repeats a seed or lists `seed` ({seed}), "
+                          "which the main runs already use")
     model = _check_model_name("model", raw["model"])
     models = raw["models"]
     if not isinstance(models, list) or not models:
@@ -274,6 +281,7 @@ def validate(raw: Any) -> Params:
             recipes[name] = _validate_model_section(name, raw[name])
     return Params(
         seed=seed,
+        seeds=tuple(seeds),
         model=model,
         models=tuple(models),
         data=data,

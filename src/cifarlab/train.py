@@ -142,24 +142,25 @@ def run(p: Params, spec: RunSpec, log=print) -> FitResult:
     epochs = mp.epochs(p.train.max_epochs)
     rt = Runtime(device, p.train)
     pipe = make_pipeline(mp, stats, device)
-    model = build_model(name, dict(mp.arch), p.seed)
-    log(f"train {spec.run}: {sum(t.numel() for t in model.parameters()):,} parameters, {epochs} epochs, "
+    model = build_model(name, dict(mp.arch), spec.seed)
+    log(f"train {spec.out}: {sum(t.numel() for t in model.parameters()):,} parameters, {epochs} epochs, "
         f"{train_x.shape[0]} train / {test_x.shape[0]} test images, device {device}")
     if device.type == "cpu":
         notice = cpu_notice(name, mp, epochs, train_x.shape[0], test_x.shape[0],
                             time_train_step(model, mp.recipe, pipe, rt, batch=min(mp.recipe.batch_size, 64)))
         if notice:
             log(notice)
-    result = fit(model, train_x, train_y, test_x, test_y, mp.recipe, epochs, p.seed, pipe, rt, log=log, desc=spec.run)
+    result = fit(model, train_x, train_y, test_x, test_y, mp.recipe, epochs, spec.seed, pipe, rt, log=log, desc=spec.out)
 
-    out = paths.CHECKPOINT_DIR / spec.run
+    out = paths.CHECKPOINT_DIR / spec.out
     save_checkpoint(out / "final.pt", name, mp.arch, result.final_state, result.history[-1].epoch)
     save_checkpoint(out / "best.pt", name, mp.arch, result.best_state, result.best_epoch)
-    with atomic_write(paths.HISTORY_DIR / f"{spec.run}.csv", "w") as f:
+    with atomic_write(paths.HISTORY_DIR / f"{spec.out}.csv", "w") as f:
         f.write(history_csv(result))
     write_json(out / "run.json", {
         "model": name,
         "run": spec.run,
+        "seed": spec.seed,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "epochs_run": len(result.history),
@@ -176,7 +177,10 @@ class RunSpec:
     """Which run a train/evaluate call is: a model, an output id and its recipe overrides."""
 
     model: str
-    run: str  # names data/checkpoints/<run>/, reports/{history,metrics,predictions}/<run>.*
+    run: str  # the run's name: the same for all its seeds (the report groups seeds by it)
+    seed: int  # weight init, shuffling, augmentation, dropout
+    out: str  # names data/checkpoints/<out>/, reports/{history,metrics,predictions}/<out>.*:
+    #           the run name, plus -s<seed> for a seed other than params.yaml's `seed`
     overrides: Mapping[str, Any]  # recipe/architecture values that differ from params.yaml
 
 
@@ -198,6 +202,8 @@ def parse_stage_args(prog: str, doc: str, argv: list[str] | None) -> tuple[Param
     ap.add_argument("--run", help="run id for the output paths (default: the model name)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override one key of the model's section for this run (repeatable)")
+    ap.add_argument("--seed", type=int, help="train with this seed (default: params.yaml `seed`); "
+                    "outputs get a -s<seed> suffix when it differs")
     ap.add_argument("--grid-cell", metavar="CELL",
                     help="also apply params.yaml grid_overrides.CELL (before --set)")
     args = ap.parse_args(argv)
@@ -218,7 +224,11 @@ def parse_stage_args(prog: str, doc: str, argv: list[str] | None) -> tuple[Param
     run_id = args.run or name
     if not re.fullmatch(r"[A-Za-z0-9_.:-]+", run_id):
         raise ParamsError(f"bad --run {run_id!r}: letters, digits and _ . : - only (it names files)")
-    return p, RunSpec(model=name, run=run_id, overrides=MappingProxyType(overrides))
+    seed = p.seed if args.seed is None else args.seed
+    if seed < 0:
+        raise ParamsError(f"bad --seed {seed}: a non-negative integer")
+    out = run_id if seed == p.seed else f"{run_id}-s{seed}"
+    return p, RunSpec(model=name, run=run_id, seed=seed, out=out, overrides=MappingProxyType(overrides))
 
 
 def main(argv: list[str] | None = None) -> None:
