@@ -379,7 +379,8 @@ def test_channel_stats_rejects_bad_input() -> None:
 
 
 def test_prepare(tiny: CifarArrays) -> None:
-    (trx, trY), (tex, teY), stats = prepare(tiny, 100, None, seed=3)
+    (trx, trY), (tex, teY), stats, (vax, vaY) = prepare(tiny, 100, None, seed=3)
+    assert vax.shape == (0, 32, 32, 3) and vaY.shape == (0,) and stats["n_val"] == 0  # val_split 0
     assert trx.shape == (100, 32, 32, 3) and trY.shape == (100,) and trY.dtype == np.int64
     assert tex.shape == (100, 32, 32, 3)
     idx = stratified_subset(tiny.train_y, 100, 3)
@@ -395,6 +396,21 @@ def test_prepare(tiny: CifarArrays) -> None:
     json.dumps(stats)  # plain JSON types only
     again = prepare(tiny, 100, None, seed=3)
     np.testing.assert_array_equal(again[0][0], trx)
+
+
+def test_val_split_is_held_out_of_train_stratified(tiny: CifarArrays) -> None:
+    (trx, trY), _, stats, (vax, vaY) = prepare(tiny, 200, None, seed=3, val_split=0.2)
+    assert len(vaY) == 40 and len(trY) == 160 and stats["n_val"] == 40 and stats["n_train"] == 160
+    assert np.bincount(vaY, minlength=10).tolist() == [4] * 10  # stratified
+    # disjoint and together the 200-image subset
+    subset = stratified_subset(tiny.train_y, 200, 3)
+    pool = {tiny.train_x[i].tobytes() for i in subset}
+    got = [x.tobytes() for x in np.concatenate([trx, vax])]
+    assert len(set(got)) == 200 and set(got) == pool
+    again = prepare(tiny, 200, None, seed=3, val_split=0.2)
+    np.testing.assert_array_equal(again[3][0], vax)
+    ref_mean, _ = _reference_stats(trx)  # statistics of the remaining train only
+    np.testing.assert_allclose(stats["mean"], ref_mean, rtol=1e-12)
 
 
 def test_save_and_load_split(tiny: CifarArrays, tmp_path: Path) -> None:
@@ -454,26 +470,26 @@ def test_main_writes_outputs(tiny_archive: tuple[Path, str], tmp_path: Path, mon
     from cifarlab import preprocess
     from cifarlab.paths import RAW_ARCHIVE, STATS_FILE, TEST_FILE, TRAIN_FILE
 
-    p = SimpleNamespace(seed=1, data=SimpleNamespace(url="", md5="", train_subset=50, test_subset=20))
+    p = SimpleNamespace(seed=1, data=SimpleNamespace(url="", md5="", train_subset=50, test_subset=20, val_split=0.2))
     monkeypatch.setattr(params, "load_params", lambda *a, **k: p)
     monkeypatch.chdir(tmp_path)
     RAW_ARCHIVE.parent.mkdir(parents=True)
     RAW_ARCHIVE.write_bytes(tiny_archive[0].read_bytes())
     preprocess.main([])
     x, y = load_split(TRAIN_FILE)
-    assert x.shape == (50, 32, 32, 3) and np.bincount(y).tolist() == [5] * 10
+    assert x.shape == (40, 32, 32, 3) and np.bincount(y).tolist() == [4] * 10  # 50 minus 20% val
     x, y = load_split(TEST_FILE)
     assert np.bincount(y).tolist() == [2] * 10
     stats = json.loads(STATS_FILE.read_text())
-    assert stats["n_train"] == 50 and stats["n_test"] == 20 and len(stats["mean"]) == 3
-    assert sorted(p.name for p in TRAIN_FILE.parent.iterdir()) == ["stats.json", "test.npz", "train.npz"]
+    assert stats["n_train"] == 40 and stats["n_val"] == 10 and stats["n_test"] == 20 and len(stats["mean"]) == 3
+    assert sorted(p.name for p in TRAIN_FILE.parent.iterdir()) == ["stats.json", "test.npz", "train.npz", "val.npz"]
 
 
 def test_main_with_missing_archive_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     params = pytest.importorskip("cifarlab.params")
     from cifarlab import preprocess
 
-    p = SimpleNamespace(seed=0, data=SimpleNamespace(url="", md5="", train_subset=None, test_subset=None))
+    p = SimpleNamespace(seed=0, data=SimpleNamespace(url="", md5="", train_subset=None, test_subset=None, val_split=0.0))
     monkeypatch.setattr(params, "load_params", lambda *a, **k: p)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError, match="archive not found"):
@@ -490,7 +506,7 @@ def test_shared_subset_archive(shared_subset: Path) -> None:
     assert np.bincount(arrays.train_y).tolist() == [500] * 10
     assert np.bincount(arrays.test_y).tolist() == [200] * 10
     assert arrays.classes == tuple(CLASSES)
-    (trx, trY), _, stats = prepare(arrays, 1000, 500, seed=0)
+    (trx, trY), _, stats, _ = prepare(arrays, 1000, 500, seed=0)
     assert stats["train_per_class"] == {c: 100 for c in CLASSES}
     assert stats["test_per_class"] == {c: 50 for c in CLASSES}
     # natural images: mean intensity near the well-known CIFAR-10 values

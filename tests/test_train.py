@@ -236,3 +236,22 @@ def test_embed_refuses_a_model_without_features(workdir):
     train.main(["lenet5"])
     with pytest.raises(ParamsError, match="no feature embedding"):
         embed.main(["lenet5"])
+
+
+def test_val_split_selects_an_epoch_and_reports_test_at_it(workdir):
+    """data.val_split > 0: history has val columns; metrics get a `val` block (test @ val-best)."""
+    tmp, archive, md5 = workdir
+    write_params(tmp, archive, md5, ["lenet5"], lenet5={"batch_size": 16, "lr": 0.003})
+    d = yaml.safe_load((tmp / "params.yaml").read_text())
+    d["data"]["val_split"] = 0.2
+    d["train"]["max_epochs"] = 3
+    (tmp / "params.yaml").write_text(yaml.safe_dump(d))
+    run_pipeline(["lenet5"])
+    h = pd.read_csv(tmp / "reports/history/lenet5.csv")
+    assert {"val_loss", "val_acc"} <= set(h.columns)
+    m = json.loads((tmp / "reports/metrics/lenet5.json").read_text())
+    assert m["n_train"] == 160
+    val_epoch = int(h["epoch"][h["val_acc"].idxmax()])
+    assert m["val"]["epoch"] == val_epoch and "validation" in m["val"]["selected_by"]
+    assert m["val"]["top1"] == pytest.approx(h["test_acc"][val_epoch - 1], abs=1e-6)
+    assert m["val"]["top1"] <= m["best"]["top1"]  # best-on-test is the optimistic one

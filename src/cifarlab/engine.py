@@ -58,6 +58,8 @@ class EpochStats:
     test_acc: float
     lr: float  # lr at the start of the epoch
     seconds: float  # wall time of the epoch (training + test pass); not a metric, varies run to run
+    val_loss: float | None = None  # on the held-out validation split (data.val_split > 0)
+    val_acc: float | None = None
 
 
 @dataclass
@@ -66,6 +68,8 @@ class FitResult:
     final_state: dict
     best_state: dict
     best_epoch: int  # epoch with the highest test accuracy (the reports' "best")
+    val_best_state: dict | None  # epoch with the highest validation accuracy (None: no val split)
+    val_best_epoch: int | None
     stopped_early: bool
     train_images: int  # images seen in training steps (for images/s)
     train_seconds: float
@@ -164,12 +168,17 @@ def fit(
     rt: Runtime,
     log: Callable[[str], None] = print,
     desc: str = "train",
+    val_x: torch.Tensor | None = None,
+    val_y: torch.Tensor | None = None,
 ) -> FitResult:
     """Train `model` with `recipe` for up to `epochs`, testing after each epoch.
 
-    train_x/test_x: uint8 (N, 3, 32, 32) on rt.device; *_y: int64 (N,) on rt.device.
-    Returns the history, the final and the best-on-test weights (CPU copies).
+    train_x/test_x/val_x: uint8 (N, 3, 32, 32) on rt.device; *_y: int64 (N,) on rt.device.
+    With a (non-empty) validation split, early stopping watches the validation loss and a
+    second "best" is picked on validation accuracy: the honest counterpart of best-on-test.
+    Returns the history, the final, best-on-test and best-on-val weights (CPU copies).
     """
+    use_val = val_x is not None and val_x.shape[0] > 0
     device = rt.device
     model = rt.prepare_model(model)
     n = train_x.shape[0]
@@ -178,6 +187,7 @@ def fit(
     history: list[EpochStats] = []
     best_acc, best_epoch, best_state = -1.0, 0, None
     best_loss, since_best_loss = math.inf, 0
+    val_best_acc, val_best_epoch, val_best_state = -1.0, None, None
     stopped_early = False
     images, train_seconds = 0, 0.0
     for epoch in range(1, epochs + 1):
@@ -205,9 +215,8 @@ def fit(
         train_seconds += time.perf_counter() - t0
         images += seen
 
-        logits = predict(model, test_x, pipe, rt)
-        test_loss = F.cross_entropy(logits, test_y).item()
-        test_acc = (logits.argmax(1) == test_y).float().mean().item()
+        test_loss, test_acc = _loss_acc(predict(model, test_x, pipe, rt), test_y)
+        val_loss, val_acc = _loss_acc(predict(model, val_x, pipe, rt), val_y) if use_val else (None, None)
         stats = EpochStats(
             epoch=epoch,
             train_loss=loss_sum.item() / seen,
@@ -216,22 +225,29 @@ def fit(
             test_acc=test_acc,
             lr=lr,
             seconds=time.perf_counter() - t0,
+            val_loss=val_loss,
+            val_acc=val_acc,
         )
         history.append(stats)
+        val_text = f"val loss {val_loss:.4f} acc {val_acc:.4f} | " if use_val else ""
         log(
             f"{desc} epoch {epoch}/{epochs}: train loss {stats.train_loss:.4f} acc {stats.train_acc:.4f} | "
-            f"test loss {test_loss:.4f} acc {test_acc:.4f} | lr {lr:.3g} | {stats.seconds:.1f}s"
+            f"{val_text}test loss {test_loss:.4f} acc {test_acc:.4f} | lr {lr:.3g} | {stats.seconds:.1f}s"
         )
         if test_acc > best_acc:
             best_acc, best_epoch = test_acc, epoch
             best_state = _cpu_state(model)
+        if use_val and val_acc > val_best_acc:
+            val_best_acc, val_best_epoch = val_acc, epoch
+            val_best_state = _cpu_state(model)
         if recipe.early_stopping_patience is not None:
-            if test_loss < best_loss:
-                best_loss, since_best_loss = test_loss, 0
+            watched, split = (val_loss, "validation") if use_val else (test_loss, "test")
+            if watched < best_loss:
+                best_loss, since_best_loss = watched, 0
             else:
                 since_best_loss += 1
                 if since_best_loss >= recipe.early_stopping_patience:
-                    log(f"{desc}: early stop at epoch {epoch}: no test-loss gain for {since_best_loss} epochs")
+                    log(f"{desc}: early stop at epoch {epoch}: no {split}-loss gain for {since_best_loss} epochs")
                     stopped_early = True
                     break
     return FitResult(
@@ -239,10 +255,16 @@ def fit(
         final_state=_cpu_state(model),
         best_state=best_state,
         best_epoch=best_epoch,
+        val_best_state=val_best_state,
+        val_best_epoch=val_best_epoch,
         stopped_early=stopped_early,
         train_images=images,
         train_seconds=train_seconds,
     )
+
+
+def _loss_acc(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
 
 def _cpu_state(model: nn.Module) -> dict:
@@ -250,7 +272,12 @@ def _cpu_state(model: nn.Module) -> dict:
 
 
 def history_rows(history: list[EpochStats]) -> list[dict]:
-    return [asdict(h) for h in history]
+    """One dict per epoch; the val_* columns only when a validation split was used."""
+    rows = [asdict(h) for h in history]
+    if all(h.val_acc is None for h in history):
+        for r in rows:
+            del r["val_loss"], r["val_acc"]
+    return rows
 
 
 def time_train_step(model: nn.Module, recipe: Recipe, pipe: BatchPipeline, rt: Runtime, batch: int = 64) -> float:

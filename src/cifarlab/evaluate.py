@@ -27,6 +27,7 @@ from cifarlab.train import load_prepared, make_pipeline, parse_stage_args
 SELECTION = {
     "final": "the last epoch trained",
     "best": "the epoch with the highest test top-1 (best-on-test, as the reports chose)",
+    "val": "the epoch with the highest validation top-1 (data.val_split held out of train)",
 }
 
 
@@ -84,8 +85,9 @@ def main(argv: list[str] | None = None) -> None:
         "n_test": stats["n_test"],
     }
     pred_best = None
-    for which in ("final", "best"):
-        ckpt = load_checkpoint(paths.CHECKPOINT_DIR / spec.out / f"{which}.pt")
+    val_ckpt = paths.CHECKPOINT_DIR / spec.out / "val_best.pt"
+    for which in ("final", "best", *(("val",) if val_ckpt.exists() else ())):
+        ckpt = load_checkpoint(val_ckpt if which == "val" else paths.CHECKPOINT_DIR / spec.out / f"{which}.pt")
         if which == "best" and ckpt["epoch"] == result["final"]["epoch"]:
             # The best epoch is the last one: same weights, so the same numbers; skip the pass.
             result["best"] = {**result["final"], "selected_by": SELECTION["best"]}
@@ -94,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
         logits = predict(model, test_x, pipe, rt)
         m = classification_metrics(logits, test_y, classes)
         result[which] = {"epoch": ckpt["epoch"], "selected_by": SELECTION[which], **m}
-        pred_best = logits.argmax(1).cpu()
+        if which != "val":  # the best epoch's predictions; the final's stand in when they are the same
+            pred_best = logits.argmax(1).cpu()
     write_json(paths.METRICS_DIR / f"{spec.out}.json", result)
     with atomic_write(paths.PREDICTIONS_DIR / f"{spec.out}.csv", "w") as f:
         f.write(predictions_csv(test_y.cpu(), pred_best, classes))

@@ -46,6 +46,9 @@ class DataParams(_Strict):
     # Total images kept per split, stratified by class and chosen with `seed`; null = all.
     train_subset: Annotated[int, Field(ge=10)] | None = None
     test_subset: Annotated[int, Field(ge=10)] | None = None
+    # Fraction of train held out (stratified, seeded) to pick the epoch and stop early on;
+    # 0 = none, as in the reports (which picked on test).
+    val_split: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
 
 class TrainParams(_Strict):

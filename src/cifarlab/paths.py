@@ -8,6 +8,7 @@ RAW_ARCHIVE = Path("data/raw/cifar-10-python.tar.gz")
 PREPARED_DIR = Path("data/prepared")
 TRAIN_FILE = PREPARED_DIR / "train.npz"  # x: uint8 (N, 32, 32, 3), y: int64 (N,)
 TEST_FILE = PREPARED_DIR / "test.npz"
+VAL_FILE = PREPARED_DIR / "val.npz"  # held out of train when data.val_split > 0; else empty
 STATS_FILE = PREPARED_DIR / "stats.json"  # per-channel mean/std of train in [0, 1], class names, counts
 CHECKPOINT_DIR = Path("data/checkpoints")  # data/checkpoints/<model>/{final,best}.pt
 REPORTS_DIR = Path("reports")

@@ -20,7 +20,7 @@ import numpy as np
 from cifarlab.cifar_io import IMAGE_SHAPE, NUM_CLASSES, CifarArrays, channel_stats, read_archive, stratified_subset
 from cifarlab.errors import DataError
 from cifarlab.io import atomic_write, write_json
-from cifarlab.paths import RAW_ARCHIVE, STATS_FILE, TEST_FILE, TRAIN_FILE
+from cifarlab.paths import RAW_ARCHIVE, STATS_FILE, TEST_FILE, TRAIN_FILE, VAL_FILE
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -31,18 +31,28 @@ def _counts(y: np.ndarray, classes: tuple[str, ...]) -> dict[str, int]:
 
 
 def prepare(
-    arrays: CifarArrays, train_subset: int | None, test_subset: int | None, seed: int
-) -> tuple[Split, Split, dict[str, Any]]:
-    """Subset both splits (stratified, seeded) and compute the train-split statistics.
+    arrays: CifarArrays, train_subset: int | None, test_subset: int | None, seed: int, val_split: float = 0.0
+) -> tuple[Split, Split, dict[str, Any], Split]:
+    """Subset both splits (stratified, seeded), hold a validation split out of train, and
+    compute the train-split statistics.
 
-    Returns ``((train_x, train_y), (test_x, test_y), stats)``; stats holds ``mean`` and
-    ``std`` (3 floats each, train split, [0, 1] units), ``classes``, ``n_train``, ``n_test``,
-    ``train_per_class`` and ``test_per_class`` (class name -> count).
+    val_split: the fraction of the (subset) train split held out, stratified and seeded; 0 = none
+    (the reports had none), which gives an empty val split.
+    Returns ``((train_x, train_y), (test_x, test_y), stats, (val_x, val_y))``; stats holds
+    ``mean`` and ``std`` (3 floats each, train split, [0, 1] units), ``classes``, ``n_train``,
+    ``n_test``, ``n_val``, ``train_per_class`` and ``test_per_class`` (class name -> count).
     """
     train_idx = stratified_subset(arrays.train_y, train_subset, seed)
     test_idx = stratified_subset(arrays.test_y, test_subset, seed)
+    val_idx = np.zeros(0, dtype=np.int64)
+    if val_split > 0:
+        n_val = max(len(arrays.classes), round(len(train_idx) * val_split))
+        # a different stream than the subset draw (seed + 1), so val is not the subset's head
+        val_idx = train_idx[stratified_subset(arrays.train_y[train_idx], n_val, seed + 1)]
+        train_idx = np.setdiff1d(train_idx, val_idx)
     train = (np.ascontiguousarray(arrays.train_x[train_idx]), arrays.train_y[train_idx].astype(np.int64))
     test = (np.ascontiguousarray(arrays.test_x[test_idx]), arrays.test_y[test_idx].astype(np.int64))
+    val = (np.ascontiguousarray(arrays.train_x[val_idx]), arrays.train_y[val_idx].astype(np.int64))
     mean, std = channel_stats(train[0])
     stats = {
         "mean": [float(v) for v in mean],
@@ -50,10 +60,11 @@ def prepare(
         "classes": list(arrays.classes),
         "n_train": int(len(train[1])),
         "n_test": int(len(test[1])),
+        "n_val": int(len(val[1])),
         "train_per_class": _counts(train[1], arrays.classes),
         "test_per_class": _counts(test[1], arrays.classes),
     }
-    return train, test, stats
+    return train, test, stats, val
 
 
 def _check_split(path: Path, x: np.ndarray, y: np.ndarray) -> None:
@@ -103,13 +114,14 @@ def main(argv: list[str] | None = None) -> None:
 
     p = load_params()
     arrays = read_archive(RAW_ARCHIVE)
-    train, test, stats = prepare(arrays, p.data.train_subset, p.data.test_subset, p.seed)
+    train, test, stats, val = prepare(arrays, p.data.train_subset, p.data.test_subset, p.seed, p.data.val_split)
     save_split(TRAIN_FILE, *train)
     save_split(TEST_FILE, *test)
+    save_split(VAL_FILE, *val)
     write_json(STATS_FILE, stats)
     mean = ", ".join(f"{v:.4f}" for v in stats["mean"])
     std = ", ".join(f"{v:.4f}" for v in stats["std"])
-    print(f"preprocess: {stats['n_train']} train, {stats['n_test']} test; mean [{mean}], std [{std}]")
+    print(f"preprocess: {stats['n_train']} train, {stats['n_val']} val, {stats['n_test']} test; mean [{mean}], std [{std}]")
 
 
 if __name__ == "__main__":

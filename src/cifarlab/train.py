@@ -38,17 +38,20 @@ SUBSET_HINT = (
 SLOW_CPU_S = 15 * 60  # warn when a model alone would train longer than this on the CPU
 
 
-def load_prepared(device: torch.device):
-    """The prepared splits as device tensors: x uint8 (N, 3, 32, 32), y int64 (N,); plus stats."""
+def load_prepared(device: torch.device, with_val: bool = False):
+    """The prepared splits as device tensors: x uint8 (N, 3, 32, 32), y int64 (N,); plus stats.
+
+    Returns (train_x, train_y, test_x, test_y, stats), and val_x, val_y after them if with_val.
+    """
     from cifarlab.preprocess import load_split
 
     stats = json.loads(paths.STATS_FILE.read_text())
     out = []
-    for f in (paths.TRAIN_FILE, paths.TEST_FILE):
+    for f in (paths.TRAIN_FILE, paths.TEST_FILE, *((paths.VAL_FILE,) if with_val else ())):
         x, y = load_split(f)  # x: (N, 32, 32, 3) uint8 HWC as stored
         out.append(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().to(device))
         out.append(torch.from_numpy(y).to(device))
-    return (*out, stats)
+    return (*out[:4], stats, *out[4:])
 
 
 def make_pipeline(mp: ModelParams, stats: dict, device: torch.device) -> BatchPipeline:
@@ -138,7 +141,7 @@ def run(p: Params, spec: RunSpec, log=print) -> FitResult:
     device = select_device()
     configure_threads(p.train.num_threads)
     torch.backends.cudnn.benchmark = False  # autotuning picks kernels by timing: not reproducible
-    train_x, train_y, test_x, test_y, stats = load_prepared(device)
+    train_x, train_y, test_x, test_y, stats, val_x, val_y = load_prepared(device, with_val=True)
     epochs = mp.epochs(p.train.max_epochs)
     rt = Runtime(device, p.train)
     pipe = make_pipeline(mp, stats, device)
@@ -150,11 +153,17 @@ def run(p: Params, spec: RunSpec, log=print) -> FitResult:
                             time_train_step(model, mp.recipe, pipe, rt, batch=min(mp.recipe.batch_size, 64)))
         if notice:
             log(notice)
-    result = fit(model, train_x, train_y, test_x, test_y, mp.recipe, epochs, spec.seed, pipe, rt, log=log, desc=spec.out)
+    result = fit(model, train_x, train_y, test_x, test_y, mp.recipe, epochs, spec.seed, pipe, rt, log=log, desc=spec.out,
+                 val_x=val_x, val_y=val_y)
 
     out = paths.CHECKPOINT_DIR / spec.out
     save_checkpoint(out / "final.pt", name, mp.arch, result.final_state, result.history[-1].epoch)
     save_checkpoint(out / "best.pt", name, mp.arch, result.best_state, result.best_epoch)
+    val_ckpt = out / "val_best.pt"
+    if result.val_best_state is not None:
+        save_checkpoint(val_ckpt, name, mp.arch, result.val_best_state, result.val_best_epoch)
+    elif val_ckpt.exists():  # a leftover from a run with a validation split: not this run's
+        val_ckpt.unlink()
     with atomic_write(paths.HISTORY_DIR / f"{spec.out}.csv", "w") as f:
         f.write(history_csv(result))
     write_json(out / "run.json", {
