@@ -1,12 +1,22 @@
 """Report figures: structure of each figure, PCA correctness/determinism, PNG reproducibility."""
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from matplotlib.colors import to_rgba
 from matplotlib.container import BarContainer
 
-from cifarlab.figures import (HEATMAP_GID, NA, confusion_figure, grid_heatmaps, pca_figure, pca_project,
-                              report_bars, save_figure)
+from cifarlab.figures import (
+    HEATMAP_GID,
+    NA,
+    confusion_figure,
+    grid_heatmaps,
+    pca_figure,
+    pca_project,
+    report_bars,
+    save_figure,
+)
 from cifarlab.paths import CLASSES
 
 
@@ -189,6 +199,30 @@ def test_report_bars_counts_and_labels():
     assert "63.21±0.40" in labels and "62.00" in labels and labels.count(NA) == 1 + 1 + 2
     assert bar_count(report_bars([{"label": "a", "reported": 0.5, "reproduced": 0.4},
                                   {"label": "b", "reported": 0.6, "reproduced": None}], "t")) == 2 * 2
+
+
+def _legend_colors(ax) -> dict[str, tuple]:
+    """legend label -> the RGBA of its bars."""
+    out = {}
+    for c in ax.containers:
+        if isinstance(c, BarContainer):
+            out[c.get_label()] = to_rgba(c.patches[0].get_facecolor())
+    return out
+
+
+def test_reported_and_reproduced_have_one_colour_in_every_bar_chart():
+    from cifarlab.plot import comparison_figure
+
+    rows = [{"label": "m", "reported": 0.9, "reproduced": 0.88, "final": 0.87}]
+    bars = _legend_colors(report_bars(rows, "t").axes[0])
+    block = {"top1": 0.88, "top3": 0.99}
+    comp = comparison_figure({"m": {"reported_top1": 0.9, "best": block, "final": {**block, "top1": 0.87}}},
+                             {"m": pd.DataFrame({"epoch": [1], "test_acc": [0.88]})})
+    comp_bars = _legend_colors(comp.axes[0])
+    assert bars["reported"] == comp_bars["reported"]
+    assert bars["reproduced"] == comp_bars["best epoch (on test)"]
+    assert bars["final epoch"] == comp_bars["final epoch"]
+    assert len({bars["reported"], bars["reproduced"], bars["final epoch"]}) == 3
 
 
 # --------------------------------------------------------------------------- saving

@@ -107,7 +107,7 @@ def test_epoch_cap():
     assert p["lenet5"].epochs(None) == 10
 
 
-@pytest.mark.parametrize("stage", ["fetch", "preprocess", "train", "evaluate", "plot"])
+@pytest.mark.parametrize("stage", ["fetch", "preprocess", "train", "evaluate", "plot", "embed", "report"])
 def test_every_stage_refuses_bad_params_before_work(tmp_path, stage):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw(resnet9__lr="fast")))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}

@@ -121,6 +121,12 @@ def write_project(root: Path, lock: dict | None = None) -> None:
     for name, d in fixture_metrics().items():
         (metrics_dir / name).write_bytes(metrics_bytes(d))
     shutil.copy(REFERENCE_FILE, root / "reports" / "reference.yaml")
+    shutil.copy(REFERENCE_FILE.parents[1] / "params.yaml", root / "params.yaml")  # `models`: comparison.png
+    history = root / "reports" / "history"
+    history.mkdir()
+    # resnet9.json is the only `models` run with the default seed: comparison.png draws its curve
+    (history / "resnet9.csv").write_text("epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds\n"
+                                         "1,1.2,0.6,1.1,0.62,0.01,3.0\n2,0.5,0.85,0.4,0.9301,0.001,3.0\n")
     if lock is not None:
         (root / "dvc.lock").write_text(yaml.safe_dump(lock))
 
@@ -355,7 +361,7 @@ class RecordingFigures:
         Path(path).write_bytes(b"\x89PNG stand-in " + str(fig).encode())
 
 
-EXPECTED_FIGURES = ["confusion_alexnet_transfer-skip-high.png", "grid_resnet18.png"] + \
+EXPECTED_FIGURES = ["runs/confusion_alexnet_transfer-skip-high.png", "grid_resnet18.png", "comparison.png"] + \
     [f"report_{r}.png" for r in ("000", "001", "002", "003", "004")]
 
 
@@ -363,8 +369,8 @@ def run_main_twice(root: Path, monkeypatch) -> tuple[bytes, Path]:
     """main() in `root` as cwd, twice; the README must not change by a byte. Returns its bytes."""
     write_project(root, fake_lock())
     figures = root / "reports" / "figures"
-    figures.mkdir()
-    (figures / "confusion_alexnet_transfer-skip-high.png").write_bytes(b"\x89PNG fake")  # drawn elsewhere
+    (figures / "runs").mkdir(parents=True)
+    (figures / "runs/confusion_alexnet_transfer-skip-high.png").write_bytes(b"\x89PNG fake")  # drawn elsewhere
     (figures / "report_007.png").write_bytes(b"\x89PNG stale")  # an own figure not drawn now
     monkeypatch.chdir(root)
     report.main([])
@@ -373,7 +379,8 @@ def run_main_twice(root: Path, monkeypatch) -> tuple[bytes, Path]:
     report.main([])
     assert readme.read_bytes() == first  # no timestamps, stable order
     assert not list((root / "reports").rglob(".*.tmp"))  # atomic writes left no temp file
-    assert sorted(p.name for p in figures.glob("*.png")) == sorted(EXPECTED_FIGURES + ["report_007.png"])
+    assert sorted(p.relative_to(figures).as_posix() for p in figures.rglob("*.png")) == \
+        sorted(EXPECTED_FIGURES + ["report_007.png"])
     text = first.decode("utf-8")
     assert "report_007" not in text
     assert "dvc repro report" in text.splitlines()[2]

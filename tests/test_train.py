@@ -42,7 +42,7 @@ def run_pipeline(models):
     for m in models:
         train.main([m])
         evaluate.main([m])
-    plot.main([])
+        plot.main([m])
 
 
 def test_smoke_pipeline_writes_metrics_history_checkpoints_and_figures(workdir):
@@ -73,9 +73,8 @@ def test_smoke_pipeline_writes_metrics_history_checkpoints_and_figures(workdir):
     assert ckpt["model"] == "lenet5" and ckpt["epoch"] == 2
     preds = pd.read_csv(tmp / "reports/predictions/lenet5.csv")
     assert len(preds) == 100 and list(preds.columns) == ["actual", "predicted"]
-    assert (tmp / "reports/figures/curves_lenet5.png").stat().st_size > 1000
-    assert (tmp / "reports/figures/confusion_lenet5.png").stat().st_size > 1000
-    assert (tmp / "reports/figures/comparison.png").stat().st_size > 1000
+    assert (tmp / "reports/figures/runs/curves_lenet5.png").stat().st_size > 1000
+    assert (tmp / "reports/figures/runs/confusion_lenet5.png").stat().st_size > 1000
 
     # the report stage: the published 47.18% beside this run's best top-1, from the metrics file
     import shutil
@@ -87,7 +86,8 @@ def test_smoke_pipeline_writes_metrics_history_checkpoints_and_figures(workdir):
     readme = (tmp / "reports/README.md").read_text()
     row = next(line for line in readme.splitlines() if line.startswith("| `lenet5` | top-1"))
     assert "47.18%" in row and f"{100 * m['best']['top1']:.2f}%" in row
-    assert "![learning curves: lenet5](figures/curves_lenet5.png)" in readme
+    assert "![learning curves: lenet5](figures/runs/curves_lenet5.png)" in readme
+    assert (tmp / "reports/figures/comparison.png").stat().st_size > 1000
     for n in range(5):
         assert (tmp / f"reports/figures/report_00{n}.png").exists()
     assert (tmp / "reports/figures/grid_resnet18.png").exists()
@@ -195,6 +195,7 @@ def test_set_keeps_underscore_ratios_as_text():
         (["lenet5", "--set", "depth=3"], "unknown param 'lenet5.depth'"),
         (["lenet5", "--set", "lr"], "bad --set 'lr'"),
         (["lenet5", "--run", "../evil"], "bad --run '../evil'"),
+        (["alexnet_transfer", "--alexnet-run", "skip-mid"], "missing param 'alexnet_runs.skip-mid' (known: noskip-low"),
     ],
 )
 def test_bad_overrides_are_refused_before_work(workdir, args, message):
@@ -212,17 +213,22 @@ def test_alexnet_cell_trains_evaluates_and_projects_its_features(workdir):
     from cifarlab import embed
 
     tmp, archive, md5 = workdir
-    write_params(tmp, archive, md5, ["alexnet_transfer"], alexnet_transfer={"image_size": 64, "batch_size": 50})
+    write_params(tmp, archive, md5, ["alexnet_transfer"], alexnet_transfer={"image_size": 64, "batch_size": 50},
+                 alexnet_runs={"skip-low": {"skip": True, "epochs": 1}})
     fetch.main([])
     preprocess.main([])
-    args = ["alexnet_transfer", "--run", "alexnet_transfer-skip-low", "--set", "skip=true", "--set", "epochs=1"]
+    # as dvc.yaml's alexnet@skip-low runs it: the variant's skip and epochs come from params.yaml
+    args = ["alexnet_transfer", "--run", "alexnet_transfer-skip-low", "--alexnet-run", "skip-low"]
     with pytest.warns(UserWarning, match="RANDOM"):
         train.main(args)
     evaluate.main(args)
+    plot.main(args)
     embed.main(args)
     m = json.loads((tmp / "reports/metrics/alexnet_transfer-skip-low.json").read_text())
     assert m["overrides"] == {"skip": True, "epochs": 1} and m["final"]["epoch"] == 1
-    assert (tmp / "reports/figures/pca_alexnet_transfer-skip-low_2d3d.png").stat().st_size > 1000
+    for fig in ("pca_alexnet_transfer-skip-low_2d3d", "curves_alexnet_transfer-skip-low",
+                "confusion_alexnet_transfer-skip-low"):
+        assert (tmp / f"reports/figures/runs/{fig}.png").stat().st_size > 1000
 
 
 def test_embed_refuses_a_model_without_features(workdir):

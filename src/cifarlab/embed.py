@@ -3,7 +3,7 @@
     python -m cifarlab.embed alexnet_transfer --run alexnet_transfer-skip-high [--set ...]
 
 Reads the run's best checkpoint (the frozen features are in it), embeds the test images with
-`model.embed` -> (N, 9216), and writes reports/figures/pca_<run>_2d3d.png (figures.pca_figure:
+`model.embed` -> (N, 9216), and writes reports/figures/runs/pca_<run>_2d3d.png (figures.pca_figure:
 torch.pca_lowrank, deterministic). Part of each `alexnet@<variant>` stage in dvc.yaml.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
 
     fig = pca_figure(feats, test_y.cpu(), stats["classes"],
                      f"{spec.out}: PCA of the {feats.shape[1]}-d test features (best epoch {ckpt['epoch']})")
-    path = paths.FIGURES_DIR / f"pca_{spec.out}_2d3d.png"
+    path = paths.RUN_FIGURES_DIR / f"pca_{spec.out}_2d3d.png"
     save_png(fig, path)
     print(f"embed {spec.out}: {tuple(feats.shape)} features -> {path}")
 

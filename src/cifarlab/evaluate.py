@@ -1,8 +1,8 @@
 """Stage `evaluate@<model>`: test metrics of the final and the best epoch's weights.
 
-Writes reports/metrics/<run>.json (a DVC metric, kept in git),
-reports/predictions/<run>.csv (actual, predicted for the best epoch; DVC's confusion plot) and
-the run's figures reports/figures/{curves,confusion}_<run>.png.
+Writes reports/metrics/<run>.json (a DVC metric, kept in git) and
+reports/predictions/<run>.csv (actual, predicted for the best epoch; DVC's confusion plot).
+The run's figures are the plot stage's (python -m cifarlab.plot, same arguments).
 
 "best" is the epoch with the highest test top-1, which is how all five reports picked their
 numbers (there is no validation split), so it is optimistic; "final" is the last epoch trained.
@@ -21,7 +21,6 @@ from cifarlab.errors import DataError
 from cifarlab.io import atomic_write, write_json
 from cifarlab.metrics import classification_metrics
 from cifarlab.models import get_model, model_info
-from cifarlab.plot import run_figures
 from cifarlab.train import load_prepared, make_pipeline, parse_stage_args
 
 SELECTION = {
@@ -101,7 +100,6 @@ def main(argv: list[str] | None = None) -> None:
     write_json(paths.METRICS_DIR / f"{spec.out}.json", result)
     with atomic_write(paths.PREDICTIONS_DIR / f"{spec.out}.csv", "w") as f:
         f.write(predictions_csv(test_y.cpu(), pred_best, classes))
-    run_figures(spec.out, result, classes)
     print(f"evaluate {spec.out}: final epoch {result['final']['epoch']} top1 {result['final']['top1']:.4f} "
           f"top3 {result['final']['top3']:.4f} | best epoch {result['best']['epoch']} "
           f"top1 {result['best']['top1']:.4f} top3 {result['best']['top3']:.4f}")

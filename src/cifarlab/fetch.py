@@ -10,13 +10,13 @@ complete and verified, so a failed fetch leaves nothing behind.
 from __future__ import annotations
 
 import argparse
-import sys
 import hashlib
 import http.client
 import os
 import re
 import socket
 import ssl
+import sys
 import time
 import urllib.error
 import urllib.parse

@@ -21,7 +21,7 @@ import torch  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from cifarlab.plot import save_png  # noqa: E402
+from cifarlab.plot import SERIES_COLORS, save_png  # noqa: E402
 
 HEATMAP_GID = "heatmap"
 PCA_SEED = 0  # pca_lowrank draws a random sketch; a fixed seed makes the figure reproducible
@@ -216,7 +216,8 @@ def grid_heatmaps(reproduced: Mapping[tuple[str, str, str], float], reported: Ma
 # --------------------------------------------------------------------------- per-report bars
 
 
-_SERIES = (("reported", "reported"), ("reproduced", "reproduced"), ("final", "final epoch"))
+# (row key, legend label, SERIES_COLORS key): "reproduced" is the best epoch on test
+_SERIES = (("reported", "reported", "reported"), ("reproduced", "reproduced", "best"), ("final", "final epoch", "final"))
 
 
 def report_bars(rows: Sequence[dict], title: str) -> plt.Figure:
@@ -227,13 +228,13 @@ def report_bars(rows: Sequence[dict], title: str) -> plt.Figure:
     optional `final`. A series is drawn when any row has a value for it; a row without one
     gets an empty bar marked n/a, so every group has the same slots.
     """
-    series = [(key, name) for key, name in _SERIES if any(r.get(key) is not None for r in rows)]
+    series = [(key, name, color) for key, name, color in _SERIES if any(r.get(key) is not None for r in rows)]
     labels = [str(r["label"]) for r in rows]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(rows) * max(len(series), 1) / 2 + 2), 4.4),
                            layout="constrained")
     w = 0.8 / max(len(series), 1)
     x = np.arange(len(rows))
-    for i, (key, name) in enumerate(series):
+    for i, (key, name, color) in enumerate(series):
         vals = [r.get(key) for r in rows]
         heights = [100 * v if v is not None else 0.0 for v in vals]
         yerr = None
@@ -241,7 +242,8 @@ def report_bars(rows: Sequence[dict], title: str) -> plt.Figure:
             # NaN, not 0: matplotlib draws no cap at all for a NaN error
             yerr = [100 * r["std"] if r.get("std") is not None and r.get(key) is not None else np.nan
                     for r in rows]
-        bars = ax.bar(x + (i - (len(series) - 1) / 2) * w, heights, w, yerr=yerr, capsize=3, label=name)
+        bars = ax.bar(x + (i - (len(series) - 1) / 2) * w, heights, w, yerr=yerr, capsize=3, label=name,
+                      color=SERIES_COLORS[color])
         text = []
         for r, v in zip(rows, vals):
             if v is None:

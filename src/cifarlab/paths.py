@@ -15,6 +15,7 @@ REPORTS_DIR = Path("reports")
 METRICS_DIR = REPORTS_DIR / "metrics"  # <model>.json, declared as DVC metrics
 HISTORY_DIR = REPORTS_DIR / "history"  # <model>.csv, one row per epoch, a DVC plot
 PREDICTIONS_DIR = REPORTS_DIR / "predictions"  # <model>.csv (actual, predicted): confusion plot
-FIGURES_DIR = REPORTS_DIR / "figures"
+FIGURES_DIR = REPORTS_DIR / "figures"  # figures spanning runs (the report stage draws them)
+RUN_FIGURES_DIR = FIGURES_DIR / "runs"  # one run's figures: curves_<run>.png, confusion_<run>.png, pca_<run>_2d3d.png
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

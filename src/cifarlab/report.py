@@ -4,9 +4,12 @@ Inputs (read-only):
   reports/metrics/*.json   one file per (run, seed), written by the evaluate/grid stages
   reports/reference.yaml   every number the five reports published (the only hand-typed file)
   dvc.lock                 provenance: which stage wrote each metrics file, with which params
-  reports/figures/*.png    figures other stages drew; embedded where they exist
+  reports/history/*.csv    per-epoch histories of the `models` runs (comparison.png)
+  reports/figures/runs/    each run's figures, drawn by its plot step; embedded where they exist
 
 Outputs:
+  reports/figures/comparison.png     every model in `models`: final, best and reported top-1,
+                                     and all their test-accuracy curves
   reports/figures/report_<NNN>.png   reported vs reproduced top-1 per report (figures.report_bars)
   reports/figures/grid_resnet18.png  report 004's grid as heat maps, once any grid cell has run
   reports/README.md                  generated; written atomically, byte-identical for the same inputs
@@ -39,6 +42,7 @@ README = paths.REPORTS_DIR / "README.md"
 REFERENCE = paths.REPORTS_DIR / "reference.yaml"
 DVC_LOCK = Path("dvc.lock")
 GRID_FIGURE = "grid_resnet18.png"
+COMPARISON_FIGURE = "comparison.png"
 OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"  # cifar-10-python.tar.gz from cs.toronto.edu
 
 REPORT_TITLES = {
@@ -590,9 +594,9 @@ def _run_figures(runs_in_report: Sequence[str], figures: Iterable[str]) -> list[
     have = set(figures)
     out = []
     for run in runs_in_report:
-        for name, alt in ((f"curves_{run}.png", f"learning curves: {run}"),
-                          (f"confusion_{run}.png", f"confusion matrix: {run}"),
-                          (f"pca_{run}_2d3d.png", f"PCA of the features: {run}")):
+        for name, alt in ((f"runs/curves_{run}.png", f"learning curves: {run}"),
+                          (f"runs/confusion_{run}.png", f"confusion matrix: {run}"),
+                          (f"runs/pca_{run}_2d3d.png", f"PCA of the features: {run}")):
             if name in have:
                 out.append(md_image(alt, name))
     return out
@@ -735,19 +739,38 @@ def write_figures(reference: Mapping, runs: Mapping[str, list[dict]], figures_di
     return written
 
 
+def write_comparison(models: Sequence[str], figures_dir: Path) -> Path:
+    """comparison.png: every model in `models` that has run (final, best, reported top-1 and its
+    test-accuracy curve); models not run yet are left out of it."""
+    from cifarlab.plot import comparison_figure, read_run, save_png
+
+    metrics, hists = {}, {}
+    for name in models:
+        if (paths.METRICS_DIR / f"{name}.json").exists():
+            metrics[name], hists[name] = read_run(name)
+    path = figures_dir / COMPARISON_FIGURE
+    save_png(comparison_figure(metrics, hists), path)
+    return path
+
+
 def own_figure(name: str) -> bool:
-    """Whether reports/figures/<name> is one this stage draws (report_<NNN>.png, the grid)."""
-    return name == GRID_FIGURE or (name.startswith("report_") and name.endswith(".png"))
+    """Whether reports/figures/<name> is one this stage draws (report_<NNN>.png, the grid,
+    the comparison)."""
+    return name in (GRID_FIGURE, COMPARISON_FIGURE) or (name.startswith("report_") and name.endswith(".png"))
 
 
 def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(prog="python -m cifarlab.report", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    from cifarlab.params import load_params
+
+    models = load_params().models  # validates params.yaml before any work
     reference = load_reference(REFERENCE)
     runs = group_runs(load_metrics(paths.METRICS_DIR))
     lock = load_lock(DVC_LOCK)
-    written = write_figures(reference, runs, paths.FIGURES_DIR)
-    on_disk = sorted(p.name for p in paths.FIGURES_DIR.glob("*.png")) if paths.FIGURES_DIR.is_dir() else []
+    written = [write_comparison(models, paths.FIGURES_DIR), *write_figures(reference, runs, paths.FIGURES_DIR)]
+    # names relative to reports/figures: "comparison.png", "runs/curves_<run>.png", ...
+    on_disk = sorted(p.relative_to(paths.FIGURES_DIR).as_posix() for p in paths.FIGURES_DIR.rglob("*.png"))
     # this stage's own figures are embedded only when drawn now: a leftover would be stale
     present = [n for n in on_disk if not own_figure(n)] + [p.name for p in written]
     text = report_tables(reference, runs, lock, present)

@@ -215,6 +215,8 @@ def parse_stage_args(prog: str, doc: str, argv: list[str] | None) -> tuple[Param
                     "outputs get a -s<seed> suffix when it differs")
     ap.add_argument("--grid-cell", metavar="CELL",
                     help="also apply params.yaml grid_overrides.CELL (before --set)")
+    ap.add_argument("--alexnet-run", metavar="VARIANT",
+                    help="also apply params.yaml alexnet_runs.VARIANT (skip, epochs; before --set)")
     args = ap.parse_args(argv)
     overrides = {}
     if args.grid_cell:
@@ -222,6 +224,12 @@ def parse_stage_args(prog: str, doc: str, argv: list[str] | None) -> tuple[Param
         if args.grid_cell not in cells:
             raise ParamsError(f"missing param 'grid_overrides.{args.grid_cell}'")
         overrides.update(cells[args.grid_cell])
+    if args.alexnet_run:
+        variants = load_params().alexnet_runs
+        if args.alexnet_run not in variants:
+            raise ParamsError(f"missing param 'alexnet_runs.{args.alexnet_run}' "
+                              f"(known: {', '.join(variants)})")
+        overrides.update(variants[args.alexnet_run].model_dump())
     overrides.update(_parse_set(item) for item in args.set)
     name = args.model
     if name is None:
