@@ -1,0 +1,112 @@
+"""The DVC experiment workflow as a researcher runs it, end to end, in a throwaway git repo.
+
+`dvc exp run -S model=lenet5` on a tiny archive, its result committed on main, then a branch
+that changes a param: `dvc metrics diff main` and `dvc params diff main` must report the
+change, and `dvc plots diff main` must render. Slow (real `dvc` subprocesses, about two
+minutes on 2 CPU cores); `.ci/run` runs it with `pytest -m slow`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+def sh(*cmd: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> str:
+    """Run a command; on failure, fail the test with its output (the one place to look)."""
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited {r.returncode}\n--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-4000:]}")
+    return r.stdout
+
+
+def project_copy(dest: Path) -> None:
+    """The project's tracked files (what a `git clone` gives), without its history."""
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for rel in filter(None, tracked.decode().split("\0")):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
+def small_params(path: Path, archive: Path, md5: str) -> None:
+    """The real params.yaml, cut down to seconds of CPU work: one model in `models`, one grid
+    cell, no AlexNet variants, one epoch; `model` starts at dnn so the experiment changes it."""
+    d = yaml.safe_load(path.read_text())
+    d["data"].update(url=str(archive), md5=md5)
+    d["train"].update(max_epochs=1, num_threads=1)
+    d["models"] = ["lenet5"]
+    d["model"] = "dnn"
+    d["grid"] = {"activations": ["relu"], "ratios": ["2_1_1"], "augments": ["none"]}
+    d["alexnet_runs"] = {}
+    d["lenet5"]["batch_size"] = 16
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+
+
+def test_exp_run_then_metrics_params_and_plots_diff_between_branches(tmp_path, tiny_archive):
+    archive, md5 = tiny_archive
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    project_copy(repo)
+    small_params(repo / "params.yaml", archive, md5)
+    env = {**os.environ, "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    git = lambda *a: sh("git", *a, cwd=repo, env=env)  # noqa: E731
+    dvc = lambda *a: sh("dvc", *a, cwd=repo, env=env)  # noqa: E731
+    git("init", "-q", "-b", "main")
+    git("add", "-A")
+    git("commit", "-qm", "base")
+
+    # 1. the experiment: the `experiment` stage trains the model named by the param
+    dvc("exp", "run", "-S", "model=lenet5")
+    metrics = json.loads((repo / "reports/metrics/experiment.json").read_text())
+    assert metrics["model"] == "lenet5" and metrics["run"] == "experiment"
+    # the same recipe and seed as train@lenet5, so the same numbers, bit for bit
+    main_run = json.loads((repo / "reports/metrics/lenet5.json").read_text())
+    assert {**metrics, "run": "lenet5"} == main_run
+    shown = json.loads(dvc("exp", "show", "--json"))
+    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
+    assert exps, f"dvc exp show lists no experiment: {shown}"
+    exp_data = exps[0]["revs"][0]["data"]
+    assert exp_data["params"]["params.yaml"]["data"]["model"] == "lenet5"
+    exp_metrics = exp_data["metrics"]["reports/metrics/experiment.json"]["data"]
+    assert exp_metrics["best"]["top1"] == metrics["best"]["top1"]
+
+    # 2. keep it on main (metrics are in git: cache: false), then a branch with another lr
+    git("add", "-A")
+    git("commit", "-qm", "lenet5 experiment")
+    git("checkout", "-qb", "faster-lr")
+    dvc("exp", "run", "-S", "lenet5.lr=0.05")
+    git("add", "-A")
+    git("commit", "-qm", "lenet5 lr 0.05")
+
+    diff = json.loads(dvc("metrics", "diff", "main", "--json"))
+    exp_diff = diff["reports/metrics/experiment.json"]
+    new = json.loads((repo / "reports/metrics/experiment.json").read_text())
+    assert exp_diff["final.loss"]["old"] == pytest.approx(metrics["final"]["loss"])
+    assert exp_diff["final.loss"]["new"] == pytest.approx(new["final"]["loss"])
+    assert exp_diff["final.loss"]["diff"] != 0  # another lr: another loss
+    # lenet5's recipe changed: its own run and the experiment (model=lenet5) moved, the grid did not
+    assert set(diff) == {"reports/metrics/experiment.json", "reports/metrics/lenet5.json"}
+    assert diff["reports/metrics/lenet5.json"]["final.loss"] == exp_diff["final.loss"]
+
+    params = json.loads(dvc("params", "diff", "main", "--json"))["params.yaml"]
+    old_lr = yaml.safe_load((ROOT / "params.yaml").read_text())["lenet5"]["lr"]
+    assert list(params) == ["lenet5.lr"]
+    assert (params["lenet5.lr"]["old"], params["lenet5.lr"]["new"]) == (old_lr, 0.05)
+
+    out = tmp_path / "plots"
+    dvc("plots", "diff", "main", "-o", str(out))
+    assert (out / "index.html").stat().st_size > 0
