@@ -29,10 +29,13 @@ print('\n'.join(p['dependencies'] + p['optional-dependencies']['dev']))" > /tmp/
     && rm -rf /tmp/cifarlab
 
 # Run as the host user (docker run -u "$(id -u):$(id -g)") so files written into the checkout
-# are theirs. That user has no passwd entry, so HOME and every cache must be writable by anyone.
+# are theirs. That uid has no passwd entry: HOME and every cache must be writable by anyone, and
+# USER/LOGNAME name it, since DVC asks getpass.getuser(), which fails on an unknown uid without them.
 # git: the checkout belongs to a user git does not know inside the container (safe.directory),
 # and `dvc exp run` commits, which needs an identity (system-wide, so any uid gets it).
 ENV HOME=/home/cifarlab \
+    USER=cifarlab \
+    LOGNAME=cifarlab \
     XDG_CACHE_HOME=/home/cifarlab/.cache \
     TORCH_HOME=/home/cifarlab/.cache/torch \
     MPLCONFIGDIR=/home/cifarlab/.cache/matplotlib \

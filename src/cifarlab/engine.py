@@ -170,6 +170,8 @@ def fit(
     desc: str = "train",
     val_x: torch.Tensor | None = None,
     val_y: torch.Tensor | None = None,
+    resume: dict | None = None,
+    on_epoch_end: Callable[[dict], None] | None = None,
 ) -> FitResult:
     """Train `model` with `recipe` for up to `epochs`, testing after each epoch.
 
@@ -177,6 +179,11 @@ def fit(
     With a (non-empty) validation split, early stopping watches the validation loss and a
     second "best" is picked on validation accuracy: the honest counterpart of best-on-test.
     Returns the history, the final, best-on-test and best-on-val weights (CPU copies).
+
+    on_epoch_end(state) gets the full training state after every finished epoch (see
+    `TrainState`); passing such a state back as `resume` continues after its epoch and gives
+    the same numbers, bit for bit on CPU, as a run that was never interrupted: epoch e's
+    randomness is seeded from (seed, e) alone, so nothing else needs replaying.
     """
     use_val = val_x is not None and val_x.shape[0] > 0
     device = rt.device
@@ -184,13 +191,10 @@ def fit(
     n = train_x.shape[0]
     step = TrainStep(model, recipe, pipe, rt, epochs, len(_batches(torch.arange(n), recipe.batch_size)))
 
-    history: list[EpochStats] = []
-    best_acc, best_epoch, best_state = -1.0, 0, None
-    best_loss, since_best_loss = math.inf, 0
-    val_best_acc, val_best_epoch, val_best_state = -1.0, None, None
-    stopped_early = False
-    images, train_seconds = 0, 0.0
-    for epoch in range(1, epochs + 1):
+    st = TrainState.fresh() if resume is None else TrainState.restore(resume, model, step)
+    for epoch in range(st.epoch + 1, epochs + 1):
+        if st.stopped_early:
+            break
         t0 = time.perf_counter()
         gen = torch.Generator(device=device).manual_seed(derive_seed(seed, epoch, 0))
         torch.manual_seed(derive_seed(seed, epoch, 1))  # dropout and any other global-RNG draw
@@ -212,8 +216,8 @@ def fit(
         step.end_epoch()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        train_seconds += time.perf_counter() - t0
-        images += seen
+        st.train_seconds += time.perf_counter() - t0
+        st.images += seen
 
         test_loss, test_acc = _loss_acc(predict(model, test_x, pipe, rt), test_y)
         val_loss, val_acc = _loss_acc(predict(model, val_x, pipe, rt), val_y) if use_val else (None, None)
@@ -228,39 +232,92 @@ def fit(
             val_loss=val_loss,
             val_acc=val_acc,
         )
-        history.append(stats)
+        st.history.append(stats)
         val_text = f"val loss {val_loss:.4f} acc {val_acc:.4f} | " if use_val else ""
         log(
             f"{desc} epoch {epoch}/{epochs}: train loss {stats.train_loss:.4f} acc {stats.train_acc:.4f} | "
             f"{val_text}test loss {test_loss:.4f} acc {test_acc:.4f} | lr {lr:.3g} | {stats.seconds:.1f}s"
         )
-        if test_acc > best_acc:
-            best_acc, best_epoch = test_acc, epoch
-            best_state = _cpu_state(model)
-        if use_val and val_acc > val_best_acc:
-            val_best_acc, val_best_epoch = val_acc, epoch
-            val_best_state = _cpu_state(model)
+        if test_acc > st.best_acc:
+            st.best_acc, st.best_epoch = test_acc, epoch
+            st.best_state = _cpu_state(model)
+        if use_val and val_acc > st.val_best_acc:
+            st.val_best_acc, st.val_best_epoch = val_acc, epoch
+            st.val_best_state = _cpu_state(model)
         if recipe.early_stopping_patience is not None:
             watched, split = (val_loss, "validation") if use_val else (test_loss, "test")
-            if watched < best_loss:
-                best_loss, since_best_loss = watched, 0
+            if watched < st.best_loss:
+                st.best_loss, st.since_best_loss = watched, 0
             else:
-                since_best_loss += 1
-                if since_best_loss >= recipe.early_stopping_patience:
-                    log(f"{desc}: early stop at epoch {epoch}: no {split}-loss gain for {since_best_loss} epochs")
-                    stopped_early = True
-                    break
+                st.since_best_loss += 1
+                if st.since_best_loss >= recipe.early_stopping_patience:
+                    log(f"{desc}: early stop at epoch {epoch}: no {split}-loss gain for {st.since_best_loss} epochs")
+                    st.stopped_early = True
+        st.epoch = epoch
+        if on_epoch_end is not None:
+            on_epoch_end(st.snapshot(model, step))
     return FitResult(
-        history=history,
+        history=st.history,
         final_state=_cpu_state(model),
-        best_state=best_state,
-        best_epoch=best_epoch,
-        val_best_state=val_best_state,
-        val_best_epoch=val_best_epoch,
-        stopped_early=stopped_early,
-        train_images=images,
-        train_seconds=train_seconds,
+        best_state=st.best_state,
+        best_epoch=st.best_epoch,
+        val_best_state=st.val_best_state,
+        val_best_epoch=st.val_best_epoch,
+        stopped_early=st.stopped_early,
+        train_images=st.images,
+        train_seconds=st.train_seconds,
     )
+
+
+@dataclass
+class TrainState:
+    """Everything `fit` carries from one epoch to the next: with the model's and optimizer's
+    state (in `snapshot`) it is all a resumed run needs to continue exactly where this one was."""
+
+    epoch: int  # the last finished epoch (0: none)
+    history: list[EpochStats]
+    best_acc: float
+    best_epoch: int
+    best_state: dict | None
+    best_loss: float  # early stopping: the lowest watched loss so far ...
+    since_best_loss: int  # ... and the epochs since it
+    val_best_acc: float
+    val_best_epoch: int | None
+    val_best_state: dict | None
+    stopped_early: bool
+    images: int
+    train_seconds: float
+
+    @classmethod
+    def fresh(cls) -> TrainState:
+        return cls(epoch=0, history=[], best_acc=-1.0, best_epoch=0, best_state=None, best_loss=math.inf,
+                   since_best_loss=0, val_best_acc=-1.0, val_best_epoch=None, val_best_state=None,
+                   stopped_early=False, images=0, train_seconds=0.0)
+
+    def snapshot(self, model: nn.Module, step: TrainStep) -> dict:
+        """Plain containers and tensors only, so torch.load(weights_only=True) reads it back."""
+        return {
+            "state": {k: v for k, v in vars(self).items() if k != "history"},
+            "history": [asdict(h) for h in self.history],
+            "model": _cpu_state(model),
+            "optimizer": step.opt.state_dict(),
+            "scheduler": step.sched.state_dict() if step.sched is not None else None,
+            # Unused by the loop (it reseeds every epoch) but part of a full state: a later
+            # change that draws from the global RNGs between epochs stays resumable.
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+
+    @classmethod
+    def restore(cls, snap: dict, model: nn.Module, step: TrainStep) -> TrainState:
+        model.load_state_dict(snap["model"])
+        step.opt.load_state_dict(snap["optimizer"])
+        if step.sched is not None:
+            step.sched.load_state_dict(snap["scheduler"])
+        torch.set_rng_state(snap["rng"]["torch"])
+        if snap["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(snap["rng"]["cuda"])
+        return cls(**snap["state"], history=[EpochStats(**h) for h in snap["history"]])
 
 
 def _loss_acc(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:

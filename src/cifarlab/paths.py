@@ -11,9 +11,14 @@ TEST_FILE = PREPARED_DIR / "test.npz"
 VAL_FILE = PREPARED_DIR / "val.npz"  # held out of train when data.val_split > 0; else empty
 STATS_FILE = PREPARED_DIR / "stats.json"  # per-channel mean/std of train in [0, 1], class names, counts
 CHECKPOINT_DIR = Path("data/checkpoints")  # data/checkpoints/<model>/{final,best}.pt
+# data/resume/<run>.pt: the full training state after the last finished epoch, rewritten
+# atomically every epoch and deleted when the run completes. Not a DVC output (DVC would
+# delete it before re-running the stage), so a killed run resumes where it stopped.
+RESUME_DIR = Path("data/resume")
 REPORTS_DIR = Path("reports")
 METRICS_DIR = REPORTS_DIR / "metrics"  # <model>.json, declared as DVC metrics
 HISTORY_DIR = REPORTS_DIR / "history"  # <model>.csv, one row per epoch, a DVC plot
+TIMING_DIR = REPORTS_DIR / "timing"  # <model>.json: wall times, images/s, device; the only outputs that vary run to run
 PREDICTIONS_DIR = REPORTS_DIR / "predictions"  # <model>.csv (actual, predicted): confusion plot
 FIGURES_DIR = REPORTS_DIR / "figures"  # figures spanning runs (the report stage draws them)
 RUN_FIGURES_DIR = FIGURES_DIR / "runs"  # one run's figures: curves_<run>.png, confusion_<run>.png, pca_<run>_2d3d.png

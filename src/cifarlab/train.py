@@ -1,8 +1,12 @@
 """Stage `train@<model>`: train one model with its recipe from params.yaml.
 
-Writes data/checkpoints/<model>/{final,best}.pt, data/checkpoints/<model>/run.json (device,
-wall time, images/s: not metrics, they vary run to run) and reports/history/<model>.csv
-(one row per epoch; a DVC plot).
+Writes data/checkpoints/<model>/{final,best}.pt, reports/history/<model>.csv (one row per
+epoch; a DVC plot) and reports/timing/<model>.json (device, wall times, images/s: kept apart
+because they vary run to run, while every other output is the same bit for bit on CPU).
+
+After every epoch the full training state goes to data/resume/<model>.pt (atomically), so a
+run killed mid-epoch resumes from its last finished epoch when started again (`dvc repro`),
+with the same final numbers as a run never interrupted. The file is deleted once the run ends.
 
     python -m cifarlab.train resnet9        # what `dvc repro` runs for each entry of `models`
 """
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import re
@@ -121,12 +126,43 @@ def full_run_notice(p: Params) -> str | None:
 
 
 def history_csv(result: FitResult) -> str:
-    rows = history_rows(result.history)
+    # No wall-time column: the history is a DVC output, the same bytes run to run (timing json has it)
+    rows = [{k: v for k, v in r.items() if k != "seconds"} for r in history_rows(result.history)]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
+
+
+def run_fingerprint(p: Params, spec: RunSpec, epochs: int, stats: dict, n: tuple[int, int, int],
+                    device: torch.device) -> str:
+    """A hash of everything that decides a run's numbers: a resume state from other params or
+    data must not be continued (it is ignored, and the run starts over)."""
+    mp = p[spec.model]
+    key = {
+        "model": spec.model, "arch": dict(mp.arch), "recipe": mp.recipe.model_dump(mode="json"),
+        "epochs": epochs, "seed": spec.seed, "n_train_val_test": list(n),
+        "mean": stats["mean"], "std": stats["std"], "device": device.type,
+        "train": p.train.model_dump(mode="json", exclude={"num_threads", "eval_batch_size"}),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def load_resume(path, fingerprint: str, log) -> dict | None:
+    """The saved state at `path` if it belongs to this exact run, else None (with a note why)."""
+    if not path.exists():
+        return None
+    try:
+        snap = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a foreign or damaged file: never fatal, the run just starts over
+        log(f"ignoring {path}: unreadable ({str(e).splitlines()[0][:200]}); starting from epoch 1")
+        return None
+    if not isinstance(snap, dict) or snap.get("fingerprint") != fingerprint:
+        log(f"ignoring {path}: saved by a run with other params or data; starting from epoch 1")
+        return None
+    log(f"resuming from {path}: epochs 1-{snap['state']['epoch']} already done")
+    return snap
 
 
 def save_checkpoint(path, name: str, arch: dict, state: dict, epoch: int) -> None:
@@ -135,7 +171,10 @@ def save_checkpoint(path, name: str, arch: dict, state: dict, epoch: int) -> Non
         torch.save({"model": name, "arch": dict(arch), "epoch": epoch, "state_dict": state}, f)
 
 
-def run(p: Params, spec: RunSpec, log=print) -> FitResult:
+def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> FitResult:
+    """Train one run and write its outputs. `progress` (optional) is filled with the resume
+    file's path and the last epoch saved there, for the caller's message if interrupted."""
+    progress = {} if progress is None else progress
     name = spec.model
     mp = p[name]
     device = select_device()
@@ -153,8 +192,17 @@ def run(p: Params, spec: RunSpec, log=print) -> FitResult:
                             time_train_step(model, mp.recipe, pipe, rt, batch=min(mp.recipe.batch_size, 64)))
         if notice:
             log(notice)
+    fingerprint = run_fingerprint(p, spec, epochs, stats, (train_x.shape[0], val_x.shape[0], test_x.shape[0]), device)
+    resume_path = paths.RESUME_DIR / f"{spec.out}.pt"
+
+    def save_state(snap: dict) -> None:
+        with atomic_write(resume_path) as f:
+            torch.save({**snap, "fingerprint": fingerprint}, f)
+        progress["saved_epoch"] = snap["state"]["epoch"]
+
+    progress["resume_path"] = resume_path
     result = fit(model, train_x, train_y, test_x, test_y, mp.recipe, epochs, spec.seed, pipe, rt, log=log, desc=spec.out,
-                 val_x=val_x, val_y=val_y)
+                 val_x=val_x, val_y=val_y, resume=load_resume(resume_path, fingerprint, log), on_epoch_end=save_state)
 
     out = paths.CHECKPOINT_DIR / spec.out
     save_checkpoint(out / "final.pt", name, mp.arch, result.final_state, result.history[-1].epoch)
@@ -166,7 +214,7 @@ def run(p: Params, spec: RunSpec, log=print) -> FitResult:
         val_ckpt.unlink()
     with atomic_write(paths.HISTORY_DIR / f"{spec.out}.csv", "w") as f:
         f.write(history_csv(result))
-    write_json(out / "run.json", {
+    write_json(paths.TIMING_DIR / f"{spec.out}.json", {
         "model": name,
         "run": spec.run,
         "seed": spec.seed,
@@ -174,10 +222,11 @@ def run(p: Params, spec: RunSpec, log=print) -> FitResult:
         "torch": torch.__version__,
         "epochs_run": len(result.history),
         "stopped_early": result.stopped_early,
-        "train_seconds": round(result.train_seconds, 3),
+        "train_seconds": round(result.train_seconds, 3),  # this process's share when it resumed
         "train_images_per_s": round(result.train_images / max(result.train_seconds, 1e-9), 1),
-        "wall_seconds": round(sum(h.seconds for h in result.history), 3),
+        "epoch_seconds": [round(h.seconds, 3) for h in result.history],
     })
+    resume_path.unlink(missing_ok=True)  # every output is written: nothing left to resume
     return result
 
 
@@ -250,9 +299,17 @@ def parse_stage_args(prog: str, doc: str, argv: list[str] | None) -> tuple[Param
 
 def main(argv: list[str] | None = None) -> None:
     p, spec = parse_stage_args("python -m cifarlab.train", __doc__, argv)
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")
-        run(p, spec, log=lambda s: print(s, file=sys.stderr, flush=True))
+    progress: dict = {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            run(p, spec, log=lambda s: print(s, file=sys.stderr, flush=True), progress=progress)
+    except KeyboardInterrupt:
+        saved = progress.get("saved_epoch")
+        where = (f"epochs 1-{saved} are saved in {progress['resume_path']}; rerun (dvc repro) to resume from there"
+                 if saved else "no epoch had finished; rerun (dvc repro) to start again")
+        print(f"interrupted: train {spec.out} stopped cleanly; {where}", file=sys.stderr, flush=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,140 @@
+"""Crash and resume: a training run killed with SIGKILL mid-epoch, started again, ends with
+the same bytes as a run never interrupted; SIGINT stops it cleanly with one message.
+
+Each test runs `python -m cifarlab.train` as a subprocess (what `dvc repro` runs) on a tiny
+archive, so the kill is a real one. About 30 s in all on 2 CPU cores.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from cifarlab import fetch, preprocess
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "hw2_cnn"  # BatchNorm + dropout: RNG-sensitive, so a wrong resume shows in the bytes
+EPOCHS = 4
+
+
+def write_params(d: Path, archive: Path, md5: str, **recipe) -> None:
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["data"].update(url=str(archive), md5=md5)
+    p["train"].update(max_epochs=EPOCHS, num_threads=1)
+    p["models"], p["model"] = [MODEL], MODEL
+    p[MODEL].update(batch_size=8, **recipe)  # 25 steps an epoch: a kill lands inside one
+    (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+
+
+def prepared(d: Path, archive: Path, md5: str, monkeypatch, **recipe) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    write_params(d, archive, md5, **recipe)
+    monkeypatch.chdir(d)
+    fetch.main([])
+    preprocess.main([])
+
+
+def train_cmd(d: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.Popen([sys.executable, "-m", "cifarlab.train", MODEL], cwd=d, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def outputs(d: Path) -> dict[str, str]:
+    """sha256 of every training output DVC hashes (timing, which varies, left out)."""
+    files = [*sorted((d / "data/checkpoints").rglob("*.pt")), d / f"reports/history/{MODEL}.csv"]
+    return {str(f.relative_to(d)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+def wait_for_saved_epoch(d: Path, proc: subprocess.Popen, epoch: int, timeout_s: float = 120) -> None:
+    """Poll until the resume file holds `epoch` (the run is then inside epoch+1)."""
+    state = d / f"data/resume/{MODEL}.pt"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"training ended before epoch {epoch} was saved: {proc.communicate()}"
+        if state.exists():
+            try:
+                if torch.load(state, weights_only=True)["state"]["epoch"] >= epoch:
+                    return
+            except Exception:  # noqa: BLE001 - never half-written (atomic rename), but be patient
+                pass
+        time.sleep(0.02)
+    pytest.fail(f"no resume state for epoch {epoch} within {timeout_s}s")
+
+
+def test_sigkill_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path, tiny_archive, monkeypatch):
+    archive, md5 = tiny_archive
+    ref, crash = tmp_path / "ref", tmp_path / "crash"
+
+    prepared(ref, archive, md5, monkeypatch)
+    t0 = time.monotonic()
+    proc = train_cmd(ref)
+    _, err = proc.communicate(timeout=300)
+    uninterrupted_s = time.monotonic() - t0
+    assert proc.returncode == 0, err
+    assert "resuming" not in err
+
+    prepared(crash, archive, md5, monkeypatch)
+    proc = train_cmd(crash)
+    wait_for_saved_epoch(crash, proc, 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (crash / "data/checkpoints" / MODEL / "final.pt").exists()  # it really died mid-run
+    saved = torch.load(crash / f"data/resume/{MODEL}.pt", weights_only=True)["state"]["epoch"]
+    assert 2 <= saved < EPOCHS
+
+    t0 = time.monotonic()
+    proc = train_cmd(crash)
+    _, err = proc.communicate(timeout=300)
+    resumed_s = time.monotonic() - t0
+    assert proc.returncode == 0, err
+    assert f"epochs 1-{saved} already done" in err
+    assert f"epoch {saved + 1}/{EPOCHS}" in err and f"epoch {saved}/{EPOCHS}:" not in err  # no epoch redone
+    assert outputs(crash) == outputs(ref)
+    assert not (crash / f"data/resume/{MODEL}.pt").exists()
+    timing = json.loads((crash / f"reports/timing/{MODEL}.json").read_text())
+    assert len(timing["epoch_seconds"]) == EPOCHS
+    print(f"uninterrupted {uninterrupted_s:.1f}s; resumed after epoch {saved} in {resumed_s:.1f}s")
+
+
+def test_a_resume_state_from_other_params_is_ignored(tmp_path, tiny_archive, monkeypatch):
+    archive, md5 = tiny_archive
+    d = tmp_path / "run"
+    prepared(d, archive, md5, monkeypatch)
+    proc = train_cmd(d)
+    wait_for_saved_epoch(d, proc, 1)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    write_params(d, archive, md5, lr=0.005)  # another recipe: the saved epochs are not this run's
+    proc = train_cmd(d)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "saved by a run with other params or data; starting from epoch 1" in err
+    assert f"epoch 1/{EPOCHS}:" in err
+
+
+def test_sigint_stops_cleanly_with_one_message(tmp_path, tiny_archive, monkeypatch):
+    archive, md5 = tiny_archive
+    d = tmp_path / "run"
+    prepared(d, archive, md5, monkeypatch)
+    proc = train_cmd(d)
+    wait_for_saved_epoch(d, proc, 1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"interrupted: train {MODEL} stopped cleanly; epochs 1-")
+    assert f"data/resume/{MODEL}.pt; rerun (dvc repro) to resume from there" in last
+    assert not (d / "data/checkpoints" / MODEL / "final.pt").exists()
+    assert not list(d.rglob("*.tmp"))  # no half-written file anywhere
