@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator
@@ -13,6 +18,8 @@ import pytest
 
 from cifarlab.errors import DataError, FetchError
 from cifarlab.fetch import fetch, file_md5
+
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def _files(d: Path) -> list[str]:
@@ -153,6 +160,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(payload[: len(payload) // 2])
             self.wfile.flush()
             self.close_connection = True
+        elif self.path == "/stall":  # half the body, then nothing until the test is over
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload[: len(payload) // 2])
+            self.wfile.flush()
+            st["release"].wait(60)
+            self.close_connection = True
         else:
             self.send_error(404, "Not Found")
 
@@ -160,7 +175,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def server(tiny_archive: tuple[Path, str]) -> Iterator[SimpleNamespace]:
     path, md5 = tiny_archive
-    state: dict[str, Any] = {"payload": path.read_bytes(), "hits": {}}
+    state: dict[str, Any] = {"payload": path.read_bytes(), "hits": {}, "release": threading.Event()}
     handler = type("Handler", (_Handler,), {"state": state})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
@@ -169,6 +184,7 @@ def server(tiny_archive: tuple[Path, str]) -> Iterator[SimpleNamespace]:
     try:
         yield SimpleNamespace(base=f"http://127.0.0.1:{httpd.server_address[1]}", md5=md5, state=state)
     finally:
+        state["release"].set()
         httpd.shutdown()
         httpd.server_close()
 
@@ -275,3 +291,26 @@ def test_main_fetches_to_raw_archive(tiny_archive: tuple[Path, str], tmp_path: P
     monkeypatch.chdir(tmp_path)
     fetch_mod.main([])
     assert hashlib.md5((tmp_path / RAW_ARCHIVE).read_bytes()).hexdigest() == md5
+
+
+def test_download_killed_midway_leaves_no_archive_and_the_next_run_starts_over(
+        server: SimpleNamespace, hits: dict[str, int], tmp_path: Path) -> None:
+    """SIGKILL mid-body: no file at the destination (only a temp one), and the next fetch
+    clears that temp file and downloads the whole archive again."""
+    dest = tmp_path / "raw" / "cifar-10-python.tar.gz"
+    code = (f"from cifarlab.fetch import fetch; fetch({server.base + '/stall'!r}, {server.md5!r}, "
+            f"{str(dest)!r}, progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)})
+    deadline = time.monotonic() + 60
+    while not [p for p in dest.parent.glob("*.tmp") if p.stat().st_size > 0]:
+        assert proc.poll() is None and time.monotonic() < deadline, "the download never started"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert not dest.exists()
+    (stale,) = dest.parent.glob("*.tmp")
+    assert stale.name.startswith(".cifar-10-python.tar.gz.")
+
+    fetch(server.base + "/ok", server.md5, dest, progress=False)
+    assert file_md5(dest) == server.md5
+    assert _files(dest.parent) == ["cifar-10-python.tar.gz"]  # the stale temp file is gone

@@ -251,7 +251,7 @@ def _check_batch(name: str, obj: Any) -> tuple[np.ndarray, np.ndarray]:
         )
         raise DataError(f"{name}: label {bad!r} is not an integer")
     labels = np.asarray(raw_labels)
-    if len(labels) == 0 and labels.ndim == 1:
+    if labels.ndim == 1 and len(labels) == 0:
         labels = labels.astype(np.int64)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise DataError(f"{name}: labels must be a list of integers, got {labels.dtype} of shape {labels.shape}")

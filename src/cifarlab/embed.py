@@ -12,7 +12,7 @@ import torch
 
 from cifarlab import paths
 from cifarlab.cli import run_main
-from cifarlab.engine import Runtime, configure_threads, select_device
+from cifarlab.engine import Runtime, configure_determinism, configure_threads, select_device
 from cifarlab.errors import ParamsError
 from cifarlab.evaluate import load_checkpoint, model_from_checkpoint
 from cifarlab.plot import save_png
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     p, spec = parse_stage_args("python -m cifarlab.embed", __doc__, argv)
     device = select_device()
     configure_threads(p.train.num_threads)
+    configure_determinism(device, p.train.deterministic)
     ckpt = load_checkpoint(paths.CHECKPOINT_DIR / spec.out / "best.pt")
     model = model_from_checkpoint(ckpt)
     if not hasattr(model, "embed"):

@@ -44,6 +44,23 @@ def configure_threads(n: int | None) -> int:
     return n
 
 
+def configure_determinism(device: torch.device, deterministic: bool) -> None:
+    """train.deterministic on CUDA: deterministic kernels only, no cuDNN autotuning.
+
+    cuBLAS needs a fixed workspace for reproducible matmuls (CUBLAS_WORKSPACE_CONFIG, read when
+    cuBLAS starts: this runs before the first CUDA op). An op without a deterministic kernel
+    then raises instead of silently varying. Off: cuDNN may autotune (faster, not repeatable).
+    On CPU nothing changes: its kernels are deterministic already.
+    """
+    if device.type != "cuda":
+        return
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+
+
 def derive_seed(*parts: int) -> int:
     """A 63-bit seed from (seed, epoch, stream): no collisions between e.g. seed 1 epoch 0 and seed 0 epoch 1."""
     return int(np.random.SeedSequence(list(parts)).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))

@@ -11,6 +11,12 @@ class CifarlabError(Exception):
 
     exit_code = 1
 
+    def __init__(self, message: str = "", *args: object) -> None:
+        # One line whatever the message quotes (a key named "a\nb", a file's garbled text):
+        # line breaks are shown escaped, as repr() would.
+        message = str(message).replace("\r", "\\r").replace("\n", "\\n")
+        super().__init__(message, *args)
+
 
 class ParamsError(CifarlabError):
     """params.yaml holds an unknown key, a wrong type or an out-of-range value."""

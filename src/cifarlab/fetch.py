@@ -75,7 +75,10 @@ def _local_source(url: str) -> Path | None:
 
 def _copy_stream(src: IO[bytes], dst: IO[bytes], md5: "hashlib._Hash", bar: tqdm | None) -> int:
     n = 0
-    for chunk in iter(lambda: src.read(CHUNK), b""):
+    # read1: whatever has arrived (up to CHUNK), so the progress bar and the temp file move
+    # with the network instead of in whole CHUNKs; plain read() where a stream lacks it.
+    read = getattr(src, "read1", src.read)
+    for chunk in iter(lambda: read(CHUNK), b""):
         dst.write(chunk)
         md5.update(chunk)
         n += len(chunk)
@@ -153,6 +156,11 @@ def fetch(
         raise FetchError(f"data.md5 {md5!r} is not an md5 hex digest (32 hex characters)")
     if dest.is_file() and file_md5(dest) == expected:
         return dest
+    # A fetch killed mid-download (SIGKILL, power loss) leaves its temp file: never taken for
+    # the archive (other name, never renamed into place), but no use either, as a server need
+    # not support ranged requests. Clear them: this fetch starts over.
+    for stale in dest.parent.glob(f".{dest.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
     def fail(reason: str) -> FetchError:
         return FetchError(f"could not fetch {url}: {_one_line(reason)}. {HINT}")

@@ -36,8 +36,9 @@ PARAMS_FILE = Path("params.yaml")
 
 
 class _Strict(BaseModel):
-    # frozen: config is read-only once validated; extra=forbid: typos are errors, not ignored.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # frozen: config is read-only once validated; extra=forbid: typos are errors, not ignored;
+    # allow_inf_nan=False: an lr of .inf or .nan (valid YAML floats) is refused, not trained on.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataParams(_Strict):
@@ -59,6 +60,9 @@ class TrainParams(_Strict):
     channels_last: bool = True  # NHWC memory format on CUDA; ignored on CPU
     eval_batch_size: Annotated[int, Field(ge=1)] = 500
     num_threads: Annotated[int, Field(ge=1)] | None = None  # CPU threads; null = torch default
+    # CUDA: deterministic algorithms (and the cuBLAS workspace they need), no cuDNN autotuning.
+    # CPU runs are bit-reproducible either way.
+    deterministic: bool = True
 
 
 def _parse_ratio(v: Any) -> Any:

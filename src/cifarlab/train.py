@@ -30,7 +30,8 @@ import yaml
 from cifarlab import paths
 from cifarlab.augment import BatchPipeline, normalization
 from cifarlab.cli import run_main
-from cifarlab.engine import FitResult, Runtime, configure_threads, fit, history_rows, select_device, time_train_step
+from cifarlab.engine import (FitResult, Runtime, configure_determinism, configure_threads, fit, history_rows,
+                             select_device, time_train_step)
 from cifarlab.errors import ParamsError
 from cifarlab.io import atomic_write, write_json
 from cifarlab.models import get_model, model_info
@@ -179,7 +180,7 @@ def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> Fi
     mp = p[name]
     device = select_device()
     configure_threads(p.train.num_threads)
-    torch.backends.cudnn.benchmark = False  # autotuning picks kernels by timing: not reproducible
+    configure_determinism(device, p.train.deterministic)
     train_x, train_y, test_x, test_y, stats, val_x, val_y = load_prepared(device, with_val=True)
     epochs = mp.epochs(p.train.max_epochs)
     rt = Runtime(device, p.train)
