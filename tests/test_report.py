@@ -361,6 +361,25 @@ class RecordingFigures:
         Path(path).write_bytes(b"\x89PNG stand-in " + str(fig).encode())
 
 
+def test_run_figures_sit_side_by_side_and_a_big_report_folds_them(project, reference):
+    """Each run: its curves and confusion matrix on one row; report 004's many runs in <details>."""
+    figs = [f"runs/{kind}_{run}.png" for run in ("lenet5", "resnet9", "alexnet_transfer-skip-high")
+            for kind in ("curves", "confusion")] + ["runs/pca_alexnet_transfer-skip-high_2d3d.png"]
+    text = report.report_section(reference, project["runs"], "000", figs)
+    row = text.split("**`lenet5`**<br>\n")[1].split("\n\n")[0].splitlines()
+    assert row == ['<img src="figures/runs/curves_lenet5.png" alt="learning curves: lenet5" width="58%">',
+                   '<img src="figures/runs/confusion_lenet5.png" alt="confusion matrix: lenet5" width="40%">']
+    assert "<details" not in text
+    alex = report.report_section(reference, project["runs"], "003", figs)
+    assert 'src="figures/runs/pca_alexnet_transfer-skip-high_2d3d.png"' in alex and "<details" not in alex
+    cells = [n["run"] for n in reference["numbers"] if n.get("report") == "004" and "activation" in n]
+    grid_figs = [f"runs/curves_{run}.png" for run in cells[:7]]
+    grid = report.report_section(reference, project["runs"], "004", grid_figs)
+    folded = grid.split('<details markdown="1"><summary>Learning curves and confusion matrices of the 7 runs</summary>')
+    assert len(folded) == 2 and all(f'src="figures/{f}"' in folded[1] for f in grid_figs)
+    assert folded[1].count("</details>") == 1
+
+
 EXPECTED_FIGURES = ["runs/confusion_alexnet_transfer-skip-high.png", "grid_resnet18.png", "comparison.png"] + \
     [f"report_{r}.png" for r in ("000", "001", "002", "003", "004")]
 
@@ -385,7 +404,7 @@ def run_main_twice(root: Path, monkeypatch) -> tuple[bytes, Path]:
     assert "report_007" not in text
     assert "dvc repro report" in text.splitlines()[2]
     for name in EXPECTED_FIGURES:
-        assert f"](figures/{name})" in text
+        assert f"](figures/{name})" in text or f'<img src="figures/{name}"' in text
     return first, figures
 
 

@@ -86,7 +86,7 @@ def test_smoke_pipeline_writes_metrics_history_checkpoints_and_figures(workdir):
     readme = (tmp / "reports/README.md").read_text()
     row = next(line for line in readme.splitlines() if line.startswith("| `lenet5` | top-1"))
     assert "47.18%" in row and f"{100 * m['best']['top1']:.2f}%" in row
-    assert "![learning curves: lenet5](figures/runs/curves_lenet5.png)" in readme
+    assert '<img src="figures/runs/curves_lenet5.png" alt="learning curves: lenet5"' in readme
     assert (tmp / "reports/figures/comparison.png").stat().st_size > 1000
     for n in range(5):
         assert (tmp / f"reports/figures/report_00{n}.png").exists()

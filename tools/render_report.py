@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, default=1100)
     a = ap.parse_args(argv)
     src = Path(a.markdown_file).resolve()
-    body = markdown.markdown(src.read_text(encoding="utf-8"), extensions=["tables", "fenced_code"])
+    body = markdown.markdown(src.read_text(encoding="utf-8"), extensions=["tables", "fenced_code", "md_in_html"])
     # the HTML sits beside the Markdown so relative image links resolve as on GitHub
     html = src.with_name(".render_check.html")
     html.write_text(f"<!doctype html><meta charset='utf-8'><style>{CSS}</style>{body}", encoding="utf-8")

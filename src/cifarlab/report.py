@@ -43,6 +43,7 @@ REFERENCE = paths.REPORTS_DIR / "reference.yaml"
 DVC_LOCK = Path("dvc.lock")
 GRID_FIGURE = "grid_resnet18.png"
 COMPARISON_FIGURE = "comparison.png"
+COLLAPSE_FIGURES = 6  # more runs with figures than this in one report: fold them into <details>
 OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"  # cifar-10-python.tar.gz from cs.toronto.edu
 
 REPORT_TITLES = {
@@ -590,15 +591,28 @@ def statements_section(reference: Mapping, report: str) -> str:
     return "\n".join(lines)
 
 
+# A run's figures side by side (HTML <img>: Markdown images cannot be sized), as a share of
+# the page width: curves are wide and short, the confusion matrix square.
+RUN_FIGURE_WIDTH = {"curves": "58%", "confusion": "40%", "pca": "98%"}
+
+
+def html_image(alt: str, name: str, width: str) -> str:
+    return f'<img src="figures/{name}" alt="{alt}" width="{width}">'
+
+
 def _run_figures(runs_in_report: Sequence[str], figures: Iterable[str]) -> list[str]:
+    """One paragraph per run that has figures: its curves and confusion matrix on one row,
+    then its PCA (AlexNet runs)."""
     have = set(figures)
     out = []
     for run in runs_in_report:
-        for name, alt in ((f"runs/curves_{run}.png", f"learning curves: {run}"),
-                          (f"runs/confusion_{run}.png", f"confusion matrix: {run}"),
-                          (f"runs/pca_{run}_2d3d.png", f"PCA of the features: {run}")):
-            if name in have:
-                out.append(md_image(alt, name))
+        row = [html_image(alt, name, RUN_FIGURE_WIDTH[kind])
+               for kind, name, alt in (("curves", f"runs/curves_{run}.png", f"learning curves: {run}"),
+                                       ("confusion", f"runs/confusion_{run}.png", f"confusion matrix: {run}"),
+                                       ("pca", f"runs/pca_{run}_2d3d.png", f"PCA of the features: {run}"))
+               if name in have]
+        if row:
+            out.append(f"**`{run}`**<br>\n" + "\n".join(row))
     return out
 
 
@@ -630,7 +644,14 @@ def report_section(reference: Mapping, runs: Mapping[str, list[dict]], report: s
     bars = f"report_{report}.png"
     if bars in figures:
         parts.append(md_image(f"report {report}: reported vs reproduced top-1", bars))
-    parts += _run_figures(_ordered_unique(n["run"] for n in entries), figures)
+    run_figs = _run_figures(_ordered_unique(n["run"] for n in entries), figures)
+    if len(run_figs) > COLLAPSE_FIGURES:
+        # The grid has 36 runs: fold their figures so the tables and heat maps stay in view.
+        # (The blank lines let GitHub render the Markdown inside the HTML block.)
+        parts.append(f'<details markdown="1"><summary>Learning curves and confusion matrices of the {len(run_figs)} runs</summary>\n\n'
+                     + "\n\n".join(run_figs) + "\n\n</details>")
+    else:
+        parts += run_figs
     statements = statements_section(reference, report)
     if statements:
         parts.append(statements)
