@@ -107,14 +107,20 @@ def test_sigkill_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(t
     print(f"uninterrupted {uninterrupted_s:.1f}s; resumed after epoch {saved} in {resumed_s:.1f}s")
 
 
+def signal_after_epoch_1(d: Path, sig: signal.Signals) -> tuple[int, str]:
+    """Start training in `d`, send `sig` once epoch 1 is saved; return (exit code, stderr)."""
+    proc = train_cmd(d)
+    wait_for_saved_epoch(d, proc, 1)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err
+
+
 def test_a_resume_state_from_other_params_is_ignored(tmp_path, tiny_archive, monkeypatch):
     archive, md5 = tiny_archive
     d = tmp_path / "run"
     prepared(d, archive, md5, monkeypatch)
-    proc = train_cmd(d)
-    wait_for_saved_epoch(d, proc, 1)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
+    assert signal_after_epoch_1(d, signal.SIGKILL)[0] == -signal.SIGKILL
     write_params(d, archive, md5, lr=0.005)  # another recipe: the saved epochs are not this run's
     proc = train_cmd(d)
     _, err = proc.communicate(timeout=300)
@@ -127,11 +133,8 @@ def test_sigint_stops_cleanly_with_one_message(tmp_path, tiny_archive, monkeypat
     archive, md5 = tiny_archive
     d = tmp_path / "run"
     prepared(d, archive, md5, monkeypatch)
-    proc = train_cmd(d)
-    wait_for_saved_epoch(d, proc, 1)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    code, err = signal_after_epoch_1(d, signal.SIGINT)
+    assert code == 130
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"interrupted: train {MODEL} stopped cleanly; epochs 1-")
