@@ -1,6 +1,7 @@
 """CPU smoke training: the stages end to end on a tiny archive the tests build themselves."""
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -151,6 +152,42 @@ def test_cuda_bf16_channels_last_training_learns(workdir):
     run = json.loads((tmp / "reports/timing/resnet9.json").read_text())
     assert run["device"] != "cpu"
     assert m["best"]["top1"] > 0.2
+
+
+@pytest.mark.gpu
+def test_cuda_deterministic_training_repeats_bit_for_bit(workdir):
+    """On a GPU with train.deterministic (default): two runs give the same checkpoint bytes."""
+    tmp, archive, md5 = workdir
+    write_params(tmp, archive, md5, ["resnet9"], resnet9={"batch_size": 32})
+    fetch.main([])
+    preprocess.main([])
+    digests = []
+    for _ in range(2):
+        train.main(["resnet9"])
+        digests.append(sha(tmp / "data/checkpoints/resnet9/final.pt"))
+    assert digests[0] == digests[1]
+
+
+def test_deterministic_switches_cuda_settings_and_leaves_cpu_alone(monkeypatch):
+    """configure_determinism needs no GPU to set its flags; on CPU it changes nothing."""
+    from cifarlab.engine import configure_determinism
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    try:
+        configure_determinism(torch.device("cpu"), True)
+        assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark) == before
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+        configure_determinism(torch.device("cuda"), True)
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        assert not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        configure_determinism(torch.device("cuda"), False)
+        assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
+        torch.backends.cudnn.deterministic = False
 
 
 def test_run_overrides_write_under_the_run_id(workdir):
