@@ -26,6 +26,13 @@ def write_params(directory: Path, archive: Path, md5: str, models, **sections):
     (directory / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
 
 
+def prepared(directory: Path, archive: Path, md5: str, models, **sections) -> None:
+    """write_params, then the fetch and preprocess stages: the data every training test starts from."""
+    write_params(directory, archive, md5, models, **sections)
+    fetch.main([])
+    preprocess.main([])
+
+
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -97,9 +104,7 @@ def test_smoke_pipeline_writes_metrics_history_checkpoints_and_figures(workdir):
 def test_training_is_bit_identical_on_cpu(workdir):
     """Same params + same data -> the same checkpoint bytes and the same metrics, twice."""
     tmp, archive, md5 = workdir
-    write_params(tmp, archive, md5, ["hw2_cnn"], hw2_cnn={"batch_size": 32})  # dropout + BN: RNG-sensitive
-    fetch.main([])
-    preprocess.main([])
+    prepared(tmp, archive, md5, ["hw2_cnn"], hw2_cnn={"batch_size": 32})  # dropout + BN: RNG-sensitive
     digests = []
     for _ in range(2):
         train.main(["hw2_cnn"])
@@ -115,9 +120,7 @@ def test_training_is_bit_identical_on_cpu(workdir):
 def test_another_seed_is_another_file_of_the_same_run(workdir):
     """--seed repeats a run: other weights, files <run>-s<seed>, metrics grouped by run name."""
     tmp, archive, md5 = workdir
-    write_params(tmp, archive, md5, ["lenet5"])
-    fetch.main([])
-    preprocess.main([])
+    prepared(tmp, archive, md5, ["lenet5"])
     train.main(["lenet5"])
     train.main(["lenet5", "--seed", "24"])
     evaluate.main(["lenet5", "--seed", "24"])
@@ -158,9 +161,7 @@ def test_cuda_bf16_channels_last_training_learns(workdir):
 def test_cuda_deterministic_training_repeats_bit_for_bit(workdir):
     """On a GPU with train.deterministic (default): two runs give the same checkpoint bytes."""
     tmp, archive, md5 = workdir
-    write_params(tmp, archive, md5, ["resnet9"], resnet9={"batch_size": 32})
-    fetch.main([])
-    preprocess.main([])
+    prepared(tmp, archive, md5, ["resnet9"], resnet9={"batch_size": 32})
     digests = []
     for _ in range(2):
         train.main(["resnet9"])
@@ -193,9 +194,7 @@ def test_deterministic_switches_cuda_settings_and_leaves_cpu_alone(monkeypatch):
 def test_run_overrides_write_under_the_run_id(workdir):
     """One grid cell: --set overrides the model section; outputs are keyed by --run."""
     tmp, archive, md5 = workdir
-    write_params(tmp, archive, md5, ["lenet5"], lenet5={"batch_size": 32})
-    fetch.main([])
-    preprocess.main([])
+    prepared(tmp, archive, md5, ["lenet5"], lenet5={"batch_size": 32})
     args = ["lenet5", "--run", "lenet5-tanh-sgd", "--set", "activation=tanh", "--set", "optimizer=sgd",
             "--set", "lr=0.05", "--set", "momentum=0.9"]
     train.main(args)
@@ -251,10 +250,8 @@ def test_alexnet_cell_trains_evaluates_and_projects_its_features(workdir):
     from cifarlab import embed
 
     tmp, archive, md5 = workdir
-    write_params(tmp, archive, md5, ["alexnet_transfer"], alexnet_transfer={"image_size": 64, "batch_size": 50},
-                 alexnet_runs={"skip-low": {"skip": True, "epochs": 1}})
-    fetch.main([])
-    preprocess.main([])
+    prepared(tmp, archive, md5, ["alexnet_transfer"], alexnet_transfer={"image_size": 64, "batch_size": 50},
+             alexnet_runs={"skip-low": {"skip": True, "epochs": 1}})
     # as dvc.yaml's alexnet@skip-low runs it: the variant's skip and epochs come from params.yaml
     args = ["alexnet_transfer", "--run", "alexnet_transfer-skip-low", "--alexnet-run", "skip-low"]
     with pytest.warns(UserWarning, match="RANDOM"):
@@ -274,9 +271,7 @@ def test_embed_refuses_a_model_without_features(workdir):
     from cifarlab.errors import ParamsError
 
     tmp, archive, md5 = workdir
-    write_params(tmp, archive, md5, ["lenet5"])
-    fetch.main([])
-    preprocess.main([])
+    prepared(tmp, archive, md5, ["lenet5"])
     train.main(["lenet5"])
     with pytest.raises(ParamsError, match="no feature embedding"):
         embed.main(["lenet5"])

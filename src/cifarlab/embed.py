@@ -12,7 +12,7 @@ import torch
 
 from cifarlab import paths
 from cifarlab.cli import run_main
-from cifarlab.engine import Runtime, configure_determinism, configure_threads, select_device
+from cifarlab.engine import Runtime, setup_device
 from cifarlab.errors import ParamsError
 from cifarlab.evaluate import load_checkpoint, model_from_checkpoint
 from cifarlab.plot import save_png
@@ -32,9 +32,7 @@ def embed_features(model, x_u8: torch.Tensor, pipe, rt: Runtime) -> torch.Tensor
 
 def main(argv: list[str] | None = None) -> None:
     p, spec = parse_stage_args("python -m cifarlab.embed", __doc__, argv)
-    device = select_device()
-    configure_threads(p.train.num_threads)
-    configure_determinism(device, p.train.deterministic)
+    device = setup_device(p.train)
     ckpt = load_checkpoint(paths.CHECKPOINT_DIR / spec.out / "best.pt")
     model = model_from_checkpoint(ckpt)
     if not hasattr(model, "embed"):

@@ -61,6 +61,15 @@ def configure_determinism(device: torch.device, deterministic: bool) -> None:
     torch.backends.cudnn.benchmark = not deterministic
 
 
+def setup_device(cfg: TrainParams) -> torch.device:
+    """The device a stage computes on, with train.num_threads and train.deterministic applied:
+    the one place train, evaluate and embed set these up."""
+    device = select_device()
+    configure_threads(cfg.num_threads)
+    configure_determinism(device, cfg.deterministic)
+    return device
+
+
 def derive_seed(*parts: int) -> int:
     """A 63-bit seed from (seed, epoch, stream): no collisions between e.g. seed 1 epoch 0 and seed 0 epoch 1."""
     return int(np.random.SeedSequence(list(parts)).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))

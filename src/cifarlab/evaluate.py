@@ -16,7 +16,7 @@ import torch
 
 from cifarlab import paths
 from cifarlab.cli import run_main
-from cifarlab.engine import Runtime, configure_determinism, configure_threads, predict, select_device
+from cifarlab.engine import Runtime, predict, setup_device
 from cifarlab.errors import DataError
 from cifarlab.io import atomic_write, write_json
 from cifarlab.metrics import classification_metrics
@@ -66,9 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     p, spec = parse_stage_args("python -m cifarlab.evaluate", __doc__, argv)
     name = spec.model
     mp = p[name]
-    device = select_device()
-    configure_threads(p.train.num_threads)
-    configure_determinism(device, p.train.deterministic)
+    device = setup_device(p.train)
     _, _, test_x, test_y, stats = load_prepared(device)
     classes = tuple(stats["classes"])
     rt = Runtime(device, p.train)

@@ -30,8 +30,16 @@ import yaml
 from cifarlab import paths
 from cifarlab.augment import BatchPipeline, normalization
 from cifarlab.cli import run_main
-from cifarlab.engine import (FitResult, Runtime, configure_determinism, configure_threads, fit, history_rows,
-                             select_device, time_train_step)
+from cifarlab.engine import (
+    FitResult,
+    Runtime,
+    configure_threads,
+    fit,
+    history_rows,
+    select_device,
+    setup_device,
+    time_train_step,
+)
 from cifarlab.errors import ParamsError
 from cifarlab.io import atomic_write, write_json
 from cifarlab.models import get_model, model_info
@@ -178,9 +186,7 @@ def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> Fi
     progress = {} if progress is None else progress
     name = spec.model
     mp = p[name]
-    device = select_device()
-    configure_threads(p.train.num_threads)
-    configure_determinism(device, p.train.deterministic)
+    device = setup_device(p.train)
     train_x, train_y, test_x, test_y, stats, val_x, val_y = load_prepared(device, with_val=True)
     epochs = mp.epochs(p.train.max_epochs)
     rt = Runtime(device, p.train)
