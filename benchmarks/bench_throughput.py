@@ -52,11 +52,11 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
-from cifarlab import paths  # noqa: E402
-from cifarlab.augment import BatchPipeline  # noqa: E402
-from cifarlab.engine import Runtime, TrainStep, select_device  # noqa: E402
+from cifarlab.core import paths  # noqa: E402
+from cifarlab.engine.augment import BatchPipeline  # noqa: E402
+from cifarlab.engine.loop import Runtime, TrainStep, select_device  # noqa: E402
 from cifarlab.models import list_models  # noqa: E402
-from cifarlab.params import load_params  # noqa: E402
+from cifarlab.core.params import load_params  # noqa: E402
 from cifarlab.train import build_model, make_pipeline  # noqa: E402
 
 BATCH = 128  # the data benchmark's batch size (both paths)

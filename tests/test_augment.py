@@ -1,7 +1,7 @@
 """Batched augmentation: what it does to pixels, and that the seed fixes it."""
 import torch
 
-from cifarlab.augment import BatchPipeline, crop_flip
+from cifarlab.engine.augment import BatchPipeline, crop_flip
 
 
 def images(b=16, seed=0):

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from cifarlab.errors import DataError, FetchError
+from cifarlab.core.errors import DataError, FetchError
 from cifarlab.fetch import fetch, file_md5
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -274,13 +274,13 @@ def test_connection_refused_is_retried_then_reported(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# the stage entry point (needs cifarlab.params; load_params is replaced)
+# the stage entry point (needs cifarlab.core.params; load_params is replaced)
 # ------------------------------------------------------------------------------------------
 def test_main_fetches_to_raw_archive(tiny_archive: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import yaml
 
     from cifarlab import fetch as fetch_mod
-    from cifarlab.paths import RAW_ARCHIVE
+    from cifarlab.core.paths import RAW_ARCHIVE
 
     src, md5 = tiny_archive
     repo = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ from cifarlab.figures import (
     report_bars,
     save_figure,
 )
-from cifarlab.paths import CLASSES
+from cifarlab.core.paths import CLASSES
 
 
 @pytest.fixture(autouse=True)

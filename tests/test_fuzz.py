@@ -23,9 +23,9 @@ from cifar_archive import default_members, member, write_tar_gz
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cifarlab.cifar_io import read_archive, safe_loads
-from cifarlab.errors import CifarlabError
-from cifarlab.params import validate
+from cifarlab.data.cifar_io import read_archive, safe_loads
+from cifarlab.core.errors import CifarlabError
+from cifarlab.core.params import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 # 60 examples per property in the default run; CIFARLAB_FUZZ_EXAMPLES=2000 for a long hunt.

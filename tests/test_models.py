@@ -13,7 +13,7 @@ import torch
 import torchvision
 from torch import nn
 
-from cifarlab.errors import CifarlabError, ParamsError, WeightsError
+from cifarlab.core.errors import CifarlabError, ParamsError, WeightsError
 from cifarlab.models import ModelInfo, get_model, list_models, model_info
 from cifarlab.models import alexnet as alexnet_mod
 from cifarlab.models.alexnet import RandomFeaturesWarning

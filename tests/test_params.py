@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cifarlab.errors import ParamsError
+from cifarlab.core.errors import ParamsError
 from cifarlab.models import list_models
-from cifarlab.params import load_params, validate
+from cifarlab.core.params import load_params, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -123,7 +123,7 @@ def test_ratio_accepts_underscore_form_used_in_run_names():
 
 
 def test_overrides_are_validated_like_params_yaml(tmp_path):
-    from cifarlab.params import load_params
+    from cifarlab.core.params import load_params
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw()))
     p = load_params(tmp_path / "params.yaml", model="resnet18", overrides={"activation": "tanh", "lr_ratio": "5:3:2"})

@@ -17,8 +17,8 @@ from cifar_archive import CLASSES, Members, make_cifar_archive, member
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cifarlab.cifar_io import CifarArrays, channel_stats, read_archive, stratified_subset
-from cifarlab.errors import DataError
+from cifarlab.data.cifar_io import CifarArrays, channel_stats, read_archive, stratified_subset
+from cifarlab.core.errors import DataError
 from cifarlab.preprocess import load_split, prepare, save_split
 
 
@@ -463,12 +463,12 @@ def test_load_split_validates(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# the stage entry point (needs cifarlab.params; load_params is replaced)
+# the stage entry point (needs cifarlab.core.params; load_params is replaced)
 # ------------------------------------------------------------------------------------------
 def test_main_writes_outputs(tiny_archive: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    params = pytest.importorskip("cifarlab.params")
+    params = pytest.importorskip("cifarlab.core.params")
     from cifarlab import preprocess
-    from cifarlab.paths import RAW_ARCHIVE, STATS_FILE, TEST_FILE, TRAIN_FILE
+    from cifarlab.core.paths import RAW_ARCHIVE, STATS_FILE, TEST_FILE, TRAIN_FILE
 
     p = SimpleNamespace(seed=1, data=SimpleNamespace(url="", md5="", train_subset=50, test_subset=20, val_split=0.2))
     monkeypatch.setattr(params, "load_params", lambda *a, **k: p)
@@ -486,7 +486,7 @@ def test_main_writes_outputs(tiny_archive: tuple[Path, str], tmp_path: Path, mon
 
 
 def test_main_with_missing_archive_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    params = pytest.importorskip("cifarlab.params")
+    params = pytest.importorskip("cifarlab.core.params")
     from cifarlab import preprocess
 
     p = SimpleNamespace(seed=0, data=SimpleNamespace(url="", md5="", train_subset=None, test_subset=None, val_split=0.0))

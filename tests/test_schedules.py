@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from cifarlab.params import Recipe, load_params
-from cifarlab.schedules import make_optimizer, make_scheduler, ratio_milestones
+from cifarlab.core.params import Recipe, load_params
+from cifarlab.engine.schedules import make_optimizer, make_scheduler, ratio_milestones
 
 
 def lrs_per_epoch(recipe: Recipe, epochs: int, steps_per_epoch: int = 3) -> list[float]:

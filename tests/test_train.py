@@ -137,7 +137,7 @@ def test_train_unknown_model_name_is_refused(workdir):
 
 
 def test_cpu_notice_points_to_the_subset_command():
-    from cifarlab.params import load_params
+    from cifarlab.core.params import load_params
 
     mp = load_params(ROOT / "params.yaml")["resnet18"]
     msg = train.cpu_notice("resnet18", mp, 200, 50000, 10000, s_per_image=0.01)
@@ -171,7 +171,7 @@ def test_cuda_deterministic_training_repeats_bit_for_bit(workdir):
 
 def test_deterministic_switches_cuda_settings_and_leaves_cpu_alone(monkeypatch):
     """configure_determinism needs no GPU to set its flags; on CPU it changes nothing."""
-    from cifarlab.engine import configure_determinism
+    from cifarlab.engine.loop import configure_determinism
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
@@ -236,7 +236,7 @@ def test_set_keeps_underscore_ratios_as_text():
     ],
 )
 def test_bad_overrides_are_refused_before_work(workdir, args, message):
-    from cifarlab.errors import ParamsError
+    from cifarlab.core.errors import ParamsError
 
     tmp, archive, md5 = workdir
     write_params(tmp, archive, md5, ["lenet5"])
@@ -268,7 +268,7 @@ def test_alexnet_cell_trains_evaluates_and_projects_its_features(workdir):
 
 def test_embed_refuses_a_model_without_features(workdir):
     from cifarlab import embed
-    from cifarlab.errors import ParamsError
+    from cifarlab.core.errors import ParamsError
 
     tmp, archive, md5 = workdir
     prepared(tmp, archive, md5, ["lenet5"])

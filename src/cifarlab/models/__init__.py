@@ -1,6 +1,6 @@
 """The model registry: every architecture cifarlab trains, by name (style of torchvision.models._api).
 
-A model is registered with `@register_model(name, report=..., reported_top1=..., description=...)`
+A model is registered with `@register_model(name, report=..., description=...)`
 over a *builder*: a function taking ONLY keyword-only, annotated, defaulted arguments (the
 architecture options that params.yaml may set) and returning an `nn.Module` that maps an already
 normalized float tensor (B, 3, 32, 32) to logits (B, 10). The builder's signature is the schema of
@@ -20,7 +20,7 @@ from typing import Callable, TypeVar
 
 from torch import nn
 
-from cifarlab.errors import CifarlabError
+from cifarlab.core.errors import CifarlabError
 
 __all__ = ["ModelInfo", "register_model", "list_models", "get_model", "model_info"]
 
@@ -36,9 +36,9 @@ class ModelInfo:
 
     name: str
     builder: Builder
-    report: str  # which report it reproduces, "000" .. "004"
-    reported_top1: float | None  # the report's best test accuracy in [0, 1]; None if it gives none
+    report: str  # which report it reproduces, "000" .. "004" (its numbers: reports/reference.yaml)
     description: str
+    embedding: bool  # the model has `embed(x) -> (B, D)` features (a PCA figure can be drawn)
     # The builder's options, name -> inspect.Parameter (annotation resolved to a real type, default set).
     arch_params: dict[str, inspect.Parameter]
 
@@ -63,21 +63,19 @@ def _arch_params(name: str, fn: Builder) -> dict[str, inspect.Parameter]:
 
 
 def register_model(
-    name: str, *, report: str, reported_top1: float | None, description: str
+    name: str, *, report: str, description: str, embedding: bool = False
 ) -> Callable[[B], B]:
     """Decorator: register `fn` as the builder of model `name` (returns `fn` unchanged)."""
 
     def wrapper(fn: B) -> B:
         if name in _MODELS:
             raise ValueError(f"model {name!r} is already registered")
-        if reported_top1 is not None and not 0.0 <= reported_top1 <= 1.0:
-            raise ValueError(f"model {name!r}: reported_top1 is a fraction in [0, 1], got {reported_top1}")
         _MODELS[name] = ModelInfo(
             name=name,
             builder=fn,
             report=report,
-            reported_top1=reported_top1,
             description=description,
+            embedding=embedding,
             arch_params=_arch_params(name, fn),
         )
         return fn

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from cifarlab.errors import ParamsError, WeightsError
+from cifarlab.core.errors import ParamsError, WeightsError
 from cifarlab.models import NUM_CLASSES, register_model
 
 IMAGENET_WEIGHTS = torchvision.models.AlexNet_Weights.IMAGENET1K_V1
@@ -160,9 +160,9 @@ class AlexNetTransfer(nn.Module):
 @register_model(
     "alexnet_transfer",
     report="003",
-    reported_top1=0.8357,
     description="frozen ImageNet AlexNet features (input upsized to 224, 9216-d), optional conv4 skip, "
     "head 9216 -> 4096 -> 1024 -> 10",
+    embedding=True,
 )
 def alexnet_transfer(
     *,

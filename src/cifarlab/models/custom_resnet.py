@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cifarlab.errors import ParamsError
+from cifarlab.core.errors import ParamsError
 from cifarlab.models import NUM_CLASSES, register_model
 
 STAGES = ((3, 64), (4, 128), (6, 256), (3, 512))  # (blocks, output channels) per layer
@@ -85,7 +85,6 @@ class CustomResNet(nn.Module):
 @register_model(
     "custom_resnet",
     report="001",
-    reported_top1=0.9047,
     description="Bottleneck ResNet [3,4,6,3] at 64/128/256/512 ch, 7x7/2 stem, dropout per block",
 )
 def custom_resnet(*, expansion: int = 4, dropout: float = 0.1) -> nn.Module:

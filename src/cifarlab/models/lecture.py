@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from cifarlab.errors import ParamsError
+from cifarlab.core.errors import ParamsError
 from cifarlab.models import NUM_CLASSES, register_model
 from cifarlab.models.blocks import CifarResNet
 
@@ -16,7 +16,6 @@ from cifarlab.models.blocks import CifarResNet
 @register_model(
     "dnn",
     report="001",
-    reported_top1=0.5264,
     description="lecture MLP: flatten 3072 -> 1024 -> 512 -> 256 -> 10, BatchNorm + ReLU (sizes OPEN)",
 )
 def dnn(*, hidden: tuple[int, ...] = (1024, 512, 256), batchnorm: bool = True) -> nn.Module:
@@ -54,7 +53,6 @@ def _conv_bn_relu_pool(cin: int, cout: int) -> nn.Sequential:
 @register_model(
     "cnn",
     report="001",
-    reported_top1=0.7714,
     description="lecture CNN: 3 x (conv3x3, BN, ReLU, maxpool 2) at 32/64/128 ch -> 2048 -> 256 -> 10 (sizes OPEN)",
 )
 def cnn() -> nn.Module:
@@ -76,7 +74,6 @@ def cnn() -> nn.Module:
 @register_model(
     "resnet",
     report="001",
-    reported_top1=0.8085,
     description="lecture ResNet: conv3x3 64 stem, BasicBlocks [2,2,2] at 64/128/256 ch, avg pool, linear 256 -> 10 (OPEN)",
 )
 def resnet() -> nn.Module:

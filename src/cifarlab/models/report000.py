@@ -6,14 +6,13 @@ from typing import Literal
 import torch
 from torch import nn
 
-from cifarlab.errors import ParamsError
+from cifarlab.core.errors import ParamsError
 from cifarlab.models import NUM_CLASSES, register_model
 
 
 @register_model(
     "lenet5",
     report="000",
-    reported_top1=0.4718,
     description="LeNet-5 on RGB: conv 6@5x5, avgpool, conv 16@5x5, avgpool, 400 -> 120 -> 84 -> 10",
 )
 def lenet5(*, activation: Literal["relu", "tanh"] = "relu") -> nn.Module:
@@ -84,7 +83,6 @@ class ResNet9(nn.Module):
 @register_model(
     "resnet9",
     report="000",
-    reported_top1=0.9282,
     description="the widely used ResNet-9: 4 conv blocks, 2 residual blocks, maxpool 4, linear 512 -> 10",
 )
 def resnet9() -> nn.Module:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from cifarlab.errors import ParamsError
+from cifarlab.core.errors import ParamsError
 from cifarlab.models import NUM_CLASSES, register_model
 from cifarlab.models.blocks import Activation, CifarResNet
 
@@ -17,7 +17,6 @@ from cifarlab.models.blocks import Activation, CifarResNet
 @register_model(
     "resnet18",
     report="004",
-    reported_top1=0.9514,
     description="CIFAR ResNet-18: 3x3 stem, BasicBlocks [2,2,2,2] at 64..512 ch, avg pool, linear 512 -> 10",
 )
 def resnet18(*, activation: Activation = "relu") -> nn.Module:

@@ -22,9 +22,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cifarlab.augment import BatchPipeline
-from cifarlab.params import Recipe, TrainParams
-from cifarlab.schedules import make_optimizer, make_scheduler
+from cifarlab.engine.augment import BatchPipeline
+from cifarlab.core.params import Recipe, TrainParams
+from cifarlab.engine.schedules import make_optimizer, make_scheduler
 
 
 def select_device() -> torch.device:
@@ -381,3 +381,11 @@ def time_train_step(model: nn.Module, recipe: Recipe, pipe: BatchPipeline, rt: R
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return min(times[1:]) / batch
+
+
+def build_model(name: str, arch: dict, seed: int) -> nn.Module:
+    """Model `name` with its initial weights fixed by `seed`."""
+    from cifarlab.models import get_model
+
+    torch.manual_seed(seed)
+    return get_model(name, **arch)

@@ -12,6 +12,7 @@ Every stage calls `load_params()` before doing any work, so a typo costs a one-l
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -28,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from cifarlab.errors import ParamsError
+from cifarlab.core.errors import ParamsError
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -111,30 +112,6 @@ class Recipe(_Strict):
 RECIPE_KEYS = tuple(Recipe.model_fields)
 
 
-def grid_cells(grid: "GridParams") -> list[str]:
-    """Cell names of the report-004 grid, as dvc.yaml's matrix names them: act-ratio-augment."""
-    return [f"{a}-{r}-{g}" for a in grid.activations for r in grid.ratios for g in grid.augments]
-
-
-class AlexnetRun(_Strict):
-    """One cell of report 003's 2x2 (a `foreach` entry of dvc.yaml's `alexnet` stage)."""
-
-    skip: bool
-    epochs: Annotated[int, Field(ge=1)]
-
-
-AlexnetRuns = dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")], AlexnetRun]
-
-
-class GridParams(_Strict):
-    """Report 004's ablation grid: each list is one axis of the dvc.yaml `grid` matrix."""
-
-    activations: tuple[Literal["relu", "leaky_relu", "tanh", "sigmoid"], ...] = ("sigmoid", "tanh", "relu", "leaky_relu")
-    ratios: tuple[Annotated[str, Field(pattern=r"^\d+(_\d+)+$")], ...] = ("2_1_1", "5_3_2", "5_4_1")
-    augments: tuple[Literal["none", "crop_flip", "crop_flip_blur_color"], ...] = (
-        "none", "crop_flip_blur_color", "crop_flip")
-
-
 @dataclass(frozen=True)
 class ModelParams:
     name: str
@@ -146,24 +123,40 @@ class ModelParams:
         return self.recipe.epochs if max_epochs is None else min(self.recipe.epochs, max_epochs)
 
 
+RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # names stages (train@<run>) and files
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of the run table (`runs.<name>` in params.yaml): a model's recipe with
+    `overrides` replacing some of its values, trained once per seed."""
+
+    name: str
+    model: str
+    overrides: Mapping[str, Any]  # recipe / architecture keys that differ from the model section
+    params: ModelParams  # the model section with the overrides applied, validated
+
+
 @dataclass(frozen=True)
 class Params:
     seed: int
-    seeds: tuple[int, ...]  # extra seeds, each repeating every run of `models`
-    model: str
-    models: tuple[str, ...]
+    seeds: tuple[int, ...]  # extra seeds, each repeating every run
+    model: str  # the run the `experiment` stage shows (dvc exp run -S model=<run>)
     data: DataParams
     train: TrainParams
-    grid: GridParams
-    alexnet_runs: Mapping[str, AlexnetRun]
-    grid_overrides: Mapping[str, Mapping[str, Any]]
-    recipes: Mapping[str, ModelParams]
+    runs: Mapping[str, Run]
+    pca: tuple[str, ...]  # runs whose test features get a PCA figure (models with `embed`)
+    recipes: Mapping[str, ModelParams]  # the model sections, as written
 
-    def __getitem__(self, model: str) -> ModelParams:
-        return self.recipes[model]
+    def __getitem__(self, run: str) -> Run:
+        try:
+            return self.runs[run]
+        except KeyError:
+            raise ParamsError(f"unknown run {run!r}; runs: {', '.join(self.runs)} "
+                              "(params.yaml `runs`; list them with: cifarlab runs)") from None
 
 
-TOP_KEYS = ("seed", "seeds", "model", "models", "data", "train", "grid", "grid_overrides", "alexnet_runs")
+TOP_KEYS = ("seed", "seeds", "model", "data", "train", "runs", "pca")
 
 
 def _fmt_loc(prefix: str, loc: tuple) -> str:
@@ -193,11 +186,18 @@ def _validate(cls: type[BaseModel], raw: Any, prefix: str) -> Any:
         raise _one_line(err, prefix, tuple(cls.model_fields)) from None
 
 
-def _validate_model_section(name: str, raw: Any) -> ModelParams:
-    from cifarlab.models import model_info
-
+def _validate_model_section(name: str, raw: Any, check_models: bool = True) -> ModelParams:
     if not isinstance(raw, Mapping):
         raise ParamsError(f"'{name}' must be a mapping (the model's recipe), got {raw!r}")
+    if not check_models:  # recipe keys checked; architecture options taken as written
+        try:
+            recipe = Recipe.model_validate({k: v for k, v in raw.items() if k in RECIPE_KEYS})
+        except ValidationError as err:
+            raise _one_line(err, name, RECIPE_KEYS) from None
+        return ModelParams(name=name, recipe=recipe,
+                           arch=MappingProxyType({k: v for k, v in raw.items() if k not in RECIPE_KEYS}))
+    from cifarlab.models import model_info
+
     sig = model_info(name).arch_params
     allowed = (*RECIPE_KEYS, *sig)
     recipe_raw = {k: v for k, v in raw.items() if k in RECIPE_KEYS}
@@ -221,28 +221,34 @@ def _validate_model_section(name: str, raw: Any) -> ModelParams:
     return ModelParams(name=name, recipe=recipe, arch=MappingProxyType(arch))
 
 
-def _check_model_name(key: str, value: Any) -> str:
-    from cifarlab.models import list_models
-
-    if not isinstance(value, str) or value not in list_models():
-        raise ParamsError(f"bad value for '{key}': {value!r} is not a model; known: {', '.join(list_models())}")
+def _check_model_name(key: str, value: Any, known: list[str]) -> str:
+    if not isinstance(value, str) or value not in known:
+        raise ParamsError(f"bad value for '{key}': {value!r} is not a model; known: {', '.join(known)}")
     return value
 
 
-def validate(raw: Any) -> Params:
-    """Validate a parsed params.yaml (a dict). Raises ParamsError with one line."""
-    from cifarlab.models import list_models
+def validate(raw: Any, check_models: bool = True) -> Params:
+    """Validate a parsed params.yaml (a dict). Raises ParamsError with one line.
 
+    check_models=False skips what needs the model registry (which imports torch, seconds): model
+    names, architecture options, `pca` runs having an embedding. Only `fetch` uses it, to speak
+    before any work; the stages after it check the whole file.
+    """
     if not isinstance(raw, Mapping):
         raise ParamsError(f"params must be a mapping at top level, got {type(raw).__name__}")
-    known = list_models()
+    if check_models:
+        from cifarlab.models import list_models
+
+        known = list_models()
+    else:
+        known = [k for k in raw if k not in TOP_KEYS]
     for k in raw:
         if k not in TOP_KEYS and k not in known:
             raise ParamsError(
                 f"unknown param '{k}'; allowed top-level keys: {', '.join(TOP_KEYS)} "
                 f"and one section per model ({', '.join(known)})"
             )
-    for k in ("seed", "model", "models"):
+    for k in ("seed", "model", "runs"):
         if k not in raw:
             raise ParamsError(f"missing param '{k}'")
     seed = raw["seed"]
@@ -254,66 +260,66 @@ def validate(raw: Any) -> Params:
     if len(set(seeds)) != len(seeds) or seed in seeds:
         raise ParamsError(f"bad value for 'seeds': {seeds!r} repeats a seed or lists `seed` ({seed}), "
                           "which the main runs already use")
-    model = _check_model_name("model", raw["model"])
-    models = raw["models"]
-    if not isinstance(models, list) or not models:
-        raise ParamsError(f"bad value for 'models': {models!r} (a non-empty list of model names)")
-    for i, m in enumerate(models):
-        _check_model_name(f"models[{i}]", m)
-    if len(set(models)) != len(models):
-        raise ParamsError(f"bad value for 'models': {models!r} lists a model twice")
     data = _validate(DataParams, raw.get("data", {}), "data")
     train = _validate(TrainParams, raw.get("train", {}), "train")
-    grid = _validate(GridParams, raw.get("grid", {}), "grid")
-    try:
-        alexnet_runs = TypeAdapter(AlexnetRuns).validate_python(raw.get("alexnet_runs", {}), strict=False)
-    except ValidationError as err:
-        raise _one_line(err, "alexnet_runs", tuple(AlexnetRun.model_fields)) from None
-    grid_overrides = raw.get("grid_overrides") or {}
-    if not isinstance(grid_overrides, Mapping) or not all(isinstance(v, Mapping) for v in grid_overrides.values()):
-        raise ParamsError("bad value for 'grid_overrides': a mapping of cell name -> {key: value} overrides")
-    for cell in grid_cells(grid):
-        if cell not in grid_overrides:
-            raise ParamsError(f"missing param 'grid_overrides.{cell}' (use {{}} for none): every grid cell "
-                              "needs its entry, so DVC can track each cell's overrides on its own")
-    for cell, over in grid_overrides.items():  # each must be a valid resnet18 section change
-        if over and "resnet18" in raw:
-            _validate_model_section("resnet18", {**raw["resnet18"], **over})
-    recipes = {}
-    for name in dict.fromkeys([*models, model]):
-        if name not in raw:
-            raise ParamsError(f"missing param section '{name}' (the recipe of a model named in models/model)")
-    for name in known:
-        if name in raw:
-            recipes[name] = _validate_model_section(name, raw[name])
+    recipes = {name: _validate_model_section(name, raw[name], check_models) for name in known if name in raw}
+    runs = _validate_runs(raw["runs"], raw, known, check_models)
+    model = raw["model"]
+    if model not in runs:
+        raise ParamsError(f"bad value for 'model': {model!r} is not a run; runs: {', '.join(runs)}")
+    pca = raw.get("pca") or []
+    if not isinstance(pca, list):
+        raise ParamsError(f"bad value for 'pca': {pca!r} (a list of run names)")
+    for i, run in enumerate(pca):
+        if run not in runs:
+            raise ParamsError(f"bad value for 'pca[{i}]': {run!r} is not a run; runs: {', '.join(runs)}")
+        if check_models and not _has_embedding(runs[run].model):
+            raise ParamsError(f"bad value for 'pca[{i}]': run {run!r} trains {runs[run].model}, which has no "
+                              "feature embedding to project (alexnet_transfer has)")
     return Params(
         seed=seed,
         seeds=tuple(seeds),
         model=model,
-        models=tuple(models),
         data=data,
         train=train,
-        grid=grid,
-        alexnet_runs=MappingProxyType(alexnet_runs),
-        grid_overrides=MappingProxyType({k: MappingProxyType(dict(v)) for k, v in grid_overrides.items()}),
+        runs=MappingProxyType(runs),
+        pca=tuple(pca),
         recipes=MappingProxyType(recipes),
     )
 
 
-def apply_overrides(raw: Any, model: str, overrides: Mapping[str, Any]) -> Any:
-    """A copy of parsed params with `overrides` set in the `model` section (validated later,
-    so an override gets exactly the one-line errors a params.yaml value would)."""
-    if not overrides:
-        return raw
-    if not isinstance(raw, Mapping) or not isinstance(raw.get(model), Mapping):
-        raise ParamsError(f"missing param section '{model}' to apply overrides {dict(overrides)} to")
-    return {**raw, model: {**raw[model], **overrides}}
+def _has_embedding(model: str) -> bool:
+    from cifarlab.models import model_info
+
+    return model_info(model).embedding
 
 
-def load_params(path: str | Path = PARAMS_FILE, model: str | None = None,
-                overrides: Mapping[str, Any] | None = None) -> Params:
-    """Read and validate params.yaml (with optional per-run `overrides` of the `model` section,
-    e.g. one cell of the report-004 grid). The only function here that touches disk."""
+def _validate_runs(raw_runs: Any, raw: Mapping, known: list[str], check_models: bool = True) -> dict[str, Run]:
+    """`runs:` -> name -> Run, each entry's model section merged with its overrides and validated
+    as one section, so an override gets the same one-line errors a model section would."""
+    if not isinstance(raw_runs, Mapping) or not raw_runs:
+        raise ParamsError("bad value for 'runs': a mapping of run name -> {model: <name>, <key>: <value>, ...}")
+    runs = {}
+    for name, entry in raw_runs.items():
+        if not isinstance(name, str) or not re.fullmatch(RUN_NAME, name):
+            raise ParamsError(f"bad run name {name!r} in 'runs': letters, digits and _ . - "
+                              "(it names stages and files)")
+        if not isinstance(entry, Mapping) or "model" not in entry:
+            raise ParamsError(f"bad value for 'runs.{name}': {entry!r} (a mapping with at least `model`)")
+        model = _check_model_name(f"runs.{name}.model", entry["model"], known)
+        if not isinstance(raw.get(model), Mapping):
+            raise ParamsError(f"missing param section '{model}' (the recipe run '{name}' trains)")
+        overrides = {k: v for k, v in entry.items() if k != "model"}
+        try:
+            merged = _validate_model_section(model, {**raw[model], **overrides}, check_models)
+        except ParamsError as e:  # name the run's entry, not the section, as the place to fix
+            raise ParamsError(str(e).replace(f"'{model}.", f"'runs.{name}.", 1)) from None
+        runs[name] = Run(name=name, model=model, overrides=MappingProxyType(overrides), params=merged)
+    return runs
+
+
+def load_params(path: str | Path = PARAMS_FILE, check_models: bool = True) -> Params:
+    """Read and validate params.yaml (see `validate`). The only function here that touches disk."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -323,6 +329,4 @@ def load_params(path: str | Path = PARAMS_FILE, model: str | None = None,
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ParamsError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    if overrides:
-        raw = apply_overrides(raw, model, overrides)
-    return validate(raw)
+    return validate(raw, check_models)

@@ -1,8 +1,9 @@
-"""Report figures beyond the learning curves: confusion matrix, feature PCA, the report-004
-grid as heat maps, and per-report bars of reported vs reproduced top-1.
+"""Every figure cifarlab draws: a run's learning curves and confusion matrix, the feature PCA,
+the comparison of all runs, the report-004 grid as heat maps, and per-report bars of reported
+vs reproduced top-1.
 
 Every `*_figure`/`grid_heatmaps`/`report_bars` function is pure: it takes data and returns a
-matplotlib Figure; only `save_figure` touches the disk (through plot.save_png, so the PNG
+matplotlib Figure; only `save_figure` touches the disk (through save_png, so the PNG
 bytes are reproducible). Heat-map axes carry `gid == HEATMAP_GID` so callers and tests can
 tell them from the colorbar axes that matplotlib adds beside them.
 """
@@ -21,7 +22,67 @@ import torch  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from cifarlab.plot import SERIES_COLORS, save_png  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from cifarlab.core.io import atomic_write  # noqa: E402
+
+# One colour per kind of number in every bar chart (comparison.png, report_<NNN>.png), so
+# "reported" reads the same everywhere: the published number in grey, the reproduction in colour.
+SERIES_COLORS = {"reported": "0.6", "best": "tab:blue", "final": "tab:orange"}
+
+
+def curves_figure(name: str, hist: pd.DataFrame) -> plt.Figure:
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for split, style in (("train", "-"), ("test", "--")):
+        ax_l.plot(hist["epoch"], hist[f"{split}_loss"], style, marker="o", ms=3, label=split)
+        ax_a.plot(hist["epoch"], 100 * hist[f"{split}_acc"], style, marker="o", ms=3, label=split)
+    best = hist["test_acc"].idxmax()
+    ax_a.annotate(f"best {100 * hist['test_acc'][best]:.2f}% @ {hist['epoch'][best]}",
+                  (hist["epoch"][best], 100 * hist["test_acc"][best]),
+                  textcoords="offset points", xytext=(0, -14), ha="center", fontsize=8)
+    ax_l.set(title=f"{name}: loss", xlabel="epoch", ylabel="cross-entropy")
+    ax_a.set(title=f"{name}: accuracy", xlabel="epoch", ylabel="top-1 (%)")
+    for ax in (ax_l, ax_a):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def comparison_figure(top1: Mapping[str, Mapping[str, float | None]], hists: Mapping[str, pd.DataFrame]) -> plt.Figure:
+    """Bars of reported / best / final test top-1 per run (top1[run] = {"reported", "best", "final"},
+    fractions, None = none), beside every run's test-accuracy curve (hists[run]: its history)."""
+    names = list(top1)
+    fig, (ax_b, ax_c) = plt.subplots(1, 2, figsize=(13, 4.5))
+    x = range(len(names))
+    w = 0.27
+    series = [  # the order and colours of report_bars
+        ("reported", "reported", [top1[n]["reported"] or 0 for n in names]),
+        ("best", "best epoch (on test)", [top1[n]["best"] for n in names]),
+        ("final", "final epoch", [top1[n]["final"] for n in names]),
+    ]
+    for i, (key, label, vals) in enumerate(series):
+        bars = ax_b.bar([k + (i - 1) * w for k in x], [100 * v for v in vals], w, label=label,
+                        color=SERIES_COLORS[key])
+        ax_b.bar_label(bars, fmt="%.1f", fontsize=6, rotation=90, padding=2)
+    ax_b.set_xticks(list(x), names, rotation=30, ha="right")
+    ax_b.set(ylabel="test top-1 (%)", ylim=(0, 105), title="reproduced vs reported")
+    ax_b.legend(fontsize=8, loc="upper left")
+    for n, h in hists.items():
+        ax_c.plot(h["epoch"], 100 * h["test_acc"], marker="o", ms=2, label=n)
+    ax_c.set(xlabel="epoch", ylabel="test top-1 (%)", title="test accuracy per epoch")
+    ax_c.grid(alpha=0.3)
+    ax_c.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def save_png(fig: plt.Figure, path: Path) -> None:
+    # Fixed metadata so the same data gives the same bytes (no creation date/software stamp).
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
 
 HEATMAP_GID = "heatmap"
 PCA_SEED = 0  # pca_lowrank draws a random sketch; a fixed seed makes the figure reproducible

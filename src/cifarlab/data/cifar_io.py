@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from cifarlab.errors import DataError
+from cifarlab.core.errors import DataError
 
 BATCH_DIR = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from cifarlab.params import Recipe
+from cifarlab.core.params import Recipe
 
 
 def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:

@@ -115,3 +115,9 @@ def normalization(kind: str, dataset_mean, dataset_std):
     if kind == "imagenet":
         return IMAGENET_MEAN, IMAGENET_STD
     return None, None
+
+
+def pipeline_for(recipe, stats: dict, device: torch.device) -> BatchPipeline:
+    """The batch pipeline of a recipe: its augmentation and normalization (stats: prepared/stats.json)."""
+    mean, std = normalization(recipe.normalize, stats["mean"], stats["std"])
+    return BatchPipeline(recipe.augment, mean, std, device)

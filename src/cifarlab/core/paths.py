@@ -10,16 +10,17 @@ TRAIN_FILE = PREPARED_DIR / "train.npz"  # x: uint8 (N, 32, 32, 3), y: int64 (N,
 TEST_FILE = PREPARED_DIR / "test.npz"
 VAL_FILE = PREPARED_DIR / "val.npz"  # held out of train when data.val_split > 0; else empty
 STATS_FILE = PREPARED_DIR / "stats.json"  # per-channel mean/std of train in [0, 1], class names, counts
-CHECKPOINT_DIR = Path("data/checkpoints")  # data/checkpoints/<model>/{final,best}.pt
+CHECKPOINT_DIR = Path("data/checkpoints")  # data/checkpoints/<out>/{final,best}.pt
 # data/resume/<run>.pt: the full training state after the last finished epoch, rewritten
 # atomically every epoch and deleted when the run completes. Not a DVC output (DVC would
 # delete it before re-running the stage), so a killed run resumes where it stopped.
 RESUME_DIR = Path("data/resume")
 REPORTS_DIR = Path("reports")
-METRICS_DIR = REPORTS_DIR / "metrics"  # <model>.json, declared as DVC metrics
-HISTORY_DIR = REPORTS_DIR / "history"  # <model>.csv, one row per epoch, a DVC plot
-TIMING_DIR = REPORTS_DIR / "timing"  # <model>.json: wall times, images/s, device; the only outputs that vary run to run
-PREDICTIONS_DIR = REPORTS_DIR / "predictions"  # <model>.csv (actual, predicted): confusion plot
+METRICS_DIR = REPORTS_DIR / "metrics"  # <out>.json, DVC metrics: scalars only (top1, top3, loss, epoch per block)
+DETAILS_DIR = REPORTS_DIR / "details"  # <out>.json: run, seed, data sizes, per-class accuracy, confusion matrices
+HISTORY_DIR = REPORTS_DIR / "history"  # <out>.csv, one row per epoch, a DVC plot
+TIMING_DIR = REPORTS_DIR / "timing"  # <out>.json: wall times, images/s, device; the only outputs that vary run to run
+PREDICTIONS_DIR = REPORTS_DIR / "predictions"  # <out>.csv (actual, predicted): confusion plot
 FIGURES_DIR = REPORTS_DIR / "figures"  # figures spanning runs (the report stage draws them)
 RUN_FIGURES_DIR = FIGURES_DIR / "runs"  # one run's figures: curves_<run>.png, confusion_<run>.png, pca_<run>_2d3d.png
 

@@ -1,0 +1,317 @@
+"""How long `dvc repro` would take on this machine: the stages it would run, each timed.
+
+    cifarlab estimate            # per-stage table of what `dvc repro` would run now
+
+The plan is DVC's own: `dvc status` names the stages whose inputs changed, and everything
+downstream of them runs too (train@R -> evaluate@R -> plot@R, pca@R -> report, experiment).
+Each training stage costs epochs x (train images + test images / 3) x seconds per image of its
+model at its batch size; a test pass costs about a third of a training step per image. Seconds
+per image come from timing a few real training steps of each model on this machine (median of
+STEPS after a warm-up, so repeated estimates agree within a few percent); they are cached per
+machine in ~/.cache/cifarlab/step_times.json, so the notice at the start of `dvc repro` (fetch)
+reads them without importing torch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from cifarlab.core.params import Params, TrainParams
+
+FULL_TRAIN, FULL_TEST = 50_000, 10_000
+STEPS = 3  # timed steps per model after one warm-up; the median is kept
+TIMING_BATCH = 32  # images per timed step (or the recipe's batch when smaller)
+# Stages that train nothing, in seconds on a 2-core CPU (measured on the subset run; they barely
+# depend on the data size): not worth timing each time.
+FIXED_SECONDS = {"fetch": 5.0, "preprocess": 15.0, "plot": 4.0, "report": 15.0, "experiment": 1.0}
+SLOW_CPU_S = 15 * 60  # a notice when a CPU would train longer than this
+SUBSET_DEMO = ("-S data.train_subset=5000 -S data.test_subset=2000 -S train.max_epochs=1 "
+               "-S alexnet_transfer.pretrained=false")
+
+
+def format_duration(seconds: float) -> str:
+    h, rem = divmod(int(seconds), 3600)
+    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
+
+
+def subset_hint(data_url: str) -> str:
+    """The command for a quick CPU reproduction, carrying the user's own data.url (offline, the
+    official URL fails again)."""
+    return f"dvc exp run -S data.url={data_url} {SUBSET_DEMO}"
+
+
+def cpu_notice(out: str, epochs: int, n_train: int, n_test: int, s_per_image: float) -> str | None:
+    """A one-line warning when this CPU run of one (run, seed) would take long; None when quick."""
+    est = s_per_image * epochs * (n_train + n_test / 3)
+    if est < SLOW_CPU_S:
+        return None
+    return (f"warning: no GPU: training {out} for {epochs} epochs on {n_train:,} images will take about "
+            f"{format_duration(est)} on this CPU")
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class StageCost:
+    stage: str
+    run: str | None  # the run a per-run stage belongs to
+    seed: int | None
+    epochs: int  # training epochs (0: trains nothing)
+    seconds: float
+
+
+def split_stage(name: str) -> tuple[str, str | None, int | None]:
+    """'train@lenet5' -> ('train', 'lenet5', None); 'train_seeds@lenet5-1' -> ('train', 'lenet5', 1)."""
+    kind, _, key = name.partition("@")
+    if kind.endswith("_seeds") and key:
+        run, _, seed = key.rpartition("-")
+        return kind.removesuffix("_seeds"), run, int(seed)
+    return kind, key or None, None
+
+
+def downstream(p: Params, names: set[str]) -> set[str]:
+    """`names` and every stage that runs after them (the layout of dvc.yaml)."""
+    out = set(names)
+    if out & {"fetch", "preprocess"}:  # new data: everything
+        out |= set(all_stages(p))
+        return out
+    for name in list(out):
+        kind, run, seed = split_stage(name)
+        if kind in ("train", "evaluate") and run is not None:
+            suffix = f"_seeds@{run}-{seed}" if seed is not None else f"@{run}"
+            out |= {f"evaluate{suffix}", f"plot{suffix}"}
+            if run in p.pca and seed is None:
+                out.add(f"pca@{run}")
+            if run == p.model and seed is None:
+                out.add("experiment")
+    if out:
+        out.add("report")
+    return out
+
+
+def all_stages(p: Params) -> list[str]:
+    names = ["fetch", "preprocess"]
+    for run in p.runs:
+        names += [f"train@{run}", f"evaluate@{run}", f"plot@{run}"]
+        names += [f"{k}_seeds@{run}-{s}" for s in p.seeds for k in ("train", "evaluate", "plot")]
+    names += [f"pca@{run}" for run in p.pca] + ["experiment", "report"]
+    return names
+
+
+def changed_stages(p: Params, inside_repro: bool = False) -> set[str]:
+    """The stages `dvc status` reports changed. Inside a running `dvc repro` (fetch's notice) the
+    running stage's paths are locked, so fetch and preprocess are left out of the query (they
+    are running or about to); a new data.md5 then means every stage runs."""
+    if inside_repro:
+        targets = [s for s in all_stages(p) if s not in ("fetch", "preprocess")]
+        if _data_changes(p):
+            return set(all_stages(p))
+    else:
+        targets = []
+    proc = subprocess.run(["dvc", "status", "--json", *targets], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(" ".join((proc.stderr or proc.stdout).split())[:300])
+    status = json.loads(proc.stdout or "{}")
+    return {name.split(":")[-1] for name in status}  # "dvc.yaml:train@x" in some versions
+
+
+def _data_changes(p: Params) -> bool:
+    """Whether data.md5 differs from the one dvc.lock recorded for fetch (or nothing is recorded)."""
+    import yaml
+
+    try:
+        lock = yaml.safe_load(Path("dvc.lock").read_text()) or {}
+    except FileNotFoundError:
+        return True
+    fetch = (lock.get("stages") or {}).get("fetch") or {}
+    recorded = ((fetch.get("params") or {}).get("params.yaml") or {}).get("data.md5")
+    return recorded != p.data.md5
+
+
+def plan(p: Params, s_per_image: dict[str, float], stages: set[str]) -> list[StageCost]:
+    """The cost of each stage in `stages` (names as `dvc stage list` prints them), in pipeline order."""
+    n_train = p.data.train_subset or FULL_TRAIN
+    n_train -= round(n_train * p.data.val_split)
+    n_test = p.data.test_subset or FULL_TEST
+    costs = []
+    for name in [s for s in all_stages(p) if s in stages]:
+        kind, run, seed = split_stage(name)
+        epochs, seconds = 0, FIXED_SECONDS.get(kind, 0.0)
+        if run is not None and kind in ("train", "evaluate", "pca"):
+            mp = p[run].params
+            s_img = s_per_image[timing_key(p[run].model, mp.recipe.batch_size)]
+            if kind == "train":
+                epochs = mp.epochs(p.train.max_epochs)
+                seconds = s_img * epochs * (n_train + n_test / 3)
+            else:  # up to two test passes (final, best) or one feature pass
+                seconds = 5.0 + s_img * n_test * (2 / 3 if kind == "evaluate" else 1 / 3)
+        costs.append(StageCost(name, run, seed, epochs, seconds))
+    return costs
+
+
+def table(costs: list[StageCost], device: str) -> str:
+    """A per-stage text table with a total line."""
+    rows = [(c.stage, str(c.epochs) if c.epochs else "", format_duration(c.seconds)) for c in costs]
+    w = max([len("stage")] + [len(r[0]) for r in rows])
+    lines = [f"{'stage':<{w}}  {'epochs':>6}  {'time':>9}", f"{'-' * w}  {'-' * 6}  {'-' * 9}"]
+    lines += [f"{s:<{w}}  {e:>6}  {t:>9}" for s, e, t in rows]
+    total = sum(c.seconds for c in costs)
+    lines.append(f"{'total (' + str(len(costs)) + ' stages, ' + device + ')':<{w}}  "
+                 f"{sum(c.epochs for c in costs):>6}  {format_duration(total):>9}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def timing_key(model: str, batch_size: int) -> str:
+    return f"{model}@{min(batch_size, TIMING_BATCH)}"
+
+
+def machine_key(train: TrainParams) -> str:
+    """What a timing is valid for: CPU model, cores, threads, torch build, GPU presence."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = "none"
+    gpu = "gpu" if has_gpu() else "cpu"
+    return f"{cpu}|{os.cpu_count()} cores|{train.num_threads or 'default'} threads|torch {torch_version}|{gpu}"
+
+
+def has_gpu() -> bool:
+    """An NVIDIA GPU is visible, found without importing torch."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    if gpus.is_dir():
+        return any(gpus.iterdir())
+    if shutil.which("nvidia-smi") is None:
+        return False
+    return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+
+
+def cache_file() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "cifarlab" / "step_times.json"
+
+
+def cached_times(train: TrainParams) -> dict[str, float]:
+    try:
+        return json.loads(cache_file().read_text()).get(machine_key(train), {})
+    except (OSError, ValueError):
+        return {}
+
+
+def store_times(train: TrainParams, times: dict[str, float]) -> None:
+    from cifarlab.core.io import write_json
+
+    path = cache_file()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data.setdefault(machine_key(train), {}).update(times)
+    write_json(path, data)
+
+
+def needed_keys(p: Params, stages: set[str]) -> dict[str, tuple[str, dict, object]]:
+    """timing key -> (model, arch, recipe) for every training stage in `stages`."""
+    keys = {}
+    for name in stages:
+        kind, run, _ = split_stage(name)
+        if run is not None and kind in ("train", "evaluate", "pca"):
+            r = p[run]
+            keys.setdefault(timing_key(r.model, r.params.recipe.batch_size), (r.model, dict(r.params.arch), r.params.recipe))
+    return keys
+
+
+def measure(p: Params, keys: dict[str, tuple[str, dict, object]]) -> dict[str, float]:
+    """Seconds per training image for each key, timed here (imports torch)."""
+    import statistics
+    import time
+    import warnings
+
+    import torch
+
+    from cifarlab.engine.augment import BatchPipeline
+    from cifarlab.engine.loop import Runtime, TrainStep, build_model, setup_device
+
+    device = setup_device(p.train)
+    rt = Runtime(device, p.train)
+    out = {}
+    for key, (model_name, arch, recipe) in sorted(keys.items()):
+        batch = int(key.rsplit("@", 1)[1])
+        if "pretrained" in arch:
+            arch = {**arch, "pretrained": False, "weights": None}  # random weights time the same
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = rt.prepare_model(build_model(model_name, arch, 0))
+        pipe = BatchPipeline(recipe.augment, (0.5,) * 3, (0.25,) * 3, device)
+        step = TrainStep(model, recipe, pipe, rt, epochs=1, steps_per_epoch=STEPS + 1)
+        g = torch.Generator(device=device).manual_seed(0)
+        x = torch.randint(0, 256, (batch, 3, 32, 32), generator=g, device=device, dtype=torch.uint8)
+        y = torch.randint(0, 10, (batch,), generator=g, device=device)
+        times = []
+        for i in range(STEPS + 1):
+            t0 = time.perf_counter()
+            step(x, y, g)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i:  # the first step warms up allocators and kernels
+                times.append(time.perf_counter() - t0)
+        out[key] = statistics.median(times) / batch
+    return out
+
+
+def step_times(p: Params, stages: set[str], remeasure: bool = False) -> dict[str, float]:
+    """Seconds per image for every model the stages train: cached ones reused unless `remeasure`;
+    the rest timed here (torch imported) and added to the cache."""
+    keys = needed_keys(p, stages)
+    have = {} if remeasure else cached_times(p.train)
+    missing = {k: v for k, v in keys.items() if k not in have}
+    if missing:
+        new = measure(p, missing)
+        store_times(p.train, new)
+        have = {**have, **new}
+    return {k: have[k] for k in keys}
+
+
+def repro_notice(p: Params) -> str | None:
+    """fetch's start-of-run notice: on a machine without a GPU, what this `dvc repro` will run and
+    for how long, if long; None otherwise. Torch is imported only in a child process, and only
+    when this machine has no cached timing for a model to be trained."""
+    if has_gpu():
+        return None
+    stages = downstream(p, changed_stages(p, inside_repro=True))
+    keys = needed_keys(p, stages)
+    if not keys:
+        return None
+    if any(k not in cached_times(p.train) for k in keys):
+        subprocess.run([sys.executable, "-m", "cifarlab", "estimate", "--quiet"], check=False)
+    times = cached_times(p.train)
+    if any(k not in times for k in keys):
+        return None  # timing failed: say nothing rather than something wrong
+    costs = plan(p, times, stages)
+    total = sum(c.seconds for c in costs)
+    if total < SLOW_CPU_S:
+        return None
+    n_train = sum(1 for c in costs if c.epochs)
+    return (f"warning: no GPU found: this `dvc repro` runs {len(costs)} stages, {n_train} of them training "
+            f"({sum(c.epochs for c in costs):,} epochs on {p.data.train_subset or FULL_TRAIN:,} images), "
+            f"about {format_duration(total)} on this CPU (`cifarlab estimate` shows each stage). It is meant "
+            f"for a GPU; for a quick CPU reproduction on a subset run: {subset_hint(p.data.url)}")
+

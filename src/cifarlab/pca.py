@@ -1,0 +1,56 @@
+"""Stage `pca@<run>`: PCA of a run's test-set features in 2-D and 3-D, coloured by class.
+
+    python -m cifarlab.pca --run alexnet_transfer-skip-high
+
+For the runs listed in params.yaml `pca` (models with a feature embedding: report 003's AlexNet).
+Reads the run's best checkpoint (the frozen features are in it), embeds the test images with
+`model.embed` -> (N, 9216), and writes reports/figures/runs/pca_<out>_2d3d.png
+(figures.pca_figure: torch.pca_lowrank with a fixed seed, so the same bytes every time).
+"""
+from __future__ import annotations
+
+import torch
+
+from cifarlab.core import paths
+from cifarlab.core.errors import ParamsError
+from cifarlab.core.runs import stage_args
+from cifarlab.core.shell import run_main
+from cifarlab.data.prepared import load_prepared
+from cifarlab.engine.augment import pipeline_for
+from cifarlab.engine.checkpoints import load_checkpoint, model_from_checkpoint
+from cifarlab.engine.loop import Runtime, setup_device
+from cifarlab.figures import pca_figure, save_png
+
+
+@torch.no_grad()
+def embed_features(model, x_u8: torch.Tensor, pipe, rt: Runtime) -> torch.Tensor:
+    """(N, D) float32 features of uint8 images (N, 3, 32, 32), on the CPU."""
+    model.eval()
+    out = []
+    for xb in torch.split(x_u8, rt.eval_batch_size):
+        with rt.autocast():
+            out.append(model.embed(rt.prepare_input(pipe(xb, None, train=False))).float().cpu())
+    return torch.cat(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p, spec = stage_args("python -m cifarlab.pca", __doc__, argv)
+    device = setup_device(p.train)
+    ckpt = load_checkpoint(paths.CHECKPOINT_DIR / spec.out / "best.pt")
+    model = model_from_checkpoint(ckpt)
+    if not hasattr(model, "embed"):
+        raise ParamsError(f"run '{spec.run}' trains {spec.model}, which has no feature embedding to project "
+                          "(alexnet_transfer has)")
+    _, _, test_x, test_y, stats = load_prepared(device)
+    rt = Runtime(device, p.train)
+    model = rt.prepare_model(model)
+    feats = embed_features(model, test_x, pipeline_for(spec.params.recipe, stats, device), rt)
+    fig = pca_figure(feats, test_y.cpu(), stats["classes"],
+                     f"{spec.out}: PCA of the {feats.shape[1]}-d test features (best epoch {ckpt['epoch']})")
+    path = paths.RUN_FIGURES_DIR / f"pca_{spec.out}_2d3d.png"
+    save_png(fig, path)
+    print(f"pca {spec.out}: {tuple(feats.shape)} features -> {path}")
+
+
+if __name__ == "__main__":
+    run_main(main)
