@@ -52,14 +52,18 @@ def cmd_estimate(argv: list[str]) -> None:
         "which stages, a few timed training steps of each model say how long (median of 3 after a "
         "warm-up; cached in ~/.cache/cifarlab for the notice at the start of `dvc repro`)."))
     ap.add_argument("--all", action="store_true", help="every stage, as on a fresh clone, whatever dvc status says")
-    ap.add_argument("--quiet", action="store_true", help="only time the models and update the cache")
+    ap.add_argument("--quiet", action="store_true", help="only time every run's model and update the cache "
+                    "(what the notice at the start of `dvc repro` runs when the cache lacks one)")
     args = ap.parse_args(argv)
     from cifarlab.core.params import load_params
-    from cifarlab.engine import estimate
+    from cifarlab.engine import estimate, timing
 
     p = load_params()
-    stages = set(estimate.all_stages(p)) if args.all else estimate.downstream(p, estimate.changed_stages(p))
-    times = estimate.step_times(p, stages, remeasure=not args.quiet)
+    if args.all or args.quiet:
+        stages = set(estimate.all_stages(p))
+    else:
+        stages = estimate.downstream(p, estimate.changed_stages(p))
+    times = timing.step_times(p, stages, remeasure=not args.quiet)
     if args.quiet:
         return
     if not stages:

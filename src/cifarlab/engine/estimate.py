@@ -118,7 +118,7 @@ def changed_stages(p: Params, inside_repro: bool = False) -> set[str]:
         targets = []
     proc = subprocess.run(["dvc", "status", "--json", *targets], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(" ".join((proc.stderr or proc.stdout).split())[:300])
+        raise RuntimeError(" ".join((proc.stderr or proc.stdout).split())[:300])  # callers decide
     status = json.loads(proc.stdout or "{}")
     return {name.split(":")[-1] for name in status}  # "dvc.yaml:train@x" in some versions
 
@@ -239,64 +239,16 @@ def needed_keys(p: Params, stages: set[str]) -> dict[str, tuple[str, dict, objec
     return keys
 
 
-def measure(p: Params, keys: dict[str, tuple[str, dict, object]]) -> dict[str, float]:
-    """Seconds per training image for each key, timed here (imports torch)."""
-    import statistics
-    import time
-    import warnings
-
-    import torch
-
-    from cifarlab.engine.augment import BatchPipeline
-    from cifarlab.engine.loop import Runtime, TrainStep, build_model, setup_device
-
-    device = setup_device(p.train)
-    rt = Runtime(device, p.train)
-    out = {}
-    for key, (model_name, arch, recipe) in sorted(keys.items()):
-        batch = int(key.rsplit("@", 1)[1])
-        if "pretrained" in arch:
-            arch = {**arch, "pretrained": False, "weights": None}  # random weights time the same
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = rt.prepare_model(build_model(model_name, arch, 0))
-        pipe = BatchPipeline(recipe.augment, (0.5,) * 3, (0.25,) * 3, device)
-        step = TrainStep(model, recipe, pipe, rt, epochs=1, steps_per_epoch=STEPS + 1)
-        g = torch.Generator(device=device).manual_seed(0)
-        x = torch.randint(0, 256, (batch, 3, 32, 32), generator=g, device=device, dtype=torch.uint8)
-        y = torch.randint(0, 10, (batch,), generator=g, device=device)
-        times = []
-        for i in range(STEPS + 1):
-            t0 = time.perf_counter()
-            step(x, y, g)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if i:  # the first step warms up allocators and kernels
-                times.append(time.perf_counter() - t0)
-        out[key] = statistics.median(times) / batch
-    return out
-
-
-def step_times(p: Params, stages: set[str], remeasure: bool = False) -> dict[str, float]:
-    """Seconds per image for every model the stages train: cached ones reused unless `remeasure`;
-    the rest timed here (torch imported) and added to the cache."""
-    keys = needed_keys(p, stages)
-    have = {} if remeasure else cached_times(p.train)
-    missing = {k: v for k, v in keys.items() if k not in have}
-    if missing:
-        new = measure(p, missing)
-        store_times(p.train, new)
-        have = {**have, **new}
-    return {k: have[k] for k in keys}
-
-
 def repro_notice(p: Params) -> str | None:
     """fetch's start-of-run notice: on a machine without a GPU, what this `dvc repro` will run and
     for how long, if long; None otherwise. Torch is imported only in a child process, and only
     when this machine has no cached timing for a model to be trained."""
     if has_gpu():
         return None
-    stages = downstream(p, changed_stages(p, inside_repro=True))
+    try:
+        stages = downstream(p, changed_stages(p, inside_repro=True))
+    except (RuntimeError, OSError, ValueError):
+        return None  # dvc status could not say: no notice rather than a wrong one
     keys = needed_keys(p, stages)
     if not keys:
         return None

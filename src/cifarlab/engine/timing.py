@@ -1,0 +1,57 @@
+"""Seconds per training image of each model on this machine, timed from real training steps
+(imports torch; `engine.estimate` turns them into stage times and caches them).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+
+import torch
+
+from cifarlab.core.params import Params
+from cifarlab.engine.augment import BatchPipeline
+from cifarlab.engine.estimate import STEPS, cached_times, needed_keys, store_times
+from cifarlab.engine.loop import Runtime, TrainStep, build_model, setup_device
+
+
+def measure(p: Params, keys: dict[str, tuple[str, dict, object]]) -> dict[str, float]:
+    """Seconds per training image for each key: the median of STEPS steps after a warm-up."""
+    device = setup_device(p.train)
+    rt = Runtime(device, p.train)
+    out = {}
+    for key, (model_name, arch, recipe) in sorted(keys.items()):
+        batch = int(key.rsplit("@", 1)[1])
+        if "pretrained" in arch:
+            arch = {**arch, "pretrained": False, "weights": None}  # random weights time the same
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = rt.prepare_model(build_model(model_name, arch, 0))
+        pipe = BatchPipeline(recipe.augment, (0.5,) * 3, (0.25,) * 3, device)
+        step = TrainStep(model, recipe, pipe, rt, epochs=1, steps_per_epoch=STEPS + 1)
+        g = torch.Generator(device=device).manual_seed(0)
+        x = torch.randint(0, 256, (batch, 3, 32, 32), generator=g, device=device, dtype=torch.uint8)
+        y = torch.randint(0, 10, (batch,), generator=g, device=device)
+        times = []
+        for i in range(STEPS + 1):
+            t0 = time.perf_counter()
+            step(x, y, g)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i:  # the first step warms up allocators and kernels
+                times.append(time.perf_counter() - t0)
+        out[key] = statistics.median(times) / batch
+    return out
+
+
+def step_times(p: Params, stages: set[str], remeasure: bool = False) -> dict[str, float]:
+    """Seconds per image for every model the stages train: cached ones reused unless `remeasure`;
+    the rest timed here (torch imported) and added to the cache."""
+    keys = needed_keys(p, stages)
+    have = {} if remeasure else cached_times(p.train)
+    missing = {k: v for k, v in keys.items() if k not in have}
+    if missing:
+        new = measure(p, missing)
+        store_times(p.train, new)
+        have = {**have, **new}
+    return {k: have[k] for k in keys}
