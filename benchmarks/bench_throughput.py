@@ -57,7 +57,8 @@ from cifarlab.engine.augment import BatchPipeline  # noqa: E402
 from cifarlab.engine.loop import Runtime, TrainStep, select_device  # noqa: E402
 from cifarlab.models import list_models  # noqa: E402
 from cifarlab.core.params import load_params  # noqa: E402
-from cifarlab.train import build_model, make_pipeline  # noqa: E402
+from cifarlab.engine.augment import pipeline_for  # noqa: E402
+from cifarlab.engine.loop import build_model  # noqa: E402
 
 BATCH = 128  # the data benchmark's batch size (both paths)
 NO_STATS = ((0.5,) * 3, (0.5,) * 3)  # mean, std when there is no data/prepared/stats.json
@@ -88,7 +89,7 @@ def load_data(n: int, seed: int, random_only: bool):
     train_file = ROOT / paths.TRAIN_FILE
     stats_file = ROOT / paths.STATS_FILE
     if not random_only and train_file.is_file():
-        from cifarlab.preprocess import load_split
+        from cifarlab.data.prepared import load_split
 
         x, y = load_split(train_file)
         if n < len(x):
@@ -199,7 +200,7 @@ def bench_model(name: str, mp, x: torch.Tensor, y: torch.Tensor, stats, rt: Runt
         warnings.simplefilter("ignore")  # alexnet_transfer's RandomFeaturesWarning
         model = build_model(name, arch, args.seed)
     recipe = mp.recipe
-    pipe = make_pipeline(mp, {"mean": stats[0], "std": stats[1]}, device)
+    pipe = pipeline_for(mp.recipe, {"mean": stats[0], "std": stats[1]}, device)
     bs = min(recipe.batch_size, args.max_batch)
     model = rt.prepare_model(model)
     step_fn = TrainStep(model, recipe, pipe, rt, recipe.epochs, max(1, math.ceil(x.shape[0] / bs)))
@@ -348,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             if name not in p.recipes:
                 print(f"skipping {name}: no section in params.yaml", file=sys.stderr)
                 continue
-            rows.append(bench_model(name, p[name], x, y, stats, rt, args))
+            rows.append(bench_model(name, p.recipes[name], x, y, stats, rt, args))
         out["models"] = rows
         print_models(rows, args.steps, args.warmup_steps, device)
 

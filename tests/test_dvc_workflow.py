@@ -40,16 +40,20 @@ def project_copy(dest: Path) -> None:
             shutil.copy2(src, dest / rel)
 
 
+RUNS = ("lenet5", "dnn", "resnet18-relu-2_1_1-none", "alexnet_transfer-skip-low")
+
+
 def small_params(path: Path, archive: Path, md5: str) -> None:
-    """The real params.yaml, cut down to seconds of CPU work: one model in `models`, one grid
-    cell, no AlexNet variants, one epoch; `model` starts at dnn so the experiment changes it."""
+    """The real params.yaml, cut down to seconds of CPU work: four runs of the table (one per
+    kind of stage: a grid cell, an AlexNet run with its PCA), one epoch, random AlexNet
+    features at 64x64; `model` starts at dnn so the experiment changes it."""
     d = yaml.safe_load(path.read_text())
     d["data"].update(url=str(archive), md5=md5)
     d["train"].update(max_epochs=1, num_threads=1)
-    d["models"] = ["lenet5"]
+    d["runs"] = {r: d["runs"][r] for r in RUNS}
     d["model"] = "dnn"
-    d["grid"] = {"activations": ["relu"], "ratios": ["2_1_1"], "augments": ["none"]}
-    d["alexnet_runs"] = {}
+    d["pca"] = ["alexnet_transfer-skip-low"]
+    d["alexnet_transfer"].update(pretrained=False, image_size=64, batch_size=50)
     d["lenet5"]["batch_size"] = 16
     path.write_text(yaml.safe_dump(d, sort_keys=False))
 
@@ -69,13 +73,12 @@ def test_exp_run_then_metrics_params_and_plots_diff_between_branches(tmp_path, t
     git("add", "-A")
     git("commit", "-qm", "base")
 
-    # 1. the experiment: the `experiment` stage trains the model named by the param
+    # 1. the experiment: the `experiment` stage shows the run named by the param (a copy of its
+    # metrics: no run is trained twice)
     dvc("exp", "run", "-S", "model=lenet5")
     metrics = json.loads((repo / "reports/metrics/experiment.json").read_text())
-    assert metrics["model"] == "lenet5" and metrics["run"] == "experiment"
-    # the same recipe and seed as train@lenet5, so the same numbers, bit for bit
-    main_run = json.loads((repo / "reports/metrics/lenet5.json").read_text())
-    assert {**metrics, "run": "lenet5"} == main_run
+    assert (repo / "reports/metrics/experiment.json").read_bytes() == (repo / "reports/metrics/lenet5.json").read_bytes()
+    assert not (repo / "data/checkpoints/experiment").exists()
     shown = json.loads(dvc("exp", "show", "--json"))
     exps = [e for rev in shown for e in (rev.get("experiments") or [])]
     assert exps, f"dvc exp show lists no experiment: {shown}"
@@ -98,7 +101,7 @@ def test_exp_run_then_metrics_params_and_plots_diff_between_branches(tmp_path, t
     assert exp_diff["final.loss"]["old"] == pytest.approx(metrics["final"]["loss"])
     assert exp_diff["final.loss"]["new"] == pytest.approx(new["final"]["loss"])
     assert exp_diff["final.loss"]["diff"] != 0  # another lr: another loss
-    # lenet5's recipe changed: its own run and the experiment (model=lenet5) moved, the grid did not
+    # lenet5's recipe changed: its own run and the experiment (model=lenet5) moved, no other run did
     assert set(diff) == {"reports/metrics/experiment.json", "reports/metrics/lenet5.json"}
     assert diff["reports/metrics/lenet5.json"]["final.loss"] == exp_diff["final.loss"]
 
@@ -139,3 +142,28 @@ def test_two_clean_repros_give_the_same_bytes(tmp_path, tiny_archive):
     assert {"data/checkpoints/lenet5", "reports/metrics/lenet5.json", "reports/README.md"} <= first.keys()
     differ = sorted(p for p in first if first[p] != second[p])
     assert all(p.startswith("reports/timing/") for p in differ), differ
+
+    # What an edit re-runs, as `dvc status` says it on the second (fully reproduced) clone.
+    repo = tmp_path / "second"
+    env = {**os.environ, "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+    def stale_after_editing(rel: str) -> set[str]:
+        path = repo / rel
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n# an edit\n")
+        try:
+            return set(json.loads(sh("dvc", "status", "--json", cwd=repo, env=env) or "{}"))
+        finally:
+            path.write_bytes(original)
+
+    # a figure edit redraws figures: plot, pca and report stages only, never training
+    figures = stale_after_editing("src/cifarlab/figures/__init__.py")
+    assert figures == {*(f"plot@{r}" for r in RUNS), "pca@alexnet_transfer-skip-low", "report"}, figures
+    # a params.py edit (recipe defaults, validation) can change any run: every train stage is stale
+    params = stale_after_editing("src/cifarlab/core/params.py")
+    assert {f"train@{r}" for r in RUNS} <= params, params
+    # a training-loop edit re-runs training and what reads checkpoints, not fetch or preprocess
+    loop = stale_after_editing("src/cifarlab/engine/loop.py")
+    assert {f"train@{r}" for r in RUNS} <= loop and not loop & {"fetch", "preprocess"}, loop
+    assert json.loads(sh("dvc", "status", "--json", cwd=repo, env=env) or "{}") == {}

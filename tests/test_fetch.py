@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import pytest
 
 from cifarlab.core.errors import DataError, FetchError
-from cifarlab.fetch import fetch, file_md5
+from cifarlab.data.download import fetch, file_md5
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -298,7 +298,7 @@ def test_download_killed_midway_leaves_no_archive_and_the_next_run_starts_over(
     """SIGKILL mid-body: no file at the destination (only a temp one), and the next fetch
     clears that temp file and downloads the whole archive again."""
     dest = tmp_path / "raw" / "cifar-10-python.tar.gz"
-    code = (f"from cifarlab.fetch import fetch; fetch({server.base + '/stall'!r}, {server.md5!r}, "
+    code = (f"from cifarlab.data.download import fetch; fetch({server.base + '/stall'!r}, {server.md5!r}, "
             f"{str(dest)!r}, progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)})
     deadline = time.monotonic() + 60

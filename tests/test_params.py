@@ -1,5 +1,11 @@
-"""params.yaml validation: the shipped file is valid; each kind of mistake is one clear line."""
+"""params.yaml validation: the shipped file is valid; each kind of mistake is one clear line.
+
+The run table (`runs:`) is validated entry by entry: each run is its model's section with the
+run's overrides applied, checked as one section, and an error in an override names the run's
+entry ('runs.<name>.<key>'), the place to fix it.
+"""
 import copy
+import itertools
 import os
 import subprocess
 import sys
@@ -9,147 +15,316 @@ import pytest
 import yaml
 
 from cifarlab.core.errors import ParamsError
-from cifarlab.models import list_models
-from cifarlab.core.params import load_params, validate
+from cifarlab.core.params import TOP_KEYS, load_params, validate
+from cifarlab.core.runs import resolve, stage_args
+from cifarlab.models import list_models, model_info
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
+DELETE = object()
+
+GRID_RUN = "resnet18-relu-2_1_1-none"  # a report-004 run of the shipped table
+ALEX_RUN = "alexnet_transfer-skip-low"  # a report-003 run of the shipped table
 
 
-def raw(**edits):
-    """A copy of the shipped params with dotted-key edits applied (value None deletes... never)."""
+def raw(edits: dict | None = None, **kw):
+    """A copy of the shipped params with edits applied. Keys are dotted paths
+    ("runs.lenet5.activation"; run names have no dots); a value of DELETE removes the key.
+    Keyword arguments are the same with `__` for the dots (simple keys only)."""
     d = copy.deepcopy(RAW)
-    for key, value in edits.items():
-        *parents, last = key.split("__")
+    for key, value in {**(edits or {}), **{k.replace("__", "."): v for k, v in kw.items()}}.items():
+        *parents, last = key.split(".")
         node = d
         for part in parents:
             node = node[part]
-        node[last] = value
+        if value is DELETE:
+            del node[last]
+        else:
+            node[last] = value
     return d
+
+
+def one_line_error(d, check_models: bool = True) -> str:
+    with pytest.raises(ParamsError) as e:
+        validate(d, check_models)
+    msg = str(e.value)
+    assert msg and "\n" not in msg, msg
+    return msg
+
+
+# ---------------------------------------------------------------------------- the shipped file
 
 
 def test_shipped_params_are_valid_and_cover_every_model():
     p = load_params(ROOT / "params.yaml")
-    assert set(p.models) == set(list_models())
-    assert p.model in p.models
+    assert set(p.recipes) == set(list_models())  # one recipe section per registered model
+    assert {r.model for r in p.runs.values()} == set(list_models())  # and every model is trained
+    assert p.model in p.runs
+    assert len(p.runs) == 7 + 4 + 36  # reports 000-002, report 003's 2x2, report 004's grid
     # recipe values the reports published
-    assert p["resnet18"].recipe.lr_ratio == (2.0, 1.0, 1.0)
-    assert p["resnet9"].recipe.schedule == "onecycle" and p["resnet9"].recipe.epochs == 20
-    assert p["custom_resnet"].recipe.early_stopping_patience == 15
-    assert dict(p["alexnet_transfer"].arch)["skip"] is False
+    assert p.recipes["resnet18"].recipe.lr_ratio == (2.0, 1.0, 1.0)
+    assert p["resnet9"].params.recipe.schedule == "onecycle" and p["resnet9"].params.recipe.epochs == 20
+    assert p["custom_resnet"].params.recipe.early_stopping_patience == 15
+    assert dict(p.recipes["alexnet_transfer"].arch)["skip"] is False
+    # a run without overrides is its model's section as written
+    assert p["lenet5"].overrides == {} and p["lenet5"].params == p.recipes["lenet5"]
+    assert p["lenet5"].model == "lenet5" and p["lenet5"].name == "lenet5"
+
+
+def test_shipped_alexnet_runs_are_skip_x_epochs():
+    p = load_params(ROOT / "params.yaml")
+    for skip, (tag, epochs) in itertools.product((False, True), (("low", 10), ("high", 100))):
+        run = p[f"alexnet_transfer-{'skip' if skip else 'noskip'}-{tag}"]
+        assert run.model == "alexnet_transfer"
+        assert dict(run.overrides) == {"skip": skip, "epochs": epochs}
+        assert run.params.arch["skip"] is skip and run.params.recipe.epochs == epochs
+        assert run.params.recipe.lr == p.recipes["alexnet_transfer"].recipe.lr  # the rest: the section's
+    assert set(p.pca) == {n for n, r in p.runs.items() if r.model == "alexnet_transfer"}
+
+
+def test_shipped_resnet18_runs_are_the_36_cell_grid():
+    p = load_params(ROOT / "params.yaml")
+    section = p.recipes["resnet18"].recipe
+    cells = list(itertools.product(("sigmoid", "tanh", "relu", "leaky_relu"),
+                                   ("2_1_1", "5_3_2", "5_4_1"),
+                                   ("none", "crop_flip_blur_color", "crop_flip")))
+    assert {n for n, r in p.runs.items() if r.model == "resnet18"} == {f"resnet18-{a}-{r}-{g}" for a, r, g in cells}
+    for act, ratio, aug in cells:
+        run = p[f"resnet18-{act}-{ratio}-{aug}"]
+        assert dict(run.params.arch) == {"activation": act}
+        assert run.params.recipe.lr_ratio == tuple(float(x) for x in ratio.split("_"))
+        assert run.params.recipe.augment == aug
+        # what the run does not override is the resnet18 section's
+        assert run.params.recipe.model_copy(update={"lr_ratio": section.lr_ratio, "augment": section.augment}) == section
+
+
+# ---------------------------------------------------------------------------- one-line errors
 
 
 @pytest.mark.parametrize(
     "edits, expected",
     [
         ({"colour": 1}, "unknown param 'colour'"),
-        ({"data__urll": "x"}, "unknown param 'data.urll'"),
-        ({"train__max_epoch": 1}, "unknown param 'train.max_epoch'"),
-        ({"resnet9__lrr": 0.1}, "unknown param 'resnet9.lrr'"),
-        ({"resnet9__lr": "fast"}, "bad value for 'resnet9.lr': 'fast'"),
-        ({"resnet9__epochs": 0}, "bad value for 'resnet9.epochs': 0"),
-        ({"lenet5__epochs": -3}, "bad value for 'lenet5.epochs': -3"),
-        ({"lenet5__batch_size": 0}, "bad value for 'lenet5.batch_size': 0"),
-        ({"lenet5__optimizer": "rmsprop"}, "bad value for 'lenet5.optimizer': 'rmsprop'"),
-        ({"models": ["lenet5", "vgg16"]}, "bad value for 'models[1]': 'vgg16' is not a model"),
-        ({"model": "vgg16"}, "bad value for 'model': 'vgg16' is not a model"),
-        ({"resnet18__activation": "gelu"}, "bad value for 'resnet18.activation': 'gelu'"),
-        ({"alexnet_transfer__skip": "no"}, "bad value for 'alexnet_transfer.skip': 'no'"),
-        ({"data__train_subset": 5}, "bad value for 'data.train_subset': 5"),
-        ({"data__md5": "abc"}, "bad value for 'data.md5': 'abc'"),
-        ({"train__max_epochs": 0}, "bad value for 'train.max_epochs': 0"),
+        ({"data.urll": "x"}, "unknown param 'data.urll'"),
+        ({"train.max_epoch": 1}, "unknown param 'train.max_epoch'"),
+        ({"resnet9.lrr": 0.1}, "unknown param 'resnet9.lrr'"),
+        ({"resnet9.lr": "fast"}, "bad value for 'resnet9.lr': 'fast'"),
+        ({"resnet9.epochs": 0}, "bad value for 'resnet9.epochs': 0"),
+        ({"lenet5.epochs": -3}, "bad value for 'lenet5.epochs': -3"),
+        ({"lenet5.batch_size": 0}, "bad value for 'lenet5.batch_size': 0"),
+        ({"lenet5.optimizer": "rmsprop"}, "bad value for 'lenet5.optimizer': 'rmsprop'"),
+        ({"resnet18.activation": "gelu"}, "bad value for 'resnet18.activation': 'gelu'"),
+        ({"alexnet_transfer.skip": "no"}, "bad value for 'alexnet_transfer.skip': 'no'"),
+        ({"data.train_subset": 5}, "bad value for 'data.train_subset': 5"),
+        ({"data.md5": "abc"}, "bad value for 'data.md5': 'abc'"),
+        ({"train.max_epochs": 0}, "bad value for 'train.max_epochs': 0"),
         ({"seed": "x"}, "bad value for 'seed'"),
-        ({"resnet18__lr_ratio": None}, "resnet18: schedule 'multistep' needs lr_ratio"),
-        ({"resnet18__lr_ratio": "5:x:2"}, "bad value for 'resnet18.lr_ratio"),
-        ({"custom_resnet__schedule": "cosine"}, "bad value for 'custom_resnet.schedule': 'cosine'"),
+        ({"resnet18.lr_ratio": None}, "resnet18: schedule 'multistep' needs lr_ratio"),
+        ({"resnet18.lr_ratio": "5:x:2"}, "bad value for 'resnet18.lr_ratio"),
+        ({"custom_resnet.schedule": "cosine"}, "bad value for 'custom_resnet.schedule': 'cosine'"),
+        # the removed keys are unknown now
+        ({"models": ["lenet5"]}, "unknown param 'models'"),
+        ({"grid_overrides": {}}, "unknown param 'grid_overrides'"),
+        ({"alexnet_runs": {}}, "unknown param 'alexnet_runs'"),
+        # `model` names a run, not a registered model
+        ({"model": "vgg16"}, "bad value for 'model': 'vgg16' is not a run"),
+        ({"model": "resnet18"}, "bad value for 'model': 'resnet18' is not a run"),
+        ({"model": DELETE}, "missing param 'model'"),
+        # the run table itself
+        ({"runs": DELETE}, "missing param 'runs'"),
+        ({"runs": {}}, "bad value for 'runs'"),
+        ({"runs": ["lenet5"]}, "bad value for 'runs'"),
+        ({"runs.lenet5": "lenet5"}, "bad value for 'runs.lenet5': 'lenet5'"),
+        ({"runs.lenet5": None}, "bad value for 'runs.lenet5': None"),
+        ({"runs.lenet5.model": DELETE}, "bad value for 'runs.lenet5'"),
+        ({"runs.lenet5.model": "vgg16"}, "bad value for 'runs.lenet5.model': 'vgg16' is not a model"),
+        ({"runs.lenet5.model": "runs"}, "bad value for 'runs.lenet5.model': 'runs' is not a model"),
+        ({"runs.lenet5.model": ["lenet5"]}, "bad value for 'runs.lenet5.model': ['lenet5'] is not a model"),
+        # a run's overrides, validated as the model's section and named by the run's entry
+        ({"runs.lenet5.activation": "gelu"}, "bad value for 'runs.lenet5.activation': 'gelu'"),
+        ({"runs.lenet5.lrr": 0.1}, "unknown param 'runs.lenet5.lrr'; allowed keys here: "),
+        ({"runs.lenet5.skip": True}, "unknown param 'runs.lenet5.skip'"),  # another model's option
+        ({"runs.lenet5.lr": "fast"}, "bad value for 'runs.lenet5.lr': 'fast'"),
+        ({"runs.lenet5.epochs": 0}, "bad value for 'runs.lenet5.epochs': 0"),
+        ({f"runs.{GRID_RUN}.activation": "gelu"}, f"bad value for 'runs.{GRID_RUN}.activation': 'gelu'"),
+        ({f"runs.{GRID_RUN}.lr_ratio": "5:x:2"}, f"bad value for 'runs.{GRID_RUN}.lr_ratio"),
+        ({f"runs.{GRID_RUN}.augment": "mixup"}, f"bad value for 'runs.{GRID_RUN}.augment': 'mixup'"),
+        ({f"runs.{ALEX_RUN}.skip": "no"}, f"bad value for 'runs.{ALEX_RUN}.skip': 'no'"),
+        ({f"runs.{ALEX_RUN}.epochs": 0}, f"bad value for 'runs.{ALEX_RUN}.epochs': 0"),
+        # pca: runs of a model with an embedding
+        ({"pca": ["nope"]}, "bad value for 'pca[0]': 'nope' is not a run"),
+        ({"pca": [ALEX_RUN, "alexnet_transfer"]}, "bad value for 'pca[1]': 'alexnet_transfer' is not a run"),
+        ({"pca": ["lenet5"]}, "bad value for 'pca[0]': run 'lenet5' trains lenet5, which has no feature embedding"),
+        ({"pca": ALEX_RUN}, "bad value for 'pca'"),
     ],
 )
 def test_bad_params_give_one_line_naming_the_key(edits, expected):
-    with pytest.raises(ParamsError) as e:
-        validate(raw(**edits))
-    msg = str(e.value)
-    assert expected in msg
-    assert "\n" not in msg
+    assert expected in one_line_error(raw(edits))
 
 
 def test_unknown_key_lists_the_allowed_ones():
     with pytest.raises(ParamsError, match=r"allowed keys here: .*lr.*activation"):
         validate(raw(resnet18__lrr=1))
+    with pytest.raises(ParamsError, match=r"^unknown param 'runs\.lenet5\.depth'; allowed keys here: .*lr.*activation"):
+        validate(raw({"runs.lenet5.depth": 3}))
+    msg = one_line_error(raw(colour=1))
+    assert all(k in msg for k in TOP_KEYS) and "resnet18" in msg
 
 
-def test_missing_section_for_a_listed_model():
+@pytest.mark.parametrize("name", ["bad name", "-lead", "a/b", "", ".hidden", "run@1", 3, True])
+def test_bad_run_names(name):
+    d = raw()
+    d["runs"][name] = {"model": "lenet5"}
+    assert f"bad run name {name!r} in 'runs'" in one_line_error(d)
+
+
+@pytest.mark.parametrize("name", ["a", "lenet5.v2", "Run_2-b", "9lives"])
+def test_good_run_names(name):
+    d = raw()
+    d["runs"][name] = {"model": "lenet5"}
+    assert validate(d)[name].model == "lenet5"
+
+
+def test_missing_section_for_a_run_model():
     d = raw()
     del d["lenet5"]
-    with pytest.raises(ParamsError, match="missing param section 'lenet5'"):
-        validate(d)
+    assert "missing param section 'lenet5' (the recipe run 'lenet5' trains)" in one_line_error(d)
+    # a model no run trains needs no section
+    d = raw({"dnn": DELETE, "runs.dnn": DELETE})
+    assert "dnn" not in validate(d).recipes and "dnn" not in validate(d).runs
 
 
-def test_ratio_accepts_colon_string():
-    p = validate(raw(resnet18__lr_ratio="5:3:2"))
-    assert p["resnet18"].recipe.lr_ratio == (5.0, 3.0, 2.0)
+def test_pca_runs_need_an_embedding_model():
+    assert [n for n in RAW["runs"] if model_info(RAW["runs"][n]["model"]).embedding] == list(validate(raw()).pca)
+    d = raw({"runs.my-alex": {"model": "alexnet_transfer", "skip": True}, "pca": ["my-alex"]})
+    assert validate(d).pca == ("my-alex",)
+    assert validate(raw(pca=[])).pca == ()
+    for run in ("lenet5", GRID_RUN, "resnet9"):
+        assert "has no feature embedding" in one_line_error(raw(pca=[run]))
+
+
+def test_model_is_a_run_name():
+    p = validate(raw(model=GRID_RUN))
+    assert p.model == GRID_RUN and p[p.model].model == "resnet18"
+    d = raw({"runs.my-run": {"model": "lenet5", "lr": 0.01}, "model": "my-run"})
+    assert validate(d).model == "my-run"
+
+
+# ---------------------------------------------------------------------------- runs = section + overrides
+
+
+def test_a_run_is_its_model_section_with_the_overrides_applied():
+    d = raw({"runs.my-run": {"model": "resnet18", "activation": "tanh", "lr": 0.05, "lr_ratio": "5:3:2"}})
+    p = validate(d)
+    run = p["my-run"]
+    assert run.name == "my-run" and run.model == "resnet18"
+    assert dict(run.overrides) == {"activation": "tanh", "lr": 0.05, "lr_ratio": "5:3:2"}  # as written
+    assert dict(run.params.arch) == {"activation": "tanh"}
+    assert run.params.recipe.lr == 0.05 and run.params.recipe.lr_ratio == (5.0, 3.0, 2.0)
+    section = p.recipes["resnet18"].recipe
+    assert run.params.recipe.momentum == section.momentum and run.params.recipe.epochs == section.epochs
+    assert section.lr == 0.1 and dict(p.recipes["resnet18"].arch) == {"activation": "relu"}  # untouched
+
+
+def test_a_section_change_reaches_every_run_that_does_not_override_it():
+    p = validate(raw({"resnet18.lr": 0.05, f"runs.{GRID_RUN}.lr": 0.2}))
+    lrs = {n: r.params.recipe.lr for n, r in p.runs.items() if r.model == "resnet18"}
+    assert lrs.pop(GRID_RUN) == 0.2
+    assert set(lrs.values()) == {0.05} and len(lrs) == 35
+
+
+def test_a_section_value_a_run_overrides_badly_is_still_checked_in_the_run():
+    # the section is fine; only the merged run is not
+    d = raw({"runs.my-run": {"model": "custom_resnet", "step_size": 0}})
+    assert "bad value for 'runs.my-run.step_size': 0" in one_line_error(d)
+
+
+def test_a_run_override_that_breaks_a_section_rule_names_the_run():
+    # a rule over several keys (multistep needs lr_ratio): the run's entry is the place to fix
+    msg = one_line_error(raw({f"runs.{GRID_RUN}.lr_ratio": None}))
+    assert "schedule 'multistep' needs lr_ratio" in msg
+    assert f"runs.{GRID_RUN}" in msg, msg
+
+
+@pytest.mark.parametrize("ratio, expected", [
+    ("2_1_1", (2.0, 1.0, 1.0)), ("5:3:2", (5.0, 3.0, 2.0)), ("5_4_1", (5.0, 4.0, 1.0)),
+    ([5, 3, 2], (5.0, 3.0, 2.0)), ("0.5:0.5", (0.5, 0.5)),
+])
+def test_ratio_forms(ratio, expected):
+    assert validate(raw(resnet18__lr_ratio=ratio)).recipes["resnet18"].recipe.lr_ratio == expected
+    assert validate(raw({f"runs.{GRID_RUN}.lr_ratio": ratio}))[GRID_RUN].params.recipe.lr_ratio == expected
+
+
+@pytest.mark.parametrize("ratio", ["5:x:2", "5:0:2", "5", "2__1", [1, -1]])
+def test_bad_ratios(ratio):
+    assert f"bad value for 'runs.{GRID_RUN}.lr_ratio" in one_line_error(raw({f"runs.{GRID_RUN}.lr_ratio": ratio}))
+
+
+def test_unquoted_yaml_ratio_is_refused_not_misread():
+    # YAML 1.1 reads an unquoted 5:3:2 as the base-60 integer 18122 (why params.yaml quotes them)
+    value = yaml.safe_load("lr_ratio: 5:3:2")["lr_ratio"]
+    assert value == 18122
+    assert f"bad value for 'runs.{GRID_RUN}.lr_ratio': 18122" in one_line_error(raw({f"runs.{GRID_RUN}.lr_ratio": value}))
 
 
 def test_yaml_style_exponent_string_is_a_number():
     # PyYAML reads `1e-4` (no dot) as a string; it is still a valid weight decay.
-    p = validate(raw(resnet9__weight_decay="1e-4"))
-    assert p["resnet9"].recipe.weight_decay == pytest.approx(1e-4)
+    p = validate(raw({"resnet9.weight_decay": "1e-4", f"runs.{GRID_RUN}.weight_decay": "5e-4"}))
+    assert p["resnet9"].params.recipe.weight_decay == pytest.approx(1e-4)
+    assert p[GRID_RUN].params.recipe.weight_decay == pytest.approx(5e-4)
 
 
 def test_params_are_frozen():
     p = validate(raw())
     with pytest.raises(Exception):
-        p["resnet9"].recipe.lr = 1.0  # type: ignore[misc]
+        p["resnet9"].params.recipe.lr = 1.0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        p.runs["new"] = p["resnet9"]  # type: ignore[index]
+    with pytest.raises(TypeError):
+        p[GRID_RUN].params.arch["activation"] = "tanh"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        p[GRID_RUN].overrides["lr"] = 1.0  # type: ignore[index]
 
 
 def test_epoch_cap():
     p = validate(raw(train__max_epochs=3))
-    assert p["resnet18"].epochs(p.train.max_epochs) == 3
-    assert p["lenet5"].epochs(None) == 10
+    assert p[GRID_RUN].params.epochs(p.train.max_epochs) == 3
+    assert p["lenet5"].params.epochs(None) == 10
+    assert p[ALEX_RUN].params.epochs(None) == 10  # the run's override, not the section's 100
+    assert p["alexnet_transfer-skip-high"].params.epochs(50) == 50
 
 
-@pytest.mark.parametrize("stage", ["fetch", "preprocess", "train", "evaluate", "plot", "embed", "report"])
-def test_every_stage_refuses_bad_params_before_work(tmp_path, stage):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw(resnet9__lr="fast")))
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    r = subprocess.run([sys.executable, "-m", f"cifarlab.{stage}"], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2
-    assert r.stderr.strip() == "error: bad value for 'resnet9.lr': 'fast' (Input should be a valid number, unable to parse string as a number)"
-    assert list(tmp_path.iterdir()) == [tmp_path / "params.yaml"]  # nothing written
+def test_unknown_run_lookup_names_the_runs():
+    p = validate(raw())
+    with pytest.raises(ParamsError, match=r"^unknown run 'resnet18'; runs: lenet5, resnet9, .*cifarlab runs"):
+        p["resnet18"]  # a model, not a run
 
 
-def test_ratio_accepts_underscore_form_used_in_run_names():
-    assert validate(raw(resnet18__lr_ratio="5_4_1"))["resnet18"].recipe.lr_ratio == (5.0, 4.0, 1.0)
+def test_resolve_run_and_seed():
+    p = validate(raw(seeds=[1, 2]))
+    spec = resolve(p, GRID_RUN)
+    assert (spec.run, spec.model, spec.seed, spec.out) == (GRID_RUN, "resnet18", p.seed, GRID_RUN)
+    assert spec.params == p[GRID_RUN].params and spec.overrides == p[GRID_RUN].overrides
+    assert resolve(p, GRID_RUN, 1).out == f"{GRID_RUN}-s1"
+    assert resolve(p, GRID_RUN, p.seed).out == GRID_RUN
+    with pytest.raises(ParamsError, match=r"bad --seed -1"):
+        resolve(p, GRID_RUN, -1)
+    with pytest.raises(ParamsError, match="unknown run 'vgg16'"):
+        resolve(p, "vgg16")
 
 
-def test_overrides_are_validated_like_params_yaml(tmp_path):
-    from cifarlab.core.params import load_params
-
+def test_stage_args(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw()))
-    p = load_params(tmp_path / "params.yaml", model="resnet18", overrides={"activation": "tanh", "lr_ratio": "5:3:2"})
-    assert dict(p["resnet18"].arch) == {"activation": "tanh"}
-    assert p["resnet18"].recipe.lr_ratio == (5.0, 3.0, 2.0)
-    with pytest.raises(ParamsError, match="bad value for 'resnet18.activation': 'swish'"):
-        load_params(tmp_path / "params.yaml", model="resnet18", overrides={"activation": "swish"})
-
-
-def test_every_grid_cell_needs_its_override_entry():
-    d = raw()
-    del d["grid_overrides"]["relu-5_3_2-crop_flip"]
-    with pytest.raises(ParamsError, match=r"missing param 'grid_overrides.relu-5_3_2-crop_flip'"):
-        validate(d)
-    # a sliced grid (as CI runs it) only needs its own cells
-    d["grid"] = {"activations": ["relu"], "ratios": ["2_1_1"], "augments": ["none"]}
-    assert validate(d).grid.activations == ("relu",)
-
-
-def test_grid_override_values_are_validated_as_resnet18_params():
-    d = raw()
-    d["grid_overrides"]["relu-2_1_1-none"] = {"lr": "fast"}
-    with pytest.raises(ParamsError, match="bad value for 'resnet18.lr': 'fast'"):
-        validate(d)
-    d["grid_overrides"]["relu-2_1_1-none"] = {"lr": 0.05}
-    assert dict(validate(d).grid_overrides["relu-2_1_1-none"]) == {"lr": 0.05}
+    monkeypatch.chdir(tmp_path)
+    p, spec = stage_args("prog", "doc", ["--run", ALEX_RUN, "--seed", "7"])
+    assert spec.run == ALEX_RUN and spec.seed == 7 and spec.out == f"{ALEX_RUN}-s7" and spec.params.arch["skip"]
+    with pytest.raises(ParamsError, match="unknown run 'nope'"):
+        stage_args("prog", "doc", ["--run", "nope"])
+    for argv in ([], ["--run", "lenet5", "--set", "lr=0.1"], ["--grid-cell", "relu-2_1_1-none"],
+                 ["--alexnet-run", "skip-low"]):
+        with pytest.raises(SystemExit) as e:
+            stage_args("prog", "doc", argv)
+        assert e.value.code == 2
 
 
 @pytest.mark.parametrize("seeds, ok", [([], True), ([1, 2], True), ([23], False), ([1, 1], False), (["a"], False)])
@@ -159,3 +334,86 @@ def test_extra_seeds(seeds, ok):
     else:
         with pytest.raises(ParamsError, match="bad value for 'seeds'"):
             validate(raw(seeds=seeds))
+
+
+# ---------------------------------------------------------------------------- hostile values
+
+
+@pytest.mark.parametrize("edits", [{"model": []}, {"model": {"a": 1}}, {"pca": [[ALEX_RUN]]}, {"pca": [{}]}])
+def test_unhashable_model_or_pca_entry_is_a_params_error(edits):
+    # `-S 'model=[]'` or a pca list of lists must be a one-line error, not a TypeError trace
+    msg = one_line_error(raw(edits))
+    assert "'model'" in msg or "'pca[0]'" in msg
+
+
+# ---------------------------------------------------------------------------- check_models=False (fetch)
+
+
+def _python(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_check_models_false_imports_no_torch():
+    r = _python("import sys; from cifarlab.core.params import load_params; load_params(check_models=False); "
+                "assert 'torch' not in sys.modules", ROOT)
+    assert r.returncode == 0, r.stderr
+
+
+def test_check_models_false_still_checks_data_train_and_recipes(tmp_path):
+    for edits, expected in [
+        ({"data.train_subset": 5}, "bad value for 'data.train_subset': 5"),
+        ({"data.md5": "abc"}, "bad value for 'data.md5': 'abc'"),
+        ({"train.max_epochs": 0}, "bad value for 'train.max_epochs': 0"),
+        ({"train.bf16": "yes"}, "bad value for 'train.bf16': 'yes'"),
+        ({"data.urll": "x"}, "unknown param 'data.urll'"),
+        ({"resnet9.lr": "fast"}, "bad value for 'resnet9.lr': 'fast'"),
+        ({"runs.lenet5.lr": "fast"}, "bad value for 'runs.lenet5.lr': 'fast'"),
+        ({"runs.lenet5.model": "vgg16"}, "bad value for 'runs.lenet5.model': 'vgg16' is not a model"),
+        ({"model": "resnet18"}, "bad value for 'model': 'resnet18' is not a run"),
+        ({"pca": ["nope"]}, "bad value for 'pca[0]': 'nope' is not a run"),
+        ({"runs.bad name": {"model": "lenet5"}}, "bad run name 'bad name'"),
+    ]:
+        assert expected in one_line_error(raw(edits), check_models=False), edits
+    # what needs the registry is left to the stages after fetch
+    assert validate(raw({"runs.lenet5.activation": "gelu"}), check_models=False)["lenet5"].params.arch["activation"] == "gelu"
+    assert validate(raw(pca=["lenet5"]), check_models=False).pca == ("lenet5",)
+    # and from disk, in a process that never imports torch
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw({"data.train_subset": 5})))
+    r = _python("import sys\nfrom cifarlab.core.errors import ParamsError\nfrom cifarlab.core.params import load_params\n"
+                "try:\n    load_params(check_models=False)\nexcept ParamsError as e:\n    print(e)\n"
+                "assert 'torch' not in sys.modules", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("bad value for 'data.train_subset': 5")
+
+
+# ---------------------------------------------------------------------------- every stage
+
+
+PER_RUN = {"train", "evaluate", "plot", "pca"}
+STAGES = ["fetch", "preprocess", "train", "evaluate", "plot", "pca", "experiment", "report"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("edits, expected", [
+    ({"resnet9.lr": "fast"}, "error: bad value for 'resnet9.lr': 'fast' "
+                             "(Input should be a valid number, unable to parse string as a number)"),
+    ({"runs.lenet5.lr": "fast"}, "error: bad value for 'runs.lenet5.lr': 'fast' "
+                                 "(Input should be a valid number, unable to parse string as a number)"),
+], ids=["section", "run"])
+def test_every_stage_refuses_bad_params_before_work(tmp_path, stage, edits, expected):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw(edits)))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    args = ["--run", "lenet5"] if stage in PER_RUN else []
+    r = subprocess.run([sys.executable, "-m", f"cifarlab.{stage}", *args], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == expected
+    assert list(tmp_path.iterdir()) == [tmp_path / "params.yaml"]  # nothing written
+
+
+def test_stage_list_is_every_stage_module():
+    from cifarlab.cli import STAGES as CLI_STAGES
+
+    assert sorted(CLI_STAGES) == sorted(STAGES)
+    assert all((ROOT / "src" / "cifarlab" / f"{s}.py").is_file() for s in STAGES)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from cifarlab.data.cifar_io import CifarArrays, channel_stats, read_archive, stratified_subset
 from cifarlab.core.errors import DataError
-from cifarlab.preprocess import load_split, prepare, save_split
+from cifarlab.data.prepared import load_split, prepare, save_split
 
 
 def _one_line(e: pytest.ExceptionInfo[BaseException]) -> str:

@@ -15,7 +15,9 @@ import pytest
 import yaml
 
 TESTS_DIR = Path(__file__).resolve().parent
-REFERENCE = TESTS_DIR.parent / "reports" / "reference.yaml"
+ROOT = TESTS_DIR.parent
+REFERENCE = ROOT / "reports" / "reference.yaml"
+PARAMS = ROOT / "params.yaml"
 SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "spec"
 REPORTS_MD = SPEC_DIR / "REPORTS.md"
 
@@ -341,10 +343,110 @@ def test_original_grid_matches_reports_md(sections: dict[str, str]) -> None:
 
 @pytest.mark.parametrize("report", sorted(REPORTS))
 def test_values_appear_in_original_text(numbers: list[dict], report: str) -> None:
-    """Each value is printed verbatim in the original report (as 47.18 / 47.18% or 0.3053)."""
+    """Each value is printed verbatim in the original report (a fraction with 4 decimals, or an
+    accuracy as a percentage with 2: 0.1234 / 12.34 / 12.34%)."""
     text = original(report)
     for e in lookup(numbers, report=report):
         v = e["value"]
         forms = {f"{v:.4f}"} | ({f"{v * 100:.2f}"} if e["metric"] in ACCURACY_METRICS else set())
         assert any(re.search(rf"(?<![\d.]){re.escape(f)}(?!\d)", text) for f in forms), \
             f"{e['run']} {e['metric']} {v}: none of {sorted(forms)} in report-{report}.txt"
+
+
+# ----------------------------------------------------------------------------- run table
+
+@pytest.fixture(scope="module")
+def run_table() -> dict:
+    """params.yaml `runs`, validated: run name -> Run (model, overrides, merged params)."""
+    from cifarlab.core.params import load_params
+
+    return dict(load_params(PARAMS).runs)
+
+
+def test_run_table_and_published_numbers_name_the_same_runs(numbers: list[dict], run_table: dict) -> None:
+    """Every run with a published number is in params.yaml `runs`, and every run there has one:
+    the run table and reference.yaml cannot drift apart (a rename on one side fails here)."""
+    published = {e["run"] for e in numbers}
+    table = set(run_table)
+    assert not published - table, f"published but not in params.yaml runs: {sorted(published - table)}"
+    assert not table - published, f"in params.yaml runs without a published number: {sorted(table - published)}"
+
+
+def test_run_table_trains_what_each_number_describes(numbers: list[dict], run_table: dict) -> None:
+    """A run's entry in `runs` is the setting its published numbers describe: report 004's
+    activation / lr-step ratio / augmentation, report 003's skip and (where stated) epoch count,
+    and elsewhere the model of the same name."""
+    for e in numbers:
+        run = run_table[e["run"]]
+        recipe, arch = run.params.recipe, run.params.arch
+        where = f"runs.{e['run']}"
+        if e["report"] == "004":
+            assert run.model == "resnet18", where
+            assert arch["activation"] == e["activation"], where
+            assert tuple(recipe.lr_ratio) == tuple(float(x) for x in e["ratio"].split(":")), where
+            assert recipe.augment == e["augment"], where
+        elif e["report"] == "003":
+            assert run.model == "alexnet_transfer", where
+            assert arch["skip"] is (e["run"].split("-")[1] == "skip"), where
+            if e["epoch"] is not None:  # the table states the high-epoch count
+                assert recipe.epochs == e["epoch"], where
+        else:
+            assert run.model == e["run"], where
+    low = {n: r.params.recipe.epochs for n, r in run_table.items() if n.endswith("-low")}
+    high = {n: r.params.recipe.epochs for n, r in run_table.items() if n.endswith("-high")}
+    assert low and high and max(low.values()) < min(high.values())
+
+
+# ----------------------------------------------------------------------------- one copy only
+
+SCANNED = (ROOT / "src", ROOT / "tests")
+SKIPPED_PARTS = ("__pycache__",)  # and build output (*.egg-info), hidden folders
+
+
+def published_forms(numbers: list[dict]) -> dict[str, str]:
+    """How a distinctive published value would be typed -> which entry it is. Distinctive: four
+    decimals (like 0.1234, not 0.93, which any test may use); accuracies also as a
+    percentage with two decimals. Read from reference.yaml, so this test types none of them."""
+    forms: dict[str, str] = {}
+    for e in numbers:
+        v = e["value"]
+        fraction = f"{v:.4f}"
+        if fraction.endswith("0"):
+            continue
+        where = f"{e['report']}/{e['run']}/{e['metric']}"
+        forms.setdefault(fraction, where)
+        if e["metric"] in ACCURACY_METRICS:
+            forms.setdefault(f"{100 * v:.2f}", where)
+    return forms
+
+
+def scanned_files() -> list[Path]:
+    files = []
+    for top in SCANNED:
+        for path in sorted(top.rglob("*")):
+            rel = path.relative_to(ROOT).parts
+            if not path.is_file() or any(p in SKIPPED_PARTS or p.startswith(".") or p.endswith(".egg-info")
+                                         for p in rel):
+                continue
+            files.append(path)
+    return files
+
+
+def test_published_values_are_typed_only_in_reference_yaml(numbers: list[dict]) -> None:
+    """No file under src/ or tests/ types a published number (as code, string, comment or
+    docstring): reports/reference.yaml is the only copy, so a correction there is the whole fix."""
+    forms = published_forms(numbers)
+    assert len(forms) >= 20, f"only {len(forms)} distinctive published values: reference.yaml changed?"
+    pattern = re.compile(r"(?<![\d.])(" + "|".join(re.escape(f) for f in sorted(forms)) + r")(?![\d])")
+    files = scanned_files()
+    assert any(p.name == "report.py" for p in files) and Path(__file__).resolve() in files
+    hits = []
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue  # binary
+        for m in pattern.finditer(text):
+            line = text.count("\n", 0, m.start()) + 1
+            hits.append(f"{path.relative_to(ROOT)}:{line}: {m.group(1)} ({forms[m.group(1)]})")
+    assert not hits, "published values typed outside reports/reference.yaml:\n" + "\n".join(hits)

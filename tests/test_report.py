@@ -1,6 +1,10 @@
 """reports/README.md generator: real rows from fixture metrics files, a fake dvc.lock and the real
 reports/reference.yaml. Every expected number is computed here from the fixture values (or read
-from reference.yaml), never copied from the generator."""
+from reference.yaml), never copied from the generator.
+
+The fixtures are laid out as evaluate.py writes them: reports/metrics/<out>.json holds the scalars
+of each block, reports/details/<out>.json what the run was (run, seed, data sizes, ...) and the full
+blocks; resnet9.json is an older single file without `run`/`seed` and without a details file."""
 from __future__ import annotations
 
 import copy
@@ -13,7 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+import cifarlab
 from cifarlab import report
+from cifarlab.core.errors import DataError
+from cifarlab.reporting import provenance, tables
 
 REFERENCE_FILE = Path(__file__).resolve().parents[1] / "reports" / "reference.yaml"
 OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -21,6 +28,8 @@ LENET_TOP1 = {1: 0.4655, 2: 0.4702, 3: 0.4790}  # seed -> best top-1; brackets l
 LENET_FINAL = {1: 0.4601, 2: 0.4688, 3: 0.4750}
 LENET_EPOCH = {1: 10, 2: 9, 3: 10}
 GRID_RUNS = {"resnet18-relu-5_4_1-crop_flip": 0.9431, "resnet18-sigmoid-2_1_1-none": 0.8612}
+SCALARS = ("epoch", "top1", "top3", "loss")  # what a metrics file keeps of each block
+OLD_FILE = "resnet9.json"  # the older single-file layout: no details file
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -31,31 +40,38 @@ def block(epoch, top1, top3=None, loss=1.0):
             "per_class_top1": {}, "confusion": [[0] * 10 for _ in range(10)], "selected_by": "test"}
 
 
-def metrics(run, seed, report_id, best, final, **extra):
-    d = {"run": run, "model": run.split("-")[0], "seed": seed, "overrides": {}, "report": report_id,
-         "reported_top1": None, "n_train": 50000, "n_test": 10000, "best": best, "final": final}
+def metrics(run, seed, best, final, **extra):
+    """One (run, seed) as evaluate.py knows it: the details file's content (a full run)."""
+    d = {"run": run, "model": run.split("-")[0], "seed": seed, "overrides": {}, "classes": [str(i) for i in range(10)],
+         "n_train": 50000, "n_test": 10000, "recipe_epochs": final["epoch"], "epochs_cap": None,
+         "random_features": False, "best": best, "final": final}
     d.update(extra)
     return d
 
 
 def fixture_metrics() -> dict[str, dict]:
-    """file name -> metrics dict."""
+    """file name -> everything known about that (run, seed) (see `split` for the two files)."""
     files = {}
     for seed in (1, 2, 3):
         files[f"lenet5-s{seed}.json"] = metrics(
-            "lenet5", seed, "000", block(LENET_EPOCH[seed], LENET_TOP1[seed], loss=1.5),
+            "lenet5", seed, block(LENET_EPOCH[seed], LENET_TOP1[seed], loss=1.5),
             block(10, LENET_FINAL[seed], loss=1.52))
-    files["dnn-s23.json"] = metrics("dnn", 23, "001", block(15, 0.5402, loss=1.3012),
+    files["dnn-s23.json"] = metrics("dnn", 23, block(15, 0.5402, loss=1.3012),
                                     block(100, 0.4991, loss=2.7), val=block(14, 0.5377, loss=1.31))
     files["alexnet_transfer-skip-high-s23.json"] = metrics(
-        "alexnet_transfer-skip-high", 23, "003", block(88, 0.8311, top3=0.9655), block(100, 0.8290, top3=0.9650))
+        "alexnet_transfer-skip-high", 23, block(88, 0.8311, top3=0.9655), block(100, 0.8290, top3=0.9650))
     for run, top1 in GRID_RUNS.items():
-        files[f"{run}-s23.json"] = metrics(run, 23, "004", block(190, top1), block(200, top1 - 0.001))
-    old = metrics("resnet9", None, "000", block(20, 0.9301), block(20, 0.9301))
-    del old["run"], old["seed"], old["overrides"]  # an older file: the model name is the run
-    old["model"] = "resnet9"
-    files["resnet9.json"] = old
+        files[f"{run}-s23.json"] = metrics(run, 23, block(190, top1), block(200, top1 - 0.001))
+    old = {"model": "resnet9", "best": block(20, 0.9301), "final": block(20, 0.9301)}  # model name = run
+    files[OLD_FILE] = old
     return files
+
+
+def split(name: str, d: dict) -> tuple[dict, dict | None]:
+    """(metrics file, details file) of one fixture, as evaluate.py writes them; an old file is one piece."""
+    if name == OLD_FILE:
+        return d, None
+    return {w: {k: d[w][k] for k in SCALARS} for w in ("final", "best", "val") if w in d}, d
 
 
 def metrics_bytes(d: dict) -> bytes:
@@ -66,7 +82,9 @@ def file_md5(path: str) -> str:
     """The md5 dvc.lock records for an out: the metrics files' real one, a dummy for the rest."""
     name = Path(path).name
     files = fixture_metrics()
-    return hashlib.md5(metrics_bytes(files[name])).hexdigest() if name in files else "1" * 32
+    if name in files and "/metrics/" in path:
+        return hashlib.md5(metrics_bytes(split(name, files[name])[0])).hexdigest()
+    return "1" * 32
 
 
 def stage(deps=(), params=None, outs=()):
@@ -112,35 +130,44 @@ def expected_hash(lock: dict, *stage_names: str) -> str:
 
 @pytest.fixture(scope="module")
 def reference() -> dict:
-    return report.load_reference(REFERENCE_FILE)
+    return tables.load_reference(REFERENCE_FILE)
 
 
 def write_project(root: Path, lock: dict | None = None) -> None:
     metrics_dir = root / "reports" / "metrics"
+    details_dir = root / "reports" / "details"
     metrics_dir.mkdir(parents=True)
+    details_dir.mkdir(parents=True)
     for name, d in fixture_metrics().items():
-        (metrics_dir / name).write_bytes(metrics_bytes(d))
+        scalars, details = split(name, d)
+        (metrics_dir / name).write_bytes(metrics_bytes(scalars))
+        if details is not None:
+            (details_dir / name).write_bytes(metrics_bytes(details))
     shutil.copy(REFERENCE_FILE, root / "reports" / "reference.yaml")
-    shutil.copy(REFERENCE_FILE.parents[1] / "params.yaml", root / "params.yaml")  # `models`: comparison.png
+    shutil.copy(REFERENCE_FILE.parents[1] / "params.yaml", root / "params.yaml")  # main validates it first
     history = root / "reports" / "history"
     history.mkdir()
-    # resnet9.json is the only `models` run with the default seed: comparison.png draws its curve
+    # resnet9.json is the only run outside the grid with the default seed: comparison.png draws its curve
     (history / "resnet9.csv").write_text("epoch,train_loss,train_acc,test_loss,test_acc,lr\n"
                                          "1,1.2,0.6,1.1,0.62,0.01\n2,0.5,0.85,0.4,0.9301,0.001\n")
     if lock is not None:
         (root / "dvc.lock").write_text(yaml.safe_dump(lock))
 
 
+def load_project(root: Path) -> list[dict]:
+    return tables.load_metrics(root / "reports" / "metrics", root=root, details_dir=root / "reports" / "details")
+
+
 @pytest.fixture
 def project(tmp_path) -> dict:
     write_project(tmp_path, fake_lock())
-    records = report.load_metrics(tmp_path / "reports" / "metrics", root=tmp_path)
-    return {"root": tmp_path, "records": records, "runs": report.group_runs(records)}
+    records = load_project(tmp_path)
+    return {"root": tmp_path, "records": records, "runs": tables.group_runs(records)}
 
 
 @pytest.fixture
 def readme(project, reference) -> str:
-    return report.report_tables(reference, project["runs"], fake_lock())
+    return tables.report_tables(reference, project["runs"], fake_lock())
 
 
 def table_row(md: str, *first_cells: str) -> list[str]:
@@ -168,12 +195,12 @@ def ref_value(reference, run, metric="top1"):
 
 def test_summarize_sample_std_and_range():
     vals = [0.5, 0.52, 0.57, None]
-    s = report.summarize(vals)
+    s = tables.summarize(vals)
     assert s["n"] == 3 and s["min"] == 0.5 and s["max"] == 0.57
     assert s["mean"] == pytest.approx(statistics.mean(vals[:3]))
     assert s["std"] == pytest.approx(statistics.stdev(vals[:3]))  # ddof=1
-    assert report.summarize([0.4])["std"] is None
-    assert report.summarize([]) == {"mean": None, "std": None, "n": 0, "min": None, "max": None}
+    assert tables.summarize([0.4])["std"] is None
+    assert tables.summarize([]) == {"mean": None, "std": None, "n": 0, "min": None, "max": None}
 
 
 def test_load_metrics_reads_old_files_and_groups_by_seed(project):
@@ -182,14 +209,100 @@ def test_load_metrics_reads_old_files_and_groups_by_seed(project):
     (old,) = runs["resnet9"]  # no `run`, no `seed`: the model name and None
     assert old["seed"] is None and old["path"] == "reports/metrics/resnet9.json"
     assert runs["dnn"][0]["val"]["epoch"] == 14
-    assert report.load_metrics(project["root"] / "nowhere") == []
+    assert tables.load_metrics(project["root"] / "nowhere") == []
+
+
+def test_load_metrics_merges_details_and_skips_experiment_json(project):
+    root = project["root"]
+    metrics_dir = root / "reports" / "metrics"
+    # the experiment stage's copy of one run's metrics: counting it would count that run twice
+    shutil.copy(metrics_dir / "dnn-s23.json", metrics_dir / tables.EXPERIMENT_FILE)
+    records = load_project(root)
+    files = fixture_metrics()
+    assert [r["path"] for r in records] == [f"reports/metrics/{name}" for name in sorted(files)]
+    (dnn,) = [r for r in records if r["path"] == "reports/metrics/dnn-s23.json"]
+    details = files["dnn-s23.json"]
+    # who it is and how it ran come from the details file ...
+    assert (dnn["run"], dnn["model"], dnn["seed"]) == ("dnn", "dnn", 23)
+    assert (dnn["n_train"], dnn["n_test"], dnn["epochs_cap"], dnn["random_features"]) == (50000, 10000, None, False)
+    # ... the numbers from the metrics file: its scalars, not the details' per-class blocks
+    scalars = split("dnn-s23.json", details)[0]
+    assert dnn["best"] == scalars["best"] and dnn["final"] == scalars["final"] and dnn["val"] == scalars["val"]
+    assert "confusion" not in dnn["best"]
+    assert dnn["md5"] == hashlib.md5((metrics_dir / "dnn-s23.json").read_bytes()).hexdigest()
+    # without the details the scalars-only files do not say which run they are
+    with pytest.raises(DataError, match="neither `run` nor `model`"):
+        tables.load_metrics(metrics_dir, root=root)
+    # a metrics file whose details file is missing: only the old layout can stand alone
+    (root / "reports" / "details" / "dnn-s23.json").unlink()
+    with pytest.raises(DataError, match="dnn-s23.json"):
+        load_project(root)
 
 
 def test_duplicate_run_seed_counts_once(project):
     dup = dict(project["records"][0], path="reports/metrics/zz-copy.json")
-    runs = report.group_runs(project["records"] + [dup])
-    assert len(runs[dup["run"]]) == 2 and len(report.counted(runs[dup["run"]])) == 1
-    assert "duplicate (run, seed): not counted" in report.provenance_table(runs, None)
+    runs = tables.group_runs(project["records"] + [dup])
+    assert len(runs[dup["run"]]) == 2 and len(tables.counted(runs[dup["run"]])) == 1
+    assert "duplicate (run, seed): not counted" in tables.provenance_table(runs, None)
+
+
+# --------------------------------------------------------------------------- smoke runs
+
+
+def smoke_record(run, seed, **how):
+    d = metrics(run, seed, block(2, 0.3), block(2, 0.3), **how)
+    return tables.normalize_metrics(d, f"reports/metrics/{run}-s{seed}.json")
+
+
+def test_smoke_notes_say_why_a_run_is_not_the_recipe():
+    full = smoke_record("lenet5", 23)
+    assert tables.smoke_notes(full) == []
+    assert tables.smoke_notes(tables.normalize_metrics(fixture_metrics()[OLD_FILE], OLD_FILE)) == []  # says nothing
+    subset = tables.smoke_notes(smoke_record("lenet5", 23, n_train=5000, n_test=2000))
+    assert subset == ["subset: 5,000 train / 2,000 test images (full: 50,000 / 10,000)"]
+    assert len(tables.smoke_notes(smoke_record("lenet5", 23, n_train=50000, n_test=2000))) == 1  # test side only
+    assert tables.smoke_notes(smoke_record("lenet5", 23, epochs_cap=2, recipe_epochs=10)) == \
+        ["epochs capped at 2 (recipe: 10)"]
+    assert tables.smoke_notes(smoke_record("alexnet_transfer-skip-low", 23, random_features=True)) == \
+        ["random AlexNet features (pretrained: false), not ImageNet's"]
+    everything = tables.smoke_notes(smoke_record("alexnet_transfer-skip-low", 23, n_train=500, n_test=100,
+                                                 epochs_cap=1, recipe_epochs=10, random_features=True))
+    assert [n.split()[0] for n in everything] == ["subset:", "epochs", "random"]
+
+
+def test_smoke_section_names_each_smoke_run_and_is_empty_for_full_runs(project, reference):
+    records = [smoke_record("lenet5", 1, n_train=5000, n_test=2000),
+               smoke_record("lenet5", 2),  # a full seed of the same run: not listed
+               smoke_record("dnn", 23, epochs_cap=3, recipe_epochs=100),
+               smoke_record("alexnet_transfer-skip-low", 23, random_features=True),
+               smoke_record("hw2_cnn", 23)]
+    runs = tables.group_runs(records)
+    text = tables.smoke_section(runs)
+    assert "Smoke run: 3 of 5 (run, seed) results" in text
+    assert table_row(text, "`lenet5`", "1")[2].startswith("subset: 5,000 train / 2,000 test")
+    assert table_row(text, "`dnn`", "23")[2] == "epochs capped at 3 (recipe: 100)"
+    assert table_row(text, "`alexnet_transfer-skip-low`", "23")[2].startswith("random AlexNet features")
+    assert "`lenet5` | 2 |" not in text and "hw2_cnn" not in text
+    # a full run gives no section, and the README none
+    assert tables.smoke_section(tables.group_runs([smoke_record("hw2_cnn", 23)])) == ""
+    assert tables.smoke_section({}) == ""
+    assert "Smoke run" not in tables.report_tables(reference, project["runs"], None)
+    # in the README it comes first, before any report
+    md = tables.report_tables(reference, runs, None)
+    assert md.index("Smoke run") < md.index("## Report 000")
+
+
+def test_smoke_run_read_from_its_details_file(project, reference):
+    """The smoke facts travel from reports/details/ into the README (evaluate.py writes them there)."""
+    details = project["root"] / "reports" / "details" / "dnn-s23.json"
+    d = json.loads(details.read_text())
+    details.write_text(json.dumps({**d, "n_train": 5000, "n_test": 2000, "epochs_cap": 2}))
+    runs = tables.group_runs(load_project(project["root"]))
+    md = tables.report_tables(reference, runs, None)
+    cells = table_row(md, "`dnn`", "23")
+    assert cells[2] == f"subset: 5,000 train / 2,000 test images (full: 50,000 / 10,000); " \
+                       f"epochs capped at 2 (recipe: {d['recipe_epochs']})"
+    assert "Smoke run: 1 of 8 (run, seed) results" in md
 
 
 # --------------------------------------------------------------------------- comparison rows
@@ -215,11 +328,11 @@ def test_within_range_flag_false_outside_the_seeds(project, reference):
     for n in ref["numbers"]:
         if n["run"] == "lenet5":
             n["value"] = max(LENET_TOP1.values()) + 0.01  # above every seed
-    md = report.report_tables(ref, project["runs"], None)
+    md = tables.report_tables(ref, project["runs"], None)
     assert table_row(md, "`lenet5`", "top-1")[8] == "no"
-    s = report.summarize(LENET_TOP1.values())
-    assert report.within_spread(s["min"], s) and report.within_spread(s["max"], s)
-    assert report.within_spread(s["min"], report.summarize([s["min"]])) is None  # 1 seed: no flag
+    s = tables.summarize(LENET_TOP1.values())
+    assert tables.within_spread(s["min"], s) and tables.within_spread(s["max"], s)
+    assert tables.within_spread(s["min"], tables.summarize([s["min"]])) is None  # 1 seed: no flag
 
 
 def test_single_seed_loss_row_and_val_column(readme, reference):
@@ -282,14 +395,14 @@ def test_grid_table_36_cells_two_filled(readme, reference):
 
 
 def test_grid_values_and_bar_rows(project, reference):
-    reproduced, reported = report.grid_values(reference, project["runs"])
+    reproduced, reported = tables.grid_values(reference, project["runs"])
     assert reproduced == {("relu", "5:4:1", "crop_flip"): GRID_RUNS["resnet18-relu-5_4_1-crop_flip"],
                           ("sigmoid", "2:1:1", "none"): GRID_RUNS["resnet18-sigmoid-2_1_1-none"]}
     assert len(reported) == 36
-    rows = report.bar_rows(reference, project["runs"], "000")
+    rows = tables.bar_rows(reference, project["runs"], "000")
     lenet = rows[0]
     assert lenet["label"] == "lenet5" and lenet["std"] == pytest.approx(statistics.stdev(LENET_TOP1.values()))
-    assert len(report.bar_rows(reference, project["runs"], "004")) == 2  # only the cells that ran
+    assert len(tables.bar_rows(reference, project["runs"], "004")) == 2  # only the cells that ran
 
 
 def test_statements_listed_per_report(readme, reference):
@@ -317,23 +430,23 @@ def test_provenance_hash_and_data_source(readme):
     assert grid[3] == expected_hash(lock, "preprocess", "grid@relu-5:4:1-crop_flip-23")
     unwritten = table_row(prov, "alexnet_transfer-skip-high", "23")
     assert unwritten[2] == unwritten[3] == "not recorded (no dvc.lock stage writes it)"
-    assert report.STALE not in prov
+    assert tables.STALE not in prov
 
 
 def test_provenance_flags_a_file_changed_since_dvc_lock(project):
     path = project["root"] / "reports" / "metrics" / "dnn-s23.json"
     path.write_bytes(path.read_bytes().replace(b"0.5402", b"0.6402"))
-    runs = report.group_runs(report.load_metrics(project["root"] / "reports" / "metrics", root=project["root"]))
+    runs = tables.group_runs(load_project(project["root"]))
     lock = fake_lock()
-    cells = table_row(report.provenance_table(runs, lock), "dnn", "23")
-    assert cells[3] == expected_hash(lock, "preprocess", "train@dnn", "evaluate@dnn") + report.STALE
+    cells = table_row(tables.provenance_table(runs, lock), "dnn", "23")
+    assert cells[3] == expected_hash(lock, "preprocess", "train@dnn", "evaluate@dnn") + tables.STALE
 
 
 def test_data_source_local_copy_and_no_lock(project, reference):
     lock = fake_lock(md5="0123456789abcdef0123456789abcdef", url="/data/cifar-10-python.tar.gz")
-    assert report.data_source(lock) == "local copy `/data/cifar-10-python.tar.gz`"
-    assert report.data_source(None) == "not recorded (no dvc.lock)"
-    md = report.report_tables(reference, project["runs"], None)
+    assert provenance.data_source(lock) == "local copy `/data/cifar-10-python.tar.gz`"
+    assert provenance.data_source(None) == "not recorded (no dvc.lock)"
+    md = tables.report_tables(reference, project["runs"], None)
     cells = table_row(md[md.index("## Provenance"):], "dnn", "23")
     assert cells[2] == cells[3] == "not recorded (no dvc.lock)"
 
@@ -346,7 +459,11 @@ class RecordingFigures:
     and writes a PNG signature, so the fast test checks what main asks to draw and where."""
 
     def __init__(self):
-        self.bars, self.grids = [], []
+        self.bars, self.grids, self.comparisons = [], [], []
+
+    def comparison_figure(self, top1, hists):
+        self.comparisons.append((top1, hists))
+        return "comparison"
 
     def report_bars(self, rows, title):
         self.bars.append((title, rows))
@@ -360,21 +477,23 @@ class RecordingFigures:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_bytes(b"\x89PNG stand-in " + str(fig).encode())
 
+    save_png = save_figure
+
 
 def test_run_figures_sit_side_by_side_and_a_big_report_folds_them(project, reference):
     """Each run: its curves and confusion matrix on one row; report 004's many runs in <details>."""
     figs = [f"runs/{kind}_{run}.png" for run in ("lenet5", "resnet9", "alexnet_transfer-skip-high")
             for kind in ("curves", "confusion")] + ["runs/pca_alexnet_transfer-skip-high_2d3d.png"]
-    text = report.report_section(reference, project["runs"], "000", figs)
+    text = tables.report_section(reference, project["runs"], "000", figs)
     row = text.split("**`lenet5`**<br>\n")[1].split("\n\n")[0].splitlines()
     assert row == ['<img src="figures/runs/curves_lenet5.png" alt="learning curves: lenet5" width="58%">',
                    '<img src="figures/runs/confusion_lenet5.png" alt="confusion matrix: lenet5" width="40%">']
     assert "<details" not in text
-    alex = report.report_section(reference, project["runs"], "003", figs)
+    alex = tables.report_section(reference, project["runs"], "003", figs)
     assert 'src="figures/runs/pca_alexnet_transfer-skip-high_2d3d.png"' in alex and "<details" not in alex
     cells = [n["run"] for n in reference["numbers"] if n.get("report") == "004" and "activation" in n]
     grid_figs = [f"runs/curves_{run}.png" for run in cells[:7]]
-    grid = report.report_section(reference, project["runs"], "004", grid_figs)
+    grid = tables.report_section(reference, project["runs"], "004", grid_figs)
     folded = grid.split('<details markdown="1"><summary>Learning curves and confusion matrices of the 7 runs</summary>')
     assert len(folded) == 2 and all(f'src="figures/{f}"' in folded[1] for f in grid_figs)
     assert folded[1].count("</details>") == 1
@@ -410,8 +529,17 @@ def run_main_twice(root: Path, monkeypatch) -> tuple[bytes, Path]:
 
 def test_main_writes_readme_and_figures(tmp_path, monkeypatch, reference):
     fake = RecordingFigures()
-    monkeypatch.setattr(report, "figures_module", lambda: fake)
+    # report.py draws through `from cifarlab import figures`, which reads the package attribute
+    monkeypatch.setattr(cifarlab, "figures", fake, raising=False)
     readme, _ = run_main_twice(tmp_path, monkeypatch)
+    top1, hists = fake.comparisons[0]
+    # comparison.png: every run that ran outside report 004's grid, with its published top-1
+    assert sorted(top1) == ["alexnet_transfer-skip-high", "dnn", "lenet5", "resnet9"]
+    assert top1["lenet5"] == {"reported": ref_value(reference, "lenet5")["value"],
+                              "best": pytest.approx(statistics.mean(LENET_TOP1.values())),
+                              "final": pytest.approx(statistics.mean(LENET_FINAL.values()))}
+    assert top1["resnet9"]["reported"] == ref_value(reference, "resnet9")["value"]
+    assert list(hists) == ["resnet9"] and list(hists["resnet9"]["test_acc"]) == [0.62, 0.9301]
     titles = [t for t, _ in fake.bars]
     assert titles == [f"Report {r}: reported vs reproduced top-1" for r in ("000", "001", "002", "003", "004")] * 2
     bars = dict(fake.bars)

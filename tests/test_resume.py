@@ -30,7 +30,7 @@ def write_params(d: Path, archive: Path, md5: str, **recipe) -> None:
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["data"].update(url=str(archive), md5=md5)
     p["train"].update(max_epochs=EPOCHS, num_threads=1)
-    p["models"], p["model"] = [MODEL], MODEL
+    p["runs"], p["model"], p["pca"] = {MODEL: {"model": MODEL}}, MODEL, []
     p[MODEL].update(batch_size=8, **recipe)  # 25 steps an epoch: a kill lands inside one
     (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
@@ -45,7 +45,7 @@ def prepared(d: Path, archive: Path, md5: str, monkeypatch, **recipe) -> None:
 
 def train_cmd(d: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.Popen([sys.executable, "-m", "cifarlab.train", MODEL], cwd=d, env=env,
+    return subprocess.Popen([sys.executable, "-m", "cifarlab.train", "--run", MODEL], cwd=d, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -14,21 +14,24 @@ from cifarlab import evaluate, fetch, plot, preprocess, train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_params(directory: Path, archive: Path, md5: str, models, **sections):
+def write_params(directory: Path, archive: Path, md5: str, runs, **sections):
+    """params.yaml with the tiny archive, 2 epochs, and only `runs` of the run table (names, or a
+    {name: entry} mapping for runs of the test's own); `sections` change model sections."""
     d = yaml.safe_load((ROOT / "params.yaml").read_text())
     d["data"].update(url=str(archive), md5=md5)
     d["train"]["max_epochs"] = 2
-    d["models"] = list(models)
-    d["model"] = models[0]
+    d["runs"] = dict(runs) if isinstance(runs, dict) else {r: d["runs"][r] for r in runs}
+    d["model"] = next(iter(d["runs"]))
+    d["pca"] = [r for r in d["pca"] if r in d["runs"]]
     d["alexnet_transfer"]["pretrained"] = False
     for name, changes in sections.items():
         d[name] = {**d[name], **changes}
     (directory / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
 
 
-def prepared(directory: Path, archive: Path, md5: str, models, **sections) -> None:
+def prepared(directory: Path, archive: Path, md5: str, runs, **sections) -> None:
     """write_params, then the fetch and preprocess stages: the data every training test starts from."""
-    write_params(directory, archive, md5, models, **sections)
+    write_params(directory, archive, md5, runs, **sections)
     fetch.main([])
     preprocess.main([])
 
@@ -44,13 +47,13 @@ def workdir(tmp_path, monkeypatch, tiny_archive):
     return tmp_path, archive, md5
 
 
-def run_pipeline(models):
+def run_pipeline(runs):
     fetch.main([])
     preprocess.main([])
-    for m in models:
-        train.main([m])
-        evaluate.main([m])
-        plot.main([m])
+    for r in runs:
+        train.main(["--run", r])
+        evaluate.main(["--run", r])
+        plot.main(["--run", r])
 
 
 def test_smoke_pipeline_writes_metrics_history_checkpoints_and_figures(workdir):
@@ -60,11 +63,17 @@ def test_smoke_pipeline_writes_metrics_history_checkpoints_and_figures(workdir):
     run_pipeline(["lenet5"])
 
     m = json.loads((tmp / "reports/metrics/lenet5.json").read_text())
+    details = json.loads((tmp / "reports/details/lenet5.json").read_text())
+    # the DVC metrics file holds scalars only (dvc exp show stays readable); the rest is in details
+    assert {k: sorted(v) for k, v in m.items()} == {w: ["epoch", "loss", "top1", "top3"] for w in ("best", "final")}
+    assert (details["run"], details["model"], details["seed"]) == ("lenet5", "lenet5", 23)
+    assert (details["recipe_epochs"], details["epochs_cap"], details["random_features"]) == (10, 2, False)
     for which in ("final", "best"):
-        r = m[which]
+        r = {**details[which], **m[which]}
+        assert {k: details[which][k] for k in m[which]} == m[which]
         assert 0 <= r["top1"] <= r["top3"] <= 1
         assert r["loss"] > 0
-        assert len(r["confusion"]) == 10 and sum(map(sum, r["confusion"])) == m["n_test"] == 100
+        assert len(r["confusion"]) == 10 and sum(map(sum, r["confusion"])) == details["n_test"] == 100
         assert set(r["per_class_top1"]) == {"airplane", "automobile", "bird", "cat", "deer", "dog",
                                             "frog", "horse", "ship", "truck"}
     assert m["final"]["epoch"] == 2 and m["best"]["epoch"] in (1, 2)
@@ -107,13 +116,13 @@ def test_training_is_bit_identical_on_cpu(workdir):
     prepared(tmp, archive, md5, ["hw2_cnn"], hw2_cnn={"batch_size": 32})  # dropout + BN: RNG-sensitive
     digests = []
     for _ in range(2):
-        train.main(["hw2_cnn"])
-        evaluate.main(["hw2_cnn"])
+        train.main(["--run", "hw2_cnn"])
+        evaluate.main(["--run", "hw2_cnn"])
         # every output but the timing file, byte for byte: what DVC hashes into dvc.lock
         digests.append({str(f.relative_to(tmp)): sha(f) for d in ("data/checkpoints", "reports") for f in
                         sorted((tmp / d).rglob("*")) if f.is_file() and "timing" not in f.parts})
         assert not (tmp / "data/resume/hw2_cnn.pt").exists()  # a finished run leaves no resume state
-    assert len(digests[0]) == 5  # final.pt, best.pt, history, metrics, predictions
+    assert len(digests[0]) == 6  # final.pt, best.pt, history, metrics, details, predictions
     assert digests[0] == digests[1]
 
 
@@ -121,28 +130,30 @@ def test_another_seed_is_another_file_of_the_same_run(workdir):
     """--seed repeats a run: other weights, files <run>-s<seed>, metrics grouped by run name."""
     tmp, archive, md5 = workdir
     prepared(tmp, archive, md5, ["lenet5"])
-    train.main(["lenet5"])
-    train.main(["lenet5", "--seed", "24"])
-    evaluate.main(["lenet5", "--seed", "24"])
+    train.main(["--run", "lenet5"])
+    train.main(["--run", "lenet5", "--seed", "24"])
+    evaluate.main(["--run", "lenet5", "--seed", "24"])
     assert sha(tmp / "data/checkpoints/lenet5-s24/final.pt") != sha(tmp / "data/checkpoints/lenet5/final.pt")
-    m = json.loads((tmp / "reports/metrics/lenet5-s24.json").read_text())
+    m = json.loads((tmp / "reports/details/lenet5-s24.json").read_text())
     assert (m["run"], m["seed"]) == ("lenet5", 24)
 
 
-def test_train_unknown_model_name_is_refused(workdir):
+def test_train_unknown_run_is_refused_naming_the_runs(workdir):
+    from cifarlab.core.errors import ParamsError
+
     tmp, archive, md5 = workdir
-    write_params(tmp, archive, md5, ["lenet5"])
-    with pytest.raises(Exception, match="unknown model 'vgg'"):
-        train.main(["vgg"])
+    write_params(tmp, archive, md5, ["lenet5", "dnn"])
+    with pytest.raises(ParamsError, match=r"unknown run 'vgg'; runs: lenet5, dnn \(params.yaml `runs`"):
+        train.main(["--run", "vgg"])
+    assert not (tmp / "data").exists()
 
 
-def test_cpu_notice_points_to_the_subset_command():
-    from cifarlab.core.params import load_params
+def test_cpu_notice_of_one_run():
+    from cifarlab.engine.estimate import cpu_notice
 
-    mp = load_params(ROOT / "params.yaml")["resnet18"]
-    msg = train.cpu_notice("resnet18", mp, 200, 50000, 10000, s_per_image=0.01)
-    assert "no GPU" in msg and "data.train_subset" in msg and "h" in msg
-    assert train.cpu_notice("lenet5", mp, 1, 100, 100, s_per_image=0.001) is None
+    msg = cpu_notice("resnet18-relu-2_1_1-none", 200, 50000, 10000, s_per_image=0.01)
+    assert msg.startswith("warning: no GPU: training resnet18-relu-2_1_1-none for 200 epochs on 50,000 images")
+    assert cpu_notice("lenet5", 1, 100, 100, s_per_image=0.001) is None
 
 
 @pytest.mark.gpu
@@ -164,7 +175,7 @@ def test_cuda_deterministic_training_repeats_bit_for_bit(workdir):
     prepared(tmp, archive, md5, ["resnet9"], resnet9={"batch_size": 32})
     digests = []
     for _ in range(2):
-        train.main(["resnet9"])
+        train.main(["--run", "resnet9"])
         digests.append(sha(tmp / "data/checkpoints/resnet9/final.pt"))
     assert digests[0] == digests[1]
 
@@ -191,90 +202,74 @@ def test_deterministic_switches_cuda_settings_and_leaves_cpu_alone(monkeypatch):
         torch.backends.cudnn.deterministic = False
 
 
-def test_run_overrides_write_under_the_run_id(workdir):
-    """One grid cell: --set overrides the model section; outputs are keyed by --run."""
+def test_a_run_of_the_table_applies_its_overrides_and_writes_under_its_name(workdir):
+    """A run is its model's recipe with the entry's keys replaced; files are named by the run."""
     tmp, archive, md5 = workdir
-    prepared(tmp, archive, md5, ["lenet5"], lenet5={"batch_size": 32})
-    args = ["lenet5", "--run", "lenet5-tanh-sgd", "--set", "activation=tanh", "--set", "optimizer=sgd",
-            "--set", "lr=0.05", "--set", "momentum=0.9"]
-    train.main(args)
-    evaluate.main(args)
-    m = json.loads((tmp / "reports/metrics/lenet5-tanh-sgd.json").read_text())
-    assert m["run"] == "lenet5-tanh-sgd" and m["model"] == "lenet5"
-    assert m["overrides"] == {"activation": "tanh", "optimizer": "sgd", "lr": 0.05, "momentum": 0.9}
+    runs = {"lenet5-tanh-sgd": {"model": "lenet5", "activation": "tanh", "optimizer": "sgd", "lr": 0.05,
+                                "momentum": 0.9}}
+    prepared(tmp, archive, md5, runs, lenet5={"batch_size": 32})
+    train.main(["--run", "lenet5-tanh-sgd"])
+    evaluate.main(["--run", "lenet5-tanh-sgd"])
+    d = json.loads((tmp / "reports/details/lenet5-tanh-sgd.json").read_text())
+    assert d["run"] == "lenet5-tanh-sgd" and d["model"] == "lenet5"
+    assert d["overrides"] == {"activation": "tanh", "optimizer": "sgd", "lr": 0.05, "momentum": 0.9}
     ckpt = torch.load(tmp / "data/checkpoints/lenet5-tanh-sgd/final.pt", weights_only=True)
     assert ckpt["arch"] == {"activation": "tanh"}
-    assert (tmp / "reports/history/lenet5-tanh-sgd.csv").exists()
-    assert not (tmp / "reports/metrics/lenet5.json").exists()  # the default run is untouched
-
-
-def test_grid_cell_overrides_apply_before_set(workdir):
-    tmp, archive, md5 = workdir
-    write_params(tmp, archive, md5, ["lenet5"])
-    d = yaml.safe_load((tmp / "params.yaml").read_text())
-    d["grid_overrides"]["relu-2_1_1-none"] = {"lr": 0.05, "momentum": 0.5}
-    (tmp / "params.yaml").write_text(yaml.safe_dump(d))
-    p, spec = train.parse_stage_args("t", "", ["resnet18", "--grid-cell", "relu-2_1_1-none", "--set", "lr=0.02"])
-    assert dict(spec.overrides) == {"lr": 0.02, "momentum": 0.5}
-    assert p["resnet18"].recipe.lr == 0.02 and p["resnet18"].recipe.momentum == 0.5
-
-
-def test_set_keeps_underscore_ratios_as_text():
-    assert train._parse_set("lr_ratio=2_1_1") == ("lr_ratio", "2_1_1")  # YAML alone gives 211
-    assert train._parse_set("lr=0.05") == ("lr", 0.05)
-    assert train._parse_set("skip=true") == ("skip", True)
+    h = pd.read_csv(tmp / "reports/history/lenet5-tanh-sgd.csv")
+    assert h["lr"].tolist() == [0.05, 0.05]  # the override, not the section's 0.001
+    assert not (tmp / "reports/metrics/lenet5.json").exists()
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    "argv, message",
     [
-        (["lenet5", "--set", "activation=gelu"], "bad value for 'lenet5.activation': 'gelu'"),
-        (["lenet5", "--set", "depth=3"], "unknown param 'lenet5.depth'"),
-        (["lenet5", "--set", "lr"], "bad --set 'lr'"),
-        (["lenet5", "--run", "../evil"], "bad --run '../evil'"),
-        (["alexnet_transfer", "--alexnet-run", "skip-mid"], "missing param 'alexnet_runs.skip-mid' (known: noskip-low"),
+        (["--run", "lenet5", "--seed", "-1"], "bad --seed -1"),
+        (["--run", "../evil"], "unknown run '../evil'"),
+        ([], "the following arguments are required: --run"),
     ],
 )
-def test_bad_overrides_are_refused_before_work(workdir, args, message):
+def test_bad_stage_arguments_are_refused_before_work(workdir, argv, message, capsys):
     from cifarlab.core.errors import ParamsError
 
     tmp, archive, md5 = workdir
     write_params(tmp, archive, md5, ["lenet5"])
-    with pytest.raises(ParamsError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
-        train.main(args)
+    with pytest.raises((ParamsError, SystemExit)) as e:
+        train.main(argv)
+    text = str(e.value) if e.type is ParamsError else capsys.readouterr().err
+    assert message in text
     assert not (tmp / "data").exists()
 
 
 def test_alexnet_cell_trains_evaluates_and_projects_its_features(workdir):
     """Report 003's skip variant, small: random features (pretrained=false), 64x64 inputs."""
-    from cifarlab import embed
+    from cifarlab import pca
 
     tmp, archive, md5 = workdir
-    prepared(tmp, archive, md5, ["alexnet_transfer"], alexnet_transfer={"image_size": 64, "batch_size": 50},
-             alexnet_runs={"skip-low": {"skip": True, "epochs": 1}})
-    # as dvc.yaml's alexnet@skip-low runs it: the variant's skip and epochs come from params.yaml
-    args = ["alexnet_transfer", "--run", "alexnet_transfer-skip-low", "--alexnet-run", "skip-low"]
+    prepared(tmp, archive, md5, {"alexnet_transfer-skip-low": {"model": "alexnet_transfer", "skip": True, "epochs": 1}},
+             alexnet_transfer={"image_size": 64, "batch_size": 50})
+    args = ["--run", "alexnet_transfer-skip-low"]  # as dvc.yaml's train@, evaluate@, plot@, pca@ run it
     with pytest.warns(UserWarning, match="RANDOM"):
         train.main(args)
     evaluate.main(args)
     plot.main(args)
-    embed.main(args)
-    m = json.loads((tmp / "reports/metrics/alexnet_transfer-skip-low.json").read_text())
+    pca.main(args)
+    m = json.loads((tmp / "reports/details/alexnet_transfer-skip-low.json").read_text())
     assert m["overrides"] == {"skip": True, "epochs": 1} and m["final"]["epoch"] == 1
+    assert m["random_features"] is True and m["epochs_cap"] is None  # 1 epoch is the run's own count
     for fig in ("pca_alexnet_transfer-skip-low_2d3d", "curves_alexnet_transfer-skip-low",
                 "confusion_alexnet_transfer-skip-low"):
         assert (tmp / f"reports/figures/runs/{fig}.png").stat().st_size > 1000
 
 
-def test_embed_refuses_a_model_without_features(workdir):
-    from cifarlab import embed
+def test_pca_refuses_a_model_without_features(workdir):
+    from cifarlab import pca
     from cifarlab.core.errors import ParamsError
 
     tmp, archive, md5 = workdir
     prepared(tmp, archive, md5, ["lenet5"])
-    train.main(["lenet5"])
+    train.main(["--run", "lenet5"])
     with pytest.raises(ParamsError, match="no feature embedding"):
-        embed.main(["lenet5"])
+        pca.main(["--run", "lenet5"])
 
 
 def test_val_split_selects_an_epoch_and_reports_test_at_it(workdir):
@@ -288,7 +283,7 @@ def test_val_split_selects_an_epoch_and_reports_test_at_it(workdir):
     run_pipeline(["lenet5"])
     h = pd.read_csv(tmp / "reports/history/lenet5.csv")
     assert {"val_loss", "val_acc"} <= set(h.columns)
-    m = json.loads((tmp / "reports/metrics/lenet5.json").read_text())
+    m = json.loads((tmp / "reports/details/lenet5.json").read_text())
     assert m["n_train"] == 160
     val_epoch = int(h["epoch"][h["val_acc"].idxmax()])
     assert m["val"]["epoch"] == val_epoch and "validation" in m["val"]["selected_by"]

@@ -1,0 +1,174 @@
+"""dvc.yaml against the code: every stage depends on every file its module imports, the run
+table gives one train, evaluate and plot stage per run, and no run is trained twice.
+
+The imports are read from the source (ast), transitively within the cifarlab package, function-
+level imports included: a stage's outputs may depend on any code it can reach. A package
+`__init__.py` counts when it holds code; an empty one cannot change what a stage writes.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+PKG = SRC / "cifarlab"
+STAGE_MODULES = ("fetch", "preprocess", "train", "evaluate", "plot", "pca", "experiment", "report")
+
+
+def module_file(name: str) -> Path | None:
+    """src/ file of module `name` (a dotted cifarlab name), or None outside the package."""
+    base = SRC / name.replace(".", "/")
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return None
+
+
+def imported_modules(path: Path, name: str) -> set[str]:
+    """cifarlab modules named by the import statements of one file (anywhere in it)."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative import
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                mod = f"{base}.{node.module}" if node.module else base
+            else:
+                mod = node.module or ""
+            found.add(mod)
+            found |= {f"{mod}.{a.name}" for a in node.names}  # `from pkg import module`
+    return {m for m in found if m.split(".")[0] == "cifarlab" and module_file(m) is not None}
+
+
+def closure(start: str) -> set[Path]:
+    """Every file `start` reaches through imports, with the __init__.py of each parent package
+    (Python runs those first)."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+        todo += sorted(imported_modules(module_file(name), name))
+    return {module_file(m) for m in seen}
+
+
+def code_files(start: str) -> set[str]:
+    """Repository-relative paths a stage's deps must cover (empty __init__.py files left out)."""
+    return {p.relative_to(ROOT).as_posix() for p in closure(start)
+            if not (p.name == "__init__.py" and not p.read_text().strip())}
+
+
+def stage_code_deps(stage: dict) -> list[str]:
+    return [d for d in stage.get("deps", []) if isinstance(d, str) and d.startswith("src/")]
+
+
+def covered(path: str, deps: list[str]) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+def dvc_stages() -> dict[str, dict]:
+    """dvc.yaml's stage definitions (foreach/matrix templates as written; anchors resolved)."""
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def stage_module(stage: dict) -> str:
+    body = stage.get("do", stage)
+    cmd = body["cmd"]
+    mod = cmd.split("python -m ", 1)[1].split()[0]
+    assert mod.removeprefix("cifarlab.") in STAGE_MODULES, cmd
+    return mod
+
+
+def missing_deps(stage: dict) -> list[str]:
+    body = stage.get("do", stage)
+    return sorted(f for f in code_files(stage_module(stage)) if not covered(f, stage_code_deps(body)))
+
+
+@pytest.mark.parametrize("name", list(dvc_stages()))
+def test_every_stage_depends_on_the_code_it_imports(name):
+    assert missing_deps(dvc_stages()[name]) == [], f"dvc.yaml stage {name} lacks deps on the code it imports"
+
+
+def test_a_removed_dep_is_caught():
+    """The check is not vacuous: drop one dep of train and it names the file."""
+    stage = dvc_stages()["train"]
+    deps = stage["do"]["deps"]
+    stage["do"]["deps"] = [d for d in deps if d != "src/cifarlab/engine/schedules.py"]
+    assert missing_deps(stage) == ["src/cifarlab/engine/schedules.py"]
+    stage["do"]["deps"] = [d for d in deps if d != "src/cifarlab/models"]
+    assert "src/cifarlab/models/resnet18.py" in missing_deps(stage)
+
+
+def test_stage_modules_never_import_each_other():
+    stages = {f"cifarlab.{m}" for m in STAGE_MODULES}
+    for m in stages:
+        others = {n for n in imported_modules(module_file(m), m) if n in stages} - {m}
+        assert not others, f"{m} imports stage module(s) {sorted(others)}: move the shared code into the library"
+    # and the library never imports a stage
+    for path in PKG.rglob("*.py"):
+        name = ".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
+        if name in stages or name in ("cifarlab.cli", "cifarlab.__main__"):
+            continue
+        assert not imported_modules(path, name) & stages, f"{name} imports a stage module"
+
+
+def test_figures_are_not_imported_by_training_or_evaluation():
+    """A figure edit must not re-run training: train and evaluate never reach cifarlab.figures."""
+    for stage in ("cifarlab.train", "cifarlab.evaluate", "cifarlab.fetch", "cifarlab.preprocess"):
+        assert not any("figures" in f for f in code_files(stage)), stage
+
+
+def stage_list() -> list[str]:
+    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+def test_one_train_evaluate_and_plot_stage_per_run_and_no_duplicate_runs():
+    from cifarlab.core.params import load_params
+
+    p = load_params(ROOT / "params.yaml")
+    names = stage_list()
+    for kind in ("train", "evaluate", "plot"):
+        assert sorted(n.split("@", 1)[1] for n in names if n.startswith(f"{kind}@")) == sorted(p.runs), kind
+    assert sorted(n for n in names if n.startswith("pca@")) == sorted(f"pca@{r}" for r in p.pca)
+    assert {n for n in names if "@" not in n} == {"fetch", "preprocess", "experiment", "report"}
+    # no two runs train the same thing: (model, recipe, architecture) differ for every pair
+    seen = {}
+    for name, run in p.runs.items():
+        key = json.dumps([run.model, run.params.recipe.model_dump(mode="json"), dict(run.params.arch)],
+                         sort_keys=True, default=str)
+        assert key not in seen, f"runs {seen.get(key)} and {name} train the same recipe"
+        seen[key] = name
+
+
+def test_extra_seeds_add_a_stage_family_per_seed(tmp_path):
+    """seeds: [1] gives train_seeds@<run>-1 (and evaluate_, plot_) for every run."""
+    import shutil
+
+    for f in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / f, tmp_path / f)
+    (tmp_path / ".dvc").mkdir()
+    d = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    d["seeds"] = [1]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(d))
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=tmp_path,
+                         capture_output=True, text=True, check=True).stdout.split()
+    for kind in ("train", "evaluate", "plot"):
+        assert sorted(n for n in out if n.startswith(f"{kind}_seeds@")) == sorted(f"{kind}_seeds@{r}-1" for r in d["runs"])
