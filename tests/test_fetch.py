@@ -276,21 +276,67 @@ def test_connection_refused_is_retried_then_reported(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------
 # the stage entry point (needs cifarlab.core.params; load_params is replaced)
 # ------------------------------------------------------------------------------------------
-def test_main_fetches_to_raw_archive(tiny_archive: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _stage_params(tmp_path: Path, url: str, md5: str) -> None:
+    """The shipped params.yaml with data.url / data.md5 replaced, written to tmp_path."""
     import yaml
 
+    d = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    d["data"].update(url=url, md5=md5)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(d))
+
+
+def test_main_fetches_to_raw_archive(tiny_archive: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
     from cifarlab import fetch as fetch_mod
     from cifarlab.core.paths import RAW_ARCHIVE
 
     src, md5 = tiny_archive
-    repo = Path(__file__).resolve().parents[1]
-    d = yaml.safe_load((repo / "params.yaml").read_text())
-    d["data"].update(url=str(src), md5=md5)
-    d["models"], d["model"], d["train"]["max_epochs"] = ["lenet5"], "lenet5", 1  # a quick run: no CPU notice
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(d))
+    _stage_params(tmp_path, str(src), md5)
+    calls: list[dict[str, Any]] = []
+    real_load = fetch_mod.load_params
+
+    def load_params(*a: Any, **k: Any) -> Any:  # the real one, its arguments recorded
+        calls.append(k)
+        return real_load(*a, **k)
+
+    notices: list[Any] = []
+    monkeypatch.setattr(fetch_mod, "load_params", load_params)
+    # no `dvc status` or step timing here: that notice has its own tests
+    monkeypatch.setattr(fetch_mod, "repro_notice", lambda p: notices.append(p))
     monkeypatch.chdir(tmp_path)
     fetch_mod.main([])
+    assert calls == [{"check_models": False}]  # fetch validates without the model registry (torch)
+    assert len(notices) == 1 and notices[0].data.md5 == md5  # asked with the validated params
     assert hashlib.md5((tmp_path / RAW_ARCHIVE).read_bytes()).hexdigest() == md5
+    assert sorted(_files(tmp_path)) == sorted(["params.yaml", str(RAW_ARCHIVE)])
+    out = capsys.readouterr()
+    assert out.out.strip() == f"fetch: {RAW_ARCHIVE} (md5 {md5})" and out.err == ""
+
+
+def test_main_prints_the_repro_notice_before_fetching(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from cifarlab import fetch as fetch_mod
+
+    missing = tmp_path / "nope.tar.gz"
+    _stage_params(tmp_path, str(missing), "0" * 32)
+    monkeypatch.setattr(fetch_mod, "repro_notice", lambda p: "warning: no GPU found: (test notice)")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FetchError, match=f"could not fetch {missing}"):
+        fetch_mod.main([])
+    assert capsys.readouterr().err.strip() == "warning: no GPU found: (test notice)"
+    assert _files(tmp_path) == ["params.yaml"]
+
+
+def test_main_validates_params_without_importing_torch(tiny_archive: tuple[Path, str], tmp_path: Path) -> None:
+    """`python -m cifarlab.fetch` end to end (repro_notice stubbed): the archive, and no torch."""
+    src, md5 = tiny_archive
+    _stage_params(tmp_path, src.as_uri(), md5)
+    code = ("import sys\nfrom cifarlab import fetch\nfetch.repro_notice = lambda p: None\nfetch.main([])\n"
+            "assert 'torch' not in sys.modules, 'fetch imported torch'")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(SRC)},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert file_md5(tmp_path / "data" / "raw" / "cifar-10-python.tar.gz") == md5
 
 
 def test_download_killed_midway_leaves_no_archive_and_the_next_run_starts_over(

@@ -5,7 +5,8 @@ another exception, and never hangs (each example has a deadline).
 - archives: random bytes; a valid archive's bytes flipped, truncated or spliced; a valid
   archive whose batch objects are replaced by random Python values;
 - pickles: random bytes through the restricted unpickler;
-- params: a valid params.yaml with a random key set to a random value, or a random key added.
+- params: a valid params.yaml (run table included) with a random key set to a random value, or a
+  random key added; with and without the model registry (fetch validates without it).
 """
 from __future__ import annotations
 
@@ -155,6 +156,24 @@ def test_mutated_params(path, value, add, name):
         assert str(e) and "\n" not in str(e), f"not one line: {e!r}"
 
 
+@FUZZ
+@given(path=st.sampled_from(PATHS), value=scalars, add=st.booleans(), name=st.text(min_size=1, max_size=8))
+def test_mutated_params_without_the_model_registry(path, value, add, name):
+    """The same mutations through fetch's check (check_models=False): no torch, same promise."""
+    raw = copy.deepcopy(BASE)
+    node = raw
+    for k in path[:-1]:
+        node = node[k]
+    if add and isinstance(node.get(path[-1]), dict):
+        node[path[-1]][name] = value
+    else:
+        node[path[-1]] = value
+    try:
+        validate(raw, check_models=False)
+    except CifarlabError as e:
+        assert str(e) and "\n" not in str(e), f"not one line: {e!r}"
+
+
 def test_base_params_are_valid():
     assert validate(copy.deepcopy(BASE)).seed == BASE["seed"]
 
@@ -163,5 +182,14 @@ def test_base_params_are_valid():
 def test_non_finite_or_wrong_lr_is_refused(value):
     raw = copy.deepcopy(BASE)
     raw["resnet9"]["lr"] = value
-    with pytest.raises(CifarlabError, match=r"resnet9\.lr"):
+    with pytest.raises(CifarlabError, match=r"'resnet9\.lr'"):
         validate(raw)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1, 0, "fast", [], {}])
+def test_non_finite_or_wrong_lr_in_a_run_is_refused(value):
+    raw = copy.deepcopy(BASE)
+    raw["runs"]["resnet18-relu-5_3_2-crop_flip"]["lr"] = value
+    for check_models in (True, False):
+        with pytest.raises(CifarlabError, match=r"'runs\.resnet18-relu-5_3_2-crop_flip\.lr'"):
+            validate(raw, check_models)

@@ -261,10 +261,10 @@ def test_bad_ratios(ratio):
 
 
 def test_unquoted_yaml_ratio_is_refused_not_misread():
-    # YAML 1.1 reads an unquoted 5:3:2 as the base-60 integer 18122 (why params.yaml quotes them)
+    # YAML 1.1 reads an unquoted 5:3:2 as a base-60 integer, 5*3600 + 3*60 + 2 (why params.yaml quotes ratios)
     value = yaml.safe_load("lr_ratio: 5:3:2")["lr_ratio"]
-    assert value == 18122
-    assert f"bad value for 'runs.{GRID_RUN}.lr_ratio': 18122" in one_line_error(raw({f"runs.{GRID_RUN}.lr_ratio": value}))
+    assert value == 18182
+    assert f"bad value for 'runs.{GRID_RUN}.lr_ratio': 18182" in one_line_error(raw({f"runs.{GRID_RUN}.lr_ratio": value}))
 
 
 def test_yaml_style_exponent_string_is_a_number():
@@ -365,7 +365,7 @@ def test_check_models_false_still_checks_data_train_and_recipes(tmp_path):
         ({"data.train_subset": 5}, "bad value for 'data.train_subset': 5"),
         ({"data.md5": "abc"}, "bad value for 'data.md5': 'abc'"),
         ({"train.max_epochs": 0}, "bad value for 'train.max_epochs': 0"),
-        ({"train.bf16": "yes"}, "bad value for 'train.bf16': 'yes'"),
+        ({"train.eval_batch_size": 0}, "bad value for 'train.eval_batch_size': 0"),
         ({"data.urll": "x"}, "unknown param 'data.urll'"),
         ({"resnet9.lr": "fast"}, "bad value for 'resnet9.lr': 'fast'"),
         ({"runs.lenet5.lr": "fast"}, "bad value for 'runs.lenet5.lr': 'fast'"),
@@ -394,22 +394,31 @@ PER_RUN = {"train", "evaluate", "plot", "pca"}
 STAGES = ["fetch", "preprocess", "train", "evaluate", "plot", "pca", "experiment", "report"]
 
 
-@pytest.mark.parametrize("stage", STAGES)
-@pytest.mark.parametrize("edits, expected", [
-    ({"resnet9.lr": "fast"}, "error: bad value for 'resnet9.lr': 'fast' "
-                             "(Input should be a valid number, unable to parse string as a number)"),
-    ({"runs.lenet5.lr": "fast"}, "error: bad value for 'runs.lenet5.lr': 'fast' "
-                                 "(Input should be a valid number, unable to parse string as a number)"),
-], ids=["section", "run"])
-def test_every_stage_refuses_bad_params_before_work(tmp_path, stage, edits, expected):
+LR_FAST = "bad value for '{}.lr': 'fast' (Input should be a valid number, unable to parse string as a number)"
+
+
+def _run_stage(tmp_path: Path, stage: str, edits: dict) -> subprocess.CompletedProcess:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw(edits)))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     args = ["--run", "lenet5"] if stage in PER_RUN else []
-    r = subprocess.run([sys.executable, "-m", f"cifarlab.{stage}", *args], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", f"cifarlab.{stage}", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_stage_refuses_bad_params_before_work(tmp_path, stage):
+    r = _run_stage(tmp_path, stage, {"resnet9.lr": "fast"})
     assert r.returncode == 2, r.stderr
-    assert r.stderr.strip() == expected
+    assert r.stderr.strip() == "error: " + LR_FAST.format("resnet9")
     assert list(tmp_path.iterdir()) == [tmp_path / "params.yaml"]  # nothing written
+
+
+@pytest.mark.parametrize("stage", ["fetch", "train"])  # fetch: check_models=False; train: stage_args
+def test_a_stage_names_the_run_entry_of_a_bad_override(tmp_path, stage):
+    r = _run_stage(tmp_path, stage, {"runs.lenet5.lr": "fast"})
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == "error: " + LR_FAST.format("runs.lenet5")
+    assert list(tmp_path.iterdir()) == [tmp_path / "params.yaml"]
 
 
 def test_stage_list_is_every_stage_module():

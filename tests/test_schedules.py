@@ -1,9 +1,13 @@
 """Learning-rate schedules of the recipes, read off at chosen epochs."""
+from pathlib import Path
+
 import pytest
 import torch
 
 from cifarlab.core.params import Recipe, load_params
 from cifarlab.engine.schedules import make_optimizer, make_scheduler, ratio_milestones
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 def lrs_per_epoch(recipe: Recipe, epochs: int, steps_per_epoch: int = 3) -> list[float]:
@@ -60,8 +64,8 @@ def test_custom_resnet_step_every_30_epochs():
 
 
 def test_resnet9_onecycle_peaks_at_30_percent_and_anneals():
-    p = load_params()
-    r = p["resnet9"].recipe
+    p = load_params(PARAMS)
+    r = p["resnet9"].params.recipe
     lrs = lrs_per_epoch(r, 20, steps_per_epoch=10)
     assert lrs[0] == pytest.approx(r.lr / 25)  # OneCycle starts at max_lr / div_factor
     peak = max(range(20), key=lambda i: lrs[i])
@@ -72,3 +76,24 @@ def test_resnet9_onecycle_peaks_at_30_percent_and_anneals():
 
 def test_constant_schedule():
     assert set(lrs_per_epoch(recipe(schedule="constant"), 5)) == {0.1}
+
+
+@pytest.mark.parametrize("ratio, drops", [("2_1_1", (100, 150)), ("5_3_2", (100, 160)), ("5_4_1", (100, 180))])
+def test_resnet18_runs_step_where_their_ratio_says(ratio, drops):
+    """The run table's report-004 runs: each run's lr_ratio override sets its milestones."""
+    p = load_params(PARAMS)
+    r = p[f"resnet18-relu-{ratio}-none"].params.recipe
+    assert r.schedule == "multistep" and r.epochs == 200
+    lrs = lrs_per_epoch(r, r.epochs, steps_per_epoch=1)
+    first, second = drops
+    assert lrs[first - 1] == pytest.approx(r.lr) and lrs[first] == pytest.approx(r.lr * r.gamma)
+    assert lrs[second - 1] == pytest.approx(r.lr * r.gamma) and lrs[second] == pytest.approx(r.lr * r.gamma ** 2)
+    assert lrs[-1] == pytest.approx(r.lr * r.gamma ** 2)
+
+
+def test_capped_run_compresses_its_schedule():
+    p = load_params(PARAMS)
+    run = p["resnet18-relu-5_3_2-none"].params
+    epochs = run.epochs(30)
+    assert epochs == 30
+    assert ratio_milestones(run.recipe.lr_ratio, epochs) == [15, 24]

@@ -93,7 +93,7 @@ def test_smoke_pipeline_writes_metrics_history_checkpoints_and_figures(workdir):
     assert (tmp / "reports/figures/runs/curves_lenet5.png").stat().st_size > 1000
     assert (tmp / "reports/figures/runs/confusion_lenet5.png").stat().st_size > 1000
 
-    # the report stage: the published 47.18% beside this run's best top-1, from the metrics file
+    # the report stage: the published number (reports/reference.yaml) beside this run's best top-1
     import shutil
 
     from cifarlab import report
@@ -102,7 +102,10 @@ def test_smoke_pipeline_writes_metrics_history_checkpoints_and_figures(workdir):
     report.main([])
     readme = (tmp / "reports/README.md").read_text()
     row = next(line for line in readme.splitlines() if line.startswith("| `lenet5` | top-1"))
-    assert "47.18%" in row and f"{100 * m['best']['top1']:.2f}%" in row
+    ref = yaml.safe_load((ROOT / "reports/reference.yaml").read_text())["numbers"]
+    published = next(n["value"] for n in ref if n["run"] == "lenet5" and n["metric"] == "top1")
+    assert f"{100 * published:.2f}%" in row and f"{100 * m['best']['top1']:.2f}%" in row
+    assert "Smoke run" in readme and "epochs capped at 2 (recipe: 10)" in readme
     assert '<img src="figures/runs/curves_lenet5.png" alt="learning curves: lenet5"' in readme
     assert (tmp / "reports/figures/comparison.png").stat().st_size > 1000
     for n in range(5):

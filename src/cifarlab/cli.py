@@ -49,7 +49,7 @@ def cmd_runs(argv: list[str]) -> None:
 def cmd_estimate(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="cifarlab estimate", description=(
         "The time of what `dvc repro` would run now on this machine, per stage: `dvc status` says "
-        "which stages, a few timed training steps of each model say how long (median of 3 after a "
+        "which stages, a few timed training steps of each model say how long (the fastest of 3 after a "
         "warm-up; cached in ~/.cache/cifarlab for the notice at the start of `dvc repro`)."))
     ap.add_argument("--all", action="store_true", help="every stage, as on a fresh clone, whatever dvc status says")
     ap.add_argument("--quiet", action="store_true", help="only time every run's model and update the cache "

@@ -29,6 +29,7 @@ from cifarlab.engine.augment import pipeline_for
 from cifarlab.engine.checkpoints import load_checkpoint, model_from_checkpoint
 from cifarlab.engine.loop import Runtime, predict, setup_device
 from cifarlab.engine.metrics import classification_metrics
+from cifarlab.models import model_info
 
 SELECTION = {
     "final": "the last epoch trained",
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     details = {
         "run": spec.run,
         "model": spec.model,
+        "report": model_info(spec.model).report,
         "seed": spec.seed,
         "overrides": dict(spec.overrides),
         "classes": list(classes),

@@ -6,6 +6,15 @@ Stage entry points turn it into that line on stderr and exit code 2 (see `cifarl
 """
 
 
+def one_line(obj: object, limit: int | None = None) -> str:
+    """`str(obj)` with its whitespace runs (line breaks included) squeezed to single spaces, cut
+    to `limit` characters ("..." marks a cut); an exception with no message gives its type name."""
+    text = " ".join(str(obj).split()) or (type(obj).__name__ if isinstance(obj, BaseException) else "")
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
 class CifarlabError(Exception):
     """Base class: a clear, one-line, user-facing failure."""
 

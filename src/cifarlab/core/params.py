@@ -163,7 +163,7 @@ def _fmt_loc(prefix: str, loc: tuple) -> str:
     return ".".join([prefix, *(str(p) for p in loc)]) if prefix else ".".join(str(p) for p in loc)
 
 
-def _one_line(err: ValidationError, prefix: str, allowed: tuple[str, ...]) -> ParamsError:
+def _params_error(err: ValidationError, prefix: str, allowed: tuple[str, ...]) -> ParamsError:
     """Turn pydantic's multi-line report into the first problem, on one line."""
     e = err.errors()[0]
     key = _fmt_loc(prefix, e["loc"])
@@ -183,7 +183,7 @@ def _validate(cls: type[BaseModel], raw: Any, prefix: str) -> Any:
     try:
         return cls.model_validate(dict(raw))
     except ValidationError as err:
-        raise _one_line(err, prefix, tuple(cls.model_fields)) from None
+        raise _params_error(err, prefix, tuple(cls.model_fields)) from None
 
 
 def _validate_model_section(name: str, raw: Any, check_models: bool = True) -> ModelParams:
@@ -193,7 +193,7 @@ def _validate_model_section(name: str, raw: Any, check_models: bool = True) -> M
         try:
             recipe = Recipe.model_validate({k: v for k, v in raw.items() if k in RECIPE_KEYS})
         except ValidationError as err:
-            raise _one_line(err, name, RECIPE_KEYS) from None
+            raise _params_error(err, name, RECIPE_KEYS) from None
         return ModelParams(name=name, recipe=recipe,
                            arch=MappingProxyType({k: v for k, v in raw.items() if k not in RECIPE_KEYS}))
     from cifarlab.models import model_info
@@ -207,7 +207,7 @@ def _validate_model_section(name: str, raw: Any, check_models: bool = True) -> M
     try:
         recipe = Recipe.model_validate(recipe_raw)
     except ValidationError as err:
-        raise _one_line(err, name, allowed) from None
+        raise _params_error(err, name, allowed) from None
     arch = {}
     for k, p in sig.items():
         if k not in raw:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from cifarlab.core.errors import DataError
+from cifarlab.core.errors import DataError, one_line
 
 BATCH_DIR = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -42,9 +42,7 @@ CHUNK_BYTES = 1 << 20
 
 
 def _one_line(obj: Any, limit: int = 300) -> str:
-    """`str(obj)` squeezed onto one line and cut to `limit` characters."""
-    text = " ".join(str(obj).split()) or type(obj).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return one_line(obj, limit)
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,6 +227,15 @@ def _check_meta(obj: Any) -> tuple[tuple[str, ...], int]:
     return classes, int(per_batch)
 
 
+def check_labels(where: object, labels: np.ndarray, n_images: int) -> None:
+    """One label per image, each a class index in 0..9; DataError naming `where` otherwise."""
+    if len(labels) != n_images:
+        raise DataError(f"{where}: {len(labels)} labels for {n_images} images")
+    bad = (labels < 0) | (labels >= NUM_CLASSES)
+    if bad.any():
+        raise DataError(f"{where}: label {labels[bad][0]} outside 0..{NUM_CLASSES - 1}")
+
+
 def _check_batch(name: str, obj: Any) -> tuple[np.ndarray, np.ndarray]:
     """Validate one batch dict; return images uint8 (n, 32, 32, 3) and labels int64 (n,)."""
     batch = _normalize_keys(obj, name)
@@ -255,11 +262,7 @@ def _check_batch(name: str, obj: Any) -> tuple[np.ndarray, np.ndarray]:
         labels = labels.astype(np.int64)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise DataError(f"{name}: labels must be a list of integers, got {labels.dtype} of shape {labels.shape}")
-    if len(labels) != len(data):
-        raise DataError(f"{name}: {len(labels)} labels for {len(data)} images")
-    bad = (labels < 0) | (labels >= NUM_CLASSES)
-    if bad.any():
-        raise DataError(f"{name}: label {labels[bad][0]} outside 0..{NUM_CLASSES - 1}")
+    check_labels(name, labels, len(data))
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(images), labels.astype(np.int64)
 

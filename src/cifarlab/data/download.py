@@ -16,7 +16,7 @@ from typing import IO, Callable
 
 from tqdm import tqdm
 
-from cifarlab.core.errors import FetchError
+from cifarlab.core.errors import FetchError, one_line
 from cifarlab.core.io import atomic_write
 from cifarlab.core.paths import RAW_ARCHIVE
 
@@ -34,10 +34,6 @@ class _Transient(Exception):
 
 class _Permanent(Exception):
     """A failure not worth retrying (404, missing local file, bad checksum)."""
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 def file_md5(path: str | os.PathLike) -> str:
@@ -87,7 +83,7 @@ def _copy_local(src: Path, dst: IO[bytes]) -> str:
     except IsADirectoryError:
         raise _Permanent(f"{str(src)!r} is a directory, not the archive") from None
     except OSError as e:
-        raise _Permanent(_one_line(e)) from e
+        raise _Permanent(one_line(e)) from e
     return md5.hexdigest()
 
 
@@ -105,18 +101,18 @@ def _download(url: str, dst: IO[bytes], timeout_s: float, progress: bool | None,
             if total is not None and got != total:
                 raise _Transient(f"connection closed after {got} of {total} bytes")
     except urllib.error.HTTPError as e:
-        reason = f"HTTP {e.code} {_one_line(e.reason)}"
+        reason = f"HTTP {e.code} {one_line(e.reason)}"
         if e.code >= 500 or e.code in (408, 429):
             raise _Transient(reason) from e
         raise _Permanent(reason) from e
     except urllib.error.URLError as e:
         if isinstance(e.reason, ssl.SSLCertVerificationError):
-            raise _Permanent(f"TLS certificate check failed: {_one_line(e.reason)}") from e
-        raise _Transient(_one_line(e.reason)) from e
+            raise _Permanent(f"TLS certificate check failed: {one_line(e.reason)}") from e
+        raise _Transient(one_line(e.reason)) from e
     except (socket.timeout, TimeoutError) as e:
-        raise _Transient(f"timed out ({_one_line(e) or 'no data'})") from e
+        raise _Transient(f"timed out ({one_line(e) or 'no data'})") from e
     except (ConnectionError, http.client.HTTPException) as e:
-        raise _Transient(f"{type(e).__name__}: {_one_line(e)}") from e
+        raise _Transient(f"{type(e).__name__}: {one_line(e)}") from e
     return md5.hexdigest()
 
 
@@ -153,7 +149,7 @@ def fetch(
         stale.unlink(missing_ok=True)
 
     def fail(reason: str) -> FetchError:
-        return FetchError(f"could not fetch {url}: {_one_line(reason)}. {HINT}")
+        return FetchError(f"could not fetch {url}: {one_line(reason)}. {HINT}")
 
     try:
         local = _local_source(url)

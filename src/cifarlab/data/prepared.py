@@ -13,7 +13,7 @@ import numpy as np
 from cifarlab.core import paths
 from cifarlab.core.errors import DataError
 from cifarlab.core.io import atomic_write
-from cifarlab.data.cifar_io import IMAGE_SHAPE, NUM_CLASSES, CifarArrays, channel_stats, stratified_subset
+from cifarlab.data.cifar_io import IMAGE_SHAPE, CifarArrays, channel_stats, check_labels, stratified_subset
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -65,11 +65,7 @@ def _check_split(path: Path, x: np.ndarray, y: np.ndarray) -> None:
         raise DataError(f"{path}: x is {x.dtype} {tuple(x.shape)}, expected uint8 (N, 32, 32, 3)")
     if y.dtype != np.int64 or y.ndim != 1:
         raise DataError(f"{path}: y is {y.dtype} {tuple(y.shape)}, expected int64 (N,)")
-    if len(x) != len(y):
-        raise DataError(f"{path}: {len(y)} labels for {len(x)} images")
-    bad = (y < 0) | (y >= NUM_CLASSES)
-    if bad.any():
-        raise DataError(f"{path}: label {y[bad][0]} outside 0..{NUM_CLASSES - 1}")
+    check_labels(path, y, len(x))
 
 
 def save_split(path: str | os.PathLike, x: np.ndarray, y: np.ndarray) -> None:

@@ -6,8 +6,8 @@ The plan is DVC's own: `dvc status` names the stages whose inputs changed, and e
 downstream of them runs too (train@R -> evaluate@R -> plot@R, pca@R -> report, experiment).
 Each training stage costs epochs x (train images + test images / 3) x seconds per image of its
 model at its batch size; a test pass costs about a third of a training step per image. Seconds
-per image come from timing a few real training steps of each model on this machine (median of
-STEPS after a warm-up, so repeated estimates agree within a few percent); they are cached per
+per image come from timing a few real training steps of each model on this machine (fastest of
+STEPS after a warm-up, the least disturbed by other load); they are cached per
 machine in ~/.cache/cifarlab/step_times.json, so the notice at the start of `dvc repro` (fetch)
 reads them without importing torch.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 from cifarlab.core.params import Params, TrainParams
 
 FULL_TRAIN, FULL_TEST = 50_000, 10_000
-STEPS = 3  # timed steps per model after one warm-up; the median is kept
+STEPS = 3  # timed steps per model after one warm-up; the fastest is kept
 TIMING_BATCH = 32  # images per timed step (or the recipe's batch when smaller)
 # Stages that train nothing, in seconds on a 2-core CPU (measured on the subset run; they barely
 # depend on the data size): not worth timing each time.
@@ -262,8 +262,11 @@ def repro_notice(p: Params) -> str | None:
     if total < SLOW_CPU_S:
         return None
     n_train = sum(1 for c in costs if c.epochs)
+    if p.data.train_subset is None and p.train.max_epochs is None:
+        hint = f"It is meant for a GPU; for a quick CPU reproduction on a subset run: {subset_hint(p.data.url)}"
+    else:  # already a smoke run: the knobs that make it shorter
+        hint = "Lower data.train_subset or train.max_epochs, or name fewer stages (dvc repro plot@lenet5), to go faster"
     return (f"warning: no GPU found: this `dvc repro` runs {len(costs)} stages, {n_train} of them training "
             f"({sum(c.epochs for c in costs):,} epochs on {p.data.train_subset or FULL_TRAIN:,} images), "
-            f"about {format_duration(total)} on this CPU (`cifarlab estimate` shows each stage). It is meant "
-            f"for a GPU; for a quick CPU reproduction on a subset run: {subset_hint(p.data.url)}")
+            f"about {format_duration(total)} on this CPU (`cifarlab estimate` shows each stage). {hint}")
 

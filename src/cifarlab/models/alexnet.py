@@ -31,7 +31,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from cifarlab.core.errors import ParamsError, WeightsError
+from cifarlab.core.errors import ParamsError, WeightsError, one_line
 from cifarlab.models import NUM_CLASSES, register_model
 
 IMAGENET_WEIGHTS = torchvision.models.AlexNet_Weights.IMAGENET1K_V1
@@ -57,7 +57,7 @@ def _download_state_dict(weights: torchvision.models.WeightsEnum) -> dict[str, A
 
 
 def _one_line(err: BaseException) -> str:
-    return " ".join(f"{type(err).__name__}: {err}".split())
+    return one_line(f"{type(err).__name__}: {err}")
 
 
 def _features_state(state: Any, source: str) -> dict[str, torch.Tensor]:
@@ -171,7 +171,7 @@ def alexnet_transfer(
     weights: str | None = None,
     image_size: int = 224,
 ) -> nn.Module:
-    """`skip`: add the pooled conv4 output to the features (report 003's 0.8357 variant);
+    """`skip`: add the pooled conv4 output to the features (report 003's best variant);
     `weights`: a local AlexNet state_dict file (wins over `pretrained`); `pretrained`: ImageNet
     weights from the torch hub cache / download, or random features (tests only, warns);
     `image_size`: the side the 32x32 input is upsized to (224 gives 6x6 features natively)."""

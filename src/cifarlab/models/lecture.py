@@ -24,7 +24,7 @@ def dnn(*, hidden: tuple[int, ...] = (1024, 512, 256), batchnorm: bool = True) -
 
     BatchNorm by default: measured on the full (JPEG-derived) set, the plain MLP under the
     report's SGD lr 0.1 / momentum 0.9 never rose above ~29% test top-1 in 5 epochs (it
-    oscillates), while the report saw 52.64%; `batchnorm: false` gives the plain MLP.
+    oscillates), while the report's MLP reached above 50%; `batchnorm: false` gives the plain MLP.
     """
     if any(h < 1 for h in hidden):
         raise ParamsError(f"dnn.hidden: every size must be >= 1, got {list(hidden)}")

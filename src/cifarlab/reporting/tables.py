@@ -114,7 +114,12 @@ def load_metrics(directory: str | os.PathLike, root: str | os.PathLike | None = 
             raise DataError(f"{rel}: not valid UTF-8 JSON ({str(e).splitlines()[0]})") from None
         details_file = details_dir / file.name if details_dir is not None else None
         if details_file is not None and details_file.is_file() and isinstance(raw, dict):
-            details = json.loads(details_file.read_text(encoding="utf-8"))
+            try:
+                details = json.loads(details_file.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise DataError(f"{details_file}: not valid UTF-8 JSON ({str(e).splitlines()[0]})") from None
+            if not isinstance(details, dict):
+                raise DataError(f"{details_file}: a details file must hold a JSON object")
             meta = {k: v for k, v in details.items() if k not in ("final", "best", "val")}
             raw = {**meta, **raw}
         records.append(normalize_metrics(raw, rel, hashlib.md5(data).hexdigest()))
@@ -599,7 +604,8 @@ def smoke_notes(rec: Mapping) -> list[str]:
     notes = []
     n_train, n_test = rec.get("n_train"), rec.get("n_test")
     if (n_train is not None and n_train < FULL_TRAIN) or (n_test is not None and n_test < FULL_TEST):
-        notes.append(f"subset: {n_train:,} train / {n_test:,} test images (full: {FULL_TRAIN:,} / {FULL_TEST:,})")
+        a, b = ("?" if n is None else f"{n:,}" for n in (n_train, n_test))
+        notes.append(f"subset: {a} train / {b} test images (full: {FULL_TRAIN:,} / {FULL_TEST:,})")
     if rec.get("epochs_cap") is not None:
         notes.append(f"epochs capped at {rec['epochs_cap']} (recipe: {rec.get('recipe_epochs')})")
     if rec.get("random_features"):

@@ -1,0 +1,120 @@
+"""The `cifarlab` command and the run estimate (what `dvc repro` would run, and for how long)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cifarlab.core.params import load_params
+from cifarlab.engine import estimate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cifarlab(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cifarlab", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_help_lists_every_subcommand():
+    out = cifarlab("--help")
+    assert out.returncode == 0
+    for cmd in ("runs", "estimate", "fetch", "preprocess", "train", "evaluate", "plot", "pca", "experiment", "report"):
+        assert f"    {cmd}" in out.stdout, cmd
+
+
+def test_stage_subcommand_is_the_stage_module():
+    out = cifarlab("train", "--help")
+    assert out.returncode == 0 and "--run NAME" in out.stdout and "--seed K" in out.stdout
+    bad = cifarlab("train", "--run", "no-such-run")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert bad.stderr.startswith("error: unknown run 'no-such-run'; runs: lenet5, resnet9,")
+
+
+def test_unknown_subcommand_is_refused():
+    out = cifarlab("trian")
+    assert out.returncode == 2 and "invalid choice: 'trian'" in out.stderr
+
+
+def test_runs_lists_the_run_table():
+    out = cifarlab("runs")
+    assert out.returncode == 0
+    lines = out.stdout.splitlines()
+    p = load_params(ROOT / "params.yaml")
+    assert lines[-1] == f"{len(p.runs)} runs, seed {p.seed}"
+    cell = next(line for line in lines if line.startswith("resnet18-tanh-5_3_2-none "))
+    assert cell.split()[1:3] == ["resnet18", "200"]
+    assert "activation=tanh, lr_ratio=5:3:2, augment=none" in cell
+
+
+def test_the_estimate_knows_every_stage_of_dvc_yaml():
+    """estimate.all_stages (the plan's stage names) == what DVC expands dvc.yaml into."""
+    p = load_params(ROOT / "params.yaml")
+    listed = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert sorted(estimate.all_stages(p)) == sorted(listed)
+
+
+def test_split_stage_names():
+    assert estimate.split_stage("train@lenet5") == ("train", "lenet5", None)
+    assert estimate.split_stage("plot_seeds@resnet18-relu-2_1_1-none-7") == ("plot", "resnet18-relu-2_1_1-none", 7)
+    assert estimate.split_stage("report") == ("report", None, None)
+
+
+def test_downstream_of_a_changed_run_and_of_new_data():
+    p = load_params(ROOT / "params.yaml")
+    assert estimate.downstream(p, {"train@lenet5"}) == {"train@lenet5", "evaluate@lenet5", "plot@lenet5",
+                                                       "experiment", "report"}  # model: lenet5
+    assert estimate.downstream(p, {"train@alexnet_transfer-skip-low"}) >= {"pca@alexnet_transfer-skip-low"}
+    assert estimate.downstream(p, {"preprocess"}) == set(estimate.all_stages(p))
+    assert estimate.downstream(p, set()) == set()
+
+
+def test_plan_costs_epochs_times_images_and_sums_in_the_table():
+    p = load_params(ROOT / "params.yaml")
+    times = {estimate.timing_key(r.model, r.params.recipe.batch_size): 1e-3 for r in p.runs.values()}
+    costs = estimate.plan(p, times, {"train@lenet5", "evaluate@lenet5", "report"})
+    assert [c.stage for c in costs] == ["train@lenet5", "evaluate@lenet5", "report"]
+    train = costs[0]
+    assert train.epochs == 10
+    assert train.seconds == pytest.approx(1e-3 * 10 * (50_000 + 10_000 / 3))
+    text = estimate.table(costs, "this CPU")
+    assert text.splitlines()[-1].startswith("total (3 stages, this CPU)")
+    assert estimate.format_duration(sum(c.seconds for c in costs)) in text.splitlines()[-1]
+
+
+def test_repro_notice_counts_every_stage_and_carries_the_data_url(monkeypatch, tmp_path):
+    """The notice at the start of `dvc repro` on a CPU: all stages of a fresh clone, timed from
+    the cache (no torch), and a subset command that keeps the user's own data.url."""
+    d = yaml.safe_load((ROOT / "params.yaml").read_text())
+    d["data"]["url"] = "/data/cifar-10-python.tar.gz"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(d))
+    p = load_params(tmp_path / "params.yaml")
+    monkeypatch.setattr(estimate, "has_gpu", lambda: False)
+    monkeypatch.setattr(estimate, "changed_stages", lambda p, inside_repro: set(estimate.all_stages(p)))
+    times = {estimate.timing_key(r.model, r.params.recipe.batch_size): 1e-3 for r in p.runs.values()}
+    monkeypatch.setattr(estimate, "cached_times", lambda train: times)
+    msg = estimate.repro_notice(p)
+    n_stages = len(estimate.all_stages(p))
+    assert msg.startswith(f"warning: no GPU found: this `dvc repro` runs {n_stages} stages, {len(p.runs)} of them training")
+    assert "dvc exp run -S data.url=/data/cifar-10-python.tar.gz -S data.train_subset=5000" in msg
+    assert "\n" not in msg
+
+
+def test_fetch_imports_no_torch():
+    code = "import sys; import cifarlab.fetch; assert 'torch' not in sys.modules, 'torch imported'"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_timing_cache_is_per_machine(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    p = load_params(ROOT / "params.yaml")
+    assert estimate.cached_times(p.train) == {}
+    estimate.store_times(p.train, {"lenet5@32": 0.001})
+    assert estimate.cached_times(p.train) == {"lenet5@32": 0.001}
+    data = json.loads((tmp_path / "cifarlab/step_times.json").read_text())
+    assert list(data) == [estimate.machine_key(p.train)] and "torch" in next(iter(data))
