@@ -118,3 +118,35 @@ def test_timing_cache_is_per_machine(monkeypatch, tmp_path):
     assert estimate.cached_times(p.train) == {"lenet5@32": 0.001}
     data = json.loads((tmp_path / "cifarlab/step_times.json").read_text())
     assert list(data) == [estimate.machine_key(p.train)] and "torch" in next(iter(data))
+
+
+def test_set_edits_params_keeping_comments_and_validates_first(tmp_path):
+    original = (ROOT / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(original)
+    out = cifarlab("set", "data.train_subset=5000", "++runs.lenet5.lr=0.01", "runs.resnet18-relu-5_3_2-none.lr_ratio=5:4:1",
+                   cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "params.yaml: data.train_subset = 5000"
+    text = (tmp_path / "params.yaml").read_text()
+    assert "  train_subset: 5000  # null = all 50,000" in text  # the comment survives
+    assert "  test_subset: null" in text  # untouched nulls stay null
+    assert "  lenet5: {model: lenet5, lr: 0.01}" in text
+    p = load_params(tmp_path / "params.yaml")
+    assert p.data.train_subset == 5000 and p["lenet5"].params.recipe.lr == 0.01
+    assert p["resnet18-relu-5_3_2-none"].params.recipe.lr_ratio == (5.0, 4.0, 1.0)
+    # a bad value: one line, exit 2, the file unchanged
+    before = (tmp_path / "params.yaml").read_bytes()
+    bad = cifarlab("set", "data.test_subset=2000", "lenet5.lr=fast", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: bad value for 'lenet5.lr': 'fast'")
+    assert (tmp_path / "params.yaml").read_bytes() == before
+    unknown = cifarlab("set", "dta.url=x", cwd=tmp_path)
+    assert unknown.returncode == 2 and "unknown param 'dta'" in unknown.stderr
+
+
+def test_params_are_read_as_yaml_1_2_like_dvc(tmp_path):
+    """`dvc exp run -S` rewrites params.yaml with ruamel and drops quotes: an unquoted ratio must
+    still read as a ratio (YAML 1.1 would make 2:1:1 the base-60 number 7261)."""
+    text = (ROOT / "params.yaml").read_text().replace('lr_ratio: "2:1:1"', "lr_ratio: 2:1:1")
+    (tmp_path / "params.yaml").write_text(text)
+    p = load_params(tmp_path / "params.yaml")
+    assert p["resnet18-relu-2_1_1-none"].params.recipe.lr_ratio == (2.0, 1.0, 1.0)

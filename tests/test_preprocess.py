@@ -463,15 +463,14 @@ def test_load_split_validates(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# the stage entry point (needs cifarlab.core.params; load_params is replaced)
+# the stage entry point (cifarlab.preprocess.load_params is replaced)
 # ------------------------------------------------------------------------------------------
 def test_main_writes_outputs(tiny_archive: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    params = pytest.importorskip("cifarlab.core.params")
     from cifarlab import preprocess
     from cifarlab.core.paths import RAW_ARCHIVE, STATS_FILE, TEST_FILE, TRAIN_FILE
 
     p = SimpleNamespace(seed=1, data=SimpleNamespace(url="", md5="", train_subset=50, test_subset=20, val_split=0.2))
-    monkeypatch.setattr(params, "load_params", lambda *a, **k: p)
+    monkeypatch.setattr(preprocess, "load_params", lambda *a, **k: p)  # the name preprocess.main calls
     monkeypatch.chdir(tmp_path)
     RAW_ARCHIVE.parent.mkdir(parents=True)
     RAW_ARCHIVE.write_bytes(tiny_archive[0].read_bytes())
@@ -485,12 +484,33 @@ def test_main_writes_outputs(tiny_archive: tuple[Path, str], tmp_path: Path, mon
     assert sorted(p.name for p in TRAIN_FILE.parent.iterdir()) == ["stats.json", "test.npz", "train.npz", "val.npz"]
 
 
+def test_main_reads_the_real_params_file(tiny_archive: tuple[Path, str], tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No stand-in: the shipped params.yaml (run table and all) with a subset, validated for real."""
+    import yaml
+
+    from cifarlab import preprocess
+    from cifarlab.core.paths import RAW_ARCHIVE, STATS_FILE, TRAIN_FILE
+
+    d = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    d["data"].update(train_subset=30, test_subset=10, val_split=0.0)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(d))
+    monkeypatch.chdir(tmp_path)
+    RAW_ARCHIVE.parent.mkdir(parents=True)
+    RAW_ARCHIVE.write_bytes(tiny_archive[0].read_bytes())
+    preprocess.main([])
+    stats = json.loads(STATS_FILE.read_text())
+    assert (stats["n_train"], stats["n_val"], stats["n_test"]) == (30, 0, 10)
+    arrays = read_archive(RAW_ARCHIVE)
+    x, _ = load_split(TRAIN_FILE)
+    np.testing.assert_array_equal(x, arrays.train_x[stratified_subset(arrays.train_y, 30, d["seed"])])  # params `seed`
+
+
 def test_main_with_missing_archive_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    params = pytest.importorskip("cifarlab.core.params")
     from cifarlab import preprocess
 
     p = SimpleNamespace(seed=0, data=SimpleNamespace(url="", md5="", train_subset=None, test_subset=None, val_split=0.0))
-    monkeypatch.setattr(params, "load_params", lambda *a, **k: p)
+    monkeypatch.setattr(preprocess, "load_params", lambda *a, **k: p)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError, match="archive not found"):
         preprocess.main([])

@@ -2,6 +2,7 @@
 
     cifarlab runs                        every run of params.yaml with its model and overrides
     cifarlab estimate                    per-stage time of what `dvc repro` would run on this machine
+    cifarlab set data.train_subset=5000  change params.yaml, validated (then: dvc repro)
     cifarlab train --run lenet5          one stage by hand (what dvc.yaml runs as python -m cifarlab.train)
 
 The stage subcommands take the stage's own arguments (`cifarlab train --help`); dvc.yaml runs
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from cifarlab.core.shell import run_main
 
@@ -73,12 +75,72 @@ def cmd_estimate(argv: list[str]) -> None:
     print(estimate.table(estimate.plan(p, times, stages), device))
 
 
+def set_params(path: Path, assignments: list[str]) -> list[tuple[str, object]]:
+    """Write KEY=VALUE assignments (dotted keys, YAML values) into params.yaml, keeping its
+    comments and layout; the whole result is validated first and written atomically, so a bad
+    value changes nothing. Returns the (key, value) pairs set."""
+    from ruamel.yaml import YAML
+
+    from cifarlab.core.errors import ParamsError
+    from cifarlab.core.io import atomic_write
+    from cifarlab.core.params import read_yaml, validate
+
+    rt = YAML()  # round-trip: comments, order and flow style survive
+    rt.preserve_quotes = True
+    rt.width = 4096  # never fold a long line of the run table
+    rt.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    doc = rt.load(path.read_text())
+    done = []
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        key = key.lstrip("+")  # DVC's -S '++key=value' form means the same here: set or add
+        if not sep or not key:
+            raise ParamsError(f"bad assignment {item!r}: expected KEY=VALUE, e.g. data.train_subset=5000")
+        *parents, leaf = key.split(".")
+        node = doc
+        for i, part in enumerate(parents):
+            if not isinstance(node, dict) or part not in node:
+                raise ParamsError(f"unknown param '{'.'.join(parents[:i + 1])}' in {item!r}")
+            node = node[part]
+        if not isinstance(node, dict):
+            raise ParamsError(f"'{'.'.join(parents)}' is not a section: cannot set {key!r}")
+        value = read_yaml(text)
+        node[leaf] = value
+        done.append((key, value))
+    validate(read_yaml(_dump(rt, doc)))  # the whole file, as every stage will read it
+    with atomic_write(path, "w") as f:
+        f.write(_dump(rt, doc))
+    return done
+
+
+def _dump(rt, doc) -> str:
+    import io
+
+    buf = io.StringIO()
+    rt.dump(doc, buf)
+    return buf.getvalue()
+
+
+def cmd_set(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="cifarlab set", description=(
+        "Change params.yaml: validated, comments kept, nothing written on a bad value. "
+        "`cifarlab set ... && dvc repro` is `dvc exp run -S ...` without an experiment commit "
+        "(and, on a fresh clone, without DVC's checkout warnings)."))
+    ap.add_argument("assignments", nargs="+", metavar="KEY=VALUE", help="e.g. data.train_subset=5000 lenet5.lr=0.01")
+    args = ap.parse_args(argv)
+    from cifarlab.core.paths import PARAMS_FILE
+
+    for key, value in set_params(PARAMS_FILE, args.assignments):
+        print(f"params.yaml: {key} = {value}")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(prog="cifarlab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
     sub.add_parser("runs", help="list the runs of params.yaml with their recipes", add_help=False)
     sub.add_parser("estimate", help="per-stage time of what `dvc repro` would run here", add_help=False)
+    sub.add_parser("set", help="change params.yaml values, validated (KEY=VALUE ...)", add_help=False)
     for name, text in STAGES.items():
         sub.add_parser(name, help=f"stage: {text}", add_help=False)
     if not argv or argv[0] in ("-h", "--help"):
@@ -88,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         cmd_runs(rest)
     elif command == "estimate":
         cmd_estimate(rest)
+    elif command == "set":
+        cmd_set(rest)
     elif command in STAGES:
         importlib.import_module(f"cifarlab.{command}").main(rest)
     else:

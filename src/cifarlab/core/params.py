@@ -18,7 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, Mapping
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -30,10 +30,10 @@ from pydantic import (
 )
 
 from cifarlab.core.errors import ParamsError
+from cifarlab.core.paths import PARAMS_FILE
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
-PARAMS_FILE = Path("params.yaml")
 
 
 class _Strict(BaseModel):
@@ -326,7 +326,14 @@ def load_params(path: str | Path = PARAMS_FILE, check_models: bool = True) -> Pa
     except FileNotFoundError:
         raise ParamsError(f"params file not found: {path} (run from the repository root)") from None
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
+        raw = read_yaml(text)
+    except YAMLError as err:
         raise ParamsError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
     return validate(raw, check_models)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML as DVC does (ruamel.yaml, YAML 1.2), so the values validated are the values DVC
+    hashes: `dvc exp run -S` rewrites params.yaml with ruamel and drops quotes, and YAML 1.1
+    (PyYAML) would then read a ratio 2:1:1 as the base-60 number 7261 and `no` as False."""
+    return YAML(typ="safe", pure=True).load(text)

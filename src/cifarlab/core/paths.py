@@ -4,6 +4,7 @@ dvc.yaml names the same paths; keep the two in step.
 """
 from pathlib import Path
 
+PARAMS_FILE = Path("params.yaml")
 RAW_ARCHIVE = Path("data/raw/cifar-10-python.tar.gz")
 PREPARED_DIR = Path("data/prepared")
 TRAIN_FILE = PREPARED_DIR / "train.npz"  # x: uint8 (N, 32, 32, 3), y: int64 (N,)

@@ -23,8 +23,8 @@ from cifarlab.core.paths import RAW_ARCHIVE
 CHUNK = 1 << 20
 USER_AGENT = "cifarlab-fetch/1"
 HINT = (
-    "Put a copy of cifar-10-python.tar.gz on disk and run with "
-    "data.url=/path/to/cifar-10-python.tar.gz (e.g. dvc exp run -S data.url=...)"
+    "Put a copy of cifar-10-python.tar.gz on disk and point data.url at it: "
+    "cifarlab set data.url=/path/to/cifar-10-python.tar.gz && dvc repro"
 )
 
 

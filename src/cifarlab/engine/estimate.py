@@ -32,8 +32,7 @@ TIMING_BATCH = 32  # images per timed step (or the recipe's batch when smaller)
 # depend on the data size): not worth timing each time.
 FIXED_SECONDS = {"fetch": 5.0, "preprocess": 15.0, "plot": 4.0, "report": 15.0, "experiment": 1.0}
 SLOW_CPU_S = 15 * 60  # a notice when a CPU would train longer than this
-SUBSET_DEMO = ("-S data.train_subset=5000 -S data.test_subset=2000 -S train.max_epochs=1 "
-               "-S alexnet_transfer.pretrained=false")
+SUBSET_DEMO = "data.train_subset=5000 data.test_subset=2000 train.max_epochs=1 alexnet_transfer.pretrained=false"
 
 
 def format_duration(seconds: float) -> str:
@@ -44,7 +43,7 @@ def format_duration(seconds: float) -> str:
 def subset_hint(data_url: str) -> str:
     """The command for a quick CPU reproduction, carrying the user's own data.url (offline, the
     official URL fails again)."""
-    return f"dvc exp run -S data.url={data_url} {SUBSET_DEMO}"
+    return f"cifarlab set data.url={data_url} {SUBSET_DEMO} && dvc repro"
 
 
 def cpu_notice(out: str, epochs: int, n_train: int, n_test: int, s_per_image: float) -> str | None:
