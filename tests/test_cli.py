@@ -100,7 +100,7 @@ def test_repro_notice_counts_every_stage_and_carries_the_data_url(monkeypatch, t
     msg = estimate.repro_notice(p)
     n_stages = len(estimate.all_stages(p))
     assert msg.startswith(f"warning: no GPU found: this `dvc repro` runs {n_stages} stages, {len(p.runs)} of them training")
-    assert "dvc exp run -S data.url=/data/cifar-10-python.tar.gz -S data.train_subset=5000" in msg
+    assert "cifarlab set data.url=/data/cifar-10-python.tar.gz data.train_subset=5000" in msg and msg.endswith("&& dvc repro")
     assert "\n" not in msg
 
 

@@ -16,12 +16,12 @@ import yaml
 from pydantic import ValidationError
 
 from cifarlab.core.errors import ParamsError
-from cifarlab.core.params import TOP_KEYS, load_params, validate
+from cifarlab.core.params import TOP_KEYS, load_params, read_yaml, validate
 from cifarlab.core.runs import resolve, stage_args
 from cifarlab.models import list_models, model_info
 
 ROOT = Path(__file__).resolve().parents[1]
-RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
+RAW = read_yaml((ROOT / "params.yaml").read_text())  # as load_params reads it (YAML 1.2)
 DELETE = object()
 
 GRID_RUN = "resnet18-relu-2_1_1-none"  # a report-004 run of the shipped table
@@ -261,15 +261,24 @@ def test_bad_ratios(ratio):
     assert f"bad value for 'runs.{GRID_RUN}.lr_ratio" in one_line_error(raw({f"runs.{GRID_RUN}.lr_ratio": ratio}))
 
 
-def test_unquoted_yaml_ratio_is_refused_not_misread():
-    # YAML 1.1 reads an unquoted 5:3:2 as a base-60 integer, 5*3600 + 3*60 + 2 (why params.yaml quotes ratios)
-    value = yaml.safe_load("lr_ratio: 5:3:2")["lr_ratio"]
-    assert value == 18182
-    assert f"bad value for 'runs.{GRID_RUN}.lr_ratio': 18182" in one_line_error(raw({f"runs.{GRID_RUN}.lr_ratio": value}))
+def test_unquoted_ratio_in_params_file_is_read_as_yaml_1_2(tmp_path):
+    # `dvc exp run -S` rewrites params.yaml without the quotes; params are read as DVC reads them
+    # (YAML 1.2), so an unquoted 5:3:2 is the ratio, not YAML 1.1's base-60 number 5*3600 + 3*60 + 2
+    d = raw({f"runs.{GRID_RUN}.lr_ratio": "@RATIO@", f"runs.{ALEX_RUN}.skip": "@SKIP@"})
+    text = yaml.safe_dump(d).replace("'@RATIO@'", "5:3:2").replace("'@SKIP@'", "no")
+    assert "lr_ratio: 5:3:2" in text and yaml.safe_load(text)["runs"][GRID_RUN]["lr_ratio"] == 18182  # PyYAML
+    (tmp_path / "params.yaml").write_text(text.replace("skip: no", "skip: true"))
+    assert load_params(tmp_path / "params.yaml")[GRID_RUN].params.recipe.lr_ratio == (5.0, 3.0, 2.0)
+    # and YAML 1.2's `no` is a string, which a bool option refuses rather than guesses at
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(ParamsError, match=rf"^bad value for 'runs\.{ALEX_RUN}\.skip': 'no'"):
+        load_params(tmp_path / "params.yaml")
+    # a base-60 integer handed over by a YAML 1.1 reader is refused, not taken as a ratio
+    assert f"bad value for 'runs.{GRID_RUN}.lr_ratio': 18182" in one_line_error(raw({f"runs.{GRID_RUN}.lr_ratio": 18182}))
 
 
 def test_yaml_style_exponent_string_is_a_number():
-    # PyYAML reads `1e-4` (no dot) as a string; it is still a valid weight decay.
+    # A YAML 1.1 reader (PyYAML) gives `1e-4` (no dot) as a string; it is still a valid weight decay.
     p = validate(raw({"resnet9.weight_decay": "1e-4", f"runs.{GRID_RUN}.weight_decay": "5e-4"}))
     assert p["resnet9"].params.recipe.weight_decay == pytest.approx(1e-4)
     assert p[GRID_RUN].params.recipe.weight_decay == pytest.approx(5e-4)

@@ -265,13 +265,13 @@ def validate(raw: Any, check_models: bool = True) -> Params:
     recipes = {name: _validate_model_section(name, raw[name], check_models) for name in known if name in raw}
     runs = _validate_runs(raw["runs"], raw, known, check_models)
     model = raw["model"]
-    if model not in runs:
+    if not isinstance(model, str) or model not in runs:
         raise ParamsError(f"bad value for 'model': {model!r} is not a run; runs: {', '.join(runs)}")
     pca = raw.get("pca") or []
     if not isinstance(pca, list):
         raise ParamsError(f"bad value for 'pca': {pca!r} (a list of run names)")
     for i, run in enumerate(pca):
-        if run not in runs:
+        if not isinstance(run, str) or run not in runs:
             raise ParamsError(f"bad value for 'pca[{i}]': {run!r} is not a run; runs: {', '.join(runs)}")
         if check_models and not _has_embedding(runs[run].model):
             raise ParamsError(f"bad value for 'pca[{i}]': run {run!r} trains {runs[run].model}, which has no "
@@ -313,7 +313,10 @@ def _validate_runs(raw_runs: Any, raw: Mapping, known: list[str], check_models: 
         try:
             merged = _validate_model_section(model, {**raw[model], **overrides}, check_models)
         except ParamsError as e:  # name the run's entry, not the section, as the place to fix
-            raise ParamsError(str(e).replace(f"'{model}.", f"'runs.{name}.", 1)) from None
+            msg = str(e).replace(f"'{model}.", f"'runs.{name}.", 1)
+            if msg.startswith(f"{model}: "):  # a rule spanning keys (multistep needs lr_ratio ...)
+                msg = f"runs.{name} (model {model}): " + msg.removeprefix(f"{model}: ")
+            raise ParamsError(msg) from None
         runs[name] = Run(name=name, model=model, overrides=MappingProxyType(overrides), params=merged)
     return runs
 
