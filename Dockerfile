@@ -42,8 +42,12 @@ ENV HOME=/home/cifarlab \
     PYTHONPATH=/workspace/src \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
+# `cifarlab` runs the mounted checkout's command (python -m cifarlab): the package is not
+# installed in the image, its code stays in the checkout.
 RUN mkdir -p /home/cifarlab/.cache/torch /home/cifarlab/.cache/matplotlib \
     && chmod -R 1777 /home/cifarlab \
+    && printf '#!/bin/sh\nexec python -m cifarlab "$@"\n' > /usr/local/bin/cifarlab \
+    && chmod 755 /usr/local/bin/cifarlab \
     && git config --system --add safe.directory '*' \
     && git config --system user.name "cifarlab (docker)" \
     && git config --system user.email "cifarlab@localhost"
