@@ -292,3 +292,47 @@ def test_val_split_selects_an_epoch_and_reports_test_at_it(workdir):
     assert m["val"]["epoch"] == val_epoch and "validation" in m["val"]["selected_by"]
     assert m["val"]["top1"] == pytest.approx(h["test_acc"][val_epoch - 1], abs=1e-6)
     assert m["val"]["top1"] <= m["best"]["top1"]  # best-on-test is the optimistic one
+
+
+def _strict_json(path: Path):
+    def refuse(token):
+        raise ValueError(f"{path}: {token} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_a_diverged_run_is_recorded_as_diverged_and_the_stages_go_on(workdir, capsys):
+    """lr 1e30 (a slipped exponent for 1e-3): the loss goes non-finite; training stops after that
+    epoch with one line, every stage still succeeds, no NaN reaches any JSON file, and the report
+    says "diverged (epoch 1)" where the number would be."""
+    import shutil
+
+    from cifarlab import report
+
+    tmp, archive, md5 = workdir
+    write_params(tmp, archive, md5, ["lenet5", "dnn"], lenet5={"lr": 1e30, "batch_size": 16})
+    run_pipeline(["lenet5", "dnn"])  # raises if a stage fails
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("diverged:")]
+    assert len(lines) == 1 and lines[0].startswith("diverged: lenet5 epoch 1, step 2 of 13")  # step 1 is still sane and "lr 1e+30" in lines[0]
+    h = pd.read_csv(tmp / "reports/history/lenet5.csv")
+    assert h["epoch"].tolist() == [1]  # stopped after the epoch it diverged in (max_epochs is 2)
+    m = _strict_json(tmp / "reports/metrics/lenet5.json")
+    assert m["diverged"] is True and m["diverged_epoch"] == 1
+    assert m["final"] == {"epoch": 1, "top1": None, "top3": None, "loss": None}
+    shutil.copy(ROOT / "reports/reference.yaml", tmp / "reports/reference.yaml")
+    report.main([])
+    for f in (tmp / "reports").rglob("*.json"):
+        _strict_json(f)  # no NaN / Infinity anywhere
+    readme = (tmp / "reports/README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `lenet5` | top-1"))
+    assert "diverged (epoch 1)" in row
+    dnn = _strict_json(tmp / "reports/metrics/dnn.json")  # the other run trained as usual
+    assert "diverged" not in dnn and dnn["final"]["top1"] > 0
+
+
+def test_json_writer_never_writes_nan_or_infinity(tmp_path):
+    from cifarlab.core.io import write_json
+
+    write_json(tmp_path / "x.json", {"a": float("nan"), "b": [1.0, float("inf"), -float("inf")], "c": {"d": (2.5,)}})
+    assert _strict_json(tmp_path / "x.json") == {"a": None, "b": [1.0, None, None], "c": {"d": [2.5]}}

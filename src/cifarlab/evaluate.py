@@ -59,8 +59,15 @@ def main(argv: list[str] | None = None) -> None:
     pred_best = None
     ckpt_dir = paths.CHECKPOINT_DIR / spec.out
     val_ckpt = ckpt_dir / "val_best.pt"
+    diverged = None
     for which in ("final", "best", *(("val",) if val_ckpt.exists() else ())):
         ckpt = load_checkpoint(val_ckpt if which == "val" else ckpt_dir / f"{which}.pt")
+        diverged = diverged or ckpt.get("diverged")
+        if diverged and ckpt["epoch"] >= diverged["epoch"]:
+            # weights of a diverged epoch: no numbers to report (null, never NaN)
+            blocks[which] = {"epoch": ckpt["epoch"], "selected_by": SELECTION[which], "top1": None, "top3": None,
+                             "loss": None, "diverged": True}
+            continue
         if which == "best" and ckpt["epoch"] == blocks["final"]["epoch"]:
             # The best epoch is the last one: same weights, so the same numbers; skip the pass.
             blocks["best"] = {**blocks["final"], "selected_by": SELECTION["best"]}
@@ -85,13 +92,20 @@ def main(argv: list[str] | None = None) -> None:
         "recipe_epochs": mp.recipe.epochs,
         "epochs_cap": p.train.max_epochs if epochs < mp.recipe.epochs else None,
         "random_features": mp.arch.get("pretrained") is False,
+        "diverged": diverged,
         **blocks,
     }
-    write_json(paths.METRICS_DIR / f"{spec.out}.json",
-               {which: {k: b[k] for k in SCALARS} for which, b in blocks.items()})
+    metrics = {which: {k: b[k] for k in SCALARS} for which, b in blocks.items()}
+    if diverged:
+        metrics.update(diverged=True, diverged_epoch=diverged["epoch"])
+    write_json(paths.METRICS_DIR / f"{spec.out}.json", metrics)
     write_json(paths.DETAILS_DIR / f"{spec.out}.json", details)
     with atomic_write(paths.PREDICTIONS_DIR / f"{spec.out}.csv", "w") as f:
-        f.write(predictions_csv(test_y.cpu(), pred_best, classes))
+        f.write(predictions_csv(test_y.cpu(), pred_best, classes) if pred_best is not None else "actual,predicted\n")
+    if diverged:
+        print(f"evaluate {spec.out}: diverged at epoch {diverged['epoch']} (lr {diverged['lr']:.3g}): "
+              "no final numbers; metrics record diverged: true")
+        return
     f, b = blocks["final"], blocks["best"]
     print(f"evaluate {spec.out}: final epoch {f['epoch']} top1 {f['top1']:.4f} top3 {f['top3']:.4f} | "
           f"best epoch {b['epoch']} top1 {b['top1']:.4f} top3 {b['top3']:.4f}")

@@ -18,7 +18,7 @@ from cifarlab.core import paths
 from cifarlab.core.errors import DataError
 from cifarlab.core.runs import stage_args
 from cifarlab.core.shell import run_main
-from cifarlab.figures import confusion_figure, curves_figure, save_png
+from cifarlab.figures import confusion_figure, curves_figure, message_figure, save_png
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,8 +32,12 @@ def main(argv: list[str] | None = None) -> None:
     confusion = paths.RUN_FIGURES_DIR / f"confusion_{spec.out}.png"
     save_png(curves_figure(spec.out, hist), curves)
     best = details["best"]
-    save_png(confusion_figure(best["confusion"], details["classes"], f"{spec.out}: best epoch {best['epoch']}"),
-             confusion)
+    if "confusion" in best:
+        fig = confusion_figure(best["confusion"], details["classes"], f"{spec.out}: best epoch {best['epoch']}")
+    else:  # the run diverged before any epoch could be tested
+        fig = message_figure(f"{spec.out}: diverged at epoch {details['diverged']['epoch']}\n"
+                             f"(lr {details['diverged']['lr']:.3g}): no confusion matrix")
+    save_png(fig, confusion)
     print(f"plot {spec.out}: wrote {curves}, {confusion}")
 
 

@@ -63,8 +63,12 @@ def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> Fi
                  on_epoch_end=save_state)
 
     out = paths.CHECKPOINT_DIR / spec.out
-    save_checkpoint(out / "final.pt", spec.model, mp.arch, result.final_state, result.history[-1].epoch)
-    save_checkpoint(out / "best.pt", spec.model, mp.arch, result.best_state, result.best_epoch)
+    div = result.diverged
+    best_state, best_epoch = result.best_state, result.best_epoch
+    if best_state is None:  # diverged in its first epoch: no epoch to call best
+        best_state, best_epoch = result.final_state, result.history[-1].epoch
+    save_checkpoint(out / "final.pt", spec.model, mp.arch, result.final_state, result.history[-1].epoch, div)
+    save_checkpoint(out / "best.pt", spec.model, mp.arch, best_state, best_epoch, div)
     val_ckpt = out / "val_best.pt"
     if result.val_best_state is not None:
         save_checkpoint(val_ckpt, spec.model, mp.arch, result.val_best_state, result.val_best_epoch)
@@ -80,6 +84,7 @@ def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> Fi
         "torch": torch.__version__,
         "epochs_run": len(result.history),
         "stopped_early": result.stopped_early,
+        "diverged": div,
         "train_seconds": round(result.train_seconds, 3),  # this process's share when it resumed
         "train_images_per_s": round(result.train_images / max(result.train_seconds, 1e-9), 1),
         "epoch_seconds": [round(h.seconds, 3) for h in result.history],

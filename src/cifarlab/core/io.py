@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -42,8 +43,22 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
         raise
 
 
+def finite_or_none(obj: Any) -> Any:
+    """`obj` with every float that is nan or +-inf replaced by None (JSON null), recursively
+    through dicts, lists and tuples: strict JSON has no NaN or Infinity, and JSON.parse (DVC's VS
+    Code extension, a browser) rejects a file that holds one."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write `obj` as stable, human-diffable JSON (sorted keys, 2-space indent, trailing newline)."""
+    """Write `obj` as stable, human-diffable, strict JSON (sorted keys, 2-space indent, trailing
+    newline; non-finite floats as null, so no NaN or Infinity can reach a file)."""
+    text = json.dumps(finite_or_none(obj), indent=2, sort_keys=True, allow_nan=False)
     with atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
+        f.write(text + "\n")

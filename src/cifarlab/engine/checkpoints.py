@@ -67,9 +67,10 @@ def load_resume(path: Path, fingerprint: str, log: Callable[[str], None]) -> dic
     return snap
 
 
-def save_checkpoint(path: Path, model: str, arch: dict, state: dict, epoch: int) -> None:
+def save_checkpoint(path: Path, model: str, arch: dict, state: dict, epoch: int, diverged: dict | None = None) -> None:
+    """`diverged`: the run's divergence record ({"epoch", "step", "lr", "train_loss"}), if it diverged."""
     with atomic_write(path) as f:
-        torch.save({"model": model, "arch": dict(arch), "epoch": epoch, "state_dict": state}, f)
+        torch.save({"model": model, "arch": dict(arch), "epoch": epoch, "state_dict": state, "diverged": diverged}, f)
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -78,10 +78,10 @@ def derive_seed(*parts: int) -> int:
 @dataclass(frozen=True)
 class EpochStats:
     epoch: int  # 1-based
-    train_loss: float
+    train_loss: float | None  # None: not finite (the epoch diverged)
     train_acc: float
-    test_loss: float
-    test_acc: float
+    test_loss: float | None  # None: not tested (the epoch diverged)
+    test_acc: float | None
     lr: float  # lr at the start of the epoch
     seconds: float  # wall time of the epoch (training + test pass); not a metric, varies run to run
     val_loss: float | None = None  # on the held-out validation split (data.val_split > 0)
@@ -99,6 +99,12 @@ class FitResult:
     stopped_early: bool
     train_images: int  # images seen in training steps (for images/s)
     train_seconds: float
+    diverged: dict | None = None  # {"epoch", "step", "lr", "train_loss"} when training diverged
+
+
+# An epoch whose mean training cross-entropy is above this (nats; chance is ln 10 = 2.3) has
+# diverged as surely as one whose loss is inf or nan: e^-10000 is no classifier's probability.
+DIVERGED_LOSS = 1e4
 
 
 class Runtime:
@@ -219,7 +225,7 @@ def fit(
 
     st = TrainState.fresh() if resume is None else TrainState.restore(resume, model, step)
     for epoch in range(st.epoch + 1, epochs + 1):
-        if st.stopped_early:
+        if st.stopped_early or st.diverged:
             break
         t0 = time.perf_counter()
         gen = torch.Generator(device=device).manual_seed(derive_seed(seed, epoch, 0))
@@ -230,26 +236,46 @@ def fit(
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
-        bar = tqdm(_batches(perm, recipe.batch_size), desc=f"{desc} {epoch}/{epochs}", leave=False,
-                   disable=None, unit="batch")
-        for idx in bar:
+        batches = _batches(perm, recipe.batch_size)
+        # The first step whose loss is not finite, tracked on the device (-1: none): read once,
+        # at the end of the epoch, so divergence costs no per-step host sync.
+        step_ids = torch.arange(len(batches), device=device)
+        bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        bar = tqdm(batches, desc=f"{desc} {epoch}/{epochs}", leave=False, disable=None, unit="batch")
+        for i, idx in enumerate(bar):
             # index_select, not train_x[idx]: ~20% faster gather on CPU (benchmarks/README.md)
             yb = train_y.index_select(0, idx)
             loss, logits = step(train_x.index_select(0, idx), yb, gen)
             loss_sum += loss * idx.numel()
             correct += (logits.argmax(1) == yb).sum()
             seen += idx.numel()
+            bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step_ids[i], bad_step)
         step.end_epoch()
         if device.type == "cuda":
             torch.cuda.synchronize()
         st.train_seconds += time.perf_counter() - t0
         st.images += seen
 
+        train_loss = loss_sum.item() / seen
+        if not math.isfinite(train_loss) or train_loss > DIVERGED_LOSS:
+            first_bad = int(bad_step.item())
+            st.diverged = {"epoch": epoch, "step": (first_bad + 1) if first_bad >= 0 else None, "lr": lr,
+                           "train_loss": train_loss if math.isfinite(train_loss) else None}
+            where = f"step {first_bad + 1} of {len(batches)}" if first_bad >= 0 else f"mean loss {train_loss:.3g}"
+            log(f"diverged: {desc} epoch {epoch}, {where}: training loss not finite or above {DIVERGED_LOSS:g} "
+                f"at lr {lr:.3g}; training stopped, recorded as diverged (check the lr)")
+            st.history.append(EpochStats(epoch=epoch, train_loss=st.diverged["train_loss"], train_acc=correct.item() / seen,
+                                         test_loss=None, test_acc=None, lr=lr, seconds=time.perf_counter() - t0))
+            st.epoch = epoch
+            if on_epoch_end is not None:
+                on_epoch_end(st.snapshot(model, step))
+            break
+
         test_loss, test_acc = _loss_acc(predict(model, test_x, pipe, rt), test_y)
         val_loss, val_acc = _loss_acc(predict(model, val_x, pipe, rt), val_y) if use_val else (None, None)
         stats = EpochStats(
             epoch=epoch,
-            train_loss=loss_sum.item() / seen,
+            train_loss=train_loss,
             train_acc=correct.item() / seen,
             test_loss=test_loss,
             test_acc=test_acc,
@@ -292,6 +318,7 @@ def fit(
         stopped_early=st.stopped_early,
         train_images=st.images,
         train_seconds=st.train_seconds,
+        diverged=st.diverged,
     )
 
 
@@ -313,6 +340,7 @@ class TrainState:
     stopped_early: bool
     images: int
     train_seconds: float
+    diverged: dict | None = None
 
     @classmethod
     def fresh(cls) -> TrainState:

@@ -36,10 +36,11 @@ def curves_figure(name: str, hist: pd.DataFrame) -> plt.Figure:
     for split, style in (("train", "-"), ("test", "--")):
         ax_l.plot(hist["epoch"], hist[f"{split}_loss"], style, marker="o", ms=3, label=split)
         ax_a.plot(hist["epoch"], 100 * hist[f"{split}_acc"], style, marker="o", ms=3, label=split)
-    best = hist["test_acc"].idxmax()
-    ax_a.annotate(f"best {100 * hist['test_acc'][best]:.2f}% @ {hist['epoch'][best]}",
-                  (hist["epoch"][best], 100 * hist["test_acc"][best]),
-                  textcoords="offset points", xytext=(0, -14), ha="center", fontsize=8)
+    if hist["test_acc"].notna().any():  # a run that diverged in its first epoch has no test number
+        best = hist["test_acc"].idxmax()
+        ax_a.annotate(f"best {100 * hist['test_acc'][best]:.2f}% @ {hist['epoch'][best]}",
+                      (hist["epoch"][best], 100 * hist["test_acc"][best]),
+                      textcoords="offset points", xytext=(0, -14), ha="center", fontsize=8)
     ax_l.set(title=f"{name}: loss", xlabel="epoch", ylabel="cross-entropy")
     ax_a.set(title=f"{name}: accuracy", xlabel="epoch", ylabel="top-1 (%)")
     for ax in (ax_l, ax_a):
@@ -57,12 +58,13 @@ def comparison_figure(top1: Mapping[str, Mapping[str, float | None]], hists: Map
     x = range(len(names))
     w = 0.27
     series = [  # the order and colours of report_bars
-        ("reported", "reported", [top1[n]["reported"] or 0 for n in names]),
+        ("reported", "reported", [top1[n]["reported"] for n in names]),
         ("best", "best epoch (on test)", [top1[n]["best"] for n in names]),
         ("final", "final epoch", [top1[n]["final"] for n in names]),
     ]
     for i, (key, label, vals) in enumerate(series):
-        bars = ax_b.bar([k + (i - 1) * w for k in x], [100 * v for v in vals], w, label=label,
+        # None (no published number, or a diverged run): an empty bar
+        bars = ax_b.bar([k + (i - 1) * w for k in x], [0 if v is None else 100 * v for v in vals], w, label=label,
                         color=SERIES_COLORS[key])
         ax_b.bar_label(bars, fmt="%.1f", fontsize=6, rotation=90, padding=2)
     ax_b.set_xticks(list(x), names, rotation=30, ha="right")
@@ -74,6 +76,14 @@ def comparison_figure(top1: Mapping[str, Mapping[str, float | None]], hists: Map
     ax_c.grid(alpha=0.3)
     ax_c.legend(fontsize=7, ncol=2)
     fig.tight_layout()
+    return fig
+
+
+def message_figure(text: str) -> plt.Figure:
+    """A figure that only says why there is nothing to draw (a declared output must exist)."""
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, wrap=True)
     return fig
 
 

@@ -68,6 +68,7 @@ def normalize_metrics(raw: Mapping, path: str, md5: str | None = None) -> dict:
     smoke = {k: raw.get(k) for k in SMOKE_KEYS}
     return {
         **smoke,
+        "diverged_epoch": raw.get("diverged_epoch") if raw.get("diverged") else None,
         "run": str(run),
         "model": raw.get("model"),
         "seed": seed,
@@ -212,7 +213,15 @@ def run_stats(recs: Sequence[dict], metric: str) -> dict:
         "best_epochs": [r["best"].get("epoch") for r in recs],
         "val_epochs": [r["val"].get("epoch") for r in with_val],
         "seeds": [r["seed"] for r in recs],
+        "diverged": [r["diverged_epoch"] for r in recs if r.get("diverged_epoch") is not None],
     }
+
+
+def fmt_result(metric: str, s: Mapping | None, st: Mapping) -> str:
+    """fmt_summary, but "diverged (epoch E)" where no seed left a number because training diverged."""
+    if (s is None or s["n"] == 0) and st.get("diverged"):
+        return f"diverged (epoch {fmt_epochs(st['diverged'])})"
+    return fmt_summary(metric, s)
 
 
 # --------------------------------------------------------------------------- formatting
@@ -404,8 +413,8 @@ def comparison_table(entries: Sequence[dict], runs: Mapping[str, list[dict]]) ->
             f"`{n['run']}`",
             METRIC_LABELS[metric],
             fmt_value(metric, ref),
-            fmt_summary(metric, best),
-            fmt_summary(metric, st["final"]) if ran else NOT_RUN,
+            fmt_result(metric, best, st),
+            fmt_result(metric, st["final"], st) if ran or st["diverged"] else NOT_RUN,
             fmt_diff(metric, best["mean"], ref),
             f"{DASH if n.get('epoch') is None else n['epoch']} / {fmt_epochs(st['best_epochs']) if ran else DASH}",
             ", ".join(fmt_seed(s) for s in st["seeds"]) if ran else DASH,
@@ -433,10 +442,11 @@ def grid_table(reference: Mapping, runs: Mapping[str, list[dict]]) -> str:
                 if n is None:
                     row.append(DASH)
                     continue
-                s = run_stats(runs.get(n["run"], []), "top1")["best"]
+                st = run_stats(runs.get(n["run"], []), "top1")
+                s = st["best"]
                 ref = f"{_clean(100 * n['value'], 2):.2f}"
                 if not s["n"]:
-                    row.append(f"{NOT_RUN} ({ref})")
+                    row.append(f"{fmt_result('top1', s, st)} ({ref})")
                 elif s["n"] == 1:
                     row.append(f"{_clean(100 * s['mean'], 2):.2f} ({ref})")
                 else:
@@ -459,7 +469,8 @@ def alexnet_table(reference: Mapping, runs: Mapping[str, list[dict]]) -> str:
                 ref = primary(entries, run, metric)
                 st = run_stats(runs.get(run, []), metric)["best"]
                 reported = fmt_value(metric, ref["value"]) if ref else DASH
-                lines.append(f"{METRIC_LABELS[metric]} {fmt_summary(metric, st)} (reported {reported})")
+                lines.append(f"{METRIC_LABELS[metric]} {fmt_result(metric, st, run_stats(runs.get(run, []), metric))} "
+                             f"(reported {reported})")
             row.append("<br>".join(lines))
         rows.append(row)
     return md_table(["", "without skip", "with skip"], rows)
@@ -553,7 +564,7 @@ def other_runs_table(reference: Mapping, runs: Mapping[str, list[dict]]) -> str:
         st = run_stats(recs, "top1")
         reports = ", ".join(sorted({str(r["report"]) for r in counted(recs) if r["report"] is not None})) or DASH
         rows.append([f"`{run}`", reports, ", ".join(fmt_seed(s) for s in st["seeds"]),
-                     fmt_summary("top1", st["best"]), fmt_summary("top1", st["final"])])
+                     fmt_result("top1", st["best"], st), fmt_result("top1", st["final"], st)])
     if not rows:
         return ""
     return md_table(["run", "report", "seeds", "top-1 (best epoch)", "top-1 (final epoch)"], rows)
