@@ -336,3 +336,57 @@ def test_json_writer_never_writes_nan_or_infinity(tmp_path):
 
     write_json(tmp_path / "x.json", {"a": float("nan"), "b": [1.0, float("inf"), -float("inf")], "c": {"d": (2.5,)}})
     assert _strict_json(tmp_path / "x.json") == {"a": None, "b": [1.0, None, None], "c": {"d": [2.5]}}
+
+
+def test_thread_count_is_hashed_when_it_changes_the_bytes(workdir):
+    """Two runs that differ only in train.num_threads: equal bytes, or a stage hash that differs
+    (train.num_threads is a param of the train and evaluate stages), never different bytes under
+    the same hash."""
+    tmp, archive, md5 = workdir
+    digests = {}
+    for threads in (1, 2):
+        prepared(tmp, archive, md5, ["cnn"], cnn={"batch_size": 16})
+        d = yaml.safe_load((tmp / "params.yaml").read_text())
+        d["train"]["num_threads"] = threads
+        (tmp / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
+        train.main(["--run", "cnn"])
+        digests[threads] = sha(tmp / "data/checkpoints/cnn/final.pt")
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    hashed = {name: "train.num_threads" in stages[name]["do"]["params"] for name in ("train", "evaluate")}
+    assert digests[1] == digests[2] or all(hashed.values()), (digests, hashed)
+    assert all(hashed.values())  # and it is hashed anyway: the bytes may differ on other machines
+
+
+CU129_ARCHS = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"]
+
+
+def test_gpu_preflight_stops_on_a_gpu_the_torch_build_cannot_run(monkeypatch):
+    """A Pascal GPU (sm_61) under a CUDA 12.9 torch build: one line naming the GPU, its sm, the
+    build's architectures and the CUDA 12.6 base image, before any work (faked on the CPU)."""
+    from cifarlab.core.errors import CifarlabError
+    from cifarlab.core.params import TrainParams
+    from cifarlab.engine import loop
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA GeForce GTX 1080 Ti")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (6, 1))
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: CU129_ARCHS)
+    monkeypatch.setattr(torch, "__version__", "2.8.0+cu129")
+    with pytest.raises(CifarlabError) as e:
+        loop.setup_device(TrainParams())
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("GPU NVIDIA GeForce GTX 1080 Ti is sm_61, but this torch 2.8.0+cu129")
+    assert "sm_75, sm_80" in msg and "BASE_IMAGE=pytorch/pytorch:2.8.0-cuda12.6-cudnn9-runtime" in msg
+
+
+@pytest.mark.parametrize("capability, archs, runs", [
+    ((9, 0), CU129_ARCHS, True),          # H100/H200: its own sm_90
+    ((8, 9), ["sm_80", "sm_86"], True),   # Ada runs Ampere sm_86 binaries (same major, lower minor)
+    ((7, 0), CU129_ARCHS, False),         # V100 under cu129: dropped
+    ((12, 1), ["sm_90", "compute_90"], True),  # PTX of a lower version JIT-compiles
+    ((6, 1), ["sm_50", "sm_60", "sm_70"], True),
+])
+def test_gpu_arch_rule(capability, archs, runs):
+    from cifarlab.engine.loop import gpu_arch_problem
+
+    assert (gpu_arch_problem("gpu", capability, archs, "t") is None) == runs

@@ -2,14 +2,19 @@
 
 Every failure caused by bad input (params, archives, checkpoints, weights) is raised as a
 `CifarlabError` subclass whose message is ONE line naming the bad value and what is allowed.
-Stage entry points turn it into that line on stderr and exit code 2 (see `cifarlab.cli`).
+Stage entry points turn it into that line on stderr and exit code 2 (see `cifarlab.core.shell`).
 """
+import re
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]")  # terminal control sequences
 
 
 def one_line(obj: object, limit: int | None = None) -> str:
     """`str(obj)` with its whitespace runs (line breaks included) squeezed to single spaces, cut
     to `limit` characters ("..." marks a cut); an exception with no message gives its type name."""
-    text = " ".join(str(obj).split()) or (type(obj).__name__ if isinstance(obj, BaseException) else "")
+    text = " ".join(ANSI_ESCAPE.sub("", str(obj)).split())
+    if not text and isinstance(obj, BaseException):
+        text = type(obj).__name__
     if limit is not None and len(text) > limit:
         text = text[: limit - 3] + "..."
     return text
@@ -24,6 +29,7 @@ class CifarlabError(Exception):
         # One line whatever the message quotes (a key named "a\nb", a file's garbled text):
         # line breaks are shown escaped, as repr() would.
         message = str(message).replace("\r", "\\r").replace("\n", "\\n")
+        message = ANSI_ESCAPE.sub("", message)  # a quoted library message's colours, cursor moves
         super().__init__(message, *args)
 
 

@@ -42,9 +42,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+def _md5_is_text(v: Any) -> Any:
+    """An md5 can be all digits (or digits around one `e`): YAML then reads it as a number (an int,
+    or inf), which no longer spells the digest. Say so, with the quoting that keeps it text."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        raise ValueError("read as a number, not text: quote the 32 hex digits, e.g. "
+                         "cifarlab set 'data.md5=\"0123...\"' or dvc exp run -S 'data.md5=\"0123...\"'")
+    return v
+
+
 class DataParams(_Strict):
     url: str = OFFICIAL_URL
-    md5: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = OFFICIAL_MD5
+    md5: Annotated[str, BeforeValidator(_md5_is_text), Field(pattern=r"^[0-9a-f]{32}$")] = OFFICIAL_MD5
     # Total images kept per split, stratified by class and chosen with `seed`; null = all.
     train_subset: Annotated[int, Field(ge=10)] | None = None
     test_subset: Annotated[int, Field(ge=10)] | None = None
@@ -60,7 +69,9 @@ class TrainParams(_Strict):
     bf16: bool = True  # bf16 autocast on CUDA; ignored on CPU (fp32 there, bit-reproducible)
     channels_last: bool = True  # NHWC memory format on CUDA; ignored on CPU
     eval_batch_size: Annotated[int, Field(ge=1)] = 500
-    num_threads: Annotated[int, Field(ge=1)] | None = None  # CPU threads; null = torch default
+    # CPU threads: they change the numbers (float sums split over threads round differently), so
+    # stages depend on this key; null = the cores available, which differs machine to machine.
+    num_threads: Annotated[int, Field(ge=1)] | None = 2
     # CUDA: deterministic algorithms (and the cuBLAS workspace they need), no cuDNN autotuning.
     # CPU runs are bit-reproducible either way.
     deterministic: bool = True
@@ -171,7 +182,7 @@ def _params_error(err: ValidationError, prefix: str, allowed: tuple[str, ...]) -
         return ParamsError(f"unknown param '{key}'; allowed keys here: {', '.join(allowed)}")
     if e["type"] == "missing":
         return ParamsError(f"missing param '{key}'")
-    msg = e["msg"].replace("\n", " ")
+    msg = e["msg"].replace("\n", " ").removeprefix("Value error, ")
     if not e["loc"]:  # a model_validator: the whole section
         return ParamsError(f"{prefix}: {msg.removeprefix('Value error, ')}")
     return ParamsError(f"bad value for '{key}': {e['input']!r} ({msg})")

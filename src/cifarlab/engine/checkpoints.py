@@ -40,13 +40,13 @@ def history_csv(result: FitResult) -> str:
 def run_fingerprint(spec: RunSpec, train: TrainParams, epochs: int, stats: dict, n: tuple[int, int, int],
                     device: torch.device) -> str:
     """sha256 of everything that decides a run's numbers (recipe, architecture, epochs, seed,
-    split sizes and statistics, device kind, the train keys that change numbers)."""
+    split sizes and statistics, device kind, the train keys that change numbers, CPU threads included)."""
     mp = spec.params
     key = {
         "model": spec.model, "arch": dict(mp.arch), "recipe": mp.recipe.model_dump(mode="json"),
         "epochs": epochs, "seed": spec.seed, "n_train_val_test": list(n),
         "mean": stats["mean"], "std": stats["std"], "device": device.type,
-        "train": train.model_dump(mode="json", exclude={"num_threads", "eval_batch_size"}),
+        "train": train.model_dump(mode="json", exclude={"eval_batch_size"}),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from cifarlab.core.errors import CifarlabError
 from cifarlab.engine.augment import BatchPipeline
 from cifarlab.core.params import Recipe, TrainParams
 from cifarlab.engine.schedules import make_optimizer, make_scheduler
@@ -61,10 +62,53 @@ def configure_determinism(device: torch.device, deterministic: bool) -> None:
     torch.backends.cudnn.benchmark = not deterministic
 
 
+# For a GPU this torch build has no kernels for: the torch build to use instead. PyTorch's CUDA
+# 12.8/12.9 builds dropped Maxwell and Pascal (sm_50-61) and, later, Volta (sm_70); its CUDA 12.6
+# builds still carry sm_50-sm_90.
+OLD_GPU_FIX = ("docker build --build-arg BASE_IMAGE=pytorch/pytorch:2.8.0-cuda12.6-cudnn9-runtime -t cifarlab . "
+               "(or pip install torch torchvision --index-url https://download.pytorch.org/whl/cu126)")
+
+
+def gpu_arch_problem(name: str, capability: tuple[int, int], arch_list: list[str], torch_version: str) -> str | None:
+    """Why this torch build cannot run on this GPU, as one line naming the fix; None if it can.
+
+    capability: (major, minor), e.g. (6, 1) for a GTX 1080 Ti; arch_list: torch.cuda.get_arch_list(),
+    e.g. ["sm_75", ..., "sm_120", "compute_120"]. A GPU runs sm_XY binaries of its own major
+    version and a lower-or-equal minor, and compute_XY (PTX) code of any lower-or-equal version.
+    """
+    major, minor = capability
+    ok = False
+    for arch in arch_list:
+        kind, _, ver = arch.partition("_")
+        if not ver.isdigit():
+            continue
+        a_major, a_minor = int(ver[:-1]), int(ver[-1])
+        if kind == "sm" and a_major == major and a_minor <= minor:
+            ok = True
+        if kind == "compute" and (a_major, a_minor) <= (major, minor):
+            ok = True
+    if ok or not arch_list:
+        return None
+    return (f"GPU {name} is sm_{major}{minor}, but this torch {torch_version} was built for "
+            f"{', '.join(arch_list)} only (\"no kernel image is available\" on the first step): "
+            f"use a CUDA 12.6 build: {OLD_GPU_FIX}")
+
+
+def check_gpu(device: torch.device) -> None:
+    """Stop before any work, with one line, on a GPU this torch build has no kernels for."""
+    if device.type != "cuda":
+        return
+    problem = gpu_arch_problem(torch.cuda.get_device_name(device), torch.cuda.get_device_capability(device),
+                               torch.cuda.get_arch_list(), torch.__version__)
+    if problem:
+        raise CifarlabError(problem)
+
+
 def setup_device(cfg: TrainParams) -> torch.device:
     """The device a stage computes on, with train.num_threads and train.deterministic applied:
-    the one place train, evaluate and embed set these up."""
+    the one place train, evaluate and pca set these up (and check the GPU is one torch can use)."""
     device = select_device()
+    check_gpu(device)
     configure_threads(cfg.num_threads)
     configure_determinism(device, cfg.deterministic)
     return device

@@ -20,6 +20,7 @@ The input is expected already normalized; ImageNet normalization is the training
 from __future__ import annotations
 
 import http.client
+import pickle
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -58,6 +59,14 @@ def _download_state_dict(weights: torchvision.models.WeightsEnum) -> dict[str, A
 
 def _one_line(err: BaseException) -> str:
     return one_line(f"{type(err).__name__}: {err}")
+
+
+def _unpickling_reason(err: BaseException) -> str:
+    """torch's weights_only refusal without its advice to load the file as an unrestricted pickle
+    (never good advice for a file from elsewhere): the "WeightsUnpickler error" part only."""
+    text = one_line(err)
+    reason = text.partition("WeightsUnpickler error:")[2].strip() or text
+    return reason.split(". ")[0][:200]
 
 
 def _features_state(state: Any, source: str) -> dict[str, torch.Tensor]:
@@ -185,8 +194,17 @@ def alexnet_transfer(
             raise WeightsError(f"alexnet_transfer.weights: no such file '{path}'")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:  # weights_only refused a class: a whole pickled model
+            if "Unsupported global" in str(err) or "GLOBAL" in str(err):
+                raise WeightsError(
+                    f"alexnet_transfer.weights: '{path}' is a pickled module, not a state_dict: save "
+                    "`model.state_dict()` (torchvision AlexNet keys: features.0.weight, ...) and pass that file"
+                ) from err
+            raise WeightsError(f"alexnet_transfer.weights: cannot load '{path}' ({_unpickling_reason(err)}): "
+                               "pass a state_dict saved with torch.save(model.state_dict(), path)") from err
         except Exception as err:
-            raise WeightsError(f"alexnet_transfer.weights: cannot load '{path}' ({_one_line(err)[:200]})") from err
+            raise WeightsError(f"alexnet_transfer.weights: cannot load '{path}' ({_one_line(err)[:200]}): "
+                               "pass a state_dict saved with torch.save(model.state_dict(), path)") from err
         source = f"alexnet_transfer.weights '{path}'"
     elif pretrained:
         state, source = _imagenet_state_dict(), f"ImageNet AlexNet weights {hub_cache_path()}"
