@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from cifarlab.core.errors import DataError
 from cifarlab.core.io import write_json
 from cifarlab.core.paths import RAW_ARCHIVE, STATS_FILE, TEST_FILE, TRAIN_FILE, VAL_FILE
 from cifarlab.core.params import load_params
@@ -23,7 +24,11 @@ def main(argv: list[str] | None = None) -> None:
     """Stage entry point: RAW_ARCHIVE -> TRAIN_FILE, TEST_FILE, STATS_FILE."""
     argparse.ArgumentParser(prog="python -m cifarlab.preprocess", description=__doc__.splitlines()[0]).parse_args(argv)
     p = load_params()
-    arrays = read_archive(RAW_ARCHIVE)
+    try:
+        arrays = read_archive(RAW_ARCHIVE)
+    except DataError as e:  # say what to do, not only what is wrong
+        raise DataError(f"{e}; this is not an intact CIFAR-10 python archive: point data.url at a good copy "
+                        "(and data.md5 at its md5)") from None
     train, test, stats, val = prepare(arrays, p.data.train_subset, p.data.test_subset, p.seed, p.data.val_split)
     save_split(TRAIN_FILE, *train)
     save_split(TEST_FILE, *test)

@@ -181,7 +181,7 @@ def _params_error(err: ValidationError, prefix: str, allowed: tuple[str, ...]) -
     if e["type"] == "extra_forbidden":
         return ParamsError(f"unknown param '{key}'; allowed keys here: {', '.join(allowed)}")
     if e["type"] == "missing":
-        return ParamsError(f"missing param '{key}'")
+        return ParamsError(f"missing param '{key}': add it to params.yaml (README: Parameters)")
     msg = e["msg"].replace("\n", " ").removeprefix("Value error, ")
     if not e["loc"]:  # a model_validator: the whole section
         return ParamsError(f"{prefix}: {msg.removeprefix('Value error, ')}")
@@ -261,7 +261,7 @@ def validate(raw: Any, check_models: bool = True) -> Params:
             )
     for k in ("seed", "model", "runs"):
         if k not in raw:
-            raise ParamsError(f"missing param '{k}'")
+            raise ParamsError(f"missing param '{k}': add it to params.yaml (README: Parameters)")
     seed = raw["seed"]
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ParamsError(f"bad value for 'seed': {seed!r} (a non-negative integer)")
@@ -277,13 +277,13 @@ def validate(raw: Any, check_models: bool = True) -> Params:
     runs = _validate_runs(raw["runs"], raw, known, check_models)
     model = raw["model"]
     if not isinstance(model, str) or model not in runs:
-        raise ParamsError(f"bad value for 'model': {model!r} is not a run; runs: {', '.join(runs)}")
+        raise ParamsError(f"bad value for 'model': {model!r} is not a run; known runs: {', '.join(runs)}")
     pca = raw.get("pca") or []
     if not isinstance(pca, list):
         raise ParamsError(f"bad value for 'pca': {pca!r} (a list of run names)")
     for i, run in enumerate(pca):
         if not isinstance(run, str) or run not in runs:
-            raise ParamsError(f"bad value for 'pca[{i}]': {run!r} is not a run; runs: {', '.join(runs)}")
+            raise ParamsError(f"bad value for 'pca[{i}]': {run!r} is not a run; known runs: {', '.join(runs)}")
         if check_models and not _has_embedding(runs[run].model):
             raise ParamsError(f"bad value for 'pca[{i}]': run {run!r} trains {runs[run].model}, which has no "
                               "feature embedding to project (alexnet_transfer has)")
@@ -309,7 +309,7 @@ def _validate_runs(raw_runs: Any, raw: Mapping, known: list[str], check_models: 
     """`runs:` -> name -> Run, each entry's model section merged with its overrides and validated
     as one section, so an override gets the same one-line errors a model section would."""
     if not isinstance(raw_runs, Mapping) or not raw_runs:
-        raise ParamsError("bad value for 'runs': a mapping of run name -> {model: <name>, <key>: <value>, ...}")
+        raise ParamsError("bad value for 'runs': expected a mapping of run name -> {model: <name>, <key>: <value>, ...}")
     runs = {}
     for name, entry in raw_runs.items():
         if not isinstance(name, str) or not re.fullmatch(RUN_NAME, name):

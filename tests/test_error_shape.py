@@ -1,0 +1,133 @@
+"""Every one-line error has one shape: a single line, no terminal escape codes, the parameter or
+file it is about named, and what to do (or what is allowed) at its end.
+
+The bad inputs are the ones the other tests already use (their parametrize tables, read from
+those tests, not copied) plus the field reports' own, each driven through the stage a user would
+meet it in: params through `train`, archives through `fetch` + `preprocess`, weights through
+`train` of an AlexNet run.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+import test_params
+import test_preprocess
+from cifar_archive import make_cifar_archive
+from cifarlab import fetch, preprocess, train
+from cifarlab.core.errors import CifarlabError
+
+ROOT = Path(__file__).resolve().parents[1]
+# Words that say what to do or what is allowed; one must be in the message's last clause.
+HINT = re.compile(r"\b(should|allowed|expected|known|use|set|run|rerun|pass|quote|put|point|delete|save|"
+                  r"retry|give|needs?|must|only|e\.g\.|letters|a list|a mapping|a non-negative|a positive|"
+                  r"at least|fix|outside|refused|remove|add)\b", re.I)
+
+
+def assert_shape(msg: str, name: str) -> None:
+    """One line, no escapes, `name` in it, and after it what to do or what is allowed."""
+    assert "\n" not in msg and "\r" not in msg, msg
+    assert "\x1b" not in msg, repr(msg)
+    assert name in msg, f"{name!r} not named in: {msg}"
+    after = msg[msg.index(name) + len(name):]
+    assert HINT.search(after), f"no hint of what to do after {name!r} in: {msg}"
+
+
+def cases(test, names: tuple[str, ...]):
+    """The argument rows of another test's @pytest.mark.parametrize (its bad inputs)."""
+    mark = next(m for m in test.pytestmark if m.name == "parametrize")
+    argnames = mark.args[0]
+    argnames = [a.strip() for a in argnames.split(",")] if isinstance(argnames, str) else list(argnames)
+    assert tuple(argnames) == names, argnames
+    return list(mark.args[1])
+
+
+PARAM_CASES = cases(test_params.test_bad_params_give_one_line_naming_the_key, ("edits", "expected"))
+
+
+def quoted_name(expected: str) -> str:
+    m = re.search(r"'([^']+)'", expected)
+    return m.group(1) if m else expected.split(":")[0]
+
+
+def raise_from(stage_main, argv) -> str:
+    with pytest.raises(CifarlabError) as e:
+        stage_main(argv)
+    return str(e.value)
+
+
+@pytest.mark.parametrize("edits, expected", PARAM_CASES, ids=[str(e) for e, _ in PARAM_CASES])
+def test_params_errors_through_the_train_stage(edits, expected, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(test_params.raw(edits), sort_keys=False))
+    msg = raise_from(train.main, ["--run", "lenet5"])
+    assert expected in msg
+    assert_shape(msg, quoted_name(expected))
+
+
+def _write_params(tmp_path: Path, **data) -> None:
+    d = yaml.safe_load((ROOT / "params.yaml").read_text())
+    d["data"].update(data)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
+
+
+ARCHIVE_CASES = (cases(test_preprocess.test_malformed_batches, ("mutate", "match"))
+                 + cases(test_preprocess.test_unsafe_members_are_refused, ("add", "match")))
+
+
+@pytest.mark.parametrize("mutate, match", ARCHIVE_CASES, ids=[m for _, m in ARCHIVE_CASES])
+def test_archive_errors_through_fetch_and_preprocess(mutate, match, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(fetch, "repro_notice", lambda p: None)
+    archive = tmp_path / "bad.tar.gz"
+    md5 = make_cifar_archive(archive, mutate=mutate)
+    _write_params(tmp_path, url=str(archive), md5=md5)
+    fetch.main([])
+    msg = raise_from(preprocess.main, [])
+    assert re.search(match.removesuffix("$"), msg), (match, msg)  # the stage adds what to do
+    named = re.match(r"^(?:refused archive member )?'?([\w./-]+)", msg).group(1)
+    assert_shape(msg, named)
+
+
+def test_a_missing_archive_through_fetch(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(fetch, "repro_notice", lambda p: None)
+    _write_params(tmp_path, url=str(tmp_path / "nope.tar.gz"))
+    msg = raise_from(fetch.main, [])
+    assert_shape(msg, "nope.tar.gz")
+
+
+@pytest.mark.parametrize("md5", [12345678901234567890123456789012, 1e34])
+def test_an_md5_read_as_a_number_says_how_to_quote_it(md5, tmp_path, monkeypatch):
+    """An md5 of digits only (or digits around one e) arrives from YAML as a number."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(fetch, "repro_notice", lambda p: None)
+    _write_params(tmp_path, md5=md5)
+    msg = raise_from(fetch.main, [])
+    assert "read as a number" in msg and "'data.md5=\"" in msg
+    assert_shape(msg, "data.md5")
+
+
+def test_a_pickled_module_as_alexnet_weights_says_save_the_state_dict(tmp_path, monkeypatch, tiny_archive):
+    """torch.save(model) instead of torch.save(model.state_dict()): a common mistake."""
+    import torch
+    import torchvision
+
+    monkeypatch.chdir(tmp_path)
+    weights = tmp_path / "alexnet-whole.pt"
+    torch.save(torchvision.models.alexnet(weights=None), weights)
+    archive, md5 = tiny_archive
+    d = yaml.safe_load((ROOT / "params.yaml").read_text())
+    d["data"].update(url=str(archive), md5=md5)
+    d["alexnet_transfer"].update(weights=str(weights), image_size=64)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
+    monkeypatch.setattr(fetch, "repro_notice", lambda p: None)
+    fetch.main([])
+    preprocess.main([])
+    msg = raise_from(train.main, ["--run", "alexnet_transfer-skip-low"])
+    assert msg.startswith(f"alexnet_transfer.weights: '{weights}' is a pickled module, not a state_dict")
+    assert "weights_only=False" not in msg  # never advice to load an untrusted pickle
+    assert_shape(msg, str(weights))
