@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import test_fetch
+import test_models
 import test_params
 import test_preprocess
 from cifar_archive import make_cifar_archive
@@ -131,3 +133,31 @@ def test_a_pickled_module_as_alexnet_weights_says_save_the_state_dict(tmp_path, 
     assert msg.startswith(f"alexnet_transfer.weights: '{weights}' is a pickled module, not a state_dict")
     assert "weights_only=False" not in msg  # never advice to load an untrusted pickle
     assert_shape(msg, str(weights))
+
+
+MODEL_CASES = cases(test_models.test_bad_option_values, ("name", "arch"))
+
+
+@pytest.mark.parametrize("name, arch", MODEL_CASES, ids=[f"{n}-{a}" for n, a in MODEL_CASES])
+def test_model_option_errors_through_the_train_stage(name, arch, tmp_path, monkeypatch):
+    """A bad architecture option in a run's entry, as `dvc repro train@<run>` meets it."""
+    monkeypatch.chdir(tmp_path)
+    d = test_params.raw()
+    run = next(r for r, e in d["runs"].items() if e["model"] == name)
+    d["runs"][run] = {**d["runs"][run], **{k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
+    msg = raise_from(train.main, ["--run", run])
+    key = next(iter(k for k in arch if k != "pretrained"))
+    assert_shape(msg, key)
+
+
+MD5_CASES = cases(test_fetch.test_malformed_md5_is_refused, ("bad",))
+
+
+@pytest.mark.parametrize("bad", [b[0] if isinstance(b, tuple) else b for b in MD5_CASES])
+def test_malformed_md5_through_fetch(bad, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(fetch, "repro_notice", lambda p: None)
+    _write_params(tmp_path, md5=bad)
+    msg = raise_from(fetch.main, [])
+    assert_shape(msg, "data.md5")

@@ -36,11 +36,12 @@ def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> Fi
     progress = {} if progress is None else progress
     mp = spec.params
     device = setup_device(p.train)
+    # The model first: a bad architecture option fails before any data is read.
+    model = build_model(spec.model, dict(mp.arch), spec.seed)
     train_x, train_y, test_x, test_y, stats, val_x, val_y = load_prepared(device, with_val=True)
     epochs = mp.epochs(p.train.max_epochs)
     rt = Runtime(device, p.train)
     pipe = pipeline_for(mp.recipe, stats, device)
-    model = build_model(spec.model, dict(mp.arch), spec.seed)
     log(f"train {spec.out}: {sum(t.numel() for t in model.parameters()):,} parameters, {epochs} epochs, "
         f"{train_x.shape[0]} train / {test_x.shape[0]} test images, device {device}")
     if device.type == "cpu":

@@ -103,7 +103,11 @@ def load_prepared(device, with_val: bool = False):
     """
     import torch  # here, not at the top: the preprocess stage needs no torch
 
-    stats = json.loads(paths.STATS_FILE.read_text())
+    try:
+        stats = json.loads(paths.STATS_FILE.read_text())
+    except FileNotFoundError:
+        raise DataError(f"prepared data not found: {paths.STATS_FILE}; run the preprocess stage first "
+                        "(dvc repro preprocess)") from None
     out = []
     for f in (paths.TRAIN_FILE, paths.TEST_FILE, *((paths.VAL_FILE,) if with_val else ())):
         x, y = load_split(f)  # x: (N, 32, 32, 3) uint8 HWC as stored
