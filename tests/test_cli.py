@@ -16,7 +16,32 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cifarlab(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cifarlab", *args], cwd=cwd, capture_output=True, text=True)
+    """`cifarlab ARGS` in this process, through the console script's own shell (exit code, stdout,
+    stderr as a subprocess would give them; one real subprocess below covers `python -m`)."""
+    import contextlib
+    import io
+    import os
+
+    from cifarlab.cli import entry_point
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    here, argv = os.getcwd(), sys.argv
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            sys.argv = ["cifarlab", *args]
+            entry_point()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        os.chdir(here)
+        sys.argv = argv
+    return subprocess.CompletedProcess(["cifarlab", *args], code, out.getvalue(), err.getvalue())
+
+
+def test_python_dash_m_cifarlab_is_the_command():
+    out = subprocess.run([sys.executable, "-m", "cifarlab", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and "usage: cifarlab" in out.stdout
 
 
 def test_help_lists_every_subcommand():

@@ -416,18 +416,41 @@ def _run_stage(tmp_path: Path, stage: str, edits: dict) -> subprocess.CompletedP
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_every_stage_refuses_bad_params_before_work(tmp_path, stage):
-    r = _run_stage(tmp_path, stage, {"resnet9.lr": "fast"})
-    assert r.returncode == 2, r.stderr
-    assert r.stderr.strip() == "error: " + LR_FAST.format("resnet9")
+def test_every_stage_refuses_bad_params_before_work(tmp_path, stage, monkeypatch, capsys):
+    """In-process through the same shell as `python -m cifarlab.<stage>` (run_main): exit 2, one
+    line on stderr, nothing written. (One real subprocess below covers the `python -m` path.)"""
+    import importlib
+
+    from cifarlab.core.shell import run_main
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw({"resnet9.lr": "fast"})))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        run_main(importlib.import_module(f"cifarlab.{stage}").main, ["--run", "lenet5"] if stage in PER_RUN else [])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: " + LR_FAST.format("resnet9")
     assert list(tmp_path.iterdir()) == [tmp_path / "params.yaml"]  # nothing written
 
 
-@pytest.mark.parametrize("stage", ["fetch", "train"])  # fetch: check_models=False; train: stage_args
-def test_a_stage_names_the_run_entry_of_a_bad_override(tmp_path, stage):
-    r = _run_stage(tmp_path, stage, {"runs.lenet5.lr": "fast"})
+def test_python_dash_m_stage_refuses_bad_params_with_exit_2(tmp_path):
+    r = _run_stage(tmp_path, "train", {"resnet9.lr": "fast"})
     assert r.returncode == 2, r.stderr
-    assert r.stderr.strip() == "error: " + LR_FAST.format("runs.lenet5")
+    assert r.stderr.strip() == "error: " + LR_FAST.format("resnet9")
+    assert list(tmp_path.iterdir()) == [tmp_path / "params.yaml"]
+
+
+@pytest.mark.parametrize("stage", ["fetch", "train"])  # fetch: check_models=False; train: stage_args
+def test_a_stage_names_the_run_entry_of_a_bad_override(tmp_path, stage, monkeypatch, capsys):
+    import importlib
+
+    from cifarlab.core.shell import run_main
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw({"runs.lenet5.lr": "fast"})))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        run_main(importlib.import_module(f"cifarlab.{stage}").main, ["--run", "lenet5"] if stage in PER_RUN else [])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: " + LR_FAST.format("runs.lenet5")
     assert list(tmp_path.iterdir()) == [tmp_path / "params.yaml"]
 
 
