@@ -58,6 +58,7 @@ from cifarlab.engine.loop import Runtime, TrainStep, select_device  # noqa: E402
 from cifarlab.models import list_models  # noqa: E402
 from cifarlab.core.params import load_params  # noqa: E402
 from cifarlab.engine.augment import pipeline_for  # noqa: E402
+from cifarlab.engine.estimate import cpu_name  # noqa: E402
 from cifarlab.engine.loop import build_model  # noqa: E402
 
 BATCH = 128  # the data benchmark's batch size (both paths)
@@ -241,15 +242,7 @@ def bench_model(name: str, mp, x: torch.Tensor, y: torch.Tensor, stats, rt: Runt
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu ({cpu}, {os.cpu_count()} logical cores)"
+    return f"cpu ({cpu_name()}, {os.cpu_count()} logical cores)"
 
 
 def loadavg() -> str:

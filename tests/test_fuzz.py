@@ -139,9 +139,8 @@ scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.flo
                     st.dictionaries(st.text(max_size=6), st.integers(), max_size=3))
 
 
-@FUZZ
-@given(path=st.sampled_from(PATHS), value=scalars, add=st.booleans(), name=st.text(min_size=1, max_size=8))
-def test_mutated_params(path, value, add, name):
+def mutated(path: tuple, value, add: bool, name: str) -> dict:
+    """The shipped params with the value at `path` replaced, or (add) a new key `name` beside it."""
     raw = copy.deepcopy(BASE)
     node = raw
     for k in path[:-1]:
@@ -150,6 +149,13 @@ def test_mutated_params(path, value, add, name):
         node[path[-1]][name] = value  # a new key, maybe a typo of a real one
     else:
         node[path[-1]] = value
+    return raw
+
+
+@FUZZ
+@given(path=st.sampled_from(PATHS), value=scalars, add=st.booleans(), name=st.text(min_size=1, max_size=8))
+def test_mutated_params(path, value, add, name):
+    raw = mutated(path, value, add, name)
     try:
         validate(raw)
     except CifarlabError as e:
@@ -160,14 +166,7 @@ def test_mutated_params(path, value, add, name):
 @given(path=st.sampled_from(PATHS), value=scalars, add=st.booleans(), name=st.text(min_size=1, max_size=8))
 def test_mutated_params_without_the_model_registry(path, value, add, name):
     """The same mutations through fetch's check (check_models=False): no torch, same promise."""
-    raw = copy.deepcopy(BASE)
-    node = raw
-    for k in path[:-1]:
-        node = node[k]
-    if add and isinstance(node.get(path[-1]), dict):
-        node[path[-1]][name] = value
-    else:
-        node[path[-1]] = value
+    raw = mutated(path, value, add, name)
     try:
         validate(raw, check_models=False)
     except CifarlabError as e:

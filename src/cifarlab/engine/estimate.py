@@ -175,16 +175,20 @@ def timing_key(model: str, batch_size: int) -> str:
     return f"{model}@{min(batch_size, TIMING_BATCH)}"
 
 
-def machine_key(train: TrainParams) -> str:
-    """What a timing is valid for: CPU model, cores, threads, torch build, GPU presence."""
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux; platform's guess elsewhere)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def machine_key(train: TrainParams) -> str:
+    """What a timing is valid for: CPU model, cores, threads, torch build, GPU presence."""
+    cpu = cpu_name()
     try:
         torch_version = metadata.version("torch")
     except metadata.PackageNotFoundError:
