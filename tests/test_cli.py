@@ -56,7 +56,7 @@ def test_stage_subcommand_is_the_stage_module():
     assert out.returncode == 0 and "--run NAME" in out.stdout and "--seed K" in out.stdout
     bad = cifarlab("train", "--run", "no-such-run")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
-    assert bad.stderr.startswith("error: unknown run 'no-such-run'; runs: lenet5, resnet9,")
+    assert bad.stderr.startswith("error: unknown run 'no-such-run'; known runs (params.yaml `runs`, listed by `cifarlab runs`): lenet5, resnet9,")
 
 
 def test_unknown_subcommand_is_refused():

@@ -18,6 +18,7 @@ import test_fetch
 import test_models
 import test_params
 import test_preprocess
+import test_train
 from cifar_archive import make_cifar_archive
 from cifarlab import fetch, preprocess, train
 from cifarlab.core.errors import CifarlabError
@@ -161,3 +162,70 @@ def test_malformed_md5_through_fetch(bad, tmp_path, monkeypatch):
     _write_params(tmp_path, md5=bad)
     msg = raise_from(fetch.main, [])
     assert_shape(msg, "data.md5")
+
+
+def _params_with(tmp_path: Path, d: dict) -> None:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
+
+
+@pytest.mark.parametrize("name", [n for n in cases(test_params.test_bad_run_names, ("name",)) if isinstance(n, str)])
+def test_bad_run_names_through_train(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    d = test_params.raw()
+    d["runs"][name] = {"model": "lenet5"}
+    _params_with(tmp_path, d)
+    assert_shape(raise_from(train.main, ["--run", "lenet5"]), repr(name))
+
+
+@pytest.mark.parametrize("ratio", cases(test_params.test_bad_ratios, ("ratio",)), ids=str)
+def test_bad_ratios_through_train(ratio, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _params_with(tmp_path, test_params.raw({f"runs.{test_params.GRID_RUN}.lr_ratio": ratio}))
+    assert_shape(raise_from(train.main, ["--run", test_params.GRID_RUN]), f"runs.{test_params.GRID_RUN}.lr_ratio")
+
+
+@pytest.mark.parametrize("edits", cases(test_params.test_unhashable_model_or_pca_entry_is_a_params_error, ("edits",)),
+                         ids=str)
+def test_unhashable_entries_through_train(edits, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _params_with(tmp_path, test_params.raw(edits))
+    msg = raise_from(train.main, ["--run", "lenet5"])
+    assert_shape(msg, "'model'" if "model" in edits else "'pca[0]'")
+
+
+STAGE_ARGS = cases(test_train.test_bad_stage_arguments_are_refused_before_work, ("argv", "message"))
+
+
+@pytest.mark.parametrize("argv, message", [c for c in STAGE_ARGS if c[0]], ids=[str(a) for a, _ in STAGE_ARGS if a])
+def test_bad_stage_arguments_through_train(argv, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _params_with(tmp_path, test_params.raw())
+    msg = raise_from(train.main, argv)
+    assert message in msg
+    assert_shape(msg, argv[-1])
+
+
+@pytest.mark.parametrize("name", cases(test_preprocess.test_missing_batch, ("name",)))
+def test_missing_batch_through_preprocess(name, tmp_path, monkeypatch):
+    def drop(m):
+        del m[test_preprocess.member(name)]
+
+    test_archive_errors_through_fetch_and_preprocess(drop, rf"lacks cifar-10-batches-py/{name}", tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("n", [n for n, _ in cases(test_preprocess.test_subset_size_errors, ("n", "match"))])
+def test_subset_sizes_through_preprocess(n, tmp_path, monkeypatch, tiny_archive):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(fetch, "repro_notice", lambda p: None)
+    archive, md5 = tiny_archive
+    d = test_params.raw()
+    d["data"].update(url=str(archive), md5=md5, train_subset=max(n, 10) if n < 10 else n)
+    if n < 10:  # below the params floor (10): params refuse it before the stage does
+        d["data"]["train_subset"] = n
+        _params_with(tmp_path, d)
+        assert_shape(raise_from(fetch.main, []), "data.train_subset")
+        return
+    _params_with(tmp_path, d)
+    fetch.main([])
+    msg = raise_from(preprocess.main, [])
+    assert_shape(msg, f"subset size {n}")

@@ -146,7 +146,7 @@ def test_train_unknown_run_is_refused_naming_the_runs(workdir):
 
     tmp, archive, md5 = workdir
     write_params(tmp, archive, md5, ["lenet5", "dnn"])
-    with pytest.raises(ParamsError, match=r"unknown run 'vgg'; runs: lenet5, dnn \(params.yaml `runs`"):
+    with pytest.raises(ParamsError, match=r"unknown run 'vgg'; known runs \(params.yaml `runs`, listed by `cifarlab runs`\): lenet5, dnn$"):
         train.main(["--run", "vgg"])
     assert not (tmp / "data").exists()
 

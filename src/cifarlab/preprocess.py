@@ -29,7 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     except DataError as e:  # say what to do, not only what is wrong
         raise DataError(f"{e}; this is not an intact CIFAR-10 python archive: point data.url at a good copy "
                         "(and data.md5 at its md5)") from None
-    train, test, stats, val = prepare(arrays, p.data.train_subset, p.data.test_subset, p.seed, p.data.val_split)
+    try:
+        train, test, stats, val = prepare(arrays, p.data.train_subset, p.data.test_subset, p.seed, p.data.val_split)
+    except DataError as e:  # a subset the archive cannot give
+        raise DataError(f"{e}: set data.train_subset / data.test_subset within it (null = all images)") from None
     save_split(TRAIN_FILE, *train)
     save_split(TEST_FILE, *test)
     save_split(VAL_FILE, *val)

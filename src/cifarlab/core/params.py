@@ -163,8 +163,8 @@ class Params:
         try:
             return self.runs[run]
         except KeyError:
-            raise ParamsError(f"unknown run {run!r}; runs: {', '.join(self.runs)} "
-                              "(params.yaml `runs`; list them with: cifarlab runs)") from None
+            raise ParamsError(f"unknown run {run!r}; known runs (params.yaml `runs`, listed by "
+                              f"`cifarlab runs`): {', '.join(self.runs)}") from None
 
 
 TOP_KEYS = ("seed", "seeds", "model", "data", "train", "runs", "pca")
