@@ -83,6 +83,9 @@ def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> Fi
         "seed": spec.seed,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
+        "cuda": torch.version.cuda if device.type == "cuda" else None,  # the CUDA the build targets
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "num_threads": torch.get_num_threads(),
         "epochs_run": len(result.history),
         "stopped_early": result.stopped_early,
         "diverged": div,
