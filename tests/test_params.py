@@ -415,20 +415,26 @@ def _run_stage(tmp_path: Path, stage: str, edits: dict) -> subprocess.CompletedP
                           capture_output=True, text=True, timeout=120, check=False)
 
 
-@pytest.mark.parametrize("stage", STAGES)
-def test_every_stage_refuses_bad_params_before_work(tmp_path, stage, monkeypatch, capsys):
-    """In-process through the same shell as `python -m cifarlab.<stage>` (run_main): exit 2, one
-    line on stderr, nothing written. (One real subprocess below covers the `python -m` path.)"""
+def _refused_in_process(tmp_path: Path, stage: str, edits: dict, monkeypatch, capsys) -> str:
+    """Run a stage's main through run_main on params with `edits`; it must exit 2. Its stderr."""
     import importlib
 
     from cifarlab.core.shell import run_main
 
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw({"resnet9.lr": "fast"})))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw(edits)))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:
         run_main(importlib.import_module(f"cifarlab.{stage}").main, ["--run", "lenet5"] if stage in PER_RUN else [])
     assert e.value.code == 2
-    assert capsys.readouterr().err.strip() == "error: " + LR_FAST.format("resnet9")
+    return capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_stage_refuses_bad_params_before_work(tmp_path, stage, monkeypatch, capsys):
+    """In-process through the same shell as `python -m cifarlab.<stage>` (run_main): exit 2, one
+    line on stderr, nothing written. (One real subprocess below covers the `python -m` path.)"""
+    assert _refused_in_process(tmp_path, stage, {"resnet9.lr": "fast"}, monkeypatch, capsys) == \
+        "error: " + LR_FAST.format("resnet9")
     assert list(tmp_path.iterdir()) == [tmp_path / "params.yaml"]  # nothing written
 
 
@@ -441,16 +447,8 @@ def test_python_dash_m_stage_refuses_bad_params_with_exit_2(tmp_path):
 
 @pytest.mark.parametrize("stage", ["fetch", "train"])  # fetch: check_models=False; train: stage_args
 def test_a_stage_names_the_run_entry_of_a_bad_override(tmp_path, stage, monkeypatch, capsys):
-    import importlib
-
-    from cifarlab.core.shell import run_main
-
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw({"runs.lenet5.lr": "fast"})))
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as e:
-        run_main(importlib.import_module(f"cifarlab.{stage}").main, ["--run", "lenet5"] if stage in PER_RUN else [])
-    assert e.value.code == 2
-    assert capsys.readouterr().err.strip() == "error: " + LR_FAST.format("runs.lenet5")
+    assert _refused_in_process(tmp_path, stage, {"runs.lenet5.lr": "fast"}, monkeypatch, capsys) == \
+        "error: " + LR_FAST.format("runs.lenet5")
     assert list(tmp_path.iterdir()) == [tmp_path / "params.yaml"]
 
 

@@ -41,10 +41,6 @@ MAX_MEMBER_BYTES = 1 << 30
 CHUNK_BYTES = 1 << 20
 
 
-def _one_line(obj: Any, limit: int = 300) -> str:
-    return one_line(obj, limit)
-
-
 # --------------------------------------------------------------------------------------------
 # Restricted unpickling
 # --------------------------------------------------------------------------------------------
@@ -125,7 +121,7 @@ def safe_loads(payload: bytes, source: str) -> Any:
     except DataError:
         raise
     except Exception as e:  # UnpicklingError, EOFError, ValueError, TypeError, MemoryError...
-        raise DataError(f"cannot unpickle {source}: {type(e).__name__}: {_one_line(e)}") from e
+        raise DataError(f"cannot unpickle {source}: {type(e).__name__}: {one_line(e, 300)}") from e
 
 
 def _as_str(value: Any) -> Any:
@@ -280,7 +276,7 @@ def read_archive(path: str | Path) -> CifarArrays:
     except DataError:
         raise
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError) as e:
-        raise DataError(f"{path} is not a readable .tar.gz (truncated or corrupt): {_one_line(e)}") from e
+        raise DataError(f"{path} is not a readable .tar.gz (truncated or corrupt): {one_line(e, 300)}") from e
 
     classes, per_batch = _check_meta(found[META])
     xs, ys = [], []

@@ -435,18 +435,20 @@ def history_rows(history: list[EpochStats]) -> list[dict]:
     return rows
 
 
-def time_train_step(model: nn.Module, recipe: Recipe, pipe: BatchPipeline, rt: Runtime, batch: int = 64) -> float:
-    """Seconds per training image: the faster of two warm steps on random data (for run estimates).
+def time_train_step(model: nn.Module, recipe: Recipe, pipe: BatchPipeline, rt: Runtime, batch: int = 64,
+                    steps: int = 2) -> float:
+    """Seconds per training image: the fastest of `steps` timed steps on random data, after one
+    warm-up step (allocators, kernels); the fastest is the one least disturbed by other load.
 
     Works on a copy so the real model and optimizer state are untouched.
     """
     model = rt.prepare_model(copy.deepcopy(model))
-    step = TrainStep(model, recipe, pipe, rt, epochs=1, steps_per_epoch=3)
+    step = TrainStep(model, recipe, pipe, rt, epochs=1, steps_per_epoch=steps + 1)
     g = torch.Generator(device=rt.device).manual_seed(0)
     x = torch.randint(0, 256, (batch, 3, 32, 32), generator=g, device=rt.device, dtype=torch.uint8)
     y = torch.randint(0, 10, (batch,), generator=g, device=rt.device)
     times = []
-    for _ in range(3):  # the first step warms up allocators and kernels; keep the faster of the rest
+    for _ in range(steps + 1):
         t0 = time.perf_counter()
         step(x, y, g)
         if rt.device.type == "cuda":

@@ -3,15 +3,13 @@
 """
 from __future__ import annotations
 
-import time
 import warnings
 
-import torch
 
 from cifarlab.core.params import Params
 from cifarlab.engine.augment import BatchPipeline
 from cifarlab.engine.estimate import STEPS, cached_times, needed_keys, store_times
-from cifarlab.engine.loop import Runtime, TrainStep, build_model, setup_device
+from cifarlab.engine.loop import Runtime, build_model, setup_device, time_train_step
 
 
 def measure(p: Params, keys: dict[str, tuple[str, dict, object]]) -> dict[str, float]:
@@ -26,21 +24,9 @@ def measure(p: Params, keys: dict[str, tuple[str, dict, object]]) -> dict[str, f
             arch = {**arch, "pretrained": False, "weights": None}  # random weights time the same
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = rt.prepare_model(build_model(model_name, arch, 0))
+            model = build_model(model_name, arch, 0)
         pipe = BatchPipeline(recipe.augment, (0.5,) * 3, (0.25,) * 3, device)
-        step = TrainStep(model, recipe, pipe, rt, epochs=1, steps_per_epoch=STEPS + 1)
-        g = torch.Generator(device=device).manual_seed(0)
-        x = torch.randint(0, 256, (batch, 3, 32, 32), generator=g, device=device, dtype=torch.uint8)
-        y = torch.randint(0, 10, (batch,), generator=g, device=device)
-        times = []
-        for i in range(STEPS + 1):
-            t0 = time.perf_counter()
-            step(x, y, g)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if i:  # the first step warms up allocators and kernels
-                times.append(time.perf_counter() - t0)
-        out[key] = min(times) / batch
+        out[key] = time_train_step(model, recipe, pipe, rt, batch=batch, steps=STEPS)
     return out
 
 
