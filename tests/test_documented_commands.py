@@ -124,7 +124,7 @@ def parse_cifarlab(argv: list[str]) -> None:
     if not argv:  # "cifarlab ..." in prose: the command in general
         return
     sub = argv[0]
-    assert sub in ("runs", "estimate", "set", *cli.STAGES), f"cifarlab has no subcommand {sub!r}"
+    assert sub in ("runs", "estimate", "set", *cli.TOOLS, *cli.STAGES), f"cifarlab has no subcommand {sub!r}"
     if sub in cli.STAGES and sub not in ("fetch", "preprocess", "report", "experiment"):
         assert "--run" in argv, f"stage {sub} needs --run NAME: {argv}"
 

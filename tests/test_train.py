@@ -167,7 +167,7 @@ def test_cuda_bf16_channels_last_training_learns(workdir):
     run_pipeline(["resnet9"])
     m = json.loads((tmp / "reports/metrics/resnet9.json").read_text())
     run = json.loads((tmp / "reports/timing/resnet9.json").read_text())
-    assert run["device"] != "cpu"
+    assert run["device"] == "cuda" and run["device_name"]
     assert m["best"]["top1"] > 0.2
 
 

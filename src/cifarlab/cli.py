@@ -4,6 +4,9 @@
     cifarlab estimate                    per-stage time of what `dvc repro` would run on this machine
     cifarlab set data.train_subset=5000  change params.yaml, validated (then: dvc repro)
     cifarlab train --run lenet5          one stage by hand (what dvc.yaml runs as python -m cifarlab.train)
+    cifarlab compare                     your runs' top-1 against the published ones (reports/published)
+    cifarlab pack -o runs.tar.gz         finished runs + provenance in one file, to publish elsewhere
+    cifarlab fold runs.tar.gz            publish a pack's runs here (reports/published), checked
 
 The stage subcommands take the stage's own arguments (`cifarlab train --help`); dvc.yaml runs
 the same code as `python -m cifarlab.<stage>`.
@@ -134,6 +137,61 @@ def cmd_set(argv: list[str]) -> None:
         print(f"params.yaml: {key} = {value}")
 
 
+def cmd_compare(argv: list[str]) -> None:
+    argparse.ArgumentParser(prog="cifarlab compare", description=(
+        "Your runs (reports/metrics, after dvc repro) against the published ones (reports/published) and "
+        "the reports' numbers: best-epoch test top-1 per run, mean ± std over seeds.")).parse_args(argv)
+    from cifarlab.core import paths
+    from cifarlab.reporting import published as pub
+    from cifarlab.reporting.tables import group_runs, load_metrics, load_reference, md_table
+
+    reference = load_reference(paths.REPORTS_DIR / "reference.yaml")
+    yours = group_runs(load_metrics(paths.METRICS_DIR, details_dir=paths.DETAILS_DIR))
+    published = group_runs(load_metrics(pub.PUBLISHED_DIR / "metrics", details_dir=pub.PUBLISHED_DIR / "details"))
+    if not yours and not published:
+        print("nothing to compare: no run of yours in reports/metrics (dvc repro) and none published")
+        return
+    print(md_table(pub.COMPARE_HEADER, pub.compare_rows(reference, yours, published)))
+    if not yours:
+        print("no run of yours yet: `dvc repro` (or `dvc repro plot@<run>` for one run), then this again")
+
+
+def cmd_pack(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="cifarlab pack", description=(
+        "Pack finished runs of this workspace (metrics, details, timing, history, figures and provenance; "
+        "never checkpoints) into one .tar.gz, to fold into another checkout with `cifarlab fold`."))
+    ap.add_argument("-o", "--output", type=Path, default=Path("cifarlab-pack.tar.gz"), help="the pack to write")
+    ap.add_argument("--runs", nargs="+", metavar="OUT", help="run outputs to pack (<run> or <run>-s<seed>); "
+                    "default: every finished one")
+    args = ap.parse_args(argv)
+    from cifarlab.reporting.packs import pack
+
+    pack(Path("."), args.output, args.runs)
+
+
+def cmd_fold(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="cifarlab fold", description=(
+        "Publish the runs of a pack (cifarlab pack) in this checkout: reports/published/, which the "
+        "report and `cifarlab compare` read. Refuses a pack whose run recipes or code differ from "
+        "this checkout's; then regenerate the report: python -m cifarlab.report"))
+    ap.add_argument("pack", type=Path)
+    ap.add_argument("--accept-code-change", action="store_true", help="fold runs trained with other code "
+                    "anyway, recording in their provenance which files differ")
+    ap.add_argument("--replace", action="store_true", help="drop a run's published seeds trained on other data "
+                    "(seeds of different data are never averaged)")
+    args = ap.parse_args(argv)
+    from cifarlab.reporting.packs import fold
+
+    fold(args.pack, Path("."), accept_code_change=args.accept_code_change, replace=args.replace)
+
+
+TOOLS = {
+    "compare": (cmd_compare, "your runs' top-1 against the published ones"),
+    "pack": (cmd_pack, "finished runs + provenance -> one .tar.gz"),
+    "fold": (cmd_fold, "publish a pack's runs in this checkout (reports/published)"),
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(prog="cifarlab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,6 +199,8 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("runs", help="list the runs of params.yaml with their recipes", add_help=False)
     sub.add_parser("estimate", help="per-stage time of what `dvc repro` would run here", add_help=False)
     sub.add_parser("set", help="change params.yaml values, validated (KEY=VALUE ...)", add_help=False)
+    for name, (_, text) in TOOLS.items():
+        sub.add_parser(name, help=text, add_help=False)
     for name, text in STAGES.items():
         sub.add_parser(name, help=f"stage: {text}", add_help=False)
     if not argv or argv[0] in ("-h", "--help"):
@@ -152,15 +212,21 @@ def main(argv: list[str] | None = None) -> None:
         cmd_estimate(rest)
     elif command == "set":
         cmd_set(rest)
+    elif command in TOOLS:
+        TOOLS[command][0](rest)
     elif command in STAGES:
+        from cifarlab.core.shell import check_workspace_code
+
+        check_workspace_code()
         importlib.import_module(f"cifarlab.{command}").main(rest)
     else:
         ap.parse_args(argv)  # argparse's own error for an unknown command
 
 
 def entry_point() -> None:
-    """The `cifarlab` console script."""
-    run_main(main)
+    """The `cifarlab` console script. Its tools (pack, compare, ...) may run another workspace's
+    files with this code; its stage subcommands check, as the stages do."""
+    run_main(main, check_workspace=False)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> None:
         "classes": list(classes),
         "n_train": stats["n_train"],
         "n_test": stats["n_test"],
+        "n_val": stats.get("n_val", 0),
+        # the archive the data came from, by md5 (content_md5: the same on every machine)
+        "data": stats.get("source"),
         # what makes a run a smoke run rather than the recipe (the report says so per run)
         "recipe_epochs": mp.recipe.epochs,
         "epochs_cap": p.train.max_epochs if epochs < mp.recipe.epochs else None,

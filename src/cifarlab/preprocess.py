@@ -3,7 +3,8 @@
 Reads `RAW_ARCHIVE`, takes the class-stratified subsets `data.train_subset` / `data.test_subset`
 (null = all) drawn with `seed`, and writes `TRAIN_FILE`, `TEST_FILE` (x uint8 (N, 32, 32, 3),
 y int64 (N,)) and `STATS_FILE` (per-channel mean/std of the train split in [0, 1] units, class
-names and counts). Every output is written atomically.
+names, counts, and the archive's md5s under `source`: see cifar_io.archive_identity). Every
+output is written atomically.
 
     python -m cifarlab.preprocess
 """
@@ -13,10 +14,10 @@ import argparse
 
 from cifarlab.core.errors import DataError
 from cifarlab.core.io import write_json
-from cifarlab.core.paths import RAW_ARCHIVE, STATS_FILE, TEST_FILE, TRAIN_FILE, VAL_FILE
 from cifarlab.core.params import load_params
+from cifarlab.core.paths import RAW_ARCHIVE, STATS_FILE, TEST_FILE, TRAIN_FILE, VAL_FILE
 from cifarlab.core.shell import run_main
-from cifarlab.data.cifar_io import read_archive
+from cifarlab.data.cifar_io import archive_identity, read_archive
 from cifarlab.data.prepared import prepare, save_split
 
 
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     save_split(TRAIN_FILE, *train)
     save_split(TEST_FILE, *test)
     save_split(VAL_FILE, *val)
+    # which data these are, named by content (the same on every machine) and by file (data.md5)
+    stats["source"] = archive_identity(RAW_ARCHIVE)
     write_json(STATS_FILE, stats)
     mean = ", ".join(f"{v:.4f}" for v in stats["mean"])
     std = ", ".join(f"{v:.4f}" for v in stats["std"])

@@ -24,10 +24,12 @@ from cifarlab.core import paths
 from cifarlab.core.io import atomic_write
 from cifarlab.core.params import load_params
 from cifarlab.core.shell import run_main
+from cifarlab.reporting import published as pub
 from cifarlab.reporting.provenance import load_lock
 from cifarlab.reporting.tables import (
     COMPARISON_FIGURE,
     GRID_FIGURE,
+    PUBLISHED_RUN_FIGURES,
     GRID_REPORT,
     bar_rows,
     counted,
@@ -66,7 +68,8 @@ def write_figures(reference: Mapping, runs: Mapping[str, list[dict]], figures_di
     return written
 
 
-def write_comparison(reference: Mapping, runs: Mapping[str, list[dict]], figures_dir: Path) -> Path:
+def write_comparison(reference: Mapping, runs: Mapping[str, list[dict]], figures_dir: Path,
+                     history_dir: Path = paths.HISTORY_DIR) -> Path:
     """comparison.png: every run that has run and is not a report-004 grid cell (36 bars would
     drown the rest; grid_resnet18.png shows them), with its published top-1."""
     from cifarlab import figures
@@ -79,7 +82,7 @@ def write_comparison(reference: Mapping, runs: Mapping[str, list[dict]], figures
         st = run_stats(recs, "top1")
         ref = primary(reference["numbers"], run, "top1")
         top1[run] = {"reported": ref["value"] if ref else None, "best": st["best"]["mean"], "final": st["final"]["mean"]}
-        history = paths.HISTORY_DIR / f"{run}.csv"
+        history = history_dir / f"{run}.csv"
         if history.exists():
             hists[run] = pd.read_csv(history)
     path = figures_dir / COMPARISON_FIGURE
@@ -95,17 +98,25 @@ def own_figure(name: str) -> bool:
 def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(prog="python -m cifarlab.report", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
-    load_params()  # validates params.yaml before any work
+    p = load_params()  # validates params.yaml before any work
     reference = load_reference(REFERENCE)
     runs = group_runs(load_metrics(paths.METRICS_DIR, details_dir=paths.DETAILS_DIR))
+    published = group_runs(load_metrics(pub.PUBLISHED_DIR / "metrics", details_dir=pub.PUBLISHED_DIR / "details"))
+    section = pub.published_section(reference, published, pub.load_provenance(), p.runs)
+    showing_published = not runs and bool(published)
+    if showing_published:  # nothing of this workspace's own: the sections and figures show the published runs
+        runs = published
     lock = load_lock(DVC_LOCK)
-    written = [write_comparison(reference, runs, paths.FIGURES_DIR),
+    history_dir = pub.PUBLISHED_DIR / "history" if showing_published else paths.HISTORY_DIR
+    written = [write_comparison(reference, runs, paths.FIGURES_DIR, history_dir),
                *write_figures(reference, runs, paths.FIGURES_DIR)]
     # names relative to reports/figures: "comparison.png", "runs/curves_<run>.png", ...
     on_disk = sorted(p.relative_to(paths.FIGURES_DIR).as_posix() for p in paths.FIGURES_DIR.rglob("*.png"))
     # this stage's own figures are embedded only when drawn now: a leftover would be stale
-    present = [n for n in on_disk if not own_figure(n)] + [p.name for p in written]
-    text = report_tables(reference, runs, lock, present)
+    present = [n for n in on_disk if not own_figure(n)] + [f.name for f in written]
+    if showing_published:
+        present += [f"{PUBLISHED_RUN_FIGURES}{f.name}" for f in sorted((pub.PUBLISHED_DIR / "figures").glob("*.png"))]
+    text = report_tables(reference, runs, lock, present, published=section, showing_published=showing_published)
     with atomic_write(README, "wb") as f:  # bytes: UTF-8 whatever the locale
         f.write(text.encode("utf-8"))
     n_files = sum(len(r) for r in runs.values())

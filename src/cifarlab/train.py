@@ -3,9 +3,10 @@
     python -m cifarlab.train --run lenet5 [--seed 1]
 
 Writes data/checkpoints/<out>/{final,best}.pt (and val_best.pt with a validation split),
-reports/history/<out>.csv (one row per epoch; a DVC plot) and reports/timing/<out>.json (device,
-wall times, images/s: apart because they vary run to run, while every other output is the same
-bit for bit on CPU). <out> is the run name, or <run>-s<seed> for an extra seed.
+reports/history/<out>.csv (one row per epoch; a DVC plot) and reports/timing/<out>.json (device
+and its name, torch/CUDA versions, code version, wall times, images/s: apart because they vary
+run to run, while every other output is the same bit for bit on CPU). <out> is the run name, or
+<run>-s<seed> for an extra seed.
 
 After every epoch the full training state goes to data/resume/<out>.pt (atomically), so a run
 killed mid-epoch resumes from its last finished epoch when started again (`dvc repro`), with the
@@ -21,12 +22,13 @@ import torch
 from cifarlab.core import paths
 from cifarlab.core.io import atomic_write, write_json
 from cifarlab.core.params import Params
+from cifarlab.core.provenance import code_version
 from cifarlab.core.runs import RunSpec, stage_args
 from cifarlab.core.shell import run_main
 from cifarlab.data.prepared import load_prepared
 from cifarlab.engine.augment import pipeline_for
 from cifarlab.engine.checkpoints import history_csv, load_resume, run_fingerprint, save_checkpoint
-from cifarlab.engine.estimate import cpu_notice
+from cifarlab.engine.estimate import cpu_name, cpu_notice
 from cifarlab.engine.loop import FitResult, Runtime, build_model, fit, setup_device, time_train_step
 
 
@@ -81,15 +83,19 @@ def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> Fi
         "model": spec.model,
         "run": spec.run,
         "seed": spec.seed,
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "device": device.type,
+        "device_name": torch.cuda.get_device_name() if device.type == "cuda" else cpu_name(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda if device.type == "cuda" else None,  # the CUDA the build targets
         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         "num_threads": torch.get_num_threads(),
+        "code": code_version(),  # git commit and whether src/ had uncommitted changes
         "epochs_run": len(result.history),
         "stopped_early": result.stopped_early,
         "diverged": div,
         "train_seconds": round(result.train_seconds, 3),  # this process's share when it resumed
+        # every epoch's training and test pass, resumed parts included: the run's wall time
+        "wall_seconds": round(sum(h.seconds for h in result.history), 3),
         "train_images_per_s": round(result.train_images / max(result.train_seconds, 1e-9), 1),
         "epoch_seconds": [round(h.seconds, 3) for h in result.history],
     })

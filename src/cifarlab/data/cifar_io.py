@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import _compat_pickle
 import gzip
+import hashlib
 import io
 import pickle
 import tarfile
@@ -352,3 +353,24 @@ def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mean[c] = s / count / 255.0
         std[c] = (var_num ** 0.5) / count / 255.0
     return mean, std
+
+
+def archive_identity(path: str | Path) -> dict[str, str]:
+    """The two md5s that name an archive's data (hex strings):
+
+    archive_md5  md5 of the .tar.gz file: what `data.md5` checks, but it depends on the zlib that
+                 compressed the archive, so two builds of the same images can differ here;
+    content_md5  md5 of the decompressed tar stream (`gzip -dc FILE | md5sum`): the same on every
+                 machine for the same images (the JPEG-derived full set: 41f098d714552507420169bbfa271dac).
+    """
+    file_h, content_h = hashlib.md5(), hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
+            file_h.update(chunk)
+    try:
+        with gzip.open(path, "rb") as g:
+            for chunk in iter(lambda: g.read(CHUNK_BYTES), b""):
+                content_h.update(chunk)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path} is not a readable .tar.gz (truncated or corrupt): {one_line(e, 300)}") from e
+    return {"archive_md5": file_h.hexdigest(), "content_md5": content_h.hexdigest()}

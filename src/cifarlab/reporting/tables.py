@@ -74,6 +74,7 @@ def normalize_metrics(raw: Mapping, path: str, md5: str | None = None) -> dict:
         "seed": seed,
         "report": raw.get("report"),
         "overrides": raw.get("overrides") or {},
+        "data": raw.get("data"),  # the archive's md5s (details files since "Published results")
         "best": dict(raw["best"]),
         "final": dict(raw["final"]),
         "val": _block(raw.get("val")),
@@ -496,16 +497,16 @@ def html_image(alt: str, name: str, width: str) -> str:
     return f'<img src="figures/{name}" alt="{alt}" width="{width}">'
 
 
-def _run_figures(runs_in_report: Sequence[str], figures: Iterable[str]) -> list[str]:
+def _run_figures(runs_in_report: Sequence[str], figures: Iterable[str], prefix: str = "runs/") -> list[str]:
     """One paragraph per run that has figures: its curves and confusion matrix on one row,
-    then its PCA (AlexNet runs)."""
+    then its PCA (AlexNet runs). prefix: where they are, relative to reports/figures."""
     have = set(figures)
     out = []
     for run in runs_in_report:
         row = [html_image(alt, name, RUN_FIGURE_WIDTH[kind])
-               for kind, name, alt in (("curves", f"runs/curves_{run}.png", f"learning curves: {run}"),
-                                       ("confusion", f"runs/confusion_{run}.png", f"confusion matrix: {run}"),
-                                       ("pca", f"runs/pca_{run}_2d3d.png", f"PCA of the features: {run}"))
+               for kind, name, alt in (("curves", f"{prefix}curves_{run}.png", f"learning curves: {run}"),
+                                       ("confusion", f"{prefix}confusion_{run}.png", f"confusion matrix: {run}"),
+                                       ("pca", f"{prefix}pca_{run}_2d3d.png", f"PCA of the features: {run}"))
                if name in have]
         if row:
             out.append(f"**`{run}`**<br>\n" + "\n".join(row))
@@ -513,7 +514,7 @@ def _run_figures(runs_in_report: Sequence[str], figures: Iterable[str]) -> list[
 
 
 def report_section(reference: Mapping, runs: Mapping[str, list[dict]], report: str,
-                   figures: Iterable[str] = ()) -> str:
+                   figures: Iterable[str] = (), run_figures: str = "runs/") -> str:
     figures = set(figures)
     entries = numbers_of(reference, report)
     title = REPORT_TITLES.get(report)
@@ -540,7 +541,7 @@ def report_section(reference: Mapping, runs: Mapping[str, list[dict]], report: s
     bars = f"report_{report}.png"
     if bars in figures:
         parts.append(md_image(f"report {report}: reported vs reproduced top-1", bars))
-    run_figs = _run_figures(_ordered_unique(n["run"] for n in entries), figures)
+    run_figs = _run_figures(_ordered_unique(n["run"] for n in entries), figures, run_figures)
     if len(run_figs) > COLLAPSE_FIGURES:
         # The grid has 36 runs: fold their figures so the tables and heat maps stay in view.
         # (The blank lines let GitHub render the Markdown inside the HTML block.)
@@ -641,25 +642,42 @@ def smoke_section(runs: Mapping[str, list[dict]]) -> str:
         md_table(["run", "seed", "not the recipe because"], rows)])
 
 
-def report_tables(reference: Mapping, runs: Mapping[str, list[dict]], lock: Mapping | None,
-                  figures: Iterable[str] = ()) -> str:
-    """The whole README.md: one section per report, other runs, provenance. Pure; deterministic.
+PUBLISHED_RUN_FIGURES = "../published/figures/"  # reports/published/figures, from reports/figures
 
-    figures: names of the PNGs present in reports/figures (embedded where they exist).
+
+def report_tables(reference: Mapping, runs: Mapping[str, list[dict]], lock: Mapping | None,
+                  figures: Iterable[str] = (), published: str = "", showing_published: bool = False) -> str:
+    """The whole README.md: published runs, one section per report, other runs, provenance.
+    Pure; deterministic.
+
+    figures: names of the PNGs present, relative to reports/figures (embedded where they exist).
+    published: the "Published runs" section (published.published_section), first when given.
+    showing_published: `runs` are the published runs (the workspace has none of its own): the
+    report sections say so and take each run's figures from reports/published/figures.
     """
     figures = set(figures)
     parts = [HEADER.rstrip("\n")]
+    if published:
+        parts.append(published)
+    if showing_published:
+        parts.append("The sections below show the **published runs** above: this workspace has no run of its "
+                     "own yet (after `dvc repro` they show yours, and `cifarlab compare` sets yours beside these).")
+    elif published:
+        parts.append("The sections below show **this workspace's runs** (`reports/metrics`); `cifarlab compare` "
+                     "sets them beside the published runs above.")
     smoke = smoke_section(runs)
     if smoke:
         parts.append(smoke)
     if "comparison.png" in figures:
         parts.append(md_image("all models: reproduced vs reported", "comparison.png"))
     for report in report_ids(reference):
-        parts.append(report_section(reference, runs, report, figures))
+        parts.append(report_section(reference, runs, report, figures,
+                                    PUBLISHED_RUN_FIGURES if showing_published else "runs/"))
     others = other_runs_table(reference, runs)
     if others:
         parts += ["## Other runs (no published number)", others]
-    parts += ["## Provenance", PROVENANCE_NOTE, provenance_table(runs, lock)]
+    if not showing_published:  # published runs carry their own provenance (the table above)
+        parts += ["## Provenance", PROVENANCE_NOTE, provenance_table(runs, lock)]
     return "\n\n".join(parts) + "\n"
 
 

@@ -1,0 +1,43 @@
+"""Where a run's code came from: the git commit it ran at and whether the code had uncommitted
+changes. Written to reports/timing/<run>.json (a file allowed to differ run to run), never to the
+outputs two clean runs must reproduce byte for byte."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+# The files whose changes make "dirty" code: the package, its build and the pipeline. Not
+# params.yaml (a run's params are recorded on their own) nor dvc.lock / reports/ (a running
+# `dvc repro` rewrites them itself).
+CODE_PATHS = ("src", "pyproject.toml", "dvc.yaml")
+# For copies without .git (a GPU machine gets the working tree only): the commit, set by
+# whoever made the copy, e.g. CIFARLAB_COMMIT=$(git rev-parse HEAD).
+COMMIT_ENV = "CIFARLAB_COMMIT"
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def code_version(root: str | os.PathLike = ".") -> dict:
+    """{"commit": 40-hex or None, "code_commit": 40-hex or None, "dirty": bool or None}.
+
+    commit: `git rev-parse HEAD` in `root`, else $CIFARLAB_COMMIT, else None. code_commit: the
+    last commit that changed CODE_PATHS (the code's own version: on a branch that only adds
+    results it names the commit the code came from). dirty: whether the tracked files under
+    CODE_PATHS differ from HEAD (None when git cannot say).
+    """
+    root = Path(root)
+    head = _git(root, "rev-parse", "HEAD")
+    if head is None:
+        commit = os.environ.get(COMMIT_ENV) or None
+        return {"commit": commit, "code_commit": commit, "dirty": None}
+    last = _git(root, "log", "-1", "--format=%H", "--", *CODE_PATHS)
+    status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
+    return {"commit": head.strip(), "code_commit": (last or "").strip() or None,
+            "dirty": None if status is None else bool(status.strip())}

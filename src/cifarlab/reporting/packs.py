@@ -1,0 +1,367 @@
+"""Packs: finished runs with their provenance in one file, carried to another checkout and
+folded into its reports/published/ (reporting/published.py), which the report and
+`cifarlab compare` read.
+
+    cifarlab pack -o runs.tar.gz           in the workspace where the runs finished (a GPU box)
+    cifarlab fold runs.tar.gz              in the checkout that publishes them (main)
+    cifarlab compare                       your reports/metrics against reports/published
+
+A pack is a .tar.gz (at most MAX_PACK_BYTES) holding manifest.json and, per run output <out>
+(the run name, or <run>-s<seed>), the files of PUBLISHED_FILES plus provenance/<out>.json:
+data (archive and content md5, image counts), device, torch/CUDA, code version (commit, dirty,
+md5 of every file of the train and evaluate stages' code), seed, epochs run against the
+recipe's, wall time and training images/s. Never checkpoints.
+
+`fold` refuses a pack whose run recipe (model, recipe, architecture, the train.* and data.*
+keys that change numbers) differs from the checkout's, or whose code differs from the
+checkout's, with one line naming the run and the key or file; `--accept-code-change` folds
+the latter anyway and records the files that differ in the run's provenance.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import tarfile
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from cifarlab.core import paths
+from cifarlab.core.errors import CifarlabError
+from cifarlab.core.io import atomic_write
+from cifarlab.core.params import Params, load_params
+from cifarlab.core.provenance import code_version
+from cifarlab.core.runs import output_id
+from cifarlab.reporting.published import (PROVENANCE, PUBLISHED_DIR, PUBLISHED_FILES, REQUIRED, load_provenance,
+                                          read_json_object)
+
+PACK_FORMAT = 1
+MAX_PACK_BYTES = 16 * 2**20  # what one file carried back from a lent GPU may weigh
+MANIFEST = "manifest.json"
+# train.* and data.* keys that change a run's numbers (num_threads only in their last bits: it is
+# provenance, shown, not refused; data.url/md5 name the data, which provenance records by md5).
+RECIPE_TRAIN_KEYS = ("max_epochs", "bf16", "channels_last", "eval_batch_size", "deterministic")
+RECIPE_DATA_KEYS = ("train_subset", "test_subset", "val_split")
+CODE_STAGES = ("train", "evaluate")  # whose code makes the numbers (dvc.yaml deps under src/)
+
+
+class PublishError(CifarlabError):
+    """A pack that cannot be made or folded."""
+
+
+# --------------------------------------------------------------------------- recipe and code
+
+
+def run_recipe(p: Params, run: str) -> dict:
+    """What a published number of `run` claims to be the result of, as plain JSON data."""
+    r = p.runs[run]
+    recipe = {
+        "model": r.model,
+        "recipe": r.params.recipe.model_dump(mode="json"),
+        "arch": json.loads(json.dumps(dict(r.params.arch))),
+        "train": {k: getattr(p.train, k) for k in RECIPE_TRAIN_KEYS},
+        "data": {k: getattr(p.data, k) for k in RECIPE_DATA_KEYS},
+    }
+    if any(recipe["data"][k] for k in RECIPE_DATA_KEYS):
+        recipe["data"]["split_seed"] = p.seed  # subsets and the val split are drawn with `seed`
+    return recipe
+
+
+def first_difference(a: Any, b: Any, where: str = "") -> str | None:
+    """The dotted key of the first place two JSON values differ, or None if equal."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for k in sorted(set(a) | set(b)):
+            if k not in a or k not in b:
+                return f"{where}{k}"
+            d = first_difference(a[k], b[k], f"{where}{k}.")
+            if d:
+                return d
+        return None
+    return None if a == b else (where.rstrip(".") or "(value)")
+
+
+def _dotted(obj: Any, key: str) -> Any:
+    for part in key.split("."):
+        obj = obj.get(part) if isinstance(obj, Mapping) else None
+    return obj
+
+
+def code_files(root: Path) -> list[str]:
+    """The .py files of the train and evaluate stages' code deps (dvc.yaml), sorted, POSIX, relative."""
+    dvc_yaml = root / "dvc.yaml"
+    if not dvc_yaml.is_file():
+        raise PublishError(f"{dvc_yaml} not found: pack and fold run at the root of a cifarlab checkout")
+    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    files: set[str] = set()
+    for name in CODE_STAGES:
+        for dep in stages[name]["do"]["deps"]:
+            dep = str(dep)
+            if not dep.startswith("src/") or "$" in dep:
+                continue
+            path = root / dep
+            found = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+            files.update(f.relative_to(root).as_posix() for f in found if f.is_file())
+    return sorted(files)
+
+
+def code_md5s(root: Path) -> dict[str, str]:
+    """path -> md5 of every file of code_files."""
+    return {f: hashlib.md5((root / f).read_bytes()).hexdigest() for f in code_files(root)}
+
+
+# --------------------------------------------------------------------------- pack
+
+
+def finished_outs(root: Path) -> list[str]:
+    """Run outputs whose required files are all present in the workspace at `root`."""
+    metrics = root / paths.METRICS_DIR
+    outs = sorted(f.stem for f in metrics.glob("*.json") if f.name != "experiment.json") if metrics.is_dir() else []
+    return [o for o in outs if all((root / str(PUBLISHED_FILES[k]).format(out=o)).is_file() for k in REQUIRED)]
+
+
+def _lock_mismatch(root: Path, out: str, run: str, seed: int, p: Params, md5s: Mapping[str, str]) -> str | None:
+    """A code file whose md5 differs from what dvc.lock recorded when `out` was trained, or None
+    (also None without dvc.lock or without its stage: nothing recorded to check against)."""
+    lock_file = root / "dvc.lock"
+    if not lock_file.is_file():
+        return None
+    stages = (yaml.safe_load(lock_file.read_text()) or {}).get("stages") or {}
+    name = f"train@{run}" if seed == p.seed else f"train_seeds@{run}-{seed}"
+    for dep in (stages.get(name) or {}).get("deps") or []:
+        path, md5 = dep.get("path"), dep.get("md5")
+        if path in md5s and md5 and not md5.endswith(".dir") and md5s[path] != md5:
+            return path
+    return None
+
+
+def provenance_of(root: Path, out: str, p: Params, md5s: Mapping[str, str], cache: dict | None = None,
+                  code_root: Path | None = None) -> dict:
+    """The provenance record of one finished run output (see the module docstring).
+
+    Fields the run did not record itself (runs of older code) are filled from the workspace
+    now and listed under `derived_at_pack`."""
+    details = read_json_object(root / paths.DETAILS_DIR / f"{out}.json")
+    timing = read_json_object(root / paths.TIMING_DIR / f"{out}.json")
+    run, seed = details.get("run"), details.get("seed")
+    if run not in p.runs or not isinstance(seed, int):
+        raise PublishError(f"{out}: its details name run {run!r} seed {seed!r}, not a run of this workspace's "
+                           "params.yaml: pack the workspace that trained it")
+    derived = []
+    data = dict(details.get("data") or {})
+    raw = root / paths.RAW_ARCHIVE
+    if not data.get("content_md5"):
+        derived.append("data")
+        data = {"archive_md5": p.data.md5, "content_md5": None}
+        if raw.is_file():
+            from cifarlab.data.cifar_io import archive_identity
+
+            cache = {} if cache is None else cache
+            if "identity" not in cache:  # 170 MB read twice: once per pack, not per run
+                cache["identity"] = archive_identity(raw)
+            data = cache["identity"]
+    code = timing.get("code")
+    if not code:
+        derived.append("code")
+        code = code_version(root if code_root is None else code_root)
+    device_name = timing.get("device_name")
+    if not device_name:
+        derived.append("device_name")
+        device = str(timing.get("device", ""))
+        if device == "cpu":
+            from cifarlab.engine.estimate import cpu_name
+
+            device_name = cpu_name()  # the packing machine: runs are packed where they ran
+        else:
+            device_name = device  # older files wrote the GPU's name here
+    epoch_seconds = timing.get("epoch_seconds") or []
+    wall = timing.get("wall_seconds", round(sum(epoch_seconds), 3))
+    n_train = details.get("n_train")
+    epochs_run = timing.get("epochs_run", len(epoch_seconds))
+    return {
+        "out": out,
+        "run": run,
+        "seed": seed,
+        "model": details.get("model"),
+        "report": details.get("report"),
+        "recipe": run_recipe(p, run),
+        "data": {"url": p.data.url, **data, "n_train": n_train, "n_val": details.get("n_val"),
+                 "n_test": details.get("n_test")},
+        "device": {"type": "cuda" if timing.get("cuda") else "cpu", "name": device_name,
+                   "torch": timing.get("torch"), "cuda": timing.get("cuda"), "cudnn": timing.get("cudnn"),
+                   "num_threads": timing.get("num_threads")},
+        "code": {**code, "files": dict(md5s)},
+        "epochs": {"run": epochs_run, "recipe": details.get("recipe_epochs"), "cap": details.get("epochs_cap"),
+                   "stopped_early": timing.get("stopped_early")},
+        "wall_seconds": wall,
+        # all epochs' training images over the epochs' wall time (test passes included): a
+        # resumed run's own train_images_per_s covers only the process that finished it
+        "images_per_s": round(n_train * epochs_run / wall, 1) if n_train and wall else None,
+        "diverged": details.get("diverged"),
+        "derived_at_pack": derived,
+    }
+
+
+def pack(root: Path, dest: Path, outs: Iterable[str] | None = None, log=print, code_root: Path | None = None) -> dict:
+    """Write the pack of `outs` (default: every finished run output) of the workspace at `root`
+    to `dest`, atomically. code_root: the checkout whose code ran (default `root`; the GPU kit's
+    workspace is a folder of the checkout). Returns the manifest. Errors: PublishError, one line."""
+    root = Path(root)
+    code_root = root if code_root is None else Path(code_root)
+    p = load_params(root / paths.PARAMS_FILE)
+    available = finished_outs(root)
+    outs = list(outs) if outs else available
+    if not outs:
+        raise PublishError(f"no finished run in {root / paths.METRICS_DIR}: run some first (dvc repro, or cifarlab kit)")
+    missing = [o for o in outs if o not in available]
+    if missing:
+        raise PublishError(f"run output {missing[0]!r} is not finished in {root} (needs {', '.join(REQUIRED)}); "
+                           f"finished: {', '.join(available) or 'none'}")
+    md5s = code_md5s(code_root)
+    code = code_version(code_root)
+    manifest = {"format": PACK_FORMAT, "packed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "code": {**code, "files": md5s}, "runs": {}}
+    members: dict[str, bytes] = {}
+    cache: dict = {}
+    for out in outs:
+        prov = provenance_of(root, out, p, md5s, cache, code_root)
+        stale = _lock_mismatch(root, out, prov["run"], prov["seed"], p, md5s)
+        if stale:
+            raise PublishError(f"{out}: {stale} changed since dvc.lock recorded its training: rerun it (dvc repro) "
+                               "or restore that code before packing")
+        manifest["runs"][out] = {"run": prov["run"], "seed": prov["seed"], "recipe": prov["recipe"]}
+        for name, src in PUBLISHED_FILES.items():
+            path = root / str(src).format(out=out)
+            if path.is_file():
+                members[name.format(out=out)] = path.read_bytes()
+        members[PROVENANCE.format(out=out)] = _json_bytes(prov)
+    members[MANIFEST] = _json_bytes(manifest)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name in sorted(members):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(members[name]), 0o644, 0
+            tar.addfile(info, io.BytesIO(members[name]))
+    if buf.tell() > MAX_PACK_BYTES:
+        raise PublishError(f"pack would be {buf.tell() / 2**20:.1f} MiB, over {MAX_PACK_BYTES // 2**20} MiB: "
+                           "pack fewer runs at a time (--runs)")
+    with atomic_write(dest) as f:
+        f.write(buf.getvalue())
+    log(f"pack: {len(outs)} runs ({', '.join(outs)}) -> {dest} ({buf.tell() / 2**20:.2f} MiB)")
+    return manifest
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+
+
+# --------------------------------------------------------------------------- fold
+
+
+def _read_pack(path: Path) -> dict[str, bytes]:
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            members = {}
+            for m in tar.getmembers():
+                name = PurePosixPath(m.name)
+                if not m.isfile() or name.is_absolute() or ".." in name.parts:
+                    raise PublishError(f"{path}: unexpected member {m.name!r}: not a cifarlab pack")
+                members[m.name] = tar.extractfile(m).read()
+    except (OSError, EOFError, tarfile.TarError) as e:
+        raise PublishError(f"{path}: not a readable .tar.gz pack ({str(e).splitlines()[0]})") from None
+    if MANIFEST not in members:
+        raise PublishError(f"{path}: no {MANIFEST}: not a cifarlab pack (make one with cifarlab pack)")
+    return members
+
+
+def _published_elsewhere(dest_root: Path, run: str, content_md5: str | None, outs: set[str]) -> list[str]:
+    """Published outputs of `run`, other than `outs`, trained on other data than content_md5."""
+    others = []
+    for out, prov in load_provenance(dest_root).items():
+        if prov.get("run") == run and out not in outs and (prov.get("data") or {}).get("content_md5") != content_md5:
+            others.append(out)
+    return sorted(others)
+
+
+def fold(pack_file: Path, root: Path = Path("."), accept_code_change: bool = False, replace: bool = False,
+         log=print) -> list[str]:
+    """Fold a pack into `root`'s reports/published/ (each file replaced atomically; nothing
+    written when any check fails). Returns the run outputs folded, named as in this checkout.
+
+    A run's seeds are averaged together, so they must share their data: a pack trained on other
+    data (content md5) than a run's seeds already published is refused, unless `replace`, which
+    removes those seeds first."""
+    root, pack_file = Path(root), Path(pack_file)
+    members = _read_pack(pack_file)
+    manifest = json.loads(members[MANIFEST])
+    if manifest.get("format") != PACK_FORMAT:
+        raise PublishError(f"{pack_file}: pack format {manifest.get('format')!r}, this cifarlab reads {PACK_FORMAT}")
+    p = load_params(root / paths.PARAMS_FILE)
+    mine = code_md5s(root)
+    theirs = manifest["code"]["files"]
+    differ = sorted(f for f in set(mine) | set(theirs) if mine.get(f) != theirs.get(f))
+    commit = (manifest["code"].get("commit") or "unknown")[:12]
+    if differ and not accept_code_change:
+        more = f" and {len(differ) - 1} more" if len(differ) > 1 else ""
+        raise PublishError(f"{pack_file}: trained with other code (commit {commit}): {differ[0]}{more} differ from "
+                           "this checkout; fold it in a checkout of that commit, rerun, or pass --accept-code-change "
+                           "to publish it with the difference recorded")
+    renamed: dict[str, str] = {}
+    for out, meta in sorted(manifest["runs"].items()):
+        run = meta["run"]
+        if run not in p.runs:
+            raise PublishError(f"{pack_file}: run {run!r} is not in this checkout's run table (params.yaml runs)")
+        key = first_difference(meta["recipe"], run_recipe(p, run))
+        if key:
+            raise PublishError(f"{pack_file}: run {run!r} was trained with {key} = "
+                               f"{_dotted(meta['recipe'], key)!r}, this checkout has "
+                               f"{_dotted(run_recipe(p, run), key)!r}: fold it where params.yaml matches")
+        renamed[out] = output_id(run, meta["seed"], p.seed)
+    dest_root = root / PUBLISHED_DIR
+    stale: list[str] = []
+    for out, new in renamed.items():
+        prov = json.loads(members[PROVENANCE.format(out=out)])
+        others = _published_elsewhere(dest_root, prov["run"], (prov.get("data") or {}).get("content_md5"),
+                                      set(renamed.values()))
+        if others and not replace:
+            raise PublishError(f"{pack_file}: run {prov['run']!r} is already published from other data "
+                               f"({', '.join(others)}), and seeds of different data are never averaged: "
+                               "pass --replace to drop those first")
+        stale += others
+    today = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    dest_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest_root, prefix=".fold-") as tmp:
+        staged: list[tuple[Path, Path]] = []
+        for out, new in renamed.items():
+            # the run's old files go, so a figure the new pack lacks does not survive from another run
+            for name in [*PUBLISHED_FILES, PROVENANCE]:
+                data = members.get(name.format(out=out))
+                target = dest_root / name.format(out=new)
+                if name == PROVENANCE:
+                    prov = json.loads(data)
+                    prov.update(out=new, folded={"at": today, "pack": pack_file.name,
+                                                 "code_differs": differ if accept_code_change else []})
+                    data = _json_bytes(prov)
+                if data is None:
+                    staged.append((None, target))
+                    continue
+                tmp_file = Path(tmp) / name.format(out=new)
+                tmp_file.parent.mkdir(parents=True, exist_ok=True)
+                tmp_file.write_bytes(data)
+                staged.append((tmp_file, target))
+        for out in stale:  # --replace: the run's seeds of other data go
+            staged += [(None, dest_root / name.format(out=out)) for name in [*PUBLISHED_FILES, PROVENANCE]]
+        for src, target in staged:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if src is None:
+                target.unlink(missing_ok=True)
+            else:
+                os.replace(src, target)
+    log(f"fold: {len(renamed)} runs ({', '.join(renamed.values())}) -> {dest_root}"
+        + (f"; code differs from commit {commit} in {len(differ)} files (recorded)" if differ else ""))
+    return list(renamed.values())

@@ -1,0 +1,203 @@
+"""reports/published/: runs cifarlab trained itself and published with their provenance (folded
+in from packs: see reporting/packs.py), read by the report's "Published runs" section and by
+`cifarlab compare`.
+
+Layout, per run output <out> (the run name, or <run>-s<seed>): metrics/<out>.json,
+details/<out>.json, timing/<out>.json, history/<out>.csv, figures/{curves,confusion}_<out>.png,
+and provenance/<out>.json: data (archive and content md5, image counts), device, torch/CUDA,
+code version (commit, dirty, md5 of every file of the train and evaluate stages' code), seed,
+epochs run against the recipe's, wall time and training images/s.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from cifarlab.core import paths
+from cifarlab.core.errors import DataError
+
+PUBLISHED_DIR = paths.REPORTS_DIR / "published"
+# What a published run holds: name under reports/published/ (and in a pack) -> workspace path.
+# The first four are required; the figures are drawn by plot@/pca@ and kept when present.
+PUBLISHED_FILES = {
+    "metrics/{out}.json": paths.METRICS_DIR / "{out}.json",
+    "details/{out}.json": paths.DETAILS_DIR / "{out}.json",
+    "timing/{out}.json": paths.TIMING_DIR / "{out}.json",
+    "history/{out}.csv": paths.HISTORY_DIR / "{out}.csv",
+    "figures/curves_{out}.png": paths.RUN_FIGURES_DIR / "curves_{out}.png",
+    "figures/confusion_{out}.png": paths.RUN_FIGURES_DIR / "confusion_{out}.png",
+    "figures/pca_{out}_2d3d.png": paths.RUN_FIGURES_DIR / "pca_{out}_2d3d.png",
+}
+REQUIRED = ("metrics/{out}.json", "details/{out}.json", "timing/{out}.json", "history/{out}.csv")
+PROVENANCE = "provenance/{out}.json"
+
+
+def read_json_object(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: not readable JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return data
+
+
+def load_provenance(published: Path = PUBLISHED_DIR) -> dict[str, dict]:
+    """out -> provenance record of every published run ({} without any)."""
+    d = Path(published) / "provenance"
+    return {f.stem: read_json_object(f) for f in sorted(d.glob("*.json"))} if d.is_dir() else {}
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def compare_rows(reference: Mapping, yours: Mapping[str, list[dict]], published: Mapping[str, list[dict]]) -> list[list[str]]:
+    """One row per run that has a number of yours or a published one: published (report) |
+    cifarlab published (best top-1, mean ± std over seeds) | yours | yours - cifarlab | note."""
+    from cifarlab.reporting.tables import DASH, counted, fmt_diff, fmt_summary, fmt_value, primary, run_stats, smoke_notes
+
+    rows = []
+    for run in sorted(set(yours) | set(published)):
+        mine, theirs = counted(yours.get(run, [])), counted(published.get(run, []))
+        ref = primary(reference["numbers"], run, "top1")
+        a, b = run_stats(mine, "top1")["best"], run_stats(theirs, "top1")["best"]
+        notes = []
+        data_mine = {(r.get("data") or {}).get("content_md5") for r in mine}
+        data_theirs = {(r.get("data") or {}).get("content_md5") for r in theirs}
+        if mine and theirs and data_mine != data_theirs:
+            shown = ", ".join(str(m)[:8] for m in sorted(data_mine, key=str))
+            notes.append(f"other data (yours: content md5 {shown})")
+        if any(smoke_notes(r) for r in mine) and not any(smoke_notes(r) for r in theirs):
+            notes.append("yours is a smoke run (subset or capped epochs)")
+        rows.append([run, fmt_value("top1", ref["value"]) if ref else DASH,
+                     fmt_summary("top1", b) if theirs else "not published yet",
+                     fmt_summary("top1", a) if mine else "not run here",
+                     fmt_diff("top1", a["mean"], b["mean"]) if mine and theirs else DASH,
+                     "; ".join(notes)])
+    return rows
+
+
+COMPARE_HEADER = ["run", "published (report)", "cifarlab published", "yours", "yours - cifarlab", "note"]
+
+
+# --------------------------------------------------------------------------- the report's section
+
+# Data the published runs may have used, by content md5 (`gzip -dc FILE | md5sum`).
+JPEG_FULL_CONTENT_MD5 = "41f098d714552507420169bbfa271dac"  # ../shared/data: all 60,000 images
+KNOWN_DATA = {
+    JPEG_FULL_CONTENT_MD5: "JPEG-derived full set",
+    "6137dd0db5e3c244cde1127b69cf132d": "JPEG-derived 7,000-image subset",
+}
+JPEG_NOTE = (
+    "**About the data.** Runs marked *JPEG-derived* trained and tested on a copy of CIFAR-10 whose "
+    "60,000 images went through JPEG at quality 75 (the machines that ran them cannot reach the official "
+    "archive; `../shared/tools/cifar10_from_jpeg.py` rebuilds the official layout from it, content md5 "
+    f"`{JPEG_FULL_CONTENT_MD5}`). Compression at quality 75 blurs fine texture and adds 8x8 block "
+    "artifacts to train and test images alike, so these accuracies are expected to sit somewhat below "
+    "what the same recipe gives on the official pixels; by how much has not been measured here."
+)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def data_label(prov: Mapping) -> str:
+    d = prov.get("data") or {}
+    if not d:
+        return "not recorded"
+    md5 = d.get("content_md5")
+    name = KNOWN_DATA.get(md5) if md5 else None
+    if name is None:
+        name = "official archive" if d.get("archive_md5") == "c58f30108f718f92721af3b95e74349a" else "other data"
+    n = f"{d.get('n_train') or 0:,}/{d.get('n_test') or 0:,}"
+    return f"{name}, {n} (content md5 `{md5[:8]}`)" if md5 else f"{name}, {n}"
+
+
+def device_label(prov: Mapping) -> str:
+    d = prov.get("device") or {}
+    if not d:
+        return "not recorded"
+    name = d.get("name") or d.get("type") or "?"
+    extra = f"torch {d.get('torch')}"
+    if d.get("cuda"):
+        extra += f", CUDA {d.get('cuda')}"
+    elif d.get("num_threads"):
+        extra += f", {d['num_threads']} thread{'s' if d['num_threads'] != 1 else ''}"
+    return f"{name} ({extra})"
+
+
+def code_label(prov: Mapping) -> str:
+    c = prov.get("code") or {}
+    if not c:
+        return "not recorded"
+    commit = (c.get("code_commit") or c.get("commit") or "unknown")[:7]
+    text = f"`{commit}`" + ("+changes" if c.get("dirty") else "")
+    differ = (prov.get("folded") or {}).get("code_differs") or []
+    if differ:
+        text += f" ({len(differ)} file{'s differ' if len(differ) != 1 else ' differs'} from the checkout it was folded into)"
+    return text
+
+
+def published_section(reference: Mapping, published: Mapping[str, list[dict]], provenance: Mapping[str, dict],
+                      run_names: Iterable[str]) -> str:
+    """"Published runs": every published (run, seed) with its provenance, then every run of the
+    run table not published yet with the command that runs it."""
+    from cifarlab.reporting.tables import (
+        DASH, counted, fmt_diff, fmt_result, fmt_seed, fmt_value, md_table, primary, run_stats)
+
+    parts = ["## Published runs"]
+    rows, uses_jpeg = [], False
+    for run in sorted(published):
+        recs = counted(published[run])
+        ref = primary(reference["numbers"], run, "top1")
+        st = run_stats(recs, "top1")
+        for i, r in enumerate(recs):
+            out = Path(r["path"]).stem
+            prov = provenance.get(out, {})
+            uses_jpeg |= (prov.get("data") or {}).get("content_md5") in KNOWN_DATA
+            ep = prov.get("epochs") or {}
+            best = r["best"].get("top1")
+            rows.append([
+                f"`{run}`" if i == 0 else "",
+                (fmt_value("top1", ref["value"]) if ref else DASH) if i == 0 else "",
+                (fmt_result("top1", st["best"], st) + (f"<br>{fmt_diff('top1', st['best']['mean'], ref['value'])}"
+                                                        if ref and st["best"]["mean"] is not None else "")) if i == 0 else "",
+                fmt_seed(r["seed"]),
+                f"{fmt_value('top1', best)} @ {r['best'].get('epoch')}" if best is not None else DASH,
+                fmt_value("top1", r["final"].get("top1")),
+                f"{ep.get('run', '?')}/{ep.get('recipe', '?')}" + (" (stopped early)" if ep.get("stopped_early") else ""),
+                data_label(prov), device_label(prov), code_label(prov),
+                fmt_duration(prov.get("wall_seconds")),
+                f"{prov['images_per_s']:,.0f}" if prov.get("images_per_s") else DASH,
+            ])
+    if rows:
+        parts.append(
+            "Runs of the full recipes that cifarlab trained itself, folded in with `cifarlab fold` from packs "
+            "(`reports/published/`: metrics, curves, and `provenance/<run>.json` with every md5). "
+            "**cifarlab** = test top-1 at the best epoch (mean ± std over seeds, then the difference from "
+            "the report); one row per seed. Epochs: run/recipe. Wall time: all epochs, test passes included; "
+            "images/s: training images per second of that wall time.")
+        if uses_jpeg:
+            parts.append(JPEG_NOTE)
+        parts.append(md_table(["run", "published (report)", "cifarlab", "seed", "best @ epoch", "final", "epochs",
+                               "data (train/test)", "device", "code", "wall time", "images/s"], rows))
+    else:
+        parts.append("No published run yet: fold one in with `cifarlab fold <pack>`.")
+    todo = [n for n in run_names if n not in published]
+    if todo:
+        rows = []
+        for run in todo:
+            ref = primary(reference["numbers"], run, "top1")
+            rows.append([f"`{run}`", fmt_value("top1", ref["value"]) if ref else DASH, "not run yet",
+                         f"`dvc repro plot@{run}`"])
+        parts.append(f"### Not run yet ({len(todo)} of {len(todo) + len(published)} runs)")
+        parts.append("Each runs with the command beside it (`cifarlab estimate` says how long here); on a GPU, "
+                     "`python tools/gpu_reproduce.py --minutes N` runs them in priority order and packs the "
+                     "finished ones for `cifarlab fold` (README: Published results).")
+        parts.append(md_table(["run", "published (report)", "cifarlab", "command"], rows))
+    return "\n\n".join(parts)

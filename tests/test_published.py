@@ -1,0 +1,292 @@
+"""Published runs: provenance, `cifarlab pack` / `cifarlab fold` (and their refusals), the
+report's "Published runs" section, `cifarlab compare`, the code-version guard, and (slow) the GPU
+kit's round trip on a CPU: run -> pack -> fold -> report -> compare with the user's own run."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cifarlab.core.provenance import code_version
+from cifarlab.core.shell import workspace_code_problem
+from cifarlab.reporting import packs, published
+from cifarlab.reporting.tables import fmt_value, group_runs, load_metrics, load_reference, primary
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = load_reference(ROOT / "reports" / "reference.yaml")
+JPEG_FULL = published.JPEG_FULL_CONTENT_MD5
+LENET5_REPORTED = fmt_value("top1", primary(REFERENCE["numbers"], "lenet5", "top1")["value"])  # "NN.NN%"
+
+
+def checkout(dest: Path) -> Path:
+    """What fold and pack read of a checkout: params.yaml, dvc.yaml and the code."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy(ROOT / name, dest / name)
+    shutil.copytree(ROOT / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return dest
+
+
+def finished_run(ws: Path, out: str = "lenet5", run: str = "lenet5", seed: int = 23, top1: float = 0.6,
+                 content_md5: str = JPEG_FULL) -> None:
+    """The files a finished (run, seed) leaves in a workspace, as train/evaluate/plot write them."""
+    block = {"epoch": 10, "top1": top1, "top3": 0.9, "loss": 1.1}
+    files = {
+        f"reports/metrics/{out}.json": {"final": block, "best": block},
+        f"reports/details/{out}.json": {"run": run, "model": run, "report": "000", "seed": seed,
+                                        "n_train": 50000, "n_test": 10000, "n_val": 0, "recipe_epochs": 10,
+                                        "epochs_cap": None, "diverged": None,
+                                        "data": {"archive_md5": "7b63e107647e6929a34fbe9b0e49048f",
+                                                 "content_md5": content_md5}},
+        f"reports/timing/{out}.json": {"device": "cpu", "device_name": "Test CPU", "torch": "2.x", "cuda": None,
+                                       "cudnn": None, "num_threads": 2, "epochs_run": 10, "stopped_early": False,
+                                       "code": {"commit": "a" * 40, "code_commit": "b" * 40, "dirty": False},
+                                       "epoch_seconds": [5.0] * 10, "wall_seconds": 50.0},
+    }
+    for rel, obj in files.items():
+        (ws / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ws / rel).write_text(json.dumps(obj))
+    (ws / "reports/history").mkdir(parents=True, exist_ok=True)
+    (ws / f"reports/history/{out}.csv").write_text("epoch,test_acc\n1,0.5\n")
+    (ws / "reports/figures/runs").mkdir(parents=True, exist_ok=True)
+    (ws / f"reports/figures/runs/curves_{out}.png").write_bytes(b"\x89PNG fake")
+
+
+@pytest.fixture()
+def workspace(tmp_path):
+    ws = checkout(tmp_path / "ws")
+    finished_run(ws)
+    finished_run(ws, out="lenet5-s1", seed=1, top1=0.62)
+    return ws
+
+
+def test_pack_holds_every_finished_run_with_provenance_and_no_checkpoint(workspace, tmp_path):
+    (workspace / "data/checkpoints/lenet5").mkdir(parents=True)
+    (workspace / "data/checkpoints/lenet5/best.pt").write_bytes(b"weights")
+    dest = tmp_path / "p.tar.gz"
+    manifest = packs.pack(workspace, dest, log=lambda s: None)
+    assert sorted(manifest["runs"]) == ["lenet5", "lenet5-s1"]
+    with tarfile.open(dest) as tar:
+        names = set(tar.getnames())
+        prov = json.load(tar.extractfile("provenance/lenet5.json"))
+    assert not any(n.endswith(".pt") for n in names)
+    assert {"metrics/lenet5.json", "details/lenet5.json", "timing/lenet5.json", "history/lenet5.csv",
+            "figures/curves_lenet5.png", "manifest.json"} <= names
+    assert dest.stat().st_size < packs.MAX_PACK_BYTES
+    # every field "Published results" asks of a run, from what the run recorded
+    assert prov["data"]["content_md5"] == JPEG_FULL and prov["data"]["n_train"] == 50000
+    assert prov["device"]["name"] == "Test CPU" and prov["device"]["num_threads"] == 2
+    assert prov["code"]["code_commit"] == "b" * 40 and prov["code"]["dirty"] is False
+    assert set(prov["code"]["files"]) == set(packs.code_files(workspace))
+    assert "src/cifarlab/engine/loop.py" in prov["code"]["files"]
+    assert prov["epochs"] == {"run": 10, "recipe": 10, "cap": None, "stopped_early": False}
+    assert prov["wall_seconds"] == 50.0 and prov["images_per_s"] == 50000 * 10 / 50.0
+    assert prov["seed"] == 23 and prov["derived_at_pack"] == []
+
+
+def test_pack_refuses_an_unfinished_run(workspace, tmp_path):
+    (workspace / "reports/history/lenet5.csv").unlink()
+    with pytest.raises(packs.PublishError, match="'lenet5' is not finished"):
+        packs.pack(workspace, tmp_path / "p.tar.gz", ["lenet5"], log=lambda s: None)
+    assert not (tmp_path / "p.tar.gz").exists()
+
+
+def test_fold_publishes_and_the_report_section_shows_provenance(workspace, tmp_path):
+    dest = tmp_path / "p.tar.gz"
+    packs.pack(workspace, dest, log=lambda s: None)
+    home = checkout(tmp_path / "home")
+    assert packs.fold(dest, home, log=lambda s: None) == ["lenet5", "lenet5-s1"]
+    pub = home / published.PUBLISHED_DIR
+    assert (pub / "metrics/lenet5-s1.json").read_bytes() == (workspace / "reports/metrics/lenet5-s1.json").read_bytes()
+    prov = published.load_provenance(pub)
+    assert prov["lenet5"]["folded"]["code_differs"] == []
+    runs = group_runs(load_metrics(pub / "metrics", root=home, details_dir=pub / "details"))
+    text = published.published_section(REFERENCE, runs, prov, ["lenet5", "resnet9"])
+    assert "61.00 ± 1.41% (n=2)" in text  # mean and sample std of 0.60, 0.62
+    assert "JPEG-derived full set, 50,000/10,000" in text and published.JPEG_NOTE in text
+    assert "Test CPU (torch 2.x, 2 threads)" in text and "`bbbbbbb`" in text and "0m50s" in text
+    assert "| `resnet9` |" in text and "not run yet" in text and "`dvc repro plot@resnet9`" in text
+
+    # another seed of lenet5 on other data: never averaged with these two
+    other = checkout(tmp_path / "other")
+    finished_run(other, out="lenet5-s2", seed=2, content_md5="0" * 32)
+    packs.pack(other, tmp_path / "o.tar.gz", log=lambda s: None)
+    with pytest.raises(packs.PublishError, match=r"'lenet5' is already published from other data \(lenet5, lenet5-s1\)"):
+        packs.fold(tmp_path / "o.tar.gz", home, log=lambda s: None)
+    assert sorted(published.load_provenance(pub)) == ["lenet5", "lenet5-s1"]
+    packs.fold(tmp_path / "o.tar.gz", home, replace=True, log=lambda s: None)
+    assert sorted(published.load_provenance(pub)) == ["lenet5-s2"]
+    assert sorted(f.name for f in (pub / "metrics").iterdir()) == ["lenet5-s2.json"]
+
+
+def test_the_jpeg_note_only_with_jpeg_data(tmp_path):
+    ws = checkout(tmp_path / "ws")
+    finished_run(ws, content_md5="0" * 32)
+    pub = tmp_path / "pub"
+    shutil.copytree(ws / "reports", pub)
+    runs = group_runs(load_metrics(pub / "metrics", details_dir=pub / "details"))
+    text = published.published_section(REFERENCE, runs, {}, ["lenet5"])
+    assert published.JPEG_NOTE not in text and "not recorded" in text  # no provenance: said, not guessed
+    assert "Not run yet" not in text
+
+
+def test_fold_refuses_other_recipe_other_code_and_non_packs_writing_nothing(workspace, tmp_path):
+    dest = tmp_path / "p.tar.gz"
+    packs.pack(workspace, dest, log=lambda s: None)
+    home = checkout(tmp_path / "home")
+    params = yaml.safe_load((home / "params.yaml").read_text())
+    params["lenet5"]["lr"] = 0.5
+    (home / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with pytest.raises(packs.PublishError, match=r"run 'lenet5' was trained with recipe\.lr = 0\.001, this checkout has 0\.5"):
+        packs.fold(dest, home, log=lambda s: None)
+    shutil.copy(ROOT / "params.yaml", home / "params.yaml")
+    loop = home / "src/cifarlab/engine/loop.py"
+    loop.write_text(loop.read_text() + "\n# changed\n")
+    with pytest.raises(packs.PublishError, match=r"src/cifarlab/engine/loop\.py differ.*--accept-code-change"):
+        packs.fold(dest, home, log=lambda s: None)
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"not a pack")
+    with pytest.raises(packs.PublishError, match="not a readable .tar.gz pack"):
+        packs.fold(bad, home, log=lambda s: None)
+    assert not (home / published.PUBLISHED_DIR / "metrics").exists()  # nothing half-written
+    packs.fold(dest, home, accept_code_change=True, log=lambda s: None)
+    prov = published.load_provenance(home / published.PUBLISHED_DIR)
+    assert prov["lenet5"]["folded"]["code_differs"] == ["src/cifarlab/engine/loop.py"]
+    assert "(1 file differs from the checkout it was folded into)" in published.code_label(prov["lenet5"])
+
+
+def test_compare_sets_yours_beside_the_published_runs(workspace):
+    pub_runs = group_runs(load_metrics(workspace / "reports/metrics", details_dir=workspace / "reports/details"))
+    yours_dir = workspace / "mine"
+    finished_run(yours_dir, top1=0.65, content_md5="1" * 32)
+    yours = group_runs(load_metrics(yours_dir / "reports/metrics", details_dir=yours_dir / "reports/details"))
+    rows = {r[0]: r for r in published.compare_rows(REFERENCE, yours, pub_runs)}
+    run, report, theirs, mine, diff, note = rows["lenet5"]
+    assert report == LENET5_REPORTED and theirs == "61.00 ± 1.41% (n=2)" and mine == "65.00%"
+    assert diff == "+4.00 pp" and "other data" in note
+
+
+def test_priority_puts_what_no_cpu_can_do_first():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import gpu_reproduce
+    finally:
+        sys.path.pop(0)
+    from cifarlab.core.params import load_params
+
+    order = gpu_reproduce.priority(dict(load_params(ROOT / "params.yaml").runs))
+    assert order[:3] == ["resnet9", "resnet", "custom_resnet"]
+    grid = [r for r in order if r.startswith("resnet18-")]
+    acts = [r.split("-")[1] for r in grid]
+    assert acts == sorted(acts, key=["relu", "leaky_relu", "tanh", "sigmoid"].index)
+    assert order[-4:] == ["cnn", "hw2_cnn", "dnn", "lenet5"]
+    assert order.index(grid[-1]) < order.index("alexnet_transfer-skip-high")
+
+
+def test_code_version_names_the_commit_and_uncommitted_code(tmp_path):
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, env=env, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src/a.py").write_text("x = 1\n")
+    git("add", "-A")
+    git("commit", "-qm", "code")
+    code_commit = git("rev-parse", "HEAD").stdout.decode().strip()
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports/r.json").write_text("{}")
+    git("add", "-A")
+    git("commit", "-qm", "results only")
+    v = code_version(tmp_path)
+    assert v["code_commit"] == code_commit != v["commit"] and v["dirty"] is False
+    (tmp_path / "params.yaml").write_text("seed: 1\n")  # params are recorded on their own: not "dirty code"
+    assert code_version(tmp_path)["dirty"] is False
+    (tmp_path / "src/a.py").write_text("x = 2\n")
+    assert code_version(tmp_path)["dirty"] is True
+    assert code_version(tmp_path / "src")["commit"] == v["commit"]
+    outside = tmp_path.parent / "not-a-repo"
+    outside.mkdir(exist_ok=True)
+    os.environ["CIFARLAB_COMMIT"] = "c" * 40
+    try:
+        if subprocess.run(["git", "-C", str(outside), "rev-parse"], capture_output=True).returncode != 0:
+            assert code_version(outside) == {"commit": "c" * 40, "code_commit": "c" * 40, "dirty": None}
+    finally:
+        del os.environ["CIFARLAB_COMMIT"]
+
+
+def test_a_workspace_refuses_to_run_another_checkouts_code(tmp_path):
+    ws = checkout(tmp_path / "ws")
+    assert workspace_code_problem(ws) is None  # an identical copy: the same code runs
+    loop = ws / "src/cifarlab/engine/loop.py"
+    loop.write_text(loop.read_text() + "\n# changed\n")
+    problem = workspace_code_problem(ws)
+    assert "engine/loop.py differ" in problem and "PYTHONPATH=src" in problem and "\n" not in problem
+    assert workspace_code_problem(tmp_path) is None  # not a workspace: nothing to compare
+
+
+# --------------------------------------------------------------------------- slow: the round trip
+
+
+def sh(*cmd, cwd: Path, env: dict, timeout: int = 900) -> str:
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        pytest.fail(f"{' '.join(map(str, cmd))} exited {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r.stdout
+
+
+@pytest.mark.slow
+def test_gpu_kit_round_trip_on_cpu_then_compare_with_ones_own_run(tmp_path, tiny_archive):
+    """The kit's CPU round trip (run -> pack -> fold -> report), then a user's own `dvc repro` of
+    the run and `cifarlab compare`, the documented command that sets theirs beside the published."""
+    from test_dvc_workflow import project_copy
+
+    archive, md5 = tiny_archive
+    home = tmp_path / "home"
+    home.mkdir()
+    project_copy(home)
+    env = {**os.environ, "PYTHONPATH": str(home / "src"), "DVC_NO_ANALYTICS": "1", "CUDA_VISIBLE_DEVICES": "",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    pack = tmp_path / "pack.tar.gz"
+    kit = [sys.executable, "tools/gpu_reproduce.py", "--archive", str(archive), "--device", "cpu",
+           "--runs", "lenet5", "--workdir", str(tmp_path / "kit"), "--pack", str(pack), "--set", "train.num_threads=1"]
+    log = sh(*kit, "--minutes", "0", cwd=home, env=env)
+    assert "stopped at lenet5" in log and not pack.exists()  # no budget: nothing trained, nothing packed
+    log = sh(*kit, "--minutes", "1", cwd=home, env=env)
+    assert "preflight lenet5: one step on cpu" in log and "lenet5: done" in log and pack.is_file()
+    fold = (sys.executable, "-m", "cifarlab", "fold", str(pack))
+    if (home / "reports/published/metrics/lenet5.json").exists():  # main's lenet5 seeds: other data
+        r = subprocess.run(fold, cwd=home, env=env, capture_output=True, text=True)
+        assert r.returncode == 1 and "already published from other data" in r.stderr and "--replace" in r.stderr
+    out = sh(*fold, "--replace", cwd=home, env=env)
+    assert "fold: 1 runs (lenet5)" in out
+    assert not (home / "reports/published/metrics/lenet5-s1.json").exists()
+    sh(sys.executable, "-m", "cifarlab.report", cwd=home, env=env)
+    report = (home / "reports/README.md").read_text()
+    section = report.split("## Published runs", 1)[1].split("### Not run yet", 1)[0]
+    row = next(line for line in section.splitlines() if line.startswith(f"| `lenet5` | {LENET5_REPORTED} |"))
+    assert "other data, 200/100" in row and "1 thread)" in row
+    assert "differ" not in row  # folded into the code it was trained with
+    assert "`dvc repro plot@resnet9`" in report
+    assert "The sections below show the **published runs**" in report
+
+    # the user's own run of the same recipe on the same data, through DVC
+    sh("git", "init", "-q", "-b", "main", cwd=home, env=env)
+    sh(sys.executable, "-m", "cifarlab", "set", f"data.url={archive}", f'data.md5="{md5}"', "train.num_threads=1",
+       cwd=home, env=env)
+    sh("dvc", "repro", "plot@lenet5", cwd=home, env=env)
+    table = sh(sys.executable, "-m", "cifarlab", "compare", cwd=home, env=env)
+    row = next(line for line in table.splitlines() if line.startswith("| lenet5 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    mine = json.loads((home / "reports/metrics/lenet5.json").read_text())["best"]["top1"]
+    theirs = json.loads((home / "reports/published/metrics/lenet5.json").read_text())["best"]["top1"]
+    assert cells[3] == f"{100 * mine:.2f}%" and cells[2] == f"{100 * theirs:.2f}%"
+    # same recipe, data, seed and thread count on the same machine: the same bytes (determinism)
+    assert cells[4] == "+0.00 pp" and cells[5] == ""
