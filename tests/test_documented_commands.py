@@ -56,7 +56,8 @@ def readme_commands() -> list[tuple[str, str]]:
 
 COMMAND_IN_PROSE = re.compile(
     r"\b(?:dvc (?:exp run|exp show|repro|metrics|params|plots|dag|stage|queue)"
-    r"|cifarlab (?:runs|estimate|set|fetch|preprocess|train|evaluate|plot|pca|experiment|report))\b[^`)#]*")
+    r"|cifarlab (?:runs|estimate|set|compare|pack|fold|fetch|preprocess|train|evaluate|plot|pca|experiment|report))"
+    r"\b[^`)#]*")
 
 
 def params_commands() -> list[tuple[str, str]]:
@@ -70,6 +71,16 @@ def params_commands() -> list[tuple[str, str]]:
     return found
 
 
+def kit():
+    """tools/gpu_reproduce.py as a module (it is a script, not part of the package)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import gpu_reproduce
+    finally:
+        sys.path.pop(0)
+    return gpu_reproduce
+
+
 def help_commands() -> list[tuple[str, str]]:
     """Commands in `cifarlab --help` and in each stage's `--help` text."""
     from cifarlab import cli
@@ -78,9 +89,10 @@ def help_commands() -> list[tuple[str, str]]:
     texts = {"cifarlab --help": cli.__doc__}
     for stage in cli.STAGES:
         texts[f"cifarlab {stage} --help"] = __import__(f"cifarlab.{stage}", fromlist=["_"]).__doc__
+    texts["python tools/gpu_reproduce.py --help"] = kit().__doc__
     for where, text in texts.items():
         for line in (text or "").splitlines():
-            m = re.match(r"\s{4}((?:dvc|cifarlab|python -m cifarlab)\S* .*?)(?:\s{2,}.*)?$", line)
+            m = re.match(r"\s{4}((?:dvc|cifarlab|python -m cifarlab|python tools/gpu_reproduce.py)\S* .*?)(?:\s{2,}.*)?$", line)
             if m:
                 found += [(where, c) for c in _commands_in_line(m.group(1))]
     return found
@@ -137,6 +149,8 @@ def check_parses(argv: list[str]) -> None:
         parse_dvc(argv[1:])
     elif head == "cifarlab":
         parse_cifarlab(argv[1:])
+    elif head in ("python", "python3") and argv[1:2] == ["tools/gpu_reproduce.py"]:
+        kit().parser().parse_args(argv[2:])  # argparse exits (SystemExit) on what it refuses
     elif head in ("python", "python3") and argv[1:3] == ["-m", "cifarlab"]:
         if len(argv) > 3:
             parse_cifarlab(argv[3:])

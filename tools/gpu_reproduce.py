@@ -171,7 +171,7 @@ def stage(work: Path, module: str, *args: str, timeout: float | None = None) -> 
         return 124
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python tools/gpu_reproduce.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
@@ -186,7 +186,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: the round trip without a GPU (tests)")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="extra params.yaml values for the "
                     "workspace (tests: data subsets); a published run must match main's recipe to be folded")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     deadline = time.monotonic() + 60 * args.minutes
     sys.path.insert(0, str(SRC))
     try:
