@@ -23,7 +23,6 @@ it does the same on a CPU: the slow test of the round trip (run, pack, fold, rep
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -110,12 +109,22 @@ def preflight(p, run_names: list[str], device_kind: str) -> None:
         say(f"preflight {run.model}: one step on {device_kind}, loss {value:.3f}")
 
 
-def file_md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def gpu_tests(device_kind: str) -> None:
+    """The gpu-marked tests too, where pytest is installed (a lent GPU machine has none: skipped, said)."""
+    import importlib.util
+
+    if device_kind != "cuda":
+        return
+    if importlib.util.find_spec("pytest") is None or not (REPO / "tests").is_dir():
+        say("preflight: pytest not installed here, gpu-marked tests skipped (the per-model steps above ran)")
+        return
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "tests"],
+                          cwd=REPO, env=env, check=False, capture_output=True, text=True)
+    last = (done.stdout.strip().splitlines() or ["no output"])[-1]
+    if done.returncode not in (0, 5):  # 5: none collected
+        fail(f"preflight: gpu-marked tests failed: {last} (run: pytest -m gpu)")
+    say(f"preflight: gpu-marked tests: {last}")
 
 
 def archive(args, work: Path) -> Path:
@@ -137,6 +146,13 @@ def archive(args, work: Path) -> Path:
         if done.returncode != 0:
             fail(f"{converter} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
         os.replace(tmp, built)
+    from cifarlab.data.cifar_io import archive_identity
+    from cifarlab.reporting.published import JPEG_FULL_CONTENT_MD5
+
+    content = archive_identity(built)["content_md5"]
+    if content != JPEG_FULL_CONTENT_MD5:
+        fail(f"{built} holds other images than the full JPEG-derived set (content md5 {content}, expected "
+             f"{JPEG_FULL_CONTENT_MD5}): delete it and check --jpeg")
     return built.resolve()
 
 
@@ -207,7 +223,12 @@ def main(argv: list[str] | None = None) -> None:
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     data = archive(args, work)
-    md5 = file_md5(data)
+    from cifarlab.data.cifar_io import archive_identity
+    from cifarlab.reporting.published import KNOWN_DATA
+
+    ids = archive_identity(data)
+    md5 = ids["archive_md5"]
+    say(f"data: {data} ({KNOWN_DATA.get(ids['content_md5'], 'content md5 ' + ids['content_md5'])}, md5 {md5})")
     write_params(work, data, md5, args.set)
     p = load_params(work / "params.yaml")
     order = args.runs or priority(dict(p.runs))
@@ -215,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         fail(f"--runs {unknown[0]}: not a run of params.yaml (cifarlab runs lists them)")
     preflight(p, order, args.device)
+    gpu_tests(args.device)
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the stages pick CUDA when they see it
     # fetch's work (copy, md5 check) without its stage: the stage's notice is about `dvc repro`
