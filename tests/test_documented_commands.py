@@ -34,11 +34,24 @@ STARTS = ("dvc", "cifarlab", "docker", "python", "python3", "pip", "pytest", "."
 PLACEHOLDER = re.compile(r"<[^>]+>|\.\.\.|\[--seed K\]")
 
 
+# `cifarlab set A && dvc repro T`: the targets T exist only with A applied (extra seeds add
+# stages): command -> the assignments of the `cifarlab set` before it on its line.
+CHAINED_SETS: dict[str, list[str]] = {}
+
+
 def _commands_in_line(line: str) -> list[str]:
     line = line.strip().removeprefix("$ ").strip()
     if not line.split() or line.split()[0] not in STARTS:
         return []
-    return [c.strip() for c in re.split(r"\s&&\s", line) if c.strip()]
+    parts = [c.strip() for c in re.split(r"\s&&\s", line) if c.strip()]
+    sets: list[str] = []
+    for c in parts:
+        argv = shlex.split(c, comments=True)
+        if argv[:2] == ["cifarlab", "set"]:
+            sets += argv[2:]
+        elif sets and argv[:2] == ["dvc", "repro"]:
+            CHAINED_SETS[c] = list(sets)
+    return parts
 
 
 def readme_commands() -> list[tuple[str, str]]:
@@ -183,10 +196,24 @@ def dvc_argv(argv: list[str]) -> list[str] | None:
     return argv if argv[0] == "dvc" else None
 
 
-@functools.lru_cache(maxsize=1)
-def stage_names() -> list[str]:
-    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
+@functools.lru_cache(maxsize=None)
+def stage_names(assignments: tuple[str, ...] = ()) -> list[str]:
+    """`dvc stage list` of the project, or of a copy with `cifarlab set` assignments applied."""
+    if not assignments:
+        out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+        return out.split()
+    import tempfile
+
+    from cifarlab.cli import set_params
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("dvc.yaml", "params.yaml"):
+            shutil.copy(ROOT / name, Path(tmp) / name)
+        set_params(Path(tmp) / "params.yaml", list(assignments))
+        subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp, check=True)
+        out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=tmp,
+                             capture_output=True, text=True, check=True).stdout
     return out.split()
 
 
@@ -221,7 +248,7 @@ def test_documented_exp_run_and_repro_overrides_and_targets_hold(where, cmd, tmp
             assert path == "params.yaml", (cmd, path)
             apply_overrides(str(params), items)  # raises as `dvc exp run` would (a key not in struct)
         load_params(params)
-    names = stage_names()
+    names = stage_names(tuple(CHAINED_SETS.get(cmd, ())))
     for t in (t for t in targets if not PLACEHOLDER.fullmatch(t)):
         if glob:
             import fnmatch

@@ -219,7 +219,7 @@ def test_arch_param_annotations_are_precise():
     assert a["cnn"] == a["resnet"] == a["resnet9"] == {}
     assert a["custom_resnet"] == {"expansion": int, "dropout": float}
     assert a["hw2_cnn"] == {"dropout": float}
-    assert a["lenet5"] == {"activation": typing.Literal["relu", "tanh"]}
+    assert a["lenet5"] == {"activation": typing.Literal["relu", "tanh", "sigmoid"]}
     assert typing.get_args(a["resnet18"]["activation"]) == ("relu", "leaky_relu", "tanh", "sigmoid")
     assert a["alexnet_transfer"] == {"skip": bool, "pretrained": bool, "weights": str | None, "image_size": int}
     defaults = {k: p.default for k, p in model_info("alexnet_transfer").arch_params.items()}

@@ -61,7 +61,9 @@ def test_shipped_params_are_valid_and_cover_every_model():
     assert set(p.recipes) == set(list_models())  # one recipe section per registered model
     assert {r.model for r in p.runs.values()} == set(list_models())  # and every model is trained
     assert p.model in p.runs
-    assert len(p.runs) == 7 + 4 + 36  # reports 000-002, report 003's 2x2, report 004's grid
+    alternatives = {r for alts in p.open_choices.values() for r, _ in alts} - set(p.open_choices) - {"resnet18-relu-2_1_1-crop_flip"}
+    # reports 000-002, report 003's 2x2, report 004's grid; then the open choices' own runs
+    assert len(p.runs) == 7 + 4 + 36 + len(alternatives) and len(alternatives) == 12
     # recipe values the reports published
     assert p.recipes["resnet18"].recipe.lr_ratio == (2.0, 1.0, 1.0)
     assert p["resnet9"].params.recipe.schedule == "onecycle" and p["resnet9"].params.recipe.epochs == 20
@@ -191,7 +193,7 @@ def test_missing_section_for_a_run_model():
     del d["lenet5"]
     assert "missing param section 'lenet5' (the recipe run 'lenet5' trains)" in one_line_error(d)
     # a model no run trains needs no section
-    d = raw({"dnn": DELETE, "runs.dnn": DELETE})
+    d = raw({"dnn": DELETE, "runs.dnn": DELETE, "runs.dnn-no_batchnorm": DELETE, "runs.dnn-hidden_512_256_128": DELETE})
     assert "dnn" not in validate(d).recipes and "dnn" not in validate(d).runs
 
 

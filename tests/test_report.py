@@ -473,6 +473,10 @@ class RecordingFigures:
         self.grids.append((reproduced, reported, activations, ratios, augments))
         return "grid"
 
+    def open_choices_figure(self, rows):
+        self.open_choices = rows
+        return "open choices"
+
     def save_figure(self, fig, path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_bytes(b"\x89PNG stand-in " + str(fig).encode())
@@ -499,7 +503,8 @@ def test_run_figures_sit_side_by_side_and_a_big_report_folds_them(project, refer
     assert folded[1].count("</details>") == 1
 
 
-EXPECTED_FIGURES = ["runs/confusion_alexnet_transfer-skip-high.png", "grid_resnet18.png", "comparison.png"] + \
+EXPECTED_FIGURES = ["runs/confusion_alexnet_transfer-skip-high.png", "grid_resnet18.png", "comparison.png",
+                    "open_choices.png"] + \
     [f"report_{r}.png" for r in ("000", "001", "002", "003", "004")]
 
 
@@ -551,6 +556,11 @@ def test_main_writes_readme_and_figures(tmp_path, monkeypatch, reference):
     assert ratios == ["2:1:1", "5:3:2", "5:4:1"] and len(activations) == 4 and len(augments) == 3
     assert reproduced[("relu", "5:4:1", "crop_flip")] == GRID_RUNS["resnet18-relu-5_4_1-crop_flip"]
     assert len(reproduced) == 2 and len(reported) == 36
+    # open_choices.png: one panel per published number with alternatives, its default first
+    panels = {row["base"]: row for row in fake.open_choices}
+    assert panels["lenet5"]["published"] == ref_value(reference, "lenet5")["value"]
+    assert panels["lenet5"]["settings"][0]["label"] == "lenet5"
+    assert sorted(panels["lenet5"]["settings"][0]["values"]) == pytest.approx(sorted(LENET_TOP1.values()))
     # same inputs, a fresh directory: the same bytes (nothing depends on where or when it ran)
     fresh = tmp_path / "again"
     fresh.mkdir()

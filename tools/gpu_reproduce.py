@@ -59,8 +59,8 @@ def priority(runs: dict) -> list[str]:
         if model == "resnet18":
             act = name.split("-")[1] if "-" in name else ""
             return (1, GRID_ORDER.index(act) if act in GRID_ORDER else len(GRID_ORDER), names.index(name))
-        if name in LAST:
-            return (3, LAST.index(name))
+        if model in LAST:  # the small-batch recipes, each base run before its open-choice runs
+            return (3, LAST.index(model), name != model, names.index(name))
         return (2, names.index(name))
 
     return sorted(names, key=rank)

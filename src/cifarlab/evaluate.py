@@ -78,6 +78,13 @@ def main(argv: list[str] | None = None) -> None:
         blocks[which] = {"epoch": ckpt["epoch"], "selected_by": SELECTION[which], **m}
         if which != "val":  # the best epoch's predictions; the final's stand in when they are the same
             pred_best = logits.argmax(1).cpu()
+    # The best epoch read with test-time flip (logits of image and mirror averaged): one of the
+    # readings an open choice can name (params.yaml open_choices), kept out of the metrics file.
+    best_flip = None
+    if not blocks["best"].get("diverged"):
+        model = rt.prepare_model(model_from_checkpoint(load_checkpoint(ckpt_dir / "best.pt")))
+        m = classification_metrics(predict(model, test_x, pipe, rt, flip=True), test_y, classes)
+        best_flip = {"epoch": blocks["best"]["epoch"], **{k: m[k] for k in SCALARS if k != "epoch"}}
     epochs = mp.epochs(p.train.max_epochs)
     details = {
         "run": spec.run,
@@ -97,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         "random_features": mp.arch.get("pretrained") is False,
         "diverged": diverged,
         **blocks,
+        "best_flip": best_flip,
     }
     metrics = {which: {k: b[k] for k in SCALARS} for which, b in blocks.items()}
     if diverged:

@@ -24,6 +24,7 @@ from cifarlab.core import paths
 from cifarlab.core.io import atomic_write
 from cifarlab.core.params import load_params
 from cifarlab.core.shell import run_main
+from cifarlab.reporting import open_choices as oc
 from cifarlab.reporting import published as pub
 from cifarlab.reporting.provenance import load_lock
 from cifarlab.reporting.tables import (
@@ -90,9 +91,12 @@ def write_comparison(reference: Mapping, runs: Mapping[str, list[dict]], figures
     return path
 
 
+OPEN_CHOICES_FIGURE = "open_choices.png"
+
+
 def own_figure(name: str) -> bool:
     """Whether reports/figures/<name> is one this stage draws."""
-    return name in (GRID_FIGURE, COMPARISON_FIGURE) or (name.startswith("report_") and name.endswith(".png"))
+    return name in (GRID_FIGURE, COMPARISON_FIGURE, OPEN_CHOICES_FIGURE) or (name.startswith("report_") and name.endswith(".png"))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -103,12 +107,20 @@ def main(argv: list[str] | None = None) -> None:
     runs = group_runs(load_metrics(paths.METRICS_DIR, details_dir=paths.DETAILS_DIR))
     published = group_runs(load_metrics(pub.PUBLISHED_DIR / "metrics", details_dir=pub.PUBLISHED_DIR / "details"))
     section = pub.published_section(reference, published, pub.load_provenance(), p.runs)
+    # Open choices read each run from where it is published, else from this workspace.
+    choice_runs = {**runs, **published}
     showing_published = not runs and bool(published)
     if showing_published:  # nothing of this workspace's own: the sections and figures show the published runs
         runs = published
     lock = load_lock(DVC_LOCK)
     history_dir = pub.PUBLISHED_DIR / "history" if showing_published else paths.HISTORY_DIR
-    written = [write_comparison(reference, runs, paths.FIGURES_DIR, history_dir),
+    from cifarlab import figures
+
+    choices_png = paths.FIGURES_DIR / OPEN_CHOICES_FIGURE
+    figures.save_figure(figures.open_choices_figure(oc.figure_rows(reference, p.open_choices, choice_runs)), choices_png)
+    section += "\n\n" + oc.section(reference, p.open_choices, choice_runs,
+                                    {n: r.model for n, r in p.runs.items()}, OPEN_CHOICES_FIGURE)
+    written = [choices_png, write_comparison(reference, runs, paths.FIGURES_DIR, history_dir),
                *write_figures(reference, runs, paths.FIGURES_DIR)]
     # names relative to reports/figures: "comparison.png", "runs/curves_<run>.png", ...
     on_disk = sorted(p.relative_to(paths.FIGURES_DIR).as_posix() for p in paths.FIGURES_DIR.rglob("*.png"))

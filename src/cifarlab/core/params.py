@@ -157,6 +157,8 @@ class Params:
     train: TrainParams
     runs: Mapping[str, Run]
     pca: tuple[str, ...]  # runs whose test features get a PCA figure (models with `embed`)
+    # published run -> its open-choice alternatives, each (run, reading): see READINGS
+    open_choices: Mapping[str, tuple[tuple[str, str], ...]]
     recipes: Mapping[str, ModelParams]  # the model sections, as written
 
     def __getitem__(self, run: str) -> Run:
@@ -167,7 +169,10 @@ class Params:
                               f"`cifarlab runs`): {', '.join(self.runs)}") from None
 
 
-TOP_KEYS = ("seed", "seeds", "model", "data", "train", "runs", "pca")
+TOP_KEYS = ("seed", "seeds", "model", "data", "train", "runs", "pca", "open_choices")
+# How an open-choice alternative reads its run: the best epoch on test (as the reports did), the
+# last epoch, or the best epoch with test-time horizontal flip averaged in (evaluate's best_flip).
+READINGS = ("best", "final", "best_flip")
 
 
 def _fmt_loc(prefix: str, loc: tuple) -> str:
@@ -287,6 +292,7 @@ def validate(raw: Any, check_models: bool = True) -> Params:
         if check_models and not _has_embedding(runs[run].model):
             raise ParamsError(f"bad value for 'pca[{i}]': run {run!r} trains {runs[run].model}, which has no "
                               "feature embedding to project (alexnet_transfer has)")
+    open_choices = _validate_open_choices(raw.get("open_choices") or {}, runs)
     return Params(
         seed=seed,
         seeds=tuple(seeds),
@@ -295,8 +301,42 @@ def validate(raw: Any, check_models: bool = True) -> Params:
         train=train,
         runs=MappingProxyType(runs),
         pca=tuple(pca),
+        open_choices=MappingProxyType(open_choices),
         recipes=MappingProxyType(recipes),
     )
+
+
+def _validate_open_choices(raw: Any, runs: Mapping[str, Run]) -> dict[str, tuple[tuple[str, str], ...]]:
+    """`open_choices: {run: [alternative, ...]}`, an alternative being `run` or `run:reading`.
+
+    Names missing from the run table are left out, not refused: a cut-down table (a subset
+    reproduction, a test) keeps working. tests/test_open_choices.py checks that every name in
+    the project's params.yaml is a run."""
+    if not isinstance(raw, Mapping):
+        raise ParamsError(f"bad value for 'open_choices': {raw!r} (a mapping of run -> list of alternatives)")
+    out = {}
+    for base, alts in raw.items():
+        if not isinstance(alts, list) or not alts:
+            raise ParamsError(f"bad value for 'open_choices.{base}': {alts!r} (a list of runs, or run:reading)")
+        parsed = []
+        for i, alt in enumerate(alts):
+            run, _, reading = str(alt).partition(":")
+            reading = reading or "best"
+            if reading not in READINGS:
+                raise ParamsError(f"bad value for 'open_choices.{base}[{i}]': reading {reading!r}; one of "
+                                  f"{', '.join(READINGS)} (e.g. {base}:final)")
+            if base not in runs or run not in runs:
+                continue  # not in this (cut-down) run table
+            if runs[run].model != runs[base].model:
+                raise ParamsError(f"bad value for 'open_choices.{base}[{i}]': {run!r} trains {runs[run].model}, "
+                                  f"not {runs[base].model}: an alternative changes a setting, not the model")
+            if (run, reading) == (base, "best") or (run, reading) in parsed:
+                raise ParamsError(f"bad value for 'open_choices.{base}[{i}]': {alt!r} is listed twice "
+                                  "(the run itself at its best epoch is the default)")
+            parsed.append((run, reading))
+        if parsed:
+            out[base] = tuple(parsed)
+    return out
 
 
 def _has_embedding(model: str) -> bool:

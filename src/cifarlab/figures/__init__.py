@@ -336,3 +336,39 @@ def report_bars(rows: Sequence[dict], title: str) -> plt.Figure:
 def save_figure(fig: plt.Figure, path: Path | str) -> None:
     """Write `fig` as a PNG with fixed metadata (byte-reproducible) and close it."""
     save_png(fig, Path(path))
+
+
+def open_choices_figure(rows: Sequence[dict]) -> plt.Figure:
+    """One panel per published number: every setting's seeds (dots) and mean ± std (bar and
+    error bar), in %, with the published value as a dashed line across; settings that cover it
+    (reporting.open_choices: >= 3 seeds, the value within their range) in green.
+
+    rows: dicts with `base` (run name), `published` (fraction) and `settings`: dicts with `label`,
+    `values` (fractions, one per seed that left a number) and `covers` (bool).
+    """
+    if not rows:
+        return message_figure("no open choices declared (params.yaml open_choices)")
+    heights = [0.45 * len(r["settings"]) + 1.2 for r in rows]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(7.5, sum(heights)), layout="constrained",
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, row in zip(axes[:, 0], rows):
+        settings = row["settings"]
+        y = np.arange(len(settings))[::-1]  # the default on top
+        for yi, s in zip(y, settings):
+            vals = 100 * np.asarray(s["values"], dtype=float)
+            color = "tab:green" if s["covers"] else "tab:blue"
+            if len(vals):
+                std = vals.std(ddof=1) if len(vals) > 1 else np.nan
+                ax.barh(yi, vals.mean(), xerr=std, height=0.6, color=color, alpha=0.35, capsize=3)
+                ax.plot(vals, np.full(len(vals), yi), "o", color=color, markersize=3)
+                ax.text(vals.mean(), yi, f" {vals.mean():.2f} (n={len(vals)})", va="center", fontsize=7)
+            else:
+                ax.text(0.5, yi, NA + " (not run yet)", va="center", fontsize=7, color="0.4")
+        ax.axvline(100 * row["published"], color="tab:red", linestyle="--", linewidth=1.2,
+                   label=f"published {100 * row['published']:.2f}%")
+        ax.set_yticks(y, [s["label"] for s in settings], fontsize=7)
+        ax.set(xlabel="test top-1 (%)", xlim=(0, 100))
+        ax.set_title(f"{row['base']}: settings the report left open", fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(axis="x", alpha=0.3)
+    return fig

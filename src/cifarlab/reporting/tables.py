@@ -78,6 +78,7 @@ def normalize_metrics(raw: Mapping, path: str, md5: str | None = None) -> dict:
         "best": dict(raw["best"]),
         "final": dict(raw["final"]),
         "val": _block(raw.get("val")),
+        "best_flip": _block(raw.get("best_flip")),  # details: best epoch with test-time flip
         "path": path,
         "md5": md5,
     }

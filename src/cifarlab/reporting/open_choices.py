@@ -1,0 +1,149 @@
+"""The report's "Open choices" section: for a published number the reproduction misses, the
+settings its report left OPEN (params.yaml `open_choices`), each run with seeds, set against the
+published value, and one sentence saying which setting reproduces it.
+
+Rules (`verdict`, unit-tested on synthetic numbers):
+- an alternative *covers* the published value when it has at least MIN_SEEDS seeds that did not
+  diverge and the value lies within their range [min, max] (the rule the report's "within seed
+  range" column uses); fewer seeds never count as reproducing, whatever their mean;
+- "reproduced by <settings>" when any alternative covers it; else "closest: <setting>, still X
+  points off" (the alternative with the nearest mean, its n said when below MIN_SEEDS); else
+  "not swept yet: <command>". Seeds whose training diverged count for nothing but are shown.
+- the default run (the run itself at its best epoch) is judged the same way first: when it
+  covers the value, nothing needs explaining.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from cifarlab.reporting.tables import (DASH, counted, fmt_epochs, fmt_summary, fmt_value, md_table, primary,
+                                       summarize)
+
+MIN_SEEDS = 3
+CPU_MODELS = ("lenet5", "dnn", "cnn", "hw2_cnn")  # recipes a 2-core CPU trains in minutes to an hour
+READING_LABELS = {"best": "", "final": " (final epoch)", "best_flip": " (test-time flip)"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting's numbers: `label` names it, `summary` is summarize() over its seeds' values."""
+
+    label: str
+    run: str
+    reading: str
+    summary: Mapping
+    diverged: tuple[int, ...] = ()  # epochs at which seeds diverged
+
+    @property
+    def covers(self) -> bool:
+        return self.summary["n"] >= MIN_SEEDS and self.summary["min"] <= self._value <= self.summary["max"]
+
+    _value: float = float("nan")  # set by judge(): the published value this option is read against
+
+
+def option(run: str, reading: str, recs: Sequence[dict], metric: str = "top1") -> Option:
+    """An Option from the records (one per seed) of `run`, read at `reading`."""
+    recs = counted(recs)
+    values = [(r.get(reading) or {}).get(metric) for r in recs]
+    diverged = tuple(r["diverged_epoch"] for r in recs if r.get("diverged_epoch") is not None)
+    return Option(label=f"{run}{READING_LABELS[reading]}", run=run, reading=reading,
+                  summary=summarize(values), diverged=diverged)
+
+
+def judge(published: float, opt: Option) -> Option:
+    return Option(opt.label, opt.run, opt.reading, opt.summary, opt.diverged, published)
+
+
+def verdict(published: float, default: Option, alternatives: Sequence[Option], command: str) -> str:
+    """One plain sentence (see the module docstring). Accuracies as fractions."""
+    default, alts = judge(published, default), [judge(published, a) for a in alternatives]
+    if default.covers:
+        return (f"reproduced by the default settings: {fmt_value('top1', published)} lies within the range "
+                f"of {default.summary['n']} seeds")
+    covering = [a.label for a in alts if a.covers]
+    if covering:
+        return "reproduced by " + ", ".join(f"`{c}`" for c in covering)
+    ran = [a for a in alts if a.summary["n"]]
+    missing = [a.label for a in alts if not a.summary["n"] and not a.diverged]
+    rest = f"not run yet: {', '.join(f'`{m}`' for m in missing)} (`{command}`)" if missing else ""
+    if not ran:
+        diverged = [a.label for a in alts if a.diverged]
+        if not diverged:
+            return f"not swept yet: `{command}`"
+        return f"every setting run so far diverged: {', '.join(f'`{d}`' for d in diverged)}" + (f"; {rest}" if rest else "")
+    best = min(ran, key=lambda a: abs(a.summary["mean"] - published))
+    off = abs(best.summary["mean"] - published) * 100
+    few = (f" (n={best.summary['n']}: below {MIN_SEEDS} seeds, too few to call it reproduced)"
+           if best.summary["n"] < MIN_SEEDS else "")
+    return f"closest: `{best.label}`, still {off:.2f} points off{few}" + (f"; {rest}" if rest else "")
+
+
+def sweep_command(base: str, model: str, runs_needed: Sequence[str]) -> str:
+    """The one command that runs what an open choice still lacks, with seeds 1 and 2 beside the
+    main seed on a CPU-sized recipe, or the GPU kit for the others."""
+    if model in CPU_MODELS:
+        targets = " ".join(f"plot@{r} plot_seeds@{r}-1 plot_seeds@{r}-2" for r in runs_needed)
+        return f"cifarlab set 'seeds=[1, 2]' && dvc repro {targets}"
+    return f"python tools/gpu_reproduce.py --jpeg <cifar10-jpeg.tar.gz> --runs {' '.join(runs_needed)}"
+
+
+def options_of(base: str, alternatives: Sequence[tuple[str, str]], runs: Mapping[str, list[dict]]
+               ) -> tuple[Option, list[Option]]:
+    return option(base, "best", runs.get(base, [])), [option(r, rd, runs.get(r, [])) for r, rd in alternatives]
+
+
+def section(reference: Mapping, open_choices: Mapping[str, Sequence[tuple[str, str]]],
+            runs: Mapping[str, list[dict]], models: Mapping[str, str], figure: str | None = None) -> str:
+    """The "Open choices" markdown: one table and verdict per published number in `open_choices`.
+    models: run -> model (for the command)."""
+    if not open_choices:
+        return ""
+    parts = ["## Open choices",
+             "What each report left OPEN (REPORTS.md), swept for the published numbers the reproduction "
+             "misses: every setting is a run of `params.yaml` (`open_choices`), test top-1 at its best epoch "
+             f"unless said, mean ± std over seeds. **covers** = at least {MIN_SEEDS} seeds and the published "
+             "value within their range [min, max]; fewer seeds never count as reproducing it."]
+    for base, alts in open_choices.items():
+        ref = primary(reference["numbers"], base, "top1")
+        if ref is None:
+            continue
+        pub = ref["value"]
+        default, options = options_of(base, alts, runs)
+        needed = [r for r in dict.fromkeys([base, *(a.run for a in options)]) if
+                  len(counted(runs.get(r, []))) < MIN_SEEDS]
+        cmd = sweep_command(base, models.get(base, ""), needed or [base])
+        rows = []
+        for kind, o in (("default", default), *(("alternative", a) for a in options)):
+            o = judge(pub, o)
+            s = o.summary
+            shown = fmt_summary("top1", s) if s["n"] else ("diverged" if o.diverged else "not run yet")
+            if o.diverged:
+                shown += f" ({len(o.diverged)} diverged at epoch {fmt_epochs(list(o.diverged))})"
+            off = f"{(s['mean'] - pub) * 100:+.2f} pp" if s["n"] else DASH
+            mark = "**yes**" if o.covers else ("too few seeds" if 0 < s["n"] < MIN_SEEDS else ("no" if s["n"] else DASH))
+            rows.append([f"`{o.label}`" + (" (default)" if kind == "default" else ""), shown, s["n"], off, mark])
+        parts.append(f"### `{base}`: published {fmt_value('top1', pub)}")
+        parts.append(md_table(["setting", "top-1", "n", "minus published", "covers"], rows))
+        parts.append("**Verdict:** " + verdict(pub, default, options, cmd) + ".")
+    if figure:
+        parts.append(f"![open choices: each setting's top-1 against the published value](figures/{figure})")
+    return "\n\n".join(parts)
+
+
+def figure_rows(reference: Mapping, open_choices: Mapping[str, Sequence[tuple[str, str]]],
+                runs: Mapping[str, list[dict]]) -> list[dict]:
+    """For figures.open_choices_figure: per published number, its settings' values per seed."""
+    out = []
+    for base, alts in open_choices.items():
+        ref = primary(reference["numbers"], base, "top1")
+        if ref is None:
+            continue
+        default, options = options_of(base, alts, runs)
+        settings = []
+        for o in (default, *options):
+            values = [(r.get(o.reading) or {}).get("top1") for r in counted(runs.get(o.run, []))]
+            settings.append({"label": o.label, "values": [v for v in values if v is not None],
+                             "covers": judge(ref["value"], o).covers})
+        out.append({"base": base, "published": ref["value"], "settings": settings})
+    return out

@@ -1,0 +1,123 @@
+"""Open choices: params validation of `open_choices`, and the verdict logic on synthetic numbers
+(covered, not covered, too few seeds, diverged runs, nothing run), the section and its figure."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cifarlab.core.errors import ParamsError
+from cifarlab.core.params import load_params, validate
+from cifarlab.reporting import open_choices as oc
+
+ROOT = Path(__file__).resolve().parents[1]
+PUB = 0.50  # a synthetic published value: every number below is built around it
+
+
+def recs(run: str, values, diverged=(), reading: str = "best") -> list[dict]:
+    """Records as load_metrics gives them: one per seed; a None value with a diverged epoch."""
+    out = []
+    for seed, v in enumerate(values):
+        block = {"epoch": 10, "top1": v}
+        out.append({"run": run, "seed": seed, "best": block, "final": {"epoch": 10, "top1": v},
+                    "best_flip": {"epoch": 10, "top1": v}, "path": f"{run}-{seed}",
+                    "diverged_epoch": diverged[seed] if seed < len(diverged) else None})
+    return out
+
+
+def opt(values, diverged=()):
+    return oc.option("alt", "best", recs("alt", values, diverged))
+
+
+def test_covered_when_three_seeds_span_the_published_value():
+    default = oc.option("base", "best", recs("base", [0.60, 0.61, 0.62]))
+    text = oc.verdict(PUB, default, [opt([0.49, 0.50, 0.52])], "CMD")
+    assert text == "reproduced by `alt`"
+
+
+def test_not_covered_names_the_closest_and_how_far():
+    default = oc.option("base", "best", recs("base", [0.60, 0.61, 0.62]))
+    far, near = oc.option("far", "best", recs("far", [0.70, 0.71, 0.72])), opt([0.53, 0.54, 0.55])
+    assert oc.verdict(PUB, default, [far, near], "CMD") == "closest: `alt`, still 4.00 points off"
+
+
+def test_too_few_seeds_never_reproduce_even_on_the_value():
+    default = oc.option("base", "best", recs("base", [0.60, 0.61, 0.62]))
+    text = oc.verdict(PUB, default, [opt([0.50, 0.50])], "CMD")
+    assert text.startswith("closest: `alt`, still 0.00 points off (n=2: below 3 seeds")
+
+
+def test_diverged_seeds_count_for_nothing():
+    default = oc.option("base", "best", recs("base", [0.60, 0.61, 0.62]))
+    # three seeds, one diverged (no number): two left, so it cannot cover
+    alt = opt([0.49, None, 0.52], diverged=(None, 4, None))
+    assert alt.summary["n"] == 2 and alt.diverged == (4,)
+    assert "n=2" in oc.verdict(PUB, default, [alt], "CMD")
+    all_diverged = opt([None, None, None], diverged=(3, 3, 5))
+    assert oc.verdict(PUB, default, [all_diverged], "CMD") == "every setting run so far diverged: `alt`"
+    text = oc.verdict(PUB, default, [all_diverged, opt([0.6, 0.6, 0.6]), oc.option("new", "best", [])], "CMD")
+    assert text == "closest: `alt`, still 10.00 points off; not run yet: `new` (`CMD`)"
+
+
+def test_nothing_run_says_the_command():
+    default = oc.option("base", "best", recs("base", []))
+    assert oc.verdict(PUB, default, [opt([])], "cifarlab set x && dvc repro y") == \
+        "not swept yet: `cifarlab set x && dvc repro y`"
+
+
+def test_a_default_that_covers_needs_no_alternative():
+    default = oc.option("base", "best", recs("base", [0.48, 0.50, 0.51]))
+    assert oc.verdict(PUB, default, [opt([0.7, 0.7, 0.7])], "CMD").startswith("reproduced by the default settings")
+
+
+def test_readings_read_their_block():
+    r = recs("x", [0.5, 0.6])
+    for seed_rec in r:
+        seed_rec["final"] = {"epoch": 20, "top1": 0.4}
+    assert oc.option("x", "final", r).summary["mean"] == pytest.approx(0.4)
+    assert oc.option("x", "final", r).label == "x (final epoch)"
+    assert oc.option("x", "best_flip", r).label == "x (test-time flip)"
+
+
+def test_the_section_lists_every_setting_with_its_mark_and_the_figure_rows():
+    reference = {"numbers": [{"report": "000", "run": "base", "metric": "top1", "value": PUB}]}
+    runs = {"base": recs("base", [0.60, 0.61, 0.62]), "a": recs("a", [0.49, 0.50, 0.52]), "b": recs("b", [0.55])}
+    choices = {"base": (("a", "best"), ("b", "best"), ("c", "best"), ("base", "final"))}
+    text = oc.section(reference, choices, runs, {"base": "lenet5"}, "open_choices.png")
+    assert "### `base`: published 50.00%" in text
+    assert "| `a` | 50.33 ± 1.53% (n=3) | 3 | +0.33 pp | **yes** |" in text
+    assert "| `b` | 55.00% | 1 | +5.00 pp | too few seeds |" in text
+    assert "| `c` | not run yet | 0 | — | — |" in text
+    assert "**Verdict:** reproduced by `a`." in text and "figures/open_choices.png" in text
+    rows = oc.figure_rows(reference, choices, runs)
+    assert [s["covers"] for s in rows[0]["settings"]] == [False, True, False, False, False]
+    from cifarlab import figures
+
+    fig = figures.open_choices_figure(rows)
+    assert len(fig.axes) == 1 and fig.axes[0].get_legend().get_texts()[0].get_text() == "published 50.00%"
+
+
+def test_sweep_command_uses_seeds_on_cpu_recipes_and_the_kit_for_the_rest():
+    cmd = oc.sweep_command("lenet5", "lenet5", ["lenet5-tanh"])
+    assert cmd == "cifarlab set 'seeds=[1, 2]' && dvc repro plot@lenet5-tanh plot_seeds@lenet5-tanh-1 plot_seeds@lenet5-tanh-2"
+    assert oc.sweep_command("r", "resnet18", ["r", "s"]).startswith("python tools/gpu_reproduce.py")
+
+
+def test_params_open_choices_are_runs_of_the_same_model():
+    p = load_params(ROOT / "params.yaml")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    # every name is a run of the table: none left out (validation leaves out missing ones)
+    assert {b: len(a) for b, a in p.open_choices.items()} == {b: len(a) for b, a in raw["open_choices"].items()}
+    assert len(p.open_choices["lenet5"]) >= 8
+    for base, alts in p.open_choices.items():
+        for run, reading in alts:
+            assert p.runs[run].model == p.runs[base].model and reading in ("best", "final", "best_flip")
+    cut = validate({**raw, "open_choices": {"lenet5": ["nope", "lenet5-tanh"], "gone": ["lenet5"]}})
+    assert dict(cut.open_choices) == {"lenet5": (("lenet5-tanh", "best"),)}  # a cut-down table works
+    for bad, message in (({"lenet5": ["dnn"]}, "trains dnn, not lenet5"),
+                         ({"lenet5": ["lenet5:worst"]}, "reading 'worst'"),
+                         ({"lenet5": ["lenet5"]}, "listed twice"),
+                         ({"lenet5": "lenet5-tanh"}, "a list of runs")):
+        with pytest.raises(ParamsError, match=message):
+            validate({**raw, "open_choices": bad})
