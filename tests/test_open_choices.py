@@ -2,6 +2,7 @@
 (covered, not covered, too few seeds, diverged runs, nothing run), the section and its figure."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,40 @@ def test_params_open_choices_are_runs_of_the_same_model():
                          ({"lenet5": "lenet5-tanh"}, "a list of runs")):
         with pytest.raises(ParamsError, match=message):
             validate({**raw, "open_choices": bad})
+
+
+@pytest.mark.slow
+def test_a_two_run_tiny_sweep_through_dvc_gets_its_verdict(tmp_path, tiny_archive):
+    """lenet5 and one alternative, three seeds each, through `dvc repro` on a tiny archive; the
+    report's Open choices section then has both with n=3 and a verdict sentence."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from test_dvc_workflow import project_copy, sh
+
+    archive, md5 = tiny_archive
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    project_copy(repo)
+    d = yaml.safe_load((repo / "params.yaml").read_text())
+    d["data"].update(url=str(archive), md5=md5)
+    d["train"].update(num_threads=1)
+    d["runs"] = {r: d["runs"][r] for r in ("lenet5", "lenet5-tanh")}
+    d.update(seeds=[1, 2], pca=[], model="lenet5")
+    d["lenet5"].update(epochs=2, batch_size=16)
+    (repo / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
+    shutil.rmtree(repo / "reports" / "published")  # this workspace's own runs only
+    env = {**os.environ, "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1", "CUDA_VISIBLE_DEVICES": "",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    targets = [f"plot{s}@{r}{k}" for r in ("lenet5", "lenet5-tanh") for s, k in (("", ""), ("_seeds", "-1"), ("_seeds", "-2"))]
+    sh("dvc", "repro", *targets, cwd=repo, env=env)
+    sh(sys.executable, "-m", "cifarlab.report", cwd=repo, env=env)
+    text = (repo / "reports/README.md").read_text()
+    block = text.split("### `lenet5`: published", 1)[1].split("###", 1)[0]
+    assert re.search(r"\| `lenet5` \(default\) \| [\d.]+ ± [\d.]+% \(n=3\) \| 3 \|", block)
+    assert re.search(r"\| `lenet5-tanh` \| [\d.]+ ± [\d.]+% \(n=3\) \| 3 \|", block)
+    assert re.search(r"\*\*Verdict:\*\* (reproduced by|closest: `lenet5-tanh`, still [\d.]+ points off)", block)
+    assert (repo / "reports/figures/open_choices.png").read_bytes().startswith(b"\x89PNG")
