@@ -45,8 +45,11 @@ def prepared(d: Path, archive: Path, md5: str, monkeypatch, **recipe) -> None:
 
 def train_cmd(d: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    # SIGINT as a terminal would deliver it: a shell running the tests in the background starts
+    # them with SIGINT ignored, and children inherit that
     return subprocess.Popen([sys.executable, "-m", "cifarlab.train", "--run", MODEL], cwd=d, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def outputs(d: Path) -> dict[str, str]:
