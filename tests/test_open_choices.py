@@ -126,8 +126,9 @@ def test_params_open_choices_are_runs_of_the_same_model():
 
 @pytest.mark.slow
 def test_a_two_run_tiny_sweep_through_dvc_gets_its_verdict(tmp_path, tiny_archive):
-    """lenet5 and one alternative, three seeds each, through `dvc repro` on a tiny archive; the
-    report's Open choices section then has both with n=3 and a verdict sentence."""
+    """lenet5 and one alternative through `dvc repro` on a tiny archive (one seed each: CI's 30
+    minutes; the seed rules are the unit tests' above); the report's Open choices section then
+    has both, with n, and a verdict sentence."""
     import os
     import re
     import subprocess
@@ -143,19 +144,18 @@ def test_a_two_run_tiny_sweep_through_dvc_gets_its_verdict(tmp_path, tiny_archiv
     d["data"].update(url=str(archive), md5=md5)
     d["train"].update(num_threads=1)
     d["runs"] = {r: d["runs"][r] for r in ("lenet5", "lenet5-tanh")}
-    d.update(seeds=[1, 2], pca=[], model="lenet5")
+    d.update(seeds=[], pca=[], model="lenet5")
     d["lenet5"].update(epochs=2, batch_size=16)
     (repo / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
     shutil.rmtree(repo / "reports" / "published")  # this workspace's own runs only
     env = {**os.environ, "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1", "CUDA_VISIBLE_DEVICES": "",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    targets = [f"plot{s}@{r}{k}" for r in ("lenet5", "lenet5-tanh") for s, k in (("", ""), ("_seeds", "-1"), ("_seeds", "-2"))]
-    sh("dvc", "repro", *targets, cwd=repo, env=env)
+    sh("dvc", "repro", "plot@lenet5", "plot@lenet5-tanh", cwd=repo, env=env)
     sh(sys.executable, "-m", "cifarlab.report", cwd=repo, env=env)
     text = (repo / "reports/README.md").read_text()
     block = text.split("### `lenet5`: published", 1)[1].split("###", 1)[0]
-    assert re.search(r"\| `lenet5` \(default\) \| [\d.]+ ± [\d.]+% \(n=3\) \| 3 \|", block)
-    assert re.search(r"\| `lenet5-tanh` \| [\d.]+ ± [\d.]+% \(n=3\) \| 3 \|", block)
-    assert re.search(r"\*\*Verdict:\*\* (reproduced by|closest: `lenet5-tanh`, still [\d.]+ points off)", block)
+    assert re.search(r"\| `lenet5` \(default\) \| [\d.]+% \| 1 \| [-+][\d.]+ pp \| too few seeds \|", block)
+    assert re.search(r"\| `lenet5-tanh` \| [\d.]+% \| 1 \| [-+][\d.]+ pp \| too few seeds \|", block)
+    assert re.search(r"\*\*Verdict:\*\* closest: `lenet5-tanh`, still [\d.]+ points off \(n=1: below 3 seeds", block)
     assert (repo / "reports/figures/open_choices.png").read_bytes().startswith(b"\x89PNG")
