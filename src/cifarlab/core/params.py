@@ -134,7 +134,9 @@ class ModelParams:
         return self.recipe.epochs if max_epochs is None else min(self.recipe.epochs, max_epochs)
 
 
-RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # names stages (train@<run>) and files
+# Names stages (train@<run>), files and the DVC param `runs.<run>`: no dot, which DVC reads as a
+# nested key (`runs.lenet5-sgd_lr0.01` would be runs -> lenet5-sgd_lr0 -> 01, "missing").
+RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 
 
 @dataclass(frozen=True)
@@ -353,8 +355,8 @@ def _validate_runs(raw_runs: Any, raw: Mapping, known: list[str], check_models: 
     runs = {}
     for name, entry in raw_runs.items():
         if not isinstance(name, str) or not re.fullmatch(RUN_NAME, name):
-            raise ParamsError(f"bad run name {name!r} in 'runs': letters, digits and _ . - "
-                              "(it names stages and files)")
+            raise ParamsError(f"bad run name {name!r} in 'runs': letters, digits, _ and - (it names stages "
+                              "and files; no dot: DVC reads runs.<name> as a nested key)")
         if not isinstance(entry, Mapping) or "model" not in entry:
             raise ParamsError(f"bad value for 'runs.{name}': {entry!r} (a mapping with at least `model`)")
         model = _check_model_name(f"runs.{name}.model", entry["model"], known)
