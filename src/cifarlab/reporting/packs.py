@@ -363,5 +363,6 @@ def fold(pack_file: Path, root: Path = Path("."), accept_code_change: bool = Fal
             else:
                 os.replace(src, target)
     log(f"fold: {len(renamed)} runs ({', '.join(renamed.values())}) -> {dest_root}"
-        + (f"; code differs from commit {commit} in {len(differ)} files (recorded)" if differ else ""))
+        + (f"; code differs from commit {commit} in {len(differ)} file{'s' if len(differ) != 1 else ''} (recorded)"
+           if differ else ""))
     return list(renamed.values())
