@@ -146,13 +146,6 @@ def archive(args, work: Path) -> Path:
         if done.returncode != 0:
             fail(f"{converter} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
         os.replace(tmp, built)
-    from cifarlab.data.cifar_io import archive_identity
-    from cifarlab.reporting.published import JPEG_FULL_CONTENT_MD5
-
-    content = archive_identity(built)["content_md5"]
-    if content != JPEG_FULL_CONTENT_MD5:
-        fail(f"{built} holds other images than the full JPEG-derived set (content md5 {content}, expected "
-             f"{JPEG_FULL_CONTENT_MD5}): delete it and check --jpeg")
     return built.resolve()
 
 
@@ -226,8 +219,13 @@ def main(argv: list[str] | None = None) -> None:
     from cifarlab.data.cifar_io import archive_identity
     from cifarlab.reporting.published import KNOWN_DATA
 
-    ids = archive_identity(data)
+    from cifarlab.reporting.published import JPEG_FULL_CONTENT_MD5
+
+    ids = archive_identity(data)  # 170 MB read once: names the data and gives data.md5
     md5 = ids["archive_md5"]
+    if args.jpeg and ids["content_md5"] != JPEG_FULL_CONTENT_MD5:
+        fail(f"{data} holds other images than the full JPEG-derived set (content md5 {ids['content_md5']}, "
+             f"expected {JPEG_FULL_CONTENT_MD5}): delete it and check --jpeg")
     say(f"data: {data} ({KNOWN_DATA.get(ids['content_md5'], 'content md5 ' + ids['content_md5'])}, md5 {md5})")
     write_params(work, data, md5, args.set)
     p = load_params(work / "params.yaml")

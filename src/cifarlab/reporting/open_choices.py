@@ -35,11 +35,11 @@ class Option:
     summary: Mapping
     diverged: tuple[int, ...] = ()  # epochs at which seeds diverged
 
-    @property
-    def covers(self) -> bool:
-        return self.summary["n"] >= MIN_SEEDS and self.summary["min"] <= self._value <= self.summary["max"]
 
-    _value: float = float("nan")  # set by judge(): the published value this option is read against
+def covers(opt: Option, published: float) -> bool:
+    """At least MIN_SEEDS seeds left a number and `published` lies within their [min, max]."""
+    s = opt.summary
+    return s["n"] >= MIN_SEEDS and s["min"] <= published <= s["max"]
 
 
 def option(run: str, reading: str, recs: Sequence[dict], metric: str = "top1") -> Option:
@@ -51,17 +51,13 @@ def option(run: str, reading: str, recs: Sequence[dict], metric: str = "top1") -
                   summary=summarize(values), diverged=diverged)
 
 
-def judge(published: float, opt: Option) -> Option:
-    return Option(opt.label, opt.run, opt.reading, opt.summary, opt.diverged, published)
-
-
 def verdict(published: float, default: Option, alternatives: Sequence[Option], command: str) -> str:
     """One plain sentence (see the module docstring). Accuracies as fractions."""
-    default, alts = judge(published, default), [judge(published, a) for a in alternatives]
-    if default.covers:
+    alts = list(alternatives)
+    if covers(default, published):
         return (f"reproduced by the default settings: {fmt_value('top1', published)} lies within the range "
                 f"of {default.summary['n']} seeds")
-    covering = [a.label for a in alts if a.covers]
+    covering = [a.label for a in alts if covers(a, published)]
     if covering:
         return "reproduced by " + ", ".join(f"`{c}`" for c in covering)
     ran = [a for a in alts if a.summary["n"]]
@@ -115,13 +111,12 @@ def section(reference: Mapping, open_choices: Mapping[str, Sequence[tuple[str, s
         cmd = sweep_command(base, models.get(base, ""), needed or [base])
         rows = []
         for kind, o in (("default", default), *(("alternative", a) for a in options)):
-            o = judge(pub, o)
             s = o.summary
             shown = fmt_summary("top1", s) if s["n"] else ("diverged" if o.diverged else "not run yet")
             if o.diverged:
                 shown += f" ({len(o.diverged)} diverged at epoch {fmt_epochs(list(o.diverged))})"
             off = f"{(s['mean'] - pub) * 100:+.2f} pp" if s["n"] else DASH
-            mark = "**yes**" if o.covers else ("too few seeds" if 0 < s["n"] < MIN_SEEDS else ("no" if s["n"] else DASH))
+            mark = "**yes**" if covers(o, pub) else ("too few seeds" if 0 < s["n"] < MIN_SEEDS else ("no" if s["n"] else DASH))
             rows.append([f"`{o.label}`" + (" (default)" if kind == "default" else ""), shown, s["n"], off, mark])
         parts.append(f"### `{base}`: published {fmt_value('top1', pub)}")
         parts.append(md_table(["setting", "top-1", "n", "minus published", "covers"], rows))
@@ -144,6 +139,6 @@ def figure_rows(reference: Mapping, open_choices: Mapping[str, Sequence[tuple[st
         for o in (default, *options):
             values = [(r.get(o.reading) or {}).get("top1") for r in counted(runs.get(o.run, []))]
             settings.append({"label": o.label, "values": [v for v in values if v is not None],
-                             "covers": judge(ref["value"], o).covers})
+                             "covers": covers(o, ref["value"])})
         out.append({"base": base, "published": ref["value"], "settings": settings})
     return out
