@@ -29,7 +29,7 @@ EPOCHS = 4
 def write_params(d: Path, archive: Path, md5: str, **recipe) -> None:
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["data"].update(url=str(archive), md5=md5)
-    p["train"].update(max_epochs=EPOCHS, num_threads=1)
+    p["train"].update(max_epochs=EPOCHS, num_threads=1, checkpoint_minutes=0)  # save every epoch
     p["runs"], p["model"], p["pca"] = {MODEL: {"model": MODEL}}, MODEL, []
     p[MODEL].update(batch_size=8, **recipe)  # 25 steps an epoch: a kill lands inside one
     (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))

@@ -8,9 +8,10 @@ and its name, torch/CUDA versions, code version, wall times, images/s: apart bec
 run to run, while every other output is the same bit for bit on CPU). <out> is the run name, or
 <run>-s<seed> for an extra seed.
 
-After every epoch the full training state goes to data/resume/<out>.pt (atomically), so a run
-killed mid-epoch resumes from its last finished epoch when started again (`dvc repro`), with the
-same final numbers as a run never interrupted. The file is deleted once the run ends.
+Every `train.checkpoint_minutes` (after the epoch that crosses it; 0 = every epoch) the full
+training state goes to data/resume/<out>.pt (atomically, from a background thread), so a run
+killed mid-epoch resumes from its last saved epoch when started again (`dvc repro`), with the
+same final numbers as a run never interrupted. The files are deleted once the run ends.
 """
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ from cifarlab.core.runs import RunSpec, stage_args
 from cifarlab.core.shell import run_main
 from cifarlab.data.prepared import load_prepared
 from cifarlab.engine.augment import pipeline_for
-from cifarlab.engine.checkpoints import history_csv, load_resume, run_fingerprint, save_checkpoint
+from cifarlab.engine.checkpoints import ResumeWriter, history_csv, load_resume, run_fingerprint, save_checkpoint
 from cifarlab.engine.estimate import cpu_name, cpu_notice
+from cifarlab.engine.features import cached_inputs
 from cifarlab.engine.loop import FitResult, Runtime, build_model, fit, setup_device, time_train_step
 
 
@@ -51,19 +53,26 @@ def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> Fi
         notice = cpu_notice(spec.out, epochs, train_x.shape[0], test_x.shape[0], s_per_image)
         if notice:
             log(notice)
+    cached = cached_inputs(rt.prepare_model(model), mp.recipe, pipe, rt, train_x, test_x, val_x)
+    if cached is not None:  # frozen features: computed once here, the head trained on them
+        (train_x, test_x, val_x), pipe = cached
+        log(f"train {spec.out}: frozen features computed once, {tuple(train_x.shape)} train "
+            f"{str(train_x.dtype).removeprefix('torch.')}; training the head on them")
     fingerprint = run_fingerprint(spec, p.train, epochs, stats,
                                   (train_x.shape[0], val_x.shape[0], test_x.shape[0]), device)
     resume_path = paths.RESUME_DIR / f"{spec.out}.pt"
-
-    def save_state(snap: dict) -> None:
-        with atomic_write(resume_path) as f:
-            torch.save({**snap, "fingerprint": fingerprint}, f)
-        progress["saved_epoch"] = snap["state"]["epoch"]
-
+    resume = load_resume(resume_path, fingerprint, log)
+    writer = ResumeWriter(resume_path, fingerprint, p.train.checkpoint_minutes)
     progress["resume_path"] = resume_path
-    result = fit(model, train_x, train_y, test_x, test_y, mp.recipe, epochs, spec.seed, pipe, rt, log=log,
-                 desc=spec.out, val_x=val_x, val_y=val_y, resume=load_resume(resume_path, fingerprint, log),
-                 on_epoch_end=save_state)
+    if resume is not None:
+        progress["saved_epoch"] = resume["state"]["epoch"]
+    try:
+        result = fit(model, train_x, train_y, test_x, test_y, mp.recipe, epochs, spec.seed, pipe, rt, log=log,
+                     desc=spec.out, val_x=val_x, val_y=val_y, resume=resume, on_epoch_end=writer)
+    finally:  # killed or interrupted: the write in flight still lands (an atomic rename), and is reported
+        writer.close()
+        if writer.saved_epoch is not None:
+            progress["saved_epoch"] = writer.saved_epoch
 
     out = paths.CHECKPOINT_DIR / spec.out
     div = result.diverged
@@ -99,7 +108,7 @@ def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> Fi
         "train_images_per_s": round(result.train_images / max(result.train_seconds, 1e-9), 1),
         "epoch_seconds": [round(h.seconds, 3) for h in result.history],
     })
-    resume_path.unlink(missing_ok=True)  # every output is written: nothing left to resume
+    writer.remove()  # every output is written: nothing left to resume
     return result
 
 

@@ -75,6 +75,16 @@ class TrainParams(_Strict):
     # CUDA: deterministic algorithms (and the cuBLAS workspace they need), no cuDNN autotuning.
     # CPU runs are bit-reproducible either way.
     deterministic: bool = True
+    # torch.compile the training step (forward, loss, backward): "auto" = on CUDA only, where the
+    # recipes' small batches are bound by kernel launches; true also compiles on CPU (slower:
+    # ~30 s of compilation per model and batch shape). Changes the last bits of CUDA results.
+    compile: bool | Literal["auto"] = "auto"
+    # torch.compile mode; "reduce-overhead" replays the step as CUDA graphs (one launch per graph)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "reduce-overhead"
+    # Resume-state cadence: data/resume/<run>.pt is rewritten when this many minutes have passed
+    # since the last write (0 = after every epoch). A kill loses at most this much training; the
+    # numbers do not depend on it (a resumed run gives the same bytes), so no stage hashes it.
+    checkpoint_minutes: Annotated[float, Field(ge=0)] = 10.0
 
 
 def _parse_ratio(v: Any) -> Any:

@@ -2,9 +2,12 @@
 
 data/checkpoints/<out>/{final,best,val_best}.pt hold plain containers and tensors only
 ({model, arch, epoch, state_dict}), so they load with torch.load(weights_only=True).
-data/resume/<out>.pt is the full training state after the last finished epoch (see
+data/resume/<out>.pt is the full training state after a finished epoch (see
 `engine.loop.TrainState`), tagged with a fingerprint of everything that decides the run's
-numbers, so a state saved under other params or data is never continued.
+numbers, so a state saved under other params or data is never continued. `ResumeWriter`
+rewrites it at most every `train.checkpoint_minutes`, from a thread of its own; the best-epoch
+weights it refers to live beside it in data/resume/<out>.best_state-e<epoch>.pt (and
+val_best_state), written only when that epoch changes.
 """
 from __future__ import annotations
 
@@ -12,7 +15,9 @@ import csv
 import hashlib
 import io
 import json
+import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -46,7 +51,8 @@ def run_fingerprint(spec: RunSpec, train: TrainParams, epochs: int, stats: dict,
         "model": spec.model, "arch": dict(mp.arch), "recipe": mp.recipe.model_dump(mode="json"),
         "epochs": epochs, "seed": spec.seed, "n_train_val_test": list(n),
         "mean": stats["mean"], "std": stats["std"], "device": device.type,
-        "train": train.model_dump(mode="json", exclude={"eval_batch_size"}),
+        # checkpoint_minutes: when the state is saved, not what it holds (test_resume.py)
+        "train": train.model_dump(mode="json", exclude={"eval_batch_size", "checkpoint_minutes"}),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -63,8 +69,97 @@ def load_resume(path: Path, fingerprint: str, log: Callable[[str], None]) -> dic
     if not isinstance(snap, dict) or snap.get("fingerprint") != fingerprint:
         log(f"ignoring {path}: saved by a run with other params or data; starting from epoch 1")
         return None
+    for key, name in (snap.get("blobs") or {}).items():  # best-epoch weights, in files of their own
+        if name is None:
+            snap["state"][key] = None
+            continue
+        try:
+            snap["state"][key] = torch.load(path.parent / name, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - deleted or damaged: start over rather than guess
+            log(f"ignoring {path}: its {key} file {name} is unreadable ({str(e).splitlines()[0][:200]}); "
+                "starting from epoch 1")
+            return None
     log(f"resuming from {path}: epochs 1-{snap['state']['epoch']} already done")
     return snap
+
+
+# The states a TrainState snapshot carries besides the model's, with the epoch each belongs to:
+# each goes to a file of its own, rewritten only when that epoch changes.
+BLOBS = (("best_state", "best_epoch"), ("val_best_state", "val_best_epoch"))
+
+
+class ResumeWriter:
+    """Saves a run's resume state (`fit`'s on_epoch_end) at most every `minutes`, off the
+    training thread, atomically.
+
+    Called after every epoch with a snapshot function; when `minutes` have passed since the
+    last save (always when minutes == 0) it takes the snapshot (CPU copies, on the training
+    thread) and hands the writing to a background thread, so training goes on while hundreds
+    of MB reach the disk. One write at a time: a new one first waits for the previous, whose
+    errors surface here. The best-epoch weights go to files of their own, written only when
+    their epoch changed; the main file, written last, names them, so every state on disk is
+    complete. `saved_epoch`: the last epoch whose state is fully on disk.
+    """
+
+    def __init__(self, path: Path, fingerprint: str, minutes: float, clock: Callable[[], float] = time.monotonic):
+        self.path, self.fingerprint, self.minutes, self.clock = path, fingerprint, minutes, clock
+        self.saved_epoch: int | None = None
+        self._last = clock()  # training starts now: the first save comes `minutes` later
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="cifarlab-resume")
+        self._pending: Future | None = None
+        self._blob_epoch: dict[str, int] = {}  # blob key -> epoch of its file on disk
+
+    def __call__(self, epoch: int, snapshot: Callable[[], dict]) -> None:
+        if self.clock() - self._last < self.minutes * 60:
+            return
+        snap = snapshot()
+        self.wait()
+        self._pending = self._pool.submit(self._write, snap)
+        self._last = self.clock()
+
+    def blob_name(self, key: str, epoch: int) -> str:
+        return f"{self.path.stem}.{key}-e{epoch}.pt"
+
+    def _write(self, snap: dict) -> None:
+        state = dict(snap["state"])
+        blobs: dict[str, str | None] = {}
+        for key, epoch_key in BLOBS:
+            weights, epoch = state.pop(key), state[epoch_key]
+            if weights is None:
+                blobs[key] = None
+                continue
+            blobs[key] = self.blob_name(key, epoch)
+            if self._blob_epoch.get(key) != epoch:
+                with atomic_write(self.path.parent / blobs[key]) as f:
+                    torch.save(weights, f)
+                self._blob_epoch[key] = epoch
+        with atomic_write(self.path) as f:
+            torch.save({**snap, "state": state, "blobs": blobs, "fingerprint": self.fingerprint}, f)
+        keep = {self.path.name, *(b for b in blobs.values() if b)}
+        for old in self.blob_files():  # superseded best-epoch files (the main file names new ones)
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
+        self.saved_epoch = snap["state"]["epoch"]
+
+    def blob_files(self) -> list[Path]:
+        return sorted(self.path.parent.glob(f"{self.path.stem}.*_state-e*.pt"))
+
+    def wait(self) -> None:
+        """Block until the write in flight (if any) is on disk; re-raise its error."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> None:
+        self.wait()
+        self._pool.shutdown()
+
+    def remove(self) -> None:
+        """The run is over: delete its resume state and best-epoch files."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+        for f in self.blob_files():
+            f.unlink(missing_ok=True)
 
 
 def save_checkpoint(path: Path, model: str, arch: dict, state: dict, epoch: int, diverged: dict | None = None) -> None:

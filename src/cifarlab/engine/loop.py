@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cifarlab.core.errors import CifarlabError
+from cifarlab.core.errors import CifarlabError, one_line
 from cifarlab.engine.augment import BatchPipeline
 from cifarlab.core.params import Recipe, TrainParams
 from cifarlab.engine.schedules import make_optimizer, make_scheduler
@@ -152,7 +152,8 @@ DIVERGED_LOSS = 1e4
 
 
 class Runtime:
-    """Device-side settings: autocast and memory format on CUDA, plain fp32 on CPU."""
+    """Device-side settings: autocast, memory format and compilation on CUDA, plain eager fp32 on
+    CPU (unless train.compile is true)."""
 
     def __init__(self, device: torch.device, cfg: TrainParams):
         self.device = device
@@ -160,6 +161,12 @@ class Runtime:
         self.bf16 = cuda and cfg.bf16
         self.channels_last = cuda and cfg.channels_last
         self.eval_batch_size = cfg.eval_batch_size
+        self.compile = cuda if cfg.compile == "auto" else cfg.compile
+        self.compile_mode = cfg.compile_mode
+        # Fused optimizer kernels (one launch for all parameters) on CUDA. Not on CPU: torch's
+        # fused CPU Adam rounds differently from the default foreach path, and the published CPU
+        # numbers were trained on the latter.
+        self.fused_optimizer = cuda
 
     def autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
@@ -169,7 +176,8 @@ class Runtime:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        # 4-D images only: cached features (B, D) have no channel dimension to move
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
 
 @torch.no_grad()
@@ -210,15 +218,35 @@ class TrainStep:
                  epochs: int, steps_per_epoch: int):
         self.model, self.recipe, self.pipe, self.rt = model, recipe, pipe, rt
         self.trainable = [p for p in model.parameters() if p.requires_grad]
-        self.opt = make_optimizer(self.trainable, recipe)
+        self.opt = make_optimizer(self.trainable, recipe, fused=rt.fused_optimizer)
         self.sched, self.sched_when = make_scheduler(self.opt, recipe, epochs, steps_per_epoch)
+        # Forward + loss as one compiled graph (its backward compiled with it). Augmentation stays
+        # eager, outside: its draws from the epoch's generator are then exactly those of an eager
+        # run. dynamic=False: one static graph per batch shape (the recipe's batch and, at most,
+        # the epoch's remainder batch), no dynamic-shape guards.
+        self.forward_loss = (torch.compile(self._forward_loss, mode=rt.compile_mode, dynamic=False)
+                             if rt.compile else self._forward_loss)
 
-    def __call__(self, x_u8: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """x_u8: uint8 (B, 3, 32, 32), y: int64 (B,). Returns (loss, logits), detached."""
-        xb = self.rt.prepare_input(self.pipe(x_u8, gen, train=True))
+    def _forward_loss(self, xb: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with self.rt.autocast():
             logits = self.model(xb)
             loss = F.cross_entropy(logits.float(), y)
+        return loss, logits
+
+    def __call__(self, x_u8: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """x_u8: uint8 (B, 3, 32, 32) (or cached features (B, D), see engine.features), y: int64 (B,).
+        Returns (loss, logits), detached."""
+        xb = self.rt.prepare_input(self.pipe(x_u8, gen, train=True))
+        if self.rt.compile:
+            # A new iteration for CUDA-graph replays: the previous step's outputs were consumed
+            torch.compiler.cudagraph_mark_step_begin()
+            try:
+                loss, logits = self.forward_loss(xb, y)
+            except Exception as err:  # inductor/triton missing or failing: say so, name the way out
+                raise CifarlabError(f"torch.compile failed ({type(err).__name__}: {one_line(err, 300)}); "
+                                    "set train.compile=false to train eagerly") from err
+        else:
+            loss, logits = self.forward_loss(xb, y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.recipe.grad_clip is not None:
@@ -253,7 +281,7 @@ def fit(
     val_x: torch.Tensor | None = None,
     val_y: torch.Tensor | None = None,
     resume: dict | None = None,
-    on_epoch_end: Callable[[dict], None] | None = None,
+    on_epoch_end: Callable[[int, Callable[[], dict]], None] | None = None,
 ) -> FitResult:
     """Train `model` with `recipe` for up to `epochs`, testing after each epoch.
 
@@ -262,10 +290,12 @@ def fit(
     second "best" is picked on validation accuracy: the honest counterpart of best-on-test.
     Returns the history, the final, best-on-test and best-on-val weights (CPU copies).
 
-    on_epoch_end(state) gets the full training state after every finished epoch (see
-    `TrainState`); passing such a state back as `resume` continues after its epoch and gives
-    the same numbers, bit for bit on CPU, as a run that was never interrupted: epoch e's
-    randomness is seeded from (seed, e) alone, so nothing else needs replaying.
+    on_epoch_end(epoch, snapshot) is called after every finished epoch; snapshot() returns the
+    full training state (see `TrainState`; CPU copies, taken when called), so a caller saving
+    only every few minutes pays for the copy only then. Passing such a state back as `resume`
+    continues after its epoch and gives the same numbers, bit for bit on CPU, as a run that was
+    never interrupted: epoch e's randomness is seeded from (seed, e) alone, so nothing else
+    needs replaying.
     """
     use_val = val_x is not None and val_x.shape[0] > 0
     device = rt.device
@@ -318,7 +348,7 @@ def fit(
                                          test_loss=None, test_acc=None, lr=lr, seconds=time.perf_counter() - t0))
             st.epoch = epoch
             if on_epoch_end is not None:
-                on_epoch_end(st.snapshot(model, step))
+                on_epoch_end(epoch, lambda: st.snapshot(model, step))
             break
 
         test_loss, test_acc = _loss_acc(predict(model, test_x, pipe, rt), test_y)
@@ -357,7 +387,7 @@ def fit(
                     st.stopped_early = True
         st.epoch = epoch
         if on_epoch_end is not None:
-            on_epoch_end(st.snapshot(model, step))
+            on_epoch_end(epoch, lambda: st.snapshot(model, step))
     return FitResult(
         history=st.history,
         final_state=_cpu_state(model),
@@ -399,13 +429,14 @@ class TrainState:
                    stopped_early=False, images=0, train_seconds=0.0)
 
     def snapshot(self, model: nn.Module, step: TrainStep) -> dict:
-        """Plain containers and tensors only, so torch.load(weights_only=True) reads it back."""
+        """Plain containers and tensors only, so torch.load(weights_only=True) reads it back.
+        Every tensor is a CPU copy: training may go on while another thread writes it out."""
         return {
             "state": {k: v for k, v in vars(self).items() if k != "history"},
             "history": [asdict(h) for h in self.history],
             "model": _cpu_state(model),
-            "optimizer": step.opt.state_dict(),
-            "scheduler": step.sched.state_dict() if step.sched is not None else None,
+            "optimizer": _cpu_copy(step.opt.state_dict()),
+            "scheduler": copy.deepcopy(step.sched.state_dict()) if step.sched is not None else None,
             # Unused by the loop (it reseeds every epoch) but part of a full state: a later
             # change that draws from the global RNGs between epochs stays resumable.
             "rng": {"torch": torch.get_rng_state(),
@@ -426,6 +457,17 @@ class TrainState:
 
 def _loss_acc(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
+
+
+def _cpu_copy(obj):
+    """`obj` (nested dicts/lists of tensors and plain values) with every tensor copied to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return copy.deepcopy(obj)
 
 
 def _cpu_state(model: nn.Module) -> dict:

@@ -121,7 +121,12 @@ def alexnet_features() -> nn.Sequential:
 
 
 class AlexNetTransfer(nn.Module):
-    """Frozen AlexNet features (+ optional conv4 skip) and a trainable 3-layer head."""
+    """Frozen AlexNet features (+ optional conv4 skip) and a trainable 3-layer head.
+
+    `forward` takes images (B, 3, H, W) or, as the training engine's feature cache passes them,
+    features (B, 9216) already computed by `embed` (engine/features.py)."""
+
+    frozen_embed = True  # embed() has no trainable parameters and stays in eval mode
 
     def __init__(self, features: nn.Sequential, skip: bool, image_size: int) -> None:
         super().__init__()
@@ -163,6 +168,8 @@ class AlexNetTransfer(nn.Module):
         return torch.flatten(x, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:  # cached features (B, 9216)
+            return self.head(x)
         return self.head(self.embed(x))
 
 

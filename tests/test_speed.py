@@ -1,0 +1,194 @@
+"""The GPU-speed features, checked on the CPU: a compiled training step, AlexNet's frozen features
+computed once, and the resume state written every few minutes from a thread of its own.
+(benchmarks/bench_gpu.py measures what they buy on a GPU; its --tiny run is the last test.)"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifarlab.core.params import Recipe, TrainParams
+from cifarlab.engine.augment import BatchPipeline
+from cifarlab.engine.checkpoints import ResumeWriter, load_resume
+from cifarlab.engine.features import FeaturePipeline, cacheable, cached_inputs
+from cifarlab.engine.loop import Runtime, TrainStep, fit
+from cifarlab.models import get_model
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+
+
+def images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),
+            torch.randint(0, 10, (n,), generator=g))
+
+
+@pytest.mark.slow
+def test_compiled_step_follows_the_eager_loss_trajectory_on_lenet5():
+    """train.compile=true on CPU: 3 steps of lenet5 (two full batches of 64, then a remainder
+    batch of 20, its own static graph) give the eager losses within 1e-5 relative: the same
+    arithmetic, fused by inductor into other kernels whose float rounding may differ."""
+    torch.set_num_threads(1)
+    recipe = Recipe(optimizer="adam", lr=1e-3, batch_size=64, epochs=1)
+    pipe = BatchPipeline("none", (0.5,) * 3, (0.25,) * 3, CPU)
+    x, y = images(148, seed=0)
+    batches = [slice(0, 64), slice(64, 128), slice(128, 148)]
+    losses = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = get_model("lenet5")
+        rt = Runtime(CPU, TrainParams(compile=compiled, num_threads=1))
+        assert rt.compile is compiled
+        step = TrainStep(model, recipe, pipe, rt, epochs=1, steps_per_epoch=len(batches))
+        losses[compiled] = [step(x[b], y[b], torch.Generator().manual_seed(1))[0].item() for b in batches]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+    assert losses[False][2] < losses[False][0]  # it trained: not three evaluations of one model
+
+
+def test_compile_is_on_for_cuda_only_by_default():
+    assert Runtime(torch.device("cuda"), TrainParams()).compile is True
+    assert Runtime(CPU, TrainParams()).compile is False
+    assert Runtime(torch.device("cuda"), TrainParams(compile=False)).compile is False
+    # fused optimizer kernels on CUDA only: the published CPU numbers are foreach Adam/SGD's
+    assert Runtime(torch.device("cuda"), TrainParams()).fused_optimizer is True
+    assert Runtime(CPU, TrainParams()).fused_optimizer is False
+
+
+def test_a_failing_compile_names_the_way_out(monkeypatch):
+    from cifarlab.core.errors import CifarlabError
+
+    def broken(fn, **kw):
+        def call(*a, **k):
+            raise RuntimeError("inductor: no working C++ compiler\nfound on PATH")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    rt = Runtime(CPU, TrainParams(compile=True))
+    step = TrainStep(get_model("lenet5"), Recipe(optimizer="sgd", lr=0.1, batch_size=4, epochs=1),
+                     BatchPipeline("none", None, None, CPU), rt, epochs=1, steps_per_epoch=1)
+    x, y = images(4, seed=0)
+    with pytest.raises(CifarlabError, match=r"^torch.compile failed \(RuntimeError: inductor: no working C\+\+ "
+                                            r"compiler found on PATH\); set train.compile=false to train eagerly$"):
+        step(x, y, torch.Generator())
+
+
+def alexnet(seed: int = 0):
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random features: the point here
+        return get_model("alexnet_transfer", pretrained=False, image_size=64, skip=True)
+
+
+def test_cached_alexnet_features_train_to_the_same_metrics_as_the_uncached_model():
+    """Random frozen features, 96 train / 40 test images, 2 epochs: the head trained on features
+    computed once ends with the test accuracy of every epoch and the weights of the head trained
+    on images (which recomputes the features each step), within float rounding."""
+    torch.set_num_threads(1)
+    recipe = Recipe(optimizer="adam", lr=1e-3, batch_size=16, epochs=2, normalize="imagenet")
+    (trx, tr_y), (tex, te_y) = images(96, seed=1), images(40, seed=2)
+    rt = Runtime(CPU, TrainParams(num_threads=1))
+    results = {}
+    for cache in (False, True):
+        model = rt.prepare_model(alexnet())
+        pipe = BatchPipeline("none", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), CPU)
+        train_x, test_x = trx, tex
+        if cache:
+            (train_x, test_x), pipe = cached_inputs(model, recipe, pipe, rt, trx, tex)
+            assert train_x.shape == (96, 9216) and isinstance(pipe, FeaturePipeline)
+        results[cache] = fit(model, train_x, tr_y, test_x, te_y, recipe, epochs=2, seed=5, pipe=pipe, rt=rt,
+                             log=lambda s: None)
+    plain, cached = results[False], results[True]
+    assert [h.test_acc for h in cached.history] == [h.test_acc for h in plain.history]
+    for a, b in zip(cached.history, plain.history):
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-5)
+        assert a.test_loss == pytest.approx(b.test_loss, rel=1e-5)
+    assert cached.final_state.keys() == plain.final_state.keys()  # the whole model's checkpoint
+    for k, v in plain.final_state.items():
+        torch.testing.assert_close(cached.final_state[k], v, rtol=1e-4, atol=1e-6)
+    assert plain.history[-1].train_loss < plain.history[0].train_loss
+
+
+def test_features_are_cached_only_without_augmentation():
+    model = alexnet()
+    assert cacheable(model, Recipe(optimizer="adam", lr=1e-3, batch_size=8, epochs=1, augment="none"))
+    assert not cacheable(model, Recipe(optimizer="adam", lr=1e-3, batch_size=8, epochs=1, augment="crop_flip"))
+    assert not cacheable(get_model("lenet5"), Recipe(optimizer="adam", lr=1e-3, batch_size=8, epochs=1))
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def snapshot_of(epoch: int, best_epoch: int, taken: list[int]):
+    def snap():
+        taken.append(epoch)
+        best = {"w": torch.full((3,), float(best_epoch))}
+        return {"state": {"epoch": epoch, "best_epoch": best_epoch, "best_state": best,
+                          "val_best_epoch": None, "val_best_state": None},
+                "history": [], "model": {"w": torch.full((3,), float(epoch))}}
+    return snap
+
+
+def test_resume_state_is_written_every_n_minutes_and_best_weights_only_when_they_change(tmp_path):
+    clock, taken = Clock(), []
+    path = tmp_path / "run.pt"
+    w = ResumeWriter(path, "fp", minutes=1.0, clock=clock)
+    for epoch, t, best in [(1, 30, 1), (2, 61, 2), (3, 90, 2), (4, 125, 2), (5, 200, 5)]:
+        clock.t = t
+        w(epoch, snapshot_of(epoch, best, taken))
+        w.wait()
+        if epoch == 2:
+            best_inode = (tmp_path / "run.best_state-e2.pt").stat().st_ino
+        if epoch == 4:  # rewritten main file, same best epoch: its weights file untouched
+            assert (tmp_path / "run.best_state-e2.pt").stat().st_ino == best_inode
+    w.close()
+    assert taken == [2, 4, 5]  # only when a minute had passed since the last save: no copy otherwise
+    assert w.saved_epoch == 5
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["run.best_state-e5.pt", "run.pt"]  # e2's superseded
+    snap = load_resume(path, "fp", log=lambda s: None)
+    assert snap["state"]["epoch"] == 5 and snap["state"]["val_best_state"] is None
+    torch.testing.assert_close(snap["state"]["best_state"]["w"], torch.full((3,), 5.0))
+    assert load_resume(path, "other", log=lambda s: None) is None
+    (tmp_path / "run.best_state-e5.pt").unlink()  # a state naming a missing file is not continued
+    notes = []
+    assert load_resume(path, "fp", log=notes.append) is None
+    assert "best_state file run.best_state-e5.pt is unreadable" in notes[0]
+    w.remove()
+    assert not list(tmp_path.iterdir())
+
+
+def test_zero_minutes_saves_every_epoch(tmp_path):
+    taken = []
+    w = ResumeWriter(tmp_path / "r.pt", "fp", minutes=0, clock=Clock())
+    for e in (1, 2, 3):
+        w(e, snapshot_of(e, 1, taken))
+    w.close()
+    assert taken == [1, 2, 3] and w.saved_epoch == 3
+
+
+@pytest.mark.slow
+def test_bench_gpu_tiny_runs_on_cpu_and_writes_its_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_gpu.py"), "--tiny", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    import json
+
+    res = json.loads(out.read_text())
+    assert res["tiny"] is True and res["device"]["type"] == "cpu"
+    models = {m["model"] for m in res["models"]}
+    assert {"lenet5", "resnet18", "alexnet_transfer"} <= models
+    for m in res["models"]:
+        assert m["eager_images_per_s"] > 0, m
+    assert res["bit_identity"]["identical"] is True
+    assert res["projection"]["total_seconds"] > 0
+    assert "images/s" in proc.stdout  # the printed table
