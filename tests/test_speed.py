@@ -186,9 +186,41 @@ def test_bench_gpu_tiny_runs_on_cpu_and_writes_its_json(tmp_path):
     res = json.loads(out.read_text())
     assert res["tiny"] is True and res["device"]["type"] == "cpu"
     models = {m["model"] for m in res["models"]}
-    assert {"lenet5", "resnet18", "alexnet_transfer"} <= models
+    assert models == {"lenet5", "resnet9", "resnet18", "alexnet_transfer"}  # --tiny's models
     for m in res["models"]:
         assert m["eager_images_per_s"] > 0, m
     assert res["bit_identity"]["identical"] is True
     assert res["projection"]["total_seconds"] > 0
     assert "images/s" in proc.stdout  # the printed table
+
+
+def test_estimate_reads_a_committed_gpu_benchmark_for_this_gpu(tmp_path):
+    """`cifarlab estimate` on a GPU plans with bench_gpu.py's compiled images/s (eager where not
+    compiled) and AlexNet's one pass of features per run."""
+    import json
+
+    from cifarlab.core.params import load_params
+    from cifarlab.engine import estimate
+
+    p = load_params(ROOT / "params.yaml")
+    bench = {"device": {"name": "NVIDIA H200"}, "when": "2026-11-29 20:00:00 UTC", "models": [
+        {"model": "resnet18", "eager_images_per_s": 5000.0, "compiled_images_per_s": 10000.0},
+        {"model": "alexnet_transfer", "eager_images_per_s": 2000.0, "features": {"seconds_full_set": 3.0}}]}
+    times, setup, source = estimate.times_from_bench(p, bench)
+    assert source == {"resnet18": "compiled", "alexnet_transfer": "eager"}
+    cell, alex = "resnet18-relu-2_1_1-none", "alexnet_transfer-skip-high"
+    (c1, c2) = estimate.plan(p, times, {f"train@{cell}", f"train@{alex}"}, setup)
+    by_run = {c.run: c.seconds for c in (c1, c2)}
+    assert by_run[cell] == pytest.approx(200 * (50_000 + 10_000 / 3) / 10_000)
+    assert by_run[alex] == pytest.approx(3.0 + 100 * (50_000 + 10_000 / 3) / 2_000)
+
+    results = tmp_path / "results"
+    results.mkdir()
+    for name, d in {"a_tiny.json": {**bench, "tiny": True, "when": "2026-12-31"},
+                    "b_other.json": {**bench, "device": {"name": "NVIDIA A100"}, "when": "2026-12-31"},
+                    "c_old.json": {**bench, "when": "2026-01-01"}, "d_new.json": bench}.items():
+        (results / name).write_text(json.dumps(d))
+    (results / "e_broken.json").write_text("{")
+    path, found = estimate.find_bench("NVIDIA H200", results)
+    assert path.name == "d_new.json" and found == bench
+    assert estimate.find_bench("Tesla T4", results) is None

@@ -8,9 +8,9 @@ train full recipes in priority order under a wall-clock budget, pack what finish
 Runs from the repository root, without DVC: it drives the stage modules (python -m
 cifarlab.<stage>) in a workspace of its own, --workdir (default data/kit, git-ignored), whose
 params.yaml is the repository's with data.url/data.md5 pointing at the archive. Each run is
-resumable (train keeps data/resume/<run>.pt per epoch), so a second call with the same
+resumable (train keeps data/resume/<run>.pt, saved every minute here: train.checkpoint_minutes=1), so a second call with the same
 --workdir continues where the first stopped: finished runs are skipped, an interrupted one
-resumes from its last epoch.
+resumes from its last saved epoch.
 
 Priority (what no CPU can do first): resnet9, resnet, custom_resnet, then report 004's grid,
 relu cells first, then leaky_relu, tanh, sigmoid; then the AlexNet runs; then the small-batch
@@ -157,7 +157,9 @@ def write_params(work: Path, url: Path, md5: str, assignments: list[str]) -> Non
     text = (REPO / "params.yaml").read_text()
     tmp = target.with_suffix(".yaml.tmp")
     tmp.write_text(text)
-    set_params(tmp, [f"data.url={url}", f'data.md5="{md5}"', *assignments])
+    # Save the resume state every minute (not every 10): --minutes stops training mid-run, and
+    # a GPU epoch takes seconds, so the next call should lose at most a minute of it.
+    set_params(tmp, [f"data.url={url}", f'data.md5="{md5}"', "train.checkpoint_minutes=1", *assignments])
     os.replace(tmp, target)
 
 

@@ -68,14 +68,20 @@ def cmd_estimate(argv: list[str]) -> None:
         stages = set(estimate.all_stages(p))
     else:
         stages = estimate.downstream(p, estimate.changed_stages(p))
-    times = timing.step_times(p, stages, remeasure=not args.quiet)
+    bench = timing.gpu_bench(p, stages) if estimate.has_gpu() and not args.quiet else None
+    if bench is not None:  # this GPU was measured by benchmarks/bench_gpu.py: its compiled rates
+        times, setup, note = bench
+    else:
+        times, setup, note = timing.step_times(p, stages, remeasure=not args.quiet), {}, None
     if args.quiet:
         return
     if not stages:
         print("dvc repro has nothing to run: every stage is up to date")
         return
     device = "GPU" if estimate.has_gpu() else "this CPU"
-    print(estimate.table(estimate.plan(p, times, stages), device))
+    if note:
+        print(note)
+    print(estimate.table(estimate.plan(p, times, stages, setup), device))
 
 
 def set_params(path: Path, assignments: list[str]) -> list[tuple[str, object]]:

@@ -98,6 +98,9 @@ def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> Fi
         "cuda": torch.version.cuda if device.type == "cuda" else None,  # the CUDA the build targets
         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         "num_threads": torch.get_num_threads(),
+        # torch.compile moves a CUDA run's last bits, as the thread count a CPU run's: provenance
+        "compile": rt.compile_mode if rt.compile else False,
+        "feature_cache": cached is not None,
         "code": code_version(),  # git commit and whether src/ had uncommitted changes
         "epochs_run": len(result.history),
         "stopped_early": result.stopped_early,

@@ -135,8 +135,14 @@ def _data_changes(p: Params) -> bool:
     return recorded != p.data.md5
 
 
-def plan(p: Params, s_per_image: dict[str, float], stages: set[str]) -> list[StageCost]:
-    """The cost of each stage in `stages` (names as `dvc stage list` prints them), in pipeline order."""
+def plan(p: Params, s_per_image: dict[str, float], stages: set[str],
+         setup_seconds: dict[str, float] | None = None) -> list[StageCost]:
+    """The cost of each stage in `stages` (names as `dvc stage list` prints them), in pipeline order.
+
+    s_per_image: timing key -> seconds per training image; setup_seconds: timing key -> seconds a
+    training run of that model spends once before its epochs (AlexNet's frozen features, computed
+    once per run: see engine/features.py; benchmarks/bench_gpu.py measures it)."""
+    setup_seconds = setup_seconds or {}
     n_train = p.data.train_subset or FULL_TRAIN
     n_train -= round(n_train * p.data.val_split)
     n_test = p.data.test_subset or FULL_TEST
@@ -146,10 +152,11 @@ def plan(p: Params, s_per_image: dict[str, float], stages: set[str]) -> list[Sta
         epochs, seconds = 0, FIXED_SECONDS.get(kind, 0.0)
         if run is not None and kind in ("train", "evaluate", "pca"):
             mp = p[run].params
-            s_img = s_per_image[timing_key(p[run].model, mp.recipe.batch_size)]
+            key = timing_key(p[run].model, mp.recipe.batch_size)
+            s_img = s_per_image[key]
             if kind == "train":
                 epochs = mp.epochs(p.train.max_epochs)
-                seconds = s_img * epochs * (n_train + n_test / 3)
+                seconds = setup_seconds.get(key, 0.0) + s_img * epochs * (n_train + n_test / 3)
             else:  # up to two test passes (final, best) or one feature pass
                 seconds = 5.0 + s_img * n_test * (2 / 3 if kind == "evaluate" else 1 / 3)
         costs.append(StageCost(name, run, seed, epochs, seconds))
@@ -166,6 +173,48 @@ def table(costs: list[StageCost], device: str) -> str:
     lines.append(f"{'total (' + str(len(costs)) + ' stages, ' + device + ')':<{w}}  "
                  f"{sum(c.epochs for c in costs):>6}  {format_duration(total):>9}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- GPU measurements
+
+BENCH_RESULTS = Path("benchmarks/results")  # benchmarks/bench_gpu.py's JSON files, committed
+
+
+def times_from_bench(p: Params, bench: dict) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
+    """From a bench_gpu.py result: (timing key -> seconds per training image, timing key -> setup
+    seconds per run, model -> "compiled" | "eager") for every run of `p` whose model it measured.
+    The compiled rate where measured (what training runs), else the eager one. A model is timed
+    at its recipe's batch; runs of it with another batch get the same rate (a rough estimate)."""
+    rows = {r["model"]: r for r in bench.get("models", [])}
+    times, setup, source = {}, {}, {}
+    for run in p.runs:
+        model = p[run].model
+        row = rows.get(model, {})
+        ips = row.get("compiled_images_per_s") or row.get("eager_images_per_s")
+        if not ips:
+            continue
+        key = timing_key(model, p[run].params.recipe.batch_size)
+        times[key] = 1 / ips
+        source[model] = "compiled" if row.get("compiled_images_per_s") else "eager"
+        if isinstance(row.get("features"), dict):  # AlexNet: its frozen features, once per run
+            setup[key] = row["features"]["seconds_full_set"]
+    return times, setup, source
+
+
+def find_bench(device_name: str, results: Path = BENCH_RESULTS) -> tuple[Path, dict] | None:
+    """The newest full (not --tiny) bench_gpu.py result measured on a device named `device_name`."""
+    found = []
+    for f in sorted(results.glob("*.json")):
+        try:
+            d = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(d, dict) and not d.get("tiny") and (d.get("device") or {}).get("name") == device_name:
+            found.append((str(d.get("when", "")), f, d))
+    if not found:
+        return None
+    _, f, d = max(found, key=lambda t: (t[0], str(t[1])))
+    return f, d
 
 
 # --------------------------------------------------------------------------- timing

@@ -163,6 +163,9 @@ class Runtime:
         self.eval_batch_size = cfg.eval_batch_size
         self.compile = cuda if cfg.compile == "auto" else cfg.compile
         self.compile_mode = cfg.compile_mode
+        # torch.compile backend: inductor generates the kernels; benchmarks/bench_gpu.py --tiny uses
+        # "eager" (graph capture without code generation) to exercise the same path in seconds.
+        self.compile_backend = "inductor"
         # Fused optimizer kernels (one launch for all parameters) on CUDA. Not on CPU: torch's
         # fused CPU Adam rounds differently from the default foreach path, and the published CPU
         # numbers were trained on the latter.
@@ -224,7 +227,8 @@ class TrainStep:
         # eager, outside: its draws from the epoch's generator are then exactly those of an eager
         # run. dynamic=False: one static graph per batch shape (the recipe's batch and, at most,
         # the epoch's remainder batch), no dynamic-shape guards.
-        self.forward_loss = (torch.compile(self._forward_loss, mode=rt.compile_mode, dynamic=False)
+        mode = {"mode": rt.compile_mode} if rt.compile_backend == "inductor" else {}
+        self.forward_loss = (torch.compile(self._forward_loss, backend=rt.compile_backend, dynamic=False, **mode)
                              if rt.compile else self._forward_loss)
 
     def _forward_loss(self, xb: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

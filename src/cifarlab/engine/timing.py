@@ -8,7 +8,7 @@ import warnings
 
 from cifarlab.core.params import Params
 from cifarlab.engine.augment import BatchPipeline
-from cifarlab.engine.estimate import STEPS, cached_times, needed_keys, store_times
+from cifarlab.engine.estimate import STEPS, cached_times, find_bench, needed_keys, store_times, times_from_bench
 from cifarlab.engine.loop import Runtime, build_model, setup_device, time_train_step
 
 
@@ -41,3 +41,23 @@ def step_times(p: Params, stages: set[str], remeasure: bool = False) -> dict[str
         store_times(p.train, new)
         have = {**have, **new}
     return {k: have[k] for k in keys}
+
+
+def gpu_bench(p: Params, stages: set[str]) -> tuple[dict[str, float], dict[str, float], str] | None:
+    """(seconds per image, setup seconds, a note naming the file) from benchmarks/bench_gpu.py's
+    result for this GPU, when one is committed and covers every model the stages train; else None
+    (the caller times steps itself)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    found = find_bench(torch.cuda.get_device_name())
+    if found is None:
+        return None
+    path, bench = found
+    times, setup, source = times_from_bench(p, bench)
+    if any(k not in times for k in needed_keys(p, stages)):
+        return None
+    kinds = sorted(set(source.values()))
+    return times, setup, (f"seconds per image: {path} ({' and '.join(kinds)} steps, measured "
+                          f"{bench.get('when', '?')}; AlexNet's features once per run)")
