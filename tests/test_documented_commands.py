@@ -84,14 +84,21 @@ def params_commands() -> list[tuple[str, str]]:
     return found
 
 
-def kit():
-    """tools/gpu_reproduce.py as a module (it is a script, not part of the package)."""
-    sys.path.insert(0, str(ROOT / "tools"))
+def script(path: str):
+    """A script of the project (tools/gpu_reproduce.py, benchmarks/bench_gpu.py) as a module."""
+    folder, name = path.rsplit("/", 1)
+    sys.path.insert(0, str(ROOT / folder))
     try:
-        import gpu_reproduce
+        return __import__(name.removesuffix(".py"))
     finally:
         sys.path.pop(0)
-    return gpu_reproduce
+
+
+def kit():
+    return script("tools/gpu_reproduce.py")
+
+
+SCRIPTS = ("tools/gpu_reproduce.py", "benchmarks/bench_gpu.py")  # each has parser(): argparse
 
 
 def help_commands() -> list[tuple[str, str]]:
@@ -102,10 +109,11 @@ def help_commands() -> list[tuple[str, str]]:
     texts = {"cifarlab --help": cli.__doc__}
     for stage in cli.STAGES:
         texts[f"cifarlab {stage} --help"] = __import__(f"cifarlab.{stage}", fromlist=["_"]).__doc__
-    texts["python tools/gpu_reproduce.py --help"] = kit().__doc__
+    for path in SCRIPTS:
+        texts[f"python {path} --help"] = script(path).__doc__
     for where, text in texts.items():
         for line in (text or "").splitlines():
-            m = re.match(r"\s{4}((?:dvc|cifarlab|python -m cifarlab|python tools/gpu_reproduce.py)\S* .*?)(?:\s{2,}.*)?$", line)
+            m = re.match(r"\s{4}((?:dvc|cifarlab|python -m cifarlab|python (?:tools|benchmarks)/\w+\.py)\S* .*?)(?:\s{2,}.*)?$", line)
             if m:
                 found += [(where, c) for c in _commands_in_line(m.group(1))]
     return found
@@ -162,8 +170,8 @@ def check_parses(argv: list[str]) -> None:
         parse_dvc(argv[1:])
     elif head == "cifarlab":
         parse_cifarlab(argv[1:])
-    elif head in ("python", "python3") and argv[1:2] == ["tools/gpu_reproduce.py"]:
-        kit().parser().parse_args(argv[2:])  # argparse exits (SystemExit) on what it refuses
+    elif head in ("python", "python3") and argv[1] in SCRIPTS:
+        script(argv[1]).parser().parse_args(argv[2:])  # argparse exits (SystemExit) on what it refuses
     elif head in ("python", "python3") and argv[1:3] == ["-m", "cifarlab"]:
         if len(argv) > 3:
             parse_cifarlab(argv[3:])
