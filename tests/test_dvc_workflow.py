@@ -137,14 +137,22 @@ def test_two_clean_repros_give_the_same_bytes(tmp_path, tiny_archive):
         sh("git", "init", "-q", cwd=repo, env=env)
         # Both at once (1 torch thread each, params above): independent clones, caches and
         # processes, so running them side by side changes no byte, and halves the test's time.
-        procs[name] = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, text=True)
+        # output to a file, not a pipe: an unread pipe could fill and stall the second run
+        log = (tmp_path / f"{name}.log").open("w")
+        procs[name] = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
     outs = []
-    for name, proc in procs.items():
-        out, _ = proc.communicate(timeout=900)
-        if proc.returncode != 0:
-            pytest.fail(f"dvc repro in {name} exited {proc.returncode}\n{out[-4000:]}")
-        outs.append(lock_outs(tmp_path / name))
+    try:
+        for name, proc in procs.items():
+            proc.wait(timeout=900)
+            if proc.returncode != 0:
+                pytest.fail(f"dvc repro in {name} exited {proc.returncode}\n"
+                            f"{(tmp_path / f'{name}.log').read_text()[-4000:]}")
+            outs.append(lock_outs(tmp_path / name))
+    finally:  # a failure or timeout leaves no dvc repro running on the machine
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     first, second = outs
     assert first.keys() == second.keys()
     assert {"data/checkpoints/lenet5", "reports/metrics/lenet5.json", "reports/README.md"} <= first.keys()

@@ -147,21 +147,21 @@ def test_resume_state_is_written_every_n_minutes_and_best_weights_only_when_they
         w(epoch, snapshot_of(epoch, best, taken))
         w.wait()
         if epoch == 2:
-            best_inode = (tmp_path / "run.best_state-e2.pt").stat().st_ino
+            best_inode = (tmp_path / "run.best_state-fp-e2.pt").stat().st_ino
         if epoch == 4:  # rewritten main file, same best epoch: its weights file untouched
-            assert (tmp_path / "run.best_state-e2.pt").stat().st_ino == best_inode
+            assert (tmp_path / "run.best_state-fp-e2.pt").stat().st_ino == best_inode
     w.close()
     assert taken == [2, 4, 5]  # only when a minute had passed since the last save: no copy otherwise
     assert w.saved_epoch == 5
-    assert sorted(f.name for f in tmp_path.iterdir()) == ["run.best_state-e5.pt", "run.pt"]  # e2's superseded
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["run.best_state-fp-e5.pt", "run.pt"]  # e2's superseded
     snap = load_resume(path, "fp", log=lambda s: None)
     assert snap["state"]["epoch"] == 5 and snap["state"]["val_best_state"] is None
     torch.testing.assert_close(snap["state"]["best_state"]["w"], torch.full((3,), 5.0))
     assert load_resume(path, "other", log=lambda s: None) is None
-    (tmp_path / "run.best_state-e5.pt").unlink()  # a state naming a missing file is not continued
+    (tmp_path / "run.best_state-fp-e5.pt").unlink()  # a state naming a missing file is not continued
     notes = []
     assert load_resume(path, "fp", log=notes.append) is None
-    assert "best_state file run.best_state-e5.pt is unreadable" in notes[0]
+    assert "best_state file run.best_state-fp-e5.pt is unreadable" in notes[0]
     w.remove()
     assert not list(tmp_path.iterdir())
 

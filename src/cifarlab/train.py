@@ -21,6 +21,7 @@ import warnings
 import torch
 
 from cifarlab.core import paths
+from cifarlab.core.errors import one_line
 from cifarlab.core.io import atomic_write, write_json
 from cifarlab.core.params import Params
 from cifarlab.core.provenance import code_version
@@ -30,7 +31,7 @@ from cifarlab.data.prepared import load_prepared
 from cifarlab.engine.augment import pipeline_for
 from cifarlab.engine.checkpoints import ResumeWriter, history_csv, load_resume, run_fingerprint, save_checkpoint
 from cifarlab.engine.estimate import cpu_name, cpu_notice
-from cifarlab.engine.features import cached_inputs
+from cifarlab.engine.features import cacheable, cached_inputs
 from cifarlab.engine.loop import FitResult, Runtime, build_model, fit, setup_device, time_train_step
 
 
@@ -53,26 +54,33 @@ def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> Fi
         notice = cpu_notice(spec.out, epochs, train_x.shape[0], test_x.shape[0], s_per_image)
         if notice:
             log(notice)
-    cached = cached_inputs(rt.prepare_model(model), mp.recipe, pipe, rt, train_x, test_x, val_x)
-    if cached is not None:  # frozen features: computed once here, the head trained on them
-        (train_x, test_x, val_x), pipe = cached
-        log(f"train {spec.out}: frozen features computed once, {tuple(train_x.shape)} train "
-            f"{str(train_x.dtype).removeprefix('torch.')}; training the head on them")
-    fingerprint = run_fingerprint(spec, p.train, epochs, stats,
-                                  (train_x.shape[0], val_x.shape[0], test_x.shape[0]), device)
+    feature_cache = cacheable(model, mp.recipe)
+    # Saved epochs first (a Ctrl-C during the feature pass below must name them); the fingerprint
+    # holds the settings in effect: the compile mode if compiled, the feature batch if cached.
+    fingerprint = run_fingerprint(spec, p.train, epochs, stats, (train_x.shape[0], val_x.shape[0], test_x.shape[0]),
+                                  device, compiled=rt.compile_mode if rt.compile else None,
+                                  feature_batch=rt.eval_batch_size if feature_cache else None)
     resume_path = paths.RESUME_DIR / f"{spec.out}.pt"
     resume = load_resume(resume_path, fingerprint, log)
-    writer = ResumeWriter(resume_path, fingerprint, p.train.checkpoint_minutes)
     progress["resume_path"] = resume_path
     if resume is not None:
         progress["saved_epoch"] = resume["state"]["epoch"]
+    if feature_cache:  # frozen features: computed once here, the head trained on them
+        (train_x, test_x, val_x), pipe = cached_inputs(rt.prepare_model(model), mp.recipe, pipe, rt,
+                                                       train_x, test_x, val_x)
+        log(f"train {spec.out}: frozen features computed once, {tuple(train_x.shape)} train "
+            f"{str(train_x.dtype).removeprefix('torch.')}; training the head on them")
+    writer = ResumeWriter(resume_path, fingerprint, p.train.checkpoint_minutes)
     try:
         result = fit(model, train_x, train_y, test_x, test_y, mp.recipe, epochs, spec.seed, pipe, rt, log=log,
                      desc=spec.out, val_x=val_x, val_y=val_y, resume=resume, on_epoch_end=writer)
-    finally:  # killed or interrupted: the write in flight still lands (an atomic rename), and is reported
-        writer.close()
+    except BaseException:  # killed or interrupted: the write in flight still lands, and is reported
+        _close_quietly(writer, log)
         if writer.saved_epoch is not None:
             progress["saved_epoch"] = writer.saved_epoch
+        raise
+    # A resume state that failed to write (disk full) must not fail a finished run: it is deleted next.
+    _close_quietly(writer, log)
 
     out = paths.CHECKPOINT_DIR / spec.out
     div = result.diverged
@@ -100,7 +108,7 @@ def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> Fi
         "num_threads": torch.get_num_threads(),
         # torch.compile moves a CUDA run's last bits, as the thread count a CPU run's: provenance
         "compile": rt.compile_mode if rt.compile else False,
-        "feature_cache": cached is not None,
+        "feature_cache": feature_cache,
         "code": code_version(),  # git commit and whether src/ had uncommitted changes
         "epochs_run": len(result.history),
         "stopped_early": result.stopped_early,
@@ -113,6 +121,15 @@ def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> Fi
     })
     writer.remove()  # every output is written: nothing left to resume
     return result
+
+
+def _close_quietly(writer: ResumeWriter, log) -> None:
+    """Wait for the resume write in flight; its error is a warning here, never the run's failure."""
+    try:
+        writer.close()
+    except Exception as err:  # noqa: BLE001 - OSError (disk full), pickling: said, not raised
+        log(f"warning: the resume state {writer.path} was not saved ({type(err).__name__}: {one_line(err, 200)}); "
+            "a rerun after a crash starts from the last state on disk")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,8 +6,8 @@ data/resume/<out>.pt is the full training state after a finished epoch (see
 `engine.loop.TrainState`), tagged with a fingerprint of everything that decides the run's
 numbers, so a state saved under other params or data is never continued. `ResumeWriter`
 rewrites it at most every `train.checkpoint_minutes`, from a thread of its own; the best-epoch
-weights it refers to live beside it in data/resume/<out>.best_state-e<epoch>.pt (and
-val_best_state), written only when that epoch changes.
+weights it refers to live beside it in data/resume/<out>.best_state-<fingerprint>-e<epoch>.pt
+(and val_best_state), written only when that epoch changes.
 """
 from __future__ import annotations
 
@@ -43,17 +43,27 @@ def history_csv(result: FitResult) -> str:
 
 
 def run_fingerprint(spec: RunSpec, train: TrainParams, epochs: int, stats: dict, n: tuple[int, int, int],
-                    device: torch.device) -> str:
+                    device: torch.device, compiled: str | None = None, feature_batch: int | None = None) -> str:
     """sha256 of everything that decides a run's numbers (recipe, architecture, epochs, seed,
-    split sizes and statistics, device kind, the train keys that change numbers, CPU threads included)."""
+    split sizes and statistics, device kind, the train keys that change numbers, CPU threads included).
+
+    compiled: the torch.compile mode in effect (None: eager); feature_batch: the batch size frozen
+    features were computed in (None: no feature cache). Settings in effect, not raw keys: a CPU
+    run is eager whatever train.compile_mode says, so that key must not void its saved epochs."""
     mp = spec.params
     key = {
         "model": spec.model, "arch": dict(mp.arch), "recipe": mp.recipe.model_dump(mode="json"),
         "epochs": epochs, "seed": spec.seed, "n_train_val_test": list(n),
         "mean": stats["mean"], "std": stats["std"], "device": device.type,
-        # checkpoint_minutes: when the state is saved, not what it holds (test_resume.py)
-        "train": train.model_dump(mode="json", exclude={"eval_batch_size", "checkpoint_minutes"}),
+        # checkpoint_minutes: when the state is saved, not what it holds (test_resume.py);
+        # eval_batch_size: test passes only, unless it batches cached features (below)
+        "train": train.model_dump(mode="json", exclude={"eval_batch_size", "checkpoint_minutes", "compile",
+                                                        "compile_mode"}),
     }
+    if compiled:
+        key["compiled"] = compiled
+    if feature_batch is not None:
+        key["feature_batch"] = feature_batch
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -118,7 +128,8 @@ class ResumeWriter:
         self._last = self.clock()
 
     def blob_name(self, key: str, epoch: int) -> str:
-        return f"{self.path.stem}.{key}-e{epoch}.pt"
+        # the fingerprint in the name: a run with other params never overwrites this run's file
+        return f"{self.path.stem}.{key}-{self.fingerprint[:12]}-e{epoch}.pt"
 
     def _write(self, snap: dict) -> None:
         state = dict(snap["state"])
@@ -142,7 +153,10 @@ class ResumeWriter:
         self.saved_epoch = snap["state"]["epoch"]
 
     def blob_files(self) -> list[Path]:
-        return sorted(self.path.parent.glob(f"{self.path.stem}.*_state-e*.pt"))
+        """This run's best-epoch files, and temp files a killed write left behind."""
+        d, stem = self.path.parent, self.path.stem
+        return sorted([*d.glob(f"{stem}.*_state-*-e*.pt"), *d.glob(f".{stem}.*_state-*-e*.pt.*.tmp"),
+                       *d.glob(f".{self.path.name}.*.tmp")])
 
     def wait(self) -> None:
         """Block until the write in flight (if any) is on disk; re-raise its error."""

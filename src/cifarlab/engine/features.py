@@ -16,7 +16,8 @@ images, so the published metrics are those of the saved checkpoint, cache or not
 Why per run and not a DVC output shared by the four AlexNet runs: every train stage of the
 run table has the same deps (a DVC `foreach`), so a shared features stage would sit upstream of
 `dvc repro plot@lenet5` too, and make it fetch ImageNet weights. Computing them costs one
-forward pass over the data, about a second on an H200 (benchmarks/bench_gpu.py measures it).
+forward pass over the data: about 80 TFLOP, an estimated second or less on an H200 (not measured
+yet; benchmarks/bench_gpu.py measures it).
 """
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ def cacheable(model: nn.Module, recipe) -> bool:
 def embed_all(model: nn.Module, x_u8: torch.Tensor, pipe: BatchPipeline, rt) -> torch.Tensor:
     """Features (N, D) of uint8 images (N, 3, 32, 32) on rt.device: `model.embed` of each
     normalized batch of `rt.eval_batch_size`, under the runtime's autocast (bf16 on CUDA)."""
+    if x_u8.shape[0] == 0:  # an empty split (no validation images): no features, no forward
+        return torch.zeros((0, 0), device=x_u8.device)
     was_training = model.training
     model.eval()
     out = []
@@ -52,8 +55,6 @@ def embed_all(model: nn.Module, x_u8: torch.Tensor, pipe: BatchPipeline, rt) -> 
         with rt.autocast():
             out.append(model.embed(rt.prepare_input(pipe(xb, None, train=False))))
     model.train(was_training)
-    if not out:
-        return torch.zeros((0, 0), device=x_u8.device)
     return torch.cat(out)
 
 

@@ -230,6 +230,7 @@ class TrainStep:
         mode = {"mode": rt.compile_mode} if rt.compile_backend == "inductor" else {}
         self.forward_loss = (torch.compile(self._forward_loss, backend=rt.compile_backend, dynamic=False, **mode)
                              if rt.compile else self._forward_loss)
+        self._compiled_shapes: set[tuple[int, ...]] = set()
 
     def _forward_loss(self, xb: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with self.rt.autocast():
@@ -244,15 +245,24 @@ class TrainStep:
         if self.rt.compile:
             # A new iteration for CUDA-graph replays: the previous step's outputs were consumed
             torch.compiler.cudagraph_mark_step_begin()
+        if self.rt.compile and tuple(xb.shape) not in self._compiled_shapes:
+            # The first step of a batch shape compiles its forward, then (lazily, in backward())
+            # its backward: a failure there is the compiler's, named with the way out. Later
+            # steps' errors (out of memory, ...) pass through as they are.
             try:
                 loss, logits = self.forward_loss(xb, y)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+            except torch.cuda.OutOfMemoryError:  # not the compiler's: as it is
+                raise
             except Exception as err:  # inductor/triton missing or failing: say so, name the way out
                 raise CifarlabError(f"torch.compile failed ({type(err).__name__}: {one_line(err, 300)}); "
                                     "set train.compile=false to train eagerly") from err
+            self._compiled_shapes.add(tuple(xb.shape))
         else:
             loss, logits = self.forward_loss(xb, y)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
         if self.recipe.grad_clip is not None:
             nn.utils.clip_grad_value_(self.trainable, self.recipe.grad_clip)
         self.opt.step()
@@ -495,6 +505,10 @@ def time_train_step(model: nn.Module, recipe: Recipe, pipe: BatchPipeline, rt: R
     Works on a copy so the real model and optimizer state are untouched.
     """
     model = rt.prepare_model(copy.deepcopy(model))
+    if rt.compile:
+        # Every TrainStep compiles the same code object, and dynamo stops recompiling it after 8
+        # models (its recompile limit), silently running eager: start afresh for each model timed.
+        torch._dynamo.reset()
     step = TrainStep(model, recipe, pipe, rt, epochs=1, steps_per_epoch=steps + 1)
     g = torch.Generator(device=rt.device).manual_seed(0)
     x = torch.randint(0, 256, (batch, 3, 32, 32), generator=g, device=rt.device, dtype=torch.uint8)

@@ -7,6 +7,8 @@ absolute step_size (report 001: "every 30 epochs").
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -16,7 +18,9 @@ from cifarlab.core.params import Recipe
 def make_optimizer(params, recipe: Recipe, fused: bool = False) -> torch.optim.Optimizer:
     """The recipe's optimizer. fused=True: torch's fused kernels (CUDA; one launch updates every
     parameter) instead of the default foreach path; the same update, rounded differently."""
-    kind = {"fused": True} if fused else {}
+    cls = torch.optim.SGD if recipe.optimizer == "sgd" else torch.optim.Adam
+    # torch's SGD gained `fused` after Adam (2.3 or so): older builds keep the foreach path
+    kind = {"fused": True} if fused and "fused" in inspect.signature(cls).parameters else {}
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, **kind)
     return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay, **kind)
