@@ -205,11 +205,6 @@ class Case:
 
     def step_fn(self, rt: Runtime):
         """(TrainStep, its inputs): for a cacheable model (AlexNet) the head on features."""
-        if rt.compile:
-            # Dynamo caches compiled code per code object, and every TrainStep shares
-            # _forward_loss's: after 8 models it would stop compiling (its recompile limit) and
-            # silently run eager. One process trains one model; this one starts afresh per case.
-            torch._dynamo.reset()
         model = rt.prepare_model(self.build())
         x, pipe = self.x, self.pipe
         if cacheable(model, self.recipe):

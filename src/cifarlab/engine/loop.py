@@ -227,6 +227,11 @@ class TrainStep:
         # eager, outside: its draws from the epoch's generator are then exactly those of an eager
         # run. dynamic=False: one static graph per batch shape (the recipe's batch and, at most,
         # the epoch's remainder batch), no dynamic-shape guards.
+        if rt.compile:
+            # Every TrainStep compiles the same code object, and dynamo stops recompiling it after
+            # 8 models (its recompile limit), silently running eager: each step starts afresh
+            # (a no-op for a stage, which builds one).
+            torch._dynamo.reset()
         mode = {"mode": rt.compile_mode} if rt.compile_backend == "inductor" else {}
         self.forward_loss = (torch.compile(self._forward_loss, backend=rt.compile_backend, dynamic=False, **mode)
                              if rt.compile else self._forward_loss)
@@ -505,10 +510,6 @@ def time_train_step(model: nn.Module, recipe: Recipe, pipe: BatchPipeline, rt: R
     Works on a copy so the real model and optimizer state are untouched.
     """
     model = rt.prepare_model(copy.deepcopy(model))
-    if rt.compile:
-        # Every TrainStep compiles the same code object, and dynamo stops recompiling it after 8
-        # models (its recompile limit), silently running eager: start afresh for each model timed.
-        torch._dynamo.reset()
     step = TrainStep(model, recipe, pipe, rt, epochs=1, steps_per_epoch=steps + 1)
     g = torch.Generator(device=rt.device).manual_seed(0)
     x = torch.randint(0, 256, (batch, 3, 32, 32), generator=g, device=rt.device, dtype=torch.uint8)
