@@ -23,7 +23,7 @@ RUN if ! command -v git >/dev/null; then \
 # container too), with the base image's torch and torchvision held at their versions.
 COPY pyproject.toml /tmp/cifarlab/pyproject.toml
 RUN python -c "import tomllib; p = tomllib.load(open('/tmp/cifarlab/pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['dev']))" > /tmp/cifarlab/requirements.txt \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['dev'] + p['optional-dependencies']['slurm']))" > /tmp/cifarlab/requirements.txt \
     && pip freeze | grep -iE '^(torch|torchvision)==' > /tmp/cifarlab/constraints.txt \
     && pip install --no-cache-dir -r /tmp/cifarlab/requirements.txt -c /tmp/cifarlab/constraints.txt \
     && rm -rf /tmp/cifarlab

@@ -7,6 +7,7 @@
     cifarlab compare                     your runs' top-1 against the published ones (reports/published)
     cifarlab pack -o runs.tar.gz         finished runs + provenance in one file, to publish elsewhere
     cifarlab fold runs.tar.gz            publish a pack's runs here (reports/published), checked
+    cifarlab repro --workers 4           dvc repro, its stages spread over a Dask cluster (README: scale-out)
 
 The stage subcommands take the stage's own arguments (`cifarlab train --help`); dvc.yaml runs
 the same code as `python -m cifarlab.<stage>`.
@@ -191,10 +192,42 @@ def cmd_fold(argv: list[str]) -> None:
     fold(args.pack, Path("."), accept_code_change=args.accept_code_change, replace=args.replace)
 
 
+def cmd_repro(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="cifarlab repro", description=(
+        "`dvc repro`, its independent stages run in parallel on a Dask cluster: each stage reproduced "
+        "alone (dvc repro --single-item) in a clone of the committed code sharing the DVC cache, then "
+        "restored here from DVC's run-cache, dvc.lock written as if dvc repro had run them. Without "
+        "--scheduler or --slurm, a cluster on this machine: one worker per GPU, or per CPU core."))
+    ap.add_argument("targets", nargs="*", help="stages, as for dvc repro (default: all of dvc.yaml)")
+    where = ap.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://head:8786")
+    where.add_argument("--slurm", action="store_true", help="submit --workers SLURM jobs (dask-jobqueue)")
+    ap.add_argument("--workers", type=int, metavar="N", help="local workers (default: one per GPU, else per "
+                    "core), or SLURM jobs")
+    ap.add_argument("--slurm-option", action="append", default=[], metavar="OPT", help="an extra #SBATCH "
+                    "line, e.g. --slurm-option=--partition=gpu (repeatable)")
+    ap.add_argument("--slurm-gpus", type=int, default=1, metavar="G", help="GPUs per SLURM job (0: CPU jobs)")
+    ap.add_argument("--remote", metavar="NAME", help="a DVC remote as the store between machines without a "
+                    "shared filesystem (each machine keeps its own cache; run-cache pushed there)")
+    ap.add_argument("--repo-url", metavar="URL", help="where workers git clone the commit from "
+                    "(default: this repository's path)")
+    args = ap.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        ap.error(f"--workers {args.workers}: must be 1 or more")
+    from cifarlab.scaleout.coordinator import repro
+
+    code = repro(Path("."), args.targets, workers=args.workers, scheduler=args.scheduler,
+                 slurm=args.slurm_option if args.slurm else None, slurm_gpus=args.slurm_gpus,
+                 remote=args.remote, repo_url=args.repo_url)
+    if code:
+        sys.exit(code)
+
+
 TOOLS = {
     "compare": (cmd_compare, "your runs' top-1 against the published ones"),
     "pack": (cmd_pack, "finished runs + provenance -> one .tar.gz"),
     "fold": (cmd_fold, "publish a pack's runs in this checkout (reports/published)"),
+    "repro": (cmd_repro, "dvc repro on a Dask cluster: --workers N, --scheduler ADDR, --slurm"),
 }
 
 

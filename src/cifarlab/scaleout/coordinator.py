@@ -1,0 +1,224 @@
+"""`cifarlab repro`: plan from DVC, stages onto Dask, progress, failures, then DVC's own restore."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from cifarlab.core.errors import one_line
+from cifarlab.scaleout.plan import Plan, ScaleOutError, build_plan
+
+
+def _git(root: Path, *args: str) -> str:
+    r = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise ScaleOutError(f"git {' '.join(args)} failed in {root}: {one_line(r.stderr, 200)}")
+    return r.stdout
+
+
+def check_committed(root: Path) -> str:
+    """The commit workers reproduce (HEAD). Raises ScaleOutError naming what to commit when a
+    tracked file other than DVC's (dvc.lock, .gitignore files, outputs) differs from it: workers
+    clone the commit, so an uncommitted edit would run nowhere while dvc.lock recorded it."""
+    from dvc.repo import Repo
+
+    if subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=root, capture_output=True).returncode:
+        raise ScaleOutError("this repository has no commit yet: git add -A && git commit -m 'start' first")
+    changed = [p for p in _git(root, "diff", "--name-only", "HEAD").splitlines() if p]
+    with Repo(str(root)) as repo:
+        outs = {str(Path(o.fs_path).relative_to(root.resolve())) for o in repo.index.outs}
+    # DVC's own files (dvc.lock, the .gitignore files it writes beside outputs) and outputs change
+    # with every run; they are not inputs
+    ours = lambda p: p == "dvc.lock" or Path(p).name == ".gitignore" or any(  # noqa: E731
+        p == o or p.startswith(o + "/") for o in outs)
+    code = [p for p in changed if not ours(p)]
+    if code:
+        more = f" (and {len(code) - 1} more)" if len(code) > 1 else ""
+        raise ScaleOutError(f"uncommitted changes to {code[0]}{more}: workers run the committed code, so commit "
+                            f"them first (git commit -am '...'), or stash them (git stash)")
+    return _git(root, "rev-parse", "HEAD").strip()
+
+
+def _remote_url(root: Path, name: str) -> str:
+    """The URL of the DVC remote `name` as workers must see it (a local path made absolute)."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        remotes = repo.config.get("remote", {})
+        if name not in remotes:
+            known = ", ".join(remotes) or "none"
+            raise ScaleOutError(f"no DVC remote named {name!r} (known: {known}); add one: dvc remote add {name} URL")
+        return repo.cloud.get_remote(name).path if "://" not in remotes[name]["url"] else remotes[name]["url"]
+
+
+def _dvc(root: Path, *args: str) -> str:
+    """A dvc command in the user's workspace, its output shown as it comes; returns it."""
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    out = []
+    for line in proc.stdout:
+        out.append(line)
+        print(f"  | {line}", end="", flush=True)
+    if proc.wait() != 0:
+        raise ScaleOutError(f"dvc {' '.join(args[:3])} failed in {root} (its output is above)")
+    return "".join(out)
+
+
+@dataclass
+class Outcome:
+    done: list[str]
+    failed: list[tuple[str, str, str]]  # (stage, one-line reason, log tail)
+    skipped: list[str]  # a stage above them failed
+
+
+class Progress:
+    """One line per event: `[done/total done | n running | n queued] what happened`."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.running = total, 0, set()
+        self.lock = threading.Lock()
+        self.t0 = time.perf_counter()
+
+    def say(self, text: str) -> None:
+        queued = self.total - self.done - len(self.running)
+        print(f"[{self.done}/{self.total} done | {len(self.running)} running | {queued} queued | "
+              f"{time.perf_counter() - self.t0:5.0f} s] {text}", flush=True)
+
+    def started(self, event) -> None:  # from Dask's event topic (the client's thread)
+        _, msg = event
+        with self.lock:
+            self.running.add(msg["stage"])
+            self.say(f"{msg['stage']} started on worker {msg['worker']}")
+
+    def finished(self, stage: str, text: str) -> None:
+        with self.lock:
+            self.running.discard(stage)
+            self.done += 1
+            self.say(text)
+
+
+def submit_and_wait(client, plan: Plan, spec: dict, gpu: bool) -> Outcome:
+    """Every planned task onto the cluster, each after the tasks it depends on; wait for all."""
+    from distributed import as_completed
+
+    from cifarlab.scaleout.task import StageFailed, reproduce_stage
+
+    progress = Progress(len(plan.tasks))
+    client.subscribe_topic("cifarlab-repro", progress.started)
+    run_id = uuid.uuid4().hex[:8]
+    futures, stage_of = {}, {}
+    for t in plan.tasks:
+        task_spec = {**spec, "stage": t.name, "restore_first": list(t.restore_first),
+                     "checkout_first": list(t.checkout_first)}
+        fut = client.submit(reproduce_stage, task_spec, *(futures[u] for u in t.upstream if u in futures),
+                            key=f"cifarlab-{t.name}-{run_id}", pure=False,
+                            resources={"GPU": t.gpu} if gpu and t.gpu else None)
+        futures[t.name] = fut
+        stage_of[fut.key] = t.name
+    out = Outcome([], [], [])
+    for fut in as_completed(list(futures.values())):
+        stage = stage_of[fut.key]
+        if fut.status == "finished":
+            r = fut.result()
+            how = "ran" if r["ran"] else "restored from the run-cache"
+            extra = f"; also ran {', '.join(r['ran_above'])} (not in the run-cache)" if r["ran_above"] else ""
+            out.done.append(stage)
+            progress.finished(stage, f"{stage} {how} in {r['seconds']:.0f} s on {r['worker']}{extra}")
+            continue
+        exc = fut.exception()
+        if isinstance(exc, StageFailed) and exc.stage != stage:
+            out.skipped.append(stage)  # Dask hands a dependent its upstream's error
+            progress.finished(stage, f"{stage} skipped: {exc.stage} failed")
+            continue
+        if isinstance(exc, StageFailed):
+            reason, tail = str(exc), exc.tail
+        elif type(exc).__name__ == "KilledWorker":
+            reason, tail = (f"{stage}: every worker that ran it died (Dask's allowed-failures; killed, "
+                            "or out of memory)"), ""
+        else:
+            reason, tail = f"{stage}: {type(exc).__name__}: {one_line(exc, 300)}", ""
+        out.failed.append((stage, reason, tail))
+        progress.finished(stage, f"FAILED {reason}")
+    return out
+
+
+def repro(root: Path, targets: list[str] | None, *, workers: int | None = None, scheduler: str | None = None,
+          slurm: list[str] | None = None, slurm_gpus: int = 1, remote: str | None = None,
+          repo_url: str | None = None, workdir: str | None = None) -> int:
+    """`cifarlab repro`; returns the exit code (0: every stage done and restored here)."""
+    from cifarlab.scaleout import clusters
+
+    root = root.resolve()
+    commit = check_committed(root)
+    plan = build_plan(root, targets)
+    if not plan.names:
+        print("nothing to reproduce: every stage is up to date (dvc status)")
+        return 0
+    print(f"cifarlab repro: {len(plan.names)} stages of commit {commit[:10]} "
+          f"({len(plan.up_to_date)} up to date)", flush=True)
+    remote_url = _remote_url(root, remote) if remote else None
+
+    # 1. Stages DVC's run-cache cannot restore (fetch's persisted archive): once, here, so no
+    # worker downloads it again; workers check it out of the shared cache (or pull it).
+    for name in plan.first:
+        print(f"{name}: run here first (DVC's run-cache cannot restore its outputs)", flush=True)
+        _dvc(root, "repro", "--single-item", name)
+        if remote:
+            _dvc(root, "push", "--remote", remote, name)
+    lock = root / "dvc.lock"
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        cache_dir = None if remote else str(Path(repo.cache.legacy.path).resolve())  # the cache's root
+    spec = {"repo": repo_url or str(root), "commit": commit, "lock": lock.read_text() if lock.exists() else None,
+            "cache_dir": cache_dir, "remote_url": remote_url,
+            "workdir": workdir or (None if remote else str(root / ".dvc" / "tmp" / "scale-out"))}
+
+    outcome = Outcome([], [], [])
+    if plan.tasks:
+        from distributed import Client
+
+        if scheduler:
+            cluster, what = None, f"the scheduler at {scheduler}"
+        elif slurm is not None:
+            cluster, what = clusters.slurm_cluster(workers or 1, slurm, gpus_per_job=slurm_gpus)
+        else:
+            cluster, what = clusters.local_cluster(workers, clusters.visible_gpus())
+        try:
+            with Client(cluster if cluster is not None else scheduler) as client:
+                client.wait_for_workers(1, timeout=None if slurm is not None else 120)
+                info = client.scheduler_info()["workers"]
+                gpu = any("GPU" in (w.get("resources") or {}) for w in info.values())
+                print(f"Dask: {what}; {len(info)} worker(s) now; dashboard {client.dashboard_link}", flush=True)
+                outcome = submit_and_wait(client, plan, spec, gpu)
+        finally:
+            if cluster is not None:
+                cluster.close()
+
+    # 2. DVC's own record: every finished stage (and what it needs) restored from the run-cache;
+    # the `last` stages whose tasks all finished (the report) run here, as dvc repro would.
+    last = [s for s in plan.last if not plan.above[s] & {*outcome.skipped, *(f[0] for f in outcome.failed)}]
+    done = [*plan.first, *outcome.done, *last]
+    if outcome.done or last:
+        print(f"restoring {len(outcome.done)} stages into this workspace from DVC's run-cache"
+              + (f", then running {', '.join(last)} here" if last else ""), flush=True)
+        text = _dvc(root, "repro", *(["--pull"] if remote else []), *outcome.done, *last)
+        again = [s for s in re.findall(r"^Running stage '([^']+)'", text, re.M) if s not in last]
+        if again:
+            print(f"note: dvc repro ran {', '.join(again)} here: not in the run-cache", flush=True)
+    for stage, reason, tail in outcome.failed:
+        print(f"error: {reason}", file=sys.stderr)
+        if tail:
+            print("\n".join(f"  | {line}" for line in tail.splitlines()), file=sys.stderr)
+    if outcome.failed:
+        print(f"{len(done)} stages done and kept (dvc.lock); {len(outcome.failed)} failed, "
+              f"{len(outcome.skipped)} not started; fix, commit, and run the same command again to go on",
+              file=sys.stderr)
+        return 1
+    print(f"done: {len(done)} stages reproduced; dvc.lock written (dvc status: up to date)")
+    return 0

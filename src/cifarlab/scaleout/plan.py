@@ -1,0 +1,139 @@
+"""Which stages `cifarlab repro` runs, in what order, each asking for what: from DVC's own graph.
+
+The order and the dependencies are DVC's: `dvc.repo.reproduce.plan_repro` over the repository's
+stage graph (what `dvc repro TARGETS` itself walks), never a second parse of dvc.yaml. A stage
+is planned when DVC says it changed, or when a stage it depends on is planned (its inputs will
+change), exactly the stages a `dvc repro` would run.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cifarlab.core.errors import CifarlabError
+
+# A GPU share per task, in Dask resource units (a GPU worker offers GPU=1): recipes training at
+# batch <= SMALL_BATCH are launch-bound (report 000-002's batch 16-64: each step is a few small
+# kernels), so four share one GPU; larger batches get a whole one. Inference stages (evaluate,
+# pca: seconds of forward passes) take a share too; plots, preprocessing and the report none.
+SMALL_BATCH = 64
+SMALL_SHARE = 0.25
+GPU_STAGES = {"train": None, "train_seeds": None, "evaluate": SMALL_SHARE, "evaluate_seeds": SMALL_SHARE,
+              "pca": SMALL_SHARE}
+
+
+class ScaleOutError(CifarlabError):
+    """`cifarlab repro` cannot start or finish: uncommitted code, an unsupported stage, a dead cluster."""
+
+
+@dataclass(frozen=True)
+class StageTask:
+    """One stage as a Dask task."""
+
+    name: str  # DVC's address of the stage, e.g. train@lenet5
+    upstream: tuple[str, ...]  # the planned stages it directly depends on (the Dask dependencies)
+    restore_first: tuple[str, ...]  # every stage above it that a worker restores first, DVC's order
+    checkout_first: tuple[str, ...]  # the coordinator's stages above it (not run-cacheable): checked out
+    gpu: float  # share of one GPU (0: none)
+
+
+@dataclass
+class Plan:
+    """Stages whose outputs DVC's run-cache cannot bring back run in the user's workspace: `first`
+    (no stage above them: fetch's persisted archive, before any task) and `last` (the report,
+    whose files are committed to git: by the final `dvc repro`, after the tasks above them).
+    `tasks` go to the cluster, in DVC's order."""
+
+    first: list[str] = field(default_factory=list)
+    tasks: list[StageTask] = field(default_factory=list)
+    last: list[str] = field(default_factory=list)
+    up_to_date: list[str] = field(default_factory=list)
+    above: dict[str, set[str]] = field(default_factory=dict)  # a `last` stage -> the tasks it needs
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.first, *(t.name for t in self.tasks), *self.last]
+
+
+def restorable(stage) -> bool:
+    """Whether DVC's run-cache can bring this stage's outputs back without running it: the rule of
+    dvc.stage.cache._can_hash (DVC 3), less its hashing of the deps (which may not exist yet),
+    plus Stage.run's: no run-cache entry is saved for a stage with a `cache: false` output that
+    is not a metric or a plot (the report's files, committed to git)."""
+    return bool(stage.cmd and stage.deps and stage.outs and not stage.always_changed and not stage.is_callback
+                and all(d.protocol == "local" and d.def_path for d in stage.deps)
+                and all(o.protocol == "local" and o.def_path and not o.persist for o in stage.outs)
+                and all(o.use_cache or o.is_metric or o.is_plot for o in stage.outs))
+
+
+def gpu_share(stage, batch_size_of) -> float:
+    """The GPU share a stage asks for; `batch_size_of(run)` gives a run's training batch size."""
+    group = stage.name.split("@")[0]
+    if group not in GPU_STAGES:
+        return 0.0
+    share = GPU_STAGES[group]
+    if share is not None:
+        return share
+    m = re.search(r"--run\s+(\S+)", stage.cmd or "")
+    batch = batch_size_of(m.group(1)) if m else None
+    return SMALL_SHARE if batch is not None and batch <= SMALL_BATCH else 1.0
+
+
+@contextlib.contextmanager
+def _quiet_dvc():
+    """DVC's status checks log every missing output; the plan needs the answer, not the log."""
+    log = logging.getLogger("dvc")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def build_plan(root: Path, targets: list[str] | None = None) -> Plan:
+    """The plan for `dvc repro TARGETS` in the DVC repository at `root` (all of dvc.yaml without
+    targets)."""
+    import networkx as nx
+    from dvc.repo import Repo
+    from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
+
+    from cifarlab.core.params import load_params
+
+    p = load_params(root / "params.yaml")
+
+    def batch_size_of(run: str) -> int | None:
+        r = p.runs.get(run)
+        return r.params.recipe.batch_size if r is not None else None
+
+    plan = Plan()
+    with Repo(str(root)) as repo, repo.lock, _quiet_dvc():
+        graph = get_active_graph(repo.index.graph)
+        order = plan_repro(graph, collect_stages(repo, targets or ["dvc.yaml"]))
+        planned: set = set()
+        for stage in order:
+            # DVC's graph: an edge stage -> the stage that produces one of its deps
+            ups = [u for u in graph.successors(stage)]
+            if not (stage.changed() or any(u in planned for u in ups)):
+                plan.up_to_date.append(stage.addressing)
+                continue
+            planned.add(stage)
+            above = nx.descendants(graph, stage)  # everything it depends on, transitively
+            if not restorable(stage) or any(a.addressing in plan.last for a in above):
+                if not above:
+                    plan.first.append(stage.addressing)
+                else:
+                    plan.last.append(stage.addressing)
+                    plan.above[stage.addressing] = {a.addressing for a in above}
+                continue
+            plan.tasks.append(StageTask(
+                name=stage.addressing,
+                upstream=tuple(u.addressing for u in ups if u in planned),
+                restore_first=tuple(s.addressing for s in order if s in above and restorable(s)),
+                checkout_first=tuple(s.addressing for s in order if s in above and not restorable(s)),
+                gpu=gpu_share(stage, batch_size_of),
+            ))
+    return plan
