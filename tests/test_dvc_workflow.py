@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from workspace import RUNS, project_copy, small_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,34 +29,6 @@ def sh(*cmd: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> str
     if r.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} exited {r.returncode}\n--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-4000:]}")
     return r.stdout
-
-
-def project_copy(dest: Path) -> None:
-    """The project's tracked files (what a `git clone` gives), without its history."""
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    for rel in filter(None, tracked.decode().split("\0")):
-        src = ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-
-
-RUNS = ("lenet5", "dnn", "resnet18-relu-2_1_1-none", "alexnet_transfer-skip-low")
-
-
-def small_params(path: Path, archive: Path, md5: str, runs: tuple[str, ...] = RUNS) -> None:
-    """The real params.yaml, cut down to seconds of CPU work: four runs of the table (one per
-    kind of stage: a grid cell, an AlexNet run with its PCA), one epoch, random AlexNet
-    features at 64x64; `model` starts at dnn so the experiment changes it."""
-    d = yaml.safe_load(path.read_text())
-    d["data"].update(url=str(archive), md5=md5)
-    d["train"].update(max_epochs=1, num_threads=1)
-    d["runs"] = {r: d["runs"][r] for r in runs}
-    d["model"] = "dnn"
-    d["pca"] = [r for r in ("alexnet_transfer-skip-low",) if r in runs]
-    d["alexnet_transfer"].update(pretrained=False, image_size=64, batch_size=50)
-    d["lenet5"]["batch_size"] = 16
-    path.write_text(yaml.safe_dump(d, sort_keys=False))
 
 
 def test_exp_run_then_metrics_params_and_plots_diff_between_branches(tmp_path, tiny_archive):

@@ -247,7 +247,7 @@ def sh(*cmd, cwd: Path, env: dict, timeout: int = 900) -> str:
 def test_gpu_kit_round_trip_on_cpu_then_compare_with_ones_own_run(tmp_path, tiny_archive):
     """The kit's CPU round trip (run -> pack -> fold -> report), then a user's own `dvc repro` of
     the run and `cifarlab compare`, the documented command that sets theirs beside the published."""
-    from test_dvc_workflow import project_copy
+    from workspace import project_copy
 
     archive, md5 = tiny_archive
     home = tmp_path / "home"

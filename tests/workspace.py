@@ -1,0 +1,66 @@
+"""Throwaway copies of this project for end-to-end tests and benchmarks: a git repository with the
+project's tracked files, params.yaml cut down to seconds of CPU work."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+RUNS = ("lenet5", "dnn", "resnet18-relu-2_1_1-none", "alexnet_transfer-skip-low")
+# Acceptance slice of `cifarlab repro` (scale-out): three models and four cells of report 004's grid
+SCALE_OUT_RUNS = ("lenet5", "dnn", "alexnet_transfer-skip-low", "resnet18-relu-2_1_1-none",
+                  "resnet18-tanh-5_3_2-crop_flip", "resnet18-sigmoid-5_4_1-crop_flip_blur_color",
+                  "resnet18-leaky_relu-2_1_1-crop_flip")
+
+
+def project_copy(dest: Path) -> None:
+    """The project's tracked files (what a `git clone` gives), without its history."""
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for rel in filter(None, tracked.decode().split("\0")):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
+def small_params(path: Path, archive: Path, md5: str, runs: tuple[str, ...] = RUNS) -> None:
+    """The real params.yaml, cut down to seconds of CPU work: the given runs of the table, one
+    epoch, one torch thread, random AlexNet features at 64x64; `model` starts at dnn so an
+    experiment can change it."""
+    d = yaml.safe_load(path.read_text())
+    d["data"].update(url=str(archive), md5=md5)
+    d["train"].update(max_epochs=1, num_threads=1)
+    d["runs"] = {r: d["runs"][r] for r in runs}
+    d["model"] = "dnn"
+    d["pca"] = [r for r in ("alexnet_transfer-skip-low",) if r in runs]
+    d["alexnet_transfer"].update(pretrained=False, image_size=64, batch_size=50)
+    d["lenet5"]["batch_size"] = 16
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+
+
+def project_env(repo: Path) -> dict[str, str]:
+    """The environment a stage in `repo` needs: its own src/ imported, this interpreter's tools
+    first on PATH, a git identity, no DVC analytics."""
+    return {**os.environ, "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1",
+            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def small_project(repo: Path, archive: Path, md5: str, runs: tuple[str, ...] = RUNS, commit: bool = True) -> dict:
+    """A git repository at `repo` with the project cut down by small_params, committed (workers
+    of `cifarlab repro` clone the commit). Returns project_env(repo)."""
+    repo.mkdir(parents=True)
+    project_copy(repo)
+    small_params(repo / "params.yaml", archive, md5, runs)
+    env = project_env(repo)
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, env=env, check=True)
+    if commit:
+        subprocess.run(["git", "add", "-A"], cwd=repo, env=env, check=True)
+        subprocess.run(["git", "commit", "-qm", "small project"], cwd=repo, env=env, check=True)
+    return env
