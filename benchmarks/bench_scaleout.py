@@ -49,12 +49,16 @@ def timed(cmd: list[str], repo: Path, env: dict, log: Path) -> float:
     return time.perf_counter() - t0
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to time")
     ap.add_argument("--skip-dvc", action="store_true", help="do not time plain dvc repro")
     ap.add_argument("--json", type=Path, help="write the results here")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
 
     import dask
     import dvc

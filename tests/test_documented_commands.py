@@ -98,7 +98,7 @@ def kit():
     return script("tools/gpu_reproduce.py")
 
 
-SCRIPTS = ("tools/gpu_reproduce.py", "benchmarks/bench_gpu.py")  # each has parser(): argparse
+SCRIPTS = ("tools/gpu_reproduce.py", "benchmarks/bench_gpu.py", "benchmarks/bench_scaleout.py")  # each has parser()
 
 
 def help_commands() -> list[tuple[str, str]]:
@@ -160,6 +160,10 @@ def parse_cifarlab(argv: list[str]) -> None:
     assert sub in ("runs", "estimate", "set", *cli.TOOLS, *cli.STAGES), f"cifarlab has no subcommand {sub!r}"
     if sub in cli.STAGES and sub not in ("fetch", "preprocess", "report", "experiment"):
         assert "--run" in argv, f"stage {sub} needs --run NAME: {argv}"
+    if sub == "repro":  # dvc repro's targets, on a Dask cluster
+        args = cli.repro_parser().parse_args(argv[1:])  # argparse exits (SystemExit) on what it refuses
+        unknown = [t for t in args.targets if not PLACEHOLDER.fullmatch(t) and t not in stage_names()]
+        assert not unknown, f"cifarlab repro: no stage {unknown[0]!r}"
 
 
 def check_parses(argv: list[str]) -> None:
@@ -185,6 +189,16 @@ def check_parses(argv: list[str]) -> None:
                 check_parses(argv[i + 1:])
         else:
             assert "-t" in argv and "cifarlab" in argv, argv
+    elif head == "dask":  # Dask's own CLI (click): parse without starting anything
+        if argv[1] == "cuda":  # dask-cuda's `dask cuda worker` (not installed here)
+            assert argv[2] == "worker" and argv[3].startswith("tcp://"), argv
+        else:
+            import importlib
+
+            cmd = importlib.import_module(f"distributed.cli.dask_{argv[1]}").main
+            cmd.make_context(f"dask {argv[1]}", argv[2:])
+    elif head == "git":
+        assert argv[1] in ("commit", "add", "push", "clone", "checkout", "stash"), argv
     elif head == "pytest":
         for marker in (argv[argv.index("-m") + 1],) if "-m" in argv else ():
             assert marker in ("", "slow", "gpu", "not slow"), marker

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workspace import RUNS, project_copy, small_params
+from workspace import SCALE_OUT_RUNS, project_copy, project_env, small_params, small_project
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,48 +96,51 @@ def lock_outs(repo: Path) -> dict[str, str]:
     return {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", [])}
 
 
-def test_two_clean_repros_give_the_same_bytes(tmp_path, tiny_archive):
-    """Two fresh clones, each with its own fresh DVC cache: every output DVC records (checkpoints,
-    histories, predictions, metrics, figures, the report) has the same md5 in both dvc.lock files;
-    only reports/timing/ (wall times) may differ."""
+def test_parallel_and_sequential_clean_repros_give_the_same_bytes(tmp_path, tiny_archive):
+    """Two fresh clones, each with its own fresh DVC cache, of three models and four cells of
+    report 004's grid: one reproduced by `dvc repro`, one by `cifarlab repro --workers 2` (a local
+    Dask cluster). Every output DVC records (checkpoints, histories, predictions, metrics, figures,
+    the report) has the same md5 in both dvc.lock files; only reports/timing/ (wall times) may
+    differ. A following `dvc repro` of the parallel one runs nothing."""
     archive, md5 = tiny_archive
     procs = {}
-    for name in ("first", "second"):
+    commands = {"sequential": ["dvc", "repro"], "parallel": ["cifarlab", "repro", "--workers", "2"]}
+    for name, cmd in commands.items():
         repo = tmp_path / name
-        repo.mkdir()
-        project_copy(repo)
-        small_params(repo / "params.yaml", archive, md5)
-        env = {**os.environ, "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1",
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-        sh("git", "init", "-q", cwd=repo, env=env)
-        # Both at once (1 torch thread each, params above): independent clones, caches and
-        # processes, so running them side by side changes no byte, and halves the test's time.
+        env = small_project(repo, archive, md5, SCALE_OUT_RUNS)
+        # Both at once (1 torch thread per stage, params above): independent clones, caches and
+        # processes, so running them side by side changes no byte, and shortens the test.
         # output to a file, not a pipe: an unread pipe could fill and stall the second run
         log = (tmp_path / f"{name}.log").open("w")
-        procs[name] = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
+        procs[name] = subprocess.Popen(cmd, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
     outs = []
     try:
         for name, proc in procs.items():
             proc.wait(timeout=900)
             if proc.returncode != 0:
-                pytest.fail(f"dvc repro in {name} exited {proc.returncode}\n"
+                pytest.fail(f"{' '.join(commands[name])} in {name} exited {proc.returncode}\n"
                             f"{(tmp_path / f'{name}.log').read_text()[-4000:]}")
             outs.append(lock_outs(tmp_path / name))
-    finally:  # a failure or timeout leaves no dvc repro running on the machine
+    finally:  # a failure or timeout leaves no repro running on the machine
         for proc in procs.values():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
     first, second = outs
     assert first.keys() == second.keys()
+    assert {f"data/checkpoints/{r}" for r in SCALE_OUT_RUNS} <= first.keys()
     assert {"data/checkpoints/lenet5", "reports/metrics/lenet5.json", "reports/README.md"} <= first.keys()
     differ = sorted(p for p in first if first[p] != second[p])
     assert all(p.startswith("reports/timing/") for p in differ), differ
 
-    # What an edit re-runs, as `dvc status` says it on the second (fully reproduced) clone.
-    repo = tmp_path / "second"
-    env = {**os.environ, "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    parallel_log = (tmp_path / "parallel.log").read_text()
+    assert parallel_log.count("Running stage 'report'") == 1 and "note: dvc repro ran" not in parallel_log
+    repo = tmp_path / "parallel"
+    env = project_env(repo)
+    rerun = sh("dvc", "repro", cwd=repo, env=env)
+    assert "Running stage" not in rerun and "is cached" not in rerun, rerun
+
+    # What an edit re-runs, as `dvc status` says it on the parallel (fully reproduced) clone.
 
     def stale_after_editing(rel: str) -> set[str]:
         path = repo / rel
@@ -150,11 +153,11 @@ def test_two_clean_repros_give_the_same_bytes(tmp_path, tiny_archive):
 
     # a figure edit redraws figures: plot, pca and report stages only, never training
     figures = stale_after_editing("src/cifarlab/figures/__init__.py")
-    assert figures == {*(f"plot@{r}" for r in RUNS), "pca@alexnet_transfer-skip-low", "report"}, figures
+    assert figures == {*(f"plot@{r}" for r in SCALE_OUT_RUNS), "pca@alexnet_transfer-skip-low", "report"}, figures
     # a params.py edit (recipe defaults, validation) can change any run: every train stage is stale
     params = stale_after_editing("src/cifarlab/core/params.py")
-    assert {f"train@{r}" for r in RUNS} <= params, params
+    assert {f"train@{r}" for r in SCALE_OUT_RUNS} <= params, params
     # a training-loop edit re-runs training and what reads checkpoints, not fetch or preprocess
     loop = stale_after_editing("src/cifarlab/engine/loop.py")
-    assert {f"train@{r}" for r in RUNS} <= loop and not loop & {"fetch", "preprocess"}, loop
+    assert {f"train@{r}" for r in SCALE_OUT_RUNS} <= loop and not loop & {"fetch", "preprocess"}, loop
     assert json.loads(sh("dvc", "status", "--json", cwd=repo, env=env) or "{}") == {}

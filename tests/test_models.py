@@ -494,3 +494,22 @@ def test_alexnet_corrupt_hub_cache(empty_torch_home):
     with pytest.raises(WeightsError, match="delete it") as exc:
         get_model("alexnet_transfer")
     assert str(empty_torch_home) in str(exc.value)
+
+
+def test_weights_file_name_is_torchvisions():
+    """alexnet.py names the weights file without importing torchvision (stage start-up time)."""
+    from urllib.parse import urlparse
+
+    from cifarlab.models import alexnet
+
+    assert Path(urlparse(alexnet.imagenet_weights().url).path).name == alexnet.WEIGHTS_FILE_NAME
+
+
+def test_stages_do_not_import_torchvision():
+    """Every stage validates params against the model registry; torchvision costs ~2 s there."""
+    import subprocess
+    import sys
+
+    code = "import sys, cifarlab.models, cifarlab.core.params; print('torchvision' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -192,7 +192,7 @@ def cmd_fold(argv: list[str]) -> None:
     fold(args.pack, Path("."), accept_code_change=args.accept_code_change, replace=args.replace)
 
 
-def cmd_repro(argv: list[str]) -> None:
+def repro_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cifarlab repro", description=(
         "`dvc repro`, its independent stages run in parallel on a Dask cluster: each stage reproduced "
         "alone (dvc repro --single-item) in a clone of the committed code sharing the DVC cache, then "
@@ -211,6 +211,11 @@ def cmd_repro(argv: list[str]) -> None:
                     "shared filesystem (each machine keeps its own cache; run-cache pushed there)")
     ap.add_argument("--repo-url", metavar="URL", help="where workers git clone the commit from "
                     "(default: this repository's path)")
+    return ap
+
+
+def cmd_repro(argv: list[str]) -> None:
+    ap = repro_parser()
     args = ap.parse_args(argv)
     if args.workers is not None and args.workers < 1:
         ap.error(f"--workers {args.workers}: must be 1 or more")

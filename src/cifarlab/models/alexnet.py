@@ -24,22 +24,32 @@ import pickle
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlparse
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from cifarlab.core.errors import ParamsError, WeightsError, one_line
 from cifarlab.models import NUM_CLASSES, register_model
 
-IMAGENET_WEIGHTS = torchvision.models.AlexNet_Weights.IMAGENET1K_V1
-WEIGHTS_FILE_NAME = Path(urlparse(IMAGENET_WEIGHTS.url).path).name  # alexnet-owt-7be5be79.pth
+if TYPE_CHECKING:
+    import torchvision
+
+# torchvision is imported where it is used, not here: every stage validates params.yaml against
+# the model registry (this module included), and `import torchvision` costs ~2 s of CPU
+# (torchvision.ops pulls in torch._dynamo), most of a plot stage's run time.
+WEIGHTS_FILE_NAME = "alexnet-owt-7be5be79.pth"  # imagenet_weights().url's file name (tests check it)
 FEATURE_DIM = 256 * 6 * 6  # 9216
 SKIP_INDEX = 8  # features[8] is conv4 (384 -> 256), 13x13 at 224 input
 MIN_IMAGE_SIZE = 63  # smallest input for which AlexNet's last max pool still has a 1x1 output
+
+
+def imagenet_weights() -> torchvision.models.WeightsEnum:
+    """torchvision's AlexNet_Weights.IMAGENET1K_V1 (the weights API: URL, transforms, metadata)."""
+    import torchvision
+
+    return torchvision.models.AlexNet_Weights.IMAGENET1K_V1
 
 
 class RandomFeaturesWarning(UserWarning):
@@ -90,13 +100,13 @@ def _imagenet_state_dict() -> dict[str, Any]:
     cache = hub_cache_path()
     if cache.is_file():
         try:
-            return IMAGENET_WEIGHTS.get_state_dict(progress=True, map_location="cpu", weights_only=True)
+            return imagenet_weights().get_state_dict(progress=True, map_location="cpu", weights_only=True)
         except Exception as err:  # a truncated or corrupt cached file
             raise WeightsError(
                 f"cannot read the cached AlexNet weights {cache} ({_one_line(err)[:200]}); delete it and retry"
             ) from err
     try:
-        return _download_state_dict(IMAGENET_WEIGHTS)
+        return _download_state_dict(imagenet_weights())
     except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, refused, disk full
         raise WeightsError(
             f"ImageNet AlexNet weights unavailable ({_one_line(err)[:200]}): put {WEIGHTS_FILE_NAME} at {cache} "
@@ -111,6 +121,8 @@ def alexnet_features() -> nn.Sequential:
     random draws), then only the features are materialized and initialized, in the same order as
     torchvision's constructor, so under a given seed the values equal
     `torchvision.models.alexnet(weights=None).features`."""
+    import torchvision
+
     with torch.device("meta"):
         net = torchvision.models.alexnet(weights=None)
     features = net.features.to_empty(device="cpu")

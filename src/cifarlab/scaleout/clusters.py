@@ -36,34 +36,42 @@ def visible_gpus() -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
 
+def gpu_worker_spec(gpus: list[str]) -> dict:
+    """SpecCluster's worker spec: one Nanny per GPU, pinned to it, offering GPU=1 in GPU_SLOTS threads.
+    memory_limit=0: stages run as subprocesses, outside what Dask would measure anyway."""
+    from distributed import Nanny
+
+    return {f"gpu{g}": {"cls": Nanny, "options": {
+        "nthreads": GPU_SLOTS, "resources": {"GPU": 1}, "memory_limit": 0,
+        "env": {"CUDA_VISIBLE_DEVICES": g}, "silence_logs": logging.CRITICAL}} for g in gpus}
+
+
 def local_cluster(workers: int | None, gpus: list[str], dashboard: str = ":8787"):
-    """One machine: CPU workers, or one worker per GPU. `workers` None = every core / GPU."""
-    from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
+    """One machine: CPU workers, or one worker per GPU. `workers` None = every core / GPU.
+    Returns (cluster, a few words saying what it is)."""
+    from distributed import LocalCluster, Scheduler, SpecCluster
 
     if not gpus:
         n = workers or os.cpu_count() or 1
-        # memory_limit=0: stages run as subprocesses, outside what Dask would measure anyway
         return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=0,
                             dashboard_address=dashboard, silence_logs=logging.CRITICAL), f"{n} CPU workers"
     use = gpus[: workers] if workers else gpus
-    spec = {f"gpu{g}": {"cls": Nanny, "options": {
-        "nthreads": GPU_SLOTS, "resources": {"GPU": 1}, "memory_limit": 0,
-        "env": {"CUDA_VISIBLE_DEVICES": g}, "silence_logs": logging.CRITICAL}} for g in use}
-    cluster = SpecCluster(workers=spec, scheduler={"cls": Scheduler, "options": {"dashboard_address": dashboard}},
-                          silence_logs=logging.CRITICAL)
+    cluster = SpecCluster(workers=gpu_worker_spec(use), silence_logs=logging.CRITICAL,
+                          scheduler={"cls": Scheduler, "options": {"dashboard_address": dashboard}})
     return cluster, f"{len(use)} GPU workers (GPUs {', '.join(use)}), {GPU_SLOTS} tasks each"
 
 
-def slurm_cluster(jobs: int, options: list[str], cores: int = 8, memory: str = "64GB", gpus_per_job: int = 1):
-    """dask-jobqueue's SLURMCluster: `jobs` jobs of one worker each, `gpus_per_job` GPUs per job
-    (0: CPU jobs); `options` are extra #SBATCH lines (e.g. --partition=gpu, --time=08:00:00)."""
+def slurm_cluster(options: list[str], gpus_per_job: int = 1, cpus_per_job: int = 8, memory: str = "64GB"):
+    """dask-jobqueue's SLURMCluster, not yet scaled (`cluster.scale(jobs=N)` submits N jobs): one
+    worker per job with `gpus_per_job` GPUs (0: a CPU job running one stage at a time);
+    `options` are extra #SBATCH lines (e.g. --partition=gpu, --time=08:00:00)."""
     try:
         from dask_jobqueue import SLURMCluster
     except ImportError:
         raise ScaleOutError("--slurm needs dask-jobqueue: pip install 'cifarlab[slurm]'") from None
     gres = [f"--gres=gpu:{gpus_per_job}"] if gpus_per_job else []
-    resources = ["--resources", f"GPU={gpus_per_job}", "--nthreads", str(GPU_SLOTS)] if gpus_per_job else []
-    cluster = SLURMCluster(cores=cores, memory=memory, processes=1, job_extra_directives=[*gres, *options],
-                           worker_extra_args=resources)
-    cluster.scale(jobs=jobs)
-    return cluster, f"SLURM: {jobs} jobs of {gpus_per_job} GPU(s), {cores} cores, {memory}"
+    resources = ["--resources", f"GPU={gpus_per_job}"] if gpus_per_job else []
+    # cores = the worker's threads (tasks at once); job_cpu = the cores SLURM reserves for them
+    cluster = SLURMCluster(cores=GPU_SLOTS * gpus_per_job or 1, job_cpu=cpus_per_job, processes=1, memory=memory,
+                           job_extra_directives=[*gres, *options], worker_extra_args=resources)
+    return cluster, f"SLURM jobs of {gpus_per_job} GPU(s), {cpus_per_job} cores, {memory}"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -130,7 +131,10 @@ def submit_and_wait(client, plan: Plan, spec: dict, gpu: bool) -> Outcome:
             out.done.append(stage)
             progress.finished(stage, f"{stage} {how} in {r['seconds']:.0f} s on {r['worker']}{extra}")
             continue
-        exc = fut.exception()
+        try:
+            exc = fut.exception()
+        except Exception as err:  # noqa: BLE001 - cancelled: the scheduler lost it
+            exc = err
         if isinstance(exc, StageFailed) and exc.stage != stage:
             out.skipped.append(stage)  # Dask hands a dependent its upstream's error
             progress.finished(stage, f"{stage} skipped: {exc.stage} failed")
@@ -186,19 +190,31 @@ def repro(root: Path, targets: list[str] | None, *, workers: int | None = None, 
         if scheduler:
             cluster, what = None, f"the scheduler at {scheduler}"
         elif slurm is not None:
-            cluster, what = clusters.slurm_cluster(workers or 1, slurm, gpus_per_job=slurm_gpus)
+            cluster, what = clusters.slurm_cluster(slurm, gpus_per_job=slurm_gpus)
+            cluster.scale(jobs=workers or 1)
+            what = f"{workers or 1} {what}"
         else:
             cluster, what = clusters.local_cluster(workers, clusters.visible_gpus())
         try:
-            with Client(cluster if cluster is not None else scheduler) as client:
+            try:
+                client = Client(cluster if cluster is not None else scheduler, timeout=60)
                 client.wait_for_workers(1, timeout=None if slurm is not None else 120)
-                info = client.scheduler_info()["workers"]
+            except (OSError, TimeoutError) as err:
+                raise ScaleOutError(f"no Dask worker reached through {what} ({one_line(err, 150)}): start the "
+                                    "scheduler and its workers first (README: scale-out)") from None
+            with client:
+                sched = client.scheduler_info()
+                info = sched["workers"]
                 gpu = any("GPU" in (w.get("resources") or {}) for w in info.values())
-                print(f"Dask: {what}; {len(info)} worker(s) now; dashboard {client.dashboard_link}", flush=True)
+                board = (f"dashboard {client.dashboard_link}" if "dashboard" in sched.get("services", {})
+                         else "no dashboard (pip install bokeh where the scheduler runs)")
+                print(f"Dask: {what}; {len(info)} worker(s) now; {board}", flush=True)
                 outcome = submit_and_wait(client, plan, spec, gpu)
         finally:
             if cluster is not None:
                 cluster.close()
+            if spec["workdir"] and not remote:  # clones of tasks whose worker was killed
+                shutil.rmtree(Path(spec["workdir"]) / "clones", ignore_errors=True)
 
     # 2. DVC's own record: every finished stage (and what it needs) restored from the run-cache;
     # the `last` stages whose tasks all finished (the report) run here, as dvc repro would.

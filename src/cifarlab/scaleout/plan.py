@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ class StageTask:
     """One stage as a Dask task."""
 
     name: str  # DVC's address of the stage, e.g. train@lenet5
-    upstream: tuple[str, ...]  # the planned stages it directly depends on (the Dask dependencies)
+    upstream: tuple[str, ...]  # the planned tasks it directly depends on (its Dask dependencies)
     restore_first: tuple[str, ...]  # every stage above it that a worker restores first, DVC's order
     checkout_first: tuple[str, ...]  # the coordinator's stages above it (not run-cacheable): checked out
     gpu: float  # share of one GPU (0: none)
@@ -97,10 +98,6 @@ def _quiet_dvc():
 def build_plan(root: Path, targets: list[str] | None = None) -> Plan:
     """The plan for `dvc repro TARGETS` in the DVC repository at `root` (all of dvc.yaml without
     targets)."""
-    import networkx as nx
-    from dvc.repo import Repo
-    from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
-
     from cifarlab.core.params import load_params
 
     p = load_params(root / "params.yaml")
@@ -110,7 +107,21 @@ def build_plan(root: Path, targets: list[str] | None = None) -> Plan:
         return r.params.recipe.batch_size if r is not None else None
 
     plan = Plan()
-    with Repo(str(root)) as repo, repo.lock, _quiet_dvc():
+    here = os.getcwd()
+    os.chdir(root)  # DVC resolves targets (dvc.yaml, stage names) against the working directory
+    try:
+        _plan_into(plan, targets, batch_size_of)
+    finally:
+        os.chdir(here)
+    return plan
+
+
+def _plan_into(plan: Plan, targets: list[str] | None, batch_size_of) -> None:
+    import networkx as nx
+    from dvc.repo import Repo
+    from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
+
+    with Repo(".") as repo, repo.lock, _quiet_dvc():
         graph = get_active_graph(repo.index.graph)
         order = plan_repro(graph, collect_stages(repo, targets or ["dvc.yaml"]))
         planned: set = set()
@@ -131,9 +142,8 @@ def build_plan(root: Path, targets: list[str] | None = None) -> Plan:
                 continue
             plan.tasks.append(StageTask(
                 name=stage.addressing,
-                upstream=tuple(u.addressing for u in ups if u in planned),
+                upstream=tuple(u.addressing for u in ups if u in planned and u.addressing not in plan.first),
                 restore_first=tuple(s.addressing for s in order if s in above and restorable(s)),
                 checkout_first=tuple(s.addressing for s in order if s in above and not restorable(s)),
                 gpu=gpu_share(stage, batch_size_of),
             ))
-    return plan
