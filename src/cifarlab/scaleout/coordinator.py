@@ -223,7 +223,11 @@ def repro(root: Path, targets: list[str] | None, *, workers: int | None = None, 
     if outcome.done or last:
         print(f"restoring {len(outcome.done)} stages into this workspace from DVC's run-cache"
               + (f", then running {', '.join(last)} here" if last else ""), flush=True)
-        text = _dvc(root, "repro", *(["--pull"] if remote else []), *outcome.done, *last)
+        if remote:  # the workers' run-cache entries and outputs, from the shared remote
+            if subprocess.run([sys.executable, "-m", "cifarlab.scaleout.task", "pull-run-cache", remote],
+                              cwd=root).returncode:
+                raise ScaleOutError(f"pulling the run-cache from the DVC remote {remote!r} failed (above)")
+        text = _dvc(root, "repro", *outcome.done, *last)
         again = [s for s in re.findall(r"^Running stage '([^']+)'", text, re.M) if s not in last]
         if again:
             print(f"note: dvc repro ran {', '.join(again)} here: not in the run-cache", flush=True)

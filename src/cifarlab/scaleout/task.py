@@ -164,22 +164,29 @@ def reproduce_stage(spec: dict, *_upstream) -> dict:
             "seconds": time.perf_counter() - t0, "worker": where, "log": str(log)}
 
 
-def push_run_cache_main() -> int:
-    """In a clone: push the run-cache entries and every object they name to the default remote.
-    (`dvc push --run-cache` sends the entries but not the objects of cache: false outputs, which
-    the run-cache keeps too; the next machine's restore needs them all.)"""
+def sync_run_cache(direction: str, remote: str | None = None) -> int:
+    """In a DVC repository: push (or pull) the run-cache entries and every object they name to
+    (from) `remote` (None: the default one). `dvc push --run-cache` moves the entries only, not
+    the outputs they name (those of cache: false metrics and plots included), and `dvc repro
+    --pull` takes only the default remote; a restore needs entries and objects both."""
     from dvc.repo import Repo
 
     with Repo(".") as repo:
-        used = repo.stage_cache.push(None)
-        for objs in repo.stage_cache.get_used_objs(used).values():
-            repo.cloud.push(objs)
+        if direction == "push":
+            used = repo.stage_cache.push(remote)
+            for objs in repo.stage_cache.get_used_objs(used).values():
+                repo.cloud.push(objs, remote=remote)
+        else:
+            used = repo.stage_cache.pull(remote)
+            # remote=: a directory output's listing (.dir) is fetched from there first
+            for objs in repo.stage_cache.get_used_objs(used, remote=remote).values():
+                repo.cloud.pull(objs, remote=remote)
     return 0
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["guard"]:
         sys.exit(guard_main(sys.argv[2:]))
-    if sys.argv[1:2] == ["push-run-cache"]:
-        sys.exit(push_run_cache_main())
-    sys.exit("usage: python -m cifarlab.scaleout.task guard PARENT_PID -- CMD... | push-run-cache")
+    if sys.argv[1:2] in (["push-run-cache"], ["pull-run-cache"]):
+        sys.exit(sync_run_cache(sys.argv[1][:4], sys.argv[2] if len(sys.argv) > 2 else None))
+    sys.exit("usage: python -m cifarlab.scaleout.task guard PARENT_PID -- CMD... | push-run-cache | pull-run-cache [REMOTE]")
