@@ -111,7 +111,7 @@ def test_guard_kills_the_stage_process_group_when_its_worker_dies(tmp_path):
         assert len(sleeps) == 2, "the guarded command did not start"
         parent.send_signal(signal.SIGKILL)
         parent.wait()
-        gone, alive = psutil.wait_procs(sleeps, timeout=10)
+        _, alive = psutil.wait_procs(sleeps, timeout=10)
         assert not alive, f"still running after their worker died: {alive}"
     finally:
         parent.kill()

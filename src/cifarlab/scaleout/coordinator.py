@@ -228,7 +228,7 @@ def repro(root: Path, targets: list[str] | None, *, workers: int | None = None, 
                               cwd=root).returncode:
                 raise ScaleOutError(f"pulling the run-cache from the DVC remote {remote!r} failed (above)")
         text = _dvc(root, "repro", *outcome.done, *last)
-        again = [s for s in re.findall(r"^Running stage '([^']+)'", text, re.M) if s not in last]
+        again = [s for s in re.findall(r"^Running stage '([^']+)'", text, re.MULTILINE) if s not in last]
         if again:
             print(f"note: dvc repro ran {', '.join(again)} here: not in the run-cache", flush=True)
     for stage, reason, tail in outcome.failed:

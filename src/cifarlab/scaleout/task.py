@@ -28,8 +28,8 @@ REMOTE = "cifarlab-store"  # the shared store's name inside a worker's clone
 DEFAULT_WORKDIR = "~/.cache/cifarlab/scale-out"  # a worker's clones, logs (and cache, between machines)
 TAIL_LINES = 15  # of a failed stage's log, in the error the coordinator prints
 
-RAN = re.compile(r"^Running stage '([^']+)'", re.M)
-RESTORED = re.compile(r"^Stage '([^']+)' is cached - skipping run", re.M)
+RAN = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
+RESTORED = re.compile(r"^Stage '([^']+)' is cached - skipping run", re.MULTILINE)
 
 
 class StageFailed(Exception):
@@ -44,7 +44,8 @@ class StageFailed(Exception):
 
 
 def _set_parent_death_signal(sig: int) -> None:
-    """In the child before exec: the kernel sends `sig` when the parent dies (Linux; elsewhere a no-op)."""
+    """Have the kernel send this process `sig` when its parent (thread) dies (Linux prctl
+    PR_SET_PDEATHSIG; elsewhere a no-op)."""
     try:
         import ctypes
 
@@ -59,8 +60,7 @@ def run_guarded(cmd: list[str], cwd: Path, env: dict, log: Path) -> int:
     guard = [sys.executable, "-m", "cifarlab.scaleout.task", "guard", str(os.getpid()), "--", *cmd]
     with log.open("ab") as out:
         proc = subprocess.Popen(guard, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL,
-                                preexec_fn=lambda: _set_parent_death_signal(signal.SIGTERM))
+                                stdin=subprocess.DEVNULL)  # no preexec_fn: unsafe in a threaded worker
         return proc.wait()
 
 
@@ -81,9 +81,10 @@ def guard_main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    child = subprocess.Popen(cmd, start_new_session=True)
-    if os.getppid() != int(parent):  # the parent died before the death signal was armed
+    _set_parent_death_signal(signal.SIGTERM)  # armed by this process for itself
+    if os.getppid() != int(parent):  # the parent died before it was armed
         stop(signal.SIGTERM, None)
+    child = subprocess.Popen(cmd, start_new_session=True)
     return child.wait()
 
 
