@@ -123,6 +123,13 @@ def test_guard_passes_the_exit_code_and_output(tmp_path):
     assert log.read_text() == "out\nerr\n"
 
 
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert clusters.visible_gpus() == ["2", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # CUDA's way of hiding every GPU
+    assert clusters.visible_gpus() == []
+
+
 def test_gpu_workers_are_pinned_one_gpu_each():
     spec = clusters.gpu_worker_spec(["0", "3"])
     assert [w["options"]["env"] for w in spec.values()] == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "3"}]
@@ -265,8 +272,12 @@ def test_a_failing_stage_is_named_with_its_log_and_a_rerun_goes_on(tmp_path, tin
     ok(run(["git", "add", "-A"], repo, env))
     ok(run(["git", "commit", "-qm", "weights that are not there"], repo, env))
     targets = ["plot@lenet5", "train@alexnet_transfer-skip-low"]  # as for dvc repro (CI time: no report)
-    r = run(["cifarlab", "repro", "--workers", "2", *targets], repo, env)
+    # two "GPUs" (none here: torch sees no CUDA whatever this says): the GPU cluster, one worker
+    # pinned per GPU, tasks asking for shares of one, with no GPU to block on
+    gpus = {**env, "CUDA_VISIBLE_DEVICES": "0,1"}
+    r = run(["cifarlab", "repro", "--workers", "2", *targets], repo, gpus)
     assert r.returncode == 1, r.stdout + r.stderr
+    assert "2 GPU workers (GPUs 0, 1), 4 tasks each" in r.stdout, r.stdout
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: train@alexnet_transfer-skip-low failed on "), r.stderr
     assert "none.pth" in r.stderr  # the stage's own error, from its log's tail
