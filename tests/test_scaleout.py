@@ -96,6 +96,22 @@ def test_cli_refuses_before_starting_a_cluster(project):
     assert cifarlab("repro", "--workers", "0", cwd=project).returncode == 2  # argparse: must be 1 or more
 
 
+def test_an_unreachable_scheduler_is_one_line_before_any_work(project, monkeypatch):
+    import socket
+
+    from cifarlab.scaleout import coordinator
+    from test_cli import cifarlab
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(coordinator, "CONNECT_TIMEOUT_S", 2)
+    out = cifarlab("repro", "--scheduler", f"tcp://127.0.0.1:{port}", cwd=project)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith(f"error: no Dask worker reached through the scheduler at tcp://127.0.0.1:{port}")
+    assert not (project / "dvc.lock").exists()  # fetch did not run: nothing was done
+
+
 def test_guard_kills_the_stage_process_group_when_its_worker_dies(tmp_path):
     """A worker killed by SIGKILL cannot stop its stage; the guard does, grandchildren included."""
     parent = subprocess.Popen([sys.executable, "-c", (

@@ -1,6 +1,7 @@
 """`cifarlab repro`: plan from DVC, stages onto Dask, progress, failures, then DVC's own restore."""
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
@@ -151,12 +152,51 @@ def submit_and_wait(client, plan: Plan, spec: dict, gpu: bool) -> Outcome:
     return out
 
 
+CONNECT_TIMEOUT_S = 30  # to a --scheduler address
+
+
+@contextlib.contextmanager
+def _cluster(needed: bool, workers, scheduler, slurm, slurm_gpus):
+    """(client, whether a worker offers GPUs) of the cluster asked for; (None, False) when no task
+    needs one. Closes the client and any cluster started here."""
+    from cifarlab.scaleout import clusters
+
+    if not needed:
+        yield None, False
+        return
+    from distributed import Client
+
+    if scheduler:
+        cluster, what = None, f"the scheduler at {scheduler}"
+    elif slurm is not None:
+        cluster, what = clusters.slurm_cluster(slurm, gpus_per_job=slurm_gpus)
+        cluster.scale(jobs=workers or 1)
+        what = f"{workers or 1} {what}"
+    else:
+        cluster, what = clusters.local_cluster(workers, clusters.visible_gpus())
+    try:
+        try:
+            client = Client(cluster if cluster is not None else scheduler, timeout=CONNECT_TIMEOUT_S)
+            client.wait_for_workers(1, timeout=None if slurm is not None else 120)
+        except (OSError, TimeoutError) as err:
+            raise ScaleOutError(f"no Dask worker reached through {what} ({one_line(err, 150)}): start the "
+                                "scheduler and its workers first (README: scale-out)") from None
+        with client:
+            sched = client.scheduler_info()
+            info = sched["workers"]
+            board = (f"dashboard {client.dashboard_link}" if "dashboard" in sched.get("services", {})
+                     else "no dashboard (pip install bokeh where the scheduler runs)")
+            print(f"Dask: {what}; {len(info)} worker(s) now; {board}", flush=True)
+            yield client, any("GPU" in (w.get("resources") or {}) for w in info.values())
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
 def repro(root: Path, targets: list[str] | None, *, workers: int | None = None, scheduler: str | None = None,
           slurm: list[str] | None = None, slurm_gpus: int = 1, remote: str | None = None,
           repo_url: str | None = None, workdir: str | None = None) -> int:
     """`cifarlab repro`; returns the exit code (0: every stage done and restored here)."""
-    from cifarlab.scaleout import clusters
-
     root = root.resolve()
     commit = check_committed(root)
     plan = build_plan(root, targets)
@@ -167,54 +207,30 @@ def repro(root: Path, targets: list[str] | None, *, workers: int | None = None, 
           f"({len(plan.up_to_date)} up to date)", flush=True)
     remote_url = _remote_url(root, remote) if remote else None
 
-    # 1. Stages DVC's run-cache cannot restore (fetch's persisted archive): once, here, so no
-    # worker downloads it again; workers check it out of the shared cache (or pull it).
-    for name in plan.first:
-        print(f"{name}: run here first (DVC's run-cache cannot restore its outputs)", flush=True)
-        _dvc(root, "repro", "--single-item", name)
-        if remote:
-            _dvc(root, "push", "--remote", remote, name)
-    lock = root / "dvc.lock"
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
-        cache_dir = None if remote else str(Path(repo.cache.legacy.path).resolve())  # the cache's root
-    spec = {"repo": repo_url or str(root), "commit": commit, "lock": lock.read_text() if lock.exists() else None,
-            "cache_dir": cache_dir, "remote_url": remote_url,
-            "workdir": workdir or (None if remote else str(root / ".dvc" / "tmp" / "scale-out"))}
-
+    workdir = workdir or (None if remote else str(root / ".dvc" / "tmp" / "scale-out"))
     outcome = Outcome([], [], [])
-    if plan.tasks:
-        from distributed import Client
+    # the cluster first: an unreachable scheduler is said before any work is done
+    with _cluster(bool(plan.tasks), workers, scheduler, slurm, slurm_gpus) as (client, gpu):
+        # 1. Stages DVC's run-cache cannot restore (fetch's persisted archive): once, here, so no
+        # worker downloads it again; workers check it out of the shared cache (or pull it).
+        for name in plan.first:
+            print(f"{name}: run here first (DVC's run-cache cannot restore its outputs)", flush=True)
+            _dvc(root, "repro", "--single-item", name)
+            if remote:
+                _dvc(root, "push", "--remote", remote, name)
+        if client is not None:
+            from dvc.repo import Repo
 
-        if scheduler:
-            cluster, what = None, f"the scheduler at {scheduler}"
-        elif slurm is not None:
-            cluster, what = clusters.slurm_cluster(slurm, gpus_per_job=slurm_gpus)
-            cluster.scale(jobs=workers or 1)
-            what = f"{workers or 1} {what}"
-        else:
-            cluster, what = clusters.local_cluster(workers, clusters.visible_gpus())
-        try:
+            with Repo(str(root)) as repo:
+                cache_dir = None if remote else str(Path(repo.cache.legacy.path).resolve())  # the cache's root
+            lock = root / "dvc.lock"
+            spec = {"repo": repo_url or str(root), "commit": commit, "cache_dir": cache_dir,
+                    "lock": lock.read_text() if lock.exists() else None, "remote_url": remote_url, "workdir": workdir}
             try:
-                client = Client(cluster if cluster is not None else scheduler, timeout=60)
-                client.wait_for_workers(1, timeout=None if slurm is not None else 120)
-            except (OSError, TimeoutError) as err:
-                raise ScaleOutError(f"no Dask worker reached through {what} ({one_line(err, 150)}): start the "
-                                    "scheduler and its workers first (README: scale-out)") from None
-            with client:
-                sched = client.scheduler_info()
-                info = sched["workers"]
-                gpu = any("GPU" in (w.get("resources") or {}) for w in info.values())
-                board = (f"dashboard {client.dashboard_link}" if "dashboard" in sched.get("services", {})
-                         else "no dashboard (pip install bokeh where the scheduler runs)")
-                print(f"Dask: {what}; {len(info)} worker(s) now; {board}", flush=True)
                 outcome = submit_and_wait(client, plan, spec, gpu)
-        finally:
-            if cluster is not None:
-                cluster.close()
-            if spec["workdir"] and not remote:  # clones of tasks whose worker was killed
-                shutil.rmtree(Path(spec["workdir"]) / "clones", ignore_errors=True)
+            finally:
+                if workdir and not remote:  # clones of tasks whose worker was killed
+                    shutil.rmtree(Path(workdir) / "clones", ignore_errors=True)
 
     # 2. DVC's own record: every finished stage (and what it needs) restored from the run-cache;
     # the `last` stages whose tasks all finished (the report) run here, as dvc repro would.
