@@ -29,15 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' project copies and tiny archives
 
-import yaml  # noqa: E402
 from cifar_archive import make_cifar_archive  # noqa: E402
-from workspace import SCALE_OUT_RUNS, small_project  # noqa: E402
-
-
-def lock_outs(repo: Path) -> dict[str, str]:
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])
-            if not o["path"].startswith("reports/timing/")}
+from workspace import SCALE_OUT_RUNS, lock_outs, small_project  # noqa: E402
 
 
 def timed(cmd: list[str], repo: Path, env: dict, log: Path) -> float:
@@ -79,7 +72,7 @@ def main() -> None:
             repo = tmp / f"v{i}"
             env = small_project(repo, archive, md5, SCALE_OUT_RUNS)
             seconds = timed(cmd, repo, env, tmp / f"v{i}.log")
-            outs = lock_outs(repo)
+            outs = lock_outs(repo, timing=False)
             reference = reference or outs
             same = outs == reference
             rows.append({"variant": name, "seconds": round(seconds, 1), "same_md5s_as_first": same})

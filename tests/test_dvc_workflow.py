@@ -16,19 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workspace import SCALE_OUT_RUNS, project_copy, project_env, small_params, small_project
+from workspace import SCALE_OUT_RUNS, lock_outs, project_copy, project_env, sh, small_params, small_project
 
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
-
-
-def sh(*cmd: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> str:
-    """Run a command; on failure, fail the test with its output (the one place to look)."""
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if r.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} exited {r.returncode}\n--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-4000:]}")
-    return r.stdout
 
 
 def test_exp_run_then_metrics_params_and_plots_diff_between_branches(tmp_path, tiny_archive):
@@ -88,12 +80,6 @@ def test_exp_run_then_metrics_params_and_plots_diff_between_branches(tmp_path, t
     out = tmp_path / "plots"
     dvc("plots", "diff", "main", "-o", str(out))
     assert (out / "index.html").stat().st_size > 0
-
-
-def lock_outs(repo: Path) -> dict[str, str]:
-    """path -> md5 of every stage output recorded in dvc.lock."""
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", [])}
 
 
 def test_parallel_and_sequential_clean_repros_give_the_same_bytes(tmp_path, tiny_archive):

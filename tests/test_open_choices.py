@@ -134,8 +134,7 @@ def test_a_two_run_tiny_sweep_through_dvc_gets_its_verdict(tmp_path, tiny_archiv
     import subprocess
     import sys
 
-    from test_dvc_workflow import sh
-    from workspace import project_copy
+    from workspace import project_copy, sh
 
     archive, md5 = tiny_archive
     repo = tmp_path / "repo"

@@ -26,7 +26,7 @@ from cifarlab.scaleout import clusters
 from cifarlab.scaleout.coordinator import check_committed
 from cifarlab.scaleout.plan import ScaleOutError, build_plan
 from cifarlab.scaleout.task import run_guarded
-from workspace import small_project
+from workspace import lock_outs, sh, small_project
 
 
 @pytest.fixture(scope="module")
@@ -168,21 +168,6 @@ def test_slurm_job_script_asks_for_a_gpu_and_offers_it_to_dask():
 # ------------------------------------------------------------------------------------------ slow
 
 
-def lock_outs(repo: Path) -> dict[str, str]:
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])
-            if not o["path"].startswith("reports/timing/")}  # wall times: the one output that varies
-
-
-def run(cmd: list[str], repo: Path, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def ok(r: subprocess.CompletedProcess) -> str:
-    assert r.returncode == 0, f"{' '.join(r.args)} exited {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r.stdout
-
-
 def cache_is_sound(cache: Path) -> int:
     """Every object of a DVC cache holds the bytes its name says (no partial output entered it);
     returns how many were checked."""
@@ -203,7 +188,7 @@ def test_two_machines_share_only_a_dvc_remote(tmp_path, tiny_archive):
     runs = ("lenet5", "dnn")
     coord, seq = tmp_path / "coordinator", tmp_path / "sequential"
     env = small_project(coord, *tiny_archive, runs=runs)
-    ok(run(["dvc", "remote", "add", "--local", "store", str(tmp_path / "remote")], coord, env))
+    sh("dvc", "remote", "add", "--local", "store", str(tmp_path / "remote"), cwd=coord, env=env)
     seq_env = small_project(seq, *tiny_archive, runs=runs)
     sequential = subprocess.Popen(["dvc", "repro"], cwd=seq, env=seq_env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)  # beside the cluster: its own clone and cache
@@ -219,7 +204,7 @@ def test_two_machines_share_only_a_dvc_remote(tmp_path, tiny_archive):
             wenv = {**env, "CIFARLAB_SCALEOUT_DIR": str(tmp_path / m)}
             procs.append(subprocess.Popen(["dask", "worker", address, "--nthreads", "1", "--no-dashboard",
                                            "--name", m], env=wenv, stderr=subprocess.DEVNULL))
-        out = ok(run(["cifarlab", "repro", "--scheduler", address, "--remote", "store"], coord, env))
+        out = sh("cifarlab", "repro", "--scheduler", address, "--remote", "store", cwd=coord, env=env)
         assert sequential.wait(timeout=600) == 0
     finally:
         for p in procs:
@@ -229,8 +214,8 @@ def test_two_machines_share_only_a_dvc_remote(tmp_path, tiny_archive):
         sequential.kill()
     # the coordinator trained nothing: every stage came back from the run-cache, the report ran here
     assert re.findall(r"Running stage '([^']+)'", out.split("restoring", 1)[1]) == ["report"], out
-    assert lock_outs(coord) == lock_outs(seq)
-    assert "Data and pipelines are up to date" in ok(run(["dvc", "status"], coord, env))
+    assert lock_outs(coord, timing=False) == lock_outs(seq, timing=False)
+    assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=coord, env=env)
     # each machine trained in its own cache; what the coordinator has came through the remote
     workers_of = {m: (tmp_path / m / "cache") for m in ("machine1", "machine2")}
     assert all(c.is_dir() for c in workers_of.values()), "a worker never ran a stage"
@@ -245,8 +230,8 @@ def test_a_worker_killed_mid_stage_is_retried_and_leaves_nothing_partial(tmp_pat
     d = yaml.safe_load((repo / "params.yaml").read_text())
     d["train"]["max_epochs"] = 40  # a few seconds of training to kill it in
     (repo / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
-    ok(run(["git", "add", "-A"], repo, env))
-    ok(run(["git", "commit", "-qm", "dnn, 40 epochs"], repo, env))
+    sh("git", "add", "-A", cwd=repo, env=env)
+    sh("git", "commit", "-qm", "dnn, 40 epochs", cwd=repo, env=env)
     logs = repo / ".dvc/tmp/scale-out/logs"
     output = tmp_path / "out.log"  # a file, not a pipe: nobody reads a pipe while waiting below
     proc = subprocess.Popen(["cifarlab", "repro", "--workers", "2", "train@dnn"], cwd=repo, env=env,
@@ -273,38 +258,39 @@ def test_a_worker_killed_mid_stage_is_retried_and_leaves_nothing_partial(tmp_pat
     assert proc.returncode == 0, out
     assert "train@dnn ran" in out and len(list(logs.glob("train_dnn-*.log"))) == 2, out  # the retry
     assert cache_is_sound(repo / ".dvc/cache") > 0
-    first = lock_outs(repo)
+    first = lock_outs(repo, timing=False)
     # the retried result is an uninterrupted run's: train again, in order, here
-    ok(run(["dvc", "repro", "--force", "--single-item", "train@dnn"], repo, env))
-    assert lock_outs(repo) == first
+    sh("dvc", "repro", "--force", "--single-item", "train@dnn", cwd=repo, env=env)
+    assert lock_outs(repo, timing=False) == first
 
 
 @pytest.mark.slow
 def test_a_failing_stage_is_named_with_its_log_and_a_rerun_goes_on(tmp_path, tiny_archive):
     repo = tmp_path / "repo"
     env = small_project(repo, *tiny_archive, runs=("lenet5", "alexnet_transfer-skip-low"), commit=False)
-    ok(run(["cifarlab", "set", "model=lenet5", "alexnet_transfer.pretrained=true",
-            f"alexnet_transfer.weights={tmp_path}/none.pth"], repo, env))
-    ok(run(["git", "add", "-A"], repo, env))
-    ok(run(["git", "commit", "-qm", "weights that are not there"], repo, env))
+    sh("cifarlab", "set", "model=lenet5", "alexnet_transfer.pretrained=true",
+       f"alexnet_transfer.weights={tmp_path}/none.pth", cwd=repo, env=env)
+    sh("git", "add", "-A", cwd=repo, env=env)
+    sh("git", "commit", "-qm", "weights that are not there", cwd=repo, env=env)
     targets = ["plot@lenet5", "train@alexnet_transfer-skip-low"]  # as for dvc repro (CI time: no report)
     # two "GPUs" (none here: torch sees no CUDA whatever this says): the GPU cluster, one worker
     # pinned per GPU, tasks asking for shares of one, with no GPU to block on
     gpus = {**env, "CUDA_VISIBLE_DEVICES": "0,1"}
-    r = run(["cifarlab", "repro", "--workers", "2", *targets], repo, gpus)
+    r = subprocess.run(["cifarlab", "repro", "--workers", "2", *targets], cwd=repo, env=gpus, capture_output=True,
+                       text=True, timeout=600)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "2 GPU workers (GPUs 0, 1), 4 tasks each" in r.stdout, r.stdout
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: train@alexnet_transfer-skip-low failed on "), r.stderr
     assert "none.pth" in r.stderr  # the stage's own error, from its log's tail
     # lenet5's stages finished and are kept: in dvc.lock, up to date
-    status = json.loads(ok(run(["dvc", "status", "--json"], repo, env)) or "{}")
+    status = json.loads(sh("dvc", "status", "--json", cwd=repo, env=env) or "{}")
     assert not {"train@lenet5", "evaluate@lenet5", "plot@lenet5"} & set(status), status
     assert "train@alexnet_transfer-skip-low" in status
     # fixed and committed, the same command goes on: lenet5 is not trained again
-    ok(run(["cifarlab", "set", "alexnet_transfer.pretrained=false", "alexnet_transfer.weights=null"], repo, env))
-    ok(run(["git", "commit", "-qam", "random features"], repo, env))
-    out = ok(run(["cifarlab", "repro", "--workers", "2", *targets], repo, env))
+    sh("cifarlab", "set", "alexnet_transfer.pretrained=false", "alexnet_transfer.weights=null", cwd=repo, env=env)
+    sh("git", "commit", "-qam", "random features", cwd=repo, env=env)
+    out = sh("cifarlab", "repro", "--workers", "2", *targets, cwd=repo, env=env)
     assert "train@alexnet_transfer-skip-low ran" in out, out
     assert "train@lenet5 ran" not in out and "Running stage 'train@lenet5'" not in out, out
-    assert "Data and pipelines are up to date" in ok(run(["dvc", "status", *targets], repo, env))
+    assert "Data and pipelines are up to date" in sh("dvc", "status", *targets, cwd=repo, env=env)

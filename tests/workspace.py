@@ -19,6 +19,24 @@ SCALE_OUT_RUNS = ("lenet5", "dnn", "alexnet_transfer-skip-low", "resnet18-relu-2
                   "resnet18-leaky_relu-2_1_1-crop_flip")
 
 
+def sh(*cmd: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> str:
+    """Run a command; on failure, fail the test with its output (the one place to look)."""
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        import pytest
+
+        pytest.fail(f"{' '.join(cmd)} exited {r.returncode}\n--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-4000:]}")
+    return r.stdout
+
+
+def lock_outs(repo: Path, timing: bool = True) -> dict[str, str]:
+    """path -> md5 of every stage output recorded in dvc.lock; timing=False leaves out
+    reports/timing/ (wall times: the one output that varies from run to run)."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", [])
+            if timing or not o["path"].startswith("reports/timing/")}
+
+
 def project_copy(dest: Path) -> None:
     """The project's tracked files (what a `git clone` gives), without its history."""
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from cifarlab.core.errors import one_line
 from cifarlab.scaleout.plan import Plan, ScaleOutError, build_plan
+from cifarlab.scaleout.task import RAN
 
 
 def _git(root: Path, *args: str) -> str:
@@ -117,7 +117,7 @@ def submit_and_wait(client, plan: Plan, spec: dict, gpu: bool) -> Outcome:
     for t in plan.tasks:
         task_spec = {**spec, "stage": t.name, "restore_first": list(t.restore_first),
                      "checkout_first": list(t.checkout_first)}
-        fut = client.submit(reproduce_stage, task_spec, *(futures[u] for u in t.upstream if u in futures),
+        fut = client.submit(reproduce_stage, task_spec, *(futures[u] for u in t.upstream),
                             key=f"cifarlab-{t.name}-{run_id}", pure=False,
                             resources={"GPU": t.gpu} if gpu and t.gpu else None)
         futures[t.name] = fut
@@ -244,7 +244,7 @@ def repro(root: Path, targets: list[str] | None, *, workers: int | None = None, 
                               cwd=root).returncode:
                 raise ScaleOutError(f"pulling the run-cache from the DVC remote {remote!r} failed (above)")
         text = _dvc(root, "repro", *outcome.done, *last)
-        again = [s for s in re.findall(r"^Running stage '([^']+)'", text, re.MULTILINE) if s not in last]
+        again = [s for s in RAN.findall(text) if s not in last]
         if again:
             print(f"note: dvc repro ran {', '.join(again)} here: not in the run-cache", flush=True)
     for stage, reason, tail in outcome.failed:
