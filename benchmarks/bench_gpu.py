@@ -61,7 +61,7 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from cifarlab.core.params import load_params  # noqa: E402
-from cifarlab.core.provenance import code_version  # noqa: E402
+from cifarlab.core.provenance import code_version, cpu_name  # noqa: E402
 from cifarlab.core.runs import resolve  # noqa: E402
 from cifarlab.engine import estimate  # noqa: E402
 from cifarlab.engine.augment import pipeline_for  # noqa: E402
@@ -124,7 +124,7 @@ def header(device: torch.device, p) -> dict:
     cuda = device.type == "cuda"
     return {
         "device": {"type": device.type,
-                   "name": torch.cuda.get_device_name(device) if cuda else estimate.cpu_name(),
+                   "name": torch.cuda.get_device_name(device) if cuda else cpu_name(),
                    "capability": list(torch.cuda.get_device_capability(device)) if cuda else None,
                    "memory_gib": round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1) if cuda else None,
                    "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()},

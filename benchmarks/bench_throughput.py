@@ -58,7 +58,7 @@ from cifarlab.engine.loop import Runtime, TrainStep, select_device  # noqa: E402
 from cifarlab.models import list_models  # noqa: E402
 from cifarlab.core.params import load_params  # noqa: E402
 from cifarlab.engine.augment import pipeline_for  # noqa: E402
-from cifarlab.engine.estimate import cpu_name  # noqa: E402
+from cifarlab.core.provenance import cpu_name  # noqa: E402
 from cifarlab.engine.loop import build_model  # noqa: E402
 
 BATCH = 128  # the data benchmark's batch size (both paths)

@@ -34,6 +34,10 @@ def checkout(dest: Path) -> Path:
     return dest
 
 
+NUMERICS = {"precision": "bf16", "memory_format": "channels_last", "compile": False, "fused_optimizer": True,
+            "cpu_bf16": "amx_bf16"}
+
+
 def finished_run(ws: Path, out: str = "lenet5", run: str = "lenet5", seed: int = 23, top1: float = 0.6,
                  content_md5: str = JPEG_FULL) -> None:
     """The files a finished (run, seed) leaves in a workspace, as train/evaluate/plot write them."""
@@ -48,7 +52,8 @@ def finished_run(ws: Path, out: str = "lenet5", run: str = "lenet5", seed: int =
         f"reports/timing/{out}.json": {"device": "cpu", "device_name": "Test CPU", "torch": "2.x", "cuda": None,
                                        "cudnn": None, "num_threads": 2, "epochs_run": 10, "stopped_early": False,
                                        "code": {"commit": "a" * 40, "code_commit": "b" * 40, "dirty": False},
-                                       "epoch_seconds": [5.0] * 10, "wall_seconds": 50.0},
+                                       "epoch_seconds": [5.0] * 10, "wall_seconds": 50.0,
+                                       "numerics": NUMERICS},
     }
     for rel, obj in files.items():
         (ws / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -57,6 +62,21 @@ def finished_run(ws: Path, out: str = "lenet5", run: str = "lenet5", seed: int =
     (ws / f"reports/history/{out}.csv").write_text("epoch,test_acc\n1,0.5\n")
     (ws / "reports/figures/runs").mkdir(parents=True, exist_ok=True)
     (ws / f"reports/figures/runs/curves_{out}.png").write_bytes(b"\x89PNG fake")
+
+
+def test_a_run_that_recorded_no_numerics_is_packed_as_the_fp32_cpu_run_it_was(tmp_path):
+    """Timing files written before train.bf16 applied on CPUs have no "numerics": such a CPU run
+    trained in fp32, contiguous, foreach optimizer; the pack says so and that it was derived."""
+    ws = checkout(tmp_path / "ws")
+    finished_run(ws)
+    timing = ws / "reports/timing/lenet5.json"
+    t = json.loads(timing.read_text())
+    del t["numerics"]
+    timing.write_text(json.dumps(t))
+    prov = packs.provenance_of(ws, "lenet5", packs.load_params(ws / "params.yaml"), {})
+    assert prov["numerics"] == {"precision": "fp32", "memory_format": "contiguous", "compile": False,
+                                "fused_optimizer": False, "cpu_bf16": None}
+    assert prov["derived_at_pack"][-1] == "numerics"
 
 
 @pytest.fixture()
@@ -88,6 +108,7 @@ def test_pack_holds_every_finished_run_with_provenance_and_no_checkpoint(workspa
     assert "src/cifarlab/engine/loop.py" in prov["code"]["files"]
     assert prov["epochs"] == {"run": 10, "recipe": 10, "cap": None, "stopped_early": False}
     assert prov["wall_seconds"] == 50.0 and prov["images_per_s"] == 50000 * 10 / 50.0
+    assert prov["numerics"] == NUMERICS  # precision, memory format, compile, fused, the CPU's native bf16
     assert prov["seed"] == 23 and prov["derived_at_pack"] == []
 
 
@@ -111,7 +132,7 @@ def test_fold_publishes_and_the_report_section_shows_provenance(workspace, tmp_p
     text = published.published_section(REFERENCE, runs, prov, ["lenet5", "resnet9"])
     assert "61.00 ± 1.41% (n=2)" in text  # mean and sample std of 0.60, 0.62
     assert "JPEG-derived full set, 50,000/10,000" in text and published.JPEG_NOTE in text
-    assert "Test CPU (torch 2.x, 2 threads)" in text and "`bbbbbbb`" in text and "0m50s" in text
+    assert "Test CPU (torch 2.x, 2 threads, bf16)" in text and "`bbbbbbb`" in text and "0m50s" in text
     assert "| `resnet9` |" in text and "not run yet" in text and "`dvc repro plot@resnet9`" in text
 
     # another seed of lenet5 on other data: never averaged with these two

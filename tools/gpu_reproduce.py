@@ -232,7 +232,9 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"{data} holds other images than the full JPEG-derived set (content md5 {ids['content_md5']}, "
              f"expected {JPEG_FULL_CONTENT_MD5}): delete it and check --jpeg")
     say(f"data: {data} ({KNOWN_DATA.get(ids['content_md5'], 'content md5 ' + ids['content_md5'])}, md5 {md5})")
-    write_params(work, data, md5, args.set)
+    # On a GPU the compiled step (CUDA graphs) is the fast path; in params, so provenance says so
+    compiled = ["train.compile=true"] if args.device == "cuda" else []
+    write_params(work, data, md5, [*compiled, *args.set])
     p = load_params(work / "params.yaml")
     order = args.runs or priority(dict(p.runs))
     unknown = [r for r in order if r not in p.runs]

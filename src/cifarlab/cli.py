@@ -69,20 +69,32 @@ def cmd_estimate(argv: list[str]) -> None:
         stages = set(estimate.all_stages(p))
     else:
         stages = estimate.downstream(p, estimate.changed_stages(p))
-    bench = timing.gpu_bench(p, stages) if estimate.has_gpu() and not args.quiet else None
+    from cifarlab.core.provenance import cpu_bf16
+
+    gpu = estimate.has_gpu()
+    bench = timing.gpu_bench(p, stages) if gpu and not args.quiet else None
+    say = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     if bench is not None:  # this GPU was measured by benchmarks/bench_gpu.py: its compiled rates
         times, setup, note = bench
     else:
-        times, setup, note = timing.step_times(p, stages, remeasure=not args.quiet), {}, None
+        times, setup, note = timing.step_times(p, stages, remeasure=not args.quiet, log=say), {}, None
+    hint = None
+    alt = None if gpu else estimate.alternative_numerics(p.train, cpu_bf16())
+    if alt:  # the other precision timed too: its factor is the hint's, measured here
+        alt_times = timing.step_times(p, stages, remeasure=not args.quiet, train=p.train.model_copy(update=alt), log=say)
+        hint = estimate.faster_hint(sum(c.seconds for c in estimate.plan(p, times, stages)),
+                                    sum(c.seconds for c in estimate.plan(p, alt_times, stages)), alt, cpu_bf16())
     if args.quiet:
         return
     if not stages:
         print("dvc repro has nothing to run: every stage is up to date")
         return
-    device = "GPU" if estimate.has_gpu() else "this CPU"
+    device = "GPU" if gpu else "this CPU"
     if note:
         print(note)
     print(estimate.table(estimate.plan(p, times, stages, setup), device))
+    if hint:
+        print(hint)
 
 
 def set_params(path: Path, assignments: list[str]) -> list[tuple[str, object]]:

@@ -24,13 +24,13 @@ from cifarlab.core import paths
 from cifarlab.core.errors import one_line
 from cifarlab.core.io import atomic_write, write_json
 from cifarlab.core.params import Params
-from cifarlab.core.provenance import code_version
+from cifarlab.core.provenance import code_version, cpu_bf16, cpu_name
 from cifarlab.core.runs import RunSpec, stage_args
 from cifarlab.core.shell import run_main
 from cifarlab.data.prepared import load_prepared
 from cifarlab.engine.augment import pipeline_for
 from cifarlab.engine.checkpoints import ResumeWriter, history_csv, load_resume, run_fingerprint, save_checkpoint
-from cifarlab.engine.estimate import cpu_name, cpu_notice
+from cifarlab.engine.estimate import cpu_notice
 from cifarlab.engine.features import cacheable, cached_inputs
 from cifarlab.engine.loop import FitResult, Runtime, build_model, fit, setup_device, time_train_step
 
@@ -106,8 +106,9 @@ def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> Fi
         "cuda": torch.version.cuda if device.type == "cuda" else None,  # the CUDA the build targets
         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         "num_threads": torch.get_num_threads(),
-        # torch.compile moves a CUDA run's last bits, as the thread count a CPU run's: provenance
-        "compile": rt.compile_mode if rt.compile else False,
+        # The run's numerics (bf16 or fp32, memory format, compiled step, fused optimizer) and,
+        # on a CPU, its native bf16 ("amx_bf16", "avx512_bf16" or "none": emulated, slow)
+        "numerics": run_numerics(rt, device),
         "feature_cache": feature_cache,
         "code": code_version(),  # git commit and whether src/ had uncommitted changes
         "epochs_run": len(result.history),
@@ -121,6 +122,12 @@ def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> Fi
     })
     writer.remove()  # every output is written: nothing left to resume
     return result
+
+
+def run_numerics(rt: Runtime, device: torch.device) -> dict:
+    return {"precision": rt.precision, "memory_format": rt.memory_format,
+            "compile": rt.compile_mode if rt.compile else False, "fused_optimizer": rt.fused_optimizer,
+            "cpu_bf16": cpu_bf16() if device.type == "cpu" else None}
 
 
 def _close_quietly(writer: ResumeWriter, log) -> None:

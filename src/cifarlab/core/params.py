@@ -66,8 +66,14 @@ class TrainParams(_Strict):
     # Cap on every recipe's epoch count for smoke runs; null = each recipe's own count.
     # A capped run lays the recipe's schedule out over the capped epochs (see schedules.py).
     max_epochs: Annotated[int, Field(ge=1)] | None = None
-    bf16: bool = True  # bf16 autocast on CUDA; ignored on CPU (fp32 there, bit-reproducible)
-    channels_last: bool = True  # NHWC memory format on CUDA; ignored on CPU
+    # The numerics of a run, the same on every device (benchmarks/bench_cpu.py measures them):
+    # bf16 autocast (matmuls and convolutions in bf16, weights and optimizer state in fp32) ...
+    bf16: bool = True
+    # ... on NHWC (channels_last) tensors, the layout oneDNN's and cuDNN's bf16 kernels want ...
+    channels_last: bool = True
+    # ... with torch's fused optimizer kernels (one kernel updates every parameter; the same
+    # update as the default foreach path, rounded differently) where the optimizer has them.
+    fused_optimizer: bool = True
     eval_batch_size: Annotated[int, Field(ge=1)] = 500
     # CPU threads: they change the numbers (float sums split over threads round differently), so
     # stages depend on this key; null = the cores available, which differs machine to machine.
@@ -75,10 +81,9 @@ class TrainParams(_Strict):
     # CUDA: deterministic algorithms (and the cuBLAS workspace they need), no cuDNN autotuning.
     # CPU runs are bit-reproducible either way.
     deterministic: bool = True
-    # torch.compile the training step (forward, loss, backward): "auto" = on CUDA only, where the
-    # recipes' small batches are bound by kernel launches; true also compiles on CPU (slower:
-    # ~30 s of compilation per model and batch shape). Changes the last bits of CUDA results.
-    compile: bool | Literal["auto"] = "auto"
+    # torch.compile the training step (forward, loss and their backward), on every device alike:
+    # it changes a run's last bits, so it is a param, never resolved per machine.
+    compile: bool = False
     # torch.compile mode; "reduce-overhead" replays the step as CUDA graphs (one launch per graph)
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "reduce-overhead"
     # Resume-state cadence: data/resume/<run>.pt is rewritten when this many minutes have passed

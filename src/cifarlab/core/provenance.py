@@ -1,9 +1,10 @@
-"""Where a run's code came from: the git commit it ran at and whether the code had uncommitted
-changes. Written to reports/timing/<run>.json (a file allowed to differ run to run), never to the
-outputs two clean runs must reproduce byte for byte."""
+"""Where a run came from: the git commit it ran at and whether the code had uncommitted changes,
+and the CPU it ran on (name, native bf16). Written to reports/timing/<run>.json (a file allowed to
+differ run to run), never to the outputs two clean runs must reproduce byte for byte."""
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 from pathlib import Path
 
@@ -41,3 +42,38 @@ def code_version(root: str | os.PathLike = ".") -> dict:
     status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
     return {"commit": head.strip(), "code_commit": (last or "").strip() or None,
             "dirty": None if status is None else bool(status.strip())}
+
+
+# CPU flags (Linux /proc/cpuinfo names) of native bf16 arithmetic, fastest first: Intel AMX tiles
+# (Sapphire Rapids and later), then AVX512-BF16 dot products (Cooper Lake, AMD Zen 4 and later).
+# Without either, oneDNN emulates bf16 and a bf16 run is slower than fp32 (README: CPU speed).
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def _cpuinfo() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux; platform's guess elsewhere)."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    for line in _cpuinfo().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_bf16() -> str:
+    """This CPU's native bf16: "amx_bf16", "avx512_bf16", or "none" (emulated)."""
+    flags = cpu_flags()
+    return next((f for f in BF16_FLAGS if f in flags), "none")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from importlib import metadata
 from pathlib import Path
 
 from cifarlab.core.params import Params, TrainParams
+from cifarlab.core.provenance import cpu_bf16, cpu_name
 
 FULL_TRAIN, FULL_TEST = 50_000, 10_000
 STEPS = 3  # timed steps per model after one warm-up; the fastest is kept
@@ -224,17 +224,6 @@ def timing_key(model: str, batch_size: int) -> str:
     return f"{model}@{min(batch_size, TIMING_BATCH)}"
 
 
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux; platform's guess elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_key(train: TrainParams) -> str:
     """What a timing is valid for: CPU model, cores, threads, torch build, GPU presence."""
     cpu = cpu_name()
@@ -243,7 +232,40 @@ def machine_key(train: TrainParams) -> str:
     except metadata.PackageNotFoundError:
         torch_version = "none"
     gpu = "gpu" if has_gpu() else "cpu"
-    return f"{cpu}|{os.cpu_count()} cores|{train.num_threads or 'default'} threads|torch {torch_version}|{gpu}"
+    return (f"{cpu}|{os.cpu_count()} cores|{train.num_threads or 'default'} threads|torch {torch_version}|{gpu}|"
+            f"{numerics_label(train)}")
+
+
+def numerics_label(train: TrainParams) -> str:
+    """'bf16+channels_last+fused', 'fp32', ...: what a timing was measured in (it changes the speed)."""
+    parts = ["bf16" if train.bf16 else "fp32"] + [k for k in ("channels_last", "fused_optimizer", "compile")
+                                                  if getattr(train, k)]
+    return "+".join(parts)
+
+
+# The numerics switch that decides a CPU's speed: bf16 + channels_last where bf16 is native (AMX,
+# AVX512-BF16: 2.5-5x fp32 on the convolutional models), fp32 where it is emulated (slower than fp32).
+FASTER_FACTOR = 1.5  # a hint only when the other setting is at least this much faster
+
+
+def alternative_numerics(train: TrainParams, native_bf16: str) -> dict | None:
+    """The train.* keys this CPU likely trains faster with, or None when train has them already."""
+    if train.bf16 and native_bf16 == "none":
+        return {"bf16": False, "channels_last": False}
+    if not train.bf16 and native_bf16 != "none":
+        return {"bf16": True, "channels_last": True}
+    return None
+
+
+def faster_hint(total_s: float, alt_total_s: float, alt: dict, native_bf16: str) -> str | None:
+    """One line when `alt` (measured: alt_total_s) is much faster than the params' settings."""
+    if alt_total_s <= 0 or total_s / alt_total_s < FASTER_FACTOR:
+        return None
+    cpu = f"native bf16: {native_bf16}" if native_bf16 != "none" else "no native bf16: emulated"
+    sets = " ".join(f"train.{k}={str(v).lower()}" for k, v in alt.items())
+    return (f"note: this CPU ({cpu}) trains these stages {total_s / alt_total_s:.1f}x faster with "
+            f"{sets} (measured: {format_duration(alt_total_s)} instead of {format_duration(total_s)}); "
+            f"to use it: cifarlab set {sets}")
 
 
 def has_gpu() -> bool:
@@ -318,7 +340,15 @@ def repro_notice(p: Params) -> str | None:
         hint = f"It is meant for a GPU; for a quick CPU reproduction on a subset run: {subset_hint(p.data.url)}"
     else:  # already a smoke run: the knobs that make it shorter
         hint = "Lower data.train_subset or train.max_epochs, or name fewer stages (dvc repro plot@lenet5), to go faster"
-    return (f"warning: no GPU found: this `dvc repro` runs {len(costs)} stages, {n_train} of them training "
-            f"({sum(c.epochs for c in costs):,} epochs on {p.data.train_subset or FULL_TRAIN:,} images), "
-            f"about {format_duration(total)} on this CPU (`cifarlab estimate` shows each stage). {hint}")
+    notice = (f"warning: no GPU found: this `dvc repro` runs {len(costs)} stages, {n_train} of them training "
+              f"({sum(c.epochs for c in costs):,} epochs on {p.data.train_subset or FULL_TRAIN:,} images), "
+              f"about {format_duration(total)} on this CPU (`cifarlab estimate` shows each stage). {hint}")
+    native = cpu_bf16()
+    alt = alternative_numerics(p.train, native)
+    alt_times = cached_times(p.train.model_copy(update=alt)) if alt else {}
+    if alt and all(k in alt_times for k in keys):  # timed by `cifarlab estimate` with the other setting
+        faster = faster_hint(total, sum(c.seconds for c in plan(p, alt_times, stages)), alt, native)
+        if faster:
+            notice += "\n" + faster
+    return notice
 

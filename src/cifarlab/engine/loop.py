@@ -152,24 +152,30 @@ DIVERGED_LOSS = 1e4
 
 
 class Runtime:
-    """Device-side settings: autocast, memory format and compilation on CUDA, plain eager fp32 on
-    CPU (unless train.compile is true)."""
+    """A run's numerics, the same on every device: bf16 autocast, channels_last, fused optimizer
+    kernels and a compiled step as params.yaml `train` says (benchmarks/bench_cpu.py: bf16 +
+    channels_last trains resnet9 3-5x faster than fp32 on a CPU with AMX; README: CPU speed)."""
 
     def __init__(self, device: torch.device, cfg: TrainParams):
         self.device = device
-        cuda = device.type == "cuda"
-        self.bf16 = cuda and cfg.bf16
-        self.channels_last = cuda and cfg.channels_last
+        self.bf16 = cfg.bf16
+        self.channels_last = cfg.channels_last
         self.eval_batch_size = cfg.eval_batch_size
-        self.compile = cuda if cfg.compile == "auto" else cfg.compile
+        self.compile = cfg.compile
         self.compile_mode = cfg.compile_mode
-        # torch.compile backend: inductor generates the kernels; benchmarks/bench_gpu.py --tiny uses
-        # "eager" (graph capture without code generation) to exercise the same path in seconds.
+        # torch.compile backend: inductor generates the kernels (C++/OpenMP on a CPU, Triton on
+        # CUDA); benchmarks/bench_gpu.py --tiny uses "eager" (graph capture without code
+        # generation) to exercise the same path in seconds.
         self.compile_backend = "inductor"
-        # Fused optimizer kernels (one launch for all parameters) on CUDA. Not on CPU: torch's
-        # fused CPU Adam rounds differently from the default foreach path, and the published CPU
-        # numbers were trained on the latter.
-        self.fused_optimizer = cuda
+        self.fused_optimizer = cfg.fused_optimizer
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.bf16 else "fp32"
+
+    @property
+    def memory_format(self) -> str:
+        return "channels_last" if self.channels_last else "contiguous"
 
     def autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
@@ -232,6 +238,11 @@ class TrainStep:
             # 8 models (its recompile limit), silently running eager: each step starts afresh
             # (a no-op for a stage, which builds one).
             torch._dynamo.reset()
+            # Random ops (dropout) through torch's generator, as eager: inductor's own RNG would
+            # draw other masks, and a compiled run would no longer follow the eager one
+            import torch._inductor.config as inductor_config
+
+            inductor_config.fallback_random = True
         mode = {"mode": rt.compile_mode} if rt.compile_backend == "inductor" else {}
         self.forward_loss = (torch.compile(self._forward_loss, backend=rt.compile_backend, dynamic=False, **mode)
                              if rt.compile else self._forward_loss)

@@ -6,17 +6,18 @@ from __future__ import annotations
 import warnings
 
 
-from cifarlab.core.params import Params
+from cifarlab.core.params import Params, TrainParams
 from cifarlab.engine.augment import BatchPipeline
 from cifarlab.engine.estimate import STEPS, cached_times, find_bench, needed_keys, store_times, times_from_bench
 from cifarlab.engine.loop import Runtime, build_model, setup_device, time_train_step
 
 
-def measure(p: Params, keys: dict[str, tuple[str, dict, object]]) -> dict[str, float]:
-    """Seconds per training image for each key: the fastest of STEPS steps after a warm-up (the
-    least disturbed by whatever else the machine runs, as timeit advises)."""
-    device = setup_device(p.train)
-    rt = Runtime(device, p.train)
+def measure(train: TrainParams, keys: dict[str, tuple[str, dict, object]], log=None) -> dict[str, float]:
+    """Seconds per training image for each key in the numerics of `train`: the fastest of STEPS
+    steps after a warm-up (the least disturbed by whatever else the machine runs, as timeit
+    advises). log(line): called after each model, with its time."""
+    device = setup_device(train)
+    rt = Runtime(device, train)
     out = {}
     for key, (model_name, arch, recipe) in sorted(keys.items()):
         batch = int(key.rsplit("@", 1)[1])
@@ -27,18 +28,24 @@ def measure(p: Params, keys: dict[str, tuple[str, dict, object]]) -> dict[str, f
             model = build_model(model_name, arch, 0)
         pipe = BatchPipeline(recipe.augment, (0.5,) * 3, (0.25,) * 3, device)
         out[key] = time_train_step(model, recipe, pipe, rt, batch=batch, steps=STEPS)
+        if log is not None:
+            log(f"timed {key} ({rt.precision}, {rt.memory_format}{', compiled' if rt.compile else ''}): "
+                f"{1 / out[key]:,.0f} images/s")
     return out
 
 
-def step_times(p: Params, stages: set[str], remeasure: bool = False) -> dict[str, float]:
-    """Seconds per image for every model the stages train: cached ones reused unless `remeasure`;
-    the rest timed here (torch imported) and added to the cache."""
+def step_times(p: Params, stages: set[str], remeasure: bool = False, train: TrainParams | None = None,
+               log=None) -> dict[str, float]:
+    """Seconds per image for every model the stages train, in the numerics of `train` (default
+    p.train): cached ones reused unless `remeasure`; the rest timed here (torch imported) and
+    added to the cache."""
+    train = p.train if train is None else train
     keys = needed_keys(p, stages)
-    have = {} if remeasure else cached_times(p.train)
+    have = {} if remeasure else cached_times(train)
     missing = {k: v for k, v in keys.items() if k not in have}
     if missing:
-        new = measure(p, missing)
-        store_times(p.train, new)
+        new = measure(train, missing, log)
+        store_times(train, new)
         have = {**have, **new}
     return {k: have[k] for k in keys}
 

@@ -39,13 +39,14 @@ from cifarlab.core.params import Params, load_params
 from cifarlab.core.provenance import code_version
 from cifarlab.core.runs import output_id
 from cifarlab.reporting.published import (PROVENANCE, PUBLISHED_DIR, PUBLISHED_FILES, REQUIRED, load_provenance,
-                                          read_json_object)
+                                          numerics_of, read_json_object)
 
 PACK_FORMAT = 1
 MAX_PACK_BYTES = 16 * 2**20  # what one file carried back from a lent GPU may weigh
 MANIFEST = "manifest.json"
-# train.* and data.* keys that change a run's numbers (num_threads only in their last bits: it is
-# provenance, shown, not refused; data.url/md5 name the data, which provenance records by md5).
+# train.* and data.* keys that change a run's numbers (num_threads, fused_optimizer and compile only in their
+# last bits: they are provenance, shown ("numerics"), not refused, so a GPU pack with compile=true
+# folds; data.url/md5 name the data, which provenance records by md5).
 RECIPE_TRAIN_KEYS = ("max_epochs", "bf16", "channels_last", "eval_batch_size", "deterministic")
 RECIPE_DATA_KEYS = ("train_subset", "test_subset", "val_split")
 CODE_STAGES = ("train", "evaluate")  # whose code makes the numbers (dvc.yaml deps under src/)
@@ -174,11 +175,14 @@ def provenance_of(root: Path, out: str, p: Params, md5s: Mapping[str, str], cach
         derived.append("device_name")
         device = str(timing.get("device", ""))
         if device == "cpu":
-            from cifarlab.engine.estimate import cpu_name
+            from cifarlab.core.provenance import cpu_name
 
             device_name = cpu_name()  # the packing machine: runs are packed where they ran
         else:
             device_name = device  # older files wrote the GPU's name here
+    numerics, guessed = numerics_of(timing, p.train.model_dump())
+    if guessed:
+        derived.append("numerics")
     epoch_seconds = timing.get("epoch_seconds") or []
     wall = timing.get("wall_seconds", round(sum(epoch_seconds), 3))
     n_train = details.get("n_train")
@@ -195,6 +199,8 @@ def provenance_of(root: Path, out: str, p: Params, md5s: Mapping[str, str], cach
         "device": {"type": "cuda" if timing.get("cuda") else "cpu", "name": device_name,
                    "torch": timing.get("torch"), "cuda": timing.get("cuda"), "cudnn": timing.get("cudnn"),
                    "num_threads": timing.get("num_threads")},
+        # precision, memory format, compiled step, fused optimizer; a CPU's native bf16
+        "numerics": numerics,
         "code": {**code, "files": dict(md5s)},
         "epochs": {"run": epochs_run, "recipe": details.get("recipe_epochs"), "cap": details.get("epochs_cap"),
                    "stopped_early": timing.get("stopped_early")},

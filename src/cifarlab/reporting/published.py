@@ -49,6 +49,26 @@ def load_provenance(published: Path = PUBLISHED_DIR) -> dict[str, dict]:
     return {f.stem: read_json_object(f) for f in sorted(d.glob("*.json"))} if d.is_dir() else {}
 
 
+# A run that recorded no numerics trained before train.bf16/channels_last/fused_optimizer applied
+# on a CPU: a CPU run of then was fp32, contiguous, foreach optimizer (its eager/compiled state
+# was recorded apart, as "compile"); a GPU run of then followed train.bf16/channels_last.
+def numerics_of(timing: Mapping, train_params: Mapping | None = None) -> tuple[dict, bool]:
+    """(numerics, derived): the run's recorded numerics, or what its code then did (derived=True)."""
+    if isinstance(timing.get("numerics"), dict):
+        return dict(timing["numerics"]), False
+    cuda = bool(timing.get("cuda")) or timing.get("device") == "cuda"
+    tp = train_params or {}
+    return {"precision": "bf16" if cuda and tp.get("bf16", True) else "fp32",
+            "memory_format": "channels_last" if cuda and tp.get("channels_last", True) else "contiguous",
+            "compile": timing.get("compile", False) or False, "fused_optimizer": cuda,
+            "cpu_bf16": None}, True
+
+
+def precision_label(numerics: Mapping) -> str:
+    """'bf16', 'bf16 compiled', 'fp32': the short form the report's tables show."""
+    return " ".join([str(numerics.get("precision", "fp32"))] + (["compiled"] if numerics.get("compile") else []))
+
+
 # --------------------------------------------------------------------------- compare
 
 
@@ -128,7 +148,8 @@ def device_label(prov: Mapping) -> str:
         extra += f", CUDA {d.get('cuda')}"
     elif d.get("num_threads"):
         extra += f", {d['num_threads']} thread{'s' if d['num_threads'] != 1 else ''}"
-    return f"{name} ({extra})"
+    numerics = prov.get("numerics") or numerics_of({"cuda": d.get("cuda")})[0]
+    return f"{name} ({extra}, {precision_label(numerics)})"
 
 
 def code_label(prov: Mapping) -> str:
