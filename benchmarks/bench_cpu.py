@@ -14,8 +14,8 @@ step, schedule: engine.loop.TrainStep, what `fit` runs) in:
     compiled   bf16_cl + torch.compile of the step        (train.compile=true; inductor's C++ backend)
 
 Columns: images/s (median step after a warm-up; the first step, compilation included, timed
-apart), training GFLOP per image (torch.utils.flop_counter on one fp32 step: forward + backward),
-achieved GFLOP/s and its share of the fp32 and bf16 GEMM rates measured here (4096^3 matmuls,
+apart, from a cold compile cache), training GFLOP per image (torch.utils.flop_counter on one
+fp32 step: forward + backward), achieved GFLOP/s and its share of the fp32 and bf16 GEMM rates measured here (4096^3 matmuls,
 best of 3), and the projected wall time of the run's full recipe (epochs x (50,000 training
 images + 10,000 test images at a third of a step's cost each), plus the first step's compilation).
 The header holds the CPU's name and flags (amx_bf16, avx512_bf16: native bf16; without either,
@@ -33,11 +33,15 @@ import platform
 import re
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# A cold compile cache of its own: the compiled variant's first step is then a full compilation,
+# whatever this machine compiled before (inductor reads this when torch._inductor is imported)
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="bench_cpu_inductor_"))
 for p_ in (ROOT / "src", ROOT / "benchmarks"):
     if str(p_) not in sys.path:  # works without `pip install -e .` too
         sys.path.insert(0, str(p_))

@@ -98,7 +98,8 @@ def kit():
     return script("tools/gpu_reproduce.py")
 
 
-SCRIPTS = ("tools/gpu_reproduce.py", "benchmarks/bench_gpu.py", "benchmarks/bench_scaleout.py")  # each has parser()
+SCRIPTS = ("tools/gpu_reproduce.py", "benchmarks/bench_gpu.py", "benchmarks/bench_cpu.py",
+           "benchmarks/bench_scaleout.py")  # each has parser()
 
 
 def help_commands() -> list[tuple[str, str]]:
