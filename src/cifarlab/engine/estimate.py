@@ -263,7 +263,7 @@ def faster_hint(total_s: float, alt_total_s: float, alt: dict, native_bf16: str)
         return None
     cpu = f"native bf16: {native_bf16}" if native_bf16 != "none" else "no native bf16: emulated"
     sets = " ".join(f"train.{k}={str(v).lower()}" for k, v in alt.items())
-    return (f"note: this CPU ({cpu}) trains these stages {total_s / alt_total_s:.1f}x faster with "
+    return (f"hint: this CPU ({cpu}) trains these stages {total_s / alt_total_s:.1f}x faster with "
             f"{sets} (measured: {format_duration(alt_total_s)} instead of {format_duration(total_s)}); "
             f"to use it: cifarlab set {sets}")
 
