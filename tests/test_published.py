@@ -134,6 +134,13 @@ def test_fold_publishes_and_the_report_section_shows_provenance(workspace, tmp_p
     assert "JPEG-derived full set, 50,000/10,000" in text and published.JPEG_NOTE in text
     assert "Test CPU (torch 2.x, 2 threads, bf16)" in text and "`bbbbbbb`" in text and "0m50s" in text
     assert "| `resnet9` |" in text and "not run yet" in text and "`dvc repro plot@resnet9`" in text
+    # one row per run, narrow enough for a 160-column terminal; the seeds one click away
+    main_table, seeds = text.split("<details>", 1)
+    table = [line for line in main_table.splitlines() if line.startswith("| ")]
+    assert [line.split(" | ")[0] for line in table[2:]] == ["| `lenet5`"]
+    assert "| `lenet5` | 47.18% | 61.00 ± 1.41% (n=2) | +13.82 pp | 10, 10 | bf16 | JPEG 50k/10k | Test CPU, 2 thr | 0m50s |" in table
+    assert max(map(len, table)) <= 160
+    assert "| 23 | 60.00% @ 10 |" in seeds and "| 1 | 62.00% @ 10 |" in seeds and "</details>" in seeds
 
     # another seed of lenet5 on other data: never averaged with these two
     other = checkout(tmp_path / "other")

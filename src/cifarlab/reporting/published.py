@@ -152,6 +152,32 @@ def device_label(prov: Mapping) -> str:
     return f"{name} ({extra}, {precision_label(numerics)})"
 
 
+def short_data_label(prov: Mapping) -> str:
+    """'JPEG 50k/10k', 'official 50k/10k', 'other 200/100': the data in a narrow column."""
+    d = prov.get("data") or {}
+    if not d:
+        return "?"
+    md5 = d.get("content_md5")
+    kind = ("JPEG" if md5 in KNOWN_DATA else
+            "official" if d.get("archive_md5") == "c58f30108f718f92721af3b95e74349a" else "other")
+
+    def k(n):
+        return f"{n // 1000}k" if n and n % 1000 == 0 else f"{n or 0}"
+    return f"{kind} {k(d.get('n_train'))}/{k(d.get('n_test'))}"
+
+
+def short_device_label(prov: Mapping) -> str:
+    """'AMD EPYC, 2 thr' or the GPU's name: the device in a narrow column."""
+    d = prov.get("device") or {}
+    name = str(d.get("name") or d.get("type") or "?").replace("(R)", "").replace("  ", " ")[:28]
+    return f"{name}, {d['num_threads']} thr" if not d.get("cuda") and d.get("num_threads") else name
+
+
+def _ordered(values) -> list[str]:
+    """Distinct values in first-seen order (a run's seeds mostly share them: shown once)."""
+    return list(dict.fromkeys(values))
+
+
 def code_label(prov: Mapping) -> str:
     c = prov.get("code") or {}
     if not c:
@@ -172,23 +198,18 @@ def published_section(reference: Mapping, published: Mapping[str, list[dict]], p
         DASH, counted, fmt_diff, fmt_result, fmt_seed, fmt_value, md_table, primary, run_stats)
 
     parts = ["## Published runs"]
-    rows, uses_jpeg = [], False
+    rows, seed_rows, uses_jpeg = [], [], False
     for run in sorted(published):
         recs = counted(published[run])
         ref = primary(reference["numbers"], run, "top1")
         st = run_stats(recs, "top1")
-        for i, r in enumerate(recs):
-            out = Path(r["path"]).stem
-            prov = provenance.get(out, {})
+        provs = [provenance.get(Path(r["path"]).stem, {}) for r in recs]
+        for i, (r, prov) in enumerate(zip(recs, provs)):
             uses_jpeg |= (prov.get("data") or {}).get("content_md5") in KNOWN_DATA
             ep = prov.get("epochs") or {}
             best = r["best"].get("top1")
-            rows.append([
-                f"`{run}`" if i == 0 else "",
-                (fmt_value("top1", ref["value"]) if ref else DASH) if i == 0 else "",
-                (fmt_result("top1", st["best"], st) + (f"<br>{fmt_diff('top1', st['best']['mean'], ref['value'])}"
-                                                        if ref and st["best"]["mean"] is not None else "")) if i == 0 else "",
-                fmt_seed(r["seed"]),
+            seed_rows.append([
+                f"`{run}`" if i == 0 else "", fmt_seed(r["seed"]),
                 f"{fmt_value('top1', best)} @ {r['best'].get('epoch')}" if best is not None else DASH,
                 fmt_value("top1", r["final"].get("top1")),
                 f"{ep.get('run', '?')}/{ep.get('recipe', '?')}" + (" (stopped early)" if ep.get("stopped_early") else ""),
@@ -196,17 +217,33 @@ def published_section(reference: Mapping, published: Mapping[str, list[dict]], p
                 fmt_duration(prov.get("wall_seconds")),
                 f"{prov['images_per_s']:,.0f}" if prov.get("images_per_s") else DASH,
             ])
+        walls = [p.get("wall_seconds") for p in provs if p.get("wall_seconds")]
+        rows.append([
+            f"`{run}`", fmt_value("top1", ref["value"]) if ref else DASH,
+            fmt_result("top1", st["best"], st),
+            fmt_diff("top1", st["best"]["mean"], ref["value"]) if ref and st["best"]["mean"] is not None else DASH,
+            ", ".join(str(r["best"].get("epoch")) for r in recs),
+            " / ".join(_ordered(precision_label(p.get("numerics") or numerics_of({"cuda": (p.get("device") or {})
+                                                                                  .get("cuda")})[0]) for p in provs)),
+            " / ".join(_ordered(short_data_label(p) for p in provs)),
+            " / ".join(_ordered(short_device_label(p) for p in provs)),
+            fmt_duration(sum(walls) / len(walls)) if walls else DASH,
+        ])
     if rows:
         parts.append(
             "Runs of the full recipes that cifarlab trained itself, folded in with `cifarlab fold` from packs "
-            "(`reports/published/`: metrics, curves, and `provenance/<run>.json` with every md5). "
-            "**cifarlab** = test top-1 at the best epoch (mean ± std over seeds, then the difference from "
-            "the report); one row per seed. Epochs: run/recipe. Wall time: all epochs, test passes included; "
-            "images/s: training images per second of that wall time.")
+            "(`reports/published/`: metrics, curves, and `provenance/<run>.json` with every md5). One row per "
+            "run: **cifarlab** = test top-1 at the best epoch, mean ± std over its seeds (n), then the "
+            "difference from the report; best epoch of each seed; precision (`fp32`, `bf16`, compiled); data; "
+            "device; wall time per seed (all epochs, test passes included). Each seed with its full "
+            "provenance is in the table under it.")
         if uses_jpeg:
             parts.append(JPEG_NOTE)
-        parts.append(md_table(["run", "published (report)", "cifarlab", "seed", "best @ epoch", "final", "epochs",
-                               "data (train/test)", "device", "code", "wall time", "images/s"], rows))
+        parts.append(md_table(["run", "report", "cifarlab", "diff", "best epoch", "precision", "data", "device",
+                               "wall/seed"], rows))
+        parts.append("<details><summary>Every seed: epochs, data, device, code, wall time, images/s</summary>\n\n"
+                     + md_table(["run", "seed", "best @ epoch", "final", "epochs", "data (train/test)", "device",
+                                 "code", "wall time", "images/s"], seed_rows) + "\n\n</details>")
     else:
         parts.append("No published run yet: fold one in with `cifarlab fold <pack>`.")
     todo = [n for n in run_names if n not in published]
