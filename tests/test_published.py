@@ -79,6 +79,28 @@ def test_a_run_that_recorded_no_numerics_is_packed_as_the_fp32_cpu_run_it_was(tm
     assert prov["derived_at_pack"][-1] == "numerics"
 
 
+def test_seeds_of_another_precision_are_refused_like_seeds_of_other_data(workspace, tmp_path):
+    """bf16 seeds are never averaged with fp32 ones: a pack of an fp32 seed of a run published in
+    bf16 is refused with one line, and --replace swaps the run's seeds."""
+    home = checkout(tmp_path / "home")
+    packs.pack(workspace, tmp_path / "bf16.tar.gz", log=lambda s: None)
+    packs.fold(tmp_path / "bf16.tar.gz", home, log=lambda s: None)
+    other = checkout(tmp_path / "other")
+    finished_run(other, out="lenet5-s2", seed=2)
+    timing = other / "reports/timing/lenet5-s2.json"
+    timing.write_text(json.dumps({**json.loads(timing.read_text()),
+                                  "numerics": {**NUMERICS, "precision": "fp32", "memory_format": "contiguous"}}))
+    packs.pack(other, tmp_path / "fp32.tar.gz", log=lambda s: None)
+    with pytest.raises(packs.PublishError, match=r"^\S+: run 'lenet5' is already published from other data or in "
+                                                 r"another precision \(lenet5, lenet5-s1\), and such seeds are never "
+                                                 r"averaged: pass --replace to drop those first$"):
+        packs.fold(tmp_path / "fp32.tar.gz", home, log=lambda s: None)
+    pub = home / published.PUBLISHED_DIR
+    assert sorted(published.load_provenance(pub)) == ["lenet5", "lenet5-s1"]
+    packs.fold(tmp_path / "fp32.tar.gz", home, replace=True, log=lambda s: None)
+    assert sorted(published.load_provenance(pub)) == ["lenet5-s2"]
+
+
 @pytest.fixture()
 def workspace(tmp_path):
     ws = checkout(tmp_path / "ws")
@@ -146,7 +168,7 @@ def test_fold_publishes_and_the_report_section_shows_provenance(workspace, tmp_p
     other = checkout(tmp_path / "other")
     finished_run(other, out="lenet5-s2", seed=2, content_md5="0" * 32)
     packs.pack(other, tmp_path / "o.tar.gz", log=lambda s: None)
-    with pytest.raises(packs.PublishError, match=r"'lenet5' is already published from other data \(lenet5, lenet5-s1\)"):
+    with pytest.raises(packs.PublishError, match=r"'lenet5' is already published from other data or in another precision \(lenet5, lenet5-s1\)"):
         packs.fold(tmp_path / "o.tar.gz", home, log=lambda s: None)
     assert sorted(published.load_provenance(pub)) == ["lenet5", "lenet5-s1"]
     packs.fold(tmp_path / "o.tar.gz", home, replace=True, log=lambda s: None)

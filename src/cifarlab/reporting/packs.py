@@ -285,11 +285,18 @@ def _read_pack(path: Path) -> dict[str, bytes]:
     return members
 
 
-def _published_elsewhere(dest_root: Path, run: str, content_md5: str | None, outs: set[str]) -> list[str]:
-    """Published outputs of `run`, other than `outs`, trained on other data than content_md5."""
+def _family(prov: Mapping) -> tuple:
+    """What a run's seeds must share to be averaged: the data (content md5) and the precision."""
+    numerics = prov.get("numerics") or numerics_of({"cuda": (prov.get("device") or {}).get("cuda")})[0]
+    return (prov.get("data") or {}).get("content_md5"), numerics.get("precision")
+
+
+def _published_elsewhere(dest_root: Path, prov: Mapping, outs: set[str]) -> list[str]:
+    """Published outputs of prov's run, other than `outs`, trained on other data or in another
+    precision (fp32 / bf16) than `prov`."""
     others = []
-    for out, prov in load_provenance(dest_root).items():
-        if prov.get("run") == run and out not in outs and (prov.get("data") or {}).get("content_md5") != content_md5:
+    for out, old in load_provenance(dest_root).items():
+        if old.get("run") == prov["run"] and out not in outs and _family(old) != _family(prov):
             others.append(out)
     return sorted(others)
 
@@ -299,9 +306,9 @@ def fold(pack_file: Path, root: Path = Path("."), accept_code_change: bool = Fal
     """Fold a pack into `root`'s reports/published/ (each file replaced atomically; nothing
     written when any check fails). Returns the run outputs folded, named as in this checkout.
 
-    A run's seeds are averaged together, so they must share their data: a pack trained on other
-    data (content md5) than a run's seeds already published is refused, unless `replace`, which
-    removes those seeds first."""
+    A run's seeds are averaged together, so they must share their data and precision: a pack
+    trained on other data (content md5) or in another precision (fp32 / bf16) than a run's seeds
+    already published is refused, unless `replace`, which removes those seeds first."""
     root, pack_file = Path(root), Path(pack_file)
     members = _read_pack(pack_file)
     manifest = json.loads(members[MANIFEST])
@@ -332,11 +339,10 @@ def fold(pack_file: Path, root: Path = Path("."), accept_code_change: bool = Fal
     stale: list[str] = []
     for out, new in renamed.items():
         prov = json.loads(members[PROVENANCE.format(out=out)])
-        others = _published_elsewhere(dest_root, prov["run"], (prov.get("data") or {}).get("content_md5"),
-                                      set(renamed.values()))
+        others = _published_elsewhere(dest_root, prov, set(renamed.values()))
         if others and not replace:
-            raise PublishError(f"{pack_file}: run {prov['run']!r} is already published from other data "
-                               f"({', '.join(others)}), and seeds of different data are never averaged: "
+            raise PublishError(f"{pack_file}: run {prov['run']!r} is already published from other data or in "
+                               f"another precision ({', '.join(others)}), and such seeds are never averaged: "
                                "pass --replace to drop those first")
         stale += others
     today = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
