@@ -47,8 +47,8 @@ def _commands_in_line(line: str) -> list[str]:
     sets: list[str] = []
     for c in parts:
         argv = shlex.split(c, comments=True)
-        if argv[:2] == ["cifarlab", "set"]:
-            sets += argv[2:]
+        if argv[:2] == ["cifarlab", "set"]:  # a placeholder ("data.md5=<md5sum of it>") names no stage
+            sets += [a for a in shlex.split(PLACEHOLDER.sub("X", c))[2:] if "X" not in a.split("=", 1)[-1]]
         elif sets and argv[:2] == ["dvc", "repro"]:
             CHAINED_SETS[c] = list(sets)
     return parts

@@ -93,7 +93,8 @@ def test_seeds_of_another_precision_are_refused_like_seeds_of_other_data(workspa
     packs.pack(other, tmp_path / "fp32.tar.gz", log=lambda s: None)
     with pytest.raises(packs.PublishError, match=r"^\S+: run 'lenet5' is already published from other data or in "
                                                  r"another precision \(lenet5, lenet5-s1\), and such seeds are never "
-                                                 r"averaged: pass --replace to drop those first$"):
+                                                 r"averaged: pass --replace to drop those first, or --study bf16 "
+                                                 r"to keep them apart \(What bf16 costs\)$"):
         packs.fold(tmp_path / "fp32.tar.gz", home, log=lambda s: None)
     pub = home / published.PUBLISHED_DIR
     assert sorted(published.load_provenance(pub)) == ["lenet5", "lenet5-s1"]
@@ -153,7 +154,7 @@ def test_fold_publishes_and_the_report_section_shows_provenance(workspace, tmp_p
     runs = group_runs(load_metrics(pub / "metrics", root=home, details_dir=pub / "details"))
     text = published.published_section(REFERENCE, runs, prov, ["lenet5", "resnet9"])
     assert "61.00 ± 1.41% (n=2)" in text  # mean and sample std of 0.60, 0.62
-    assert "JPEG-derived full set, 50,000/10,000" in text and published.JPEG_NOTE in text
+    assert "JPEG-derived full set, 50,000/10,000" in text and published.JPEG_NOTE.format(measured=published.JPEG_UNMEASURED) in text
     assert "Test CPU (torch 2.x, 2 threads, bf16)" in text and "`bbbbbbb`" in text and "0m50s" in text
     assert "| `resnet9` |" in text and "not run yet" in text and "`dvc repro plot@resnet9`" in text
     # one row per run, narrow enough for a 160-column terminal; the seeds one click away
@@ -183,7 +184,7 @@ def test_the_jpeg_note_only_with_jpeg_data(tmp_path):
     shutil.copytree(ws / "reports", pub)
     runs = group_runs(load_metrics(pub / "metrics", details_dir=pub / "details"))
     text = published.published_section(REFERENCE, runs, {}, ["lenet5"])
-    assert published.JPEG_NOTE not in text and "not recorded" in text  # no provenance: said, not guessed
+    assert "**About the data.**" not in text and "not recorded" in text  # no provenance: said, not guessed
     assert "Not run yet" not in text
 
 
@@ -328,7 +329,10 @@ def test_gpu_kit_round_trip_on_cpu_then_compare_with_ones_own_run(tmp_path, tiny
     # run | report | cifarlab | diff | best epoch | precision | data | device | wall/seed
     assert cells[5] == "bf16" and cells[6] == "other 200/100" and cells[7].endswith(", 1 thr"), cells
     assert "differ" not in row  # folded into the code it was trained with
-    assert "`dvc repro plot@resnet9`" in report
+    unpublished = next(r for r in ("resnet9", "custom_resnet", "resnet")
+                       if not (home / f"reports/published/metrics/{r}.json").exists())
+    assert f"| `{unpublished}` |" in report.split("### Not run yet", 1)[1]  # with the command that runs it
+    assert f"`dvc repro plot@{unpublished}`" in report
     assert "The sections below show the **published runs**" in report
 
     # the user's own run of the same recipe on the same data, through DVC

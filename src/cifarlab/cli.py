@@ -197,11 +197,17 @@ def cmd_fold(argv: list[str]) -> None:
     ap.add_argument("--accept-code-change", action="store_true", help="fold runs trained with other code "
                     "anyway, recording in their provenance which files differ")
     ap.add_argument("--replace", action="store_true", help="drop a run's published seeds trained on other data "
-                    "(seeds of different data are never averaged)")
+                    "or in another precision (such seeds are never averaged)")
+    from cifarlab.reporting.studies import STUDIES
+
+    ap.add_argument("--study", choices=list(STUDIES), help="keep the runs apart in reports/studies/<study>/<arm>/ "
+                    "for the report's section on what that change costs: jpeg (lossless vs JPEG pixels, "
+                    "../shared/tools/cifar10_jpeg_effect.py's archives), bf16 (fp32 vs bf16 on the full set); the "
+                    "arm comes from each run's provenance")
     args = ap.parse_args(argv)
     from cifarlab.reporting.packs import fold
 
-    fold(args.pack, Path("."), accept_code_change=args.accept_code_change, replace=args.replace)
+    fold(args.pack, Path("."), accept_code_change=args.accept_code_change, replace=args.replace, study=args.study)
 
 
 def repro_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,8 @@
     python -m cifarlab.report        (the `report` stage: dvc repro report)
 
 Reads reports/metrics/ and reports/details/ (one pair per run and seed), reports/reference.yaml
-(every published number), dvc.lock (provenance), reports/history/ (curves in comparison.png)
+(every published number), dvc.lock (provenance), reports/published/ and reports/studies/
+(runs folded in with `cifarlab fold`), reports/history/ (curves in comparison.png)
 and the per-run figures in reports/figures/runs/ (embedded where they exist). Writes:
 
   reports/figures/comparison.png     every run outside the report-004 grid: reported, best and
@@ -26,6 +27,7 @@ from cifarlab.core.params import load_params
 from cifarlab.core.shell import run_main
 from cifarlab.reporting import open_choices as oc
 from cifarlab.reporting import published as pub
+from cifarlab.reporting import studies
 from cifarlab.reporting.provenance import load_lock
 from cifarlab.reporting.tables import (
     COMPARISON_FIGURE,
@@ -106,7 +108,10 @@ def main(argv: list[str] | None = None) -> None:
     reference = load_reference(REFERENCE)
     runs = group_runs(load_metrics(paths.METRICS_DIR, details_dir=paths.DETAILS_DIR))
     published = group_runs(load_metrics(pub.PUBLISHED_DIR / "metrics", details_dir=pub.PUBLISHED_DIR / "details"))
-    section = pub.published_section(reference, published, pub.load_provenance(), p.runs)
+    study_text, found = studies.sections()
+    section = pub.published_section(reference, published, pub.load_provenance(), p.runs, "jpeg" in found)
+    if study_text:
+        section += "\n\n" + study_text
     # Open choices read each run from where it is published, else from this workspace.
     choice_runs = {**runs, **published}
     showing_published = not runs and bool(published)
@@ -128,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     present = [n for n in on_disk if not own_figure(n)] + [f.name for f in written]
     if showing_published:
         present += [f"{PUBLISHED_RUN_FIGURES}{f.name}" for f in sorted((pub.PUBLISHED_DIR / "figures").glob("*.png"))]
-    text = report_tables(reference, runs, lock, present, published=section, showing_published=showing_published)
+    text = report_tables(reference, runs, lock, present, published=section, showing_published=showing_published,
+                         miss_notes=studies.jpeg_miss_notes(found, runs))
     with atomic_write(README, "wb") as f:  # bytes: UTF-8 whatever the locale
         f.write(text.encode("utf-8"))
     n_files = sum(len(r) for r in runs.values())

@@ -38,16 +38,18 @@ from cifarlab.core.io import atomic_write
 from cifarlab.core.params import Params, load_params
 from cifarlab.core.provenance import code_version
 from cifarlab.core.runs import output_id
+from cifarlab.reporting.studies import STUDIES, STUDIES_DIR, arm_dir
 from cifarlab.reporting.published import (PROVENANCE, PUBLISHED_DIR, PUBLISHED_FILES, REQUIRED, load_provenance,
                                           numerics_of, read_json_object)
 
 PACK_FORMAT = 1
 MAX_PACK_BYTES = 16 * 2**20  # what one file carried back from a lent GPU may weigh
 MANIFEST = "manifest.json"
-# train.* and data.* keys that change a run's numbers (num_threads, fused_optimizer and compile only in their
-# last bits: they are provenance, shown ("numerics"), not refused, so a GPU pack with compile=true
-# folds; data.url/md5 name the data, which provenance records by md5).
-RECIPE_TRAIN_KEYS = ("max_epochs", "bf16", "channels_last", "eval_batch_size", "deterministic")
+# train.* and data.* keys that change a run's numbers. The numerics (bf16, channels_last,
+# fused_optimizer, compile, num_threads) are not among them: provenance records them ("numerics",
+# shown in every table), and seeds of another precision are kept apart (never averaged), so an
+# fp32 seed folds beside bf16 ones only in a study. data.url/md5 name the data, recorded by md5.
+RECIPE_TRAIN_KEYS = ("max_epochs", "eval_batch_size", "deterministic")
 RECIPE_DATA_KEYS = ("train_subset", "test_subset", "val_split")
 CODE_STAGES = ("train", "evaluate")  # whose code makes the numbers (dvc.yaml deps under src/)
 
@@ -291,25 +293,35 @@ def _family(prov: Mapping) -> tuple:
     return (prov.get("data") or {}).get("content_md5"), numerics.get("precision")
 
 
-def _published_elsewhere(dest_root: Path, prov: Mapping, outs: set[str]) -> list[str]:
-    """Published outputs of prov's run, other than `outs`, trained on other data or in another
-    precision (fp32 / bf16) than `prov`."""
+def _published_elsewhere(dest_root: Path, prov: Mapping) -> list[str]:
+    """Published outputs of prov's run (its own name among them: a seed published before)
+    trained on other data or in another precision (fp32 / bf16) than `prov`."""
     others = []
     for out, old in load_provenance(dest_root).items():
-        if old.get("run") == prov["run"] and out not in outs and _family(old) != _family(prov):
+        if old.get("run") == prov["run"] and _family(old) != _family(prov):
             others.append(out)
     return sorted(others)
 
 
+def _study_hint(prov: Mapping) -> str:
+    """', or --study NAME to keep them apart' where the pack's runs fit a study, else ''."""
+    fits = [name for name, s in STUDIES.items() if s.arm_of(prov) is not None]
+    return f", or --study {fits[0]} to keep them apart ({STUDIES[fits[0]].title})" if fits else ""
+
+
 def fold(pack_file: Path, root: Path = Path("."), accept_code_change: bool = False, replace: bool = False,
-         log=print) -> list[str]:
-    """Fold a pack into `root`'s reports/published/ (each file replaced atomically; nothing
-    written when any check fails). Returns the run outputs folded, named as in this checkout.
+         study: str | None = None, log=print) -> list[str]:
+    """Fold a pack into `root`'s reports/published/, or with `study` into the study's arm that
+    each run's provenance names (reports/studies/<study>/<arm>/; reporting/studies.py). Each
+    file is replaced atomically; nothing is written when any check fails. Returns the run
+    outputs folded, named as in this checkout.
 
     A run's seeds are averaged together, so they must share their data and precision: a pack
     trained on other data (content md5) or in another precision (fp32 / bf16) than a run's seeds
     already published is refused, unless `replace`, which removes those seeds first."""
     root, pack_file = Path(root), Path(pack_file)
+    if study is not None and study not in STUDIES:
+        raise PublishError(f"--study {study!r}: no such study; studies: {', '.join(STUDIES)}")
     members = _read_pack(pack_file)
     manifest = json.loads(members[MANIFEST])
     if manifest.get("format") != PACK_FORMAT:
@@ -329,31 +341,47 @@ def fold(pack_file: Path, root: Path = Path("."), accept_code_change: bool = Fal
         run = meta["run"]
         if run not in p.runs:
             raise PublishError(f"{pack_file}: run {run!r} is not in this checkout's run table (params.yaml runs)")
-        key = first_difference(meta["recipe"], run_recipe(p, run))
+        theirs = dict(meta["recipe"])  # keys older packs held that are numerics now (train.bf16) do not count
+        theirs["train"] = {k: v for k, v in (theirs.get("train") or {}).items() if k in RECIPE_TRAIN_KEYS}
+        key = first_difference(theirs, run_recipe(p, run))
         if key:
             raise PublishError(f"{pack_file}: run {run!r} was trained with {key} = "
-                               f"{_dotted(meta['recipe'], key)!r}, this checkout has "
+                               f"{_dotted(theirs, key)!r}, this checkout has "
                                f"{_dotted(run_recipe(p, run), key)!r}: fold it where params.yaml matches")
         renamed[out] = output_id(run, meta["seed"], p.seed)
-    dest_root = root / PUBLISHED_DIR
-    stale: list[str] = []
+    dests: dict[str, Path] = {}  # out -> the store it goes to
+    stale: list[tuple[Path, str]] = []
     for out, new in renamed.items():
         prov = json.loads(members[PROVENANCE.format(out=out)])
-        others = _published_elsewhere(dest_root, prov, set(renamed.values()))
+        dest = root / PUBLISHED_DIR
+        if study is not None:
+            s = STUDIES[study]
+            arm = s.arm_of(prov)
+            if arm is None:
+                raise PublishError(f"{pack_file}: run output {out!r} fits neither arm of study {study!r} "
+                                   f"({' / '.join(s.arms)}): it takes {s.expects}")
+            if s.with_published and any(p.get("run") == prov["run"] and _family(p) == _family(prov)
+                                        for p in load_provenance(dest).values()):
+                raise PublishError(f"{pack_file}: run {prov['run']!r} in {arm} is published (reports/published), "
+                                   f"and the study counts those seeds: fold {out!r} without --study to join them")
+            dest = arm_dir(study, arm, root)
+        dests[out] = dest
+        others = _published_elsewhere(dest, prov)
         if others and not replace:
             raise PublishError(f"{pack_file}: run {prov['run']!r} is already published from other data or in "
                                f"another precision ({', '.join(others)}), and such seeds are never averaged: "
-                               "pass --replace to drop those first")
-        stale += others
+                               f"pass --replace to drop those first{'' if study else _study_hint(prov)}")
+        stale += [(dest, o) for o in others if o not in renamed.values()]  # the pack's own are overwritten
     today = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    dest_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest_root, prefix=".fold-") as tmp:
+    top = root / (STUDIES_DIR if study else PUBLISHED_DIR)
+    top.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=top, prefix=".fold-") as tmp:
         staged: list[tuple[Path, Path]] = []
         for out, new in renamed.items():
             # the run's old files go, so a figure the new pack lacks does not survive from another run
             for name in [*PUBLISHED_FILES, PROVENANCE]:
                 data = members.get(name.format(out=out))
-                target = dest_root / name.format(out=new)
+                target = dests[out] / name.format(out=new)
                 if name == PROVENANCE:
                     prov = json.loads(data)
                     prov.update(out=new, folded={"at": today, "pack": pack_file.name,
@@ -362,19 +390,20 @@ def fold(pack_file: Path, root: Path = Path("."), accept_code_change: bool = Fal
                 if data is None:
                     staged.append((None, target))
                     continue
-                tmp_file = Path(tmp) / name.format(out=new)
+                tmp_file = Path(tmp) / out / name.format(out=new)
                 tmp_file.parent.mkdir(parents=True, exist_ok=True)
                 tmp_file.write_bytes(data)
                 staged.append((tmp_file, target))
-        for out in stale:  # --replace: the run's seeds of other data go
-            staged += [(None, dest_root / name.format(out=out)) for name in [*PUBLISHED_FILES, PROVENANCE]]
+        for dest, out in stale:  # --replace: the run's seeds of other data go
+            staged += [(None, dest / name.format(out=out)) for name in [*PUBLISHED_FILES, PROVENANCE]]
         for src, target in staged:
             target.parent.mkdir(parents=True, exist_ok=True)
             if src is None:
                 target.unlink(missing_ok=True)
             else:
                 os.replace(src, target)
-    log(f"fold: {len(renamed)} runs ({', '.join(renamed.values())}) -> {dest_root}"
+    where = sorted({str(d) for d in dests.values()})
+    log(f"fold: {len(renamed)} runs ({', '.join(renamed.values())}) -> {', '.join(where)}"
         + (f"; code differs from commit {commit} in {len(differ)} file{'s' if len(differ) != 1 else ''} (recorded)"
            if differ else ""))
     return list(renamed.values())

@@ -115,8 +115,10 @@ JPEG_NOTE = (
     "archive; `../shared/tools/cifar10_from_jpeg.py` rebuilds the official layout from it, content md5 "
     f"`{JPEG_FULL_CONTENT_MD5}`). Compression at quality 75 blurs fine texture and adds 8x8 block "
     "artifacts to train and test images alike, so these accuracies are expected to sit somewhat below "
-    "what the same recipe gives on the official pixels; by how much has not been measured here."
+    "what the same recipe gives on the official pixels; by how much: {measured}."
 )
+JPEG_UNMEASURED = "not measured here yet (a study: `cifarlab fold PACK --study jpeg`)"
+JPEG_MEASURED = "the section *What JPEG costs* below measures it, per recipe"
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -191,9 +193,10 @@ def code_label(prov: Mapping) -> str:
 
 
 def published_section(reference: Mapping, published: Mapping[str, list[dict]], provenance: Mapping[str, dict],
-                      run_names: Iterable[str]) -> str:
+                      run_names: Iterable[str], jpeg_measured: bool = False) -> str:
     """"Published runs": every published (run, seed) with its provenance, then every run of the
-    run table not published yet with the command that runs it."""
+    run table not published yet with the command that runs it. jpeg_measured: the report has a
+    "What JPEG costs" section (reporting/studies.py), which the note on JPEG-derived data names."""
     from cifarlab.reporting.tables import (
         DASH, counted, fmt_diff, fmt_result, fmt_seed, fmt_value, md_table, primary, run_stats)
 
@@ -238,7 +241,7 @@ def published_section(reference: Mapping, published: Mapping[str, list[dict]], p
             "device; wall time per seed (all epochs, test passes included). Each seed with its full "
             "provenance is in the table under it.")
         if uses_jpeg:
-            parts.append(JPEG_NOTE)
+            parts.append(JPEG_NOTE.format(measured=JPEG_MEASURED if jpeg_measured else JPEG_UNMEASURED))
         parts.append(md_table(["run", "report", "cifarlab", "diff", "best epoch", "precision", "data", "device",
                                "wall/seed"], rows))
         parts.append("<details><summary>Every seed: epochs, data, device, code, wall time, images/s</summary>\n\n"

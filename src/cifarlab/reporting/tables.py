@@ -395,8 +395,10 @@ def provenance_table(runs: Mapping[str, list[dict]], lock: Mapping | None) -> st
 # --------------------------------------------------------------------------- markdown sections
 
 
-def comparison_table(entries: Sequence[dict], runs: Mapping[str, list[dict]]) -> str:
-    """One row per published number: reported vs reproduced (best, final, val-selected)."""
+def comparison_table(entries: Sequence[dict], runs: Mapping[str, list[dict]],
+                     miss_notes: Mapping[str, str] | None = None) -> str:
+    """One row per published number: reported vs reproduced (best, final, val-selected).
+    miss_notes: run -> what a "no" of its seed-range verdict is followed by (the JPEG study)."""
     stats = {(n["run"], n["metric"]): run_stats(runs.get(n["run"], []), n["metric"]) for n in entries}
     has_val = any(s["val"] is not None for s in stats.values())
     header = ["run", "metric", "reported", "reproduced (best epoch)", "reproduced at final epoch",
@@ -422,6 +424,8 @@ def comparison_table(entries: Sequence[dict], runs: Mapping[str, list[dict]]) ->
             ", ".join(fmt_seed(s) for s in st["seeds"]) if ran else DASH,
             DASH if inside is None else ("yes" if inside else "no"),
         ]
+        if ran and best["mean"] < ref and inside is not True and metric == "top1" and (miss_notes or {}).get(n["run"]):
+            row[-1] += f"; {miss_notes[n['run']]}"
         if has_val:
             v = st["val"]
             row.append(f"{fmt_summary(metric, v)} @ epoch {fmt_epochs(st['val_epochs'])}" if v else DASH)
@@ -515,7 +519,8 @@ def _run_figures(runs_in_report: Sequence[str], figures: Iterable[str], prefix: 
 
 
 def report_section(reference: Mapping, runs: Mapping[str, list[dict]], report: str,
-                   figures: Iterable[str] = (), run_figures: str = "runs/") -> str:
+                   figures: Iterable[str] = (), run_figures: str = "runs/",
+                   miss_notes: Mapping[str, str] | None = None) -> str:
     figures = set(figures)
     entries = numbers_of(reference, report)
     title = REPORT_TITLES.get(report)
@@ -533,12 +538,12 @@ def report_section(reference: Mapping, runs: Mapping[str, list[dict]], report: s
         detail = ran + [n for n in others if n not in ran]
         if detail:
             parts.append("Every cell that has run, in detail:")
-            parts.append(comparison_table(detail, runs))
+            parts.append(comparison_table(detail, runs, miss_notes))
     else:
         if report == ALEXNET_REPORT:
             parts.append("Reproduced (reported), `best` block:")
             parts.append(alexnet_table(reference, runs))
-        parts.append(comparison_table(entries, runs))
+        parts.append(comparison_table(entries, runs, miss_notes))
     bars = f"report_{report}.png"
     if bars in figures:
         parts.append(md_image(f"report {report}: reported vs reproduced top-1", bars))
@@ -648,7 +653,8 @@ PUBLISHED_RUN_FIGURES = "../published/figures/"  # reports/published/figures, fr
 
 
 def report_tables(reference: Mapping, runs: Mapping[str, list[dict]], lock: Mapping | None,
-                  figures: Iterable[str] = (), published: str = "", showing_published: bool = False) -> str:
+                  figures: Iterable[str] = (), published: str = "", showing_published: bool = False,
+                  miss_notes: Mapping[str, str] | None = None) -> str:
     """The whole README.md: published runs, one section per report, other runs, provenance.
     Pure; deterministic.
 
@@ -656,6 +662,7 @@ def report_tables(reference: Mapping, runs: Mapping[str, list[dict]], lock: Mapp
     published: the "Published runs" section (published.published_section), first when given.
     showing_published: `runs` are the published runs (the workspace has none of its own): the
     report sections say so and take each run's figures from reports/published/figures.
+    miss_notes: run -> a pointer after a reproduced number below the published one (the JPEG study).
     """
     figures = set(figures)
     parts = [HEADER.rstrip("\n")]
@@ -674,7 +681,7 @@ def report_tables(reference: Mapping, runs: Mapping[str, list[dict]], lock: Mapp
         parts.append(md_image("all models: reproduced vs reported", "comparison.png"))
     for report in report_ids(reference):
         parts.append(report_section(reference, runs, report, figures,
-                                    PUBLISHED_RUN_FIGURES if showing_published else "runs/"))
+                                    PUBLISHED_RUN_FIGURES if showing_published else "runs/", miss_notes))
     others = other_runs_table(reference, runs)
     if others:
         parts += ["## Other runs (no published number)", others]
