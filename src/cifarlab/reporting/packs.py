@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -35,7 +36,7 @@ import yaml
 from cifarlab.core import paths
 from cifarlab.core.errors import CifarlabError
 from cifarlab.core.io import atomic_write
-from cifarlab.core.params import Params, load_params
+from cifarlab.core.params import RUN_NAME, Params, load_params
 from cifarlab.core.provenance import code_version
 from cifarlab.core.runs import output_id
 from cifarlab.reporting.studies import STUDIES, STUDIES_DIR, arm_dir
@@ -287,6 +288,66 @@ def _read_pack(path: Path) -> dict[str, bytes]:
     return members
 
 
+OUT_NAME = r"[A-Za-z0-9][A-Za-z0-9_-]*"  # a run output as pack writes it: <run> or <run>-s<seed>
+
+
+def _json_member(members: Mapping[str, bytes], name: str, pack_file: Path) -> dict:
+    """A pack member that must be a JSON object, parsed; one line naming it otherwise."""
+    if name not in members:
+        raise PublishError(f"{pack_file}: no {name}: not a complete cifarlab pack (make it again with cifarlab pack)")
+    try:
+        data = json.loads(members[name].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PublishError(f"{pack_file}: {name}: not JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise PublishError(f"{pack_file}: {name}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _checked_manifest(members: Mapping[str, bytes], pack_file: Path) -> dict:
+    """The manifest, every field fold uses checked for type and form, and every member fold
+    reads present and well-formed (a pack is untrusted: it comes from another machine or person).
+    Names and seeds become file names, so each must be a run name and a non-negative integer."""
+    def bad(what: str) -> PublishError:
+        return PublishError(f"{pack_file}: {MANIFEST}: {what}: not a pack cifarlab wrote (make it again with cifarlab pack)")
+
+    manifest = _json_member(members, MANIFEST, pack_file)
+    if manifest.get("format") != PACK_FORMAT:
+        raise PublishError(f"{pack_file}: pack format {manifest.get('format')!r}, this cifarlab reads {PACK_FORMAT}")
+    code = manifest.get("code")
+    if not isinstance(code, dict):
+        raise bad("no 'code' (the code version the runs trained with)")
+    if not isinstance(code.get("files"), dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in code["files"].items()):
+        raise bad("'code.files' must map file paths to md5s")
+    if not isinstance(code.get("commit"), (str, type(None))):
+        raise bad(f"'code.commit' {code.get('commit')!r} is not a commit")
+    runs = manifest.get("runs")
+    if not isinstance(runs, dict) or not runs:
+        raise bad("no 'runs' (the run outputs it holds)")
+    for out, meta in runs.items():
+        if not re.fullmatch(OUT_NAME, out):
+            raise bad(f"run output {out!r} is not a run output name")
+        if not isinstance(meta, dict):
+            raise bad(f"run output {out!r}: expected an object")
+        run, seed = meta.get("run"), meta.get("seed")
+        if not isinstance(run, str) or not re.fullmatch(RUN_NAME, run):
+            raise bad(f"run output {out!r}: run {run!r} is not a run name")
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise bad(f"run output {out!r}: seed {seed!r} is not a non-negative integer")
+        if not isinstance(meta.get("recipe"), dict):
+            raise bad(f"run output {out!r}: no 'recipe'")
+        for name in REQUIRED:
+            _json_member(members, name.format(out=out), pack_file) if name.endswith(".json") else None
+            if name.format(out=out) not in members:
+                raise PublishError(f"{pack_file}: no {name.format(out=out)}: not a complete cifarlab pack")
+        prov = _json_member(members, PROVENANCE.format(out=out), pack_file)
+        if (prov.get("run"), prov.get("seed")) != (run, seed):
+            raise PublishError(f"{pack_file}: {PROVENANCE.format(out=out)} names run {prov.get('run')!r} seed "
+                               f"{prov.get('seed')!r}, the manifest run {run!r} seed {seed!r}: not a pack cifarlab wrote")
+    return manifest
+
+
 def _family(prov: Mapping) -> tuple:
     """What a run's seeds must share to be averaged: the data (content md5) and the precision."""
     numerics = prov.get("numerics") or numerics_of({"cuda": (prov.get("device") or {}).get("cuda")})[0]
@@ -323,9 +384,7 @@ def fold(pack_file: Path, root: Path = Path("."), accept_code_change: bool = Fal
     if study is not None and study not in STUDIES:
         raise PublishError(f"--study {study!r}: no such study; studies: {', '.join(STUDIES)}")
     members = _read_pack(pack_file)
-    manifest = json.loads(members[MANIFEST])
-    if manifest.get("format") != PACK_FORMAT:
-        raise PublishError(f"{pack_file}: pack format {manifest.get('format')!r}, this cifarlab reads {PACK_FORMAT}")
+    manifest = _checked_manifest(members, pack_file)
     p = load_params(root / paths.PARAMS_FILE)
     mine = code_md5s(root)
     theirs = manifest["code"]["files"]
@@ -352,7 +411,7 @@ def fold(pack_file: Path, root: Path = Path("."), accept_code_change: bool = Fal
     dests: dict[str, Path] = {}  # out -> the store it goes to
     stale: list[tuple[Path, str]] = []
     for out, new in renamed.items():
-        prov = json.loads(members[PROVENANCE.format(out=out)])
+        prov = _json_member(members, PROVENANCE.format(out=out), pack_file)
         dest = root / PUBLISHED_DIR
         if study is not None:
             s = STUDIES[study]
@@ -382,15 +441,17 @@ def fold(pack_file: Path, root: Path = Path("."), accept_code_change: bool = Fal
             for name in [*PUBLISHED_FILES, PROVENANCE]:
                 data = members.get(name.format(out=out))
                 target = dests[out] / name.format(out=new)
+                if not target.resolve().is_relative_to(top.resolve()):  # checked names make this unreachable
+                    raise PublishError(f"{pack_file}: {name.format(out=new)} would land outside {top}")
                 if name == PROVENANCE:
-                    prov = json.loads(data)
+                    prov = _json_member(members, name.format(out=out), pack_file)
                     prov.update(out=new, folded={"at": today, "pack": pack_file.name,
                                                  "code_differs": differ if accept_code_change else []})
                     data = _json_bytes(prov)
                 if data is None:
                     staged.append((None, target))
                     continue
-                tmp_file = Path(tmp) / out / name.format(out=new)
+                tmp_file = Path(tmp) / new / name.format(out=new)  # new: a checked run name and an int seed
                 tmp_file.parent.mkdir(parents=True, exist_ok=True)
                 tmp_file.write_bytes(data)
                 staged.append((tmp_file, target))
