@@ -8,13 +8,21 @@ numbers, so a state saved under other params or data is never continued. `Resume
 rewrites it at most every `train.checkpoint_minutes`, from a thread of its own; the best-epoch
 weights it refers to live beside it in data/resume/<out>.best_state-<fingerprint>-e<epoch>.pt
 (and val_best_state), written only when that epoch changes.
+
+A resume point that cannot be written (disk full, no permission: any OSError) costs the run that
+resume point, never the run: one warning line, and the last state on disk stays whole. A
+checkpoint that cannot be written is an output missing: `OutputWriteError`, one line.
 """
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
+import os
+import shutil
+import sys
 import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,12 +31,45 @@ from typing import Callable
 
 import torch
 
-from cifarlab.core.errors import DataError
+from cifarlab.core.errors import CifarlabError, DataError, one_line
 from cifarlab.core.io import atomic_write
 from cifarlab.core.params import TrainParams
 from cifarlab.core.runs import RunSpec
 from cifarlab.engine.loop import FitResult, history_rows
 from cifarlab.models import get_model, model_info
+
+
+class OutputWriteError(CifarlabError):
+    """A run's output (a checkpoint) could not be written: disk full, no permission."""
+
+
+def _serialized(obj) -> memoryview:
+    """torch.save of `obj` into memory. Written to a file directly, a write that fails inside
+    torch.save (disk full) surfaces as torch's RuntimeError ("unexpected pos 13184 vs 13136",
+    seen on a full tmpfs), not as the OSError it is; as bytes, the write's own OSError names the
+    cause. Costs a second copy of the state in memory while it is written (134 MB for resnet18's
+    resume state). Also gives the size before anything is written (`ResumeWriter`'s room check)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getbuffer()
+
+
+def _write_file(path: Path, data: memoryview) -> None:
+    with atomic_write(path) as f:  # temp file, fsync, rename: a failed write leaves no part of itself
+        f.write(data)
+
+
+def _reason(err: Exception, target: Path) -> str:
+    """The error's cause, and the path it names when that is not `target` or its temp file."""
+    why = getattr(err, "strerror", None) or one_line(err, 200)
+    name = getattr(err, "filename", None)
+    if name is not None and Path(name) != target and not Path(name).name.startswith(f".{target.name}."):
+        why += f" ({name})"
+    return why
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def history_csv(result: FitResult) -> str:
@@ -106,14 +147,24 @@ class ResumeWriter:
     last save (always when minutes == 0) it takes the snapshot (CPU copies, on the training
     thread) and hands the writing to a background thread, so training goes on while hundreds
     of MB reach the disk. One write at a time: a new one first waits for the previous, whose
-    errors surface here. The best-epoch weights go to files of their own, written only when
-    their epoch changed; the main file, written last, names them, so every state on disk is
-    complete. `saved_epoch`: the last epoch whose state is fully on disk.
+    errors surface here (but those below). The best-epoch weights go to files of their own,
+    written only when their epoch changed; the main file, written last, names them, so every
+    state on disk is complete. `saved_epoch`: the last epoch whose state this writer put on disk.
+
+    A write that fails with an OSError (disk full, no permission, the directory a file) or a
+    MemoryError is `log`ged as one warning and training goes on: the files this write created
+    are deleted, the previous state stays whole. Later saves are still tried when due, and the
+    warning is not repeated until one succeeds (then a note says so). Why: a full disk is often
+    freed during a long run (another job's files deleted, space made after the warning), and
+    the run should get its resume point back then; a warning at every epoch would bury the log
+    under the same news.
     """
 
-    def __init__(self, path: Path, fingerprint: str, minutes: float, clock: Callable[[], float] = time.monotonic):
-        self.path, self.fingerprint, self.minutes, self.clock = path, fingerprint, minutes, clock
+    def __init__(self, path: Path, fingerprint: str, minutes: float, clock: Callable[[], float] = time.monotonic,
+                 log: Callable[[str], None] = _stderr):
+        self.path, self.fingerprint, self.minutes, self.clock, self.log = path, fingerprint, minutes, clock, log
         self.saved_epoch: int | None = None
+        self._failing = False  # the last write failed (its warning given)
         self._last = clock()  # training starts now: the first save comes `minutes` later
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="cifarlab-resume")
         self._pending: Future | None = None
@@ -134,6 +185,7 @@ class ResumeWriter:
     def _write(self, snap: dict) -> None:
         state = dict(snap["state"])
         blobs: dict[str, str | None] = {}
+        files: list[tuple[Path, dict, str | None, int | None]] = []  # (path, contents, blob key, its epoch)
         for key, epoch_key in BLOBS:
             weights, epoch = state.pop(key), state[epoch_key]
             if weights is None:
@@ -141,16 +193,66 @@ class ResumeWriter:
                 continue
             blobs[key] = self.blob_name(key, epoch)
             if self._blob_epoch.get(key) != epoch:
-                with atomic_write(self.path.parent / blobs[key]) as f:
-                    torch.save(weights, f)
-                self._blob_epoch[key] = epoch
-        with atomic_write(self.path) as f:
-            torch.save({**snap, "state": state, "blobs": blobs, "fingerprint": self.fingerprint}, f)
+                files.append((self.path.parent / blobs[key], weights, key, epoch))
+        main = {**snap, "state": state, "blobs": blobs, "fingerprint": self.fingerprint}
+        files.append((self.path, main, None, None))  # last: it names the others
+        created: list[tuple[Path, str]] = []  # blob files this write added, taken back if it fails
+        target = self.path
+        # MemoryError too: the bytes are a second copy of the state (`_serialized`), and a
+        # resume point is not worth the run either
+        try:
+            data = [_serialized(obj) for _, obj, _, _ in files]
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except FileExistsError as err:  # with exist_ok: it exists and is not a directory
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), err.filename) from err
+            self._check_room(sum(d.nbytes for d in data))
+            for (target, _, key, epoch), d in zip(files, data):
+                existed = target.exists()
+                _write_file(target, d)
+                if key is not None:
+                    if not existed:
+                        created.append((target, key))
+                    self._blob_epoch[key] = epoch
+        except (OSError, MemoryError) as err:
+            for path, key in created:  # no orphan: the main file on disk names the previous ones
+                self._blob_epoch.pop(key, None)
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError:
+                    pass  # it stays an orphan: blob_files() finds it, the next save or remove() deletes it
+            self._failed(err, target)
+            return
         keep = {self.path.name, *(b for b in blobs.values() if b)}
         for old in self.blob_files():  # superseded best-epoch files (the main file names new ones)
             if old.name not in keep:
-                old.unlink(missing_ok=True)
+                try:
+                    old.unlink(missing_ok=True)
+                except OSError:
+                    pass  # an orphan the state does not name: the next save or remove() tries again
         self.saved_epoch = snap["state"]["epoch"]
+        if self._failing:
+            self._failing = False
+            self.log(f"resume point saved again: epochs 1-{self.saved_epoch} in {self.path}")
+
+    def _check_room(self, nbytes: int) -> None:
+        """ENOSPC, without writing, when the disk has less room than the files' bytes. Such a
+        write would fill the disk to its last byte before failing, and any other writer there
+        (another run, DVC's cache) would fail meanwhile: at every due save, while it stays full.
+        A lower bound (blocks, metadata not counted): a write that passes may still fail."""
+        free = shutil.disk_usage(self.path.parent).free
+        if free < nbytes:
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {nbytes / 1e6:.1f} MB to write, "
+                                        f"{free / 1e6:.1f} MB free")
+
+    def _failed(self, err: OSError | MemoryError, target: Path) -> None:
+        if self._failing:
+            return  # warned at the first failure of this stretch
+        self._failing = True
+        where = f" (after epoch {self.saved_epoch})" if self.saved_epoch is not None else ", if any"
+        self.log(f"warning: resume point not saved ({target}: {_reason(err, target)}): the run goes on; "
+                 f"a crash now restarts from the last saved point{where}; later saves are retried, "
+                 "with a note when one succeeds")
 
     def blob_files(self) -> list[Path]:
         """This run's best-epoch files, and temp files a killed write left behind."""
@@ -159,7 +261,8 @@ class ResumeWriter:
                        *d.glob(f".{self.path.name}.*.tmp")])
 
     def wait(self) -> None:
-        """Block until the write in flight (if any) is on disk; re-raise its error."""
+        """Block until the write in flight (if any) has ended; re-raise its error, unless it was
+        a disk's or memory's (a warning then, see the class): any other is a bug."""
         if self._pending is not None:
             pending, self._pending = self._pending, None
             pending.result()
@@ -169,17 +272,33 @@ class ResumeWriter:
         self._pool.shutdown()
 
     def remove(self) -> None:
-        """The run is over: delete its resume state and best-epoch files."""
+        """The run is over: delete its resume state and best-epoch files. Its outputs are
+        written by then: a file that cannot be deleted is a warning, not the run's failure."""
         self.close()
-        self.path.unlink(missing_ok=True)
-        for f in self.blob_files():
-            f.unlink(missing_ok=True)
+        stuck: list[tuple[Path, OSError]] = []
+        for f in [self.path, *self.blob_files()]:
+            try:
+                f.unlink(missing_ok=True)
+            except NotADirectoryError:
+                pass  # data/resume is a file: nothing of this run's there
+            except OSError as err:
+                stuck.append((f, err))
+        if stuck:
+            f, err = stuck[0]
+            more = f" and {len(stuck) - 1} more" if len(stuck) > 1 else ""
+            self.log(f"warning: finished run's resume files not deleted ({f}: {_reason(err, f)}{more}); "
+                     "its outputs are complete; delete them by hand")
 
 
 def save_checkpoint(path: Path, model: str, arch: dict, state: dict, epoch: int, diverged: dict | None = None) -> None:
-    """`diverged`: the run's divergence record ({"epoch", "step", "lr", "train_loss"}), if it diverged."""
-    with atomic_write(path) as f:
-        torch.save({"model": model, "arch": dict(arch), "epoch": epoch, "state_dict": state, "diverged": diverged}, f)
+    """`diverged`: the run's divergence record ({"epoch", "step", "lr", "train_loss"}), if it diverged.
+    A checkpoint is an output of the run: one that cannot be written fails it (OutputWriteError)."""
+    data = _serialized({"model": model, "arch": dict(arch), "epoch": epoch, "state_dict": state, "diverged": diverged})
+    try:
+        _write_file(path, data)
+    except OSError as err:
+        raise OutputWriteError(f"cannot write {path} ({_reason(err, path)}); make room (or fix the permissions) "
+                               "there and rerun `dvc repro`") from err
 
 
 def load_checkpoint(path: Path) -> dict:
