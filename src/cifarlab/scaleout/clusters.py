@@ -7,6 +7,9 @@
 - `--slurm`: dask-jobqueue's SLURMCluster, one GPU per job, N jobs;
 - `--scheduler ADDRESS`: a scheduler the user runs, with their workers (`dask worker ADDRESS
   --resources GPU=1` on GPU machines).
+
+A one-machine cluster listens on loopback only (scheduler, nannies, workers, dashboard): Dask's
+comms have no authentication, so anyone who reaches one of its ports can run Python on the workers.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import subprocess
 from cifarlab.scaleout.plan import ScaleOutError
 
 GPU_SLOTS = 4  # tasks one GPU worker runs at once: 1 whole-GPU stage, or 4 quarter shares
+LOOPBACK = "127.0.0.1"  # the one host a one-machine cluster listens on (module docstring)
 
 
 def visible_gpus() -> list[str]:
@@ -42,22 +46,23 @@ def gpu_worker_spec(gpus: list[str]) -> dict:
     from distributed import Nanny
 
     return {f"gpu{g}": {"cls": Nanny, "options": {
-        "nthreads": GPU_SLOTS, "resources": {"GPU": 1}, "memory_limit": 0,
+        "host": LOOPBACK, "nthreads": GPU_SLOTS, "resources": {"GPU": 1}, "memory_limit": 0,
         "env": {"CUDA_VISIBLE_DEVICES": g}, "silence_logs": logging.CRITICAL}} for g in gpus}
 
 
-def local_cluster(workers: int | None, gpus: list[str], dashboard: str = ":8787"):
+def local_cluster(workers: int | None, gpus: list[str], dashboard: str = f"{LOOPBACK}:8787"):
     """One machine: CPU workers, or one worker per GPU. `workers` None = every core / GPU.
+    Every port on LOOPBACK; `dashboard` names its host too (a bare ":8787" is every interface).
     Returns (cluster, a few words saying what it is)."""
     from distributed import LocalCluster, Scheduler, SpecCluster
 
     if not gpus:
         n = workers or os.cpu_count() or 1
-        return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=0,
+        return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=0, host=LOOPBACK,
                             dashboard_address=dashboard, silence_logs=logging.CRITICAL), f"{n} CPU workers"
     use = gpus[: workers] if workers else gpus
     cluster = SpecCluster(workers=gpu_worker_spec(use), silence_logs=logging.CRITICAL,
-                          scheduler={"cls": Scheduler, "options": {"dashboard_address": dashboard}})
+                          scheduler={"cls": Scheduler, "options": {"host": LOOPBACK, "dashboard_address": dashboard}})
     return cluster, f"{len(use)} GPU workers (GPUs {', '.join(use)}), {GPU_SLOTS} tasks each"
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import subprocess
 import sys
@@ -153,6 +154,58 @@ def submit_and_wait(client, plan: Plan, spec: dict, gpu: bool) -> Outcome:
 
 
 CONNECT_TIMEOUT_S = 30  # to a --scheduler address
+# A scheduler answers distributed's handshake in milliseconds; distributed itself waits for it
+# without a bound, forever on a peer that accepts the connection and never replies (an HTTP server)
+HANDSHAKE_S = 10
+
+
+def _comm_reason(err: BaseException, limit: int) -> str:
+    """One line of a distributed comm error, without its `in <TCPConnector object at 0x...>: ` prefix."""
+    return one_line(re.sub(r"^in <[^>]*>: ", "", str(err)), limit) or type(err).__name__
+
+
+def _check_scheduler(address: str) -> None:
+    """Raise ScaleOutError in one line unless a Dask scheduler answers at `address`: the TCP (or
+    TLS) connection within CONNECT_TIMEOUT_S, then distributed's handshake within HANDSHAKE_S."""
+    import asyncio
+
+    from distributed.comm import parse_address
+    from distributed.comm.registry import get_backend
+    from distributed.security import Security
+
+    args = Security().get_connection_args("client")  # as Client: TLS from Dask's config
+
+    async def handshake():
+        # OSError: refused, no route; ValueError: not an address; TypeError: tls:// without Dask's TLS config
+        try:
+            scheme, loc = parse_address(address)
+            comm = await asyncio.wait_for(get_backend(scheme).get_connector().connect(loc, **args),
+                                          CONNECT_TIMEOUT_S)
+        except (OSError, ValueError, TypeError, asyncio.TimeoutError) as err:
+            timed_out = isinstance(err, asyncio.TimeoutError)
+            why = f"no connection in {CONNECT_TIMEOUT_S} s" if timed_out else _comm_reason(err, 150)
+            raise ScaleOutError(f"no Dask worker reached through the scheduler at {address} ({why}): start the "
+                                "scheduler and its workers first (README: scale-out)") from None
+
+        async def exchange():  # what distributed's connect() does after connecting, there unbounded
+            await comm.write(comm.handshake_info())
+            return await comm.read()
+
+        try:
+            await asyncio.wait_for(exchange(), HANDSHAKE_S)
+        except asyncio.TimeoutError:
+            why = f"no handshake in {HANDSHAKE_S} s"
+        except Exception as err:  # noqa: BLE001 - whatever a stranger sends back
+            why = f"{type(err).__name__}: {_comm_reason(err, 100)}"
+        else:
+            why = None
+        finally:
+            comm.abort()
+        if why:
+            raise ScaleOutError(f"{address} answered but is not a Dask scheduler ({why}): pass the scheduler's "
+                                "address (tcp://HOST:8786, or tls:// with TLS), not the dashboard's")
+
+    asyncio.run(handshake())
 
 
 @contextlib.contextmanager
@@ -167,6 +220,7 @@ def _cluster(needed: bool, workers, scheduler, slurm, slurm_gpus):
     from distributed import Client
 
     if scheduler:
+        _check_scheduler(scheduler)
         cluster, what = None, f"the scheduler at {scheduler}"
     elif slurm is not None:
         cluster, what = clusters.slurm_cluster(slurm, gpus_per_job=slurm_gpus)
