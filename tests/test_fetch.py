@@ -362,3 +362,16 @@ def test_download_killed_midway_leaves_no_archive_and_the_next_run_starts_over(
     fetch(server.base + "/ok", server.md5, dest, progress=False)
     assert file_md5(dest) == server.md5
     assert _files(dest.parent) == ["cifar-10-python.tar.gz"]  # the stale temp file is gone
+
+
+def test_a_missing_relative_path_names_the_path_it_looked_at(tmp_path: Path, monkeypatch) -> None:
+    """A relative data.url resolves against the stage's directory, which for a queued or --temp
+    DVC experiment is a copy under .dvc/tmp/exps: the line names the absolute path looked at."""
+    run_dir = tmp_path / ".dvc" / "tmp" / "exps" / "run" / "abc"
+    run_dir.mkdir(parents=True)
+    monkeypatch.chdir(run_dir)
+    with pytest.raises(FetchError) as e:
+        fetch("../x.tar.gz", "c58f30108f718f92721af3b95e74349a", tmp_path / "raw" / "x.tar.gz")
+    msg = _assert_one_line(e)
+    assert f"no such file '../x.tar.gz' (looked at {run_dir / '..' / 'x.tar.gz'}" in msg
+    assert "give data.url as an absolute path" in msg

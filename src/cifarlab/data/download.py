@@ -79,7 +79,10 @@ def _copy_local(src: Path, dst: IO[bytes]) -> str:
         with open(src, "rb") as f:
             _copy_stream(f, dst, md5, None)
     except FileNotFoundError:
-        raise _Permanent(f"no such file {str(src)!r}") from None
+        where = "" if src.is_absolute() else (
+            f" (looked at {src.absolute()}: a relative data.url is read from the project root, and a queued or "
+            "--temp experiment's root is a copy under .dvc/tmp/exps; give data.url as an absolute path)")
+        raise _Permanent(f"no such file {str(src)!r}{where}") from None
     except IsADirectoryError:
         raise _Permanent(f"{str(src)!r} is a directory, not the archive") from None
     except OSError as e:
