@@ -54,7 +54,7 @@ def test_exp_run_then_metrics_params_and_plots_diff_between_branches(tmp_path, t
     exp_metrics = exp_data["metrics"]["reports/metrics/experiment.json"]["data"]
     assert exp_metrics["best"]["top1"] == metrics["best"]["top1"]
 
-    # 2. keep it on main (metrics are in git: cache: false), then a branch with another lr
+    # 2. keep it on main (dvc.lock names the metrics, the DVC cache holds them), then a branch with another lr
     git("add", "-A")
     git("commit", "-qm", "lenet5 experiment")
     git("checkout", "-qb", "faster-lr")

@@ -168,7 +168,7 @@ def reproduce_stage(spec: dict, *_upstream) -> dict:
 def sync_run_cache(direction: str, remote: str | None = None) -> int:
     """In a DVC repository: push (or pull) the run-cache entries and every object they name to
     (from) `remote` (None: the default one). `dvc push --run-cache` moves the entries only, not
-    the outputs they name (those of cache: false metrics and plots included), and `dvc repro
+    the outputs they name, and `dvc repro
     --pull` takes only the default remote; a restore needs entries and objects both."""
     from dvc.repo import Repo
 
