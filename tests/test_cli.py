@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ import pytest
 import yaml
 
 from cifarlab.core.params import load_params
+from cifarlab.cli import set_params
 from cifarlab.engine import estimate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,13 +123,59 @@ def test_repro_notice_counts_every_stage_and_carries_the_data_url(monkeypatch, t
     p = load_params(tmp_path / "params.yaml")
     monkeypatch.setattr(estimate, "has_gpu", lambda: False)
     monkeypatch.setattr(estimate, "changed_stages", lambda p, inside_repro: set(estimate.all_stages(p)))
+    monkeypatch.setattr(estimate, "repro_targets", lambda: (["dvc.yaml"], False))  # a path: the whole pipeline
     times = {estimate.timing_key(r.model, r.params.recipe.batch_size): 1e-3 for r in p.runs.values()}
     monkeypatch.setattr(estimate, "cached_times", lambda train: times)
     msg = estimate.repro_notice(p)
     n_stages = len(estimate.all_stages(p))
     assert msg.startswith(f"warning: no GPU found: this `dvc repro` runs {n_stages} stages, {len(p.runs)} of them training")
-    assert "cifarlab set data.url=/data/cifar-10-python.tar.gz data.train_subset=5000" in msg and msg.endswith("&& dvc repro")
+    # data.url is local: the subset command keeps it as it is
+    assert msg.endswith("cifarlab set data.train_subset=5000 data.test_subset=2000 train.max_epochs=1 "
+                        "alexnet_transfer.pretrained=false && dvc repro")
     assert "\n" not in msg
+
+
+def test_repro_notice_counts_the_stages_of_the_targets_only(monkeypatch):
+    """`dvc repro plot@lenet5 plot@dnn` on a fresh clone: 8 stages, 2 trainings, not the 185 of
+    the whole pipeline; the remote default data.url gets the offline alternative in the hint."""
+    p = load_params(ROOT / "params.yaml")
+    monkeypatch.setattr(estimate, "has_gpu", lambda: False)
+    monkeypatch.setattr(estimate, "changed_stages", lambda p, inside_repro: set(estimate.all_stages(p)))
+    monkeypatch.setattr(estimate, "repro_targets", lambda: (["plot@lenet5", "plot@dnn"], False))
+    times = {estimate.timing_key(r.model, r.params.recipe.batch_size): 1e-3 for r in p.runs.values()}
+    monkeypatch.setattr(estimate, "cached_times", lambda train: times)
+    msg = estimate.repro_notice(p)
+    assert msg.startswith("warning: no GPU found: this `dvc repro` runs 8 stages, 2 of them training (110 epochs")
+    assert "(offline: first cifarlab set data.url=/path/to/cifar-10-python.tar.gz" in msg
+
+
+def test_target_closure_is_what_dvc_repro_targets_runs():
+    """The stages `dvc repro TARGETS` may run, from DVC's own graph (dvc repro --dry lists them)."""
+    p = load_params(ROOT / "params.yaml")
+    for targets, glob in ((["plot@lenet5", "plot@dnn"], False), (["evaluate@cnn"], False),
+                          (["plot@resnet18-relu-5_3_2-*"], True), (["experiment"], False)):
+        ours = estimate.target_closure(p, targets, glob)
+        dry = subprocess.run([sys.executable, "-m", "dvc", "repro", "--dry", "--force", *(["--glob"] if glob else []),
+                              *targets], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        theirs = set(re.findall(r"Running stage '([^']+)'", dry))
+        assert ours == theirs, (targets, ours ^ theirs)
+    assert estimate.target_closure(p, ["dvc.yaml"]) is None  # not a stage name: the whole pipeline
+
+
+def test_repro_targets_reads_the_dvc_command_this_process_runs_under(tmp_path):
+    """A stage's process finds the targets of the `dvc repro` that started it (through the shell
+    DVC runs it in): a `dvc` script standing in for DVC's console script."""
+    fake = tmp_path / "dvc"
+    fake.write_text(f"#!/bin/bash\n{sys.executable} -c 'from cifarlab.engine.estimate import repro_targets; "
+                    f"print(repro_targets())'\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    run = lambda *args: subprocess.run([str(fake), *args], capture_output=True, text=True, env=env,  # noqa: E731
+                                       check=True).stdout.strip()
+    assert run("repro", "plot@lenet5", "plot@dnn") == "(['plot@lenet5', 'plot@dnn'], False)"
+    assert run("repro", "--glob", "plot@resnet18-*") == "(['plot@resnet18-*'], True)"
+    assert run("exp", "run", "experiment", "-S", "model=dnn") == "(['experiment'], False)"
+    assert run("status") == "None"
 
 
 def test_fetch_imports_no_torch():
@@ -175,3 +224,13 @@ def test_params_are_read_as_yaml_1_2_like_dvc(tmp_path):
     (tmp_path / "params.yaml").write_text(text)
     p = load_params(tmp_path / "params.yaml")
     assert p["resnet18-relu-2_1_1-none"].params.recipe.lr_ratio == (2.0, 1.0, 1.0)
+
+
+def test_set_stores_a_local_data_url_normalized(tmp_path):
+    """`cifarlab set data.url=$PWD/../x` stores the path it names, not .../main/../x."""
+    params = tmp_path / "params.yaml"
+    params.write_bytes((ROOT / "params.yaml").read_bytes())
+    set_params(params, [f"data.url={tmp_path}/sub/../cifar.tar.gz"])
+    assert yaml.safe_load(params.read_text())["data"]["url"] == f"{tmp_path}/cifar.tar.gz"
+    set_params(params, ["data.url=https://example.org/a/../cifar.tar.gz"])  # a URL is the server's to resolve
+    assert yaml.safe_load(params.read_text())["data"]["url"] == "https://example.org/a/../cifar.tar.gz"

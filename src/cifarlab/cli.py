@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -54,9 +55,13 @@ def cmd_runs(argv: list[str]) -> None:
 
 def cmd_estimate(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="cifarlab estimate", description=(
-        "The time of what `dvc repro` would run now on this machine, per stage: `dvc status` says "
-        "which stages, a few timed training steps of each model say how long (the fastest of 3 after a "
-        "warm-up; cached in ~/.cache/cifarlab for the notice at the start of `dvc repro`)."))
+        "The time of what `dvc repro [TARGETS]` would run now on this machine, per stage: `dvc status` "
+        "says which stages, timed training steps of each model say how long (the fastest of at least 3, "
+        "for at least a second, after a warm-up; cached in ~/.cache/cifarlab for the notice at the start of "
+        "`dvc repro`). A line per model as it is timed."))
+    ap.add_argument("targets", nargs="*", help="stages as `dvc repro` takes them (plot@lenet5 plot@dnn): only what "
+                    "`dvc repro TARGETS` would run; none: the whole pipeline")
+    ap.add_argument("--glob", action="store_true", help="targets are shell-style patterns (as dvc repro --glob)")
     ap.add_argument("--all", action="store_true", help="every stage, as on a fresh clone, whatever dvc status says")
     ap.add_argument("--quiet", action="store_true", help="only time every run's model and update the cache "
                     "(what the notice at the start of `dvc repro` runs when the cache lacks one)")
@@ -69,6 +74,14 @@ def cmd_estimate(argv: list[str]) -> None:
         stages = set(estimate.all_stages(p))
     else:
         stages = estimate.downstream(p, estimate.changed_stages(p))
+    if args.targets:
+        closure = estimate.target_closure(p, args.targets, args.glob)
+        if closure is None:
+            from cifarlab.core.errors import ParamsError
+
+            raise ParamsError(f"cifarlab estimate: {' '.join(args.targets)}: no such stage{' pattern' * args.glob} "
+                              "(stage names: dvc stage list)")
+        stages &= closure
     from cifarlab.core.provenance import cpu_bf16
 
     gpu = estimate.has_gpu()
@@ -101,17 +114,17 @@ def set_params(path: Path, assignments: list[str]) -> list[tuple[str, object]]:
     """Write KEY=VALUE assignments (dotted keys, YAML values) into params.yaml, keeping its
     comments and layout; the whole result is validated first and written atomically, so a bad
     value changes nothing. Returns the (key, value) pairs set."""
-    from ruamel.yaml import YAML
+    from ruamel.yaml import YAML, YAMLError
 
-    from cifarlab.core.errors import ParamsError
+    from cifarlab.core.errors import ParamsError, one_line
     from cifarlab.core.io import atomic_write
-    from cifarlab.core.params import read_yaml, validate
+    from cifarlab.core.params import read_params_file, read_yaml, validate
 
     rt = YAML()  # round-trip: comments, order and flow style survive
     rt.preserve_quotes = True
     rt.width = 4096  # never fold a long line of the run table
     rt.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
-    doc = rt.load(path.read_text())
+    doc = read_params_file(path, rt)  # a file the stages would refuse: their one line, nothing written
     done = []
     for item in assignments:
         key, sep, text = item.partition("=")
@@ -126,12 +139,19 @@ def set_params(path: Path, assignments: list[str]) -> list[tuple[str, object]]:
             node = node[part]
         if not isinstance(node, dict):
             raise ParamsError(f"'{'.'.join(parents)}' is not a section: cannot set {key!r}")
-        value = read_yaml(text)
+        try:
+            value = read_yaml(text)
+        except YAMLError as err:
+            problem = one_line(getattr(err, "problem", None) or getattr(err, "context", None) or err, 120)
+            raise ParamsError(f"bad value for '{key}': {text!r} is not valid YAML ({problem}): fix it, or quote "
+                              f"it to set it as text, e.g. '{key}=\"...\"'") from None
+        if key == "data.url" and isinstance(value, str) and "://" not in value:
+            value = os.path.normpath(value)  # a local path as typed: $PWD/../x stores /.../x, not /.../main/../x
         node[leaf] = value
         done.append((key, value))
     validate(read_yaml(_dump(rt, doc)))  # the whole file, as every stage will read it
-    with atomic_write(path, "w") as f:
-        f.write(_dump(rt, doc))
+    with atomic_write(path) as f:  # UTF-8 whatever the locale: the encoding it is read in
+        f.write(_dump(rt, doc).encode("utf-8"))
     return done
 
 

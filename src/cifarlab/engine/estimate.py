@@ -1,9 +1,12 @@
 """How long `dvc repro` would take on this machine: the stages it would run, each timed.
 
     cifarlab estimate            # per-stage table of what `dvc repro` would run now
+    cifarlab estimate plot@lenet5 plot@dnn   # of what `dvc repro plot@lenet5 plot@dnn` would run
 
 The plan is DVC's own: `dvc status` names the stages whose inputs changed, and everything
-downstream of them runs too (train@R -> evaluate@R -> plot@R, pca@R -> report, experiment).
+downstream of them runs too (train@R -> evaluate@R -> plot@R, pca@R -> report, experiment),
+within what the targets need (`cifarlab estimate plot@lenet5`; the notice at the start of a
+`dvc repro plot@lenet5` reads that command's targets).
 Each training stage costs epochs x (train images + test images / 3) x seconds per image of its
 model at its batch size; a test pass costs about a third of a training step per image. Seconds
 per image come from timing a few real training steps of each model on this machine (fastest of
@@ -18,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -41,9 +45,13 @@ def format_duration(seconds: float) -> str:
 
 
 def subset_hint(data_url: str) -> str:
-    """The command for a quick CPU reproduction, carrying the user's own data.url (offline, the
-    official URL fails again)."""
-    return f"cifarlab set data.url={data_url} {SUBSET_DEMO} && dvc repro"
+    """The command for a quick CPU reproduction. It keeps data.url as it is; a remote one gets the
+    offline alternative beside it (a machine that cannot reach it would fail on it again)."""
+    command = f"cifarlab set {SUBSET_DEMO} && dvc repro"
+    if urllib.parse.urlparse(data_url).scheme in ("http", "https"):
+        command += (" (offline: first cifarlab set data.url=/path/to/cifar-10-python.tar.gz data.md5=<its md5>, "
+                    "README: Running on a local copy of CIFAR-10)")
+    return command
 
 
 def cpu_notice(out: str, epochs: int, n_train: int, n_test: int, s_per_image: float) -> str | None:
@@ -105,6 +113,59 @@ def all_stages(p: Params) -> list[str]:
     return names
 
 
+def target_closure(p: Params, targets: list[str], glob: bool = False) -> set[str] | None:
+    """The stages `dvc repro TARGETS` may run: each target and every stage above it (the layout
+    of dvc.yaml); None for a target that is not a stage name (a path, dvc.yaml): all of them."""
+    import fnmatch
+
+    names = all_stages(p)
+    out: set[str] = set()
+    for t in targets:
+        matched = fnmatch.filter(names, t) if glob else [n for n in names if n == t or n.startswith(f"{t}@")]
+        if not matched:
+            return None
+        for name in matched:
+            kind, run, seed = split_stage(name)
+            suffix = f"_seeds@{run}-{seed}" if seed is not None else f"@{run}"
+            out |= {name, "fetch", "preprocess"}
+            if kind in ("evaluate", "plot", "pca"):
+                out.add(f"train{suffix}" if kind != "pca" else f"train@{run}")
+            if kind == "plot":
+                out.add(f"evaluate{suffix}")
+            if kind == "experiment":
+                out |= {f"train@{p.model}", f"evaluate@{p.model}"}
+            if kind == "report":  # it reads every run's folders: DVC runs everything first
+                return set(names)
+    return out
+
+
+def repro_targets() -> tuple[list[str], bool] | None:
+    """(targets, glob) of the `dvc repro` / `dvc exp run` this process runs under, read from its
+    ancestors' command lines (Linux /proc; DVC runs a stage through a shell) with DVC's own
+    parser; None where none is found (another OS, a stage run by hand)."""
+    pid = os.getppid()
+    for _ in range(6):  # python <- sh <- dvc, with room for wrappers (nice, timeout, a queue worker)
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            status = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        args = [a.decode(errors="replace") for a in argv if a]
+        for i, a in enumerate(args):
+            if Path(a).name.startswith("dvc") and args[i + 1:i + 2] in (["repro"], ["exp"]):
+                try:
+                    from dvc.cli import parse_args
+
+                    parsed = parse_args(args[i + 1:])
+                except (SystemExit, Exception):  # noqa: BLE001  an argv DVC itself would refuse: no targets known
+                    return None
+                return list(getattr(parsed, "targets", None) or []), bool(getattr(parsed, "glob", False))
+        pid = int(status.rsplit(")", 1)[1].split()[1])  # field 4 (ppid), after the command name in parens
+        if pid <= 1:
+            return None
+    return None
+
+
 def changed_stages(p: Params, inside_repro: bool = False) -> set[str]:
     """The stages `dvc status` reports changed. Inside a running `dvc repro` (fetch's notice) the
     running stage's paths are locked, so fetch and preprocess are left out of the query (they
@@ -115,7 +176,7 @@ def changed_stages(p: Params, inside_repro: bool = False) -> set[str]:
             return set(all_stages(p))
     else:
         targets = []
-    proc = subprocess.run(["dvc", "status", "--json", *targets], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", *targets], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(" ".join((proc.stderr or proc.stdout).split())[:300])  # callers decide
     status = json.loads(proc.stdout or "{}")
@@ -323,6 +384,10 @@ def repro_notice(p: Params) -> str | None:
         stages = downstream(p, changed_stages(p, inside_repro=True))
     except (RuntimeError, OSError, ValueError):
         return None  # dvc status could not say: no notice rather than a wrong one
+    found = repro_targets()
+    if found and found[0]:  # `dvc repro plot@lenet5 plot@dnn`: those stages and what they need only
+        closure = target_closure(p, *found)
+        stages = stages if closure is None else stages & closure
     keys = needed_keys(p, stages)
     if not keys:
         return None

@@ -513,26 +513,36 @@ def history_rows(history: list[EpochStats]) -> list[dict]:
     return rows
 
 
+WARMUP_STEPS = 2  # untimed: allocator growth, oneDNN primitive creation, the optimizer's state
+MIN_TIMED_S = 1.0  # a small model's step is ~1 ms: time it for at least this long
+MAX_STEPS = 200
+
+
 def time_train_step(model: nn.Module, recipe: Recipe, pipe: BatchPipeline, rt: Runtime, batch: int = 64,
                     steps: int = 2) -> float:
-    """Seconds per training image: the fastest of `steps` timed steps on random data, after one
-    warm-up step (allocators, kernels); the fastest is the one least disturbed by other load.
+    """Seconds per training image: the fastest timed step on random data, after WARMUP_STEPS;
+    at least `steps` steps and MIN_TIMED_S seconds of them (up to MAX_STEPS), so a millisecond
+    step is not judged on three samples. The fastest is the one least disturbed by other load.
 
     Works on a copy so the real model and optimizer state are untouched.
     """
     model = rt.prepare_model(copy.deepcopy(model))
-    step = TrainStep(model, recipe, pipe, rt, epochs=1, steps_per_epoch=steps + 1)
+    step = TrainStep(model, recipe, pipe, rt, epochs=1, steps_per_epoch=MAX_STEPS + WARMUP_STEPS)
     g = torch.Generator(device=rt.device).manual_seed(0)
     x = torch.randint(0, 256, (batch, 3, 32, 32), generator=g, device=rt.device, dtype=torch.uint8)
     y = torch.randint(0, 10, (batch,), generator=g, device=rt.device)
-    times = []
-    for _ in range(steps + 1):
+    times: list[float] = []
+    start = None
+    while len(times) < WARMUP_STEPS + steps or (time.perf_counter() - start < MIN_TIMED_S
+                                                 and len(times) < WARMUP_STEPS + MAX_STEPS):
         t0 = time.perf_counter()
         step(x, y, g)
         if rt.device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    return min(times[1:]) / batch
+        if len(times) == WARMUP_STEPS:
+            start = time.perf_counter()
+    return min(times[WARMUP_STEPS:]) / batch
 
 
 def build_model(name: str, arch: dict, seed: int) -> nn.Module:
