@@ -271,3 +271,26 @@ def test_a_real_full_disk_under_data_resume_costs_the_resume_point_not_the_run(t
     assert f"data/resume/{MODEL}" in warnings[0] and "No space left on device" in warnings[0]
     assert_outputs(d)
     assert not list(tiny_fs.iterdir())  # nothing left on the full disk
+
+
+def test_a_full_disk_under_any_stage_output_is_one_line(monkeypatch, capsys):
+    """Outputs other than checkpoints and resume points (a history, a timing file, a figure):
+    the machine's OSErrors (disk full, no permission) end a stage in one line, exit 1."""
+
+
+    from cifarlab.core.shell import run_main
+
+    def full(argv):
+        raise OSError(errno.ENOSPC, "No space left on device", "reports/history/lenet5.csv")
+
+    with pytest.raises(SystemExit) as e:
+        run_main(full, [], check_workspace=False)
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.count("\n") == 1
+    assert err.startswith("error: cannot write or read (reports/history/lenet5.csv): No space left on device: make room")
+
+    def bug(argv):
+        raise OSError(errno.EBADF, "Bad file descriptor")  # not the machine's state: a bug, its traceback
+
+    with pytest.raises(OSError):
+        run_main(bug, [], check_workspace=False)

@@ -1,6 +1,7 @@
 """The thin shell every stage's `main()` runs in: one-line errors, clean Ctrl-C, exit codes."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import sys
 from pathlib import Path
@@ -70,3 +71,15 @@ def run_main(main: Callable[[list[str] | None], object], argv: list[str] | None 
         print("interrupted: stopped cleanly; finished outputs are intact, rerun `dvc repro` to go on",
               file=sys.stderr)
         sys.exit(130)
+    except OSError as e:  # the machine's, not the code's: disk full, no permission, a path in the way
+        if e.errno not in _MACHINE_ERRNOS:
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: cannot write or read{where}: {e.strerror}: make room (or fix the permissions) there and "
+              "rerun; outputs are written atomically, so nothing is half-written", file=sys.stderr)
+        sys.exit(1)
+
+
+# OSErrors that are the machine's state, not a bug: one line, no traceback
+_MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO, errno.ENOTDIR,
+                   errno.EISDIR}
