@@ -1,0 +1,80 @@
+"""README's "DVC experiments" commands, in order, as a user runs them on a workspace that has
+trained some of its runs: each exits 0, prints at most 3 DVC WARNING lines, leaves no DVC
+output for git to see, and no uncommitted edit of the user's is lost (the command README gives
+to bring them back finds them)."""
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from workspace import ROOT, sh, small_project
+
+# A table with runs the experiments train and one they never do (cnn): a partial workspace.
+RUNS = ("lenet5", "dnn", "resnet9", "custom_resnet", "resnet18-relu-5_3_2-crop_flip", "cnn")
+# Folders of DVC-cached outputs (.gitignore): git must never list a file under them.
+DVC_OUTPUTS = ("data/", "reports/metrics/", "reports/history/", "reports/predictions/", "reports/details/",
+               "reports/timing/", "reports/figures/runs/")
+
+
+def readme_block(section: str) -> list[str]:
+    """The command lines of the first ```bash block of README's `section` (continuations joined)."""
+    text = (ROOT / "README.md").read_text()
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", body, re.S).group(1).replace("\\\n", " ")
+    return [line.strip() for line in block.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def run(cmd: str, repo: Path, env: dict) -> str:
+    r = subprocess.run(["bash", "-c", cmd], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, f"`{cmd}` exited {r.returncode}\n{out[-3000:]}"
+    warnings = [line for line in out.splitlines() if "WARNING" in line]
+    if cmd.startswith("dvc exp run") and not cmd.startswith("dvc exp run --queue"):
+        # Known, not fixed: before running, `dvc exp run` checks out its targets' outputs and warns
+        # once per output of a stage never run here ("No file hash info found ... It won't be
+        # created"): 7 lines for custom_resnet's first run, 26 for the whole pipeline of this
+        # 6-run table. Those lines only; any other warning counts.
+        warnings = [w for w in warnings if not re.search(r"No file hash info found for '.*'\. It won't be created\.", w)]
+    assert len(warnings) <= 3, f"`{cmd}`: {len(warnings)} WARNING lines, e.g.\n" + "\n".join(warnings[:5])
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo, env=env,
+                            capture_output=True, text=True, check=True).stdout
+    shown = [line[3:] for line in status.splitlines() if line[3:].startswith(DVC_OUTPUTS)]
+    assert not shown, f"after `{cmd}` git sees DVC outputs: {shown[:5]}"
+    return out
+
+
+@pytest.mark.slow
+def test_readme_experiment_round_trip_on_a_partial_workspace(tmp_path, tiny_archive):
+    archive, md5 = tiny_archive
+    repo = tmp_path / "ws"
+    env = small_project(repo, archive, md5, RUNS)
+    run("dvc repro plot@lenet5 plot@dnn", repo, env)  # README: "Only some runs"
+    edit = "\nan uncommitted line of the user's\n"
+    with (repo / "README.md").open("a") as f:
+        f.write(edit)
+    exp_name = None
+    for cmd in readme_block("DVC experiments"):
+        if "<exp-name>" in cmd:
+            names = sh("dvc", "exp", "list", "--name-only", cwd=repo, env=env).split()
+            exp_name = names[0]
+            cmd = cmd.replace("<exp-name>", exp_name)
+        run(cmd, repo, env)
+        if cmd.startswith("dvc queue status"):  # README: wait for the queue, "then dvc exp show"
+            deadline = time.monotonic() + 900
+            while re.search(r"Running|Queued", sh("dvc", "queue", "status", cwd=repo, env=env)):
+                assert time.monotonic() < deadline, "the queued experiments did not finish in 900 s"
+                time.sleep(5)
+            assert "Failed" not in sh("dvc", "queue", "status", cwd=repo, env=env)
+    assert exp_name
+    # on the kept experiment's branch, with its outputs
+    assert sh("git", "branch", "--show-current", cwd=repo, env=env).strip() == "my-branch"
+    assert (repo / "reports/metrics/experiment.json").is_file()
+    # the edit was set aside by `git stash -u`; README's comment beside it says how it comes back
+    line = next(c for c in (ROOT / "README.md").read_text().splitlines() if c.startswith("git stash -u"))
+    back = re.search(r"\((git checkout main && git stash pop) brings them back\)", line).group(1)
+    run(back, repo, env)
+    assert (repo / "README.md").read_text().endswith(edit)
