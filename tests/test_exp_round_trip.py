@@ -5,6 +5,7 @@ to bring them back finds them)."""
 from __future__ import annotations
 
 import re
+import sys
 import subprocess
 import time
 from pathlib import Path
@@ -78,3 +79,25 @@ def test_readme_experiment_round_trip_on_a_partial_workspace(tmp_path, tiny_arch
     back = re.search(r"\((git checkout main && git stash pop) brings them back\)", line).group(1)
     run(back, repo, env)
     assert (repo / "README.md").read_text().endswith(edit)
+
+
+@pytest.mark.slow
+def test_a_failing_stage_leaves_every_finished_output_ignored(tmp_path, tiny_archive):
+    """`dvc repro plot@lenet5-classic train@alexnet_transfer-noskip-low` with AlexNet's weights
+    missing: AlexNet fails in one line, lenet5-classic finished, and git sees none of its outputs
+    (DVC takes back the .gitignore entries it wrote when a later stage fails: the folders are in
+    the committed .gitignore instead), so `git add -A` cannot commit DVC outputs."""
+    archive, md5 = tiny_archive
+    repo = tmp_path / "ws"
+    env = small_project(repo, archive, md5, ("lenet5-classic", "alexnet_transfer-noskip-low", "dnn"))
+    sh(sys.executable, "-m", "cifarlab", "set", "alexnet_transfer.pretrained=true",
+       "alexnet_transfer.weights=/nonexistent/alexnet.pth", cwd=repo, env=env)
+    # --keep-going: lenet5-classic finishes whichever stage DVC takes first
+    targets = ["plot@lenet5-classic", "train@alexnet_transfer-noskip-low"]
+    r = subprocess.run(["dvc", "repro", "--keep-going", *targets], cwd=repo, env=env, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode != 0 and "error: alexnet_transfer.weights: no such file '/nonexistent/alexnet.pth'" in r.stderr
+    assert (repo / "reports/figures/runs/curves_lenet5-classic.png").is_file(), r.stdout[-2000:]  # finished
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo, env=env,
+                            capture_output=True, text=True, check=True).stdout
+    assert not [line for line in status.splitlines() if line[3:].startswith(DVC_OUTPUTS)], status
