@@ -121,7 +121,7 @@ def test_a_missed_verdict_of_a_jpeg_run_points_to_what_jpeg_costs(tmp_path):
     packs.fold(pack_of(tmp_path, "jpeg", {23: 0.60, 1: 0.62}, JPEG), home, study="jpeg", log=lambda s: None)
     _, found = studies.sections(home)
     ws = checkout(tmp_path / "ws")
-    finished_run(ws, top1=0.40)  # one seed on the JPEG-derived full set, below report 000's 47.18%
+    finished_run(ws, top1=0.40)  # one seed on the JPEG-derived full set, below report 000's lenet5 number
     runs = group_runs(load_metrics(ws / "reports/metrics", details_dir=ws / "reports/details"))
     notes = studies.jpeg_miss_notes(found, runs)
     assert notes == {"lenet5": "JPEG costs this recipe -1.00 pp on 40k/10k: [What JPEG costs](#what-jpeg-costs)"}
