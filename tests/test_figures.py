@@ -234,7 +234,9 @@ def test_comparison_figure_bars_per_run_and_curves():
     ax_b, ax_c = fig.axes
     heights = {c.get_label(): [p.get_height() for p in c.patches]
                for c in ax_b.containers if isinstance(c, BarContainer)}
-    assert heights["reported"] == pytest.approx([90.0, 0.0])  # none published: an empty bar
+    assert heights["reported"] == pytest.approx([90.0])  # none published: no bar (a 0% bar reads as measured)
+    na = [t for t in ax_b.texts if t.get_text() == "n/a"]
+    assert len(na) == 1 and na[0].get_position()[0] == pytest.approx(1 - 0.27)  # where b's reported bar would be
     assert heights["best epoch (on test)"] == pytest.approx([88.0, 61.0])
     assert heights["final epoch"] == pytest.approx([87.0, 60.0])
     assert [t.get_text() for t in ax_b.get_xticklabels()] == ["a", "b"]
@@ -264,3 +266,13 @@ def test_save_figure_is_byte_reproducible(tmp_path):
     assert a[:8] == b"\x89PNG\r\n\x1a\n"
     assert a == b
     assert plt.get_fignums() == []  # save_figure closes what it wrote
+
+
+def test_comparison_curves_never_share_colour_and_style():
+    """Past matplotlib's 10-colour cycle two curves drew alike (cnn and lenet5-sigmoid): each
+    curve of 45 gets its own (colour, line style)."""
+    top1 = {f"r{i}": {"reported": None, "best": 0.5, "final": 0.5} for i in range(45)}
+    hists = {f"r{i}": pd.DataFrame({"epoch": [1, 2], "test_acc": [0.4, 0.5]}) for i in range(45)}
+    _, ax_c = comparison_figure(top1, hists).axes
+    looks = [(tuple(line.get_color()), line.get_linestyle()) for line in ax_c.get_lines()]
+    assert len(looks) == 45 and len(set(looks)) == 45
