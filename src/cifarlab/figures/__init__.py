@@ -54,10 +54,11 @@ LINE_STYLES = ("-", "--", ":", "-.")
 
 
 def series_style(i: int) -> tuple[tuple, str]:
-    """(colour, line style) of the i-th curve of a figure: tab20's 20 colours, then the same
-    colours dashed, dotted, dash-dotted: 80 curves before any two look alike (matplotlib's
-    default cycle repeats after 10, so cnn and lenet5-sigmoid drew in one colour)."""
-    return plt.get_cmap("tab20")(i % 20), LINE_STYLES[(i // 20) % len(LINE_STYLES)]
+    """(colour, line style) of the i-th curve of a figure: tab20's ten dark hues, then their ten
+    light twins, then the same colours dashed, dotted, dash-dotted: 80 curves before any two look
+    alike (matplotlib's default cycle repeats after 10: cnn and lenet5-sigmoid drew in one colour)."""
+    k = i % 20
+    return plt.get_cmap("tab20")((k % 10) * 2 + k // 10), LINE_STYLES[(i // 20) % len(LINE_STYLES)]
 
 
 def comparison_figure(top1: Mapping[str, Mapping[str, float | None]], hists: Mapping[str, pd.DataFrame]) -> plt.Figure:
