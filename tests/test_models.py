@@ -216,7 +216,8 @@ def test_published_numbers_live_only_in_reference_yaml():
 def test_arch_param_annotations_are_precise():
     a = {n: {k: p.annotation for k, p in model_info(n).arch_params.items()} for n in NAMES}
     assert a["dnn"] == {"hidden": tuple[int, ...], "batchnorm": bool}
-    assert a["cnn"] == a["resnet"] == a["resnet9"] == {}
+    assert a["cnn"] == {"channels": tuple[int, int, int], "hidden": int, "batchnorm": bool, "dropout": float}
+    assert a["resnet"] == a["resnet9"] == {}
     assert a["custom_resnet"] == {"expansion": int, "dropout": float}
     assert a["hw2_cnn"] == {"dropout": float}
     assert a["lenet5"] == {"activation": typing.Literal["relu", "tanh", "sigmoid"]}

@@ -40,11 +40,11 @@ def dnn(*, hidden: tuple[int, ...] = (1024, 512, 256), batchnorm: bool = True) -
     return nn.Sequential(*layers)
 
 
-def _conv_bn_relu_pool(cin: int, cout: int) -> nn.Sequential:
-    # 3x3 pad 1 keeps H x W; max pool 2 halves it. No conv bias: BN follows.
+def _conv_bn_relu_pool(cin: int, cout: int, batchnorm: bool = True) -> nn.Sequential:
+    # 3x3 pad 1 keeps H x W; max pool 2 halves it. No conv bias before BN (its shift replaces it).
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
+        nn.Conv2d(cin, cout, 3, padding=1, bias=not batchnorm),
+        *([nn.BatchNorm2d(cout)] if batchnorm else []),
         nn.ReLU(),
         nn.MaxPool2d(2),
     )
@@ -55,19 +55,28 @@ def _conv_bn_relu_pool(cin: int, cout: int) -> nn.Sequential:
     report="001",
     description="lecture CNN: 3 x (conv3x3, BN, ReLU, maxpool 2) at 32/64/128 ch -> 2048 -> 256 -> 10 (sizes OPEN)",
 )
-def cnn() -> nn.Module:
-    """(B,3,32,32) -> 32@16x16 -> 64@8x8 -> 128@4x4 -> flatten 2048 -> 256 -> ReLU -> 10.
+def cnn(*, channels: tuple[int, int, int] = (32, 64, 128), hidden: int = 256, batchnorm: bool = True,
+        dropout: float = 0.0) -> nn.Module:
+    """(B,3,32,32) -> c1@16x16 -> c2@8x8 -> c3@4x4 -> flatten c3*16 -> hidden -> ReLU [-> dropout] -> 10;
+    by default 32/64/128 channels and 2048 -> 256.
 
-    BatchNorm is there because the recipe is SGD lr 0.1, which a plain CNN does not survive.
+    The report gives neither the layer sizes nor BatchNorm or dropout (OPEN); its runs of the
+    table try them (open_choices). BatchNorm is the default because the recipe is SGD lr 0.1.
     """
+    if len(channels) != 3 or any(c < 1 for c in channels) or hidden < 1:
+        raise ParamsError(f"cnn: channels must be 3 sizes >= 1 and hidden >= 1, got {list(channels)} and {hidden}")
+    if not 0.0 <= dropout < 1.0:
+        raise ParamsError(f"cnn.dropout: a probability in [0, 1), got {dropout}")
+    c1, c2, c3 = channels
     return nn.Sequential(
-        _conv_bn_relu_pool(3, 32),  # 32x32 -> 16x16
-        _conv_bn_relu_pool(32, 64),  # 16x16 -> 8x8
-        _conv_bn_relu_pool(64, 128),  # 8x8 -> 4x4
-        nn.Flatten(),  # 128 * 4 * 4 = 2048
-        nn.Linear(2048, 256),
+        _conv_bn_relu_pool(3, c1, batchnorm),  # 32x32 -> 16x16
+        _conv_bn_relu_pool(c1, c2, batchnorm),  # 16x16 -> 8x8
+        _conv_bn_relu_pool(c2, c3, batchnorm),  # 8x8 -> 4x4
+        nn.Flatten(),  # c3 * 4 * 4 (2048 by default)
+        nn.Linear(c3 * 16, hidden),
         nn.ReLU(),
-        nn.Linear(256, NUM_CLASSES),
+        *([nn.Dropout(dropout)] if dropout else []),  # none at 0: the default's layers (and bytes) unchanged
+        nn.Linear(hidden, NUM_CLASSES),
     )
 
 
