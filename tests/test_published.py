@@ -200,7 +200,7 @@ def test_fold_refuses_other_recipe_other_code_and_non_packs_writing_nothing(work
     shutil.copy(ROOT / "params.yaml", home / "params.yaml")
     loop = home / "src/cifarlab/engine/loop.py"
     loop.write_text(loop.read_text() + "\n# changed\n")
-    with pytest.raises(packs.PublishError, match=r"src/cifarlab/engine/loop\.py differ.*--accept-code-change"):
+    with pytest.raises(packs.PublishError, match=r"src/cifarlab/engine/loop\.py differs from this checkout.*--accept-code-change"):
         packs.fold(dest, home, log=lambda s: None)
     bad = tmp_path / "bad.tar.gz"
     bad.write_bytes(b"not a pack")

@@ -392,7 +392,8 @@ def fold(pack_file: Path, root: Path = Path("."), accept_code_change: bool = Fal
     commit = (manifest["code"].get("commit") or "unknown")[:12]
     if differ and not accept_code_change:
         more = f" and {len(differ) - 1} more" if len(differ) > 1 else ""
-        raise PublishError(f"{pack_file}: trained with other code (commit {commit}): {differ[0]}{more} differ from "
+        verb = "differ" if more else "differs"
+        raise PublishError(f"{pack_file}: trained with other code (commit {commit}): {differ[0]}{more} {verb} from "
                            "this checkout; fold it in a checkout of that commit, rerun, or pass --accept-code-change "
                            "to publish it with the difference recorded")
     renamed: dict[str, str] = {}
