@@ -81,7 +81,8 @@ def arm_dir(study: str, arm: str, root: Path = Path(".")) -> Path:
 # --------------------------------------------------------------------------- the report's sections
 
 
-def load_arms(study: Study, root: Path = Path("."), published_dir: Path | None = None) -> dict[str, dict[str, list[dict]]]:
+def load_arms(study: Study, root: Path = Path("."),
+              published_dir: Path | None = None) -> dict[str, dict[str, list[dict]]]:
     """arm -> run -> the run's seed records (tables.load_metrics records, with "prov": provenance)
     of every run with seeds in the study's own store, plus, where the study counts them, the
     run's published seeds of the arm's kind."""
