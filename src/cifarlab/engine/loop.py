@@ -531,18 +531,21 @@ def time_train_step(model: nn.Module, recipe: Recipe, pipe: BatchPipeline, rt: R
     g = torch.Generator(device=rt.device).manual_seed(0)
     x = torch.randint(0, 256, (batch, 3, 32, 32), generator=g, device=rt.device, dtype=torch.uint8)
     y = torch.randint(0, 10, (batch,), generator=g, device=rt.device)
-    times: list[float] = []
-    start = None
-    while len(times) < WARMUP_STEPS + steps or (time.perf_counter() - start < MIN_TIMED_S
-                                                 and len(times) < WARMUP_STEPS + MAX_STEPS):
+
+    def timed_step() -> float:
         t0 = time.perf_counter()
         step(x, y, g)
         if rt.device.type == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-        if len(times) == WARMUP_STEPS:
-            start = time.perf_counter()
-    return min(times[WARMUP_STEPS:]) / batch
+        return time.perf_counter() - t0
+
+    for _ in range(WARMUP_STEPS):
+        timed_step()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < steps or (time.perf_counter() - start < MIN_TIMED_S and len(times) < MAX_STEPS):
+        times.append(timed_step())
+    return min(times) / batch
 
 
 def build_model(name: str, arch: dict, seed: int) -> nn.Module:

@@ -39,9 +39,9 @@ from cifarlab.core.io import atomic_write
 from cifarlab.core.params import RUN_NAME, Params, load_params
 from cifarlab.core.provenance import code_version
 from cifarlab.core.runs import output_id
-from cifarlab.reporting.studies import STUDIES, STUDIES_DIR, arm_dir
 from cifarlab.reporting.published import (PROVENANCE, PUBLISHED_DIR, PUBLISHED_FILES, REQUIRED, load_provenance,
-                                          numerics_of, read_json_object)
+                                          numerics_of, prov_numerics, read_json_object)
+from cifarlab.reporting.studies import STUDIES, STUDIES_DIR, arm_dir, content_md5
 
 PACK_FORMAT = 1
 MAX_PACK_BYTES = 16 * 2**20  # what one file carried back from a lent GPU may weigh
@@ -304,10 +304,11 @@ def _json_member(members: Mapping[str, bytes], name: str, pack_file: Path) -> di
     return data
 
 
-def _checked_manifest(members: Mapping[str, bytes], pack_file: Path) -> dict:
-    """The manifest, every field fold uses checked for type and form, and every member fold
-    reads present and well-formed (a pack is untrusted: it comes from another machine or person).
-    Names and seeds become file names, so each must be a run name and a non-negative integer."""
+def _checked_manifest(members: Mapping[str, bytes], pack_file: Path) -> tuple[dict, dict[str, dict]]:
+    """(the manifest, run output -> its provenance), every field fold uses checked for type and
+    form, and every member fold reads present and well-formed (a pack is untrusted: it comes from
+    another machine or person). Names and seeds become file names, so each must be a run name and
+    a non-negative integer."""
     def bad(what: str) -> PublishError:
         return PublishError(f"{pack_file}: {MANIFEST}: {what}: not a pack cifarlab wrote (make it again with cifarlab pack)")
 
@@ -325,6 +326,7 @@ def _checked_manifest(members: Mapping[str, bytes], pack_file: Path) -> dict:
     runs = manifest.get("runs")
     if not isinstance(runs, dict) or not runs:
         raise bad("no 'runs' (the run outputs it holds)")
+    provenance = {}
     for out, meta in runs.items():
         if not re.fullmatch(OUT_NAME, out):
             raise bad(f"run output {out!r} is not a run output name")
@@ -337,21 +339,21 @@ def _checked_manifest(members: Mapping[str, bytes], pack_file: Path) -> dict:
             raise bad(f"run output {out!r}: seed {seed!r} is not a non-negative integer")
         if not isinstance(meta.get("recipe"), dict):
             raise bad(f"run output {out!r}: no 'recipe'")
-        for name in REQUIRED:
-            _json_member(members, name.format(out=out), pack_file) if name.endswith(".json") else None
-            if name.format(out=out) not in members:
-                raise PublishError(f"{pack_file}: no {name.format(out=out)}: not a complete cifarlab pack")
-        prov = _json_member(members, PROVENANCE.format(out=out), pack_file)
+        for name in (n.format(out=out) for n in REQUIRED):
+            if name.endswith(".json"):
+                _json_member(members, name, pack_file)
+            elif name not in members:
+                raise PublishError(f"{pack_file}: no {name}: not a complete cifarlab pack")
+        prov = provenance[out] = _json_member(members, PROVENANCE.format(out=out), pack_file)
         if (prov.get("run"), prov.get("seed")) != (run, seed):
             raise PublishError(f"{pack_file}: {PROVENANCE.format(out=out)} names run {prov.get('run')!r} seed "
                                f"{prov.get('seed')!r}, the manifest run {run!r} seed {seed!r}: not a pack cifarlab wrote")
-    return manifest
+    return manifest, provenance
 
 
 def _family(prov: Mapping) -> tuple:
     """What a run's seeds must share to be averaged: the data (content md5) and the precision."""
-    numerics = prov.get("numerics") or numerics_of({"cuda": (prov.get("device") or {}).get("cuda")})[0]
-    return (prov.get("data") or {}).get("content_md5"), numerics.get("precision")
+    return content_md5(prov), prov_numerics(prov).get("precision")
 
 
 def _published_elsewhere(dest_root: Path, prov: Mapping) -> list[str]:
@@ -384,7 +386,7 @@ def fold(pack_file: Path, root: Path = Path("."), accept_code_change: bool = Fal
     if study is not None and study not in STUDIES:
         raise PublishError(f"--study {study!r}: no such study; studies: {', '.join(STUDIES)}")
     members = _read_pack(pack_file)
-    manifest = _checked_manifest(members, pack_file)
+    manifest, provenance = _checked_manifest(members, pack_file)
     p = load_params(root / paths.PARAMS_FILE)
     mine = code_md5s(root)
     theirs = manifest["code"]["files"]
@@ -412,7 +414,7 @@ def fold(pack_file: Path, root: Path = Path("."), accept_code_change: bool = Fal
     dests: dict[str, Path] = {}  # out -> the store it goes to
     stale: list[tuple[Path, str]] = []
     for out, new in renamed.items():
-        prov = _json_member(members, PROVENANCE.format(out=out), pack_file)
+        prov = provenance[out]
         dest = root / PUBLISHED_DIR
         if study is not None:
             s = STUDIES[study]
@@ -445,10 +447,9 @@ def fold(pack_file: Path, root: Path = Path("."), accept_code_change: bool = Fal
                 if not target.resolve().is_relative_to(top.resolve()):  # checked names make this unreachable
                     raise PublishError(f"{pack_file}: {name.format(out=new)} would land outside {top}")
                 if name == PROVENANCE:
-                    prov = _json_member(members, name.format(out=out), pack_file)
-                    prov.update(out=new, folded={"at": today, "pack": pack_file.name,
-                                                 "code_differs": differ if accept_code_change else []})
-                    data = _json_bytes(prov)
+                    data = _json_bytes({**provenance[out], "out": new,
+                                        "folded": {"at": today, "pack": pack_file.name,
+                                                   "code_differs": differ if accept_code_change else []}})
                 if data is None:
                     staged.append((None, target))
                     continue

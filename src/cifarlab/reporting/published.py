@@ -64,6 +64,11 @@ def numerics_of(timing: Mapping, train_params: Mapping | None = None) -> tuple[d
             "cpu_bf16": None}, True
 
 
+def prov_numerics(prov: Mapping) -> dict:
+    """A published run's numerics: as its provenance records them, or what its device did then."""
+    return dict(prov.get("numerics") or numerics_of({"cuda": (prov.get("device") or {}).get("cuda")})[0])
+
+
 def precision_label(numerics: Mapping) -> str:
     """'bf16', 'bf16 compiled', 'fp32': the short form the report's tables show."""
     return " ".join([str(numerics.get("precision", "fp32"))] + (["compiled"] if numerics.get("compile") else []))
@@ -150,8 +155,7 @@ def device_label(prov: Mapping) -> str:
         extra += f", CUDA {d.get('cuda')}"
     elif d.get("num_threads"):
         extra += f", {d['num_threads']} thread{'s' if d['num_threads'] != 1 else ''}"
-    numerics = prov.get("numerics") or numerics_of({"cuda": d.get("cuda")})[0]
-    return f"{name} ({extra}, {precision_label(numerics)})"
+    return f"{name} ({extra}, {precision_label(prov_numerics(prov))})"
 
 
 def short_data_label(prov: Mapping) -> str:
@@ -226,8 +230,7 @@ def published_section(reference: Mapping, published: Mapping[str, list[dict]], p
             fmt_result("top1", st["best"], st),
             fmt_diff("top1", st["best"]["mean"], ref["value"]) if ref and st["best"]["mean"] is not None else DASH,
             ", ".join(str(r["best"].get("epoch")) for r in recs),
-            " / ".join(_ordered(precision_label(p.get("numerics") or numerics_of({"cuda": (p.get("device") or {})
-                                                                                  .get("cuda")})[0]) for p in provs)),
+            " / ".join(_ordered(precision_label(prov_numerics(p)) for p in provs)),
             " / ".join(_ordered(short_data_label(p) for p in provs)),
             " / ".join(_ordered(short_device_label(p) for p in provs)),
             fmt_duration(sum(walls) / len(walls)) if walls else DASH,

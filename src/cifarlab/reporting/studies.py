@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cifarlab.core import paths
-from cifarlab.reporting.published import JPEG_FULL_CONTENT_MD5, numerics_of
+from cifarlab.reporting.published import JPEG_FULL_CONTENT_MD5, prov_numerics
 
 STUDIES_DIR = paths.REPORTS_DIR / "studies"
 
@@ -27,8 +27,7 @@ JPEG_EFFECT_DATA = {"a6470e70346c81303eb95d6a547fcb0c": "lossless", "6f70186c755
 
 
 def precision_of(prov: Mapping) -> str:
-    return str((prov.get("numerics") or numerics_of({"cuda": (prov.get("device") or {}).get("cuda")})[0])
-               .get("precision", "fp32"))
+    return str(prov_numerics(prov).get("precision", "fp32"))
 
 
 def content_md5(prov: Mapping) -> str | None:
