@@ -17,8 +17,8 @@ from torch import nn
 
 from cifarlab.core.errors import CifarlabError, ParamsError, WeightsError
 from cifarlab.models import ModelInfo, get_model, list_models, model_info
-from cifarlab.models import alexnet as alexnet_mod
-from cifarlab.models.alexnet import RandomFeaturesWarning
+from cifarlab.models import alexnet_transfer as alexnet_mod
+from cifarlab.models.alexnet_transfer import RandomFeaturesWarning
 
 NAMES = [
     "alexnet_transfer",
@@ -498,10 +498,10 @@ def test_alexnet_corrupt_hub_cache(empty_torch_home):
 
 
 def test_weights_file_name_is_torchvisions():
-    """alexnet.py names the weights file without importing torchvision (stage start-up time)."""
+    """alexnet_transfer.py names the weights file without importing torchvision (stage start-up time)."""
     from urllib.parse import urlparse
 
-    from cifarlab.models import alexnet
+    from cifarlab.models import alexnet_transfer as alexnet
 
     assert Path(urlparse(alexnet.imagenet_weights().url).path).name == alexnet.WEIGHTS_FILE_NAME
 

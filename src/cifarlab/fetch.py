@@ -22,7 +22,7 @@ from cifarlab.engine.estimate import repro_notice
 def main(argv: list[str] | None = None) -> None:
     """Stage entry point: params data.url / data.md5 -> RAW_ARCHIVE."""
     argparse.ArgumentParser(prog="python -m cifarlab.fetch", description=__doc__.splitlines()[0]).parse_args(argv)
-    p = load_params(check_models=False)  # no torch here: the stages after fetch check the rest
+    p = load_params(check_models=False)  # no model code: it downloads data only
     notice = repro_notice(p)  # say so up front when a CPU is about to take hours (no torch here)
     if notice:
         print(notice, file=sys.stderr, flush=True)

@@ -24,7 +24,7 @@ from cifarlab.data.prepared import prepare, save_split
 def main(argv: list[str] | None = None) -> None:
     """Stage entry point: RAW_ARCHIVE -> TRAIN_FILE, TEST_FILE, STATS_FILE."""
     argparse.ArgumentParser(prog="python -m cifarlab.preprocess", description=__doc__.splitlines()[0]).parse_args(argv)
-    p = load_params()
+    p = load_params(check_models=False)  # no model code: it prepares data only
     try:
         arrays = read_archive(RAW_ARCHIVE)
     except DataError as e:  # say what to do, not only what is wrong

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Callable, Collection, Literal, Mapping
 
 from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.constructor import DuplicateKeyError
@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from cifarlab.core.errors import ParamsError, one_line
+from cifarlab.core.model_names import model_names
 from cifarlab.core.paths import PARAMS_FILE
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -265,21 +266,20 @@ def _check_model_name(key: str, value: Any, known: list[str]) -> str:
     return value
 
 
-def validate(raw: Any, check_models: bool = True) -> Params:
+def validate(raw: Any, check_models: bool | Collection[str] = True) -> Params:
     """Validate a parsed params.yaml (a dict). Raises ParamsError with one line.
 
-    check_models=False skips what needs the model registry (which imports torch, seconds): model
-    names, architecture options, `pca` runs having an embedding. Only `fetch` uses it, to speak
-    before any work; the stages after it check the whole file.
+    check_models: whose architecture options (and `pca` embeddings) are checked against the
+    model's builder, which imports that model's module (and torch): True every model (`cifarlab
+    set`, CI), False none, or a collection of model names: a run's stages check their own model
+    only, so they depend on no other model's file. Everything else is checked always.
     """
+    def checks(model: str) -> bool:
+        return check_models is True or (not isinstance(check_models, bool) and model in check_models)
+
     if not isinstance(raw, Mapping):
         raise ParamsError(f"params must be a mapping at top level, got {type(raw).__name__}")
-    if check_models:
-        from cifarlab.models import list_models
-
-        known = list_models()
-    else:
-        known = [k for k in raw if k not in TOP_KEYS]
+    known = model_names()
     for k in raw:
         if k not in TOP_KEYS and k not in known:
             raise ParamsError(
@@ -300,8 +300,8 @@ def validate(raw: Any, check_models: bool = True) -> Params:
                           "which the main runs already use")
     data = _validate(DataParams, raw.get("data", {}), "data")
     train = _validate(TrainParams, raw.get("train", {}), "train")
-    recipes = {name: _validate_model_section(name, raw[name], check_models) for name in known if name in raw}
-    runs = _validate_runs(raw["runs"], raw, known, check_models)
+    recipes = {name: _validate_model_section(name, raw[name], checks(name)) for name in known if name in raw}
+    runs = _validate_runs(raw["runs"], raw, known, checks)
     model = raw["model"]
     if not isinstance(model, str) or model not in runs:
         raise ParamsError(f"bad value for 'model': {model!r} is not a run; known runs: {', '.join(runs)}")
@@ -311,7 +311,7 @@ def validate(raw: Any, check_models: bool = True) -> Params:
     for i, run in enumerate(pca):
         if not isinstance(run, str) or run not in runs:
             raise ParamsError(f"bad value for 'pca[{i}]': {run!r} is not a run; known runs: {', '.join(runs)}")
-        if check_models and not _has_embedding(runs[run].model):
+        if checks(runs[run].model) and not _has_embedding(runs[run].model):
             raise ParamsError(f"bad value for 'pca[{i}]': run {run!r} trains {runs[run].model}, which has no "
                               "feature embedding to project (alexnet_transfer has)")
     open_choices = _validate_open_choices(raw.get("open_choices") or {}, runs)
@@ -367,7 +367,7 @@ def _has_embedding(model: str) -> bool:
     return model_info(model).embedding
 
 
-def _validate_runs(raw_runs: Any, raw: Mapping, known: list[str], check_models: bool = True) -> dict[str, Run]:
+def _validate_runs(raw_runs: Any, raw: Mapping, known: list[str], checks: Callable[[str], bool]) -> dict[str, Run]:
     """`runs:` -> name -> Run, each entry's model section merged with its overrides and validated
     as one section, so an override gets the same one-line errors a model section would."""
     if not isinstance(raw_runs, Mapping) or not raw_runs:
@@ -384,7 +384,7 @@ def _validate_runs(raw_runs: Any, raw: Mapping, known: list[str], check_models: 
             raise ParamsError(f"missing param section '{model}' (the recipe run '{name}' trains)")
         overrides = {k: v for k, v in entry.items() if k != "model"}
         try:
-            merged = _validate_model_section(model, {**raw[model], **overrides}, check_models)
+            merged = _validate_model_section(model, {**raw[model], **overrides}, checks(model))
         except ParamsError as e:  # name the run's entry, not the section, as the place to fix
             msg = str(e).replace(f"'{model}.", f"'runs.{name}.", 1)
             if msg.startswith(f"{model}: "):  # a rule spanning keys (multistep needs lr_ratio ...)
@@ -394,7 +394,7 @@ def _validate_runs(raw_runs: Any, raw: Mapping, known: list[str], check_models: 
     return runs
 
 
-def load_params(path: str | Path = PARAMS_FILE, check_models: bool = True) -> Params:
+def load_params(path: str | Path = PARAMS_FILE, check_models: bool | Collection[str] = True) -> Params:
     """Read and validate params.yaml (see `read_params_file`, `validate`). Raises ParamsError with
     one line."""
     return validate(read_params_file(path), check_models)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from cifarlab.core.errors import ParamsError
-from cifarlab.core.params import ModelParams, Params, load_params
+from cifarlab.core.params import ModelParams, Params, read_params_file, validate
 
 
 @dataclass(frozen=True)
@@ -52,5 +52,11 @@ def stage_args(prog: str, doc: str, argv: list[str] | None) -> tuple[Params, Run
     ap.add_argument("--seed", type=int, metavar="K", help="train with this seed (default: params.yaml `seed`); "
                     "outputs get a -s<K> suffix when it differs")
     args = ap.parse_args(argv)
-    p = load_params()
+    raw = read_params_file()
+    # The run's own model is checked against its builder; other models' options are not read, so
+    # the stage imports (and depends on) no other model's file. `cifarlab set` checks them all.
+    runs = raw.get("runs")
+    entry = runs.get(args.run) if isinstance(runs, Mapping) else None
+    own = {entry["model"]} if isinstance(entry, Mapping) and isinstance(entry.get("model"), str) else set()
+    p = validate(raw, check_models=own)
     return p, resolve(p, args.run, args.seed)

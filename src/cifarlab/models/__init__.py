@@ -1,5 +1,10 @@
 """The model registry: every architecture cifarlab trains, by name (style of torchvision.models._api).
 
+One module per model, named after it (`cifarlab/models/<name>.py`; `_*` modules are shared code),
+imported on first use: `get_model("lenet5")` imports lenet5.py and no other model, so a run's
+stages depend on the registry, the shared blocks and their own model's file only, and a new model
+is one new file (the listing: cifarlab.core.model_names, which needs no torch).
+
 A model is registered with `@register_model(name, report=..., description=...)`
 over a *builder*: a function taking ONLY keyword-only, annotated, defaulted arguments (the
 architecture options that params.yaml may set) and returning an `nn.Module` that maps an already
@@ -14,6 +19,7 @@ annotations are precise (bool, int, float, Literal[...], str | None, tuple[int, 
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 from dataclasses import dataclass
 from typing import Callable, TypeVar
@@ -21,6 +27,7 @@ from typing import Callable, TypeVar
 from torch import nn
 
 from cifarlab.core.errors import CifarlabError
+from cifarlab.core.model_names import model_names
 
 __all__ = ["ModelInfo", "register_model", "list_models", "get_model", "model_info"]
 
@@ -68,6 +75,9 @@ def register_model(
     """Decorator: register `fn` as the builder of model `name` (returns `fn` unchanged)."""
 
     def wrapper(fn: B) -> B:
+        module = fn.__module__
+        if module.startswith(f"{__name__}.") and module != f"{__name__}.{name}":
+            raise ValueError(f"model {name!r} is registered in {module}: its file must be named after it ({name}.py)")
         if name in _MODELS:
             raise ValueError(f"model {name!r} is already registered")
         _MODELS[name] = ModelInfo(
@@ -84,16 +94,20 @@ def register_model(
 
 
 def list_models() -> list[str]:
-    """Registered model names, sorted."""
-    return sorted(_MODELS)
+    """Registered model names, sorted (none of their modules imported)."""
+    return model_names()
 
 
 def model_info(name: str) -> ModelInfo:
-    """The registry entry of `name`; unknown name -> CifarlabError listing the known ones."""
-    try:
-        return _MODELS[name]
-    except KeyError:
-        raise CifarlabError(f"unknown model {name!r}; known: {', '.join(list_models())}") from None
+    """The registry entry of `name`, its module imported on first use; unknown name ->
+    CifarlabError listing the known ones."""
+    if name not in _MODELS:
+        if name not in model_names():
+            raise CifarlabError(f"unknown model {name!r}; known: {', '.join(list_models())}")
+        importlib.import_module(f"{__name__}.{name}")
+        if name not in _MODELS:
+            raise CifarlabError(f"src/cifarlab/models/{name}.py registers no model named {name!r}")
+    return _MODELS[name]
 
 
 def get_model(name: str, **arch) -> nn.Module:
@@ -108,15 +122,3 @@ def get_model(name: str, **arch) -> nn.Module:
         allowed = ", ".join(info.arch_params) or "(none)"
         raise CifarlabError(f"model {name!r} has no option {', '.join(map(repr, unknown))}; options: {allowed}")
     return info.builder(**arch)
-
-
-# Importing the submodules registers the nine models (they import register_model from here,
-# which is defined above, so the circular import is safe).
-from cifarlab.models import (  # noqa: E402,F401
-    alexnet,
-    custom_resnet,
-    hw2_cnn,
-    lecture,
-    report000,
-    resnet18,
-)

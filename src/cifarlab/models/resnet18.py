@@ -11,7 +11,7 @@ from torch import nn
 
 from cifarlab.core.errors import ParamsError
 from cifarlab.models import NUM_CLASSES, register_model
-from cifarlab.models.blocks import Activation, CifarResNet
+from cifarlab.models._blocks import Activation, CifarResNet
 
 
 @register_model(

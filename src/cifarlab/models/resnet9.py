@@ -1,43 +1,10 @@
-"""Report 000: LeNet-5 (`lenet5`) against the widely used ResNet-9 (`resnet9`)."""
+"""Report 000's ResNet-9 (`resnet9`), the widely used DAWNBench-style network."""
 from __future__ import annotations
-
-from typing import Literal
 
 import torch
 from torch import nn
 
-from cifarlab.core.errors import ParamsError
 from cifarlab.models import NUM_CLASSES, register_model
-
-
-@register_model(
-    "lenet5",
-    report="000",
-    description="LeNet-5 on RGB: conv 6@5x5, avgpool, conv 16@5x5, avgpool, 400 -> 120 -> 84 -> 10",
-)
-def lenet5(*, activation: Literal["relu", "tanh", "sigmoid"] = "relu") -> nn.Module:
-    """(B,3,32,32) -conv5x5-> 6@28x28 -avgpool-> 6@14x14 -conv5x5-> 16@10x10 -avgpool-> 16@5x5
-    -> flatten 400 -> 120 -> 84 -> 10, `activation` after every conv and hidden linear.
-    tanh is LeCun's original (his 1998 network squashed with a scaled tanh; sigmoid units are the
-    other classic); ReLU the common choice today (OPEN in the report). 62,006 params."""
-    acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
-    if activation not in acts:
-        raise ParamsError(f"lenet5.activation must be one of {', '.join(map(repr, acts))}, got {activation!r}")
-    act = acts[activation]
-    return nn.Sequential(
-        nn.Conv2d(3, 6, 5),  # 32 -> 28
-        act(),
-        nn.AvgPool2d(2),  # 28 -> 14
-        nn.Conv2d(6, 16, 5),  # 14 -> 10
-        act(),
-        nn.AvgPool2d(2),  # 10 -> 5
-        nn.Flatten(),  # 16 * 5 * 5 = 400
-        nn.Linear(400, 120),
-        act(),
-        nn.Linear(120, 84),
-        act(),
-        nn.Linear(84, NUM_CLASSES),
-    )
 
 
 def conv_block(in_channels: int, out_channels: int, pool: bool = False) -> nn.Sequential:

@@ -1,0 +1,24 @@
+"""Report 001's lecture ResNet (`resnet`).
+
+The report does not give the lecture's layer sizes (OPEN); these are the common textbook
+choices (params.yaml says which). Trained with plain SGD lr 0.1, momentum 0.9, weight decay
+5e-4 for 100 epochs with normalization only.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from cifarlab.models import NUM_CLASSES, register_model
+from cifarlab.models._blocks import CifarResNet
+
+
+@register_model(
+    "resnet",
+    report="001",
+    description="lecture ResNet: conv3x3 64 stem, BasicBlocks [2,2,2] at 64/128/256 ch, avg pool, linear 256 -> 10 (OPEN)",
+)
+def resnet() -> nn.Module:
+    """(B,3,32,32) -> stem 64@32x32 -> layer1 64@32x32 -> layer2 128@16x16 -> layer3 256@8x8
+    -> global avg pool (B, 256) -> linear 10. The report's custom ResNet "adds one more layer
+    of blocks" to this three-stage net."""
+    return CifarResNet(blocks=(2, 2, 2), widths=(64, 128, 256), activation="relu", num_classes=NUM_CLASSES)
