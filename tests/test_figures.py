@@ -8,18 +8,10 @@ from matplotlib.colors import to_rgba
 from matplotlib.container import BarContainer
 
 from cifarlab.core.paths import CLASSES
-from cifarlab.figures import (
-    HEATMAP_GID,
-    NA,
-    comparison_figure,
-    confusion_figure,
-    curves_figure,
-    grid_heatmaps,
-    pca_figure,
-    pca_project,
-    report_bars,
-    save_figure,
-)
+from cifarlab.figures.common import HEATMAP_GID, NA, save_figure
+from cifarlab.figures.comparison import comparison_figure
+from cifarlab.figures.reports import grid_heatmaps, report_bars
+from cifarlab.figures.runs import confusion_figure, curves_figure, pca_figure, pca_project
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,9 @@ import yaml
 from cifarlab.core.provenance import code_version
 from cifarlab.core.shell import workspace_code_problem
 from cifarlab.reporting import packs, published
-from cifarlab.reporting.tables import fmt_value, group_runs, load_metrics, load_reference, primary
+from cifarlab.reporting.markdown import fmt_value
+from cifarlab.reporting.metrics import group_runs, load_metrics
+from cifarlab.reporting.reference import load_reference, primary
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = load_reference(ROOT / "reports" / "reference.yaml")

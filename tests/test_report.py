@@ -20,7 +20,10 @@ import yaml
 import cifarlab
 from cifarlab import report
 from cifarlab.core.errors import DataError
-from cifarlab.reporting import provenance, tables
+from cifarlab.reporting import metrics as metrics_files
+from cifarlab.reporting import provenance, sections, stats
+from cifarlab.reporting import readme as readme_md
+from cifarlab.reporting.reference import load_reference
 
 REFERENCE_FILE = Path(__file__).resolve().parents[1] / "reports" / "reference.yaml"
 OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -130,7 +133,7 @@ def expected_hash(lock: dict, *stage_names: str) -> str:
 
 @pytest.fixture(scope="module")
 def reference() -> dict:
-    return tables.load_reference(REFERENCE_FILE)
+    return load_reference(REFERENCE_FILE)
 
 
 def write_project(root: Path, lock: dict | None = None) -> None:
@@ -155,19 +158,19 @@ def write_project(root: Path, lock: dict | None = None) -> None:
 
 
 def load_project(root: Path) -> list[dict]:
-    return tables.load_metrics(root / "reports" / "metrics", root=root, details_dir=root / "reports" / "details")
+    return metrics_files.load_metrics(root / "reports" / "metrics", root=root, details_dir=root / "reports" / "details")
 
 
 @pytest.fixture
 def project(tmp_path) -> dict:
     write_project(tmp_path, fake_lock())
     records = load_project(tmp_path)
-    return {"root": tmp_path, "records": records, "runs": tables.group_runs(records)}
+    return {"root": tmp_path, "records": records, "runs": metrics_files.group_runs(records)}
 
 
 @pytest.fixture
 def readme(project, reference) -> str:
-    return tables.report_tables(reference, project["runs"], fake_lock())
+    return readme_md.report_tables(reference, project["runs"], fake_lock())
 
 
 def table_row(md: str, *first_cells: str) -> list[str]:
@@ -195,12 +198,12 @@ def ref_value(reference, run, metric="top1"):
 
 def test_summarize_sample_std_and_range():
     vals = [0.5, 0.52, 0.57, None]
-    s = tables.summarize(vals)
+    s = stats.summarize(vals)
     assert s["n"] == 3 and s["min"] == 0.5 and s["max"] == 0.57
     assert s["mean"] == pytest.approx(statistics.mean(vals[:3]))
     assert s["std"] == pytest.approx(statistics.stdev(vals[:3]))  # ddof=1
-    assert tables.summarize([0.4])["std"] is None
-    assert tables.summarize([]) == {"mean": None, "std": None, "n": 0, "min": None, "max": None}
+    assert stats.summarize([0.4])["std"] is None
+    assert stats.summarize([]) == {"mean": None, "std": None, "n": 0, "min": None, "max": None}
 
 
 def test_load_metrics_reads_old_files_and_groups_by_seed(project):
@@ -209,14 +212,14 @@ def test_load_metrics_reads_old_files_and_groups_by_seed(project):
     (old,) = runs["resnet9"]  # no `run`, no `seed`: the model name and None
     assert old["seed"] is None and old["path"] == "reports/metrics/resnet9.json"
     assert runs["dnn"][0]["val"]["epoch"] == 14
-    assert tables.load_metrics(project["root"] / "nowhere") == []
+    assert metrics_files.load_metrics(project["root"] / "nowhere") == []
 
 
 def test_load_metrics_merges_details_and_skips_experiment_json(project):
     root = project["root"]
     metrics_dir = root / "reports" / "metrics"
     # the experiment stage's copy of one run's metrics: counting it would count that run twice
-    shutil.copy(metrics_dir / "dnn-s23.json", metrics_dir / tables.EXPERIMENT_FILE)
+    shutil.copy(metrics_dir / "dnn-s23.json", metrics_dir / metrics_files.EXPERIMENT_FILE)
     records = load_project(root)
     files = fixture_metrics()
     assert [r["path"] for r in records] == [f"reports/metrics/{name}" for name in sorted(files)]
@@ -232,7 +235,7 @@ def test_load_metrics_merges_details_and_skips_experiment_json(project):
     assert dnn["md5"] == hashlib.md5((metrics_dir / "dnn-s23.json").read_bytes()).hexdigest()
     # without the details the scalars-only files do not say which run they are
     with pytest.raises(DataError, match="neither `run` nor `model`"):
-        tables.load_metrics(metrics_dir, root=root)
+        metrics_files.load_metrics(metrics_dir, root=root)
     # a metrics file whose details file is missing: only the old layout can stand alone
     (root / "reports" / "details" / "dnn-s23.json").unlink()
     with pytest.raises(DataError, match="dnn-s23.json"):
@@ -241,9 +244,9 @@ def test_load_metrics_merges_details_and_skips_experiment_json(project):
 
 def test_duplicate_run_seed_counts_once(project):
     dup = dict(project["records"][0], path="reports/metrics/zz-copy.json")
-    runs = tables.group_runs(project["records"] + [dup])
-    assert len(runs[dup["run"]]) == 2 and len(tables.counted(runs[dup["run"]])) == 1
-    assert "duplicate (run, seed): not counted" in tables.provenance_table(runs, None)
+    runs = metrics_files.group_runs(project["records"] + [dup])
+    assert len(runs[dup["run"]]) == 2 and len(metrics_files.counted(runs[dup["run"]])) == 1
+    assert "duplicate (run, seed): not counted" in readme_md.provenance_table(runs, None)
 
 
 # --------------------------------------------------------------------------- smoke runs
@@ -251,21 +254,21 @@ def test_duplicate_run_seed_counts_once(project):
 
 def smoke_record(run, seed, **how):
     d = metrics(run, seed, block(2, 0.3), block(2, 0.3), **how)
-    return tables.normalize_metrics(d, f"reports/metrics/{run}-s{seed}.json")
+    return metrics_files.normalize_metrics(d, f"reports/metrics/{run}-s{seed}.json")
 
 
 def test_smoke_notes_say_why_a_run_is_not_the_recipe():
     full = smoke_record("lenet5", 23)
-    assert tables.smoke_notes(full) == []
-    assert tables.smoke_notes(tables.normalize_metrics(fixture_metrics()[OLD_FILE], OLD_FILE)) == []  # says nothing
-    subset = tables.smoke_notes(smoke_record("lenet5", 23, n_train=5000, n_test=2000))
+    assert metrics_files.smoke_notes(full) == []
+    assert metrics_files.smoke_notes(metrics_files.normalize_metrics(fixture_metrics()[OLD_FILE], OLD_FILE)) == []  # says nothing
+    subset = metrics_files.smoke_notes(smoke_record("lenet5", 23, n_train=5000, n_test=2000))
     assert subset == ["subset: 5,000 train / 2,000 test images (full: 50,000 / 10,000)"]
-    assert len(tables.smoke_notes(smoke_record("lenet5", 23, n_train=50000, n_test=2000))) == 1  # test side only
-    assert tables.smoke_notes(smoke_record("lenet5", 23, epochs_cap=2, recipe_epochs=10)) == \
+    assert len(metrics_files.smoke_notes(smoke_record("lenet5", 23, n_train=50000, n_test=2000))) == 1  # test side only
+    assert metrics_files.smoke_notes(smoke_record("lenet5", 23, epochs_cap=2, recipe_epochs=10)) == \
         ["epochs capped at 2 (recipe: 10)"]
-    assert tables.smoke_notes(smoke_record("alexnet_transfer-skip-low", 23, random_features=True)) == \
+    assert metrics_files.smoke_notes(smoke_record("alexnet_transfer-skip-low", 23, random_features=True)) == \
         ["random AlexNet features (pretrained: false), not ImageNet's"]
-    everything = tables.smoke_notes(smoke_record("alexnet_transfer-skip-low", 23, n_train=500, n_test=100,
+    everything = metrics_files.smoke_notes(smoke_record("alexnet_transfer-skip-low", 23, n_train=500, n_test=100,
                                                  epochs_cap=1, recipe_epochs=10, random_features=True))
     assert [n.split()[0] for n in everything] == ["subset:", "epochs", "random"]
 
@@ -276,19 +279,19 @@ def test_smoke_section_names_each_smoke_run_and_is_empty_for_full_runs(project, 
                smoke_record("dnn", 23, epochs_cap=3, recipe_epochs=100),
                smoke_record("alexnet_transfer-skip-low", 23, random_features=True),
                smoke_record("hw2_cnn", 23)]
-    runs = tables.group_runs(records)
-    text = tables.smoke_section(runs)
+    runs = metrics_files.group_runs(records)
+    text = readme_md.smoke_section(runs)
     assert "Smoke run: 3 of 5 (run, seed) results" in text
     assert table_row(text, "`lenet5`", "1")[2].startswith("subset: 5,000 train / 2,000 test")
     assert table_row(text, "`dnn`", "23")[2] == "epochs capped at 3 (recipe: 100)"
     assert table_row(text, "`alexnet_transfer-skip-low`", "23")[2].startswith("random AlexNet features")
     assert "`lenet5` | 2 |" not in text and "hw2_cnn" not in text
     # a full run gives no section, and the README none
-    assert tables.smoke_section(tables.group_runs([smoke_record("hw2_cnn", 23)])) == ""
-    assert tables.smoke_section({}) == ""
-    assert "Smoke run" not in tables.report_tables(reference, project["runs"], None)
+    assert readme_md.smoke_section(metrics_files.group_runs([smoke_record("hw2_cnn", 23)])) == ""
+    assert readme_md.smoke_section({}) == ""
+    assert "Smoke run" not in readme_md.report_tables(reference, project["runs"], None)
     # in the README it comes first, before any report
-    md = tables.report_tables(reference, runs, None)
+    md = readme_md.report_tables(reference, runs, None)
     assert md.index("Smoke run") < md.index("## Report 000")
 
 
@@ -297,8 +300,8 @@ def test_smoke_run_read_from_its_details_file(project, reference):
     details = project["root"] / "reports" / "details" / "dnn-s23.json"
     d = json.loads(details.read_text())
     details.write_text(json.dumps({**d, "n_train": 5000, "n_test": 2000, "epochs_cap": 2}))
-    runs = tables.group_runs(load_project(project["root"]))
-    md = tables.report_tables(reference, runs, None)
+    runs = metrics_files.group_runs(load_project(project["root"]))
+    md = readme_md.report_tables(reference, runs, None)
     cells = table_row(md, "`dnn`", "23")
     assert cells[2] == f"subset: 5,000 train / 2,000 test images (full: 50,000 / 10,000); " \
                        f"epochs capped at 2 (recipe: {d['recipe_epochs']})"
@@ -328,11 +331,11 @@ def test_within_range_flag_false_outside_the_seeds(project, reference):
     for n in ref["numbers"]:
         if n["run"] == "lenet5":
             n["value"] = max(LENET_TOP1.values()) + 0.01  # above every seed
-    md = tables.report_tables(ref, project["runs"], None)
+    md = readme_md.report_tables(ref, project["runs"], None)
     assert table_row(md, "`lenet5`", "top-1")[8] == "no"
-    s = tables.summarize(LENET_TOP1.values())
-    assert tables.within_spread(s["min"], s) and tables.within_spread(s["max"], s)
-    assert tables.within_spread(s["min"], tables.summarize([s["min"]])) is None  # 1 seed: no flag
+    s = stats.summarize(LENET_TOP1.values())
+    assert stats.within_spread(s["min"], s) and stats.within_spread(s["max"], s)
+    assert stats.within_spread(s["min"], stats.summarize([s["min"]])) is None  # 1 seed: no flag
 
 
 def test_single_seed_loss_row_and_val_column(readme, reference):
@@ -395,14 +398,14 @@ def test_grid_table_36_cells_two_filled(readme, reference):
 
 
 def test_grid_values_and_bar_rows(project, reference):
-    reproduced, reported = tables.grid_values(reference, project["runs"])
+    reproduced, reported = stats.grid_values(reference, project["runs"])
     assert reproduced == {("relu", "5:4:1", "crop_flip"): GRID_RUNS["resnet18-relu-5_4_1-crop_flip"],
                           ("sigmoid", "2:1:1", "none"): GRID_RUNS["resnet18-sigmoid-2_1_1-none"]}
     assert len(reported) == 36
-    rows = tables.bar_rows(reference, project["runs"], "000")
+    rows = stats.bar_rows(reference, project["runs"], "000")
     lenet = rows[0]
     assert lenet["label"] == "lenet5" and lenet["std"] == pytest.approx(statistics.stdev(LENET_TOP1.values()))
-    assert len(tables.bar_rows(reference, project["runs"], "004")) == 2  # only the cells that ran
+    assert len(stats.bar_rows(reference, project["runs"], "004")) == 2  # only the cells that ran
 
 
 def test_statements_listed_per_report(readme, reference):
@@ -430,23 +433,23 @@ def test_provenance_hash_and_data_source(readme):
     assert grid[3] == expected_hash(lock, "preprocess", "grid@relu-5:4:1-crop_flip-23")
     unwritten = table_row(prov, "alexnet_transfer-skip-high", "23")
     assert unwritten[2] == unwritten[3] == "not recorded (no dvc.lock stage writes it)"
-    assert tables.STALE not in prov
+    assert readme_md.STALE not in prov
 
 
 def test_provenance_flags_a_file_changed_since_dvc_lock(project):
     path = project["root"] / "reports" / "metrics" / "dnn-s23.json"
     path.write_bytes(path.read_bytes().replace(b"0.5402", b"0.6402"))
-    runs = tables.group_runs(load_project(project["root"]))
+    runs = metrics_files.group_runs(load_project(project["root"]))
     lock = fake_lock()
-    cells = table_row(tables.provenance_table(runs, lock), "dnn", "23")
-    assert cells[3] == expected_hash(lock, "preprocess", "train@dnn", "evaluate@dnn") + tables.STALE
+    cells = table_row(readme_md.provenance_table(runs, lock), "dnn", "23")
+    assert cells[3] == expected_hash(lock, "preprocess", "train@dnn", "evaluate@dnn") + readme_md.STALE
 
 
 def test_data_source_local_copy_and_no_lock(project, reference):
     lock = fake_lock(md5="0123456789abcdef0123456789abcdef", url="/data/cifar-10-python.tar.gz")
     assert provenance.data_source(lock) == "local copy `/data/cifar-10-python.tar.gz`"
     assert provenance.data_source(None) == "not recorded (no dvc.lock)"
-    md = tables.report_tables(reference, project["runs"], None)
+    md = readme_md.report_tables(reference, project["runs"], None)
     cells = table_row(md[md.index("## Provenance"):], "dnn", "23")
     assert cells[2] == cells[3] == "not recorded (no dvc.lock)"
 
@@ -488,16 +491,16 @@ def test_run_figures_sit_side_by_side_and_a_big_report_folds_them(project, refer
     """Each run: its curves and confusion matrix on one row; report 004's many runs in <details>."""
     figs = [f"runs/{kind}_{run}.png" for run in ("lenet5", "resnet9", "alexnet_transfer-skip-high")
             for kind in ("curves", "confusion")] + ["runs/pca_alexnet_transfer-skip-high_2d3d.png"]
-    text = tables.report_section(reference, project["runs"], "000", figs)
+    text = sections.report_section(reference, project["runs"], "000", figs)
     row = text.split("**`lenet5`**<br>\n")[1].split("\n\n")[0].splitlines()
     assert row == ['<img src="figures/runs/curves_lenet5.png" alt="learning curves: lenet5" width="58%">',
                    '<img src="figures/runs/confusion_lenet5.png" alt="confusion matrix: lenet5" width="40%">']
     assert "<details" not in text
-    alex = tables.report_section(reference, project["runs"], "003", figs)
+    alex = sections.report_section(reference, project["runs"], "003", figs)
     assert 'src="figures/runs/pca_alexnet_transfer-skip-high_2d3d.png"' in alex and "<details" not in alex
     cells = [n["run"] for n in reference["numbers"] if n.get("report") == "004" and "activation" in n]
     grid_figs = [f"runs/curves_{run}.png" for run in cells[:7]]
-    grid = tables.report_section(reference, project["runs"], "004", grid_figs)
+    grid = sections.report_section(reference, project["runs"], "004", grid_figs)
     folded = grid.split('<details markdown="1"><summary>Learning curves and confusion matrices of the 7 runs</summary>')
     assert len(folded) == 2 and all(f'src="figures/{f}"' in folded[1] for f in grid_figs)
     assert folded[1].count("</details>") == 1

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from cifarlab.reporting import packs, published, studies
-from cifarlab.reporting.tables import comparison_table, group_runs, load_metrics, numbers_of
+from cifarlab.reporting.metrics import group_runs, load_metrics
+from cifarlab.reporting.reference import numbers_of
+from cifarlab.reporting.sections import comparison_table
 from test_published import JPEG_FULL, NUMERICS, REFERENCE, checkout, finished_run
 
 LOSSLESS, JPEG = (next(m for m, a in studies.JPEG_EFFECT_DATA.items() if a == arm) for arm in ("lossless", "jpeg"))

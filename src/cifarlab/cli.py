@@ -182,7 +182,9 @@ def cmd_compare(argv: list[str]) -> None:
         "the reports' numbers: best-epoch test top-1 per run, mean ± std over seeds.")).parse_args(argv)
     from cifarlab.core import paths
     from cifarlab.reporting import published as pub
-    from cifarlab.reporting.tables import group_runs, load_metrics, load_reference, md_table
+    from cifarlab.reporting.markdown import md_table
+    from cifarlab.reporting.metrics import group_runs, load_metrics
+    from cifarlab.reporting.reference import load_reference
 
     reference = load_reference(paths.REPORTS_DIR / "reference.yaml")
     yours = group_runs(load_metrics(paths.METRICS_DIR, details_dir=paths.DETAILS_DIR))

@@ -19,7 +19,8 @@ from cifarlab.data.prepared import load_prepared
 from cifarlab.engine.augment import pipeline_for
 from cifarlab.engine.checkpoints import load_checkpoint, model_from_checkpoint
 from cifarlab.engine.loop import Runtime, setup_device
-from cifarlab.figures import pca_figure, save_png
+from cifarlab.figures.common import save_png
+from cifarlab.figures.runs import pca_figure
 
 
 @torch.no_grad()

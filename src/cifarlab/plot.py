@@ -18,7 +18,8 @@ from cifarlab.core import paths
 from cifarlab.core.errors import DataError
 from cifarlab.core.runs import stage_args
 from cifarlab.core.shell import run_main
-from cifarlab.figures import confusion_figure, curves_figure, message_figure, save_png
+from cifarlab.figures.common import message_figure, save_png
+from cifarlab.figures.runs import confusion_figure, curves_figure
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,24 +29,11 @@ from cifarlab.reporting import open_choices as oc
 from cifarlab.reporting import published as pub
 from cifarlab.reporting import studies
 from cifarlab.reporting.provenance import load_lock
-from cifarlab.reporting.tables import (
-    COMPARISON_FIGURE,
-    GRID_FIGURE,
-    PUBLISHED_RUN_FIGURES,
-    GRID_REPORT,
-    bar_rows,
-    counted,
-    grid_axes,
-    grid_values,
-    group_runs,
-    load_metrics,
-    load_reference,
-    numbers_of,
-    primary,
-    report_ids,
-    report_tables,
-    run_stats,
-)
+from cifarlab.reporting.metrics import counted, group_runs, load_metrics
+from cifarlab.reporting.readme import COMPARISON_FIGURE, PUBLISHED_RUN_FIGURES, report_tables
+from cifarlab.reporting.reference import GRID_REPORT, grid_axes, load_reference, numbers_of, primary, report_ids
+from cifarlab.reporting.sections import GRID_FIGURE
+from cifarlab.reporting.stats import bar_rows, grid_values, run_stats
 
 README = paths.REPORTS_DIR / "README.md"
 REFERENCE = paths.REPORTS_DIR / "reference.yaml"

@@ -17,8 +17,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from cifarlab.reporting.tables import (DASH, counted, fmt_epochs, fmt_summary, fmt_value, md_table, primary,
-                                       summarize)
+from cifarlab.reporting.markdown import DASH, fmt_epochs, fmt_summary, fmt_value, md_table
+from cifarlab.reporting.metrics import counted
+from cifarlab.reporting.reference import primary
+from cifarlab.reporting.stats import summarize
 
 MIN_SEEDS = 3
 CPU_MODELS = ("lenet5", "dnn", "cnn", "hw2_cnn")  # recipes a 2-core CPU trains in minutes to an hour

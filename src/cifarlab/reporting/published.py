@@ -80,7 +80,10 @@ def precision_label(numerics: Mapping) -> str:
 def compare_rows(reference: Mapping, yours: Mapping[str, list[dict]], published: Mapping[str, list[dict]]) -> list[list[str]]:
     """One row per run that has a number of yours or a published one: published (report) |
     cifarlab published (best top-1, mean ± std over seeds) | yours | yours - cifarlab | note."""
-    from cifarlab.reporting.tables import DASH, counted, fmt_diff, fmt_summary, fmt_value, primary, run_stats, smoke_notes
+    from cifarlab.reporting.markdown import DASH, fmt_diff, fmt_summary, fmt_value
+    from cifarlab.reporting.metrics import counted, smoke_notes
+    from cifarlab.reporting.reference import primary
+    from cifarlab.reporting.stats import run_stats
 
     rows = []
     for run in sorted(set(yours) | set(published)):
@@ -201,8 +204,10 @@ def published_section(reference: Mapping, published: Mapping[str, list[dict]], p
     """"Published runs": every published (run, seed) with its provenance, then every run of the
     run table not published yet with the command that runs it. jpeg_measured: the report has a
     "What JPEG costs" section (reporting/studies.py), which the note on JPEG-derived data names."""
-    from cifarlab.reporting.tables import (
-        DASH, counted, fmt_diff, fmt_result, fmt_seed, fmt_value, md_table, primary, run_stats)
+    from cifarlab.reporting.markdown import DASH, fmt_diff, fmt_result, fmt_seed, fmt_value, md_table
+    from cifarlab.reporting.metrics import counted
+    from cifarlab.reporting.reference import primary
+    from cifarlab.reporting.stats import run_stats
 
     parts = ["## Published runs"]
     rows, seed_rows, uses_jpeg = [], [], False

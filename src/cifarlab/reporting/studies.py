@@ -82,11 +82,11 @@ def arm_dir(study: str, arm: str, root: Path = Path(".")) -> Path:
 
 def load_arms(study: Study, root: Path = Path("."),
               published_dir: Path | None = None) -> dict[str, dict[str, list[dict]]]:
-    """arm -> run -> the run's seed records (tables.load_metrics records, with "prov": provenance)
+    """arm -> run -> the run's seed records (metrics.load_metrics records, with "prov": provenance)
     of every run with seeds in the study's own store, plus, where the study counts them, the
     run's published seeds of the arm's kind."""
     from cifarlab.reporting.published import PUBLISHED_DIR, load_provenance
-    from cifarlab.reporting.tables import group_runs, load_metrics
+    from cifarlab.reporting.metrics import group_runs, load_metrics
 
     stores = [(arm, arm_dir(study.name, arm, root)) for arm in study.arms]
     if study.with_published:
@@ -111,7 +111,7 @@ def load_arms(study: Study, root: Path = Path("."),
 def spread_verdict(a: Mapping, b: Mapping) -> str:
     """Whether two arms' best-epoch values differ beyond the seeds' spread: their [min, max]
     ranges do not overlap (the test "within seed range" applies to the published values)."""
-    from cifarlab.reporting.tables import DASH
+    from cifarlab.reporting.markdown import DASH
 
     if not a["n"] or not b["n"]:
         return DASH
@@ -123,7 +123,7 @@ def spread_verdict(a: Mapping, b: Mapping) -> str:
 
 def run_differences(study: Study, arms: Mapping[str, Mapping[str, list[dict]]]) -> dict[str, dict]:
     """run -> {baseline, variant: summaries of best-epoch top-1; diff (variant - baseline mean)}."""
-    from cifarlab.reporting.tables import run_stats
+    from cifarlab.reporting.stats import run_stats
 
     base, variant = study.arms
     out = {}
@@ -142,7 +142,7 @@ def anchor(study: Study) -> str:
 def section(study: Study, arms: Mapping[str, Mapping[str, list[dict]]]) -> str:
     """"## <title>": one row per run, both arms side by side; "" when the study has no run."""
     from cifarlab.reporting.published import precision_label, short_data_label, short_device_label
-    from cifarlab.reporting.tables import DASH, fmt_diff, fmt_summary, md_table
+    from cifarlab.reporting.markdown import DASH, fmt_diff, fmt_summary, md_table
 
     diffs = run_differences(study, arms)
     if not diffs:
@@ -183,7 +183,7 @@ def jpeg_miss_notes(found: Mapping[str, Mapping[str, dict]], runs: Mapping[str, 
     """run -> the pointer a verdict of a run trained on JPEG-derived data gets where it misses:
     what JPEG costs that recipe, if measured (the study's variant - baseline), and the section."""
     from cifarlab.reporting.published import KNOWN_DATA
-    from cifarlab.reporting.tables import fmt_diff
+    from cifarlab.reporting.markdown import fmt_diff
 
     if "jpeg" not in found:
         return {}

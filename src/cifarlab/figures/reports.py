@@ -1,0 +1,165 @@
+"""Figures of the report stage per published report: bars of reported vs reproduced top-1, the
+report-004 grid as heat maps, and the spread over the settings a report left open."""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import Normalize
+from matplotlib.patches import Rectangle
+
+from cifarlab.figures.common import HEATMAP_GID, NA, SERIES_COLORS, dark, message_figure
+
+
+def _grid_panel(ax, values: np.ndarray, rows: Sequence[str], cols: Sequence[str], cmap, norm,
+                fmt: str, title: str):
+    """One (R, C) heat map with NaN cells hatched and marked n/a; returns the image."""
+    ax.set_gid(HEATMAP_GID)
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto")
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            v = values[i, j]
+            if math.isnan(v):
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//",
+                                       edgecolor="0.75", linewidth=0))
+                ax.text(j, i, NA, ha="center", va="center", fontsize=8, color="0.4")
+            else:
+                # round first, + 0.0 turns -0.0 into 0.0: no "-0.00" cells
+                ax.text(j, i, format(round(v, 2) + 0.0, fmt), ha="center", va="center", fontsize=8,
+                        color="white" if dark(v, norm, cmap) else "black")
+    ax.set_xticks(range(len(cols)), list(cols))
+    ax.set_yticks(range(len(rows)), list(rows))
+    ax.set_title(title, fontsize=9)
+    return im
+
+
+def grid_heatmaps(reproduced: Mapping[tuple[str, str, str], float], reported: Mapping[tuple[str, str, str], float],
+                  activations: Sequence[str], ratios: Sequence[str], augments: Sequence[str]) -> plt.Figure:
+    """Report 004's grid as heat maps; keys are (activation, ratio, augment), values top-1 fractions.
+
+    Row 1: reproduced top-1 (%), one (activations x ratios) panel per augmentation, one
+    shared colour scale so panels compare. Row 2: reproduced - reported in percentage
+    points on a diverging scale centred at 0. Cells missing from a mapping (not run yet)
+    or None/NaN are hatched and marked n/a.
+    """
+    def table(src: Mapping, aug: str) -> np.ndarray:  # (A, R) in %, NaN where missing
+        out = np.full((len(activations), len(ratios)), np.nan)
+        for i, act in enumerate(activations):
+            for j, r in enumerate(ratios):
+                v = src.get((act, r, aug))
+                if v is not None and not math.isnan(v):
+                    out[i, j] = 100 * v
+        return out
+
+    rep = [table(reproduced, a) for a in augments]
+    diff = [r - table(reported, a) for r, a in zip(rep, augments)]  # NaN if either side missing
+    present = np.concatenate([t.ravel() for t in rep])
+    present = present[~np.isnan(present)]
+    lo, hi = (float(present.min()), float(present.max())) if present.size else (0.0, 100.0)
+    norm_rep = Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1)
+    deltas = np.concatenate([t.ravel() for t in diff])
+    span = float(np.nanmax(np.abs(deltas))) if np.any(~np.isnan(deltas)) else 0.0
+    norm_diff = Normalize(vmin=-max(span, 0.5), vmax=max(span, 0.5))  # symmetric: 0 is white
+    cmap_rep = plt.get_cmap("viridis")
+    cmap_diff = plt.get_cmap("RdBu")  # red = below the report, blue = above
+
+    n = len(augments)
+    # constrained layout leaves room for the row colorbars (tight_layout would let them
+    # squeeze the panels until tick labels overlap the neighbouring panel)
+    fig, axes = plt.subplots(2, n, figsize=(3.8 * n + 1.5, 6.5), squeeze=False, layout="constrained")
+    for k, aug in enumerate(augments):
+        im_r = _grid_panel(axes[0, k], rep[k], activations, ratios, cmap_rep, norm_rep, ".2f",
+                           f"reproduced top-1 (%): {aug}")
+        im_d = _grid_panel(axes[1, k], diff[k], activations, ratios, cmap_diff, norm_diff, "+.2f",
+                           f"reproduced - reported (pp): {aug}")
+        axes[1, k].set_xlabel("lr-step ratio")
+    axes[0, 0].set_ylabel("activation")
+    axes[1, 0].set_ylabel("activation")
+    fig.suptitle("ResNet-18 grid (report 004)")
+    fig.colorbar(im_r, ax=list(axes[0]), label="top-1 (%)", shrink=0.9)
+    fig.colorbar(im_d, ax=list(axes[1]), label="percentage points", shrink=0.9)
+    return fig
+
+
+# (row key, legend label, SERIES_COLORS key): "reproduced" is the best epoch on test
+_SERIES = (("reported", "reported", "reported"), ("reproduced", "reproduced", "best"), ("final", "final epoch", "final"))
+
+
+def report_bars(rows: Sequence[dict], title: str) -> plt.Figure:
+    """Grouped bars per model: reported vs reproduced (vs final when any row has it), in %.
+
+    rows: dicts with `label`, `reported`, `reproduced` (fractions or None), optional `std`
+    (fraction, seed-to-seed standard deviation of `reproduced`, drawn as an error bar) and
+    optional `final`. A series is drawn when any row has a value for it; a row without one
+    gets an empty bar marked n/a, so every group has the same slots.
+    """
+    series = [(key, name, color) for key, name, color in _SERIES if any(r.get(key) is not None for r in rows)]
+    labels = [str(r["label"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(rows) * max(len(series), 1) / 2 + 2), 4.4),
+                           layout="constrained")
+    w = 0.8 / max(len(series), 1)
+    x = np.arange(len(rows))
+    for i, (key, name, color) in enumerate(series):
+        vals = [r.get(key) for r in rows]
+        heights = [100 * v if v is not None else 0.0 for v in vals]
+        yerr = None
+        if key == "reproduced" and any(r.get("std") is not None for r in rows):
+            # NaN, not 0: matplotlib draws no cap at all for a NaN error
+            yerr = [100 * r["std"] if r.get("std") is not None and r.get(key) is not None else np.nan
+                    for r in rows]
+        bars = ax.bar(x + (i - (len(series) - 1) / 2) * w, heights, w, yerr=yerr, capsize=3, label=name,
+                      color=SERIES_COLORS[color])
+        text = []
+        for r, v in zip(rows, vals):
+            if v is None:
+                text.append(NA)
+            elif key == "reproduced" and r.get("std") is not None:
+                text.append(f"{100 * v:.2f}±{100 * r['std']:.2f}")
+            else:
+                text.append(f"{100 * v:.2f}")
+        ax.bar_label(bars, labels=text, fontsize=6, rotation=90, padding=2)
+    ax.set_xticks(x, labels, rotation=30 if len(rows) > 3 else 0, ha="right" if len(rows) > 3 else "center")
+    ax.set(ylabel="test top-1 (%)", ylim=(0, 112))
+    ax.set_title(title, pad=20)
+    ax.grid(axis="y", alpha=0.3)
+    if series:  # above the axes: inside, it would cover bars or the n/a marks at 0
+        ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(series), frameon=False)
+    return fig
+
+
+def open_choices_figure(rows: Sequence[dict]) -> plt.Figure:
+    """One panel per published number: every setting's seeds (dots) and mean ± std (bar and
+    error bar), in %, with the published value as a dashed line across; settings that cover it
+    (reporting.open_choices: >= 3 seeds, the value within their range) in green.
+
+    rows: dicts with `base` (run name), `published` (fraction) and `settings`: dicts with `label`,
+    `values` (fractions, one per seed that left a number) and `covers` (bool).
+    """
+    if not rows:
+        return message_figure("no open choices declared (params.yaml open_choices)")
+    heights = [0.45 * len(r["settings"]) + 1.2 for r in rows]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(7.5, sum(heights)), layout="constrained",
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, row in zip(axes[:, 0], rows):
+        settings = row["settings"]
+        y = np.arange(len(settings))[::-1]  # the default on top
+        for yi, s in zip(y, settings):
+            vals = 100 * np.asarray(s["values"], dtype=float)
+            color = "tab:green" if s["covers"] else "tab:blue"
+            if len(vals):
+                std = vals.std(ddof=1) if len(vals) > 1 else np.nan
+                ax.barh(yi, vals.mean(), xerr=std, height=0.6, color=color, alpha=0.35, capsize=3)
+                ax.plot(vals, np.full(len(vals), yi), "o", color=color, markersize=3)
+                ax.text(vals.mean(), yi, f" {vals.mean():.2f} (n={len(vals)})", va="center", fontsize=7)
+            else:
+                ax.text(0.5, yi, NA + " (not run yet)", va="center", fontsize=7, color="0.4")
+        ax.axvline(100 * row["published"], color="tab:red", linestyle="--", linewidth=1.2,
+                   label=f"published {100 * row['published']:.2f}%")
+        ax.set_yticks(y, [s["label"] for s in settings], fontsize=7)
+        ax.set(xlabel="test top-1 (%)", xlim=(0, 100))
+        ax.set_title(f"{row['base']}: settings the report left open", fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(axis="x", alpha=0.3)
+    return fig
