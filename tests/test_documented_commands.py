@@ -1,5 +1,5 @@
-"""Every command shown to users works: the command lines in README.md, in params.yaml's comments
-and in the `--help` texts of the cifarlab command and its stages.
+"""Every command shown to users works: the command lines in README.md and docs/*.md, in params.yaml's
+comments and in the `--help` texts of the cifarlab command and its stages.
 
 Each command is checked as far as is cheap here:
 - parsed by its own parser (DVC's for `dvc ...`, cifarlab's for `cifarlab ...`), always (fast);
@@ -54,16 +54,21 @@ def _commands_in_line(line: str) -> list[str]:
     return parts
 
 
+DOCS = ("README.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md")))
+
+
 def readme_commands() -> list[tuple[str, str]]:
-    """(where, command) for every command line in README.md: code blocks and inline `code`."""
-    text = (ROOT / "README.md").read_text()
+    """(where, command) for every command line in README.md and in each docs/*.md page (where: the
+    file's path, e.g. "docs/experiments.md"): code blocks and inline `code`."""
     found = []
-    for block in re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            found += [("README.md", c) for c in _commands_in_line(line)]
-    prose = re.sub(r"```.*?```", "", text, flags=re.S)
-    for span in re.findall(r"`([^`\n]+)`", prose):
-        found += [("README.md", c) for c in _commands_in_line(span)]
+    for where in DOCS:
+        text = (ROOT / where).read_text()
+        for block in re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                found += [(where, c) for c in _commands_in_line(line)]
+        prose = re.sub(r"```.*?```", "", text, flags=re.S)
+        for span in re.findall(r"`([^`\n]+)`", prose):
+            found += [(where, c) for c in _commands_in_line(span)]
     return found
 
 
@@ -284,6 +289,7 @@ def test_documented_exp_run_and_repro_overrides_and_targets_hold(where, cmd, tmp
 def test_the_collection_is_not_empty_and_covers_each_source():
     sources = {w for w, _ in COMMANDS}
     assert {"README.md", "params.yaml", "cifarlab --help"} <= sources
+    assert "docs/experiments.md" in sources  # the pages under docs/ are read too
     assert any(c.startswith("dvc exp run -S '++runs.") for _, c in COMMANDS)
     assert len(COMMANDS) > 40
 
