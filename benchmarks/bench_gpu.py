@@ -62,6 +62,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from cifarlab.core.params import load_params  # noqa: E402
 from cifarlab.core.provenance import code_version, cpu_name  # noqa: E402
+from cifarlab.core.shell import format_duration  # noqa: E402
 from cifarlab.core.runs import resolve  # noqa: E402
 from cifarlab.engine import estimate  # noqa: E402
 from cifarlab.engine.augment import pipeline_for  # noqa: E402
@@ -489,7 +490,7 @@ def projection(bench: Bench, p) -> None:
         "note": "training stages only, full data (50,000 train + test passes), params.yaml epochs, one GPU, one run "
                 "after another; evaluate/plot/report add about a minute",
     }
-    log(f"projected: {len(costs)} training runs, {estimate.format_duration(sum(c.seconds for c in costs))}"
+    log(f"projected: {len(costs)} training runs, {format_duration(sum(c.seconds for c in costs))}"
         + (f" ({len(missing)} not measured)" if missing else ""))
 
 
@@ -521,7 +522,7 @@ def table(res: dict) -> str:
         lines.append(f"airbench: {r.get('airbench')}")
     if "projection" in res:
         pr = res["projection"]
-        lines.append(f"projected full reproduction: {estimate.format_duration(pr['total_seconds'])} "
+        lines.append(f"projected full reproduction: {format_duration(pr['total_seconds'])} "
                      f"({len(pr['runs'])} training runs; not measured: {', '.join(pr['not_measured']) or 'none'})")
     lines.append("sections: " + "; ".join(f"{k} {v}" for k, v in res.get("sections", {}).items()))
     return "\n".join(lines)

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from cifarlab.core.params import load_params
+from cifarlab.core.shell import format_duration
 from cifarlab.cli import set_params
 from cifarlab.engine import estimate
 
@@ -111,7 +112,7 @@ def test_plan_costs_epochs_times_images_and_sums_in_the_table():
     assert train.seconds == pytest.approx(1e-3 * 10 * (50_000 + 10_000 / 3))
     text = estimate.table(costs, "this CPU")
     assert text.splitlines()[-1].startswith("total (3 stages, this CPU)")
-    assert estimate.format_duration(sum(c.seconds for c in costs)) in text.splitlines()[-1]
+    assert format_duration(sum(c.seconds for c in costs)) in text.splitlines()[-1]
 
 
 def test_repro_notice_counts_every_stage_and_carries_the_data_url(monkeypatch, tmp_path):

@@ -64,9 +64,16 @@ def raise_from(stage_main, argv) -> str:
 
 @pytest.mark.parametrize("edits, expected", PARAM_CASES, ids=[str(e) for e, _ in PARAM_CASES])
 def test_params_errors_through_the_train_stage(edits, expected, tmp_path, monkeypatch):
+    """Through the train stage of a run the bad value concerns: a stage checks the architecture
+    options of its own model only (other models' files are not its dependencies)."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(test_params.raw(edits), sort_keys=False))
-    msg = raise_from(train.main, ["--run", "lenet5"])
+    raw = test_params.raw(edits)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    key = next(iter(edits))
+    runs = raw["runs"] if isinstance(raw.get("runs"), dict) else {}
+    run = next((r for r in runs if key.startswith(f"runs.{r}.")), None) or next(
+        (r for r, e in runs.items() if isinstance(e, dict) and key.split(".")[0] == e.get("model")), "lenet5")
+    msg = raise_from(train.main, ["--run", run])
     assert expected in msg
     assert_shape(msg, quoted_name(expected))
 

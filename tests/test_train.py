@@ -152,7 +152,7 @@ def test_train_unknown_run_is_refused_naming_the_runs(workdir):
 
 
 def test_cpu_notice_of_one_run():
-    from cifarlab.engine.estimate import cpu_notice
+    from cifarlab.train import cpu_notice
 
     msg = cpu_notice("resnet18-relu-2_1_1-none", 200, 50000, 10000, s_per_image=0.01)
     assert msg.startswith("warning: no GPU: training resnet18-relu-2_1_1-none for 200 epochs on 50,000 images")

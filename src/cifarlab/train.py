@@ -26,13 +26,22 @@ from cifarlab.core.io import atomic_write, write_json
 from cifarlab.core.params import Params
 from cifarlab.core.provenance import code_version, cpu_bf16, cpu_name
 from cifarlab.core.runs import RunSpec, stage_args
-from cifarlab.core.shell import run_main
+from cifarlab.core.shell import LONG_CPU_RUN_S, format_duration, run_main
 from cifarlab.data.prepared import load_prepared
 from cifarlab.engine.augment import pipeline_for
 from cifarlab.engine.checkpoints import ResumeWriter, history_csv, load_resume, run_fingerprint, save_checkpoint
-from cifarlab.engine.estimate import cpu_notice
 from cifarlab.engine.features import cacheable, cached_inputs
 from cifarlab.engine.loop import FitResult, Runtime, build_model, fit, setup_device, time_train_step
+
+
+def cpu_notice(out: str, epochs: int, n_train: int, n_test: int, s_per_image: float) -> str | None:
+    """A one-line warning when this CPU run of one (run, seed) would take long; None when quick.
+    An epoch is a training pass plus a test pass at about a third of a training step per image."""
+    est = s_per_image * epochs * (n_train + n_test / 3)
+    if est < LONG_CPU_RUN_S:
+        return None
+    return (f"warning: no GPU: training {out} for {epochs} epochs on {n_train:,} images will take about "
+            f"{format_duration(est)} on this CPU")
 
 
 def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> FitResult:

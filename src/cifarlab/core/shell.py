@@ -83,3 +83,12 @@ def run_main(main: Callable[[list[str] | None], object], argv: list[str] | None 
 # OSErrors that are the machine's state, not a bug: one line, no traceback
 _MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO, errno.ENOTDIR,
                    errno.EISDIR}
+
+
+LONG_CPU_RUN_S = 15 * 60  # a CPU run (or `dvc repro`) longer than this gets a warning up front
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for a message: 1h05m, 4m30s."""
+    h, rem = divmod(int(seconds), 3600)
+    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"

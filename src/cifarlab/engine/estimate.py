@@ -28,6 +28,7 @@ from pathlib import Path
 
 from cifarlab.core.params import Params, TrainParams
 from cifarlab.core.provenance import cpu_bf16, cpu_name
+from cifarlab.core.shell import LONG_CPU_RUN_S, format_duration
 
 FULL_TRAIN, FULL_TEST = 50_000, 10_000
 STEPS = 3  # timed steps per model after one warm-up; the fastest is kept
@@ -35,13 +36,7 @@ TIMING_BATCH = 32  # images per timed step (or the recipe's batch when smaller)
 # Stages that train nothing, in seconds on a 2-core CPU (measured on the subset run; they barely
 # depend on the data size): not worth timing each time.
 FIXED_SECONDS = {"fetch": 5.0, "preprocess": 15.0, "plot": 4.0, "report": 15.0, "experiment": 1.0}
-SLOW_CPU_S = 15 * 60  # a notice when a CPU would train longer than this
 SUBSET_DEMO = "data.train_subset=5000 data.test_subset=2000 train.max_epochs=1 alexnet_transfer.pretrained=false"
-
-
-def format_duration(seconds: float) -> str:
-    h, rem = divmod(int(seconds), 3600)
-    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
 
 
 def subset_hint(data_url: str) -> str:
@@ -52,15 +47,6 @@ def subset_hint(data_url: str) -> str:
         command += (" (offline: first cifarlab set data.url=/path/to/cifar-10-python.tar.gz data.md5=<its md5>, "
                     "README: Running on a local copy of CIFAR-10)")
     return command
-
-
-def cpu_notice(out: str, epochs: int, n_train: int, n_test: int, s_per_image: float) -> str | None:
-    """A one-line warning when this CPU run of one (run, seed) would take long; None when quick."""
-    est = s_per_image * epochs * (n_train + n_test / 3)
-    if est < SLOW_CPU_S:
-        return None
-    return (f"warning: no GPU: training {out} for {epochs} epochs on {n_train:,} images will take about "
-            f"{format_duration(est)} on this CPU")
 
 
 # --------------------------------------------------------------------------- the plan
@@ -398,7 +384,7 @@ def repro_notice(p: Params) -> str | None:
         return None  # timing failed: say nothing rather than something wrong
     costs = plan(p, times, stages)
     total = sum(c.seconds for c in costs)
-    if total < SLOW_CPU_S:
+    if total < LONG_CPU_RUN_S:
         return None
     n_train = sum(1 for c in costs if c.epochs)
     if p.data.train_subset is None and p.train.max_epochs is None:
