@@ -53,7 +53,7 @@ from bench_gpu import Case, representative_runs  # noqa: E402
 from cifarlab.core.params import load_params  # noqa: E402
 from cifarlab.core.provenance import BF16_FLAGS, code_version, cpu_bf16, cpu_flags, cpu_name  # noqa: E402
 from cifarlab.core.shell import format_duration  # noqa: E402
-from cifarlab.engine.estimate import FULL_TEST, FULL_TRAIN  # noqa: E402
+from cifarlab.tooling.estimate import FULL_TEST, FULL_TRAIN  # noqa: E402
 from cifarlab.engine.loop import Runtime, configure_threads  # noqa: E402
 
 VARIANTS = {  # name -> train.* keys (on top of params.yaml's train section)

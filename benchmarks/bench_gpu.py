@@ -64,7 +64,7 @@ from cifarlab.core.params import load_params  # noqa: E402
 from cifarlab.core.provenance import code_version, cpu_name  # noqa: E402
 from cifarlab.core.shell import format_duration  # noqa: E402
 from cifarlab.core.runs import resolve  # noqa: E402
-from cifarlab.engine import estimate  # noqa: E402
+from cifarlab.tooling import estimate  # noqa: E402
 from cifarlab.engine.augment import pipeline_for  # noqa: E402
 from cifarlab.engine.features import FeaturePipeline, cacheable, embed_all  # noqa: E402
 from cifarlab.engine.loop import Runtime, TrainStep, build_model, configure_determinism, fit, setup_device  # noqa: E402

@@ -13,8 +13,8 @@ import yaml
 
 from cifarlab.core.params import load_params
 from cifarlab.core.shell import format_duration
-from cifarlab.cli import set_params
-from cifarlab.engine import estimate
+from cifarlab.tooling.cli import set_params
+from cifarlab.tooling import estimate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ def cifarlab(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     import io
     import os
 
-    from cifarlab.cli import entry_point
+    from cifarlab.tooling.cli import entry_point
 
     out, err, code = io.StringIO(), io.StringIO(), 0
     here, argv = os.getcwd(), sys.argv
@@ -167,7 +167,7 @@ def test_repro_targets_reads_the_dvc_command_this_process_runs_under(tmp_path):
     """A stage's process finds the targets of the `dvc repro` that started it (through the shell
     DVC runs it in): a `dvc` script standing in for DVC's console script."""
     fake = tmp_path / "dvc"
-    fake.write_text(f"#!/bin/bash\n{sys.executable} -c 'from cifarlab.engine.estimate import repro_targets; "
+    fake.write_text(f"#!/bin/bash\n{sys.executable} -c 'from cifarlab.tooling.estimate import repro_targets; "
                     f"print(repro_targets())'\n")
     fake.chmod(0o755)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}

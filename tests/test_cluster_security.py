@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 
-from cifarlab.scaleout import clusters, coordinator
-from cifarlab.scaleout.plan import ScaleOutError
+from cifarlab.tooling.scaleout import clusters, coordinator
+from cifarlab.tooling.scaleout.plan import ScaleOutError
 from workspace import project_env, small_project
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}

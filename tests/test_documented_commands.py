@@ -109,7 +109,7 @@ SCRIPTS = ("tools/gpu_reproduce.py", "benchmarks/bench_gpu.py", "benchmarks/benc
 
 def help_commands() -> list[tuple[str, str]]:
     """Commands in `cifarlab --help` and in each stage's `--help` text."""
-    from cifarlab import cli
+    from cifarlab.tooling import cli
 
     found = []
     texts = {"cifarlab --help": cli.__doc__}
@@ -158,7 +158,7 @@ def parse_dvc(argv: list[str]) -> None:
 
 
 def parse_cifarlab(argv: list[str]) -> None:
-    from cifarlab import cli
+    from cifarlab.tooling import cli
 
     if not argv:  # "cifarlab ..." in prose: the command in general
         return
@@ -233,7 +233,7 @@ def stage_names(assignments: tuple[str, ...] = ()) -> list[str]:
         return out.split()
     import tempfile
 
-    from cifarlab.cli import set_params
+    from cifarlab.tooling.cli import set_params
 
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("dvc.yaml", "params.yaml"):

@@ -86,11 +86,17 @@ def dvc_stages() -> dict[str, dict]:
     return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
+# What a stage's command may run besides its module: writes to the terminal only (no output, so
+# no dependency) and never fails the stage (tests/test_fetch.py).
+TERMINAL_ONLY = ("cifarlab.tooling.notice",)
+
+
 def stage_module(stage: dict) -> str:
     body = stage.get("do", stage)
-    cmd = body["cmd"]
-    mod = cmd.split("python -m ", 1)[1].split()[0]
-    assert mod.removeprefix("cifarlab.") in STAGE_MODULES, cmd
+    cmds = body["cmd"] if isinstance(body["cmd"], list) else [body["cmd"]]
+    mods = [c.split("python -m ", 1)[1].split()[0] for c in cmds]
+    (mod,) = [m for m in mods if m not in TERMINAL_ONLY]
+    assert mod.removeprefix("cifarlab.") in STAGE_MODULES, cmds
     return mod
 
 
@@ -154,3 +160,73 @@ def test_a_run_stage_loads_no_other_model(tmp_path, stage, run, model):
     assert r.returncode != 0 and lines[-2].startswith("error:"), r.stderr[-2000:]  # stopped at its input
     models = {m.removeprefix("cifarlab.models.") for m in lines[-1].split()[1:] if m.startswith("cifarlab.models.")}
     assert models - {"_blocks"} == {model}, f"{stage} --run {run} loaded models {sorted(models)}"
+
+
+def test_stage_modules_never_import_each_other():
+    stages = {f"cifarlab.{m}" for m in STAGE_MODULES}
+    for m in stages:
+        others = {n for n in imported_modules(module_file(m), m) if n in stages} - {m}
+        assert not others, f"{m} imports stage module(s) {sorted(others)}: move the shared code into the library"
+    # and the library never imports a stage
+    for path in PKG.rglob("*.py"):
+        name = ".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
+        if name in stages or name == "cifarlab.__main__" or name.startswith("cifarlab.tooling"):
+            continue
+        assert not imported_modules(path, name) & stages, f"{name} imports a stage module"
+
+
+def test_no_stage_reaches_the_tooling():
+    """Estimate, notice, scale-out, packs and the command line are in cifarlab.tooling; no stage
+    module reaches it through its imports, so editing the tooling re-runs no stage."""
+    for m in STAGE_MODULES:
+        tooling = sorted(f for f in code_files(f"cifarlab.{m}") if f.startswith("src/cifarlab/tooling/"))
+        assert not tooling, f"stage {m} imports the tooling: {tooling}"
+    # not vacuous: the tooling's own modules are found by the same closure
+    assert "src/cifarlab/tooling/estimate.py" in code_files("cifarlab.tooling.notice")
+
+
+def test_figures_are_not_imported_by_training_or_evaluation():
+    """A figure edit must not re-run training: train and evaluate never reach cifarlab.figures."""
+    for stage in ("cifarlab.train", "cifarlab.evaluate", "cifarlab.fetch", "cifarlab.preprocess"):
+        assert not any("figures" in f for f in code_files(stage)), stage
+
+
+def stage_list() -> list[str]:
+    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+def test_one_train_evaluate_and_plot_stage_per_run_and_no_duplicate_runs():
+    from cifarlab.core.params import load_params
+
+    p = load_params(ROOT / "params.yaml")
+    names = stage_list()
+    for kind in ("train", "evaluate", "plot"):
+        assert sorted(n.split("@", 1)[1] for n in names if n.startswith(f"{kind}@")) == sorted(p.runs), kind
+    assert sorted(n for n in names if n.startswith("pca@")) == sorted(f"pca@{r}" for r in p.pca)
+    assert {n for n in names if "@" not in n} == {"fetch", "preprocess", "experiment", "report"}
+    # no two runs train the same thing: (model, recipe, architecture) differ for every pair
+    seen = {}
+    for name, run in p.runs.items():
+        key = json.dumps([run.model, run.params.recipe.model_dump(mode="json"), dict(run.params.arch)],
+                         sort_keys=True, default=str)
+        assert key not in seen, f"runs {seen.get(key)} and {name} train the same recipe"
+        seen[key] = name
+
+
+def test_extra_seeds_add_a_stage_family_per_seed(tmp_path):
+    """seeds: [1] gives train_seeds@<run>-1 (and evaluate_, plot_) for every run."""
+    import shutil
+
+    for f in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / f, tmp_path / f)
+    (tmp_path / ".dvc").mkdir()
+    d = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    d["seeds"] = [1]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(d))
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=tmp_path,
+                         capture_output=True, text=True, check=True).stdout.split()
+    for kind in ("train", "evaluate", "plot"):
+        assert sorted(n for n in out if n.startswith(f"{kind}_seeds@")) == sorted(f"{kind}_seeds@{r}-1" for r in d["runs"])

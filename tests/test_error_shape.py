@@ -91,7 +91,6 @@ ARCHIVE_CASES = (cases(test_preprocess.test_malformed_batches, ("mutate", "match
 @pytest.mark.parametrize("mutate, match", ARCHIVE_CASES, ids=[m for _, m in ARCHIVE_CASES])
 def test_archive_errors_through_fetch_and_preprocess(mutate, match, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(fetch, "repro_notice", lambda p: None)
     archive = tmp_path / "bad.tar.gz"
     md5 = make_cifar_archive(archive, mutate=mutate)
     _write_params(tmp_path, url=str(archive), md5=md5)
@@ -104,7 +103,6 @@ def test_archive_errors_through_fetch_and_preprocess(mutate, match, tmp_path, mo
 
 def test_a_missing_archive_through_fetch(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(fetch, "repro_notice", lambda p: None)
     _write_params(tmp_path, url=str(tmp_path / "nope.tar.gz"))
     msg = raise_from(fetch.main, [])
     assert_shape(msg, "nope.tar.gz")
@@ -114,7 +112,6 @@ def test_a_missing_archive_through_fetch(tmp_path, monkeypatch):
 def test_an_md5_read_as_a_number_says_how_to_quote_it(md5, tmp_path, monkeypatch):
     """An md5 of digits only (or digits around one e) arrives from YAML as a number."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(fetch, "repro_notice", lambda p: None)
     _write_params(tmp_path, md5=md5)
     msg = raise_from(fetch.main, [])
     assert "read as a number" in msg and "'data.md5=\"" in msg
@@ -134,7 +131,6 @@ def test_a_pickled_module_as_alexnet_weights_says_save_the_state_dict(tmp_path, 
     d["data"].update(url=str(archive), md5=md5)
     d["alexnet_transfer"].update(weights=str(weights), image_size=64)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
-    monkeypatch.setattr(fetch, "repro_notice", lambda p: None)
     fetch.main([])
     preprocess.main([])
     msg = raise_from(train.main, ["--run", "alexnet_transfer-skip-low"])
@@ -165,7 +161,6 @@ MD5_CASES = cases(test_fetch.test_malformed_md5_is_refused, ("bad",))
 @pytest.mark.parametrize("bad", [b[0] if isinstance(b, tuple) else b for b in MD5_CASES])
 def test_malformed_md5_through_fetch(bad, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(fetch, "repro_notice", lambda p: None)
     _write_params(tmp_path, md5=bad)
     msg = raise_from(fetch.main, [])
     assert_shape(msg, "data.md5")
@@ -223,7 +218,6 @@ def test_missing_batch_through_preprocess(name, tmp_path, monkeypatch):
 @pytest.mark.parametrize("n", [n for n, _ in cases(test_preprocess.test_subset_size_errors, ("n", "match"))])
 def test_subset_sizes_through_preprocess(n, tmp_path, monkeypatch, tiny_archive):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(fetch, "repro_notice", lambda p: None)
     archive, md5 = tiny_archive
     d = test_params.raw()
     d["data"].update(url=str(archive), md5=md5, train_subset=max(n, 10) if n < 10 else n)

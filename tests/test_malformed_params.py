@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from cifarlab.cli import STAGES as CLI_STAGES
+from cifarlab.tooling.cli import STAGES as CLI_STAGES
 from cifarlab.core.errors import ParamsError
 from cifarlab.core.params import load_params
 from cifarlab.core.shell import run_main

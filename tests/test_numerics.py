@@ -166,7 +166,7 @@ def test_numerics_mean_the_same_on_every_device():
 def test_a_cpu_that_would_train_much_faster_in_the_other_precision_is_told_so_in_one_line():
     """estimate.alternative_numerics: fp32 where bf16 is emulated, bf16 + channels_last where it is
     native, nothing where params already match; faster_hint: one line, measured factor, the command."""
-    from cifarlab.engine.estimate import alternative_numerics, faster_hint
+    from cifarlab.tooling.estimate import alternative_numerics, faster_hint
 
     assert alternative_numerics(TrainParams(), "none") == {"bf16": False, "channels_last": False}
     assert alternative_numerics(TrainParams(bf16=False), "amx_bf16") == {"bf16": True, "channels_last": True}

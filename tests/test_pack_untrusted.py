@@ -1,7 +1,7 @@
 """A pack is a file from another machine or person: untrusted input, like an archive. `fold`
 validates every manifest field and member it uses (types, names, seeds), writes nothing outside
 reports/published/ (or the study's folder), folds all or nothing, and says what is wrong in one
-line (reporting/packs.py)."""
+line (tooling/packs.py)."""
 from __future__ import annotations
 
 import io
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cifarlab.reporting import packs
+from cifarlab.tooling import packs
 from test_published import checkout, finished_run
 
 

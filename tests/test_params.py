@@ -456,7 +456,7 @@ def test_a_stage_names_the_run_entry_of_a_bad_override(tmp_path, stage, monkeypa
 
 
 def test_stage_list_is_every_stage_module():
-    from cifarlab.cli import STAGES as CLI_STAGES
+    from cifarlab.tooling.cli import STAGES as CLI_STAGES
 
     assert sorted(CLI_STAGES) == sorted(STAGES)
     assert all((ROOT / "src" / "cifarlab" / f"{s}.py").is_file() for s in STAGES)

@@ -16,7 +16,8 @@ import yaml
 
 from cifarlab.core.provenance import code_version
 from cifarlab.core.shell import workspace_code_problem
-from cifarlab.reporting import packs, published
+from cifarlab.reporting import published
+from cifarlab.tooling import packs
 from cifarlab.reporting.markdown import fmt_value
 from cifarlab.reporting.metrics import group_runs, load_metrics
 from cifarlab.reporting.reference import load_reference, primary

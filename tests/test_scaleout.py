@@ -22,10 +22,10 @@ import psutil
 import pytest
 import yaml
 
-from cifarlab.scaleout import clusters
-from cifarlab.scaleout.coordinator import check_committed
-from cifarlab.scaleout.plan import ScaleOutError, build_plan
-from cifarlab.scaleout.task import run_guarded
+from cifarlab.tooling.scaleout import clusters
+from cifarlab.tooling.scaleout.coordinator import check_committed
+from cifarlab.tooling.scaleout.plan import ScaleOutError, build_plan
+from cifarlab.tooling.scaleout.task import run_guarded
 from workspace import lock_outs, sh, small_project
 
 
@@ -99,7 +99,7 @@ def test_cli_refuses_before_starting_a_cluster(project):
 def test_an_unreachable_scheduler_is_one_line_before_any_work(project, monkeypatch):
     import socket
 
-    from cifarlab.scaleout import coordinator
+    from cifarlab.tooling.scaleout import coordinator
     from test_cli import cifarlab
 
     with socket.socket() as s:  # a port nobody listens on
@@ -115,7 +115,7 @@ def test_an_unreachable_scheduler_is_one_line_before_any_work(project, monkeypat
 def test_guard_kills_the_stage_process_group_when_its_worker_dies(tmp_path):
     """A worker killed by SIGKILL cannot stop its stage; the guard does, grandchildren included."""
     parent = subprocess.Popen([sys.executable, "-c", (
-        "import sys; from pathlib import Path; from cifarlab.scaleout.task import run_guarded; "
+        "import sys; from pathlib import Path; from cifarlab.tooling.scaleout.task import run_guarded; "
         f"run_guarded(['sh', '-c', 'sleep 300 & sleep 300'], Path({str(tmp_path)!r}), None, Path({str(tmp_path / 'log')!r}))")])
     try:
         deadline = time.time() + 30
@@ -244,7 +244,7 @@ def test_a_worker_killed_mid_stage_is_retried_and_leaves_nothing_partial(tmp_pat
                     victim = log
             time.sleep(0.05)
         assert victim is not None, "train@dnn never got to its second epoch"
-        guard = next(p for p in psutil.process_iter(["cmdline"]) if {"cifarlab.scaleout.task", "guard", "train@dnn"}
+        guard = next(p for p in psutil.process_iter(["cmdline"]) if {"cifarlab.tooling.scaleout.task", "guard", "train@dnn"}
                      <= set(p.info["cmdline"] or []))
         worker_pid = int(guard.info["cmdline"][guard.info["cmdline"].index("guard") + 1])
         stage_procs = guard.children(recursive=True)

@@ -191,7 +191,7 @@ def test_estimate_reads_a_committed_gpu_benchmark_for_this_gpu(tmp_path):
     import json
 
     from cifarlab.core.params import load_params
-    from cifarlab.engine import estimate
+    from cifarlab.tooling import estimate
 
     p = load_params(ROOT / "params.yaml")
     bench = {"device": {"name": "NVIDIA H200"}, "when": "2026-11-29 20:00:00 UTC", "models": [

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cifarlab.reporting import packs, published, studies
+from cifarlab.reporting import published, studies
+from cifarlab.tooling import packs
 from cifarlab.reporting.metrics import group_runs, load_metrics
 from cifarlab.reporting.reference import numbers_of
 from cifarlab.reporting.sections import comparison_table

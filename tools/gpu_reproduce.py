@@ -154,7 +154,7 @@ def archive(args, work: Path) -> Path:
 
 def write_params(work: Path, url: Path, md5: str, assignments: list[str]) -> None:
     """work/params.yaml: the repository's, data.url/md5 at the archive, plus --set assignments."""
-    from cifarlab.cli import set_params
+    from cifarlab.tooling.cli import set_params
 
     target = work / "params.yaml"
     text = (REPO / "params.yaml").read_text()
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         fail("no CUDA device: this kit trains on a GPU (--device cpu runs the same steps on a CPU, slowly)")
     from cifarlab.core.params import load_params
-    from cifarlab.reporting.packs import pack
+    from cifarlab.tooling.packs import pack
 
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
 """`python -m cifarlab ...` is the `cifarlab` command."""
-from cifarlab.cli import entry_point
+from cifarlab.tooling.cli import entry_point
 
 entry_point()

@@ -10,22 +10,17 @@ complete and verified, so a failed fetch leaves nothing behind.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from cifarlab.core.paths import RAW_ARCHIVE
 from cifarlab.core.params import load_params
 from cifarlab.core.shell import run_main
 from cifarlab.data.download import fetch
-from cifarlab.engine.estimate import repro_notice
 
 
 def main(argv: list[str] | None = None) -> None:
     """Stage entry point: params data.url / data.md5 -> RAW_ARCHIVE."""
     argparse.ArgumentParser(prog="python -m cifarlab.fetch", description=__doc__.splitlines()[0]).parse_args(argv)
     p = load_params(check_models=False)  # no model code: it downloads data only
-    notice = repro_notice(p)  # say so up front when a CPU is about to take hours (no torch here)
-    if notice:
-        print(notice, file=sys.stderr, flush=True)
     path = fetch(p.data.url, p.data.md5, RAW_ARCHIVE)
     print(f"fetch: {path} (md5 {p.data.md5.lower()})")
 

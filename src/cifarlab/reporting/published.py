@@ -1,5 +1,5 @@
 """reports/published/: runs cifarlab trained itself and published with their provenance (folded
-in from packs: see reporting/packs.py), read by the report's "Published runs" section and by
+in from packs: see tooling/packs.py), read by the report's "Published runs" section and by
 `cifarlab compare`.
 
 Layout, per run output <out> (the run name, or <run>-s<seed>): metrics/<out>.json,

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cifarlab.core.errors import one_line
-from cifarlab.scaleout.plan import Plan, ScaleOutError, build_plan
-from cifarlab.scaleout.task import RAN
+from cifarlab.tooling.scaleout.plan import Plan, ScaleOutError, build_plan
+from cifarlab.tooling.scaleout.task import RAN
 
 
 def _git(root: Path, *args: str) -> str:
@@ -109,7 +109,7 @@ def submit_and_wait(client, plan: Plan, spec: dict, gpu: bool) -> Outcome:
     """Every planned task onto the cluster, each after the tasks it depends on; wait for all."""
     from distributed import as_completed
 
-    from cifarlab.scaleout.task import StageFailed, reproduce_stage
+    from cifarlab.tooling.scaleout.task import StageFailed, reproduce_stage
 
     progress = Progress(len(plan.tasks))
     client.subscribe_topic("cifarlab-repro", progress.started)
@@ -212,7 +212,7 @@ def _check_scheduler(address: str) -> None:
 def _cluster(needed: bool, workers, scheduler, slurm, slurm_gpus):
     """(client, whether a worker offers GPUs) of the cluster asked for; (None, False) when no task
     needs one. Closes the client and any cluster started here."""
-    from cifarlab.scaleout import clusters
+    from cifarlab.tooling.scaleout import clusters
 
     if not needed:
         yield None, False
@@ -294,7 +294,7 @@ def repro(root: Path, targets: list[str] | None, *, workers: int | None = None, 
         print(f"restoring {len(outcome.done)} stages into this workspace from DVC's run-cache"
               + (f", then running {', '.join(last)} here" if last else ""), flush=True)
         if remote:  # the workers' run-cache entries and outputs, from the shared remote
-            if subprocess.run([sys.executable, "-m", "cifarlab.scaleout.task", "pull-run-cache", remote],
+            if subprocess.run([sys.executable, "-m", "cifarlab.tooling.scaleout.task", "pull-run-cache", remote],
                               cwd=root).returncode:
                 raise ScaleOutError(f"pulling the run-cache from the DVC remote {remote!r} failed (above)")
         text = _dvc(root, "repro", *outcome.done, *last)

@@ -67,7 +67,7 @@ def cmd_estimate(argv: list[str]) -> None:
                     "(what the notice at the start of `dvc repro` runs when the cache lacks one)")
     args = ap.parse_args(argv)
     from cifarlab.core.params import load_params
-    from cifarlab.engine import estimate, timing
+    from cifarlab.tooling import estimate, timing
 
     p = load_params()
     if args.all or args.quiet:
@@ -205,7 +205,7 @@ def cmd_pack(argv: list[str]) -> None:
     ap.add_argument("--runs", nargs="+", metavar="OUT", help="run outputs to pack (<run> or <run>-s<seed>); "
                     "default: every finished one")
     args = ap.parse_args(argv)
-    from cifarlab.reporting.packs import pack
+    from cifarlab.tooling.packs import pack
 
     pack(Path("."), args.output, args.runs)
 
@@ -227,7 +227,7 @@ def cmd_fold(argv: list[str]) -> None:
                     "../shared/tools/cifar10_jpeg_effect.py's archives), bf16 (fp32 vs bf16 on the full set); the "
                     "arm comes from each run's provenance")
     args = ap.parse_args(argv)
-    from cifarlab.reporting.packs import fold
+    from cifarlab.tooling.packs import fold
 
     fold(args.pack, Path("."), accept_code_change=args.accept_code_change, replace=args.replace, study=args.study)
 
@@ -259,7 +259,7 @@ def cmd_repro(argv: list[str]) -> None:
     args = ap.parse_args(argv)
     if args.workers is not None and args.workers < 1:
         ap.error(f"--workers {args.workers}: must be 1 or more")
-    from cifarlab.scaleout.coordinator import repro
+    from cifarlab.tooling.scaleout.coordinator import repro
 
     code = repro(Path("."), args.targets, workers=args.workers, scheduler=args.scheduler,
                  slurm=args.slurm_option if args.slurm else None, slurm_gpus=args.slurm_gpus,

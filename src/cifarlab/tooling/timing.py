@@ -8,7 +8,7 @@ import warnings
 
 from cifarlab.core.params import Params, TrainParams
 from cifarlab.engine.augment import BatchPipeline
-from cifarlab.engine.estimate import STEPS, cached_times, find_bench, needed_keys, store_times, times_from_bench
+from cifarlab.tooling.estimate import STEPS, cached_times, find_bench, needed_keys, store_times, times_from_bench
 from cifarlab.engine.loop import Runtime, build_model, setup_device, time_train_step
 
 

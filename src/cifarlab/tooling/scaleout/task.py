@@ -7,7 +7,7 @@ the stage itself (or restores it too, when an earlier attempt finished it). DVC 
 into the cache only after the stage's command succeeded, so a killed task leaves nothing there.
 
 A Dask worker killed outright (SIGKILL, the out-of-memory killer) cannot stop its subprocesses;
-`python -m cifarlab.scaleout.task guard` stands between: the kernel sends it SIGTERM when the
+`python -m cifarlab.tooling.scaleout.task guard` stands between: the kernel sends it SIGTERM when the
 worker dies (Linux prctl PR_SET_PDEATHSIG), and it kills the stage's whole process group, so no
 orphaned training keeps a GPU busy or commits after its task was given to another worker.
 """
@@ -57,7 +57,7 @@ def _set_parent_death_signal(sig: int) -> None:
 
 def run_guarded(cmd: list[str], cwd: Path, env: dict, log: Path) -> int:
     """Run `cmd` behind the guard, its output (stdout and stderr) appended to `log`; its exit code."""
-    guard = [sys.executable, "-m", "cifarlab.scaleout.task", "guard", str(os.getpid()), "--", *cmd]
+    guard = [sys.executable, "-m", "cifarlab.tooling.scaleout.task", "guard", str(os.getpid()), "--", *cmd]
     with log.open("ab") as out:
         proc = subprocess.Popen(guard, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)  # no preexec_fn: unsafe in a threaded worker
@@ -147,7 +147,7 @@ def reproduce_stage(spec: dict, *_upstream) -> dict:
     steps.append(["dvc", "repro", "--single-item", *(["--pull"] if remote else []),
                   *spec["restore_first"], stage])
     if remote:  # this run's run-cache entry and the objects it names, for the next machine
-        steps.append([sys.executable, "-m", "cifarlab.scaleout.task", "push-run-cache"])
+        steps.append([sys.executable, "-m", "cifarlab.tooling.scaleout.task", "push-run-cache"])
     for cmd in steps:
         with log.open("a") as f:
             f.write(f"$ {' '.join(cmd)}\n")
@@ -190,4 +190,4 @@ if __name__ == "__main__":
         sys.exit(guard_main(sys.argv[2:]))
     if sys.argv[1:2] in (["push-run-cache"], ["pull-run-cache"]):
         sys.exit(sync_run_cache(sys.argv[1][:4], sys.argv[2] if len(sys.argv) > 2 else None))
-    sys.exit("usage: python -m cifarlab.scaleout.task guard PARENT_PID -- CMD... | push-run-cache | pull-run-cache [REMOTE]")
+    sys.exit("usage: python -m cifarlab.tooling.scaleout.task guard PARENT_PID -- CMD... | push-run-cache | pull-run-cache [REMOTE]")
