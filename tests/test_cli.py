@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cifarlab.core.errors import ParamsError
 from cifarlab.core.params import load_params
 from cifarlab.core.shell import format_duration
 from cifarlab.tooling.cli import set_params
-from cifarlab.tooling import estimate
+from cifarlab.tooling import estimate, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,12 +80,16 @@ def test_runs_lists_the_run_table():
     assert "activation=tanh, lr_ratio=5:3:2, augment=none" in cell
 
 
-def test_the_estimate_knows_every_stage_of_dvc_yaml():
-    """estimate.all_stages (the plan's stage names) == what DVC expands dvc.yaml into."""
-    p = load_params(ROOT / "params.yaml")
+def test_the_plan_of_a_fresh_clone_is_every_stage_of_dvc_yaml_in_dvcs_order():
+    """tooling.plan (the one planner) == what DVC expands dvc.yaml into, each stage after those it needs."""
     listed = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=ROOT,
                             capture_output=True, text=True, check=True).stdout.split()
-    assert sorted(estimate.all_stages(p)) == sorted(listed)
+    walk = plan.steps(ROOT, force=True)
+    assert sorted(s.name for s in walk) == sorted(listed) and all(s.runs for s in walk)
+    seen: set[str] = set()
+    for s in walk:
+        assert s.above <= seen, (s.name, sorted(s.above - seen)[:3])
+        seen.add(s.name)
 
 
 def test_split_stage_names():
@@ -93,19 +98,10 @@ def test_split_stage_names():
     assert estimate.split_stage("report") == ("report", None, None)
 
 
-def test_downstream_of_a_changed_run_and_of_new_data():
-    p = load_params(ROOT / "params.yaml")
-    assert estimate.downstream(p, {"train@lenet5"}) == {"train@lenet5", "evaluate@lenet5", "plot@lenet5",
-                                                       "experiment", "report"}  # model: lenet5
-    assert estimate.downstream(p, {"train@alexnet_transfer-skip-low"}) >= {"pca@alexnet_transfer-skip-low"}
-    assert estimate.downstream(p, {"preprocess"}) == set(estimate.all_stages(p))
-    assert estimate.downstream(p, set()) == set()
-
-
 def test_plan_costs_epochs_times_images_and_sums_in_the_table():
     p = load_params(ROOT / "params.yaml")
     times = {estimate.timing_key(r.model, r.params.recipe.batch_size): 1e-3 for r in p.runs.values()}
-    costs = estimate.plan(p, times, {"train@lenet5", "evaluate@lenet5", "report"})
+    costs = estimate.plan(p, times, ["train@lenet5", "evaluate@lenet5", "report"])
     assert [c.stage for c in costs] == ["train@lenet5", "evaluate@lenet5", "report"]
     train = costs[0]
     assert train.epochs == 10
@@ -113,6 +109,11 @@ def test_plan_costs_epochs_times_images_and_sums_in_the_table():
     text = estimate.table(costs, "this CPU")
     assert text.splitlines()[-1].startswith("total (3 stages, this CPU)")
     assert format_duration(sum(c.seconds for c in costs)) in text.splitlines()[-1]
+
+
+def fresh_clone_plan(root, targets, glob, changed=None):
+    """The planner on this checkout as a fresh clone sees it: every stage of the targets runs."""
+    return plan.to_run(ROOT, targets, glob, force=True)
 
 
 def test_repro_notice_counts_every_stage_and_carries_the_data_url(monkeypatch, tmp_path):
@@ -123,12 +124,12 @@ def test_repro_notice_counts_every_stage_and_carries_the_data_url(monkeypatch, t
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(d))
     p = load_params(tmp_path / "params.yaml")
     monkeypatch.setattr(estimate, "has_gpu", lambda: False)
-    monkeypatch.setattr(estimate, "changed_stages", lambda p, inside_repro: set(estimate.all_stages(p)))
     monkeypatch.setattr(estimate, "repro_targets", lambda: (["dvc.yaml"], False))  # a path: the whole pipeline
+    monkeypatch.setattr(estimate, "to_run", fresh_clone_plan)
     times = {estimate.timing_key(r.model, r.params.recipe.batch_size): 1e-3 for r in p.runs.values()}
     monkeypatch.setattr(estimate, "cached_times", lambda train: times)
     msg = estimate.repro_notice(p)
-    n_stages = len(estimate.all_stages(p))
+    n_stages = len(plan.to_run(ROOT, force=True))
     assert msg.startswith(f"warning: no GPU found: this `dvc repro` runs {n_stages} stages, {len(p.runs)} of them training")
     # data.url is local: the subset command keeps it as it is
     assert msg.endswith("cifarlab set data.train_subset=5000 data.test_subset=2000 train.max_epochs=1 "
@@ -141,8 +142,8 @@ def test_repro_notice_counts_the_stages_of_the_targets_only(monkeypatch):
     the whole pipeline; the remote default data.url gets the offline alternative in the hint."""
     p = load_params(ROOT / "params.yaml")
     monkeypatch.setattr(estimate, "has_gpu", lambda: False)
-    monkeypatch.setattr(estimate, "changed_stages", lambda p, inside_repro: set(estimate.all_stages(p)))
     monkeypatch.setattr(estimate, "repro_targets", lambda: (["plot@lenet5", "plot@dnn"], False))
+    monkeypatch.setattr(estimate, "to_run", fresh_clone_plan)
     times = {estimate.timing_key(r.model, r.params.recipe.batch_size): 1e-3 for r in p.runs.values()}
     monkeypatch.setattr(estimate, "cached_times", lambda train: times)
     msg = estimate.repro_notice(p)
@@ -150,17 +151,17 @@ def test_repro_notice_counts_the_stages_of_the_targets_only(monkeypatch):
     assert "(offline: first cifarlab set data.url=/path/to/cifar-10-python.tar.gz" in msg
 
 
-def test_target_closure_is_what_dvc_repro_targets_runs():
-    """The stages `dvc repro TARGETS` may run, from DVC's own graph (dvc repro --dry lists them)."""
-    p = load_params(ROOT / "params.yaml")
+def test_the_plan_of_targets_is_what_dvc_repro_targets_runs():
+    """The stages of `dvc repro TARGETS` (dvc repro --dry lists them), in the planner's view."""
     for targets, glob in ((["plot@lenet5", "plot@dnn"], False), (["evaluate@cnn"], False),
                           (["plot@resnet18-relu-5_3_2-*"], True), (["experiment"], False)):
-        ours = estimate.target_closure(p, targets, glob)
+        ours = plan.to_run(ROOT, targets, glob, force=True)
         dry = subprocess.run([sys.executable, "-m", "dvc", "repro", "--dry", "--force", *(["--glob"] if glob else []),
                               *targets], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-        theirs = set(re.findall(r"Running stage '([^']+)'", dry))
-        assert ours == theirs, (targets, ours ^ theirs)
-    assert estimate.target_closure(p, ["dvc.yaml"]) is None  # not a stage name: the whole pipeline
+        theirs = re.findall(r"Running stage '([^']+)'", dry)
+        assert sorted(ours) == sorted(theirs), (targets, ours, theirs)  # the order of independent stages varies
+    with pytest.raises(ParamsError, match="plot@nope: no such stage"):
+        plan.to_run(ROOT, ["plot@nope"])
 
 
 def test_repro_targets_reads_the_dvc_command_this_process_runs_under(tmp_path):

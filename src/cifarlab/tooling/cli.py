@@ -67,21 +67,11 @@ def cmd_estimate(argv: list[str]) -> None:
                     "(what the notice at the start of `dvc repro` runs when the cache lacks one)")
     args = ap.parse_args(argv)
     from cifarlab.core.params import load_params
-    from cifarlab.tooling import estimate, timing
+    from cifarlab.tooling import estimate, plan, timing
 
     p = load_params()
-    if args.all or args.quiet:
-        stages = set(estimate.all_stages(p))
-    else:
-        stages = estimate.downstream(p, estimate.changed_stages(p))
-    if args.targets:
-        closure = estimate.target_closure(p, args.targets, args.glob)
-        if closure is None:
-            from cifarlab.core.errors import ParamsError
-
-            raise ParamsError(f"cifarlab estimate: {' '.join(args.targets)}: no such stage{' pattern' * args.glob} "
-                              "(stage names: dvc stage list)")
-        stages &= closure
+    # --quiet times every model: every stage, as on a fresh clone (so does --all)
+    stages = plan.to_run(".", args.targets or None, args.glob, force=args.all or args.quiet)
     from cifarlab.core.provenance import cpu_bf16
 
     gpu = estimate.has_gpu()

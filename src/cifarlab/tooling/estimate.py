@@ -3,10 +3,9 @@
     cifarlab estimate            # per-stage table of what `dvc repro` would run now
     cifarlab estimate plot@lenet5 plot@dnn   # of what `dvc repro plot@lenet5 plot@dnn` would run
 
-The plan is DVC's own: `dvc status` names the stages whose inputs changed, and everything
-downstream of them runs too (train@R -> evaluate@R -> plot@R, pca@R -> report, experiment),
-within what the targets need (`cifarlab estimate plot@lenet5`; the notice at the start of a
-`dvc repro plot@lenet5` reads that command's targets).
+The stages are DVC's own plan (tooling.plan): what `dvc repro TARGETS` would run, in its order
+(`cifarlab estimate plot@lenet5`; the notice at the start of a `dvc repro plot@lenet5` reads that
+command's targets).
 Each training stage costs epochs x (train images + test images / 3) x seconds per image of its
 model at its batch size; a test pass costs about a third of a training step per image. Seconds
 per image come from timing a few real training steps of each model on this machine (fastest of
@@ -29,6 +28,7 @@ from pathlib import Path
 from cifarlab.core.params import Params, TrainParams
 from cifarlab.core.provenance import cpu_bf16, cpu_name
 from cifarlab.core.shell import LONG_CPU_RUN_S, format_duration
+from cifarlab.tooling.plan import to_run
 
 FULL_TRAIN, FULL_TEST = 50_000, 10_000
 STEPS = 3  # timed steps per model after one warm-up; the fastest is kept
@@ -70,61 +70,6 @@ def split_stage(name: str) -> tuple[str, str | None, int | None]:
     return kind, key or None, None
 
 
-def downstream(p: Params, names: set[str]) -> set[str]:
-    """`names` and every stage that runs after them (the layout of dvc.yaml)."""
-    out = set(names)
-    if out & {"fetch", "preprocess"}:  # new data: everything
-        out |= set(all_stages(p))
-        return out
-    for name in list(out):
-        kind, run, seed = split_stage(name)
-        if kind in ("train", "evaluate") and run is not None:
-            suffix = f"_seeds@{run}-{seed}" if seed is not None else f"@{run}"
-            out |= {f"evaluate{suffix}", f"plot{suffix}"}
-            if run in p.pca and seed is None:
-                out.add(f"pca@{run}")
-            if run == p.model and seed is None:
-                out.add("experiment")
-    if out:
-        out.add("report")
-    return out
-
-
-def all_stages(p: Params) -> list[str]:
-    names = ["fetch", "preprocess"]
-    for run in p.runs:
-        names += [f"train@{run}", f"evaluate@{run}", f"plot@{run}"]
-        names += [f"{k}_seeds@{run}-{s}" for s in p.seeds for k in ("train", "evaluate", "plot")]
-    names += [f"pca@{run}" for run in p.pca] + ["experiment", "report"]
-    return names
-
-
-def target_closure(p: Params, targets: list[str], glob: bool = False) -> set[str] | None:
-    """The stages `dvc repro TARGETS` may run: each target and every stage above it (the layout
-    of dvc.yaml); None for a target that is not a stage name (a path, dvc.yaml): all of them."""
-    import fnmatch
-
-    names = all_stages(p)
-    out: set[str] = set()
-    for t in targets:
-        matched = fnmatch.filter(names, t) if glob else [n for n in names if n == t or n.startswith(f"{t}@")]
-        if not matched:
-            return None
-        for name in matched:
-            kind, run, seed = split_stage(name)
-            suffix = f"_seeds@{run}-{seed}" if seed is not None else f"@{run}"
-            out |= {name, "fetch", "preprocess"}
-            if kind in ("evaluate", "plot", "pca"):
-                out.add(f"train{suffix}" if kind != "pca" else f"train@{run}")
-            if kind == "plot":
-                out.add(f"evaluate{suffix}")
-            if kind == "experiment":
-                out |= {f"train@{p.model}", f"evaluate@{p.model}"}
-            if kind == "report":  # it reads every run's folders: DVC runs everything first
-                return set(names)
-    return out
-
-
 def repro_targets() -> tuple[list[str], bool] | None:
     """(targets, glob) of the `dvc repro` / `dvc exp run` this process runs under, read from its
     ancestors' command lines (Linux /proc; DVC runs a stage through a shell) with DVC's own
@@ -152,23 +97,6 @@ def repro_targets() -> tuple[list[str], bool] | None:
     return None
 
 
-def changed_stages(p: Params, inside_repro: bool = False) -> set[str]:
-    """The stages `dvc status` reports changed. Inside a running `dvc repro` (fetch's notice) the
-    running stage's paths are locked, so fetch and preprocess are left out of the query (they
-    are running or about to); a new data.md5 then means every stage runs."""
-    if inside_repro:
-        targets = [s for s in all_stages(p) if s not in ("fetch", "preprocess")]
-        if _data_changes(p):
-            return set(all_stages(p))
-    else:
-        targets = []
-    proc = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", *targets], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(" ".join((proc.stderr or proc.stdout).split())[:300])  # callers decide
-    status = json.loads(proc.stdout or "{}")
-    return {name.split(":")[-1] for name in status}  # "dvc.yaml:train@x" in some versions
-
-
 def _data_changes(p: Params) -> bool:
     """Whether data.md5 differs from the one dvc.lock recorded for fetch (or nothing is recorded)."""
     import yaml
@@ -182,9 +110,10 @@ def _data_changes(p: Params) -> bool:
     return recorded != p.data.md5
 
 
-def plan(p: Params, s_per_image: dict[str, float], stages: set[str],
+def plan(p: Params, s_per_image: dict[str, float], stages: list[str],
          setup_seconds: dict[str, float] | None = None) -> list[StageCost]:
-    """The cost of each stage in `stages` (names as `dvc stage list` prints them), in pipeline order.
+    """The cost of each stage in `stages` (names as `dvc stage list` prints them, in the order
+    tooling.plan gives them).
 
     s_per_image: timing key -> seconds per training image; setup_seconds: timing key -> seconds a
     training run of that model spends once before its epochs (AlexNet's frozen features, computed
@@ -194,7 +123,7 @@ def plan(p: Params, s_per_image: dict[str, float], stages: set[str],
     n_train -= round(n_train * p.data.val_split)
     n_test = p.data.test_subset or FULL_TEST
     costs = []
-    for name in [s for s in all_stages(p) if s in stages]:
+    for name in stages:
         kind, run, seed = split_stage(name)
         epochs, seconds = 0, FIXED_SECONDS.get(kind, 0.0)
         if run is not None and kind in ("train", "evaluate", "pca"):
@@ -349,7 +278,7 @@ def store_times(train: TrainParams, times: dict[str, float]) -> None:
     write_json(path, data)
 
 
-def needed_keys(p: Params, stages: set[str]) -> dict[str, tuple[str, dict, object]]:
+def needed_keys(p: Params, stages: list[str]) -> dict[str, tuple[str, dict, object]]:
     """timing key -> (model, arch, recipe) for every training stage in `stages`."""
     keys = {}
     for name in stages:
@@ -360,20 +289,18 @@ def needed_keys(p: Params, stages: set[str]) -> dict[str, tuple[str, dict, objec
     return keys
 
 
-def repro_notice(p: Params) -> str | None:
+def repro_notice(p: Params, root: str | Path = ".") -> str | None:
     """fetch's start-of-run notice: on a machine without a GPU, what this `dvc repro` will run and
     for how long, if long; None otherwise. Torch is imported only in a child process, and only
     when this machine has no cached timing for a model to be trained."""
     if has_gpu():
         return None
-    try:
-        stages = downstream(p, changed_stages(p, inside_repro=True))
-    except (RuntimeError, OSError, ValueError):
-        return None  # dvc status could not say: no notice rather than a wrong one
-    found = repro_targets()
-    if found and found[0]:  # `dvc repro plot@lenet5 plot@dnn`: those stages and what they need only
-        closure = target_closure(p, *found)
-        stages = stages if closure is None else stages & closure
+    targets, glob = repro_targets() or ([], False)  # `dvc repro plot@lenet5 plot@dnn`: those and what they need
+    # fetch runs this notice, and preprocess comes next: they run when data.md5 is new (asking DVC
+    # would hash the archive fetch is about to replace)
+    data_changed = _data_changes(p)
+    stages = to_run(root, targets or None, glob,
+                    changed=lambda name: data_changed if name in ("fetch", "preprocess") else None)
     keys = needed_keys(p, stages)
     if not keys:
         return None

@@ -1,5 +1,5 @@
 """Seconds per training image of each model on this machine, timed from real training steps
-(imports torch; `engine.estimate` turns them into stage times and caches them).
+(imports torch; `tooling.estimate` turns them into stage times and caches them).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def measure(train: TrainParams, keys: dict[str, tuple[str, dict, object]], log=N
     return out
 
 
-def step_times(p: Params, stages: set[str], remeasure: bool = False, train: TrainParams | None = None,
+def step_times(p: Params, stages: list[str], remeasure: bool = False, train: TrainParams | None = None,
                log=None) -> dict[str, float]:
     """Seconds per image for every model the stages train, in the numerics of `train` (default
     p.train): cached ones reused unless `remeasure`; the rest timed here (torch imported) and
@@ -50,7 +50,7 @@ def step_times(p: Params, stages: set[str], remeasure: bool = False, train: Trai
     return {k: have[k] for k in keys}
 
 
-def gpu_bench(p: Params, stages: set[str]) -> tuple[dict[str, float], dict[str, float], str] | None:
+def gpu_bench(p: Params, stages: list[str]) -> tuple[dict[str, float], dict[str, float], str] | None:
     """(seconds per image, setup seconds, a note naming the file) from benchmarks/bench_gpu.py's
     result for this GPU, when one is committed and covers every model the stages train; else None
     (the caller times steps itself)."""

@@ -1,14 +1,8 @@
-"""Which stages `cifarlab repro` runs, in what order, each asking for what: from DVC's own graph.
-
-The order and the dependencies are DVC's: `dvc.repo.reproduce.plan_repro` over the repository's
-stage graph (what `dvc repro TARGETS` itself walks), never a second parse of dvc.yaml. A stage
-is planned when DVC says it changed, or when a stage it depends on is planned (its inputs will
-change), exactly the stages a `dvc repro` would run.
-"""
+"""Which stages `cifarlab repro` runs where, and each asking for what: the stages of
+tooling.plan (DVC's own plan of `dvc repro TARGETS`), as Dask tasks, in the user's workspace
+before them (`first`) or after them (`last`)."""
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -78,21 +72,10 @@ def gpu_share(stage, batch_size_of) -> float:
     share = GPU_STAGES[group]
     if share is not None:
         return share
-    m = re.search(r"--run\s+(\S+)", stage.cmd or "")
+    cmd = " ".join(stage.cmd) if isinstance(stage.cmd, list) else stage.cmd or ""
+    m = re.search(r"--run\s+(\S+)", cmd)
     batch = batch_size_of(m.group(1)) if m else None
     return SMALL_SHARE if batch is not None and batch <= SMALL_BATCH else 1.0
-
-
-@contextlib.contextmanager
-def _quiet_dvc():
-    """DVC's status checks log every missing output; the plan needs the answer, not the log."""
-    log = logging.getLogger("dvc")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 def build_plan(root: Path, targets: list[str] | None = None) -> Plan:
@@ -117,33 +100,25 @@ def build_plan(root: Path, targets: list[str] | None = None) -> Plan:
 
 
 def _plan_into(plan: Plan, targets: list[str] | None, batch_size_of) -> None:
-    import networkx as nx
-    from dvc.repo import Repo
-    from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
+    from cifarlab.tooling.plan import steps
 
-    with Repo(".") as repo, repo.lock, _quiet_dvc():
-        graph = get_active_graph(repo.index.graph)
-        order = plan_repro(graph, collect_stages(repo, targets or ["dvc.yaml"]))
-        planned: set = set()
-        for stage in order:
-            # DVC's graph: an edge stage -> the stage that produces one of its deps
-            ups = [u for u in graph.successors(stage)]
-            if not (stage.changed() or any(u in planned for u in ups)):
-                plan.up_to_date.append(stage.addressing)
-                continue
-            planned.add(stage)
-            above = nx.descendants(graph, stage)  # everything it depends on, transitively
-            if not restorable(stage) or any(a.addressing in plan.last for a in above):
-                if not above:
-                    plan.first.append(stage.addressing)
-                else:
-                    plan.last.append(stage.addressing)
-                    plan.above[stage.addressing] = {a.addressing for a in above}
-                continue
-            plan.tasks.append(StageTask(
-                name=stage.addressing,
-                upstream=tuple(u.addressing for u in ups if u in planned and u.addressing not in plan.first),
-                restore_first=tuple(s.addressing for s in order if s in above and restorable(s)),
-                checkout_first=tuple(s.addressing for s in order if s in above and not restorable(s)),
-                gpu=gpu_share(stage, batch_size_of),
-            ))
+    walk = steps(".", targets)
+    runs = {s.name for s in walk if s.runs}
+    for s in walk:
+        if not s.runs:
+            plan.up_to_date.append(s.name)
+            continue
+        if not restorable(s.stage) or any(a in plan.last for a in s.above):
+            if not s.above:
+                plan.first.append(s.name)
+            else:
+                plan.last.append(s.name)
+                plan.above[s.name] = set(s.above)
+            continue
+        plan.tasks.append(StageTask(
+            name=s.name,
+            upstream=tuple(u for u in s.upstream if u in runs and u not in plan.first),
+            restore_first=tuple(a.name for a in walk if a.name in s.above and restorable(a.stage)),
+            checkout_first=tuple(a.name for a in walk if a.name in s.above and not restorable(a.stage)),
+            gpu=gpu_share(s.stage, batch_size_of),
+        ))
