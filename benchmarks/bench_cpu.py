@@ -6,7 +6,7 @@ against the CPU's own measured GEMM rates, in one process.
 
 Per registered model, at its recipe's batch size (one representative run each, as
 bench_gpu.py picks them), one training step (augment, forward, loss, backward, clip, optimizer
-step, schedule: engine.loop.TrainStep, what `fit` runs) in:
+step, schedule: engine.step.TrainStep, what `fit` runs) in:
 
     fp32       fp32 eager, contiguous, foreach optimizer  (every CPU run before train.bf16 applied on CPUs)
     bf16       bf16 autocast, contiguous                  (train.bf16 alone)
@@ -54,7 +54,7 @@ from cifarlab.core.params import load_params  # noqa: E402
 from cifarlab.core.provenance import BF16_FLAGS, code_version, cpu_bf16, cpu_flags, cpu_name  # noqa: E402
 from cifarlab.core.shell import format_duration  # noqa: E402
 from cifarlab.tooling.estimate import FULL_TEST, FULL_TRAIN  # noqa: E402
-from cifarlab.engine.loop import Runtime, configure_threads  # noqa: E402
+from cifarlab.engine.device import Runtime, configure_threads  # noqa: E402
 
 VARIANTS = {  # name -> train.* keys (on top of params.yaml's train section)
     "fp32": {"bf16": False, "channels_last": False, "fused_optimizer": False, "compile": False},

@@ -67,7 +67,9 @@ from cifarlab.core.runs import resolve  # noqa: E402
 from cifarlab.tooling import estimate  # noqa: E402
 from cifarlab.engine.augment import pipeline_for  # noqa: E402
 from cifarlab.engine.features import FeaturePipeline, cacheable, embed_all  # noqa: E402
-from cifarlab.engine.loop import Runtime, TrainStep, build_model, configure_determinism, fit, setup_device  # noqa: E402
+from cifarlab.engine.device import Runtime, configure_determinism, setup_device  # noqa: E402
+from cifarlab.engine.loop import build_model, fit  # noqa: E402
+from cifarlab.engine.step import TrainStep  # noqa: E402
 from cifarlab.models import list_models  # noqa: E402
 
 TARGETS = (0.93, 0.94)

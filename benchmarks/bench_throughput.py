@@ -54,7 +54,8 @@ from torchvision import transforms  # noqa: E402
 
 from cifarlab.core import paths  # noqa: E402
 from cifarlab.engine.augment import BatchPipeline  # noqa: E402
-from cifarlab.engine.loop import Runtime, TrainStep, select_device  # noqa: E402
+from cifarlab.engine.device import Runtime, select_device  # noqa: E402
+from cifarlab.engine.step import TrainStep  # noqa: E402
 from cifarlab.models import list_models  # noqa: E402
 from cifarlab.core.params import load_params  # noqa: E402
 from cifarlab.engine.augment import pipeline_for  # noqa: E402

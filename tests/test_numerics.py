@@ -19,7 +19,9 @@ import yaml
 from cifarlab import evaluate, fetch, preprocess, train
 from cifarlab.core.params import Recipe, TrainParams
 from cifarlab.engine.augment import BatchPipeline
-from cifarlab.engine.loop import Runtime, TrainStep, build_model
+from cifarlab.engine.device import Runtime
+from cifarlab.engine.loop import build_model
+from cifarlab.engine.step import TrainStep
 from cifarlab.models import list_models
 
 ROOT = Path(__file__).resolve().parents[1]

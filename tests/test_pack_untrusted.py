@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cifarlab.tooling import packs
+from cifarlab.tooling import fold, packs
 from test_published import checkout, finished_run
 
 
@@ -127,5 +127,5 @@ def test_a_crafted_pack_is_refused_in_one_line_and_nothing_is_written(case, good
 
 def test_the_good_pack_folds(good_pack, tmp_path):
     home = checkout(tmp_path / "home")
-    assert packs.fold(repack(good_pack, tmp_path / "same.tar.gz", lambda m: None), home,
+    assert fold.fold(repack(good_pack, tmp_path / "same.tar.gz", lambda m: None), home,
                       log=lambda s: None) == ["lenet5", "lenet5-s1"]

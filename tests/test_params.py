@@ -16,7 +16,8 @@ import yaml
 from pydantic import ValidationError
 
 from cifarlab.core.errors import ParamsError
-from cifarlab.core.params import TOP_KEYS, load_params, read_yaml, validate
+from cifarlab.core.params import TOP_KEYS, load_params, validate
+from cifarlab.core.params_file import read_yaml
 from cifarlab.core.runs import resolve, stage_args
 from cifarlab.models import list_models, model_info
 

@@ -17,7 +17,7 @@ import yaml
 from cifarlab.core.provenance import code_version
 from cifarlab.core.shell import workspace_code_problem
 from cifarlab.reporting import published
-from cifarlab.tooling import packs
+from cifarlab.tooling import fold, packs
 from cifarlab.reporting.markdown import fmt_value
 from cifarlab.reporting.metrics import group_runs, load_metrics
 from cifarlab.reporting.reference import load_reference, primary
@@ -87,7 +87,7 @@ def test_seeds_of_another_precision_are_refused_like_seeds_of_other_data(workspa
     bf16 is refused with one line, and --replace swaps the run's seeds."""
     home = checkout(tmp_path / "home")
     packs.pack(workspace, tmp_path / "bf16.tar.gz", log=lambda s: None)
-    packs.fold(tmp_path / "bf16.tar.gz", home, log=lambda s: None)
+    fold.fold(tmp_path / "bf16.tar.gz", home, log=lambda s: None)
     other = checkout(tmp_path / "other")
     finished_run(other, out="lenet5-s2", seed=2)
     timing = other / "reports/timing/lenet5-s2.json"
@@ -98,10 +98,10 @@ def test_seeds_of_another_precision_are_refused_like_seeds_of_other_data(workspa
                                                  r"another precision \(lenet5, lenet5-s1\), and such seeds are never "
                                                  r"averaged: pass --replace to drop those first, or --study bf16 "
                                                  r"to keep them apart \(What bf16 costs\)$"):
-        packs.fold(tmp_path / "fp32.tar.gz", home, log=lambda s: None)
+        fold.fold(tmp_path / "fp32.tar.gz", home, log=lambda s: None)
     pub = home / published.PUBLISHED_DIR
     assert sorted(published.load_provenance(pub)) == ["lenet5", "lenet5-s1"]
-    packs.fold(tmp_path / "fp32.tar.gz", home, replace=True, log=lambda s: None)
+    fold.fold(tmp_path / "fp32.tar.gz", home, replace=True, log=lambda s: None)
     assert sorted(published.load_provenance(pub)) == ["lenet5-s2"]
 
 
@@ -149,7 +149,7 @@ def test_fold_publishes_and_the_report_section_shows_provenance(workspace, tmp_p
     dest = tmp_path / "p.tar.gz"
     packs.pack(workspace, dest, log=lambda s: None)
     home = checkout(tmp_path / "home")
-    assert packs.fold(dest, home, log=lambda s: None) == ["lenet5", "lenet5-s1"]
+    assert fold.fold(dest, home, log=lambda s: None) == ["lenet5", "lenet5-s1"]
     pub = home / published.PUBLISHED_DIR
     assert (pub / "metrics/lenet5-s1.json").read_bytes() == (workspace / "reports/metrics/lenet5-s1.json").read_bytes()
     prov = published.load_provenance(pub)
@@ -173,9 +173,9 @@ def test_fold_publishes_and_the_report_section_shows_provenance(workspace, tmp_p
     finished_run(other, out="lenet5-s2", seed=2, content_md5="0" * 32)
     packs.pack(other, tmp_path / "o.tar.gz", log=lambda s: None)
     with pytest.raises(packs.PublishError, match=r"'lenet5' is already published from other data or in another precision \(lenet5, lenet5-s1\)"):
-        packs.fold(tmp_path / "o.tar.gz", home, log=lambda s: None)
+        fold.fold(tmp_path / "o.tar.gz", home, log=lambda s: None)
     assert sorted(published.load_provenance(pub)) == ["lenet5", "lenet5-s1"]
-    packs.fold(tmp_path / "o.tar.gz", home, replace=True, log=lambda s: None)
+    fold.fold(tmp_path / "o.tar.gz", home, replace=True, log=lambda s: None)
     assert sorted(published.load_provenance(pub)) == ["lenet5-s2"]
     assert sorted(f.name for f in (pub / "metrics").iterdir()) == ["lenet5-s2.json"]
 
@@ -199,18 +199,18 @@ def test_fold_refuses_other_recipe_other_code_and_non_packs_writing_nothing(work
     params["lenet5"]["lr"] = 0.5
     (home / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     with pytest.raises(packs.PublishError, match=r"run 'lenet5' was trained with recipe\.lr = 0\.001, this checkout has 0\.5"):
-        packs.fold(dest, home, log=lambda s: None)
+        fold.fold(dest, home, log=lambda s: None)
     shutil.copy(ROOT / "params.yaml", home / "params.yaml")
     loop = home / "src/cifarlab/engine/loop.py"
     loop.write_text(loop.read_text() + "\n# changed\n")
     with pytest.raises(packs.PublishError, match=r"src/cifarlab/engine/loop\.py differs from this checkout.*--accept-code-change"):
-        packs.fold(dest, home, log=lambda s: None)
+        fold.fold(dest, home, log=lambda s: None)
     bad = tmp_path / "bad.tar.gz"
     bad.write_bytes(b"not a pack")
     with pytest.raises(packs.PublishError, match="not a readable .tar.gz pack"):
-        packs.fold(bad, home, log=lambda s: None)
+        fold.fold(bad, home, log=lambda s: None)
     assert not (home / published.PUBLISHED_DIR / "metrics").exists()  # nothing half-written
-    packs.fold(dest, home, accept_code_change=True, log=lambda s: None)
+    fold.fold(dest, home, accept_code_change=True, log=lambda s: None)
     prov = published.load_provenance(home / published.PUBLISHED_DIR)
     assert prov["lenet5"]["folded"]["code_differs"] == ["src/cifarlab/engine/loop.py"]
     assert "(1 file differs from the checkout it was folded into)" in published.code_label(prov["lenet5"])
@@ -317,11 +317,11 @@ def test_gpu_kit_round_trip_on_cpu_then_compare_with_ones_own_run(tmp_path, tiny
     assert "stopped at lenet5" in log and not pack.exists()  # no budget: nothing trained, nothing packed
     log = sh(*kit, "--minutes", "1", cwd=home, env=env)
     assert "preflight lenet5: one step on cpu" in log and "lenet5: done" in log and pack.is_file()
-    fold = (sys.executable, "-m", "cifarlab", "fold", str(pack))
+    fold_cmd = (sys.executable, "-m", "cifarlab", "fold", str(pack))
     if (home / "reports/published/metrics/lenet5.json").exists():  # main's lenet5 seeds: other data
-        r = subprocess.run(fold, cwd=home, env=env, capture_output=True, text=True)
+        r = subprocess.run(fold_cmd, cwd=home, env=env, capture_output=True, text=True)
         assert r.returncode == 1 and "already published from other data" in r.stderr and "--replace" in r.stderr
-    out = sh(*fold, "--replace", cwd=home, env=env)
+    out = sh(*fold_cmd, "--replace", cwd=home, env=env)
     assert "fold: 1 runs (lenet5)" in out
     assert not (home / "reports/published/metrics/lenet5-s1.json").exists()
     sh(sys.executable, "-m", "cifarlab.report", cwd=home, env=env)

@@ -15,7 +15,9 @@ from cifarlab.core.params import Recipe, TrainParams
 from cifarlab.engine.augment import BatchPipeline
 from cifarlab.engine.checkpoints import ResumeWriter, load_resume
 from cifarlab.engine.features import FeaturePipeline, cacheable, cached_inputs
-from cifarlab.engine.loop import Runtime, TrainStep, fit
+from cifarlab.engine.device import Runtime
+from cifarlab.engine.loop import fit
+from cifarlab.engine.step import TrainStep
 from cifarlab.models import get_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cifarlab.reporting import published, studies
-from cifarlab.tooling import packs
+from cifarlab.tooling import fold, packs
 from cifarlab.reporting.metrics import group_runs, load_metrics
 from cifarlab.reporting.reference import numbers_of
 from cifarlab.reporting.sections import comparison_table
@@ -39,9 +39,9 @@ def files_under(root: Path) -> list[str]:
 
 def test_jpeg_study_keeps_each_arm_apart_and_the_report_sets_them_side_by_side(tmp_path):
     home = checkout(tmp_path / "home")
-    packs.fold(pack_of(tmp_path, "lossless", {23: 0.61, 1: 0.62, 2: 0.63}, LOSSLESS), home, study="jpeg",
+    fold.fold(pack_of(tmp_path, "lossless", {23: 0.61, 1: 0.62, 2: 0.63}, LOSSLESS), home, study="jpeg",
                log=lambda s: None)
-    packs.fold(pack_of(tmp_path, "jpeg", {23: 0.58, 1: 0.59, 2: 0.60}, JPEG), home, study="jpeg", log=lambda s: None)
+    fold.fold(pack_of(tmp_path, "jpeg", {23: 0.58, 1: 0.59, 2: 0.60}, JPEG), home, study="jpeg", log=lambda s: None)
     assert not (home / published.PUBLISHED_DIR).exists()  # never among the published runs
     lossless = home / studies.STUDIES_DIR / "jpeg/lossless"
     assert "metrics/lenet5-s2.json" in files_under(lossless) and "provenance/lenet5.json" in files_under(lossless)
@@ -62,34 +62,34 @@ def test_a_pack_that_fits_no_arm_is_refused_in_one_line_and_nothing_is_written(t
     full = pack_of(tmp_path, "full", {23: 0.6})
     with pytest.raises(packs.PublishError, match=r"^\S+: run output 'lenet5' fits neither arm of study 'jpeg' "
                                                  r"\(lossless / jpeg\): it takes data from \.\./shared/tools/"):
-        packs.fold(full, home, study="jpeg", log=lambda s: None)
+        fold.fold(full, home, study="jpeg", log=lambda s: None)
     with pytest.raises(packs.PublishError, match=r"--study 'nope': no such study; studies: jpeg, bf16$"):
-        packs.fold(full, home, study="nope", log=lambda s: None)
+        fold.fold(full, home, study="nope", log=lambda s: None)
     assert files_under(home / "reports") == []
 
 
 def test_a_study_pack_folded_without_study_onto_published_seeds_is_told_about_study(tmp_path):
     home = checkout(tmp_path / "home")
-    packs.fold(pack_of(tmp_path, "full", {23: 0.6}), home, log=lambda s: None)
+    fold.fold(pack_of(tmp_path, "full", {23: 0.6}), home, log=lambda s: None)
     with pytest.raises(packs.PublishError, match=r"pass --replace to drop those first, or --study jpeg to keep them "
                                                  r"apart \(What JPEG costs\)$"):
-        packs.fold(pack_of(tmp_path, "lossless", {23: 0.61}, LOSSLESS), home, log=lambda s: None)
+        fold.fold(pack_of(tmp_path, "lossless", {23: 0.61}, LOSSLESS), home, log=lambda s: None)
     with pytest.raises(packs.PublishError, match=r"or --study bf16 to keep them apart \(What bf16 costs\)$"):
-        packs.fold(pack_of(tmp_path, "fp32", {1: 0.61}, numerics=FP32), home, log=lambda s: None)
+        fold.fold(pack_of(tmp_path, "fp32", {1: 0.61}, numerics=FP32), home, log=lambda s: None)
 
 
 def test_bf16_study_counts_the_published_seeds_of_its_arm_and_never_copies_them(tmp_path):
     """The published fp32 seeds are the study's fp32 arm; bf16 seeds of the same run go to the
     study; an fp32 pack with --study is sent back to join the published seeds."""
     home = checkout(tmp_path / "home")
-    packs.fold(pack_of(tmp_path, "fp32", {23: 0.60, 1: 0.61, 2: 0.62}, numerics=FP32), home, log=lambda s: None)
-    packs.fold(pack_of(tmp_path, "bf16", {23: 0.605, 1: 0.615, 2: 0.625}), home, study="bf16", log=lambda s: None)
+    fold.fold(pack_of(tmp_path, "fp32", {23: 0.60, 1: 0.61, 2: 0.62}, numerics=FP32), home, log=lambda s: None)
+    fold.fold(pack_of(tmp_path, "bf16", {23: 0.605, 1: 0.615, 2: 0.625}), home, study="bf16", log=lambda s: None)
     assert files_under(home / studies.STUDIES_DIR / "bf16/fp32") == []
     assert len(files_under(home / studies.STUDIES_DIR / "bf16/bf16")) == 3 * 6  # 3 seeds, 5 files + provenance
     with pytest.raises(packs.PublishError, match=r"run 'lenet5' in fp32 is published \(reports/published\), and the "
                                                  r"study counts those seeds: fold 'lenet5-s3' without --study"):
-        packs.fold(pack_of(tmp_path, "fp32-more", {3: 0.6}, numerics=FP32), home, study="bf16", log=lambda s: None)
-    packs.fold(pack_of(tmp_path, "dnn", {23: 0.5}, numerics=FP32, run="dnn"), home, log=lambda s: None)
+        fold.fold(pack_of(tmp_path, "fp32-more", {3: 0.6}, numerics=FP32), home, study="bf16", log=lambda s: None)
+    fold.fold(pack_of(tmp_path, "dnn", {23: 0.5}, numerics=FP32, run="dnn"), home, log=lambda s: None)
     arms = studies.load_arms(studies.STUDIES["bf16"], home)
     assert sorted(arms["fp32"]) == ["lenet5"]  # published dnn has no bf16 seed: not a run of the study
     text = studies.section(studies.STUDIES["bf16"], arms)
@@ -105,7 +105,7 @@ def test_an_fp32_pack_folds_into_a_bf16_checkout_its_precision_recorded(tmp_path
     a checkout whose params.yaml says bf16 publishes an fp32 run as fp32."""
     home = checkout(tmp_path / "home")
     assert packs.load_params(home / "params.yaml").train.bf16 is True
-    packs.fold(pack_of(tmp_path, "fp32", {23: 0.6}, numerics=FP32), home, log=lambda s: None)
+    fold.fold(pack_of(tmp_path, "fp32", {23: 0.6}, numerics=FP32), home, log=lambda s: None)
     prov = published.load_provenance(home / published.PUBLISHED_DIR)["lenet5"]
     assert prov["numerics"]["precision"] == "fp32"
 
@@ -120,8 +120,8 @@ def test_spread_verdict():
 
 def test_a_missed_verdict_of_a_jpeg_run_points_to_what_jpeg_costs(tmp_path):
     home = checkout(tmp_path / "home")
-    packs.fold(pack_of(tmp_path, "lossless", {23: 0.61, 1: 0.63}, LOSSLESS), home, study="jpeg", log=lambda s: None)
-    packs.fold(pack_of(tmp_path, "jpeg", {23: 0.60, 1: 0.62}, JPEG), home, study="jpeg", log=lambda s: None)
+    fold.fold(pack_of(tmp_path, "lossless", {23: 0.61, 1: 0.63}, LOSSLESS), home, study="jpeg", log=lambda s: None)
+    fold.fold(pack_of(tmp_path, "jpeg", {23: 0.60, 1: 0.62}, JPEG), home, study="jpeg", log=lambda s: None)
     _, found = studies.sections(home)
     ws = checkout(tmp_path / "ws")
     finished_run(ws, top1=0.40)  # one seed on the JPEG-derived full set, below report 000's lenet5 number

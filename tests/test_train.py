@@ -185,7 +185,7 @@ def test_cuda_deterministic_training_repeats_bit_for_bit(workdir):
 
 def test_deterministic_switches_cuda_settings_and_leaves_cpu_alone(monkeypatch):
     """configure_determinism needs no GPU to set its flags; on CPU it changes nothing."""
-    from cifarlab.engine.loop import configure_determinism
+    from cifarlab.engine.device import configure_determinism
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
@@ -365,7 +365,7 @@ def test_gpu_preflight_stops_on_a_gpu_the_torch_build_cannot_run(monkeypatch):
     build's architectures and the CUDA 12.6 base image, before any work (faked on the CPU)."""
     from cifarlab.core.errors import CifarlabError
     from cifarlab.core.params import TrainParams
-    from cifarlab.engine import loop
+    from cifarlab.engine.device import setup_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA GeForce GTX 1080 Ti")
@@ -373,7 +373,7 @@ def test_gpu_preflight_stops_on_a_gpu_the_torch_build_cannot_run(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: CU129_ARCHS)
     monkeypatch.setattr(torch, "__version__", "2.8.0+cu129")
     with pytest.raises(CifarlabError) as e:
-        loop.setup_device(TrainParams())
+        setup_device(TrainParams())
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("GPU NVIDIA GeForce GTX 1080 Ti is sm_61, but this torch 2.8.0+cu129")
     assert "sm_75, sm_80" in msg and "BASE_IMAGE=pytorch/pytorch:2.8.0-cuda12.6-cudnn9-runtime" in msg
@@ -387,6 +387,6 @@ def test_gpu_preflight_stops_on_a_gpu_the_torch_build_cannot_run(monkeypatch):
     ((6, 1), ["sm_50", "sm_60", "sm_70"], True),
 ])
 def test_gpu_arch_rule(capability, archs, runs):
-    from cifarlab.engine.loop import gpu_arch_problem
+    from cifarlab.engine.device import gpu_arch_problem
 
     assert (gpu_arch_problem("gpu", capability, archs, "t") is None) == runs

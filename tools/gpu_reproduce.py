@@ -74,7 +74,9 @@ def preflight(p, run_names: list[str], device_kind: str) -> None:
 
     from cifarlab.core.params import Params  # noqa: F401  (pydantic is importable: checked by the caller)
     from cifarlab.engine.augment import pipeline_for
-    from cifarlab.engine.loop import Runtime, TrainStep, build_model, check_gpu
+    from cifarlab.engine.device import Runtime, check_gpu
+    from cifarlab.engine.loop import build_model
+    from cifarlab.engine.step import TrainStep
 
     device = torch.device(device_kind)
     check_gpu(device)

@@ -27,7 +27,8 @@ from cifarlab.core.shell import run_main
 from cifarlab.data.prepared import load_prepared
 from cifarlab.engine.augment import pipeline_for
 from cifarlab.engine.checkpoints import load_checkpoint, model_from_checkpoint
-from cifarlab.engine.loop import Runtime, predict, setup_device
+from cifarlab.engine.device import Runtime, setup_device
+from cifarlab.engine.loop import predict
 from cifarlab.engine.metrics import classification_metrics
 from cifarlab.models import model_info
 

@@ -18,7 +18,7 @@ from cifarlab.core.shell import run_main
 from cifarlab.data.prepared import load_prepared
 from cifarlab.engine.augment import pipeline_for
 from cifarlab.engine.checkpoints import load_checkpoint, model_from_checkpoint
-from cifarlab.engine.loop import Runtime, setup_device
+from cifarlab.engine.device import Runtime, setup_device
 from cifarlab.figures.common import save_png
 from cifarlab.figures.runs import pca_figure
 

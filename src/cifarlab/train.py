@@ -31,7 +31,9 @@ from cifarlab.data.prepared import load_prepared
 from cifarlab.engine.augment import pipeline_for
 from cifarlab.engine.checkpoints import ResumeWriter, history_csv, load_resume, run_fingerprint, save_checkpoint
 from cifarlab.engine.features import cacheable, cached_inputs
-from cifarlab.engine.loop import FitResult, Runtime, build_model, fit, setup_device, time_train_step
+from cifarlab.engine.device import Runtime, setup_device
+from cifarlab.engine.loop import FitResult, build_model, fit
+from cifarlab.engine.step import time_train_step
 
 
 def cpu_notice(out: str, epochs: int, n_train: int, n_test: int, s_per_image: float) -> str | None:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from cifarlab.core.errors import ParamsError
-from cifarlab.core.params import ModelParams, Params, read_params_file, validate
+from cifarlab.core.params import ModelParams, Params, validate
+from cifarlab.core.params_file import read_params_file
 
 
 @dataclass(frozen=True)

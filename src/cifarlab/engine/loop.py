@@ -1,4 +1,4 @@
-"""The training engine: one loop for all nine recipes.
+"""The training loop: `fit` for all nine recipes, its per-epoch records and resumable state.
 
 Data: uint8 tensors (N, 3, 32, 32) already on `device`; each batch is gathered by index,
 augmented and normalized there (augment.BatchPipeline). No DataLoader, no PIL.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -22,96 +21,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cifarlab.core.errors import CifarlabError, one_line
+from cifarlab.core.params import Recipe
 from cifarlab.engine.augment import BatchPipeline
-from cifarlab.core.params import Recipe, TrainParams
-from cifarlab.engine.schedules import make_optimizer, make_scheduler
-
-
-def select_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def configure_threads(n: int | None) -> int:
-    """Set torch's CPU thread count (train.num_threads; None = the cores this process may use).
-
-    Threads must not outnumber the free cores: measured on a 2-core machine with another
-    process busy on one core, a dnn training step took 0.30 s with 2 OpenMP threads and
-    0.03 s with 1. Set train.num_threads=1 when sharing a small machine.
-    """
-    if n is None:
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(n)
-    return n
-
-
-def configure_determinism(device: torch.device, deterministic: bool) -> None:
-    """train.deterministic on CUDA: deterministic kernels only, no cuDNN autotuning.
-
-    cuBLAS needs a fixed workspace for reproducible matmuls (CUBLAS_WORKSPACE_CONFIG, read when
-    cuBLAS starts: this runs before the first CUDA op). An op without a deterministic kernel
-    then raises instead of silently varying. Off: cuDNN may autotune (faster, not repeatable).
-    On CPU nothing changes: its kernels are deterministic already.
-    """
-    if device.type != "cuda":
-        return
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic)
-    torch.backends.cudnn.deterministic = deterministic
-    torch.backends.cudnn.benchmark = not deterministic
-
-
-# For a GPU this torch build has no kernels for: the torch build to use instead. PyTorch's CUDA
-# 12.8/12.9 builds dropped Maxwell and Pascal (sm_50-61) and, later, Volta (sm_70); its CUDA 12.6
-# builds still carry sm_50-sm_90.
-OLD_GPU_FIX = ("docker build --build-arg BASE_IMAGE=pytorch/pytorch:2.8.0-cuda12.6-cudnn9-runtime -t cifarlab . "
-               "(or pip install torch torchvision --index-url https://download.pytorch.org/whl/cu126)")
-
-
-def gpu_arch_problem(name: str, capability: tuple[int, int], arch_list: list[str], torch_version: str) -> str | None:
-    """Why this torch build cannot run on this GPU, as one line naming the fix; None if it can.
-
-    capability: (major, minor), e.g. (6, 1) for a GTX 1080 Ti; arch_list: torch.cuda.get_arch_list(),
-    e.g. ["sm_75", ..., "sm_120", "compute_120"]. A GPU runs sm_XY binaries of its own major
-    version and a lower-or-equal minor, and compute_XY (PTX) code of any lower-or-equal version.
-    """
-    major, minor = capability
-    ok = False
-    for arch in arch_list:
-        kind, _, ver = arch.partition("_")
-        if not ver.isdigit():
-            continue
-        a_major, a_minor = int(ver[:-1]), int(ver[-1])
-        if kind == "sm" and a_major == major and a_minor <= minor:
-            ok = True
-        if kind == "compute" and (a_major, a_minor) <= (major, minor):
-            ok = True
-    if ok or not arch_list:
-        return None
-    return (f"GPU {name} is sm_{major}{minor}, but this torch {torch_version} was built for "
-            f"{', '.join(arch_list)} only (\"no kernel image is available\" on the first step): "
-            f"use a CUDA 12.6 build: {OLD_GPU_FIX}")
-
-
-def check_gpu(device: torch.device) -> None:
-    """Stop before any work, with one line, on a GPU this torch build has no kernels for."""
-    if device.type != "cuda":
-        return
-    problem = gpu_arch_problem(torch.cuda.get_device_name(device), torch.cuda.get_device_capability(device),
-                               torch.cuda.get_arch_list(), torch.__version__)
-    if problem:
-        raise CifarlabError(problem)
-
-
-def setup_device(cfg: TrainParams) -> torch.device:
-    """The device a stage computes on, with train.num_threads and train.deterministic applied:
-    the one place train, evaluate and pca set these up (and check the GPU is one torch can use)."""
-    device = select_device()
-    check_gpu(device)
-    configure_threads(cfg.num_threads)
-    configure_determinism(device, cfg.deterministic)
-    return device
+from cifarlab.engine.device import Runtime
+from cifarlab.engine.step import TrainStep
 
 
 def derive_seed(*parts: int) -> int:
@@ -151,44 +64,6 @@ class FitResult:
 DIVERGED_LOSS = 1e4
 
 
-class Runtime:
-    """A run's numerics, the same on every device: bf16 autocast, channels_last, fused optimizer
-    kernels and a compiled step as params.yaml `train` says (benchmarks/bench_cpu.py: bf16 +
-    channels_last trains resnet9 3-5x faster than fp32 on a CPU with AMX; README: CPU speed)."""
-
-    def __init__(self, device: torch.device, cfg: TrainParams):
-        self.device = device
-        self.bf16 = cfg.bf16
-        self.channels_last = cfg.channels_last
-        self.eval_batch_size = cfg.eval_batch_size
-        self.compile = cfg.compile
-        self.compile_mode = cfg.compile_mode
-        # torch.compile backend: inductor generates the kernels (C++/OpenMP on a CPU, Triton on
-        # CUDA); benchmarks/bench_gpu.py --tiny uses "eager" (graph capture without code
-        # generation) to exercise the same path in seconds.
-        self.compile_backend = "inductor"
-        self.fused_optimizer = cfg.fused_optimizer
-
-    @property
-    def precision(self) -> str:
-        return "bf16" if self.bf16 else "fp32"
-
-    @property
-    def memory_format(self) -> str:
-        return "channels_last" if self.channels_last else "contiguous"
-
-    def autocast(self):
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
-
-    def prepare_model(self, model: nn.Module) -> nn.Module:
-        model = model.to(self.device)
-        return model.to(memory_format=torch.channels_last) if self.channels_last else model
-
-    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
-        # 4-D images only: cached features (B, D) have no channel dimension to move
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
-
-
 @torch.no_grad()
 def predict(model: nn.Module, x_u8: torch.Tensor, pipe: BatchPipeline, rt: Runtime, flip: bool = False) -> torch.Tensor:
     """Logits (N, 10) float32 for uint8 images (N, 3, 32, 32) on rt.device; eval mode, no augmentation.
@@ -215,84 +90,6 @@ def _batches(perm: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
         parts.pop()
     return parts
 
-
-class TrainStep:
-    """One optimisation step of a recipe: augment, forward, loss, backward, clip, step, schedule.
-
-    Owns the optimizer and lr scheduler, so `fit`, the run estimate and the benchmark all time
-    and train exactly the same step.
-    """
-
-    def __init__(self, model: nn.Module, recipe: Recipe, pipe: BatchPipeline, rt: Runtime,
-                 epochs: int, steps_per_epoch: int):
-        self.model, self.recipe, self.pipe, self.rt = model, recipe, pipe, rt
-        self.trainable = [p for p in model.parameters() if p.requires_grad]
-        self.opt = make_optimizer(self.trainable, recipe, fused=rt.fused_optimizer)
-        self.sched, self.sched_when = make_scheduler(self.opt, recipe, epochs, steps_per_epoch)
-        # Forward + loss as one compiled graph (its backward compiled with it). Augmentation stays
-        # eager, outside: its draws from the epoch's generator are then exactly those of an eager
-        # run. dynamic=False: one static graph per batch shape (the recipe's batch and, at most,
-        # the epoch's remainder batch), no dynamic-shape guards.
-        if rt.compile:
-            # Every TrainStep compiles the same code object, and dynamo stops recompiling it after
-            # 8 models (its recompile limit), silently running eager: each step starts afresh
-            # (a no-op for a stage, which builds one).
-            torch._dynamo.reset()
-            # Random ops (dropout) through torch's generator, as eager: inductor's own RNG would
-            # draw other masks, and a compiled run would no longer follow the eager one
-            import torch._inductor.config as inductor_config
-
-            inductor_config.fallback_random = True
-        mode = {"mode": rt.compile_mode} if rt.compile_backend == "inductor" else {}
-        self.forward_loss = (torch.compile(self._forward_loss, backend=rt.compile_backend, dynamic=False, **mode)
-                             if rt.compile else self._forward_loss)
-        self._compiled_shapes: set[tuple[int, ...]] = set()
-
-    def _forward_loss(self, xb: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with self.rt.autocast():
-            logits = self.model(xb)
-            loss = F.cross_entropy(logits.float(), y)
-        return loss, logits
-
-    def __call__(self, x_u8: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """x_u8: uint8 (B, 3, 32, 32) (or cached features (B, D), see engine.features), y: int64 (B,).
-        Returns (loss, logits), detached."""
-        xb = self.rt.prepare_input(self.pipe(x_u8, gen, train=True))
-        if self.rt.compile:
-            # A new iteration for CUDA-graph replays: the previous step's outputs were consumed
-            torch.compiler.cudagraph_mark_step_begin()
-        if self.rt.compile and tuple(xb.shape) not in self._compiled_shapes:
-            # The first step of a batch shape compiles its forward, then (lazily, in backward())
-            # its backward: a failure there is the compiler's, named with the way out. Later
-            # steps' errors (out of memory, ...) pass through as they are.
-            try:
-                loss, logits = self.forward_loss(xb, y)
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-            except torch.cuda.OutOfMemoryError:  # not the compiler's: as it is
-                raise
-            except Exception as err:  # inductor/triton missing or failing: say so, name the way out
-                raise CifarlabError(f"torch.compile failed ({type(err).__name__}: {one_line(err, 300)}); "
-                                    "set train.compile=false to train eagerly") from err
-            self._compiled_shapes.add(tuple(xb.shape))
-        else:
-            loss, logits = self.forward_loss(xb, y)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-        if self.recipe.grad_clip is not None:
-            nn.utils.clip_grad_value_(self.trainable, self.recipe.grad_clip)
-        self.opt.step()
-        if self.sched is not None and self.sched_when == "batch":
-            self.sched.step()
-        return loss.detach(), logits.detach()
-
-    def end_epoch(self) -> None:
-        if self.sched is not None and self.sched_when == "epoch":
-            self.sched.step()
-
-    @property
-    def lr(self) -> float:
-        return self.opt.param_groups[0]["lr"]
 
 
 def fit(
@@ -511,41 +308,6 @@ def history_rows(history: list[EpochStats]) -> list[dict]:
         for r in rows:
             del r["val_loss"], r["val_acc"]
     return rows
-
-
-WARMUP_STEPS = 2  # untimed: allocator growth, oneDNN primitive creation, the optimizer's state
-MIN_TIMED_S = 1.0  # a small model's step is ~1 ms: time it for at least this long
-MAX_STEPS = 200
-
-
-def time_train_step(model: nn.Module, recipe: Recipe, pipe: BatchPipeline, rt: Runtime, batch: int = 64,
-                    steps: int = 2) -> float:
-    """Seconds per training image: the fastest timed step on random data, after WARMUP_STEPS;
-    at least `steps` steps and MIN_TIMED_S seconds of them (up to MAX_STEPS), so a millisecond
-    step is not judged on three samples. The fastest is the one least disturbed by other load.
-
-    Works on a copy so the real model and optimizer state are untouched.
-    """
-    model = rt.prepare_model(copy.deepcopy(model))
-    step = TrainStep(model, recipe, pipe, rt, epochs=1, steps_per_epoch=MAX_STEPS + WARMUP_STEPS)
-    g = torch.Generator(device=rt.device).manual_seed(0)
-    x = torch.randint(0, 256, (batch, 3, 32, 32), generator=g, device=rt.device, dtype=torch.uint8)
-    y = torch.randint(0, 10, (batch,), generator=g, device=rt.device)
-
-    def timed_step() -> float:
-        t0 = time.perf_counter()
-        step(x, y, g)
-        if rt.device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
-
-    for _ in range(WARMUP_STEPS):
-        timed_step()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < steps or (time.perf_counter() - start < MIN_TIMED_S and len(times) < MAX_STEPS):
-        times.append(timed_step())
-    return min(times) / batch
 
 
 def build_model(name: str, arch: dict, seed: int) -> nn.Module:

@@ -108,7 +108,8 @@ def set_params(path: Path, assignments: list[str]) -> list[tuple[str, object]]:
 
     from cifarlab.core.errors import ParamsError, one_line
     from cifarlab.core.io import atomic_write
-    from cifarlab.core.params import read_params_file, read_yaml, validate
+    from cifarlab.core.params import validate
+    from cifarlab.core.params_file import read_params_file, read_yaml
 
     rt = YAML()  # round-trip: comments, order and flow style survive
     rt.preserve_quotes = True
@@ -217,7 +218,7 @@ def cmd_fold(argv: list[str]) -> None:
                     "../shared/tools/cifar10_jpeg_effect.py's archives), bf16 (fp32 vs bf16 on the full set); the "
                     "arm comes from each run's provenance")
     args = ap.parse_args(argv)
-    from cifarlab.tooling.packs import fold
+    from cifarlab.tooling.fold import fold
 
     fold(args.pack, Path("."), accept_code_change=args.accept_code_change, replace=args.replace, study=args.study)
 

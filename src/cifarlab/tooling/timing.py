@@ -9,7 +9,9 @@ import warnings
 from cifarlab.core.params import Params, TrainParams
 from cifarlab.engine.augment import BatchPipeline
 from cifarlab.tooling.estimate import STEPS, cached_times, find_bench, needed_keys, store_times, times_from_bench
-from cifarlab.engine.loop import Runtime, build_model, setup_device, time_train_step
+from cifarlab.engine.device import Runtime, setup_device
+from cifarlab.engine.loop import build_model
+from cifarlab.engine.step import time_train_step
 
 
 def measure(train: TrainParams, keys: dict[str, tuple[str, dict, object]], log=None) -> dict[str, float]:

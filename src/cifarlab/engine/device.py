@@ -1,0 +1,134 @@
+"""The device a stage computes on and a run's numerics on it (precision, memory format, compile)."""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn as nn
+
+from cifarlab.core.errors import CifarlabError
+from cifarlab.core.params import TrainParams
+
+
+def select_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def configure_threads(n: int | None) -> int:
+    """Set torch's CPU thread count (train.num_threads; None = the cores this process may use).
+
+    Threads must not outnumber the free cores: measured on a 2-core machine with another
+    process busy on one core, a dnn training step took 0.30 s with 2 OpenMP threads and
+    0.03 s with 1. Set train.num_threads=1 when sharing a small machine.
+    """
+    if n is None:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    return n
+
+
+def configure_determinism(device: torch.device, deterministic: bool) -> None:
+    """train.deterministic on CUDA: deterministic kernels only, no cuDNN autotuning.
+
+    cuBLAS needs a fixed workspace for reproducible matmuls (CUBLAS_WORKSPACE_CONFIG, read when
+    cuBLAS starts: this runs before the first CUDA op). An op without a deterministic kernel
+    then raises instead of silently varying. Off: cuDNN may autotune (faster, not repeatable).
+    On CPU nothing changes: its kernels are deterministic already.
+    """
+    if device.type != "cuda":
+        return
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+# For a GPU this torch build has no kernels for: the torch build to use instead. PyTorch's CUDA
+# 12.8/12.9 builds dropped Maxwell and Pascal (sm_50-61) and, later, Volta (sm_70); its CUDA 12.6
+# builds still carry sm_50-sm_90.
+OLD_GPU_FIX = ("docker build --build-arg BASE_IMAGE=pytorch/pytorch:2.8.0-cuda12.6-cudnn9-runtime -t cifarlab . "
+               "(or pip install torch torchvision --index-url https://download.pytorch.org/whl/cu126)")
+
+
+def gpu_arch_problem(name: str, capability: tuple[int, int], arch_list: list[str], torch_version: str) -> str | None:
+    """Why this torch build cannot run on this GPU, as one line naming the fix; None if it can.
+
+    capability: (major, minor), e.g. (6, 1) for a GTX 1080 Ti; arch_list: torch.cuda.get_arch_list(),
+    e.g. ["sm_75", ..., "sm_120", "compute_120"]. A GPU runs sm_XY binaries of its own major
+    version and a lower-or-equal minor, and compute_XY (PTX) code of any lower-or-equal version.
+    """
+    major, minor = capability
+    ok = False
+    for arch in arch_list:
+        kind, _, ver = arch.partition("_")
+        if not ver.isdigit():
+            continue
+        a_major, a_minor = int(ver[:-1]), int(ver[-1])
+        if kind == "sm" and a_major == major and a_minor <= minor:
+            ok = True
+        if kind == "compute" and (a_major, a_minor) <= (major, minor):
+            ok = True
+    if ok or not arch_list:
+        return None
+    return (f"GPU {name} is sm_{major}{minor}, but this torch {torch_version} was built for "
+            f"{', '.join(arch_list)} only (\"no kernel image is available\" on the first step): "
+            f"use a CUDA 12.6 build: {OLD_GPU_FIX}")
+
+
+def check_gpu(device: torch.device) -> None:
+    """Stop before any work, with one line, on a GPU this torch build has no kernels for."""
+    if device.type != "cuda":
+        return
+    problem = gpu_arch_problem(torch.cuda.get_device_name(device), torch.cuda.get_device_capability(device),
+                               torch.cuda.get_arch_list(), torch.__version__)
+    if problem:
+        raise CifarlabError(problem)
+
+
+def setup_device(cfg: TrainParams) -> torch.device:
+    """The device a stage computes on, with train.num_threads and train.deterministic applied:
+    the one place train, evaluate and pca set these up (and check the GPU is one torch can use)."""
+    device = select_device()
+    check_gpu(device)
+    configure_threads(cfg.num_threads)
+    configure_determinism(device, cfg.deterministic)
+    return device
+
+
+class Runtime:
+    """A run's numerics, the same on every device: bf16 autocast, channels_last, fused optimizer
+    kernels and a compiled step as params.yaml `train` says (benchmarks/bench_cpu.py: bf16 +
+    channels_last trains resnet9 3-5x faster than fp32 on a CPU with AMX; README: CPU speed)."""
+
+    def __init__(self, device: torch.device, cfg: TrainParams):
+        self.device = device
+        self.bf16 = cfg.bf16
+        self.channels_last = cfg.channels_last
+        self.eval_batch_size = cfg.eval_batch_size
+        self.compile = cfg.compile
+        self.compile_mode = cfg.compile_mode
+        # torch.compile backend: inductor generates the kernels (C++/OpenMP on a CPU, Triton on
+        # CUDA); benchmarks/bench_gpu.py --tiny uses "eager" (graph capture without code
+        # generation) to exercise the same path in seconds.
+        self.compile_backend = "inductor"
+        self.fused_optimizer = cfg.fused_optimizer
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.bf16 else "fp32"
+
+    @property
+    def memory_format(self) -> str:
+        return "channels_last" if self.channels_last else "contiguous"
+
+    def autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        # 4-D images only: cached features (B, D) have no channel dimension to move
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
