@@ -21,7 +21,7 @@ images + 10,000 test images at a third of a step's cost each), plus the first st
 The header holds the CPU's name and flags (amx_bf16, avx512_bf16: native bf16; without either,
 bf16 is emulated and slower than fp32), thread count, torch and oneDNN versions, code version.
 
-The JSON goes to benchmarks/results/bench_cpu_<cpu>.json (committed: README's CPU table quotes
+The JSON goes to benchmarks/results/bench_cpu_<cpu>.json (committed: docs/training.md's CPU table quotes
 it) and is rewritten after every model, so a run cut short keeps what it measured.
 """
 from __future__ import annotations

@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         import ruamel.yaml  # noqa: F401
         import torch
     except ImportError as e:
-        fail(f"{e.name} is missing: carry its wheel (README: Published results, 'a lent GPU') and put it on PYTHONPATH")
+        fail(f"{e.name} is missing: carry its wheel (docs/gpu.md) and put it on PYTHONPATH")
     if args.device == "cuda" and not torch.cuda.is_available():
         fail("no CUDA device: this kit trains on a GPU (--device cpu runs the same steps on a CPU, slowly)")
     from cifarlab.core.params import load_params

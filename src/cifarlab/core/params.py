@@ -206,7 +206,7 @@ def _params_error(err: ValidationError, prefix: str, allowed: tuple[str, ...]) -
     if e["type"] == "extra_forbidden":
         return ParamsError(f"unknown param '{key}'; allowed keys here: {', '.join(allowed)}")
     if e["type"] == "missing":
-        return ParamsError(f"missing param '{key}': add it to params.yaml (README: Parameters)")
+        return ParamsError(f"missing param '{key}': add it to params.yaml (docs/parameters.md)")
     msg = e["msg"].replace("\n", " ").removeprefix("Value error, ")
     if not e["loc"]:  # a model_validator: the whole section
         return ParamsError(f"{prefix}: {msg.removeprefix('Value error, ')}")
@@ -285,7 +285,7 @@ def validate(raw: Any, check_models: bool | Collection[str] = True) -> Params:
             )
     for k in ("seed", "model", "runs"):
         if k not in raw:
-            raise ParamsError(f"missing param '{k}': add it to params.yaml (README: Parameters)")
+            raise ParamsError(f"missing param '{k}': add it to params.yaml (docs/parameters.md)")
     seed = raw["seed"]
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ParamsError(f"bad value for 'seed': {seed!r} (a non-negative integer)")

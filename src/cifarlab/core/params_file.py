@@ -76,7 +76,7 @@ def _yaml_error(path: Path, err: YAMLError, text: str) -> ParamsError:
     mark = getattr(err, "problem_mark", None)
     context_mark = getattr(err, "context_mark", None)
     if mark is None and context_mark is None:
-        return ParamsError(f"{path} is not valid YAML ({one_line(err, 200)}): fix it (README: Parameters)")
+        return ParamsError(f"{path} is not valid YAML ({one_line(err, 200)}): fix it (docs/parameters.md)")
     where = _at(path, mark or context_mark)
     opened = (f"line {context_mark.line + 1}, column {context_mark.column + 1}"
               if context_mark is not None else "")
@@ -101,18 +101,18 @@ def _yaml_error(path: Path, err: YAMLError, text: str) -> ParamsError:
                            "and merge what follows it into the first")
     detail = f" ({context} at {opened})" if context and opened else (f" ({context})" if context else "")
     return ParamsError(f"{where}: not valid YAML: {problem or context}{detail}: fix it there "
-                       "(README: Parameters)")
+                       "(docs/parameters.md)")
 
 
 def _check_top_level(path: Path, node: Any) -> None:
     if node is None:
         raise ParamsError(f"{path} holds no params (it is empty, or only comments): add seed, model, runs ... "
-                          "(README: Parameters), or restore it with git")
+                          "(docs/parameters.md), or restore it with git")
     if not isinstance(node, MappingNode):
         what = ("a list" if isinstance(node, SequenceNode)
                 else f"the value {one_line(node.value, 40)!r}" if isinstance(node, ScalarNode) else "no mapping")
         raise ParamsError(f"{_at(path, node.start_mark)}: the top level is {what}, but params.yaml must be a "
-                          "mapping of keys (seed:, model:, runs:, ...) to values (README: Parameters)")
+                          "mapping of keys (seed:, model:, runs:, ...) to values (docs/parameters.md)")
 
 
 def _check_duplicate_keys(path: Path, root: MappingNode) -> None:

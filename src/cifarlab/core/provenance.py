@@ -46,7 +46,7 @@ def code_version(root: str | os.PathLike = ".") -> dict:
 
 # CPU flags (Linux /proc/cpuinfo names) of native bf16 arithmetic, fastest first: Intel AMX tiles
 # (Sapphire Rapids and later), then AVX512-BF16 dot products (Cooper Lake, AMD Zen 4 and later).
-# Without either, oneDNN emulates bf16 and a bf16 run is slower than fp32 (README: CPU speed).
+# Without either, oneDNN emulates bf16 and a bf16 run is slower than fp32 (docs/training.md: CPU speed).
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 

@@ -99,7 +99,7 @@ def setup_device(cfg: TrainParams) -> torch.device:
 class Runtime:
     """A run's numerics, the same on every device: bf16 autocast, channels_last, fused optimizer
     kernels and a compiled step as params.yaml `train` says (benchmarks/bench_cpu.py: bf16 +
-    channels_last trains resnet9 3-5x faster than fp32 on a CPU with AMX; README: CPU speed)."""
+    channels_last trains resnet9 3-5x faster than fp32 on a CPU with AMX; docs/training.md: CPU speed)."""
 
     def __init__(self, device: torch.device, cfg: TrainParams):
         self.device = device

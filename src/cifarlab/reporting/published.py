@@ -267,6 +267,6 @@ def published_section(reference: Mapping, published: Mapping[str, list[dict]], p
         parts.append(f"### Not run yet ({len(todo)} of {len(todo) + len(published)} runs)")
         parts.append("Each runs with the command beside it (`cifarlab estimate` says how long here); on a GPU, "
                      "`python tools/gpu_reproduce.py --minutes N` runs them in priority order and packs the "
-                     "finished ones for `cifarlab fold` (README: Published results).")
+                     "finished ones for `cifarlab fold` (docs/publishing.md).")
         parts.append(md_table(["run", "published (report)", "cifarlab", "command"], rows))
     return "\n\n".join(parts)

@@ -65,7 +65,7 @@ STUDIES = {
         lambda prov: precision_of(prov) if content_md5(prov) == JPEG_FULL_CONTENT_MD5 else None,
         f"a run on the JPEG-derived full set (content md5 {JPEG_FULL_CONTENT_MD5[:8]})",
         "Runs published before cifarlab applied `train.bf16` on CPUs trained in fp32; CPU runs now train "
-        "in bf16 autocast with channels_last (README: CPU speed). What that costs, per recipe: the same "
+        "in bf16 autocast with channels_last (docs/training.md: CPU speed). What that costs, per recipe: the same "
         "recipe, data (JPEG-derived full set, 50,000/10,000) and test in both precisions. Each cell: "
         "best-epoch test top-1, mean ± std over seeds (n); the fp32 or bf16 seeds of **Published runs** "
         "count for their arm, the others are kept in `reports/studies/bf16/`.",

@@ -7,7 +7,7 @@
     cifarlab compare                     your runs' top-1 against the published ones (reports/published)
     cifarlab pack -o runs.tar.gz         finished runs + provenance in one file, to publish elsewhere
     cifarlab fold runs.tar.gz            publish a pack's runs here (reports/published), checked
-    cifarlab repro --workers 4           dvc repro, its stages spread over a Dask cluster (README: scale-out)
+    cifarlab repro --workers 4           dvc repro, its stages spread over a Dask cluster (docs/scaleout.md)
 
 The stage subcommands take the stage's own arguments (`cifarlab train --help`); dvc.yaml runs
 the same code as `python -m cifarlab.<stage>`.

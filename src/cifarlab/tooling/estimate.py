@@ -45,7 +45,7 @@ def subset_hint(data_url: str) -> str:
     command = f"cifarlab set {SUBSET_DEMO} && dvc repro"
     if urllib.parse.urlparse(data_url).scheme in ("http", "https"):
         command += (" (offline: first cifarlab set data.url=/path/to/cifar-10-python.tar.gz data.md5=<its md5>, "
-                    "README: Running on a local copy of CIFAR-10)")
+                    "docs/data.md: a local copy of CIFAR-10)")
     return command
 
 

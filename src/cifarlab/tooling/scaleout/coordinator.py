@@ -185,7 +185,7 @@ def _check_scheduler(address: str) -> None:
             timed_out = isinstance(err, asyncio.TimeoutError)
             why = f"no connection in {CONNECT_TIMEOUT_S} s" if timed_out else _comm_reason(err, 150)
             raise ScaleOutError(f"no Dask worker reached through the scheduler at {address} ({why}): start the "
-                                "scheduler and its workers first (README: scale-out)") from None
+                                "scheduler and its workers first (docs/scaleout.md)") from None
 
         async def exchange():  # what distributed's connect() does after connecting, there unbounded
             await comm.write(comm.handshake_info())
@@ -234,7 +234,7 @@ def _cluster(needed: bool, workers, scheduler, slurm, slurm_gpus):
             client.wait_for_workers(1, timeout=None if slurm is not None else 120)
         except (OSError, TimeoutError) as err:
             raise ScaleOutError(f"no Dask worker reached through {what} ({one_line(err, 150)}): start the "
-                                "scheduler and its workers first (README: scale-out)") from None
+                                "scheduler and its workers first (docs/scaleout.md)") from None
         with client:
             sched = client.scheduler_info()
             info = sched["workers"]
