@@ -58,6 +58,12 @@ def test_readme_experiment_round_trip_on_a_partial_workspace(tmp_path, tiny_arch
     untrained = [r for r in RUNS if r not in ("lenet5", "dnn")]
     for error in shown.get("errors") or []:
         assert error["type"] == "FileNotFoundError" and any(r in error["name"] for r in untrained), error
+    # named, the runs trained read clean (docs/experiments.md)
+    named = json.loads(sh("dvc", "metrics", "show", "--json", "reports/metrics/lenet5.json", "reports/metrics/dnn.json",
+                          cwd=repo, env=env))
+    assert "error" not in json.dumps(named) and json.dumps(named).count('"top1"') == 4  # best and final, 2 runs
+    named = json.loads(sh("dvc", "plots", "show", "--json", "reports/history/lenet5.csv", cwd=repo, env=env))
+    assert not named.get("errors") and named.get("data")
     edit = "\nan uncommitted line of the user's\n"
     with (repo / "README.md").open("a") as f:
         f.write(edit)
