@@ -43,6 +43,14 @@ def test_not_covered_names_the_closest_and_how_far():
     assert oc.verdict(PUB, default, [far, near], "CMD") == "closest: `alt`, still 4.00 points off"
 
 
+def test_a_default_closer_than_every_alternative_is_named_closest():
+    """dnn: the default at +0.8 points, its final-epoch reading at -1.3: the verdict names the
+    default, not the farther alternative."""
+    default = oc.option("base", "best", recs("base", [0.505, 0.51, 0.515]))
+    far = opt([0.46, 0.47, 0.48])
+    assert oc.verdict(PUB, default, [far], "CMD") == "closest: `base` (the default), still 1.00 points off"
+
+
 def test_too_few_seeds_never_reproduce_even_on_the_value():
     default = oc.option("base", "best", recs("base", [0.60, 0.61, 0.62]))
     text = oc.verdict(PUB, default, [opt([0.50, 0.50])], "CMD")

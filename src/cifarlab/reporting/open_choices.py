@@ -7,8 +7,8 @@ Rules (`verdict`, unit-tested on synthetic numbers):
   diverge and the value lies within their range [min, max] (the rule the report's "within seed
   range" column uses); fewer seeds never count as reproducing, whatever their mean;
 - "reproduced by <settings>" when any alternative covers it; else "closest: <setting>, still X
-  points off" (the alternative with the nearest mean, its n said when below MIN_SEEDS); else
-  "not swept yet: <command>". Seeds whose training diverged count for nothing but are shown.
+  points off" (the setting with the nearest mean, the default included, its n said when below
+  MIN_SEEDS); else "not swept yet: <command>". Seeds whose training diverged count for nothing but are shown.
 - the default run (the run itself at its best epoch) is judged the same way first: when it
   covers the value, nothing needs explaining.
 """
@@ -70,11 +70,13 @@ def verdict(published: float, default: Option, alternatives: Sequence[Option], c
         if not diverged:
             return f"not swept yet: `{command}`"
         return f"every setting run so far diverged: {', '.join(f'`{d}`' for d in diverged)}" + (f"; {rest}" if rest else "")
-    best = min(ran, key=lambda a: abs(a.summary["mean"] - published))
+    # the default competes too: an alternative farther off than it explains nothing
+    best = min(ran + ([default] if default.summary["n"] else []), key=lambda a: abs(a.summary["mean"] - published))
     off = abs(best.summary["mean"] - published) * 100
     few = (f" (n={best.summary['n']}: below {MIN_SEEDS} seeds, too few to call it reproduced)"
            if best.summary["n"] < MIN_SEEDS else "")
-    return f"closest: `{best.label}`, still {off:.2f} points off{few}" + (f"; {rest}" if rest else "")
+    name = f"`{best.label}` (the default)" if best is default else f"`{best.label}`"
+    return f"closest: {name}, still {off:.2f} points off{few}" + (f"; {rest}" if rest else "")
 
 
 def sweep_command(base: str, model: str, runs_needed: Sequence[str]) -> str:
