@@ -575,3 +575,19 @@ def test_main_draws_real_figures(tmp_path, monkeypatch):
     _, figures = run_main_twice(tmp_path, monkeypatch)
     for name in EXPECTED_FIGURES[1:]:
         assert (figures / name).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_a_number_typed_twice_in_reference_yaml_is_refused_naming_its_line(tmp_path):
+    """reference.yaml is the one hand-typed input: `value:` twice in one number (PyYAML would keep
+    the last silently) is one line naming file, line and key."""
+    from cifarlab.core.errors import DataError
+
+    ref = tmp_path / "reference.yaml"
+    ref.write_text("numbers:\n"
+                   "  - {report: '000', run: lenet5, metric: top1, value: 0.4718}\n"
+                   "  - {report: '000', run: resnet9, metric: top1, value: 0.9282, value: 0.9}\n")
+    with pytest.raises(DataError) as e:
+        load_reference(ref)
+    assert str(e.value).startswith(f"{ref}:3:") and "duplicate key 'value'" in str(e.value)
+    assert "\n" not in str(e.value)
+    assert len(load_reference(REFERENCE_FILE)["numbers"]) > 50  # the real file has no repeat

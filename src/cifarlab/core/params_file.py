@@ -146,6 +146,18 @@ def _check_duplicate_keys(path: Path, root: MappingNode) -> None:
                           f"(first at line {first_key.start_mark.line + 1}): remove one")
 
 
+def refuse_duplicate_keys(path: Path, text: str) -> None:
+    """ParamsError (one line, `path:LINE:COLUMN`) for a key written twice in one mapping of the
+    YAML `text`, for readers of other YAML files (PyYAML keeps the last of the two silently);
+    nothing for text ruamel cannot compose: the caller's own parser says why."""
+    try:
+        node = _yaml_1_2().compose(text)
+    except YAMLError:
+        return
+    if node is not None:
+        _check_duplicate_keys(path, node)
+
+
 def _yaml_1_2() -> YAML:
     return YAML(typ="safe", pure=True)
 

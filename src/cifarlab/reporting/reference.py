@@ -8,7 +8,8 @@ from typing import Any
 
 import yaml
 
-from cifarlab.core.errors import DataError
+from cifarlab.core.errors import DataError, ParamsError
+from cifarlab.core.params_file import refuse_duplicate_keys
 from cifarlab.reporting.markdown import METRIC_LABELS  # a published metric must be one the report can label
 
 REPORT_TITLES = {
@@ -26,11 +27,15 @@ def load_reference(path: str | os.PathLike) -> dict:
     """reports/reference.yaml as {numbers: [...], statements: [...]}, checked for the keys used."""
     path = Path(path)
     try:
-        ref = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        ref = yaml.safe_load(text)
+        refuse_duplicate_keys(path, text)  # a number typed twice: PyYAML would keep the last silently
     except FileNotFoundError:
         raise DataError(f"{path} not found: it holds the published numbers the report compares with") from None
     except yaml.YAMLError as e:
         raise DataError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except ParamsError as e:
+        raise DataError(str(e)) from None
     if not isinstance(ref, dict) or not isinstance(ref.get("numbers"), list):
         raise DataError(f"{path}: needs a `numbers:` list")
     for i, n in enumerate(ref["numbers"]):
