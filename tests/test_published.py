@@ -191,6 +191,21 @@ def test_the_jpeg_note_only_with_jpeg_data(tmp_path):
     assert "Not run yet" not in text
 
 
+def test_a_diverged_seed_is_marked_in_the_one_row_table(tmp_path):
+    """A run that diverged keeps its best epoch before the divergence; the row says it diverged
+    rather than show that number as a finished run's."""
+    ws = checkout(tmp_path / "ws")
+    finished_run(ws, top1=0.25)
+    metrics = ws / "reports/metrics/lenet5.json"
+    d = json.loads(metrics.read_text())
+    d.update(diverged=True, diverged_epoch=3, final={"epoch": None, "top1": None, "top3": None, "loss": None})
+    metrics.write_text(json.dumps(d))
+    runs = group_runs(load_metrics(ws / "reports/metrics", root=ws, details_dir=ws / "reports/details"))
+    text = published.published_section(REFERENCE, runs, {}, ["lenet5"])
+    row = next(line for line in text.splitlines() if line.startswith("| `lenet5` |"))
+    assert "| 25.00% (1 diverged at epoch 3) |" in row, row
+
+
 def test_fold_refuses_other_recipe_other_code_and_non_packs_writing_nothing(workspace, tmp_path):
     dest = tmp_path / "p.tar.gz"
     packs.pack(workspace, dest, log=lambda s: None)

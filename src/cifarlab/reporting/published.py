@@ -204,7 +204,7 @@ def published_section(reference: Mapping, published: Mapping[str, list[dict]], p
     """"Published runs": every published (run, seed) with its provenance, then every run of the
     run table not published yet with the command that runs it. jpeg_measured: the report has a
     "What JPEG costs" section (reporting/studies.py), which the note on JPEG-derived data names."""
-    from cifarlab.reporting.markdown import DASH, fmt_diff, fmt_result, fmt_seed, fmt_value, md_table
+    from cifarlab.reporting.markdown import DASH, fmt_diff, fmt_epochs, fmt_result, fmt_seed, fmt_value, md_table
     from cifarlab.reporting.metrics import counted
     from cifarlab.reporting.reference import primary
     from cifarlab.reporting.stats import run_stats
@@ -230,9 +230,12 @@ def published_section(reference: Mapping, published: Mapping[str, list[dict]], p
                 f"{prov['images_per_s']:,.0f}" if prov.get("images_per_s") else DASH,
             ])
         walls = [p.get("wall_seconds") for p in provs if p.get("wall_seconds")]
+        result = fmt_result("top1", st["best"], st)
+        if st["diverged"] and st["best"]["n"]:  # a best epoch before the divergence: not a finished run
+            result += f" ({len(st['diverged'])} diverged at epoch {fmt_epochs(st['diverged'])})"
         rows.append([
             f"`{run}`", fmt_value("top1", ref["value"]) if ref else DASH,
-            fmt_result("top1", st["best"], st),
+            result,
             fmt_diff("top1", st["best"]["mean"], ref["value"]) if ref and st["best"]["mean"] is not None else DASH,
             ", ".join(str(r["best"].get("epoch")) for r in recs),
             " / ".join(_ordered(precision_label(prov_numerics(p)) for p in provs)),
