@@ -194,6 +194,10 @@ def test_timing_cache_is_per_machine(monkeypatch, tmp_path):
     assert estimate.cached_times(p.train) == {"lenet5@32": 0.001}
     data = json.loads((tmp_path / "cifarlab/step_times.json").read_text())
     assert list(data) == [estimate.machine_key(p.train)] and "torch" in next(iter(data))
+    # a slower time (the machine was busy) leaves the faster one; a faster one replaces it
+    assert estimate.store_times(p.train, {"lenet5@32": 0.004, "dnn@32": 0.002}) == {"lenet5@32": 0.001, "dnn@32": 0.002}
+    assert estimate.store_times(p.train, {"lenet5@32": 0.0005}) == {"lenet5@32": 0.0005, "dnn@32": 0.002}
+    assert estimate.cached_times(p.train) == {"lenet5@32": 0.0005, "dnn@32": 0.002}
 
 
 def test_set_edits_params_keeping_comments_and_validates_first(tmp_path):
