@@ -1,6 +1,6 @@
 # cifarlab on a PyTorch CUDA image. The image holds the tools (DVC, the project's Python
 # dependencies, git); the code, params, data, DVC cache and results stay in the checkout,
-# which is bind-mounted at /workspace at run time (README "Docker"):
+# which is bind-mounted at /workspace at run time (docs/docker.md):
 #
 #   docker build -t cifarlab .
 #   docker run --gpus all --ipc host --rm -u "$(id -u):$(id -g)" -v "$PWD":/workspace cifarlab dvc repro

@@ -17,7 +17,7 @@ relu cells first, then leaky_relu, tanh, sigmoid; then the AlexNet runs; then th
 recipes a CPU can do (cnn, hw2_cnn, dnn, lenet5). --runs overrides the list and its order.
 
 Needs torch, numpy, pandas, matplotlib, PyYAML, Pillow (there on a lent GPU machine) and pydantic
-and ruamel.yaml (not there: carry their wheels, README "Published results"). With --device cpu
+and ruamel.yaml (not there: carry their wheels, docs/gpu.md). With --device cpu
 it does the same on a CPU: the slow test of the round trip (run, pack, fold, report) uses that.
 """
 from __future__ import annotations
