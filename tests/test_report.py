@@ -584,8 +584,8 @@ def test_a_number_typed_twice_in_reference_yaml_is_refused_naming_its_line(tmp_p
 
     ref = tmp_path / "reference.yaml"
     ref.write_text("numbers:\n"
-                   "  - {report: '000', run: lenet5, metric: top1, value: 0.4718}\n"
-                   "  - {report: '000', run: resnet9, metric: top1, value: 0.9282, value: 0.9}\n")
+                   "  - {report: '000', run: lenet5, metric: top1, value: 0.5}\n"
+                   "  - {report: '000', run: resnet9, metric: top1, value: 0.6, value: 0.7}\n")
     with pytest.raises(DataError) as e:
         load_reference(ref)
     assert str(e.value).startswith(f"{ref}:3:") and "duplicate key 'value'" in str(e.value)
