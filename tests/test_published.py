@@ -191,6 +191,16 @@ def test_the_jpeg_note_only_with_jpeg_data(tmp_path):
     assert "Not run yet" not in text
 
 
+def test_the_device_cell_names_each_cpu_once_with_its_thread_counts():
+    def prov(name, threads=None, cuda=False):
+        return {"device": {"name": name, "num_threads": threads, "cuda": cuda}}
+    seeds = [prov("Intel(R) Xeon(R) Processor", 1), prov("Intel(R) Xeon(R) Processor", 2),
+             prov("Intel(R) Xeon(R) Processor", 1), prov("AMD EPYC", 2)]
+    assert published.devices_cell(seeds) == "Intel Xeon Processor, 1/2 thr / AMD EPYC, 2 thr"
+    assert published.devices_cell([prov("NVIDIA H200", 16, cuda=True)]) == "NVIDIA H200"
+    assert published.devices_cell([prov("AMD EPYC", 2)]) == published.short_device_label(prov("AMD EPYC", 2))
+
+
 def test_a_diverged_seed_is_marked_in_the_one_row_table(tmp_path):
     """A run that diverged keeps its best epoch before the divergence; the row says it diverged
     rather than show that number as a finished run's."""

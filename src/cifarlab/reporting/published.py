@@ -177,9 +177,27 @@ def short_data_label(prov: Mapping) -> str:
 
 def short_device_label(prov: Mapping) -> str:
     """'AMD EPYC, 2 thr' or the GPU's name: the device in a narrow column."""
+    name, threads = _device_name_threads(prov)
+    return f"{name}, {threads} thr" if threads else name
+
+
+def _device_name_threads(prov: Mapping) -> tuple[str, int | None]:
     d = prov.get("device") or {}
     name = str(d.get("name") or d.get("type") or "?").replace("(R)", "").replace("  ", " ")[:28]
-    return f"{name}, {d['num_threads']} thr" if not d.get("cuda") and d.get("num_threads") else name
+    return name, (d.get("num_threads") if not d.get("cuda") else None) or None
+
+
+def devices_cell(provs) -> str:
+    """The devices of a run's seeds, each name once with its thread counts:
+    'Intel Xeon Processor, 1/2 thr / AMD EPYC, 2 thr' (keeps the column narrow)."""
+    threads: dict[str, list[int]] = {}
+    for p in provs:
+        name, n = _device_name_threads(p)
+        seen = threads.setdefault(name, [])
+        if n and n not in seen:
+            seen.append(n)
+    return " / ".join(f"{name}, {'/'.join(map(str, sorted(ns)))} thr" if ns else name
+                      for name, ns in threads.items())
 
 
 def _ordered(values) -> list[str]:
@@ -240,7 +258,7 @@ def published_section(reference: Mapping, published: Mapping[str, list[dict]], p
             ", ".join(str(r["best"].get("epoch")) for r in recs),
             " / ".join(_ordered(precision_label(prov_numerics(p)) for p in provs)),
             " / ".join(_ordered(short_data_label(p) for p in provs)),
-            " / ".join(_ordered(short_device_label(p) for p in provs)),
+            devices_cell(provs),
             fmt_duration(sum(walls) / len(walls)) if walls else DASH,
         ])
     if rows:

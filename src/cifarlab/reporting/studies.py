@@ -141,7 +141,7 @@ def anchor(study: Study) -> str:
 
 def section(study: Study, arms: Mapping[str, Mapping[str, list[dict]]]) -> str:
     """"## <title>": one row per run, both arms side by side; "" when the study has no run."""
-    from cifarlab.reporting.published import precision_label, short_data_label, short_device_label
+    from cifarlab.reporting.published import devices_cell, precision_label, short_data_label
     from cifarlab.reporting.markdown import DASH, fmt_diff, fmt_summary, md_table
 
     diffs = run_differences(study, arms)
@@ -161,7 +161,7 @@ def section(study: Study, arms: Mapping[str, Mapping[str, list[dict]]]) -> str:
                      spread_verdict(d["baseline"], d["variant"]),
                      kinds(lambda p: precision_label(p.get("numerics") or {})) if study.name != "bf16" else
                      kinds(short_data_label),
-                     kinds(short_device_label)])
+                     devices_cell(provs)])
     header = ["run", base, variant, f"{variant} - {base}", "beyond the seeds' spread?",
               "data" if study.name == "bf16" else "precision", "device"]
     return "\n\n".join([f"## {study.title}", study.intro, md_table(header, rows)])
