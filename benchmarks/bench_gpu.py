@@ -483,7 +483,7 @@ def projection(bench: Bench, p) -> None:
     """Every train stage of params.yaml, timed by `cifarlab estimate`'s plan from the compiled
     images/s (eager where compiled is missing); AlexNet's runs add their features' one pass."""
     times, setup, source = estimate.times_from_bench(p, bench.result)
-    stages = {f"train@{r}" for r in p.runs if estimate.timing_key(p[r].model, p[r].params.recipe.batch_size) in times}
+    stages = {f"train@{r}" for r in p.runs if estimate.run_key(p[r]) in times}
     costs = estimate.plan(p, times, stages, setup)
     missing = sorted(set(p.runs) - {c.run for c in costs})
     bench.result["projection"] = {

@@ -100,7 +100,7 @@ def test_split_stage_names():
 
 def test_plan_costs_epochs_times_images_and_sums_in_the_table():
     p = load_params(ROOT / "params.yaml")
-    times = {estimate.timing_key(r.model, r.params.recipe.batch_size): 1e-3 for r in p.runs.values()}
+    times = {estimate.run_key(r): 1e-3 for r in p.runs.values()}
     costs = estimate.plan(p, times, ["train@lenet5", "evaluate@lenet5", "report"])
     assert [c.stage for c in costs] == ["train@lenet5", "evaluate@lenet5", "report"]
     train = costs[0]
@@ -109,6 +109,36 @@ def test_plan_costs_epochs_times_images_and_sums_in_the_table():
     text = estimate.table(costs, "this CPU")
     assert text.splitlines()[-1].startswith("total (3 stages, this CPU)")
     assert format_duration(sum(c.seconds for c in costs)) in text.splitlines()[-1]
+
+
+def test_a_run_with_other_model_arguments_is_timed_apart():
+    """cnn-wide (4x the channels) is not costed at cnn's rate; weights change no step's cost."""
+    p = load_params(ROOT / "params.yaml")
+    assert estimate.run_key(p["cnn"]) == "cnn@32"
+    assert estimate.run_key(p["cnn-wide"]) == "cnn(channels=64-128-256,hidden=512)@32"
+    assert estimate.timing_key("alexnet_transfer", 32, {"skip": True, "pretrained": True, "weights": None}) == \
+        "alexnet_transfer(skip=True)@32"
+    keys = estimate.needed_keys(p, ["train@cnn", "train@cnn-wide", "evaluate@cnn"])
+    assert sorted(keys) == ["cnn(channels=64-128-256,hidden=512)@32", "cnn@32"]
+    assert keys["cnn(channels=64-128-256,hidden=512)@32"][1] == {"channels": (64, 128, 256), "hidden": 512}
+    times = {"cnn@32": 1e-3, "cnn(channels=64-128-256,hidden=512)@32": 3e-3}
+    narrow, wide = estimate.plan(p, times, ["train@cnn", "train@cnn-wide"])
+    assert wide.seconds == pytest.approx(3 * narrow.seconds)
+
+
+def test_the_plan_costs_the_images_the_prepared_data_holds(tmp_path):
+    """A 40,000 / 10,000 archive (the JPEG study's) costs 40,000 images an epoch, not 50,000;
+    params.yaml's sizes when preprocess is about to run or nothing is prepared."""
+    p = load_params(ROOT / "params.yaml")
+    assert estimate.data_sizes(p, ["train@cnn"], tmp_path) == (50_000, 10_000)
+    (tmp_path / "data/prepared").mkdir(parents=True)
+    (tmp_path / "data/prepared/stats.json").write_text(json.dumps({"n_train": 40_000, "n_val": 0, "n_test": 10_000}))
+    assert estimate.data_sizes(p, ["train@cnn"], tmp_path) == (40_000, 10_000)
+    assert estimate.data_sizes(p, ["preprocess", "train@cnn"], tmp_path) == (50_000, 10_000)
+    (cost,) = estimate.plan(p, {"cnn@32": 1e-3}, ["train@cnn"], sizes=(40_000, 10_000))
+    assert cost.seconds == pytest.approx(1e-3 * 100 * (40_000 + 10_000 / 3))
+    (tmp_path / "data/prepared/stats.json").write_text("{not json")
+    assert estimate.data_sizes(p, ["train@cnn"], tmp_path) == (50_000, 10_000)
 
 
 def fresh_clone_plan(root, targets, glob, changed=None):
@@ -126,7 +156,7 @@ def test_repro_notice_counts_every_stage_and_carries_the_data_url(monkeypatch, t
     monkeypatch.setattr(estimate, "has_gpu", lambda: False)
     monkeypatch.setattr(estimate, "repro_targets", lambda: (["dvc.yaml"], False))  # a path: the whole pipeline
     monkeypatch.setattr(estimate, "to_run", fresh_clone_plan)
-    times = {estimate.timing_key(r.model, r.params.recipe.batch_size): 1e-3 for r in p.runs.values()}
+    times = {estimate.run_key(r): 1e-3 for r in p.runs.values()}
     monkeypatch.setattr(estimate, "cached_times", lambda train: times)
     msg = estimate.repro_notice(p)
     n_stages = len(plan.to_run(ROOT, force=True))
@@ -144,7 +174,7 @@ def test_repro_notice_counts_the_stages_of_the_targets_only(monkeypatch):
     monkeypatch.setattr(estimate, "has_gpu", lambda: False)
     monkeypatch.setattr(estimate, "repro_targets", lambda: (["plot@lenet5", "plot@dnn"], False))
     monkeypatch.setattr(estimate, "to_run", fresh_clone_plan)
-    times = {estimate.timing_key(r.model, r.params.recipe.batch_size): 1e-3 for r in p.runs.values()}
+    times = {estimate.run_key(r): 1e-3 for r in p.runs.values()}
     monkeypatch.setattr(estimate, "cached_times", lambda train: times)
     msg = estimate.repro_notice(p)
     assert msg.startswith("warning: no GPU found: this `dvc repro` runs 8 stages, 2 of them training (110 epochs")

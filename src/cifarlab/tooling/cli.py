@@ -82,11 +82,13 @@ def cmd_estimate(argv: list[str]) -> None:
     else:
         times, setup, note = timing.step_times(p, stages, remeasure=not args.quiet, log=say), {}, None
     hint = None
+    sizes = estimate.data_sizes(p, stages)
     alt = None if gpu else estimate.alternative_numerics(p.train, cpu_bf16())
     if alt:  # the other precision timed too: its factor is the hint's, measured here
         alt_times = timing.step_times(p, stages, remeasure=not args.quiet, train=p.train.model_copy(update=alt), log=say)
-        hint = estimate.faster_hint(sum(c.seconds for c in estimate.plan(p, times, stages)),
-                                    sum(c.seconds for c in estimate.plan(p, alt_times, stages)), alt, cpu_bf16())
+        hint = estimate.faster_hint(sum(c.seconds for c in estimate.plan(p, times, stages, sizes=sizes)),
+                                    sum(c.seconds for c in estimate.plan(p, alt_times, stages, sizes=sizes)), alt,
+                                    cpu_bf16())
     if args.quiet:
         return
     if not stages:
@@ -95,7 +97,7 @@ def cmd_estimate(argv: list[str]) -> None:
     device = "GPU" if gpu else "this CPU"
     if note:
         print(note)
-    print(estimate.table(estimate.plan(p, times, stages, setup), device))
+    print(estimate.table(estimate.plan(p, times, stages, setup, sizes), device))
     if hint:
         print(hint)
 

@@ -7,8 +7,9 @@ The stages are DVC's own plan (tooling.plan): what `dvc repro TARGETS` would run
 (`cifarlab estimate plot@lenet5`; the notice at the start of a `dvc repro plot@lenet5` reads that
 command's targets).
 Each training stage costs epochs x (train images + test images / 3) x seconds per image of its
-model at its batch size; a test pass costs about a third of a training step per image. Seconds
-per image come from timing a few real training steps of each model on this machine (fastest of
+model, with its run's arguments, at its batch size; a test pass costs about a third of a training
+step per image. The image counts are the prepared data's (data_sizes). Seconds per image come
+from timing a few real training steps of each model on this machine (fastest of
 STEPS after a warm-up, the least disturbed by other load); they are cached per
 machine in ~/.cache/cifarlab/step_times.json, so the notice at the start of `dvc repro` (fetch)
 reads them without importing torch.
@@ -110,25 +111,44 @@ def _data_changes(p: Params) -> bool:
     return recorded != p.data.md5
 
 
+def data_sizes(p: Params, stages: list[str], root: str | Path = ".") -> tuple[int, int]:
+    """(training images, test images) the stages will see. The prepared data's own counts
+    (data/prepared/stats.json) when preprocess is not about to replace them: an archive of
+    another size (40,000 / 10,000 for the JPEG study's) then costs what it holds. Otherwise
+    what params.yaml asks of the official archive."""
+    if "preprocess" not in stages:
+        try:
+            stats = json.loads((Path(root) / "data/prepared/stats.json").read_text())
+            n_train, n_test = int(stats["n_train"]), int(stats["n_test"])
+            if n_train > 0 and n_test > 0:
+                return n_train, n_test
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # not prepared yet, or not ours to read: params.yaml's sizes
+    n_train = p.data.train_subset or FULL_TRAIN
+    return n_train - round(n_train * p.data.val_split), p.data.test_subset or FULL_TEST
+
+
 def plan(p: Params, s_per_image: dict[str, float], stages: list[str],
-         setup_seconds: dict[str, float] | None = None) -> list[StageCost]:
+         setup_seconds: dict[str, float] | None = None, sizes: tuple[int, int] | None = None) -> list[StageCost]:
     """The cost of each stage in `stages` (names as `dvc stage list` prints them, in the order
     tooling.plan gives them).
 
     s_per_image: timing key -> seconds per training image; setup_seconds: timing key -> seconds a
     training run of that model spends once before its epochs (AlexNet's frozen features, computed
-    once per run: see engine/features.py; benchmarks/bench_gpu.py measures it)."""
+    once per run: see engine/features.py; benchmarks/bench_gpu.py measures it); sizes: (training,
+    test) images (data_sizes), params.yaml's when not given."""
     setup_seconds = setup_seconds or {}
-    n_train = p.data.train_subset or FULL_TRAIN
-    n_train -= round(n_train * p.data.val_split)
-    n_test = p.data.test_subset or FULL_TEST
+    if sizes is None:
+        n_train = p.data.train_subset or FULL_TRAIN
+        sizes = n_train - round(n_train * p.data.val_split), p.data.test_subset or FULL_TEST
+    n_train, n_test = sizes
     costs = []
     for name in stages:
         kind, run, seed = split_stage(name)
         epochs, seconds = 0, FIXED_SECONDS.get(kind, 0.0)
         if run is not None and kind in ("train", "evaluate", "pca"):
             mp = p[run].params
-            key = timing_key(p[run].model, mp.recipe.batch_size)
+            key = run_key(p[run])
             s_img = s_per_image[key]
             if kind == "train":
                 epochs = mp.epochs(p.train.max_epochs)
@@ -160,7 +180,8 @@ def times_from_bench(p: Params, bench: dict) -> tuple[dict[str, float], dict[str
     """From a bench_gpu.py result: (timing key -> seconds per training image, timing key -> setup
     seconds per run, model -> "compiled" | "eager") for every run of `p` whose model it measured.
     The compiled rate where measured (what training runs), else the eager one. A model is timed
-    at its recipe's batch; runs of it with another batch get the same rate (a rough estimate)."""
+    at its recipe's batch and default arguments; runs of it with another batch or other
+    arguments (cnn-wide's channels) get the same rate (a rough estimate)."""
     rows = {r["model"]: r for r in bench.get("models", [])}
     times, setup, source = {}, {}, {}
     for run in p.runs:
@@ -169,7 +190,7 @@ def times_from_bench(p: Params, bench: dict) -> tuple[dict[str, float], dict[str
         ips = row.get("compiled_images_per_s") or row.get("eager_images_per_s")
         if not ips:
             continue
-        key = timing_key(model, p[run].params.recipe.batch_size)
+        key = run_key(p[run])
         times[key] = 1 / ips
         source[model] = "compiled" if row.get("compiled_images_per_s") else "eager"
         if isinstance(row.get("features"), dict):  # AlexNet: its frozen features, once per run
@@ -196,8 +217,21 @@ def find_bench(device_name: str, results: Path = BENCH_RESULTS) -> tuple[Path, d
 # --------------------------------------------------------------------------- timing
 
 
-def timing_key(model: str, batch_size: int) -> str:
-    return f"{model}@{min(batch_size, TIMING_BATCH)}"
+# Model arguments that change no step's cost: the weights are random when timing (timing.measure)
+UNTIMED_ARGS = frozenset({"pretrained", "weights"})
+
+
+def timing_key(model: str, batch_size: int, arch: dict | None = None) -> str:
+    """'cnn@32', or 'cnn(channels=64-128-256,hidden=512)@32' for a run whose model arguments
+    differ from the model's defaults: a wider network is another step to time, not cnn's."""
+    args = ",".join(f"{k}={'-'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+                    for k, v in sorted((arch or {}).items()) if k not in UNTIMED_ARGS)
+    return f"{model}{f'({args})' if args else ''}@{min(batch_size, TIMING_BATCH)}"
+
+
+def run_key(run) -> str:
+    """The timing key of a run of the run table (p[name]): its model, arguments and batch."""
+    return timing_key(run.model, run.params.recipe.batch_size, dict(run.params.arch))
 
 
 def machine_key(train: TrainParams) -> str:
@@ -291,7 +325,7 @@ def needed_keys(p: Params, stages: list[str]) -> dict[str, tuple[str, dict, obje
         kind, run, _ = split_stage(name)
         if run is not None and kind in ("train", "evaluate", "pca"):
             r = p[run]
-            keys.setdefault(timing_key(r.model, r.params.recipe.batch_size), (r.model, dict(r.params.arch), r.params.recipe))
+            keys.setdefault(run_key(r), (r.model, dict(r.params.arch), r.params.recipe))
     return keys
 
 
@@ -315,7 +349,8 @@ def repro_notice(p: Params, root: str | Path = ".") -> str | None:
     times = cached_times(p.train)
     if any(k not in times for k in keys):
         return None  # timing failed: say nothing rather than something wrong
-    costs = plan(p, times, stages)
+    sizes = data_sizes(p, stages, root)
+    costs = plan(p, times, stages, sizes=sizes)
     total = sum(c.seconds for c in costs)
     if total < LONG_CPU_RUN_S:
         return None
@@ -325,13 +360,13 @@ def repro_notice(p: Params, root: str | Path = ".") -> str | None:
     else:  # already a smoke run: the knobs that make it shorter
         hint = "Lower data.train_subset or train.max_epochs, or name fewer stages (dvc repro plot@lenet5), to go faster"
     notice = (f"warning: no GPU found: this `dvc repro` runs {len(costs)} stages, {n_train} of them training "
-              f"({sum(c.epochs for c in costs):,} epochs on {p.data.train_subset or FULL_TRAIN:,} images), "
+              f"({sum(c.epochs for c in costs):,} epochs on {sizes[0]:,} images), "
               f"about {format_duration(total)} on this CPU (`cifarlab estimate` shows each stage). {hint}")
     native = cpu_bf16()
     alt = alternative_numerics(p.train, native)
     alt_times = cached_times(p.train.model_copy(update=alt)) if alt else {}
     if alt and all(k in alt_times for k in keys):  # timed by `cifarlab estimate` with the other setting
-        faster = faster_hint(total, sum(c.seconds for c in plan(p, alt_times, stages)), alt, native)
+        faster = faster_hint(total, sum(c.seconds for c in plan(p, alt_times, stages, sizes=sizes)), alt, native)
         if faster:
             notice += "\n" + faster
     return notice
