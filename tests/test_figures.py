@@ -12,6 +12,7 @@ from cifarlab.figures.common import HEATMAP_GID, NA, save_figure
 from cifarlab.figures.comparison import comparison_figure
 from cifarlab.figures.reports import grid_heatmaps, report_bars
 from cifarlab.figures.runs import confusion_figure, curves_figure, pca_figure, pca_project
+from cifarlab.figures.studies import studies_figure
 
 
 @pytest.fixture(autouse=True)
@@ -193,6 +194,26 @@ def test_report_bars_counts_and_labels():
     assert "63.21±0.40" in labels and "62.00" in labels and labels.count(NA) == 1 + 1 + 2
     assert bar_count(report_bars([{"label": "a", "reported": 0.5, "reproduced": 0.4},
                                   {"label": "b", "reported": 0.6, "reproduced": None}], "t")) == 2 * 2
+
+
+def test_studies_figure_shows_every_seed_and_the_difference_per_recipe():
+    panels = [{"title": "What JPEG costs", "arms": ("lossless", "jpeg"), "runs": [
+                   {"run": "hw2_cnn", "values": ([0.78, 0.79, 0.785], [0.77, 0.765, 0.772])},
+                   {"run": "cnn", "values": ([0.7348], [])}]},  # the variant not run yet: no difference
+              {"title": "What bf16 costs", "arms": ("fp32", "bf16"), "runs": [
+                   {"run": "lenet5", "values": ([0.61, 0.64], [0.62, 0.63])}]}]
+    fig = studies_figure(panels)
+    jpeg, bf16 = fig.axes
+    by_height = sorted(zip(jpeg.get_yticks(), (t.get_text() for t in jpeg.get_yticklabels())), reverse=True)
+    assert [label for _, label in by_height] == ["hw2_cnn", "cnn"]  # the first run on top
+    assert [t.get_text() for t in jpeg.get_legend().get_texts()] == ["lossless", "jpeg"]
+    assert [t.get_text() for t in jpeg.texts] == ["-1.60 pp"] and [t.get_text() for t in bf16.texts] == ["+0.00 pp"]
+    dots = [line for line in jpeg.lines if line.get_marker() == "o"]
+    assert sorted(len(line.get_xdata()) for line in dots) == [1, 3, 3]  # a dot per seed
+    lo, hi = jpeg.get_xlim()
+    assert lo < 76.5 and hi > 79 and hi - lo < 15  # the data's range, not 0-100
+    (ax,) = studies_figure([]).axes
+    assert "no study runs" in ax.texts[0].get_text()
 
 
 def _legend_colors(ax) -> dict[str, tuple]:

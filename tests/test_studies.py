@@ -122,7 +122,12 @@ def test_a_missed_verdict_of_a_jpeg_run_points_to_what_jpeg_costs(tmp_path):
     home = checkout(tmp_path / "home")
     fold.fold(pack_of(tmp_path, "lossless", {23: 0.61, 1: 0.63}, LOSSLESS), home, study="jpeg", log=lambda s: None)
     fold.fold(pack_of(tmp_path, "jpeg", {23: 0.60, 1: 0.62}, JPEG), home, study="jpeg", log=lambda s: None)
-    _, found = studies.sections(home)
+    text, found = studies.sections(home, figure="studies.png")
+    assert text.startswith("## What JPEG costs") and text.endswith("](figures/studies.png)")
+    (panel,) = studies.figure_panels(found)
+    assert panel["title"] == "What JPEG costs" and panel["arms"] == ("lossless", "jpeg")
+    (run,) = panel["runs"]
+    assert run["run"] == "lenet5" and [sorted(v) for v in run["values"]] == [[0.61, 0.63], [0.60, 0.62]]
     ws = checkout(tmp_path / "ws")
     finished_run(ws, top1=0.40)  # one seed on the JPEG-derived full set, below report 000's lenet5 number
     runs = group_runs(load_metrics(ws / "reports/metrics", details_dir=ws / "reports/details"))

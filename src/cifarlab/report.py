@@ -11,6 +11,8 @@ and the per-run figures in reports/figures/runs/ (embedded where they exist). Wr
                                      final top-1, and their test-accuracy curves
   reports/figures/report_<NNN>.png   reported vs reproduced top-1 per report
   reports/figures/grid_resnet18.png  report 004's grid as heat maps (cells not run yet: n/a)
+  reports/figures/open_choices.png   each published number's open-choice settings, seed by seed
+  reports/figures/studies.png        what JPEG and bf16 cost each recipe, seed by seed
   reports/README.md                  written atomically, byte-identical for the same inputs
 """
 from __future__ import annotations
@@ -81,11 +83,13 @@ def write_comparison(reference: Mapping, runs: Mapping[str, list[dict]], figures
 
 
 OPEN_CHOICES_FIGURE = "open_choices.png"
+STUDIES_FIGURE = "studies.png"
 
 
 def own_figure(name: str) -> bool:
     """Whether reports/figures/<name> is one this stage draws."""
-    return name in (GRID_FIGURE, COMPARISON_FIGURE, OPEN_CHOICES_FIGURE) or (name.startswith("report_") and name.endswith(".png"))
+    return (name in (GRID_FIGURE, COMPARISON_FIGURE, OPEN_CHOICES_FIGURE, STUDIES_FIGURE)
+            or (name.startswith("report_") and name.endswith(".png")))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     reference = load_reference(REFERENCE)
     runs = group_runs(load_metrics(paths.METRICS_DIR, details_dir=paths.DETAILS_DIR))
     published = group_runs(load_metrics(pub.PUBLISHED_DIR / "metrics", details_dir=pub.PUBLISHED_DIR / "details"))
-    study_text, found = studies.sections()
+    study_text, found = studies.sections(figure=STUDIES_FIGURE)
     section = pub.published_section(reference, published, pub.load_provenance(), p.runs, "jpeg" in found)
     if study_text:
         section += "\n\n" + study_text
@@ -108,11 +112,12 @@ def main(argv: list[str] | None = None) -> None:
     history_dir = pub.PUBLISHED_DIR / "history" if showing_published else paths.HISTORY_DIR
     from cifarlab import figures
 
-    choices_png = paths.FIGURES_DIR / OPEN_CHOICES_FIGURE
+    choices_png, studies_png = paths.FIGURES_DIR / OPEN_CHOICES_FIGURE, paths.FIGURES_DIR / STUDIES_FIGURE
     figures.save_figure(figures.open_choices_figure(oc.figure_rows(reference, p.open_choices, choice_runs)), choices_png)
+    figures.save_figure(figures.studies_figure(studies.figure_panels(found)), studies_png)
     section += "\n\n" + oc.section(reference, p.open_choices, choice_runs,
                                     {n: r.model for n, r in p.runs.items()}, OPEN_CHOICES_FIGURE)
-    written = [choices_png, write_comparison(reference, runs, paths.FIGURES_DIR, history_dir),
+    written = [choices_png, studies_png, write_comparison(reference, runs, paths.FIGURES_DIR, history_dir),
                *write_figures(reference, runs, paths.FIGURES_DIR)]
     # names relative to reports/figures: "comparison.png", "runs/curves_<run>.png", ...
     on_disk = sorted(p.relative_to(paths.FIGURES_DIR).as_posix() for p in paths.FIGURES_DIR.rglob("*.png"))

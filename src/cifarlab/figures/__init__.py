@@ -1,5 +1,6 @@
 """cifarlab's figures, one module per subject: runs (one run's curves, confusion matrix, PCA),
-comparison (all runs side by side), reports (per-report bars, the report-004 grid, open choices);
+comparison (all runs side by side), reports (per-report bars, the report-004 grid, open choices),
+studies (what JPEG and bf16 cost);
 common holds what they share. Every figure function is pure (data in, matplotlib Figure out);
 only save_png/save_figure touch the disk.
 
@@ -13,5 +14,7 @@ matplotlib.use("Agg")  # no display on servers and in CI; set before any submodu
 from cifarlab.figures.common import save_figure, save_png  # noqa: E402
 from cifarlab.figures.comparison import comparison_figure  # noqa: E402
 from cifarlab.figures.reports import grid_heatmaps, open_choices_figure, report_bars  # noqa: E402
+from cifarlab.figures.studies import studies_figure  # noqa: E402
 
-__all__ = ["comparison_figure", "grid_heatmaps", "open_choices_figure", "report_bars", "save_figure", "save_png"]
+__all__ = ["comparison_figure", "grid_heatmaps", "open_choices_figure", "report_bars", "save_figure", "save_png",
+           "studies_figure"]

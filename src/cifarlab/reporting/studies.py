@@ -122,16 +122,27 @@ def spread_verdict(a: Mapping, b: Mapping) -> str:
 
 
 def run_differences(study: Study, arms: Mapping[str, Mapping[str, list[dict]]]) -> dict[str, dict]:
-    """run -> {baseline, variant: summaries of best-epoch top-1; diff (variant - baseline mean)}."""
+    """run -> {baseline, variant: summaries of best-epoch top-1; diff (variant - baseline mean);
+    values: (baseline's, variant's) best-epoch top-1 per seed, for the figure}."""
+    from cifarlab.reporting.metrics import counted
     from cifarlab.reporting.stats import run_stats
 
     base, variant = study.arms
     out = {}
     for run in sorted(set(arms[base]) | set(arms[variant])):
         a, b = (run_stats(arms[arm].get(run, []), "top1")["best"] for arm in (base, variant))
-        out[run] = {"baseline": a, "variant": b,
+        values = tuple([r["best"]["top1"] for r in counted(arms[arm].get(run, [])) if r["best"].get("top1") is not None]
+                       for arm in (base, variant))
+        out[run] = {"baseline": a, "variant": b, "values": values,
                     "diff": b["mean"] - a["mean"] if a["n"] and b["n"] else None}
     return out
+
+
+def figure_panels(found: Mapping[str, Mapping[str, dict]]) -> list[dict]:
+    """figures.studies_figure's panels from sections()' `found`: one per study with runs."""
+    return [{"title": STUDIES[name].title, "arms": STUDIES[name].arms,
+             "runs": [{"run": run, "values": d["values"]} for run, d in diffs.items()]}
+            for name, diffs in found.items()]
 
 
 def anchor(study: Study) -> str:
@@ -167,8 +178,9 @@ def section(study: Study, arms: Mapping[str, Mapping[str, list[dict]]]) -> str:
     return "\n\n".join([f"## {study.title}", study.intro, md_table(header, rows)])
 
 
-def sections(root: Path = Path(".")) -> tuple[str, dict[str, dict[str, dict]]]:
-    """The report's study sections (in STUDIES order) and, per study with runs, run_differences."""
+def sections(root: Path = Path("."), figure: str | None = None) -> tuple[str, dict[str, dict[str, dict]]]:
+    """The report's study sections (in STUDIES order), then `figure` (reports/figures/<figure>,
+    drawn from figure_panels) when any study has runs; and, per study with runs, run_differences."""
     texts, found = [], {}
     for study in STUDIES.values():
         arms = load_arms(study, root)
@@ -176,6 +188,8 @@ def sections(root: Path = Path(".")) -> tuple[str, dict[str, dict[str, dict]]]:
         if text:
             texts.append(text)
             found[study.name] = run_differences(study, arms)
+    if texts and figure:
+        texts.append(f"![what each study's change costs, seed by seed](figures/{figure})")
     return "\n\n".join(texts), found
 
 
