@@ -56,9 +56,10 @@ def cmd_runs(argv: list[str]) -> None:
 def cmd_estimate(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="cifarlab estimate", description=(
         "The time of what `dvc repro [TARGETS]` would run now on this machine, per stage: `dvc status` "
-        "says which stages, timed training steps of each model say how long (the fastest of at least 3, "
+        "says which stages, timed training steps of each network say how long (a model with a run's own "
+        "arguments, cnn-wide's channels, is timed apart; the fastest of at least 3, "
         "for at least a second, after a warm-up; cached in ~/.cache/cifarlab for the notice at the start of "
-        "`dvc repro`). A line per model as it is timed."))
+        "`dvc repro`). A line per network as it is timed."))
     ap.add_argument("targets", nargs="*", help="stages as `dvc repro` takes them (plot@lenet5 plot@dnn): only what "
                     "`dvc repro TARGETS` would run; none: the whole pipeline")
     ap.add_argument("--glob", action="store_true", help="targets are shell-style patterns (as dvc repro --glob)")
