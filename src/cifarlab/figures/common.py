@@ -31,6 +31,14 @@ def message_figure(text: str) -> plt.Figure:
     return fig
 
 
+def stacked_panels(heights: list[float], width: float = 7.5) -> tuple[plt.Figure, list]:
+    """A figure of one full-width panel per entry, stacked, each `heights[i]` inches tall (the
+    open-choice and study figures: a panel per published number or study, a row per setting)."""
+    fig, axes = plt.subplots(len(heights), 1, figsize=(width, sum(heights)), layout="constrained",
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    return fig, list(axes[:, 0])
+
+
 def save_png(fig: plt.Figure, path: Path) -> None:
     # Fixed metadata so the same data gives the same bytes (no creation date/software stamp).
     with atomic_write(path) as f:

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.colors import Normalize
 from matplotlib.patches import Rectangle
 
-from cifarlab.figures.common import HEATMAP_GID, NA, SERIES_COLORS, dark, message_figure
+from cifarlab.figures.common import HEATMAP_GID, NA, SERIES_COLORS, dark, message_figure, stacked_panels
 
 
 def _grid_panel(ax, values: np.ndarray, rows: Sequence[str], cols: Sequence[str], cmap, norm,
@@ -139,10 +139,8 @@ def open_choices_figure(rows: Sequence[dict]) -> plt.Figure:
     """
     if not rows:
         return message_figure("no open choices declared (params.yaml open_choices)")
-    heights = [0.45 * len(r["settings"]) + 1.2 for r in rows]
-    fig, axes = plt.subplots(len(rows), 1, figsize=(7.5, sum(heights)), layout="constrained",
-                             gridspec_kw={"height_ratios": heights}, squeeze=False)
-    for ax, row in zip(axes[:, 0], rows):
+    fig, axes = stacked_panels([0.45 * len(r["settings"]) + 1.2 for r in rows])
+    for ax, row in zip(axes, rows):
         settings = row["settings"]
         y = np.arange(len(settings))[::-1]  # the default on top
         for yi, s in zip(y, settings):

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from cifarlab.figures.common import message_figure
+from cifarlab.figures.common import message_figure, stacked_panels
 
 ARM_COLORS = ("tab:blue", "tab:orange")  # baseline, variant
 
@@ -21,10 +21,8 @@ def studies_figure(panels: Sequence[dict]) -> plt.Figure:
     """
     if not panels:
         return message_figure("no study runs folded yet (cifarlab fold --study)")
-    heights = [0.7 * len(p["runs"]) + 1.0 for p in panels]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(7.5, sum(heights)), layout="constrained",
-                             gridspec_kw={"height_ratios": heights}, squeeze=False)
-    for ax, panel in zip(axes[:, 0], panels):
+    fig, axes = stacked_panels([0.7 * len(p["runs"]) + 1.0 for p in panels])
+    for ax, panel in zip(axes, panels):
         runs = panel["runs"]
         every = 100 * np.concatenate([np.asarray(v, dtype=float) for r in runs for v in r["values"]] or [[0.0]])
         lo, hi = float(every.min()), float(every.max())
