@@ -136,3 +136,8 @@ def test_a_missed_verdict_of_a_jpeg_run_points_to_what_jpeg_costs(tmp_path):
     table = comparison_table(numbers_of(REFERENCE, "000"), runs, notes)
     row = next(line for line in table.splitlines() if line.startswith("| `lenet5` | top-1 |"))
     assert "—; JPEG costs this recipe -1.00 pp" in row  # n = 1: no seed range, still below the report
+    # a published seed whose details file predates recording its data: its provenance names it
+    bare = {run: [{k: v for k, v in r.items() if k != "data"} for r in recs] for run, recs in runs.items()}
+    assert studies.jpeg_miss_notes(found, bare) == {}
+    prov = {Path(r["path"]).stem: {"data": r["data"]} for r in runs["lenet5"]}
+    assert studies.jpeg_miss_notes(found, bare, prov) == notes

@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     runs = group_runs(load_metrics(paths.METRICS_DIR, details_dir=paths.DETAILS_DIR))
     published = group_runs(load_metrics(pub.PUBLISHED_DIR / "metrics", details_dir=pub.PUBLISHED_DIR / "details"))
     study_text, found = studies.sections(figure=STUDIES_FIGURE)
-    section = pub.published_section(reference, published, pub.load_provenance(), p.runs, "jpeg" in found)
+    provenance = pub.load_provenance()
+    section = pub.published_section(reference, published, provenance, p.runs, "jpeg" in found)
     if study_text:
         section += "\n\n" + study_text
     # Open choices read each run from where it is published, else from this workspace.
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     if showing_published:
         present += [f"{PUBLISHED_RUN_FIGURES}{f.name}" for f in sorted((pub.PUBLISHED_DIR / "figures").glob("*.png"))]
     text = report_tables(reference, runs, lock, present, published=section, showing_published=showing_published,
-                         miss_notes=studies.jpeg_miss_notes(found, runs))
+                         miss_notes=studies.jpeg_miss_notes(found, runs, provenance if showing_published else None))
     with atomic_write(README, "wb") as f:  # bytes: UTF-8 whatever the locale
         f.write(text.encode("utf-8"))
     n_files = sum(len(r) for r in runs.values())

@@ -193,9 +193,12 @@ def sections(root: Path = Path("."), figure: str | None = None) -> tuple[str, di
     return "\n\n".join(texts), found
 
 
-def jpeg_miss_notes(found: Mapping[str, Mapping[str, dict]], runs: Mapping[str, list[dict]]) -> dict[str, str]:
+def jpeg_miss_notes(found: Mapping[str, Mapping[str, dict]], runs: Mapping[str, list[dict]],
+                    provenance: Mapping[str, dict] | None = None) -> dict[str, str]:
     """run -> the pointer a verdict of a run trained on JPEG-derived data gets where it misses:
-    what JPEG costs that recipe, if measured (the study's variant - baseline), and the section."""
+    what JPEG costs that recipe, if measured (the study's variant - baseline), and the section.
+    provenance (published runs: file stem -> provenance) names the data of seeds whose details
+    file predates recording it."""
     from cifarlab.reporting.published import KNOWN_DATA
     from cifarlab.reporting.markdown import fmt_diff
 
@@ -205,7 +208,9 @@ def jpeg_miss_notes(found: Mapping[str, Mapping[str, dict]], runs: Mapping[str, 
     link = f"[{study.title}]({anchor(study)})"
     notes = {}
     for run, recs in runs.items():
-        if not any((r.get("data") or {}).get("content_md5") in KNOWN_DATA for r in recs):
+        def data(r):
+            return r.get("data") or ((provenance or {}).get(Path(r["path"]).stem) or {}).get("data") or {}
+        if not any(data(r).get("content_md5") in KNOWN_DATA for r in recs):
             continue
         d = found["jpeg"].get(run)
         notes[run] = (f"JPEG costs this recipe {fmt_diff('top1', d['diff'], 0.0)} on 40k/10k: {link}"
