@@ -124,6 +124,11 @@ def data_sizes(p: Params, stages: list[str], root: str | Path = ".") -> tuple[in
                 return n_train, n_test
         except (OSError, ValueError, KeyError, TypeError):
             pass  # not prepared yet, or not ours to read: params.yaml's sizes
+    return params_sizes(p)
+
+
+def params_sizes(p: Params) -> tuple[int, int]:
+    """(training images, test images) params.yaml asks of the official archive."""
     n_train = p.data.train_subset or FULL_TRAIN
     return n_train - round(n_train * p.data.val_split), p.data.test_subset or FULL_TEST
 
@@ -138,10 +143,7 @@ def plan(p: Params, s_per_image: dict[str, float], stages: list[str],
     once per run: see engine/features.py; benchmarks/bench_gpu.py measures it); sizes: (training,
     test) images (data_sizes), params.yaml's when not given."""
     setup_seconds = setup_seconds or {}
-    if sizes is None:
-        n_train = p.data.train_subset or FULL_TRAIN
-        sizes = n_train - round(n_train * p.data.val_split), p.data.test_subset or FULL_TEST
-    n_train, n_test = sizes
+    n_train, n_test = params_sizes(p) if sizes is None else sizes
     costs = []
     for name in stages:
         kind, run, seed = split_stage(name)
