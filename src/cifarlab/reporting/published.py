@@ -175,12 +175,6 @@ def short_data_label(prov: Mapping) -> str:
     return f"{kind} {k(d.get('n_train'))}/{k(d.get('n_test'))}"
 
 
-def short_device_label(prov: Mapping) -> str:
-    """'AMD EPYC, 2 thr' or the GPU's name: the device in a narrow column."""
-    name, threads = _device_name_threads(prov)
-    return f"{name}, {threads} thr" if threads else name
-
-
 def _device_name_threads(prov: Mapping) -> tuple[str, int | None]:
     d = prov.get("device") or {}
     name = str(d.get("name") or d.get("type") or "?").replace("(R)", "").replace("  ", " ")[:28]
@@ -188,8 +182,8 @@ def _device_name_threads(prov: Mapping) -> tuple[str, int | None]:
 
 
 def devices_cell(provs) -> str:
-    """The devices of a run's seeds, each name once with its thread counts:
-    'Intel Xeon Processor, 1/2 thr / AMD EPYC, 2 thr' (keeps the column narrow)."""
+    """The devices of a run's seeds in a narrow column, each name once with its thread counts:
+    'Intel Xeon Processor, 1/2 thr / AMD EPYC, 2 thr'; a GPU by its name alone."""
     threads: dict[str, list[int]] = {}
     for p in provs:
         name, n = _device_name_threads(p)

@@ -150,12 +150,13 @@ def anchor(study: Study) -> str:
     return "#" + study.title.lower().replace(" ", "-")
 
 
-def section(study: Study, arms: Mapping[str, Mapping[str, list[dict]]]) -> str:
-    """"## <title>": one row per run, both arms side by side; "" when the study has no run."""
+def section(study: Study, arms: Mapping[str, Mapping[str, list[dict]]], diffs: Mapping[str, dict] | None = None) -> str:
+    """"## <title>": one row per run, both arms side by side; "" when the study has no run.
+    diffs: run_differences(study, arms), when the caller has it already."""
     from cifarlab.reporting.published import devices_cell, precision_label, short_data_label
     from cifarlab.reporting.markdown import DASH, fmt_diff, fmt_summary, md_table
 
-    diffs = run_differences(study, arms)
+    diffs = run_differences(study, arms) if diffs is None else diffs
     if not diffs:
         return ""
     base, variant = study.arms
@@ -184,10 +185,11 @@ def sections(root: Path = Path("."), figure: str | None = None) -> tuple[str, di
     texts, found = [], {}
     for study in STUDIES.values():
         arms = load_arms(study, root)
-        text = section(study, arms)
+        diffs = run_differences(study, arms)
+        text = section(study, arms, diffs)
         if text:
             texts.append(text)
-            found[study.name] = run_differences(study, arms)
+            found[study.name] = diffs
     if texts and figure:
         texts.append(f"![what each study's change costs, seed by seed](figures/{figure})")
     return "\n\n".join(texts), found
