@@ -40,7 +40,9 @@ def test_covered_when_three_seeds_span_the_published_value():
 def test_not_covered_names_the_closest_and_how_far():
     default = oc.option("base", "best", recs("base", [0.60, 0.61, 0.62]))
     far, near = oc.option("far", "best", recs("far", [0.70, 0.71, 0.72])), opt([0.53, 0.54, 0.55])
-    assert oc.verdict(PUB, default, [far, near], "CMD") == "closest: `alt`, still 4.00 points off"
+    assert oc.verdict(PUB, default, [far, near], "CMD") == "closest: `alt`, still 4.00 points above"
+    below = oc.option("below", "best", recs("below", [0.44, 0.45, 0.46]))
+    assert oc.verdict(PUB, default, [far, below], "CMD") == "closest: `below`, still 5.00 points below"
 
 
 def test_a_default_closer_than_every_alternative_is_named_closest():
@@ -48,7 +50,7 @@ def test_a_default_closer_than_every_alternative_is_named_closest():
     default, not the farther alternative."""
     default = oc.option("base", "best", recs("base", [0.505, 0.51, 0.515]))
     far = opt([0.46, 0.47, 0.48])
-    assert oc.verdict(PUB, default, [far], "CMD") == "closest: `base` (the default), still 1.00 points off"
+    assert oc.verdict(PUB, default, [far], "CMD") == "closest: `base` (the default), still 1.00 points above"
 
 
 def test_too_few_seeds_never_reproduce_even_on_the_value():
@@ -66,7 +68,7 @@ def test_diverged_seeds_count_for_nothing():
     all_diverged = opt([None, None, None], diverged=(3, 3, 5))
     assert oc.verdict(PUB, default, [all_diverged], "CMD") == "every setting run so far diverged: `alt`"
     text = oc.verdict(PUB, default, [all_diverged, opt([0.6, 0.6, 0.6]), oc.option("new", "best", [])], "CMD")
-    assert text == "closest: `alt`, still 10.00 points off; not run yet: `new` (`CMD`)"
+    assert text == "closest: `alt`, still 10.00 points above; not run yet: `new` (`CMD`)"
 
 
 def test_nothing_run_says_the_command():
@@ -167,9 +169,10 @@ def test_a_two_run_tiny_sweep_through_dvc_gets_its_verdict(tmp_path, tiny_archiv
     for run, label in (("lenet5", r"`lenet5` \(default\)"), ("lenet5-tanh", "`lenet5-tanh`")):
         m = re.search(label + r" \| [\d.]+% \| 1 \| ([-+][\d.]+) pp \| too few seeds \|", block)
         assert m, (run, block)
-        off[run] = abs(float(m.group(1)))
+        off[run] = float(m.group(1))
     # the setting nearest the published value, the default included, is named
-    closest = min(off, key=off.get)
+    closest = min(off, key=lambda r: abs(off[r]))
     name = "`lenet5` (the default)" if closest == "lenet5" else "`lenet5-tanh`"
-    assert f"**Verdict:** closest: {name}, still {off[closest]:.2f} points off (n=1: below 3 seeds" in block, block
+    side = "off" if off[closest] == 0 else "above" if off[closest] > 0 else "below"
+    assert f"**Verdict:** closest: {name}, still {abs(off[closest]):.2f} points {side} (n=1: below 3 seeds" in block, block
     assert (repo / "reports/figures/open_choices.png").read_bytes().startswith(b"\x89PNG")

@@ -7,8 +7,8 @@ Rules (`verdict`, unit-tested on synthetic numbers):
   diverge and the value lies within their range [min, max] (the rule the report's "within seed
   range" column uses); fewer seeds never count as reproducing, whatever their mean;
 - "reproduced by <settings>" when any alternative covers it; else "closest: <setting>, still X
-  points off" (the setting with the nearest mean, the default included, its n said when below
-  MIN_SEEDS); else "not swept yet: <command>". Seeds whose training diverged count for nothing but are shown.
+  points below" or "above" (the setting with the nearest mean, the default included, its n said
+  when below MIN_SEEDS; the side matters: a setting above the value overshoots it); else "not swept yet: <command>". Seeds whose training diverged count for nothing but are shown.
 - the default run (the run itself at its best epoch) is judged the same way first: when it
   covers the value, nothing needs explaining.
 """
@@ -72,11 +72,12 @@ def verdict(published: float, default: Option, alternatives: Sequence[Option], c
         return f"every setting run so far diverged: {', '.join(f'`{d}`' for d in diverged)}" + (f"; {rest}" if rest else "")
     # the default competes too: an alternative farther off than it explains nothing
     best = min(ran + ([default] if default.summary["n"] else []), key=lambda a: abs(a.summary["mean"] - published))
-    off = abs(best.summary["mean"] - published) * 100
+    diff = (best.summary["mean"] - published) * 100  # percentage points
+    side = "off" if round(diff, 2) == 0 else "above" if diff > 0 else "below"
     few = (f" (n={best.summary['n']}: below {MIN_SEEDS} seeds, too few to call it reproduced)"
            if best.summary["n"] < MIN_SEEDS else "")
     name = f"`{best.label}` (the default)" if best is default else f"`{best.label}`"
-    return f"closest: {name}, still {off:.2f} points off{few}" + (f"; {rest}" if rest else "")
+    return f"closest: {name}, still {abs(diff):.2f} points {side}{few}" + (f"; {rest}" if rest else "")
 
 
 def sweep_command(base: str, model: str, runs_needed: Sequence[str]) -> str:
