@@ -106,7 +106,13 @@ def test_the_section_lists_every_setting_with_its_mark_and_the_figure_rows():
     from cifarlab import figures
 
     fig = figures.open_choices_figure(rows)
-    assert len(fig.axes) == 1 and fig.axes[0].get_legend().get_texts()[0].get_text() == "published 50.00%"
+    (ax,) = fig.axes
+    assert ax.get_title().endswith("dashed: published 50.00%")
+    assert [line.get_label() for line in ax.lines if line.get_linestyle() == "--"] == ["published 50.00%"]
+    lo, hi = ax.get_xlim()  # zoomed on the data and the published value, not 0-100
+    assert 0 < lo < 50 < hi < 100
+    texts = [t.get_text() for t in ax.texts]
+    assert "50.33 (+0.33 pp, n=3)" in texts and "n/a (not run yet)" in [t.strip() for t in texts]
 
 
 def test_sweep_command_uses_seeds_on_cpu_recipes_and_the_kit_for_the_rest():

@@ -130,34 +130,40 @@ def report_bars(rows: Sequence[dict], title: str) -> plt.Figure:
 
 
 def open_choices_figure(rows: Sequence[dict]) -> plt.Figure:
-    """One panel per published number: every setting's seeds (dots) and mean ± std (bar and
-    error bar), in %, with the published value as a dashed line across; settings that cover it
-    (reporting.open_choices: >= 3 seeds, the value within their range) in green.
+    """One panel per published number: every setting's seeds (dots) and mean ± std (tick and
+    error bar), in %, with the published value as a dashed line and each setting's distance from
+    it written beside it; settings that cover it (reporting.open_choices: >= 3 seeds, the value
+    within their range) in green. Each panel's x range follows its data and the published value:
+    on 0-100 the hw2_cnn settings, a point apart, sat on top of each other.
 
     rows: dicts with `base` (run name), `published` (fraction) and `settings`: dicts with `label`,
     `values` (fractions, one per seed that left a number) and `covers` (bool).
     """
     if not rows:
         return message_figure("no open choices declared (params.yaml open_choices)")
-    fig, axes = stacked_panels([0.45 * len(r["settings"]) + 1.2 for r in rows])
+    fig, axes = stacked_panels([0.4 * len(r["settings"]) + 1.2 for r in rows])
     for ax, row in zip(axes, rows):
-        settings = row["settings"]
+        settings, pub = row["settings"], 100 * row["published"]
+        every = 100 * np.concatenate([np.asarray(s["values"], dtype=float) for s in settings] + [[row["published"]]])
+        lo, hi = float(every.min()), float(every.max())
+        pad = max(1.0, 0.06 * (hi - lo))
         y = np.arange(len(settings))[::-1]  # the default on top
         for yi, s in zip(y, settings):
             vals = 100 * np.asarray(s["values"], dtype=float)
             color = "tab:green" if s["covers"] else "tab:blue"
-            if len(vals):
-                std = vals.std(ddof=1) if len(vals) > 1 else np.nan
-                ax.barh(yi, vals.mean(), xerr=std, height=0.6, color=color, alpha=0.35, capsize=3)
-                ax.plot(vals, np.full(len(vals), yi), "o", color=color, markersize=3)
-                ax.text(vals.mean(), yi, f" {vals.mean():.2f} (n={len(vals)})", va="center", fontsize=7)
-            else:
-                ax.text(0.5, yi, NA + " (not run yet)", va="center", fontsize=7, color="0.4")
-        ax.axvline(100 * row["published"], color="tab:red", linestyle="--", linewidth=1.2,
-                   label=f"published {100 * row['published']:.2f}%")
+            if not len(vals):
+                ax.text(lo - pad, yi, f" {NA} (not run yet)", va="center", fontsize=7, color="0.4")
+                continue
+            std = vals.std(ddof=1) if len(vals) > 1 else 0.0
+            ax.errorbar(vals.mean(), yi, xerr=std, fmt="|", color=color, markersize=12, capsize=3)
+            ax.plot(vals, np.full(len(vals), yi), "o", color=color, markersize=4, alpha=0.7)
+            ax.text(hi + pad * 0.5, yi, f"{vals.mean():.2f} ({vals.mean() - pub:+.2f} pp, n={len(vals)})",
+                    va="center", fontsize=7)
+        ax.axvline(pub, color="tab:red", linestyle="--", linewidth=1.2, label=f"published {pub:.2f}%")
         ax.set_yticks(y, [s["label"] for s in settings], fontsize=7)
-        ax.set(xlabel="test top-1 (%)", xlim=(0, 100))
-        ax.set_title(f"{row['base']}: settings the report left open", fontsize=9)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.set(xlabel="test top-1 (%): seeds and mean ± std", xlim=(lo - pad, hi + pad * 8),
+               ylim=(-0.6, len(settings) - 0.4))
+        # the published value in the title, not a legend: a legend covers a row's numbers
+        ax.set_title(f"{row['base']}: settings the report left open; dashed: published {pub:.2f}%", fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     return fig
