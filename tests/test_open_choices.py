@@ -109,8 +109,12 @@ def test_the_section_lists_every_setting_with_its_mark_and_the_figure_rows():
     (ax,) = fig.axes
     assert ax.get_title().endswith("dashed: published 50.00%")
     assert [line.get_label() for line in ax.lines if line.get_linestyle() == "--"] == ["published 50.00%"]
-    lo, hi = ax.get_xlim()  # zoomed on the data and the published value, not 0-100
-    assert 0 < lo < 50 < hi < 100
+    lo, hi = ax.get_xlim()  # the data and the published value only, not 0-100, no room for text
+    assert (lo, hi) == pytest.approx((48.0, 63.0))  # the seeds span 49-62: a point either side
+    labels = [t for t in ax.texts if "pp, n=" in t.get_text()]  # in a column right of the axes
+    assert labels and all(t.get_position()[0] > 1 and not t.get_clip_on() for t in labels)
+    fig.canvas.draw()  # the layout leaves the column room: it ends inside the figure
+    assert max(t.get_window_extent().x1 for t in labels) <= fig.bbox.x1
     texts = [t.get_text() for t in ax.texts]
     assert "50.33 (+0.33 pp, n=3)" in texts and "n/a (not run yet)" in [t.strip() for t in texts]
 

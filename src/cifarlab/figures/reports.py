@@ -132,7 +132,7 @@ def report_bars(rows: Sequence[dict], title: str) -> plt.Figure:
 def open_choices_figure(rows: Sequence[dict]) -> plt.Figure:
     """One panel per published number: every setting's seeds (dots) and mean ± std (tick and
     error bar), in %, with the published value as a dashed line and each setting's distance from
-    it written beside it; settings that cover it (reporting.open_choices: >= 3 seeds, the value
+    it written in a column right of the panel; settings that cover it (reporting.open_choices: >= 3 seeds, the value
     within their range) in green. Each panel's x range follows its data and the published value:
     on 0-100 the hw2_cnn settings, a point apart, sat on top of each other.
 
@@ -157,11 +157,12 @@ def open_choices_figure(rows: Sequence[dict]) -> plt.Figure:
             std = vals.std(ddof=1) if len(vals) > 1 else 0.0
             ax.errorbar(vals.mean(), yi, xerr=std, fmt="|", color=color, markersize=12, capsize=3)
             ax.plot(vals, np.full(len(vals), yi), "o", color=color, markersize=4, alpha=0.7)
-            ax.text(hi + pad * 0.5, yi, f"{vals.mean():.2f} ({vals.mean() - pub:+.2f} pp, n={len(vals)})",
-                    va="center", fontsize=7)
+            # in a column right of the axes (x in axes units): the x range stays the data's own
+            ax.text(1.01, yi, f"{vals.mean():.2f} ({vals.mean() - pub:+.2f} pp, n={len(vals)})",
+                    transform=ax.get_yaxis_transform(), clip_on=False, va="center", fontsize=7)
         ax.axvline(pub, color="tab:red", linestyle="--", linewidth=1.2, label=f"published {pub:.2f}%")
         ax.set_yticks(y, [s["label"] for s in settings], fontsize=7)
-        ax.set(xlabel="test top-1 (%): seeds and mean ± std", xlim=(lo - pad, hi + pad * 8),
+        ax.set(xlabel="test top-1 (%): seeds and mean ± std", xlim=(lo - pad, hi + pad),
                ylim=(-0.6, len(settings) - 0.4))
         # the published value in the title, not a legend: a legend covers a row's numbers
         ax.set_title(f"{row['base']}: settings the report left open; dashed: published {pub:.2f}%", fontsize=9)
