@@ -15,7 +15,7 @@ step, schedule: engine.step.TrainStep, what `fit` runs) in:
 
 Columns: images/s (median step after a warm-up; the first step, compilation included, timed
 apart, from a cold compile cache), training GFLOP per image (torch.utils.flop_counter on one
-fp32 step: forward + backward), achieved GFLOP/s and its share of the fp32 and bf16 GEMM rates measured here (4096^3 matmuls,
+fp32 step: forward + backward), achieved GFLOP/s and its share of the fp32 and bf16 GEMM rates measured here (n^3 matmuls, n up to 4096,
 best of 3), and the projected wall time of the run's full recipe (epochs x (50,000 training
 images + 10,000 test images at a third of a step's cost each), plus the first step's compilation).
 The header holds the CPU's name and flags (amx_bf16, avx512_bf16: native bf16; without either,
@@ -71,10 +71,23 @@ def log(msg: str) -> None:
     print(f"[bench_cpu {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def gemm_gflops(dtype: torch.dtype, n: int = 4096, rounds: int = 3, min_seconds: float = 0.5) -> float:
-    """Dense n^3 matmul GFLOP/s in `dtype`, best of `rounds` (each >= min_seconds): the ceiling."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b  # warm-up: oneDNN/AMX kernel selection
+def gemm_gflops(dtype: torch.dtype, max_n: int = 4096, rounds: int = 3, min_seconds: float = 0.5) -> dict:
+    """Dense n^3 matmul GFLOP/s in `dtype`, best of `rounds` (each >= min_seconds): the ceiling.
+
+    n doubles from 256 toward `max_n` while a matmul of the next size (8x the FLOPs) is projected
+    under 2 s. At 300 GFLOP/s (fp32 or native bf16 on 2 cores) that reaches 4096 (0.4 s a
+    matmul); emulated bf16 (no amx_bf16/avx512_bf16) runs near 1 GFLOP/s, where one 4096^3
+    matmul (137 GFLOP) would take minutes, and stops at 512. Returns {"gflops": rate, "n": n}.
+    """
+    n = 256
+    while True:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a @ b  # warm-up: oneDNN/AMX kernel selection for this shape
+        t = time.perf_counter()
+        a @ b
+        if n >= max_n or 8 * (time.perf_counter() - t) >= 2.0:
+            break
+        n *= 2
     best = 0.0
     for _ in range(rounds):
         t, k = time.perf_counter(), 0
@@ -82,7 +95,7 @@ def gemm_gflops(dtype: torch.dtype, n: int = 4096, rounds: int = 3, min_seconds:
             a @ b
             k += 1
         best = max(best, 2 * n**3 * k / (time.perf_counter() - t) / 1e9)
-    return round(best, 1)
+    return {"gflops": round(best, 1), "n": n}
 
 
 def onednn_version() -> str | None:
@@ -168,8 +181,9 @@ def measure(res: dict, case: Case, gemm: dict, seconds: float, deadline: float, 
                  projected_seconds=round(projected_seconds(case, r["images_per_s"],
                                                            r["first_step_seconds"] if variant == "compiled" else 0.0)))
         row["variants"][variant] = r
+        own = "fp32" if variant == "fp32" else "bf16"  # the ceiling of the variant's own matmuls
         log(f"{case.model_name:16s} {variant:8s} batch {case.batch:4d}: {r['images_per_s']:>9,.1f} images/s, "
-            f"{gf:7.1f} GFLOP/s ({r['pct_bf16_gemm']:.0f}% of bf16 GEMM), first step {r['first_step_seconds']:.1f}s, "
+            f"{gf:7.1f} GFLOP/s ({r[f'pct_{own}_gemm']:.0f}% of {own} GEMM), first step {r['first_step_seconds']:.1f}s, "
             f"full recipe {format_duration(r['projected_seconds'])}")
     v = row["variants"]
     base = v.get("fp32", {}).get("images_per_s")
@@ -181,11 +195,16 @@ def measure(res: dict, case: Case, gemm: dict, seconds: float, deadline: float, 
     save()
 
 
+def gemm_line(res: dict) -> str:
+    g, n = res["gemm_gflops"], res.get("gemm_n", {"fp32": 4096, "bf16": 4096})
+    return ", ".join(f"GEMM {k} {g[k]:,.1f} GFLOP/s ({n[k]}^3)" for k in ("fp32", "bf16"))
+
+
 def table(res: dict) -> str:
-    d, g = res["device"], res["gemm_gflops"]
+    d = res["device"]
     native = d["cpu_bf16"] if d["cpu_bf16"] != "none" else "none (bf16 emulated)"
     lines = [f"{d['name']}, native bf16: {native}, {d['threads']} threads, torch {res['versions']['torch']}, "
-             f"GEMM 4096^3: fp32 {g['fp32']:,.0f} GFLOP/s, bf16 {g['bf16']:,.0f} GFLOP/s", "",
+             + gemm_line(res), "",
              "| model (batch) | GFLOP/img | fp32 img/s | bf16 img/s | bf16+CL img/s | compiled img/s | best x fp32 "
              "| bf16+CL GFLOP/s (% bf16 GEMM) | compile s | full recipe fp32 -> bf16+CL (compiled) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -244,8 +263,10 @@ def main(argv: list[str] | None = None) -> None:
 
     log(f"{res['device']['name']} (native bf16: {res['device']['cpu_bf16']}), {threads} threads, "
         f"torch {torch.__version__} -> {args.json}")
-    res["gemm_gflops"] = {"fp32": gemm_gflops(torch.float32), "bf16": gemm_gflops(torch.bfloat16)}
-    log(f"GEMM 4096^3: fp32 {res['gemm_gflops']['fp32']:,.0f} GFLOP/s, bf16 {res['gemm_gflops']['bf16']:,.0f} GFLOP/s")
+    gemm = {"fp32": gemm_gflops(torch.float32), "bf16": gemm_gflops(torch.bfloat16)}
+    res["gemm_gflops"] = {k: v["gflops"] for k, v in gemm.items()}
+    res["gemm_n"] = {k: v["n"] for k, v in gemm.items()}
+    log(gemm_line(res))
     save()
     reps = representative_runs(p)
     bench = argparse.Namespace(tiny=False)
