@@ -77,7 +77,7 @@ def gemm_gflops(dtype: torch.dtype, max_n: int = 4096, rounds: int = 3, min_seco
     n doubles from 256 toward `max_n` while a matmul of the next size (8x the FLOPs) is projected
     under 2 s. At 300 GFLOP/s (fp32 or native bf16 on 2 cores) that reaches 4096 (0.4 s a
     matmul); emulated bf16 (no amx_bf16/avx512_bf16) runs near 1 GFLOP/s, where one 4096^3
-    matmul (137 GFLOP) would take minutes, and stops at 512. Returns {"gflops": rate, "n": n}.
+    matmul (137 GFLOP) would take minutes, and stops at 512 or 1024 (1024 on a 2-core AMD EPYC). Returns {"gflops": rate, "n": n}.
     """
     n = 256
     while True:

@@ -132,9 +132,9 @@ def report_bars(rows: Sequence[dict], title: str) -> plt.Figure:
 def open_choices_figure(rows: Sequence[dict]) -> plt.Figure:
     """One panel per published number: every setting's seeds (dots) and mean ± std (tick and
     error bar), in %, with the published value as a dashed line and each setting's distance from
-    it written in a column right of the panel; settings that cover it (reporting.open_choices: >= 3 seeds, the value
-    within their range) in green. Each panel's x range follows its data and the published value:
-    on 0-100 the hw2_cnn settings, a point apart, sat on top of each other.
+    it in a column right of the panel; settings that cover it (reporting.open_choices: >= 3 seeds,
+    the value within their range) in green. Each panel's x range is its data and the published
+    value, padded by a point or 6% of the span: settings a point apart stay apart.
 
     rows: dicts with `base` (run name), `published` (fraction) and `settings`: dicts with `label`,
     `values` (fractions, one per seed that left a number) and `covers` (bool).
@@ -164,7 +164,7 @@ def open_choices_figure(rows: Sequence[dict]) -> plt.Figure:
         ax.set_yticks(y, [s["label"] for s in settings], fontsize=7)
         ax.set(xlabel="test top-1 (%): seeds and mean ± std", xlim=(lo - pad, hi + pad),
                ylim=(-0.6, len(settings) - 0.4))
-        # the published value in the title, not a legend: a legend covers a row's numbers
+        # the published value in the title, not a legend: a legend inside the panel covers dots
         ax.set_title(f"{row['base']}: settings the report left open; dashed: published {pub:.2f}%", fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     return fig
