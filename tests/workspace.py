@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from cifarlab.core.provenance import cpu_bf16
+
 ROOT = Path(__file__).resolve().parents[1]
 
 RUNS = ("lenet5", "dnn", "resnet18-relu-2_1_1-none", "alexnet_transfer-skip-low")
@@ -47,13 +49,20 @@ def project_copy(dest: Path) -> None:
             shutil.copy2(src, dest / rel)
 
 
+# The numerics end-to-end tests train in: the defaults (bf16 + channels_last) where this CPU has
+# native bf16, fp32 where it emulates it (emulated, training is 5-10x slower than fp32:
+# docs/training.md, CPU speed). These tests check the pipeline; test_numerics.py trains every
+# model in bf16 + channels_last on every CPU.
+FAST_NUMERICS = {} if cpu_bf16() != "none" else {"bf16": False, "channels_last": False}
+
+
 def small_params(path: Path, archive: Path, md5: str, runs: tuple[str, ...] = RUNS) -> None:
     """The real params.yaml, cut down to seconds of CPU work: the given runs of the table, one
-    epoch, one torch thread, random AlexNet features at 64x64; `model` starts at dnn so an
-    experiment can change it."""
+    epoch, one torch thread, this CPU's fast numerics (FAST_NUMERICS), random AlexNet features at
+    64x64; `model` starts at dnn so an experiment can change it."""
     d = yaml.safe_load(path.read_text())
     d["data"].update(url=str(archive), md5=md5)
-    d["train"].update(max_epochs=1, num_threads=1)
+    d["train"].update(max_epochs=1, num_threads=1, **FAST_NUMERICS)
     d["runs"] = {r: d["runs"][r] for r in runs}
     d["model"] = "dnn"
     d["pca"] = [r for r in ("alexnet_transfer-skip-low",) if r in runs]
