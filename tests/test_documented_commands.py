@@ -207,7 +207,7 @@ def check_parses(argv: list[str]) -> None:
         assert argv[1] in ("commit", "add", "push", "clone", "checkout", "stash"), argv
     elif head == "pytest":
         for marker in (argv[argv.index("-m") + 1],) if "-m" in argv else ():
-            assert marker in ("", "slow", "gpu", "not slow"), marker
+            assert marker in ("", "slow", "gpu", "heavy", "not slow"), marker
     else:
         assert head in ("pip", ".", "python3", "python"), argv
 

@@ -23,7 +23,16 @@ from cifarlab.models import list_models, model_info
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = read_yaml((ROOT / "params.yaml").read_text())  # as load_params reads it (YAML 1.2)
-DELETE = object()
+
+
+class _Delete:
+    """The DELETE marker; named in test ids (`pytest -n 2` workers must collect the same ids)."""
+
+    def __repr__(self) -> str:
+        return "DELETE"
+
+
+DELETE = _Delete()
 
 GRID_RUN = "resnet18-relu-2_1_1-none"  # a report-004 run of the shipped table
 ALEX_RUN = "alexnet_transfer-skip-low"  # a report-003 run of the shipped table

@@ -124,7 +124,10 @@ def gpu_tests(device_kind: str) -> None:
         say("preflight: pytest not installed here, gpu-marked tests skipped (the per-model steps above ran)")
         return
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "tests"],
+    # -o addopts=: pyproject's addopts ask for pytest-xdist workers; a GPU machine may lack xdist,
+    # and the gpu tests share one device: one process
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-m", "gpu", "-p", "no:cacheprovider",
+                           "tests"],
                           cwd=REPO, env=env, check=False, capture_output=True, text=True)
     last = (done.stdout.strip().splitlines() or ["no output"])[-1]
     if done.returncode not in (0, 5):  # 5: none collected
