@@ -10,7 +10,9 @@ from pathlib import Path
 
 import yaml
 
+from cifarlab.core.params import TrainParams
 from cifarlab.core.provenance import cpu_bf16
+from cifarlab.tooling.estimate import alternative_numerics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,9 +53,10 @@ def project_copy(dest: Path) -> None:
 
 # The numerics end-to-end tests train in: the defaults (bf16 + channels_last) where this CPU has
 # native bf16, fp32 where it emulates it (emulated, training is 5-10x slower than fp32:
-# docs/training.md, CPU speed). These tests check the pipeline; test_numerics.py trains every
-# model in bf16 + channels_last on every CPU.
-FAST_NUMERICS = {} if cpu_bf16() != "none" else {"bf16": False, "channels_last": False}
+# docs/training.md, CPU speed), as `cifarlab estimate` advises. These tests check the pipeline;
+# test_numerics.py trains lenet5 in bf16 + channels_last on every CPU (the other models where
+# bf16 is native).
+FAST_NUMERICS = alternative_numerics(TrainParams(), cpu_bf16()) or {}
 
 
 def small_params(path: Path, archive: Path, md5: str, runs: tuple[str, ...] = RUNS) -> None:
