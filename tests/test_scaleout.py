@@ -180,6 +180,19 @@ def cache_is_sound(cache: Path) -> int:
     return n
 
 
+def scheduler_address(path, scheduler, timeout=60.0):
+    """The address `dask scheduler --scheduler-file` writes. dask opens the file before it writes
+    it, so a reader can see it empty or half-written: wait until it parses."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert scheduler.poll() is None, f"dask scheduler exited with {scheduler.returncode}"
+        try:
+            return json.loads(path.read_text())["address"]
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            time.sleep(0.2)
+    raise AssertionError(f"dask scheduler wrote no address to {path} in {timeout:.0f} s")
+
+
 @pytest.mark.slow
 def test_two_machines_share_only_a_dvc_remote(tmp_path, tiny_archive):
     """A scheduler and two workers on loopback, each worker a "machine" with its own work folder
@@ -196,10 +209,7 @@ def test_two_machines_share_only_a_dvc_remote(tmp_path, tiny_archive):
     procs = [subprocess.Popen(["dask", "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                                "--scheduler-file", str(scheduler_file)], env=env, stderr=subprocess.DEVNULL)]
     try:
-        deadline = time.time() + 60
-        while not scheduler_file.exists() and time.time() < deadline:
-            time.sleep(0.2)
-        address = json.loads(scheduler_file.read_text())["address"]
+        address = scheduler_address(scheduler_file, procs[0])
         for m in ("machine1", "machine2"):
             wenv = {**env, "CIFARLAB_SCALEOUT_DIR": str(tmp_path / m)}
             procs.append(subprocess.Popen(["dask", "worker", address, "--nthreads", "1", "--no-dashboard",
