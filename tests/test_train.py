@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +11,7 @@ import torch
 import yaml
 
 from cifarlab import evaluate, fetch, plot, preprocess, train
+from cifarlab.engine.loop import EpochStats, time_left
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,11 +58,15 @@ def run_pipeline(runs):
         plot.main(["--run", r])
 
 
-def test_smoke_pipeline_writes_metrics_history_checkpoints_and_figures(workdir):
+def test_smoke_pipeline_writes_metrics_history_checkpoints_and_figures(workdir, capsys):
     tmp, archive, md5 = workdir
     # small batch so the tiny set gives several steps an epoch
     write_params(tmp, archive, md5, ["lenet5"], lenet5={"batch_size": 16, "lr": 0.003})
     run_pipeline(["lenet5"])
+    epoch_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lenet5 epoch ")]
+    assert len(epoch_lines) == 2, epoch_lines
+    assert re.search(r"\| \d+\.\ds \| \d+m\d\ds left$", epoch_lines[0]), epoch_lines  # the time still to run
+    assert re.search(r"\| \d+\.\ds$", epoch_lines[1]), epoch_lines  # none after the last epoch
 
     m = json.loads((tmp / "reports/metrics/lenet5.json").read_text())
     details = json.loads((tmp / "reports/details/lenet5.json").read_text())
@@ -111,6 +117,19 @@ def test_smoke_pipeline_writes_metrics_history_checkpoints_and_figures(workdir):
     for n in range(5):
         assert (tmp / f"reports/figures/report_00{n}.png").exists()
     assert (tmp / "reports/figures/grid_resnet18.png").exists()
+
+
+def test_time_left_is_the_epochs_to_go_at_the_recent_pace():
+    def history(*seconds):
+        return [EpochStats(epoch=i + 1, train_loss=1.0, train_acc=0.5, test_loss=1.0, test_acc=0.5, lr=0.1, seconds=s)
+                for i, s in enumerate(seconds)]
+
+    assert time_left(history(30.0), 3, early_stopping=False) == " | 1m00s left"  # 2 epochs x 30 s
+    # the first epoch (compilation) is left out once there are others; then the last 5 epochs count
+    assert time_left(history(500.0, 10.0, 20.0), 13, early_stopping=False) == " | 2m30s left"  # 10 x 15 s
+    assert time_left(history(9.0, 100, 100, 3, 3, 3, 3, 3), 10, early_stopping=False) == " | 0m06s left"  # 2 x 3 s
+    assert time_left(history(90.0), 41, early_stopping=True) == " | at most 1h00m left"  # early stopping may end it sooner
+    assert time_left(history(90.0, 90.0), 2, early_stopping=False) == ""
 
 
 def test_training_is_bit_identical_on_cpu(workdir):

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cifarlab.core.params import Recipe
+from cifarlab.core.shell import format_duration
 from cifarlab.engine.augment import BatchPipeline
 from cifarlab.engine.device import Runtime
 from cifarlab.engine.step import TrainStep
@@ -90,6 +91,18 @@ def _batches(perm: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
         parts.pop()
     return parts
 
+
+
+def time_left(history: list[EpochStats], epochs: int, early_stopping: bool) -> str:
+    """' | 1h20m left' for the epoch log: the epochs still to run times the mean seconds of the
+    last 5 (the first epoch left out once there are others: it pays for compilation); '' after
+    the last epoch. With early stopping it is an upper bound, and says so."""
+    left = epochs - history[-1].epoch
+    if left <= 0:
+        return ""
+    recent = [h.seconds for h in (history[1:] or history)[-5:]]
+    bound = "at most " if early_stopping else ""
+    return f" | {bound}{format_duration(left * sum(recent) / len(recent))} left"
 
 
 def fit(
@@ -196,6 +209,7 @@ def fit(
         log(
             f"{desc} epoch {epoch}/{epochs}: train loss {stats.train_loss:.4f} acc {stats.train_acc:.4f} | "
             f"{val_text}test loss {test_loss:.4f} acc {test_acc:.4f} | lr {lr:.3g} | {stats.seconds:.1f}s"
+            + time_left(st.history, epochs, recipe.early_stopping_patience is not None)
         )
         if test_acc > st.best_acc:
             st.best_acc, st.best_epoch = test_acc, epoch
