@@ -29,8 +29,8 @@ JSON is rewritten after every section, so a cut-off run still leaves what it mea
 --tiny: CPU, random images, batch <= 8, 2 timed steps, models lenet5, resnet9, resnet18 and
 alexnet_transfer (at 64x64) unless --models says otherwise, lenet5 for sections 3-4, compilation
 with the "eager" backend (graph capture without code generation), resnet9 for one epoch of 64
-images, no airbench, fp32 on a CPU that emulates bf16: the same code paths in about a minute, so this script cannot rot between
-GPU sessions (a slow test).
+images, no airbench, fp32 on a CPU that emulates bf16: the same code paths in about a minute, so
+this script cannot rot between GPU sessions (a slow test).
 
 Needs torch, numpy, PyYAML, pydantic, ruamel.yaml (+ airbench for section 5) and the archive in
 the official layout for section 5 (--archive; without it, section 5 is skipped).
@@ -553,10 +553,12 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the CPU, even on a GPU machine
     os.chdir(ROOT)  # params.yaml, code version
     p = load_params()
-    if args.tiny and p.train.bf16 and cpu_bf16() == "none":
+    alt = estimate.alternative_numerics(p.train, cpu_bf16())
+    if args.tiny and alt and not alt["bf16"]:
         # --tiny checks the code paths, not the numbers: on a CPU that emulates bf16 (5-10x slower
-        # than fp32) it runs fp32, as the end-to-end tests do; tests/test_numerics.py covers bf16
-        p = dataclasses.replace(p, train=p.train.model_copy(update={"bf16": False, "channels_last": False}))
+        # than fp32) it runs what `cifarlab estimate` advises, fp32, as the end-to-end tests do;
+        # tests/test_numerics.py covers bf16
+        p = dataclasses.replace(p, train=p.train.model_copy(update=alt))
         log("--tiny: this CPU emulates bf16: fp32 and contiguous memory")
     device = setup_device(p.train)
     if device.type != "cuda" and not args.tiny:
