@@ -158,7 +158,7 @@ def test_fold_publishes_and_the_report_section_shows_provenance(workspace, tmp_p
     text = published.published_section(REFERENCE, runs, prov, ["lenet5", "resnet9"])
     assert "61.00 ± 1.41% (n=2)" in text  # mean and sample std of 0.60, 0.62
     assert "JPEG-derived full set, 50,000/10,000" in text and published.JPEG_NOTE.format(measured=published.JPEG_UNMEASURED) in text
-    assert "Test CPU (torch 2.x, 2 threads, bf16)" in text and "`bbbbbbb`" in text and "0m50s" in text
+    assert "Test CPU (torch 2.x, 2 threads, bf16, native bf16: amx_bf16)" in text and "`bbbbbbb`" in text and "0m50s" in text
     assert "| `resnet9` |" in text and "not run yet" in text and "`dvc repro plot@resnet9`" in text
     # one row per run, narrow enough for a 160-column terminal; the seeds one click away
     main_table, seeds = text.split("<details>", 1)
@@ -199,6 +199,18 @@ def test_the_device_cell_names_each_cpu_once_with_its_thread_counts():
     assert published.devices_cell(seeds) == "Intel Xeon Processor, 1/2 thr / AMD EPYC, 2 thr"
     assert published.devices_cell([prov("NVIDIA H200", 16, cuda=True)]) == "NVIDIA H200"
     assert published.devices_cell([prov("AMD EPYC", 2)]) == "AMD EPYC, 2 thr"
+
+
+def test_a_seeds_device_says_which_bf16_its_cpu_runs_natively():
+    """The seed table's device names the CPU's native bf16 (it sets a bf16 run's speed); a run
+    that recorded no numerics says nothing rather than guess."""
+    cpu = {"name": "AMD EPYC", "torch": "2.x", "num_threads": 1, "cuda": None}
+    fp32 = {"precision": "fp32", "compile": False, "cpu_bf16": "none"}
+    assert published.device_label({"device": cpu, "numerics": fp32}) == \
+        "AMD EPYC (torch 2.x, 1 thread, fp32, native bf16: none)"
+    assert published.device_label({"device": cpu, "numerics": NUMERICS}) == \
+        "AMD EPYC (torch 2.x, 1 thread, bf16, native bf16: amx_bf16)"
+    assert published.device_label({"device": cpu}) == "AMD EPYC (torch 2.x, 1 thread, fp32)"
 
 
 def test_a_diverged_seed_is_marked_in_the_one_row_table(tmp_path):

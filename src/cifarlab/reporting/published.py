@@ -158,7 +158,11 @@ def device_label(prov: Mapping) -> str:
         extra += f", CUDA {d.get('cuda')}"
     elif d.get("num_threads"):
         extra += f", {d['num_threads']} thread{'s' if d['num_threads'] != 1 else ''}"
-    return f"{name} ({extra}, {precision_label(prov_numerics(prov))})"
+    numerics = prov_numerics(prov)
+    # Which bf16 the CPU runs natively (amx_bf16, avx512_bf16, none = emulated) sets a bf16
+    # run's speed, and says whether an fp32 run's CPU could have gone faster.
+    native = f", native bf16: {numerics['cpu_bf16']}" if numerics.get("cpu_bf16") else ""
+    return f"{name} ({extra}, {precision_label(numerics)}{native})"
 
 
 def short_data_label(prov: Mapping) -> str:
