@@ -228,6 +228,39 @@ def test_a_diverged_seed_is_marked_in_the_one_row_table(tmp_path):
     assert "| 25.00% (1 diverged at epoch 3) |" in row, row
 
 
+def test_a_stalled_epoch_is_named_where_its_wall_time_is_shown(tmp_path):
+    """A seed paused for an hour keeps its real wall time, and the tables say where it went: the
+    run's row gets a dagger, the seed's cell the epoch and the median. A slow first epoch (compile
+    warm-up, minutes) is no stall; a timing file without epoch seconds is read as none."""
+    ws = checkout(tmp_path / "ws")
+    finished_run(ws)
+    finished_run(ws, out="lenet5-s1", seed=1)
+    timing = ws / "reports/timing"
+    stalled = [60.0] * 9 + [60.0 + 3600.0]  # epoch 10 held an hour's pause
+    warm_up = [60.0 * 5] + [60.0] * 9  # 5x the median, 4 minutes over
+    for out, seconds in (("lenet5", stalled), ("lenet5-s1", warm_up)):
+        t = json.loads((timing / f"{out}.json").read_text())
+        (timing / f"{out}.json").write_text(json.dumps({**t, "epoch_seconds": seconds}))
+    prov = {"lenet5": {"wall_seconds": sum(stalled)}, "lenet5-s1": {"wall_seconds": sum(warm_up)}}
+    epoch_seconds = published.load_epoch_seconds(ws / "reports")
+    assert epoch_seconds["lenet5"] == stalled
+    assert published.stalled_epochs(stalled) == [(10, 3600.0)] and published.stalled_epochs(warm_up) == []
+    runs = group_runs(load_metrics(ws / "reports/metrics", root=ws, details_dir=ws / "reports/details"))
+    text = published.published_section(REFERENCE, runs, prov, ["lenet5"], epoch_seconds=epoch_seconds)
+    main_table, seeds = text.split("<details>", 1)
+    row = next(line for line in main_table.splitlines() if line.startswith("| `lenet5` |"))
+    assert row.endswith("| 42m00s † |"), row  # (1h10m + 14m) / 2 seeds, the paused hour included
+    assert "† A seed's wall time includes a stalled epoch" in main_table
+    assert "| 1h10m (epoch 10 took 1h01m, median epoch 1m00s) |" in seeds
+    assert "| 14m00s |" in seeds
+
+    # without the epoch seconds (an older timing file), the wall time alone and no dagger
+    (timing / "lenet5.json").write_text(json.dumps({"wall_seconds": 1.0, "epoch_seconds": "n/a"}))
+    assert published.load_epoch_seconds(ws / "reports")["lenet5"] == []
+    text = published.published_section(REFERENCE, runs, prov, ["lenet5"])
+    assert "†" not in text and "| 1h10m |" in text
+
+
 def test_fold_refuses_other_recipe_other_code_and_non_packs_writing_nothing(workspace, tmp_path):
     dest = tmp_path / "p.tar.gz"
     packs.pack(workspace, dest, log=lambda s: None)

@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     published = group_runs(load_metrics(pub.PUBLISHED_DIR / "metrics", details_dir=pub.PUBLISHED_DIR / "details"))
     study_text, found = studies.sections(figure=STUDIES_FIGURE)
     provenance = pub.load_provenance()
-    section = pub.published_section(reference, published, provenance, p.runs, "jpeg" in found)
+    section = pub.published_section(reference, published, provenance, p.runs, "jpeg" in found,
+                                    pub.load_epoch_seconds())
     if study_text:
         section += "\n\n" + study_text
     # Open choices read each run from where it is published, else from this workspace.

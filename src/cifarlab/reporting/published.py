@@ -11,6 +11,7 @@ epochs run against the recipe's, wall time and training images/s.
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -129,6 +130,43 @@ JPEG_UNMEASURED = "not measured here yet (a study: `cifarlab fold PACK --study j
 JPEG_MEASURED = "the section *What JPEG costs* below measures it, per recipe"
 
 
+# A stalled epoch took over STALL_FACTOR x its run's median epoch and STALL_MIN_S (s) more: the
+# trainer was paused (SIGSTOP, a suspended VM) or the machine was busy with other work. Its wall
+# time is real, so it stays in the sums; the tables say where it went. Over the published runs,
+# compile warm-up and side-by-side trainers stay under it (at most 5.4x or 8 minutes over).
+STALL_FACTOR, STALL_MIN_S = 3.0, 600.0
+
+
+def load_epoch_seconds(published: Path = PUBLISHED_DIR) -> dict[str, list[float]]:
+    """out -> the wall seconds of each epoch of every published run (timing/<out>.json; [] without)."""
+    d = Path(published) / "timing"
+    out = {}
+    for f in sorted(d.glob("*.json")) if d.is_dir() else []:
+        seconds = read_json_object(f).get("epoch_seconds")
+        ok = isinstance(seconds, list) and all(isinstance(x, (int, float)) for x in seconds)
+        out[f.stem] = [float(x) for x in seconds] if ok else []
+    return out
+
+
+def stalled_epochs(epoch_seconds: list[float]) -> list[tuple[int, float]]:
+    """(epoch, seconds over the median epoch) of each stalled epoch (see STALL_FACTOR), epochs from 1."""
+    if len(epoch_seconds) < 3:  # no median worth the name
+        return []
+    median = statistics.median(epoch_seconds)
+    return [(i, s - median) for i, s in enumerate(epoch_seconds, 1)
+            if s > STALL_FACTOR * median and s - median > STALL_MIN_S]
+
+
+def fmt_wall(seconds: float | None, epoch_seconds: list[float] | None = None) -> str:
+    """'5h33m' or, with a stalled epoch, '5h33m (epoch 35 took 1h47m, median epoch 2m03s)'."""
+    stalls = stalled_epochs(epoch_seconds or [])
+    if not stalls or seconds is None:
+        return fmt_duration(seconds)
+    median = statistics.median(epoch_seconds)
+    took = ", ".join(f"epoch {e} took {fmt_duration(median + over)}" for e, over in stalls)
+    return f"{fmt_duration(seconds)} ({took}, median epoch {fmt_duration(median)})"
+
+
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return "—"
@@ -216,22 +254,28 @@ def code_label(prov: Mapping) -> str:
 
 
 def published_section(reference: Mapping, published: Mapping[str, list[dict]], provenance: Mapping[str, dict],
-                      run_names: Iterable[str], jpeg_measured: bool = False) -> str:
+                      run_names: Iterable[str], jpeg_measured: bool = False,
+                      epoch_seconds: Mapping[str, list[float]] | None = None) -> str:
     """"Published runs": every published (run, seed) with its provenance, then every run of the
     run table not published yet with the command that runs it. jpeg_measured: the report has a
-    "What JPEG costs" section (reporting/studies.py), which the note on JPEG-derived data names."""
+    "What JPEG costs" section (reporting/studies.py), which the note on JPEG-derived data names.
+    epoch_seconds: out -> each epoch's wall seconds (load_epoch_seconds), for the stalls."""
     from cifarlab.reporting.markdown import DASH, fmt_diff, fmt_epochs, fmt_result, fmt_seed, fmt_value, md_table
     from cifarlab.reporting.metrics import counted
     from cifarlab.reporting.reference import primary
     from cifarlab.reporting.stats import run_stats
 
     parts = ["## Published runs"]
-    rows, seed_rows, uses_jpeg = [], [], False
+    rows, seed_rows, uses_jpeg, stalled = [], [], False, False
+    epoch_seconds = epoch_seconds or {}
     for run in sorted(published):
         recs = counted(published[run])
         ref = primary(reference["numbers"], run, "top1")
         st = run_stats(recs, "top1")
-        provs = [provenance.get(Path(r["path"]).stem, {}) for r in recs]
+        outs = [Path(r["path"]).stem for r in recs]
+        provs = [provenance.get(out, {}) for out in outs]
+        run_stalled = any(stalled_epochs(epoch_seconds.get(out, [])) for out in outs)
+        stalled |= run_stalled
         for i, (r, prov) in enumerate(zip(recs, provs)):
             uses_jpeg |= (prov.get("data") or {}).get("content_md5") in KNOWN_DATA
             ep = prov.get("epochs") or {}
@@ -242,7 +286,7 @@ def published_section(reference: Mapping, published: Mapping[str, list[dict]], p
                 fmt_value("top1", r["final"].get("top1")),
                 f"{ep.get('run', '?')}/{ep.get('recipe', '?')}" + (" (stopped early)" if ep.get("stopped_early") else ""),
                 data_label(prov), device_label(prov), code_label(prov),
-                fmt_duration(prov.get("wall_seconds")),
+                fmt_wall(prov.get("wall_seconds"), epoch_seconds.get(outs[i])),
                 f"{prov['images_per_s']:,.0f}" if prov.get("images_per_s") else DASH,
             ])
         walls = [p.get("wall_seconds") for p in provs if p.get("wall_seconds")]
@@ -257,7 +301,7 @@ def published_section(reference: Mapping, published: Mapping[str, list[dict]], p
             " / ".join(_ordered(precision_label(prov_numerics(p)) for p in provs)),
             " / ".join(_ordered(short_data_label(p) for p in provs)),
             devices_cell(provs),
-            fmt_duration(sum(walls) / len(walls)) if walls else DASH,
+            (fmt_duration(sum(walls) / len(walls)) + (" †" if run_stalled else "")) if walls else DASH,
         ])
     if rows:
         parts.append(
@@ -266,7 +310,10 @@ def published_section(reference: Mapping, published: Mapping[str, list[dict]], p
             "run: **cifarlab** = test top-1 at the best epoch, mean ± std over its seeds (n), then the "
             "difference from the report; best epoch of each seed; precision (`fp32`, `bf16`, compiled); data; "
             "device; wall time per seed (all epochs, test passes included). Each seed with its full "
-            "provenance is in the table under it.")
+            "provenance is in the table under it."
+            + (f" † A seed's wall time includes a stalled epoch, over {STALL_FACTOR:g}x its median epoch "
+               f"and {STALL_MIN_S / 60:g} minutes longer (the trainer paused, or the machine busy with other "
+               "work): the seed table names it." if stalled else ""))
         if uses_jpeg:
             parts.append(JPEG_NOTE.format(measured=JPEG_MEASURED if jpeg_measured else JPEG_UNMEASURED))
         parts.append(md_table(["run", "report", "cifarlab", "diff", "best epoch", "precision", "data", "device",
