@@ -44,10 +44,15 @@ def read_json_object(path: Path) -> dict:
     return data
 
 
+def _records(published: Path, kind: str) -> dict[str, dict]:
+    """out -> the object in <published>/<kind>/<out>.json, for every published run ({} without any)."""
+    d = Path(published) / kind
+    return {f.stem: read_json_object(f) for f in sorted(d.glob("*.json"))} if d.is_dir() else {}
+
+
 def load_provenance(published: Path = PUBLISHED_DIR) -> dict[str, dict]:
     """out -> provenance record of every published run ({} without any)."""
-    d = Path(published) / "provenance"
-    return {f.stem: read_json_object(f) for f in sorted(d.glob("*.json"))} if d.is_dir() else {}
+    return _records(published, "provenance")
 
 
 # A run that recorded no numerics trained before train.bf16/channels_last/fused_optimizer applied
@@ -139,12 +144,11 @@ STALL_FACTOR, STALL_MIN_S = 3.0, 600.0
 
 def load_epoch_seconds(published: Path = PUBLISHED_DIR) -> dict[str, list[float]]:
     """out -> the wall seconds of each epoch of every published run (timing/<out>.json; [] without)."""
-    d = Path(published) / "timing"
     out = {}
-    for f in sorted(d.glob("*.json")) if d.is_dir() else []:
-        seconds = read_json_object(f).get("epoch_seconds")
+    for stem, timing in _records(published, "timing").items():
+        seconds = timing.get("epoch_seconds")
         ok = isinstance(seconds, list) and all(isinstance(x, (int, float)) for x in seconds)
-        out[f.stem] = [float(x) for x in seconds] if ok else []
+        out[stem] = [float(x) for x in seconds] if ok else []
     return out
 
 
@@ -163,7 +167,7 @@ def fmt_wall(seconds: float | None, epoch_seconds: list[float] | None = None) ->
     if not stalls or seconds is None:
         return fmt_duration(seconds)
     median = statistics.median(epoch_seconds)
-    took = ", ".join(f"epoch {e} took {fmt_duration(median + over)}" for e, over in stalls)
+    took = ", ".join(f"epoch {e} took {fmt_duration(epoch_seconds[e - 1])}" for e, _ in stalls)
     return f"{fmt_duration(seconds)} ({took}, median epoch {fmt_duration(median)})"
 
 
