@@ -1,7 +1,8 @@
 """Batched augmentation: what it does to pixels, and that the seed fixes it."""
+import pytest
 import torch
 
-from cifarlab.engine.augment import BatchPipeline, crop_flip
+from cifarlab.engine.augment import CIFAR10_COMMON_MEAN, CIFAR10_COMMON_STD, BatchPipeline, crop_flip, normalization
 
 
 def images(b=16, seed=0):
@@ -9,24 +10,29 @@ def images(b=16, seed=0):
     return torch.randint(0, 256, (b, 3, 32, 32), generator=g, dtype=torch.uint8)
 
 
-def reference_crop_flip(x, oy, ox, flip, pad=4):
-    """Per-image crop/flip the obvious way, to check the batched gather against."""
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+def reference_crop_flip(x, oy, ox, flip, pad=4, padding="zeros"):
+    """Per-image crop/flip the obvious way (numpy's padding, independent of torch's), to check the
+    batched gather against."""
+    import numpy as np
+
+    padded = torch.from_numpy(np.pad(x.numpy(), ((0, 0), (pad, pad), (pad, pad)),
+                                     mode="reflect" if padding == "reflect" else "constant"))
     out = padded[:, oy:oy + 32, ox:ox + 32]
     return out.flip(-1) if flip else out
 
 
-def test_crop_flip_matches_per_image_reference():
+@pytest.mark.parametrize("padding", ["zeros", "reflect"])
+def test_crop_flip_matches_per_image_reference(padding):
     x = images()
     g = torch.Generator().manual_seed(5)
-    y = crop_flip(x, g)
+    y = crop_flip(x, g, padding=padding) if padding != "zeros" else crop_flip(x, g)
     # replay the same draws the function made, in the same order
     g = torch.Generator().manual_seed(5)
     oy = torch.randint(0, 9, (16, 1), generator=g)
     ox = torch.randint(0, 9, (16, 1), generator=g)
     flip = torch.rand((16, 1), generator=g) < 0.5
     for i in range(16):
-        ref = reference_crop_flip(x[i], oy[i].item(), ox[i].item(), flip[i].item())
+        ref = reference_crop_flip(x[i], oy[i].item(), ox[i].item(), flip[i].item(), padding=padding)
         assert torch.equal(y[i], ref), i
     assert y.dtype == torch.uint8 and y.shape == x.shape
     assert 0 < flip.sum() < 16  # both branches exercised
@@ -73,3 +79,19 @@ def test_blur_color_keeps_shape_range_and_changes_pixels():
     # blur smooths: neighbouring-pixel differences shrink on random-noise images
     tv = lambda t: (t[..., 1:] - t[..., :-1]).abs().mean()  # noqa: E731
     assert tv(y) < tv(plain)
+
+
+def test_reflect_padding_mirrors_the_image_where_zeros_padding_leaves_black():
+    """A crop that reaches past the edge: zeros padding brings in black pixels, reflect brings in
+    the image's own (an image with no 0 pixel keeps none)."""
+    x = torch.randint(1, 256, (256, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    zeros = crop_flip(x, torch.Generator().manual_seed(3))
+    reflect = crop_flip(x, torch.Generator().manual_seed(3), padding="reflect")
+    assert (zeros == 0).any() and not (reflect == 0).any()
+    pipe = BatchPipeline("crop_flip", None, None, torch.device("cpu"), padding="reflect")
+    assert not (pipe(x, torch.Generator().manual_seed(3)) == 0).any()
+
+
+def test_common_normalisation_is_the_hard_coded_constants_not_the_data():
+    assert normalization("cifar10_common", (0.1,) * 3, (0.9,) * 3) == (CIFAR10_COMMON_MEAN, CIFAR10_COMMON_STD)
+    assert normalization("dataset", (0.1,) * 3, (0.9,) * 3) == ((0.1,) * 3, (0.9,) * 3)

@@ -186,3 +186,22 @@ def test_a_two_run_tiny_sweep_through_dvc_gets_its_verdict(tmp_path, tiny_archiv
     side = "off" if off[closest] == 0 else "above" if off[closest] > 0 else "below"
     assert f"**Verdict:** closest: {name}, still {abs(off[closest]):.2f} points {side} (n=1: below 3 seeds" in block, block
     assert (repo / "reports/figures/open_choices.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_decomposition_adds_up_the_measured_changes_against_the_miss():
+    """What a miss is made of: JPEG's cost (lossless - jpeg) and each recipe change's gain over the
+    default, summed where they move toward the published value; the rest is left unexplained."""
+    default = oc.option("base", "best", recs("base", [0.89, 0.895, 0.90]))  # mean 0.895: 3.00 points below 0.925
+    reflect = oc.option("base-reflect", "best", recs("base-reflect", [0.90, 0.905, 0.91]))  # +1.00 pp
+    worse = oc.option("base-worse", "best", recs("base-worse", [0.88, 0.885, 0.89]))  # -1.00 pp: explains nothing
+    final = oc.option("base", "final", recs("base", [0.95] * 3))  # a reading, not a change
+    jpeg = {"diff": -0.012, "baseline": {"n": 3}, "variant": {"n": 3}}  # JPEG costs 1.20 pp
+    text = oc.decomposition(0.925, default, [reflect, worse, final], jpeg, "[study](#s)")
+    assert text.startswith("the default is 3.00 points below")
+    assert "JPEG q75 pixels -1.20 pp (n=3/3, 40k/10k split, [study](#s))" in text
+    assert "`base-reflect` +1.00 pp" in text and "`base-worse` -1.00 pp" in text and "final epoch" not in text
+    assert text.endswith("together 2.20 of the 3.00 points, 0.80 left unexplained")
+    pending = oc.decomposition(0.925, default, [oc.option("base-norm", "best", [])], None, "[study](#s)")
+    assert pending == "the default is 3.00 points below; no change measured yet (JPEG q75 pixels, `base-norm`)"
+    assert oc.decomposition(0.925, oc.option("base", "best", recs("base", [0.92, 0.93, 0.94])), [reflect], jpeg) == ""  # covered: no miss
+    assert oc.decomposition(0.80, default, [reflect], jpeg) == ""  # above the published value

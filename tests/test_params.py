@@ -73,7 +73,7 @@ def test_shipped_params_are_valid_and_cover_every_model():
     assert p.model in p.runs
     alternatives = {r for alts in p.open_choices.values() for r, _ in alts} - set(p.open_choices) - {"resnet18-relu-2_1_1-crop_flip"}
     # reports 000-002, report 003's 2x2, report 004's grid; then the open choices' own runs
-    assert len(p.runs) == 7 + 4 + 36 + len(alternatives) and len(alternatives) == 16
+    assert len(p.runs) == 7 + 4 + 36 + len(alternatives) and len(alternatives) == 18
     # recipe values the reports published
     assert p.recipes["resnet18"].recipe.lr_ratio == (2.0, 1.0, 1.0)
     assert p["resnet9"].params.recipe.schedule == "onecycle" and p["resnet9"].params.recipe.epochs == 20

@@ -226,7 +226,9 @@ def test_statements_schema(ref: dict, numbers: list[dict]) -> None:
     assert isinstance(statements, list)
     runs = {e["run"] for e in numbers}
     for s in statements:
-        assert set(s) == {"report", "run", "text"}, s
+        assert {"report", "run", "text"} <= set(s) <= {"report", "run", "text", "curve"}, s
+        if "curve" in s:  # a claim about a learning curve, checked against the histories in the report
+            assert s["run"] and s["curve"]["metric"] == "test_loss" and isinstance(s["curve"]["epoch"], int), s
         assert s["report"] in REPORTS, s
         assert s["run"] is None or s["run"] in runs, f"statement about unknown run {s['run']!r}"
         assert isinstance(s["text"], str) and s["text"].strip(), s

@@ -598,3 +598,35 @@ def test_a_number_typed_twice_in_reference_yaml_is_refused_naming_its_line(tmp_p
     assert str(e.value).startswith(f"{ref}:3:") and "duplicate key 'value'" in str(e.value)
     assert "\n" not in str(e.value)
     assert len(load_reference(REFERENCE_FILE)["numbers"]) > 50  # the real file has no repeat
+
+
+# --------------------------------------------------------------------------- claims about a curve
+
+
+def write_history(root: Path, out: str, test_loss: list[float]) -> None:
+    history = root / "reports" / "history"
+    history.mkdir(parents=True, exist_ok=True)
+    rows = [f"{e},1.0,0.5,{v},0.5,0.1" for e, v in enumerate(test_loss, start=1)]
+    (history / f"{out}.csv").write_text("epoch,train_loss,train_acc,test_loss,test_acc,lr\n" + "\n".join(rows) + "\n")
+
+
+def curve_line(project, reference) -> str:
+    hist = report.curve_histories(reference, project["runs"], project["root"] / "reports" / "history")
+    md = section(readme_md.report_tables(reference, project["runs"], fake_lock(), histories=hist), "001")
+    claim = next(line for line in md.splitlines() if "Diverges after epoch 17" in line)
+    return md.splitlines()[md.splitlines().index(claim) + 1]
+
+
+def test_curve_claim_is_checked_against_each_seeds_history(project, reference):
+    """Report 001 says dnn "diverges after epoch 17": the line under it names each seed's epoch of
+    lowest test loss and whether the loss rises after it, read from the history, and follows it."""
+    (dnn,) = project["runs"]["dnn"]
+    out, seed = Path(dnn["path"]).stem, dnn["seed"]
+    assert curve_line(project, reference) == "  - Not checked yet: the run has no history."
+    write_history(project["root"], out, [2.0, 1.5, 1.2, 1.3, 1.4])  # lowest at epoch 3, then +17%
+    line = curve_line(project, reference)
+    assert f"seed {seed}: epoch 3 of 5 (1.2000), last +17%" in line
+    assert "rises after it in 1 of 1 seed " in line and line.endswith("the report: epoch 17.")
+    write_history(project["root"], out, [2.0, 1.5, 1.2, 1.1, 1.0])  # still falling at the end
+    line = curve_line(project, reference)
+    assert f"seed {seed}: epoch 5 of 5 (1.0000), last +0%" in line and "rises after it in none of the seeds" in line

@@ -82,6 +82,18 @@ def write_comparison(reference: Mapping, runs: Mapping[str, list[dict]], figures
     return path
 
 
+def curve_histories(reference: Mapping, runs: Mapping[str, list[dict]], history_dir: Path) -> dict[str, list]:
+    """run -> [(seed, test loss per epoch)] of each run a statement checks against its curve
+    (reference.yaml `statements[].curve`), from each seed's history (<history_dir>/<file stem>.csv)."""
+    out = {}
+    for run in {s["run"] for s in reference["statements"] if s.get("curve") and s.get("run")}:
+        for r in counted(runs.get(run, [])):
+            history = history_dir / f"{Path(r['path']).stem}.csv"
+            if history.exists():
+                out.setdefault(run, []).append((r["seed"], pd.read_csv(history)["test_loss"].tolist()))
+    return out
+
+
 OPEN_CHOICES_FIGURE = "open_choices.png"
 STUDIES_FIGURE = "studies.png"
 
@@ -117,8 +129,10 @@ def main(argv: list[str] | None = None) -> None:
     choices_png, studies_png = paths.FIGURES_DIR / OPEN_CHOICES_FIGURE, paths.FIGURES_DIR / STUDIES_FIGURE
     figures.save_figure(figures.open_choices_figure(oc.figure_rows(reference, p.open_choices, choice_runs)), choices_png)
     figures.save_figure(figures.studies_figure(studies.figure_panels(found)), studies_png)
+    jpeg = studies.STUDIES["jpeg"]
     section += "\n\n" + oc.section(reference, p.open_choices, choice_runs,
-                                    {n: r.model for n, r in p.runs.items()}, OPEN_CHOICES_FIGURE)
+                                    {n: r.model for n, r in p.runs.items()}, OPEN_CHOICES_FIGURE,
+                                    found.get("jpeg", {}), f"[{jpeg.title}]({studies.anchor(jpeg)})")
     written = [choices_png, studies_png, write_comparison(reference, runs, paths.FIGURES_DIR, history_dir),
                *write_figures(reference, runs, paths.FIGURES_DIR)]
     # names relative to reports/figures: "comparison.png", "runs/curves_<run>.png", ...
@@ -128,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     if showing_published:
         present += [f"{PUBLISHED_RUN_FIGURES}{f.name}" for f in sorted((pub.PUBLISHED_DIR / "figures").glob("*.png"))]
     text = report_tables(reference, runs, lock, present, published=section, showing_published=showing_published,
-                         miss_notes=studies.jpeg_miss_notes(found, runs, provenance if showing_published else None))
+                         miss_notes=studies.jpeg_miss_notes(found, runs, provenance if showing_published else None),
+                         histories=curve_histories(reference, runs, history_dir))
     with atomic_write(README, "wb") as f:  # bytes: UTF-8 whatever the locale
         f.write(text.encode("utf-8"))
     n_files = sum(len(r) for r in runs.values())

@@ -127,7 +127,10 @@ class Recipe(_Strict):
     early_stopping_patience: Annotated[int, Field(ge=1)] | None = None  # epochs without test-loss gain
     grad_clip: Annotated[float, Field(gt=0)] | None = None  # clip each gradient element to +-value
     augment: Literal["none", "crop_flip", "crop_flip_blur_color"] = "none"
-    normalize: Literal["dataset", "imagenet", "none"] = "dataset"
+    crop_padding: Literal["zeros", "reflect"] = "zeros"  # the 4 pixels a random crop may reach past the edge
+    # dataset: the training split's mean/std (stats.json); cifar10_common: the constants public
+    # recipes hard-code (std ~0.20); imagenet; none: [0, 1]
+    normalize: Literal["dataset", "cifar10_common", "imagenet", "none"] = "dataset"
 
     @model_validator(mode="after")
     def _schedule_needs(self) -> "Recipe":

@@ -14,6 +14,11 @@ import torch.nn.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The constants most public CIFAR-10 recipes hard-code (kuangliu/pytorch-cifar and its many
+# descendants, the ResNet-9 lecture notebook among them). The means are the training set's; the
+# "stds" (~0.20) are not its per-pixel std (~0.25 here, stats.json): inputs come out ~1.25x wider.
+CIFAR10_COMMON_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_COMMON_STD = (0.2023, 0.1994, 0.2010)
 
 # Report 004 leaves blur and colour-jitter strengths open; these are torchvision's common
 # choices: GaussianBlur(kernel 3, sigma in [0.1, 2.0]) and ColorJitter(0.2, 0.2, 0.2).
@@ -21,13 +26,15 @@ BLUR_SIGMA = (0.1, 2.0)
 JITTER = 0.2
 
 
-def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop (zero padding `pad`) + horizontal flip, per sample, as ONE gather.
+def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4, padding: str = "zeros") -> torch.Tensor:
+    """Random crop (padding `pad` pixels: "zeros" or "reflect") + horizontal flip, per sample,
+    as ONE gather.
 
     x: uint8 (B, C, H, W). Returns the same shape and dtype.
     """
     b, c, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p), zeros outside
+    # (B, C, H+2p, W+2p): zeros outside, or the image mirrored at its edge (edge pixel not repeated)
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect" if padding == "reflect" else "constant")
     hp, wp = h + 2 * pad, w + 2 * pad
     dev = x.device
     oy = torch.randint(0, 2 * pad + 1, (b, 1), generator=gen, device=dev)
@@ -76,11 +83,13 @@ class BatchPipeline:
     """uint8 NCHW batch -> augmented, normalized float batch, all on one device.
 
     mode: "none" | "crop_flip" | "crop_flip_blur_color"; mean/std per channel in [0, 1]
-    units (None = no normalization, inputs just scaled to [0, 1], as report 004 did).
+    units (None = no normalization, inputs just scaled to [0, 1], as report 004 did);
+    padding: the crop's padding, "zeros" or "reflect".
     """
 
-    def __init__(self, mode: str, mean, std, device: torch.device, dtype=torch.float32):
+    def __init__(self, mode: str, mean, std, device: torch.device, dtype=torch.float32, padding: str = "zeros"):
         self.mode = mode
+        self.padding = padding
         self.dtype = dtype
         # Fold /255, -mean, /std into one multiply-add: y = x * scale + bias.
         m = torch.tensor(mean if mean is not None else (0.0, 0.0, 0.0), dtype=torch.float32)
@@ -100,7 +109,7 @@ class BatchPipeline:
     def __call__(self, x_u8: torch.Tensor, gen: torch.Generator | None, train: bool = True) -> torch.Tensor:
         if not train or self.mode == "none":
             return self.normalize(x_u8)
-        x_u8 = crop_flip(x_u8, gen)
+        x_u8 = crop_flip(x_u8, gen, padding=self.padding)
         if self.mode == "crop_flip":
             return self.normalize(x_u8)
         x = x_u8.to(torch.float32) / 255.0
@@ -114,10 +123,12 @@ def normalization(kind: str, dataset_mean, dataset_std):
         return tuple(dataset_mean), tuple(dataset_std)
     if kind == "imagenet":
         return IMAGENET_MEAN, IMAGENET_STD
+    if kind == "cifar10_common":
+        return CIFAR10_COMMON_MEAN, CIFAR10_COMMON_STD
     return None, None
 
 
 def pipeline_for(recipe, stats: dict, device: torch.device) -> BatchPipeline:
     """The batch pipeline of a recipe: its augmentation and normalization (stats: prepared/stats.json)."""
     mean, std = normalization(recipe.normalize, stats["mean"], stats["std"])
-    return BatchPipeline(recipe.augment, mean, std, device)
+    return BatchPipeline(recipe.augment, mean, std, device, padding=recipe.crop_padding)

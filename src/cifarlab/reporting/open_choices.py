@@ -80,6 +80,54 @@ def verdict(published: float, default: Option, alternatives: Sequence[Option], c
     return f"closest: {name}, still {abs(diff):.2f} points {side}{few}" + (f"; {rest}" if rest else "")
 
 
+def decomposition(published: float, default: Option, alternatives: Sequence[Option],
+                  jpeg: Mapping | None = None, jpeg_link: str = "") -> str:
+    """One sentence adding up what each measured change is worth against the default's miss below
+    `published`, and what is left unexplained; "" when the default does not miss below it.
+
+    Parts: what JPEG q75 costs the recipe (jpeg: the JPEG study's run_differences entry, variant -
+    baseline on its 40k/10k split), and each alternative that changes the recipe (a run read at its
+    best epoch; other readings change nothing the recipe does), as its mean minus the default's
+    mean. Each was measured alone against the default, so the sum assumes the effects add; only
+    the parts that move toward the published value count toward it.
+    """
+    d = default.summary
+    if not d["n"] or d["mean"] >= published or covers(default, published):
+        return ""
+    miss = (published - d["mean"]) * 100  # percentage points
+    parts, toward, pending = [], 0.0, []
+    if jpeg is not None and jpeg.get("diff") is not None:
+        cost = -jpeg["diff"] * 100  # lossless - jpeg: what training and testing on JPEG pixels takes away
+        n = f"n={jpeg['baseline']['n']}/{jpeg['variant']['n']}"
+        parts.append(f"JPEG q75 pixels {-cost:+.2f} pp ({n}, 40k/10k split{', ' + jpeg_link if jpeg_link else ''})")
+        toward += max(cost, 0.0)
+    elif jpeg is not None or jpeg_link:
+        pending.append("JPEG q75 pixels")
+    for a in alternatives:
+        if a.reading != "best":
+            continue
+        if not a.summary["n"]:
+            pending.append(f"`{a.label}`")
+            continue
+        gain = (a.summary["mean"] - d["mean"]) * 100
+        few = f", n={a.summary['n']}" if a.summary["n"] < MIN_SEEDS else ""
+        parts.append(f"`{a.label}` {gain:+.2f} pp{few}")
+        toward += max(gain, 0.0)
+    if not parts:
+        return (f"the default is {miss:.2f} points below; no change measured yet ({', '.join(pending)})"
+                if pending else "")
+    text = (f"the default is {miss:.2f} points below; measured one change at a time against it: "
+            + ", ".join(parts))
+    if toward >= miss:
+        text += (f"; the changes that move toward the published value add up to {toward:.2f} points, enough "
+                 f"to cover the miss if their effects add (no run combines them)")
+    else:
+        text += f"; together {toward:.2f} of the {miss:.2f} points, {miss - toward:.2f} left unexplained"
+    if pending:
+        text += f" ({', '.join(pending)}: not measured yet)"
+    return text
+
+
 def sweep_command(base: str, model: str, runs_needed: Sequence[str]) -> str:
     """The one command that runs what an open choice still lacks, with seeds 1 and 2 beside the
     main seed on a CPU-sized recipe, or the GPU kit for the others."""
@@ -95,9 +143,12 @@ def options_of(base: str, alternatives: Sequence[tuple[str, str]], runs: Mapping
 
 
 def section(reference: Mapping, open_choices: Mapping[str, Sequence[tuple[str, str]]],
-            runs: Mapping[str, list[dict]], models: Mapping[str, str], figure: str | None = None) -> str:
-    """The "Open choices" markdown: one table and verdict per published number in `open_choices`.
-    models: run -> model (for the command)."""
+            runs: Mapping[str, list[dict]], models: Mapping[str, str], figure: str | None = None,
+            jpeg: Mapping[str, Mapping] | None = None, jpeg_link: str = "") -> str:
+    """The "Open choices" markdown: one table and verdict per published number in `open_choices`,
+    and where the default misses, what the miss is made of (`decomposition`).
+    models: run -> model (for the command); jpeg: run -> the JPEG study's difference for it
+    (studies.run_differences), linked by `jpeg_link`."""
     if not open_choices:
         return ""
     parts = ["## Open choices",
@@ -126,6 +177,9 @@ def section(reference: Mapping, open_choices: Mapping[str, Sequence[tuple[str, s
         parts.append(f"### `{base}`: published {fmt_value('top1', pub)}")
         parts.append(md_table(["setting", "top-1", "n", "minus published", "covers"], rows))
         parts.append("**Verdict:** " + verdict(pub, default, options, cmd) + ".")
+        made_of = decomposition(pub, default, options, (jpeg or {}).get(base), jpeg_link)
+        if made_of:
+            parts.append("**What the miss is made of:** " + made_of + ".")
     if figure:
         parts.append(f"![open choices: each setting's top-1 against the published value](figures/{figure})")
     return "\n\n".join(parts)

@@ -124,7 +124,8 @@ def smoke_section(runs: Mapping[str, list[dict]]) -> str:
 
 def report_tables(reference: Mapping, runs: Mapping[str, list[dict]], lock: Mapping | None,
                   figures: Iterable[str] = (), published: str = "", showing_published: bool = False,
-                  miss_notes: Mapping[str, str] | None = None) -> str:
+                  miss_notes: Mapping[str, str] | None = None,
+                  histories: Mapping[str, list] | None = None) -> str:
     """The whole README.md: published runs, one section per report, other runs, provenance.
     Pure; deterministic.
 
@@ -133,6 +134,7 @@ def report_tables(reference: Mapping, runs: Mapping[str, list[dict]], lock: Mapp
     showing_published: `runs` are the published runs (the workspace has none of its own): the
     report sections say so and take each run's figures from reports/published/figures.
     miss_notes: run -> a pointer after a reproduced number below the published one (the JPEG study).
+    histories: run -> (seed, test loss per epoch), for the statements about a curve (sections.curve_check).
     """
     figures = set(figures)
     parts = [HEADER.rstrip("\n")]
@@ -151,7 +153,8 @@ def report_tables(reference: Mapping, runs: Mapping[str, list[dict]], lock: Mapp
         parts.append(md_image("all models: reproduced vs reported", COMPARISON_FIGURE))
     for report in report_ids(reference):
         parts.append(report_section(reference, runs, report, figures,
-                                    PUBLISHED_RUN_FIGURES if showing_published else "runs/", miss_notes))
+                                    PUBLISHED_RUN_FIGURES if showing_published else "runs/", miss_notes,
+                                    histories))
     others = other_runs_table(reference, runs)
     if others:
         parts += ["## Other runs (no published number)", others]

@@ -105,8 +105,35 @@ def alexnet_table(reference: Mapping, runs: Mapping[str, list[dict]]) -> str:
     return md_table(["", "without skip", "with skip"], rows)
 
 
-def statements_section(reference: Mapping, report: str) -> str:
-    """reference.yaml's `statements` of one report (claims that are not numbers) as a list; "" if none."""
+# A test loss "rises after" its lowest point when the last epoch's is this much above the lowest:
+# epoch-to-epoch noise of a converged curve stays well under it (dnn's last 10 epochs: ~1-2%).
+RISE = 0.05
+
+
+def curve_check(claim: Mapping, seeds: Sequence[tuple[int, Sequence[float]]]) -> str:
+    """What the histories say about a claim on the test-loss curve (a statement's `curve`:
+    {metric: test_loss, epoch: E}): per seed the epoch of the lowest test loss and whether the
+    loss rises after it (the last epoch's over RISE above the lowest). seeds: (seed, the test
+    loss of epochs 1..N). "" when no seed has a history."""
+    seeds = [(seed, list(losses)) for seed, losses in seeds if len(losses)]
+    if not seeds:
+        return ""
+    cells, rises = [], 0
+    for seed, losses in sorted(seeds, key=lambda s: s[0]):
+        low = min(range(len(losses)), key=losses.__getitem__)  # first epoch at the minimum
+        up = losses[-1] / losses[low] - 1
+        rises += up > RISE
+        cells.append(f"seed {seed}: epoch {low + 1} of {len(losses)} ({losses[low]:.4f}), last {up:+.0%}")
+    verdict = (f"rises after it in {rises} of {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+               if rises else "rises after it in none of the seeds")
+    return (f"the histories: lowest test loss at {'; '.join(cells)}: {verdict} (\"rises\" = the last epoch over "
+            f"{RISE:.0%} above the lowest); the report: epoch {claim['epoch']}")
+
+
+def statements_section(reference: Mapping, report: str,
+                       histories: Mapping[str, Sequence[tuple[int, Sequence[float]]]] | None = None) -> str:
+    """reference.yaml's `statements` of one report (claims that are not numbers) as a list; "" if none.
+    histories: run -> (seed, test loss per epoch) of its runs, for the claims about a curve."""
     items = [s for s in reference["statements"] if str(s.get("report")) == report]
     if not items:
         return ""
@@ -114,6 +141,9 @@ def statements_section(reference: Mapping, report: str) -> str:
     for s in items:
         text = " ".join(str(s.get("text", "")).split())
         lines.append(f"- `{s['run']}`: {text}" if s.get("run") else f"- (whole report) {text}")
+        if s.get("curve"):
+            check = curve_check(s["curve"], (histories or {}).get(s["run"], ()))
+            lines.append(f"  - Checked against {check}." if check else "  - Not checked yet: the run has no history.")
     return "\n".join(lines)
 
 
@@ -135,11 +165,13 @@ def _run_figures(runs_in_report: Sequence[str], figures: Iterable[str], prefix: 
 
 def report_section(reference: Mapping, runs: Mapping[str, list[dict]], report: str,
                    figures: Iterable[str] = (), run_figures: str = "runs/",
-                   miss_notes: Mapping[str, str] | None = None) -> str:
+                   miss_notes: Mapping[str, str] | None = None,
+                   histories: Mapping[str, Sequence[tuple[int, Sequence[float]]]] | None = None) -> str:
     """"## Report <NNN>": its tables (report 004: the grid first), bar chart, run figures, statements.
 
     figures: names of the PNGs present, relative to reports/figures; run_figures: the folder of
-    each run's figures, relative to reports/figures; miss_notes: as in comparison_table.
+    each run's figures, relative to reports/figures; miss_notes: as in comparison_table;
+    histories: as in statements_section.
     """
     figures = set(figures)
     entries = numbers_of(reference, report)
@@ -175,7 +207,7 @@ def report_section(reference: Mapping, runs: Mapping[str, list[dict]], report: s
                      + "\n\n".join(run_figs) + "\n\n</details>")
     else:
         parts += run_figs
-    statements = statements_section(reference, report)
+    statements = statements_section(reference, report, histories)
     if statements:
         parts.append(statements)
     return "\n\n".join(parts)
