@@ -523,10 +523,10 @@ def run_main_twice(root: Path, monkeypatch) -> tuple[bytes, Path]:
     (figures / "runs/confusion_alexnet_transfer-skip-high.png").write_bytes(b"\x89PNG fake")  # drawn elsewhere
     (figures / "report_007.png").write_bytes(b"\x89PNG stale")  # an own figure not drawn now
     monkeypatch.chdir(root)
-    report.main([])
+    report.main(["--partial"])  # the fixture has a few runs of the real run table
     readme = root / "reports" / "README.md"
     first = readme.read_bytes()
-    report.main([])
+    report.main(["--partial"])
     assert readme.read_bytes() == first  # no timestamps, stable order
     assert not list((root / "reports").rglob(".*.tmp"))  # atomic writes left no temp file
     assert sorted(p.relative_to(figures).as_posix() for p in figures.rglob("*.png")) == \
@@ -630,3 +630,42 @@ def test_curve_claim_is_checked_against_each_seeds_history(project, reference):
     write_history(project["root"], out, [2.0, 1.5, 1.2, 1.1, 1.0])  # still falling at the end
     line = curve_line(project, reference)
     assert f"seed {seed}: epoch 5 of 5 (1.0000), last +0%" in line and "rises after it in none of the seeds" in line
+
+
+def test_a_part_of_the_run_table_keeps_the_last_whole_report(tmp_path, monkeypatch, capsys):
+    """`dvc repro --downstream train@lenet5` runs the report stage over one run: the committed
+    report (README.md and figures) stays as it was, with one line saying why and what to run;
+    --partial writes it anyway; a workspace with every run of the table writes it."""
+    write_project(tmp_path, fake_lock())
+    monkeypatch.chdir(tmp_path)
+    readme = tmp_path / "reports" / "README.md"
+    readme.write_text("the published report\n")
+    report.main([])
+    out = capsys.readouterr().out
+    assert readme.read_text() == "the published report\n" and not (tmp_path / "reports/figures/comparison.png").exists()
+    p = load_params_of(tmp_path)
+    n = len(p.runs)
+    have = len({r["run"] for r in load_project(tmp_path) if r["run"] in p.runs and r["seed"] == p.seed})
+    assert out.startswith(f"report: {n - report_missing(p, tmp_path)} of {n} runs have metrics here (missing: ")
+    assert "`cifarlab compare`" in out and "python -m cifarlab.report --partial" in out and have < n
+    report.main(["--partial"])
+    assert readme.read_text().startswith("# Reproduced vs published")
+    # the run table cut to the runs the fixture has, for seed 23 only: complete, so written
+    readme.write_text("the published report\n")
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    ran = {r["run"] for r in load_project(tmp_path) if r["seed"] == params["seed"]} & set(params["runs"])
+    params["runs"] = {k: v for k, v in params["runs"].items() if k in ran}
+    params.update(model=sorted(ran)[0], pca=[], open_choices={}, seeds=[])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    report.main([])
+    assert readme.read_text().startswith("# Reproduced vs published")
+
+
+def load_params_of(root: Path):
+    from cifarlab.core.params import load_params
+
+    return load_params(root / "params.yaml", check_models=False)
+
+
+def report_missing(p, root: Path) -> int:
+    return len(report.missing_runs(p, metrics_files.group_runs(load_project(root))))

@@ -104,12 +104,33 @@ def own_figure(name: str) -> bool:
             or (name.startswith("report_") and name.endswith(".png")))
 
 
+def missing_runs(p, runs: Mapping[str, list[dict]]) -> list[str]:
+    """The (run, seed) outputs of params.yaml that have no metrics file in this workspace, as
+    output ids (run, or run-s<seed>), in run-table order."""
+    have = {(run, r["seed"]) for run, recs in runs.items() for r in counted(recs)}
+    seeds = [p.seed, *p.seeds]
+    return [run if s == p.seed else f"{run}-s{s}" for run in p.runs for s in seeds if (run, s) not in have]
+
+
 def main(argv: list[str] | None = None) -> None:
-    argparse.ArgumentParser(prog="python -m cifarlab.report", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    ap = argparse.ArgumentParser(prog="python -m cifarlab.report", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--partial", action="store_true",
+                    help="rewrite the report even when only some runs of params.yaml have metrics here")
+    args = ap.parse_args(argv)
     p = load_params(check_models=False)  # before any work; the stages of each run check its model
     reference = load_reference(REFERENCE)
     runs = group_runs(load_metrics(paths.METRICS_DIR, details_dir=paths.DETAILS_DIR))
+    missing = missing_runs(p, runs) if runs else []
+    if missing and README.exists() and not args.partial:
+        # `dvc repro --downstream train@lenet5` runs this stage after one run: a report of part of
+        # the table would replace the committed one (the published runs') with a handful of rows.
+        # Its outputs persist (dvc.yaml), so keeping them is keeping the last whole report.
+        n = len(p.runs) * (1 + len(p.seeds))
+        print(f"report: {n - len(missing)} of {n} runs have metrics here (missing: {', '.join(missing[:3])}"
+              f"{', ...' if len(missing) > 3 else ''}): reports/README.md and its figures kept as they are; "
+              "see your runs with `cifarlab compare`, or write a report of these with `python -m cifarlab.report --partial`")
+        return
     published = group_runs(load_metrics(pub.PUBLISHED_DIR / "metrics", details_dir=pub.PUBLISHED_DIR / "details"))
     study_text, found = studies.sections(figure=STUDIES_FIGURE)
     provenance = pub.load_provenance()
