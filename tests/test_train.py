@@ -409,3 +409,18 @@ def test_gpu_arch_rule(capability, archs, runs):
     from cifarlab.engine.device import gpu_arch_problem
 
     assert (gpu_arch_problem("gpu", capability, archs, "t") is None) == runs
+
+
+def test_epoch_ticker_logs_progress_at_most_once_a_period_without_a_terminal():
+    """Under a logged `dvc repro` (no terminal, no progress bar) a long epoch says it is moving:
+    one line per period of the clock, with the step count and a projection; none before."""
+    from cifarlab.engine.loop import EpochTicker
+
+    now = [0.0]
+    lines = []
+    tick = EpochTicker("resnet9 epoch 3/20", 100, lines.append, every=60.0, clock=lambda: now[0])
+    for step, t in ((10, 30.0), (20, 61.0), (30, 90.0), (50, 125.0)):
+        now[0] = t
+        tick(step)
+    assert lines == ["resnet9 epoch 3/20: step 20 of 100 (20%), 1m01s in, ~4m04s left in the epoch",
+                     "resnet9 epoch 3/20: step 50 of 100 (50%), 2m05s in, ~2m05s left in the epoch"]
