@@ -186,7 +186,10 @@ def check_parses(argv: list[str]) -> None:
         if len(argv) > 3:
             parse_cifarlab(argv[3:])
     elif head in ("python", "python3") and argv[1:2] == ["-m"] and argv[2].startswith("cifarlab."):
-        parse_cifarlab([argv[2].removeprefix("cifarlab."), *argv[3:]])
+        if argv[2] == "cifarlab.core.install":  # takes no arguments; run below
+            assert argv[3:] == [], argv
+        else:
+            parse_cifarlab([argv[2].removeprefix("cifarlab."), *argv[3:]])
     elif head == "docker":
         assert argv[1] in ("build", "run"), argv
         if argv[1] == "run":
@@ -298,7 +301,7 @@ def test_the_collection_is_not_empty_and_covers_each_source():
 
 
 RUNNABLE = ("dvc exp show", "dvc metrics diff", "dvc params diff", "dvc plots diff", "dvc dag", "dvc stage list",
-            "cifarlab runs", "cifarlab set")
+            "cifarlab runs", "cifarlab set", "python -m cifarlab.core.install")
 
 
 def runnable(cmd: str) -> bool:

@@ -71,6 +71,14 @@ def run_main(main: Callable[[list[str] | None], object], argv: list[str] | None 
         print("interrupted: stopped cleanly; finished outputs are intact, rerun `dvc repro` to go on",
               file=sys.stderr)
         sys.exit(130)
+    except (ImportError, RuntimeError) as e:
+        from cifarlab.core.install import install_problem
+
+        problem = install_problem()  # only asked on failure: importing torchvision costs ~2 s
+        if problem is None:
+            raise
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(1)
     except OSError as e:  # the machine's, not the code's: disk full, no permission, a path in the way
         if e.errno not in _MACHINE_ERRNOS:
             raise
