@@ -152,7 +152,7 @@ def section(reference: Mapping, open_choices: Mapping[str, Sequence[tuple[str, s
     if not open_choices:
         return ""
     parts = ["## Open choices",
-             "What each report left OPEN (REPORTS.md), swept for the published numbers the reproduction "
+             "What each report left OPEN (REPORTS.md, in ../shared/spec/ beside the repository), swept for the published numbers the reproduction "
              "misses: every setting is a run of `params.yaml` (`open_choices`), test top-1 at its best epoch "
              f"unless said, mean ± std over seeds. **covers** = at least {MIN_SEEDS} seeds and the published "
              "value within their range [min, max]; fewer seeds never count as reproducing it."]
