@@ -51,10 +51,10 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from bench_gpu import Case, representative_runs  # noqa: E402
 from cifarlab.core.params import load_params  # noqa: E402
-from cifarlab.core.provenance import BF16_FLAGS, code_version, cpu_bf16, cpu_flags, cpu_name  # noqa: E402
+from cifarlab.core.provenance import BF16_FLAGS, code_version, cpu_flags, cpu_name  # noqa: E402
 from cifarlab.core.shell import format_duration  # noqa: E402
 from cifarlab.tooling.estimate import FULL_TEST, FULL_TRAIN  # noqa: E402
-from cifarlab.engine.device import Runtime, configure_threads  # noqa: E402
+from cifarlab.engine.device import Runtime, bf16_in_effect, configure_threads  # noqa: E402
 
 VARIANTS = {  # name -> train.* keys (on top of params.yaml's train section)
     "fp32": {"bf16": False, "channels_last": False, "fused_optimizer": False, "compile": False},
@@ -106,7 +106,7 @@ def onednn_version() -> str | None:
 def header(p, threads: int) -> dict:
     flags = cpu_flags()
     return {
-        "device": {"type": "cpu", "name": cpu_name(), "cpu_bf16": cpu_bf16(),
+        "device": {"type": "cpu", "name": cpu_name(), **bf16_in_effect(),  # cpu_bf16, bf16_check
                    "flags": {f: f in flags for f in SHOWN_FLAGS}, "cpu_count": os.cpu_count(), "threads": threads,
                    "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()},
         "versions": {"torch": torch.__version__, "onednn": onednn_version(), "python": platform.python_version()},

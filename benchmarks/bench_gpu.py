@@ -62,13 +62,13 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from cifarlab.core.params import load_params  # noqa: E402
-from cifarlab.core.provenance import code_version, cpu_bf16, cpu_name  # noqa: E402
+from cifarlab.core.provenance import code_version, cpu_name  # noqa: E402
 from cifarlab.core.shell import format_duration  # noqa: E402
 from cifarlab.core.runs import resolve  # noqa: E402
 from cifarlab.tooling import estimate  # noqa: E402
 from cifarlab.engine.augment import pipeline_for  # noqa: E402
 from cifarlab.engine.features import FeaturePipeline, cacheable, embed_all  # noqa: E402
-from cifarlab.engine.device import Runtime, configure_determinism, setup_device  # noqa: E402
+from cifarlab.engine.device import Runtime, bf16_in_effect, configure_determinism, setup_device  # noqa: E402
 from cifarlab.engine.loop import build_model, fit  # noqa: E402
 from cifarlab.engine.step import TrainStep  # noqa: E402
 from cifarlab.models import list_models  # noqa: E402
@@ -553,7 +553,7 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the CPU, even on a GPU machine
     os.chdir(ROOT)  # params.yaml, code version
     p = load_params()
-    alt = estimate.alternative_numerics(p.train, cpu_bf16())
+    alt = estimate.alternative_numerics(p.train, bf16_in_effect()["cpu_bf16"])
     if args.tiny and alt and not alt["bf16"]:
         # --tiny checks the code paths, not the numbers: on a CPU that emulates bf16 (5-10x slower
         # than fp32) it runs what `cifarlab estimate` advises, fp32, as the end-to-end tests do;

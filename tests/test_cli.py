@@ -1,6 +1,7 @@
 """The `cifarlab` command and the run estimate (what `dvc repro` would run, and for how long)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -181,6 +182,123 @@ def test_repro_notice_counts_the_stages_of_the_targets_only(monkeypatch):
     assert "(offline: first cifarlab set data.url=/path/to/cifar-10-python.tar.gz" in msg
 
 
+# custom_resnet's recipe: 300 epochs at most, early stopping after 15 without a test-loss gain;
+# report 001's run had its lowest test loss at epoch 62 (reports/reference.yaml), so it stopped at 77.
+MOST, PATIENCE, BEST = 300, 15, 62
+EXPECTED = BEST + PATIENCE
+
+
+def test_the_expected_stop_of_custom_resnet_is_its_published_best_epoch_plus_the_patience(tmp_path):
+    from cifarlab.core.early_stop import REFERENCE_FILE, epoch_range, published_best_loss_epoch
+
+    p = load_params(ROOT / "params.yaml")
+    mp = p["custom_resnet"].params
+    assert (mp.recipe.epochs, mp.recipe.early_stopping_patience) == (MOST, PATIENCE)
+    assert published_best_loss_epoch("custom_resnet", ROOT / REFERENCE_FILE) == BEST
+    r = epoch_range("custom_resnet", mp, None, ROOT / REFERENCE_FILE)
+    assert (r.expected, r.most) == (EXPECTED, MOST)
+    assert r.describe() == f"early stopping: ~{EXPECTED} epochs expected, up to {MOST}"
+    # no published number (a run the reports never had, or no reports/ here): the fewest epochs
+    # early stopping allows; train.max_epochs caps both ends; no early stopping: no range
+    r = epoch_range("custom_resnet", mp, None, tmp_path / "none.yaml")
+    assert (r.expected, r.best_epoch) == (1 + PATIENCE, None)
+    assert r.describe() == f"early stopping: at least {1 + PATIENCE} epochs, up to {MOST}"
+    assert epoch_range("custom_resnet", mp, 50, ROOT / REFERENCE_FILE).most == 50
+    assert epoch_range("cnn", p["cnn"].params, None, ROOT / REFERENCE_FILE) is None
+    (cost,) = estimate.plan(p, {estimate.run_key(p["custom_resnet"]): 1e-3}, ["train@custom_resnet"],
+                            reference=ROOT / REFERENCE_FILE)
+    assert (cost.low_epochs, cost.epochs) == (EXPECTED, MOST)
+    # capped below the expected stop (a smoke run): no range
+    smoke = dataclasses.replace(p, train=p.train.model_copy(update={"max_epochs": 50}))
+    (capped,) = estimate.plan(smoke, {estimate.run_key(p["custom_resnet"]): 1e-3}, ["train@custom_resnet"],
+                              reference=ROOT / REFERENCE_FILE)
+    assert (capped.stop, capped.low_epochs, capped.epochs) == (None, 50, 50)
+
+
+def fake_timer(monkeypatch, tmp_path, bf16_s: float, fp32_s: float):
+    """Every timed step costs `bf16_s` (bf16) or `fp32_s` (fp32) seconds per image; a fresh cache; no GPU."""
+    from cifarlab.tooling import timing
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(estimate, "has_gpu", lambda: False)
+    monkeypatch.setattr(timing, "measure", lambda train, keys, log=None: {k: bf16_s if train.bf16 else fp32_s
+                                                                           for k in keys})
+
+
+def test_estimate_of_custom_resnet_is_a_range_from_its_expected_stop_to_its_300_epochs(monkeypatch, tmp_path):
+    """`cifarlab estimate plot@custom_resnet`: the training row and the total are ranges whose lower
+    end is the expected early stop (77 epochs) and whose upper end the recipe's 300, from the timed step."""
+    s_img = 2e-3  # seconds per training image, bf16 (the default)
+    fake_timer(monkeypatch, tmp_path, bf16_s=s_img, fp32_s=s_img)
+    out = cifarlab("estimate", "--all", "plot@custom_resnet")
+    assert out.returncode == 0, out.stderr
+    per_epoch = s_img * (50_000 + 10_000 / 3)  # a training pass, and a test pass at a third of a step
+    low, high = format_duration(EXPECTED * per_epoch), format_duration(MOST * per_epoch)
+    lines = out.stdout.splitlines()
+    row = next(line for line in lines if line.startswith("train@custom_resnet "))
+    assert row.split()[1:] == [f"{EXPECTED}-{MOST}", f"{low}-{high}"]
+    assert (f"train@custom_resnet: {low}-{high} (early stopping: ~{EXPECTED} epochs expected, up to {MOST}; "
+            f"expected: the published best test loss at epoch {BEST}") in out.stdout
+    # the total: fetch 5 s, preprocess 15 s, plot 4 s, evaluate 5 s + two test passes, plus the range
+    rest = 5 + 15 + 4 + 5 + s_img * 10_000 * 2 / 3
+    total = next(line for line in lines if line.startswith("total (5 stages, this CPU)"))
+    low, high = format_duration(rest + EXPECTED * per_epoch), format_duration(rest + MOST * per_epoch)
+    assert total.split()[-2:] == [f"{EXPECTED}-{MOST}", f"{low}-{high}"]
+    assert "hint:" not in out.stdout  # both precisions timed the same: nothing to advise
+
+
+def test_estimate_hints_fp32_where_bf16_measures_slower_whatever_the_cpu_flags_say(monkeypatch, tmp_path):
+    """bf16 timed 3x slower than fp32 (emulated: a VM, ONEDNN_MAX_CPU_ISA) on a CPU whose flags
+    list amx_bf16: the hint names the measured times and the command, from the timings alone."""
+    from cifarlab.core import provenance
+
+    fake_timer(monkeypatch, tmp_path, bf16_s=3e-3, fp32_s=1e-3)
+    monkeypatch.setattr(provenance, "cpu_flags", lambda: {"amx_bf16", "avx512_bf16"})
+    out = cifarlab("estimate", "--all", "plot@lenet5")
+    assert out.returncode == 0, out.stderr
+    p = load_params(ROOT / "params.yaml")
+    stages = ["fetch", "preprocess", "train@lenet5", "evaluate@lenet5", "plot@lenet5"]  # dvc repro plot@lenet5
+    assert f"total ({len(stages)} stages, this CPU)" in out.stdout
+    costs = estimate.plan(p, {estimate.run_key(p["lenet5"]): 3e-3}, stages)
+    fp32 = estimate.plan(p, {estimate.run_key(p["lenet5"]): 1e-3}, stages)
+    bf16_s, fp32_s = sum(c.seconds for c in costs), sum(c.seconds for c in fp32)
+    hint = out.stdout.splitlines()[-1]
+    assert hint == (f"hint: bf16 is emulated on this CPU: these stages take {format_duration(bf16_s)} in bf16, "
+                    f"{format_duration(fp32_s)} in fp32 ({bf16_s / fp32_s:.1f}x faster, measured); "
+                    "to use fp32: cifarlab set train.bf16=false train.channels_last=false")
+
+
+def test_repro_notice_gives_an_early_stopping_run_as_a_range_and_the_measured_hint(monkeypatch):
+    """`dvc repro plot@custom_resnet` on a CPU: epochs and time as ranges naming the expected stop,
+    then the fp32 hint where the cached fp32 steps are faster than the bf16 ones."""
+    p = load_params(ROOT / "params.yaml")
+    monkeypatch.setattr(estimate, "has_gpu", lambda: False)
+    monkeypatch.setattr(estimate, "repro_targets", lambda: (["plot@custom_resnet"], False))
+    monkeypatch.setattr(estimate, "to_run", fresh_clone_plan)
+    keys = [estimate.run_key(r) for r in p.runs.values()]
+    monkeypatch.setattr(estimate, "cached_times", lambda train: {k: 2e-3 if train.bf16 else 1e-3 for k in keys})
+    msg = estimate.repro_notice(p, ROOT)
+    notice, hint = msg.splitlines()
+    per_epoch = 2e-3 * (50_000 + 10_000 / 3)
+    rest = 5 + 15 + 4 + 5 + 2e-3 * 10_000 * 2 / 3
+    assert (f"({EXPECTED}-{MOST} epochs on 50,000 images), about {format_duration(rest + EXPECTED * per_epoch)}-"
+            f"{format_duration(rest + MOST * per_epoch)} on this CPU (early stopping: custom_resnet ~{EXPECTED} epochs "
+            f"expected, up to {MOST})") in notice
+    assert hint.startswith("hint: bf16 is emulated on this CPU: ") and "(2.0x faster, measured)" in hint
+
+
+def test_train_warns_of_an_early_stopping_run_as_a_range():
+    from cifarlab.core.early_stop import EpochRange
+    from cifarlab.train import cpu_notice
+
+    s_img = 2e-3
+    per_epoch = s_img * (50_000 + 10_000 / 3)
+    msg = cpu_notice("custom_resnet", MOST, 50_000, 10_000, s_img, EpochRange(EXPECTED, MOST, PATIENCE, BEST))
+    assert msg == (f"warning: no GPU: training custom_resnet for up to {MOST} epochs on 50,000 images will take about "
+                   f"{format_duration(EXPECTED * per_epoch)}-{format_duration(MOST * per_epoch)} on this CPU "
+                   f"(early stopping: ~{EXPECTED} epochs expected, up to {MOST})")
+
+
 def test_the_plan_of_targets_is_what_dvc_repro_targets_runs():
     """The stages of `dvc repro TARGETS` (dvc repro --dry lists them), in the planner's view."""
     for targets, glob in ((["plot@lenet5", "plot@dnn"], False), (["evaluate@cnn"], False),
@@ -270,3 +388,19 @@ def test_set_stores_a_local_data_url_normalized(tmp_path):
     assert yaml.safe_load(params.read_text())["data"]["url"] == f"{tmp_path}/cifar.tar.gz"
     set_params(params, ["data.url=https://example.org/a/../cifar.tar.gz"])  # a URL is the server's to resolve
     assert yaml.safe_load(params.read_text())["data"]["url"] == "https://example.org/a/../cifar.tar.gz"
+
+
+def test_runs_table_shows_an_epoch_cap_beside_the_recipe():
+    """`cifarlab runs` under train.max_epochs=1 says "1 of 100", not a bare 1 beside epochs=100."""
+    from cifarlab.core.params import load_params, validate
+    from cifarlab.core.params_file import read_params_file
+    from cifarlab.tooling.cli import runs_table
+
+    full = runs_table(load_params(ROOT / "params.yaml", check_models=False))
+    raw = read_params_file(ROOT / "params.yaml")
+    raw["train"]["max_epochs"] = 1
+    capped = runs_table(validate(raw, check_models=False))
+    dnn = [line.split() for line in (full, capped)[1].splitlines() if line.startswith("dnn ")][0]
+    assert dnn[:5] == ["dnn", "dnn", "1", "of", "100"]
+    assert [line.split()[:3] for line in full.splitlines() if line.startswith("dnn ")] == [["dnn", "dnn", "100"]]
+    assert "train.max_epochs = 1: every run stops there" in capped and "max_epochs" not in full

@@ -178,9 +178,9 @@ def test_bench_gpu_tiny_runs_on_cpu_and_writes_its_json(tmp_path):
 
     res = json.loads(out.read_text())
     assert res["tiny"] is True and res["device"]["type"] == "cpu"
-    from cifarlab.core.provenance import cpu_bf16
+    from cifarlab.engine.device import bf16_in_effect
 
-    assert res["train_params"]["bf16"] is (cpu_bf16() != "none")  # fp32 where bf16 would be emulated
+    assert res["train_params"]["bf16"] is (bf16_in_effect()["cpu_bf16"] != "none")  # fp32 where bf16 would be emulated
     models = {m["model"] for m in res["models"]}
     assert models == {"lenet5", "resnet9", "resnet18", "alexnet_transfer"}  # --tiny's models
     for m in res["models"]:

@@ -11,7 +11,6 @@ from pathlib import Path
 import yaml
 
 from cifarlab.core.params import TrainParams
-from cifarlab.core.provenance import cpu_bf16
 from cifarlab.tooling.estimate import alternative_numerics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,8 +54,18 @@ def project_copy(dest: Path) -> None:
 # native bf16, fp32 where it emulates it (emulated, training is 5-10x slower than fp32:
 # docs/training.md, CPU speed), as `cifarlab estimate` advises. These tests check the pipeline;
 # test_numerics.py trains lenet5 in bf16 + channels_last on every CPU (the other models where
-# bf16 is native).
-FAST_NUMERICS = alternative_numerics(TrainParams(), cpu_bf16()) or {}
+# bf16 is native). The bf16 in effect is asked of torch (engine.device.bf16_in_effect), on first
+# use: importing this module stays torch-free for the tests that never train.
+def fast_numerics() -> dict:
+    from cifarlab.engine.device import bf16_in_effect
+
+    return alternative_numerics(TrainParams(), bf16_in_effect()["cpu_bf16"]) or {}
+
+
+def __getattr__(name: str):
+    if name == "FAST_NUMERICS":  # `from workspace import FAST_NUMERICS`, computed then
+        return fast_numerics()
+    raise AttributeError(name)
 
 
 def small_params(path: Path, archive: Path, md5: str, runs: tuple[str, ...] = RUNS) -> None:
@@ -65,7 +74,7 @@ def small_params(path: Path, archive: Path, md5: str, runs: tuple[str, ...] = RU
     64x64; `model` starts at dnn so an experiment can change it."""
     d = yaml.safe_load(path.read_text())
     d["data"].update(url=str(archive), md5=md5)
-    d["train"].update(max_epochs=1, num_threads=1, **FAST_NUMERICS)
+    d["train"].update(max_epochs=1, num_threads=1, **fast_numerics())
     d["runs"] = {r: d["runs"][r] for r in runs}
     d["model"] = "dnn"
     d["pca"] = [r for r in ("alexnet_transfer-skip-low",) if r in runs]

@@ -24,26 +24,47 @@ from cifarlab.core import paths
 from cifarlab.core.errors import one_line
 from cifarlab.core.io import atomic_write, write_json
 from cifarlab.core.params import Params
-from cifarlab.core.provenance import code_version, cpu_bf16, cpu_name
+from cifarlab.core.early_stop import EpochRange, epoch_range
+from cifarlab.core.provenance import code_version, cpu_name
 from cifarlab.core.runs import RunSpec, stage_args
 from cifarlab.core.shell import LONG_CPU_RUN_S, format_duration, run_main
 from cifarlab.data.prepared import load_prepared
 from cifarlab.engine.augment import pipeline_for
 from cifarlab.engine.checkpoints import ResumeWriter, history_csv, load_resume, run_fingerprint, save_checkpoint
 from cifarlab.engine.features import cacheable, cached_inputs
-from cifarlab.engine.device import Runtime, setup_device
+from cifarlab.engine.device import Runtime, bf16_in_effect, setup_device
 from cifarlab.engine.loop import FitResult, build_model, fit
 from cifarlab.engine.step import time_train_step
 
 
-def cpu_notice(out: str, epochs: int, n_train: int, n_test: int, s_per_image: float) -> str | None:
-    """A one-line warning when this CPU run of one (run, seed) would take long; None when quick.
-    An epoch is a training pass plus a test pass at about a third of a training step per image."""
-    est = s_per_image * epochs * (n_train + n_test / 3)
+def cpu_notice(out: str, epochs: int, n_train: int, n_test: int, s_per_image: float,
+               stop: EpochRange | None = None) -> str | None:
+    """A one-line warning when this CPU run of one (run, seed) could take long; None when quick.
+    An epoch is a training pass plus a test pass at about a third of a training step per image.
+    With early stopping (`stop`), a range: the epochs expected to the recipe's `epochs`."""
+    per_epoch = s_per_image * (n_train + n_test / 3)
+    est = per_epoch * epochs
     if est < LONG_CPU_RUN_S:
         return None
-    return (f"warning: no GPU: training {out} for {epochs} epochs on {n_train:,} images will take about "
-            f"{format_duration(est)} on this CPU")
+    if stop is None or stop.expected >= epochs:
+        return (f"warning: no GPU: training {out} for {epochs} epochs on {n_train:,} images will take about "
+                f"{format_duration(est)} on this CPU")
+    return (f"warning: no GPU: training {out} for up to {epochs} epochs on {n_train:,} images will take about "
+            f"{format_duration(per_epoch * stop.expected)}-{format_duration(est)} on this CPU ({stop.describe()})")
+
+
+def batch_notice(spec: RunSpec, n_train: int) -> str | None:
+    """A one-line warning when the recipe's batch is larger than the training split: the epoch is
+    then one step on the whole split (torch.split gives one short batch), which trains at about
+    chance. A warning, not a refusal: a smoke run on a small subset still checks the pipeline so
+    (CI's subset reproduction trains resnet9's batch of 400 on 250 images)."""
+    batch = spec.params.recipe.batch_size
+    if batch <= n_train:
+        return None
+    key = f"runs.{spec.run}.batch_size" if "batch_size" in spec.overrides else f"{spec.model}.batch_size"
+    return (f"warning: train {spec.out}: batch_size {batch:,} is larger than the training split ({n_train:,} "
+            f"images), so every epoch is a single step on all of them; set {key} to at most {n_train:,} "
+            f"(e.g. cifarlab set {key}={min(64, max(1, n_train // 4))}) or a larger data.train_subset")
 
 
 def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> FitResult:
@@ -60,9 +81,13 @@ def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> Fi
     pipe = pipeline_for(mp.recipe, stats, device)
     log(f"train {spec.out}: {sum(t.numel() for t in model.parameters()):,} parameters, {epochs} epochs, "
         f"{train_x.shape[0]} train / {test_x.shape[0]} test images, device {device}")
+    notice = batch_notice(spec, train_x.shape[0])
+    if notice:
+        log(notice)
     if device.type == "cpu":
         s_per_image = time_train_step(model, mp.recipe, pipe, rt, batch=min(mp.recipe.batch_size, 64))
-        notice = cpu_notice(spec.out, epochs, train_x.shape[0], test_x.shape[0], s_per_image)
+        notice = cpu_notice(spec.out, epochs, train_x.shape[0], test_x.shape[0], s_per_image,
+                            epoch_range(spec.run, mp, p.train.max_epochs))
         if notice:
             log(notice)
     feature_cache = cacheable(model, mp.recipe)
@@ -118,7 +143,8 @@ def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> Fi
         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         "num_threads": torch.get_num_threads(),
         # The run's numerics (bf16 or fp32, memory format, compiled step, fused optimizer) and,
-        # on a CPU, its native bf16 ("amx_bf16", "avx512_bf16" or "none": emulated, slow)
+        # on a CPU, the bf16 in effect for this process ("amx_bf16", "avx512_bf16" or "none":
+        # emulated, slow) with the check that found it (bf16_check)
         "numerics": run_numerics(rt, device),
         "feature_cache": feature_cache,
         "code": code_version(),  # git commit and whether src/ had uncommitted changes
@@ -136,9 +162,12 @@ def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> Fi
 
 
 def run_numerics(rt: Runtime, device: torch.device) -> dict:
-    return {"precision": rt.precision, "memory_format": rt.memory_format,
-            "compile": rt.compile_mode if rt.compile else False, "fused_optimizer": rt.fused_optimizer,
-            "cpu_bf16": cpu_bf16() if device.type == "cpu" else None}
+    numerics = {"precision": rt.precision, "memory_format": rt.memory_format,
+                "compile": rt.compile_mode if rt.compile else False, "fused_optimizer": rt.fused_optimizer,
+                "cpu_bf16": None}
+    if device.type == "cpu":
+        numerics.update(bf16_in_effect())  # cpu_bf16 and bf16_check
+    return numerics
 
 
 def _close_quietly(writer: ResumeWriter, log) -> None:

@@ -1,5 +1,6 @@
 """Where a run came from: the git commit it ran at and whether the code had uncommitted changes,
-and the CPU it ran on (name, native bf16). Written to reports/timing/<run>.json (a file allowed to
+and the CPU it ran on (name, the bf16 flags it lists; the bf16 a process gets is
+engine.device.bf16_in_effect). Written to reports/timing/<run>.json (a file allowed to
 differ run to run), never to the outputs two clean runs must reproduce byte for byte."""
 from __future__ import annotations
 
@@ -48,6 +49,9 @@ def code_version(root: str | os.PathLike = ".") -> dict:
 # (Sapphire Rapids and later), then AVX512-BF16 dot products (Cooper Lake, AMD Zen 4 and later).
 # Without either, oneDNN emulates bf16 and a bf16 run is slower than fp32 (docs/training.md: CPU speed).
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+# Environment variables that cap the instructions oneDNN (ONEDNN_, DNNL_: its old name) and ATen's
+# own kernels use, whatever the CPU lists: a step time or a bf16 check is valid under the same caps only.
+ISA_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 
 
 def _cpuinfo() -> str:
@@ -73,7 +77,9 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def cpu_bf16() -> str:
-    """This CPU's native bf16: "amx_bf16", "avx512_bf16", or "none" (emulated)."""
+def cpu_bf16_flag() -> str:
+    """The native bf16 this CPU lists in /proc/cpuinfo: "amx_bf16", "avx512_bf16", or "none". What
+    the hardware has, not what a process gets: ONEDNN_MAX_CPU_ISA or a VM can withhold it
+    (engine.device.bf16_in_effect asks torch)."""
     flags = cpu_flags()
     return next((f for f in BF16_FLAGS if f in flags), "none")

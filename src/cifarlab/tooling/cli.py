@@ -37,10 +37,15 @@ STAGES = {
 def runs_table(p) -> str:
     """One line per run: name, model, epochs, the keys it changes from the model's recipe."""
     w = max(len(n) for n in p.runs)
-    lines = [f"{'run':<{w}}  {'model':<16}  {'epochs':>6}  overrides", f"{'-' * w}  {'-' * 16}  {'-' * 6}  ---------"]
+    lines = [f"{'run':<{w}}  {'model':<16}  {'epochs':>10}  overrides", f"{'-' * w}  {'-' * 16}  {'-' * 10}  ---------"]
     for name, r in p.runs.items():
         over = ", ".join(f"{k}={v}" for k, v in r.overrides.items()) or "-"
-        lines.append(f"{name:<{w}}  {r.model:<16}  {r.params.epochs(p.train.max_epochs):>6}  {over}")
+        run, recipe = r.params.epochs(p.train.max_epochs), r.params.recipe.epochs
+        epochs = str(run) if run == recipe else f"{run} of {recipe}"  # capped by train.max_epochs
+        lines.append(f"{name:<{w}}  {r.model:<16}  {epochs:>10}  {over}")
+    if p.train.max_epochs is not None:
+        lines.append(f"train.max_epochs = {p.train.max_epochs}: every run stops there (`N of M`: N trained of the "
+                     "recipe's M); `cifarlab set train.max_epochs=null` trains the full recipes")
     extra = f"; each again with seeds {list(p.seeds)}" if p.seeds else ""
     lines.append(f"{len(p.runs)} runs, seed {p.seed}{extra}")
     return "\n".join(lines)
@@ -59,7 +64,9 @@ def cmd_estimate(argv: list[str]) -> None:
         "says which stages, timed training steps of each network say how long (a model with a run's own "
         "arguments, cnn-wide's channels, is timed apart; the fastest of at least 3, "
         "for at least a second, after a warm-up; cached in ~/.cache/cifarlab for the notice at the start of "
-        "`dvc repro`). A line per network as it is timed."))
+        "`dvc repro`). On a CPU each network is timed in both precisions, bf16 and fp32, and a line says "
+        "when the other one trains faster here. A recipe that stops early costs a range: the epochs its report's "
+        "run trained to the recipe's maximum. A line per network as it is timed."))
     ap.add_argument("targets", nargs="*", help="stages as `dvc repro` takes them (plot@lenet5 plot@dnn): only what "
                     "`dvc repro TARGETS` would run; none: the whole pipeline")
     ap.add_argument("--glob", action="store_true", help="targets are shell-style patterns (as dvc repro --glob)")
@@ -73,8 +80,6 @@ def cmd_estimate(argv: list[str]) -> None:
     p = load_params()
     # --quiet times every model: every stage, as on a fresh clone (so does --all)
     stages = plan.to_run(".", args.targets or None, args.glob, force=args.all or args.quiet)
-    from cifarlab.core.provenance import cpu_bf16
-
     gpu = estimate.has_gpu()
     bench = timing.gpu_bench(p, stages) if gpu and not args.quiet else None
     say = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
@@ -84,12 +89,12 @@ def cmd_estimate(argv: list[str]) -> None:
         times, setup, note = timing.step_times(p, stages, remeasure=not args.quiet, log=say), {}, None
     hint = None
     sizes = estimate.data_sizes(p, stages)
-    alt = None if gpu else estimate.alternative_numerics(p.train, cpu_bf16())
-    if alt:  # the other precision timed too: its factor is the hint's, measured here
-        alt_times = timing.step_times(p, stages, remeasure=not args.quiet, train=p.train.model_copy(update=alt), log=say)
-        hint = estimate.faster_hint(sum(c.seconds for c in estimate.plan(p, times, stages, sizes=sizes)),
-                                    sum(c.seconds for c in estimate.plan(p, alt_times, stages, sizes=sizes)), alt,
-                                    cpu_bf16())
+    if not gpu:  # the other precision timed too, whatever the CPU's flags say: the hint is measured
+        alt = estimate.other_numerics(p.train)
+        alt_times = timing.step_times(p, stages, remeasure=not args.quiet, train=p.train.model_copy(update=alt),
+                                      log=say)
+        hint = estimate.faster_hint(estimate.plan(p, times, stages, sizes=sizes),
+                                    estimate.plan(p, alt_times, stages, sizes=sizes), alt)
     if args.quiet:
         return
     if not stages:
@@ -173,8 +178,11 @@ def cmd_set(argv: list[str]) -> None:
 def cmd_compare(argv: list[str]) -> None:
     argparse.ArgumentParser(prog="cifarlab compare", description=(
         "Your runs (reports/metrics, after dvc repro) against the published ones (reports/published) and "
-        "the reports' numbers: best-epoch test top-1 per run, mean ± std over seeds.")).parse_args(argv)
+        "the reports' numbers: best-epoch test top-1 per run, mean ± std over seeds. A run of yours "
+        "trained under other params than params.yaml's now (dvc.lock against params.yaml) is noted out of "
+        "date, with the keys that changed.")).parse_args(argv)
     from cifarlab.core import paths
+    from cifarlab.core.params_file import read_params_file, read_yaml
     from cifarlab.reporting import published as pub
     from cifarlab.reporting.markdown import md_table
     from cifarlab.reporting.metrics import group_runs, load_metrics
@@ -186,7 +194,15 @@ def cmd_compare(argv: list[str]) -> None:
     if not yours and not published:
         print("nothing to compare: no run of yours in reports/metrics (dvc repro) and none published")
         return
-    print(md_table(pub.COMPARE_HEADER, pub.compare_rows(reference, yours, published)))
+    # both as DVC reads them (YAML 1.2): PyYAML reads the unquoted 5:3:2 DVC writes in dvc.lock as 18182
+    lock = read_yaml(Path("dvc.lock").read_text(encoding="utf-8")) if Path("dvc.lock").is_file() else None
+    lock = lock if isinstance(lock, dict) else None
+    rows = pub.compare_rows(reference, yours, published, lock=lock, params=read_params_file())
+    print(md_table(pub.COMPARE_HEADER, rows))
+    stale = sum("yours is out of date" in row[-1] for row in rows)
+    if stale:
+        print(f"{stale} of your runs trained under other params than params.yaml's now (note: out of date): "
+              "`dvc status` lists every stage a `dvc repro` would run again")
     if not yours:
         print("no run of yours yet: `dvc repro` (or `dvc repro plot@<run>` for one run), then this again")
 

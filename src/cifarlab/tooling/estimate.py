@@ -8,11 +8,14 @@ The stages are DVC's own plan (tooling.plan): what `dvc repro TARGETS` would run
 command's targets).
 Each training stage costs epochs x (train images + test images / 3) x seconds per image of its
 model, with its run's arguments, at its batch size; a test pass costs about a third of a training
-step per image. The image counts are the prepared data's (data_sizes). Seconds per image come
-from timing a few real training steps of each model on this machine (fastest of
-STEPS after a warm-up, the least disturbed by other load); they are cached per
-machine in ~/.cache/cifarlab/step_times.json, so the notice at the start of `dvc repro` (fetch)
-reads them without importing torch.
+step per image. A recipe that stops early (custom_resnet) costs a range, from the epochs its
+report's run trained to the recipe's maximum (core.early_stop), and so does every total it is in.
+The image counts are the prepared data's (data_sizes). Seconds per image come from timing a few
+real training steps of each model on this machine (fastest of STEPS after a warm-up, the least
+disturbed by other load); on a CPU in both precisions, bf16 and fp32, so a hint says which trains
+faster here as measured, not as the CPU's flags suggest. They are cached per machine in
+~/.cache/cifarlab/step_times.json, so the notice at the start of `dvc repro` (fetch) reads them
+without importing torch.
 """
 from __future__ import annotations
 
@@ -26,8 +29,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from cifarlab.core.early_stop import REFERENCE_FILE, EpochRange, epoch_range
 from cifarlab.core.params import Params, TrainParams
-from cifarlab.core.provenance import cpu_bf16, cpu_name
+from cifarlab.core.provenance import ISA_ENV, cpu_name
 from cifarlab.core.shell import LONG_CPU_RUN_S, format_duration
 from cifarlab.tooling.plan import to_run
 
@@ -58,8 +62,40 @@ class StageCost:
     stage: str
     run: str | None  # the run a per-run stage belongs to
     seed: int | None
-    epochs: int  # training epochs (0: trains nothing)
-    seconds: float
+    epochs: int  # training epochs, the most the recipe allows (0: trains nothing)
+    seconds: float  # at `epochs`
+    stop: EpochRange | None = None  # early stopping: the epochs expected, below `epochs`
+    expected_seconds: float | None = None  # at stop.expected epochs
+
+    @property
+    def low_epochs(self) -> int:
+        return self.stop.expected if self.stop else self.epochs
+
+    @property
+    def low_seconds(self) -> float:
+        return self.seconds if self.expected_seconds is None else self.expected_seconds
+
+
+def span(low: float, high: float, fmt=format_duration) -> str:
+    """'1h10m-4h30m', or one value where both ends print the same."""
+    a, b = fmt(low), fmt(high)
+    return a if a == b else f"{a}-{b}"
+
+
+def total_span(costs: list[StageCost]) -> tuple[str, str]:
+    """(epochs, time) of all `costs` together: ranges where an early-stopping run is among them."""
+    return (span(sum(c.low_epochs for c in costs), sum(c.epochs for c in costs), lambda n: f"{n:,}"),
+            span(sum(c.low_seconds for c in costs), sum(c.seconds for c in costs)))
+
+
+def early_stops(costs: list[StageCost]) -> str | None:
+    """'early stopping: custom_resnet ~77 epochs expected (...), up to 300' for the runs that stop
+    early (each run once, its seeds with it); None when none does."""
+    said = {}
+    for c in costs:
+        if c.stop is not None:
+            said.setdefault(c.run, f"{c.run} {c.stop.describe().removeprefix('early stopping: ')}")
+    return f"early stopping: {'; '.join(said.values())}" if said else None
 
 
 def split_stage(name: str) -> tuple[str, str | None, int | None]:
@@ -134,20 +170,22 @@ def params_sizes(p: Params) -> tuple[int, int]:
 
 
 def plan(p: Params, s_per_image: dict[str, float], stages: list[str],
-         setup_seconds: dict[str, float] | None = None, sizes: tuple[int, int] | None = None) -> list[StageCost]:
+         setup_seconds: dict[str, float] | None = None, sizes: tuple[int, int] | None = None,
+         reference: str | Path = REFERENCE_FILE) -> list[StageCost]:
     """The cost of each stage in `stages` (names as `dvc stage list` prints them, in the order
     tooling.plan gives them).
 
     s_per_image: timing key -> seconds per training image; setup_seconds: timing key -> seconds a
     training run of that model spends once before its epochs (AlexNet's frozen features, computed
     once per run: see engine/features.py; benchmarks/bench_gpu.py measures it); sizes: (training,
-    test) images (data_sizes), params.yaml's when not given."""
+    test) images (data_sizes), params.yaml's when not given; reference: the published numbers,
+    whose best test-loss epoch sets an early-stopping run's expected epochs."""
     setup_seconds = setup_seconds or {}
     n_train, n_test = params_sizes(p) if sizes is None else sizes
     costs = []
     for name in stages:
         kind, run, seed = split_stage(name)
-        epochs, seconds = 0, FIXED_SECONDS.get(kind, 0.0)
+        epochs, seconds, stop, low = 0, FIXED_SECONDS.get(kind, 0.0), None, None
         if run is not None and kind in ("train", "evaluate", "pca"):
             mp = p[run].params
             key = run_key(p[run])
@@ -155,21 +193,31 @@ def plan(p: Params, s_per_image: dict[str, float], stages: list[str],
             if kind == "train":
                 epochs = mp.epochs(p.train.max_epochs)
                 seconds = setup_seconds.get(key, 0.0) + s_img * epochs * (n_train + n_test / 3)
+                stop = epoch_range(run, mp, p.train.max_epochs, reference)
+                if stop is not None and stop.expected < epochs:
+                    low = setup_seconds.get(key, 0.0) + s_img * stop.expected * (n_train + n_test / 3)
+                else:
+                    stop = None  # capped (train.max_epochs) at or below the expected stop: no range
             else:  # up to two test passes (final, best) or one feature pass
                 seconds = 5.0 + s_img * n_test * (2 / 3 if kind == "evaluate" else 1 / 3)
-        costs.append(StageCost(name, run, seed, epochs, seconds))
+        costs.append(StageCost(name, run, seed, epochs, seconds, stop, low))
     return costs
 
 
 def table(costs: list[StageCost], device: str) -> str:
-    """A per-stage text table with a total line."""
-    rows = [(c.stage, str(c.epochs) if c.epochs else "", format_duration(c.seconds)) for c in costs]
-    w = max([len("stage")] + [len(r[0]) for r in rows])
-    lines = [f"{'stage':<{w}}  {'epochs':>6}  {'time':>9}", f"{'-' * w}  {'-' * 6}  {'-' * 9}"]
-    lines += [f"{s:<{w}}  {e:>6}  {t:>9}" for s, e, t in rows]
-    total = sum(c.seconds for c in costs)
-    lines.append(f"{'total (' + str(len(costs)) + ' stages, ' + device + ')':<{w}}  "
-                 f"{sum(c.epochs for c in costs):>6}  {format_duration(total):>9}")
+    """A per-stage text table with a total line; an early-stopping run shows the range of its
+    epochs and time (the total a range too), and a line under the table says where it comes from."""
+    rows = [(c.stage, span(c.low_epochs, c.epochs, str) if c.epochs else "", span(c.low_seconds, c.seconds))
+            for c in costs]
+    total = (f"total ({len(costs)} stages, {device})", *total_span(costs))
+    w = max([len("stage"), len(total[0])] + [len(r[0]) for r in rows])
+    we = max([6] + [len(r[1]) for r in rows] + [len(total[1])])
+    wt = max([9] + [len(r[2]) for r in rows] + [len(total[2])])
+    lines = [f"{'stage':<{w}}  {'epochs':>{we}}  {'time':>{wt}}", f"{'-' * w}  {'-' * we}  {'-' * wt}"]
+    lines += [f"{s:<{w}}  {e:>{we}}  {t:>{wt}}" for s, e, t in rows]
+    lines.append(f"{total[0]:<{w}}  {total[1]:>{we}}  {total[2]:>{wt}}")
+    lines += [f"{c.stage}: {span(c.low_seconds, c.seconds)} ({c.stop.describe()}; expected: {c.stop.source()})"
+              for c in costs if c.stop]
     return "\n".join(lines)
 
 
@@ -237,15 +285,18 @@ def run_key(run) -> str:
 
 
 def machine_key(train: TrainParams) -> str:
-    """What a timing is valid for: CPU model, cores, threads, torch build, GPU presence."""
+    """What a timing is valid for: CPU model, cores, threads, torch build, GPU presence, numerics,
+    and any cap on the instructions torch may use (on one 2-core Xeon with AMX, busy, a bf16 step of
+    custom_resnet ran at 12 images/s, and at 2 under ONEDNN_MAX_CPU_ISA=AVX2)."""
     cpu = cpu_name()
     try:
         torch_version = metadata.version("torch")
     except metadata.PackageNotFoundError:
         torch_version = "none"
     gpu = "gpu" if has_gpu() else "cpu"
+    caps = "".join(f"|{k}={os.environ[k]}" for k in ISA_ENV if os.environ.get(k))
     return (f"{cpu}|{os.cpu_count()} cores|{train.num_threads or 'default'} threads|torch {torch_version}|{gpu}|"
-            f"{numerics_label(train)}")
+            f"{numerics_label(train)}{caps}")
 
 
 def numerics_label(train: TrainParams) -> str:
@@ -256,12 +307,18 @@ def numerics_label(train: TrainParams) -> str:
 
 
 # The numerics switch that decides a CPU's speed: bf16 + channels_last where bf16 is native (AMX,
-# AVX512-BF16: 2.5-5x fp32 on the convolutional models), fp32 where it is emulated (slower than fp32).
-FASTER_FACTOR = 1.5  # a hint only when the other setting is at least this much faster
+# AVX512-BF16: 1.3-3.8x fp32), fp32 where it is emulated (5-10x slower than fp32). Which one a CPU
+# has is measured: `cifarlab estimate` times both (other_numerics), whatever the flags say.
+FASTER_FACTOR = 1.5  # bf16 suggested only when its measured time is at least this much shorter
+# fp32 suggested when bf16 measures slower than fp32 by more than the noise of a timing on a busy
+# machine (+-8% run to run, docs/training.md): native bf16 is 1.3x fp32 or faster on every model timed
+BF16_SLOWER_FACTOR = 1.1
 
 
 def alternative_numerics(train: TrainParams, native_bf16: str) -> dict | None:
-    """The train.* keys this CPU likely trains faster with, or None when train has them already."""
+    """The train.* keys this CPU likely trains faster with, from the bf16 in effect
+    (engine.device.bf16_in_effect), or None when train has them already: a guess for code that
+    cannot time both (tests, benchmarks); `cifarlab estimate` measures instead."""
     if train.bf16 and native_bf16 == "none":
         return {"bf16": False, "channels_last": False}
     if not train.bf16 and native_bf16 != "none":
@@ -269,15 +326,27 @@ def alternative_numerics(train: TrainParams, native_bf16: str) -> dict | None:
     return None
 
 
-def faster_hint(total_s: float, alt_total_s: float, alt: dict, native_bf16: str) -> str | None:
-    """One line when `alt` (measured: alt_total_s) is much faster than the params' settings."""
-    if alt_total_s <= 0 or total_s / alt_total_s < FASTER_FACTOR:
+def other_numerics(train: TrainParams) -> dict:
+    """The train.* keys of the other precision, the one `cifarlab estimate` times beside the params':
+    fp32 contiguous for bf16, bf16 + channels_last for fp32."""
+    return {"bf16": not train.bf16, "channels_last": not train.bf16}
+
+
+def faster_hint(costs: list[StageCost], alt_costs: list[StageCost], alt: dict) -> str | None:
+    """One line when `alt` (its stages costed from measured steps: alt_costs) is faster than the
+    params' settings (costs): fp32 where bf16 measured slower (emulated, whatever the CPU's flags
+    say), bf16 where it measured much faster (native)."""
+    total_s, alt_total_s = sum(c.seconds for c in costs), sum(c.seconds for c in alt_costs)
+    if alt_total_s <= 0:
         return None
-    cpu = f"native bf16: {native_bf16}" if native_bf16 != "none" else "no native bf16: emulated"
+    factor = total_s / alt_total_s
+    if factor < (FASTER_FACTOR if alt["bf16"] else BF16_SLOWER_FACTOR):
+        return None
+    ours, theirs = ("fp32", "bf16") if alt["bf16"] else ("bf16", "fp32")
+    why = "this CPU runs bf16 natively" if alt["bf16"] else "bf16 is emulated on this CPU"
     sets = " ".join(f"train.{k}={str(v).lower()}" for k, v in alt.items())
-    return (f"hint: this CPU ({cpu}) trains these stages {total_s / alt_total_s:.1f}x faster with "
-            f"{sets} (measured: {format_duration(alt_total_s)} instead of {format_duration(total_s)}); "
-            f"to use it: cifarlab set {sets}")
+    return (f"hint: {why}: these stages take {total_span(costs)[1]} in {ours}, {total_span(alt_costs)[1]} "
+            f"in {theirs} ({factor:.1f}x faster, measured); to use {theirs}: cifarlab set {sets}")
 
 
 def has_gpu() -> bool:
@@ -352,8 +421,9 @@ def repro_notice(p: Params, root: str | Path = ".") -> str | None:
     if any(k not in times for k in keys):
         return None  # timing failed: say nothing rather than something wrong
     sizes = data_sizes(p, stages, root)
-    costs = plan(p, times, stages, sizes=sizes)
-    total = sum(c.seconds for c in costs)
+    reference = Path(root) / REFERENCE_FILE
+    costs = plan(p, times, stages, sizes=sizes, reference=reference)
+    total = sum(c.seconds for c in costs)  # the most: early-stopping runs at their recipe's maximum
     if total < LONG_CPU_RUN_S:
         return None
     n_train = sum(1 for c in costs if c.epochs)
@@ -361,14 +431,15 @@ def repro_notice(p: Params, root: str | Path = ".") -> str | None:
         hint = f"It is meant for a GPU; for a quick CPU reproduction on a subset run: {subset_hint(p.data.url)}"
     else:  # already a smoke run: the knobs that make it shorter
         hint = "Lower data.train_subset or train.max_epochs, or name fewer stages (dvc repro plot@lenet5), to go faster"
+    epochs, duration = total_span(costs)
+    stops = early_stops(costs)
     notice = (f"warning: no GPU found: this `dvc repro` runs {len(costs)} stages, {n_train} of them training "
-              f"({sum(c.epochs for c in costs):,} epochs on {sizes[0]:,} images), "
-              f"about {format_duration(total)} on this CPU (`cifarlab estimate` shows each stage). {hint}")
-    native = cpu_bf16()
-    alt = alternative_numerics(p.train, native)
-    alt_times = cached_times(p.train.model_copy(update=alt)) if alt else {}
-    if alt and all(k in alt_times for k in keys):  # timed by `cifarlab estimate` with the other setting
-        faster = faster_hint(total, sum(c.seconds for c in plan(p, alt_times, stages, sizes=sizes)), alt, native)
+              f"({epochs} epochs on {sizes[0]:,} images), about {duration} on this CPU"
+              f"{f' ({stops})' if stops else ''} (`cifarlab estimate` shows each stage). {hint}")
+    alt = other_numerics(p.train)
+    alt_times = cached_times(p.train.model_copy(update=alt))
+    if all(k in alt_times for k in keys):  # timed by `cifarlab estimate` in the other precision
+        faster = faster_hint(costs, plan(p, alt_times, stages, sizes=sizes, reference=reference), alt)
         if faster:
             notice += "\n" + faster
     return notice

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import warnings
 
-
 from cifarlab.core.params import Params, TrainParams
 from cifarlab.engine.augment import BatchPipeline
 from cifarlab.tooling.estimate import STEPS, cached_times, find_bench, needed_keys, store_times, times_from_bench
-from cifarlab.engine.device import Runtime, setup_device
+from cifarlab.engine.device import Runtime, bf16_in_effect, setup_device
 from cifarlab.engine.loop import build_model
 from cifarlab.engine.step import time_train_step
 
@@ -20,6 +19,10 @@ def measure(train: TrainParams, keys: dict[str, tuple[str, dict, object]], log=N
     advises). log(line): called after each model, with its time."""
     device = setup_device(train)
     rt = Runtime(device, train)
+    if rt.bf16 and device.type == "cpu" and log is not None and keys:
+        bf16 = bf16_in_effect()
+        log(f"bf16 in effect on this CPU: {bf16['cpu_bf16'] if bf16['cpu_bf16'] != 'none' else 'none (emulated)'} "
+            f"({bf16['bf16_check']})")
     out = {}
     for key, (model_name, arch, recipe) in sorted(keys.items()):
         batch = int(key.rsplit("@", 1)[1])
