@@ -7,6 +7,8 @@ entry ('runs.<name>.<key>'), the place to fix it.
 import copy
 import itertools
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -145,7 +147,8 @@ def test_shipped_resnet18_runs_are_the_36_cell_grid():
         ({"model": DELETE}, "missing param 'model'"),
         # the run table itself
         ({"runs": DELETE}, "missing param 'runs'"),
-        ({"runs": {}}, "bad value for 'runs'"),
+        ({"runs": {}}, "bad value for 'runs': {} (the run table is empty, nothing to train): add a run"),
+        ({"runs": None}, "bad value for 'runs': None (the run table is empty, nothing to train): add a run"),
         ({"runs": ["lenet5"]}, "bad value for 'runs'"),
         ({"runs.lenet5": "lenet5"}, "bad value for 'runs.lenet5': 'lenet5'"),
         ({"runs.lenet5": None}, "bad value for 'runs.lenet5': None"),
@@ -173,6 +176,25 @@ def test_shipped_resnet18_runs_are_the_36_cell_grid():
 )
 def test_bad_params_give_one_line_naming_the_key(edits, expected):
     assert expected in one_line_error(raw(edits))
+
+
+@pytest.mark.parametrize("empty", ["{}", ""], ids=["empty-mapping", "entries-commented-out"])
+def test_an_empty_run_table_names_a_command_that_adds_a_run(empty, tmp_path):
+    """`runs: {}` (or `runs:` with every entry commented out): the line says the table is empty,
+    and the `cifarlab set` it names makes the file valid."""
+    from cifarlab.tooling.cli import set_params
+
+    shipped = (ROOT / "params.yaml").read_text()
+    path = tmp_path / "params.yaml"
+    path.write_text(re.sub(r"\nruns:\n(?:(?:[ #].*)?\n)*", f"\nruns: {empty}\n", shipped, count=1))
+    with pytest.raises(ParamsError) as e:
+        load_params(path)
+    msg = str(e.value)
+    assert msg.startswith(f"bad value for 'runs': {'{}' if empty else 'None'} (the run table is empty"), msg
+    command = shlex.split(msg.partition(", e.g. ")[2])
+    assert command[:2] == ["cifarlab", "set"], msg
+    set_params(path, command[2:])
+    assert list(load_params(path).runs) == ["lenet5"]
 
 
 def test_unknown_key_lists_the_allowed_ones():

@@ -178,6 +178,28 @@ def test_cpu_notice_of_one_run():
     assert cpu_notice("lenet5", 1, 100, 100, s_per_image=0.001) is None
 
 
+def test_a_batch_larger_than_the_training_split_is_named_at_train_start(workdir, capsys):
+    """lenet5.batch_size=5000 on 200 training images is one step an epoch: the run says so in one
+    line, with the key that sets the batch (the run's entry, where it does) and the way out."""
+    from cifarlab.core.params import load_params
+    from cifarlab.core.runs import resolve
+    from cifarlab.train import batch_notice
+
+    tmp, archive, md5 = workdir
+    runs = {"lenet5": {"model": "lenet5"}, "lenet5-b300": {"model": "lenet5", "batch_size": 300}}
+    prepared(tmp, archive, md5, runs, lenet5={"batch_size": 5000})
+    capsys.readouterr()
+    train.main(["--run", "lenet5"])
+    named = [line for line in capsys.readouterr().err.splitlines() if "training split" in line]
+    assert named == ["warning: train lenet5: batch_size 5,000 is larger than the training split (200 images), so "
+                     "every epoch is a single step on all of them; set lenet5.batch_size to at most 200 "
+                     "(e.g. cifarlab set lenet5.batch_size=50) or a larger data.train_subset"]
+    p = load_params()
+    assert "set runs.lenet5-b300.batch_size to at most 200 " in batch_notice(resolve(p, "lenet5-b300"), 200)
+    assert "train lenet5-s7: batch_size 5,000 " in batch_notice(resolve(p, "lenet5", 7), 200)
+    assert batch_notice(resolve(p, "lenet5-b300"), 300) is None  # a batch of the whole split: no word
+
+
 @pytest.mark.gpu
 def test_cuda_bf16_channels_last_training_learns(workdir):
     """On a GPU: the bf16 + channels_last path trains and its metrics are sane."""

@@ -370,7 +370,13 @@ def _has_embedding(model: str) -> bool:
 def _validate_runs(raw_runs: Any, raw: Mapping, known: list[str], checks: Callable[[str], bool]) -> dict[str, Run]:
     """`runs:` -> name -> Run, each entry's model section merged with its overrides and validated
     as one section, so an override gets the same one-line errors a model section would."""
-    if not isinstance(raw_runs, Mapping) or not raw_runs:
+    if raw_runs is None or (isinstance(raw_runs, Mapping) and not raw_runs):  # `runs: {}`, or all commented out
+        # a command that makes the file valid as it stands: `model` and `pca` must name runs of the table
+        fix = "'runs={lenet5: {model: lenet5}}'" + (" model=lenet5" if raw.get("model") != "lenet5" else "") + (
+            " 'pca=[]'" if raw.get("pca") else "")
+        raise ParamsError(f"bad value for 'runs': {raw_runs!r} (the run table is empty, nothing to train): add a run "
+                          f"(name: {{model: <model>, <key>: <value>, ...}}; docs/runs.md), e.g. cifarlab set {fix}")
+    if not isinstance(raw_runs, Mapping):
         raise ParamsError("bad value for 'runs': expected a mapping of run name -> {model: <name>, <key>: <value>, ...}")
     runs = {}
     for name, entry in raw_runs.items():
