@@ -82,10 +82,64 @@ def precision_label(numerics: Mapping) -> str:
 
 # --------------------------------------------------------------------------- compare
 
+# data.url says where the archive came from, data.md5 which bytes it holds: a moved archive
+# re-runs fetch alone (same bytes, so nothing after it), so it leaves no run out of date.
+NOT_STALE_KEYS = ("data.url",)
 
-def compare_rows(reference: Mapping, yours: Mapping[str, list[dict]], published: Mapping[str, list[dict]]) -> list[list[str]]:
+
+def stale_params(lock: Mapping | None, params: Mapping, path: str) -> tuple[str, list[str]] | None:
+    """(stage, keys) when params.yaml (`params`, parsed) now differs from what dvc.lock recorded for
+    the stage that wrote `path` or any stage upstream of it: that stage (what `dvc repro` re-runs)
+    and the dotted keys that differ, leaf by leaf (`lenet5.lr`). None when they match or no stage
+    of dvc.lock wrote `path`. Both files must be read as DVC reads them (YAML 1.2: read_yaml)."""
+    from cifarlab.reporting.provenance import producing_stage, upstream_stages
+
+    stage = producing_stage(lock, path)
+    if stage is None:
+        return None
+    seen, todo, changed = set(), [stage], []
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo += upstream_stages(lock, name)
+        recorded = (((lock.get("stages") or {}).get(name) or {}).get("params") or {}).get("params.yaml") or {}
+        for key, old in recorded.items():
+            _diff_leaves(str(key), old, _dotted(params, str(key)), changed)
+    keys = sorted({k for k in changed if k not in NOT_STALE_KEYS})
+    return (stage, keys) if keys else None
+
+
+_ABSENT = object()
+
+
+def _dotted(params: Mapping, key: str):
+    """The value at a dotted key as DVC looks it up (a key holding the dot itself first)."""
+    if key in params:
+        return params[key]
+    node = params
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return _ABSENT
+        node = node[part]
+    return node
+
+
+def _diff_leaves(key: str, old, new, out: list[str]) -> None:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for k in {*old, *new}:
+            _diff_leaves(f"{key}.{k}", old.get(k, _ABSENT), new.get(k, _ABSENT), out)
+    elif old is _ABSENT or new is _ABSENT or old != new:  # as DVC compares them: 1 == 1.0
+        out.append(key)
+
+
+def compare_rows(reference: Mapping, yours: Mapping[str, list[dict]], published: Mapping[str, list[dict]],
+                 lock: Mapping | None = None, params: Mapping | None = None) -> list[list[str]]:
     """One row per run that has a number of yours or a published one: published (report) |
-    cifarlab published (best top-1, mean ± std over seeds) | yours | yours - cifarlab | note."""
+    cifarlab published (best top-1, mean ± std over seeds) | yours | yours - cifarlab | note.
+    With dvc.lock and params.yaml (both parsed: stale_params), a run of yours trained under
+    other params than params.yaml's now is noted out of date, with the keys and the command."""
     from cifarlab.reporting.markdown import DASH, fmt_diff, fmt_summary, fmt_value
     from cifarlab.reporting.metrics import counted, smoke_notes
     from cifarlab.reporting.reference import primary
@@ -104,6 +158,12 @@ def compare_rows(reference: Mapping, yours: Mapping[str, list[dict]], published:
             notes.append(f"other data (yours: content md5 {shown})")
         if any(smoke_notes(r) for r in mine) and not any(smoke_notes(r) for r in theirs):
             notes.append("yours is a smoke run (subset or capped epochs)")
+        stale = [s for s in (stale_params(lock, params, r["path"]) for r in mine) if s] if params is not None else []
+        if stale:
+            keys = sorted({k for _, ks in stale for k in ks})
+            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+            notes.append(f"yours is out of date: trained before params.yaml changed {shown}; "
+                         f"`dvc repro {' '.join(s for s, _ in stale)}` trains it again")
         rows.append([run, fmt_value("top1", ref["value"]) if ref else DASH,
                      fmt_summary("top1", b) if theirs else "not published yet",
                      fmt_summary("top1", a) if mine else "not run here",
