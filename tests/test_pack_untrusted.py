@@ -117,7 +117,7 @@ def test_a_crafted_pack_is_refused_in_one_line_and_nothing_is_written(case, good
     before = sorted(p for p in tmp_path.rglob("*") if "home" not in p.parts[:len(tmp_path.parts) + 1])
     bad = repack(good_pack, tmp_path / "bad.tar.gz", edit)
     r = subprocess.run([sys.executable, "-m", "cifarlab", "fold", str(bad)], cwd=home, capture_output=True, text=True)
-    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("error: ") and __import__("re").search(message, r.stderr), r.stderr
     assert not (home / "reports").exists()  # nothing folded, not even half
     after = sorted(p for p in tmp_path.rglob("*") if "home" not in p.parts[:len(tmp_path.parts) + 1])
@@ -129,3 +129,123 @@ def test_the_good_pack_folds(good_pack, tmp_path):
     home = checkout(tmp_path / "home")
     assert fold.fold(repack(good_pack, tmp_path / "same.tar.gz", lambda m: None), home,
                       log=lambda s: None) == ["lenet5", "lenet5-s1"]
+
+
+# --------------------------------------------------------------------------- bounded reading
+
+MiB = 2**20
+
+
+def _tar_gz(dest: Path, members, pax: dict | None = None) -> Path:
+    """A .tar.gz of (name, size or bytes) members, in that order; sizes are zeros written in
+    chunks, so the test never holds them."""
+    with tarfile.open(dest, "w:gz", compresslevel=1) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if isinstance(data, int):
+                info.size = data
+                tar.addfile(info, _Zeros(data))
+            else:
+                info.size = len(data)
+                if pax and name in pax:
+                    info.pax_headers = pax[name]
+                tar.addfile(info, io.BytesIO(data))
+    return dest
+
+
+class _Zeros(io.RawIOBase):
+    def __init__(self, n):
+        self.left = n
+
+    def readinto(self, b):
+        n = min(len(b), self.left)
+        b[:n] = bytes(n)
+        self.left -= n
+        return n
+
+    def readable(self):
+        return True
+
+
+@pytest.fixture()
+def small_bounds(monkeypatch):
+    """The pack bounds at a test's scale: a member 1 MiB, the whole tar 4 MiB, JSON 64 KiB."""
+    for name, value in (("MAX_MEMBER_BYTES", MiB), ("MAX_UNPACKED_BYTES", 4 * MiB), ("MAX_TEXT_BYTES", 64 * 2**10)):
+        monkeypatch.setattr(packs, name, value)
+
+
+def _good_members(good_pack):
+    with tarfile.open(good_pack) as tar:
+        return [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+
+
+def _peak_while(fn) -> tuple[int, str]:
+    """(peak bytes Python allocated while fn() ran, the PublishError it must raise)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(packs.PublishError) as e:
+            fn()
+        return tracemalloc.get_traced_memory()[1], str(e.value)
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_member_that_inflates_is_refused_from_its_header_without_reading_it(good_pack, tmp_path, small_bounds):
+    """The field report: a figure of zeros that inflates to 2 GiB (a few MB packed) was read whole,
+    2.1 GB of memory, before the manifest was checked. Here at 1/256 the scale: 8 MiB of zeros
+    against a 1 MiB bound, refused from the member's header, under the bound in memory."""
+    bomb = _tar_gz(tmp_path / "bomb.tar.gz", [("figures/curves_lenet5.png", 8 * MiB), *_good_members(good_pack)])
+    home = checkout(tmp_path / "home")
+    peak, message = _peak_while(lambda: fold.fold(bomb, home, log=lambda s: None))
+    assert message == (f"{bomb}: member 'figures/curves_lenet5.png' unpacks to 8.0 MiB, over the 1 MiB a pack member "
+                       "may hold: not a pack cifarlab wrote (make it again with cifarlab pack)")
+    assert peak < MiB / 2, peak
+    assert not (home / "reports").exists()
+
+
+def test_members_that_together_inflate_past_the_bound_are_refused(good_pack, tmp_path, small_bounds):
+    many = [(f"figures/pca_x{i}_2d3d.png", MiB - 4096) for i in range(6)]  # each under the bound, 6 MiB in all
+    bomb = _tar_gz(tmp_path / "bomb.tar.gz", [*_good_members(good_pack), *many])
+    peak, message = _peak_while(lambda: fold.fold(bomb, checkout(tmp_path / "home"), log=lambda s: None))
+    assert message.endswith("unpacks to over 4 MiB, more than a cifarlab pack holds: not a pack cifarlab wrote "
+                            "(make it again with cifarlab pack)"), message
+    assert peak < MiB / 2, peak
+
+
+def test_the_manifest_is_checked_before_a_large_member_is_read(good_pack, tmp_path, small_bounds):
+    """A pack whose manifest is wrong is refused for its manifest; the large member before it
+    (an older pack sorts manifest.json after details/ and figures/) is never read into memory."""
+    members = [(n, d) for n, d in _good_members(good_pack) if n != "manifest.json"]
+    manifest = json.dumps({"format": 99}).encode()
+    bad = _tar_gz(tmp_path / "bad.tar.gz", [("figures/confusion_lenet5.png", MiB - 4096), *members,
+                                            ("manifest.json", manifest)])
+    peak, message = _peak_while(lambda: fold.fold(bad, checkout(tmp_path / "home"), log=lambda s: None))
+    assert message == f"{bad}: pack format 99, this cifarlab reads {packs.PACK_FORMAT}"
+    assert peak < MiB / 2, peak
+
+
+def test_an_inflating_header_a_json_bomb_and_a_corrupt_stream_are_refused_in_one_line(good_pack, tmp_path):
+    """tarfile reads a pax header whole: one that claims 2 MiB is refused before it is read; a
+    JSON member is parsed only under MAX_TEXT_BYTES, and one nested past Python's recursion
+    limit is refused like any other bad JSON; a damaged gzip stream is one line too."""
+    members = _good_members(good_pack)
+    pax = _tar_gz(tmp_path / "pax.tar.gz", members, pax={"manifest.json": {"comment": "x" * (2 * MiB)}})
+    rest = [m for m in members if m[0] != "manifest.json"]
+    big = _tar_gz(tmp_path / "big.tar.gz", [("manifest.json", b" " * (packs.MAX_TEXT_BYTES + 1)), *rest])
+    deep = _tar_gz(tmp_path / "deep.tar.gz", [("manifest.json", b"[" * 200_000), *rest])
+    data = bytearray(good_pack.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 64] = bytes(64)
+    corrupt = tmp_path / "corrupt.tar.gz"
+    corrupt.write_bytes(bytes(data))
+    home = checkout(tmp_path / "home")
+    for bad, message in ((pax, r"a header or read of \d+ bytes, more than a cifarlab pack holds"),
+                         (big, r"member 'manifest\.json' unpacks to 1\.0 MiB, over the 1 MiB"),
+                         (deep, r"manifest\.json: not JSON \(maximum recursion depth"),
+                         (corrupt, r"not a readable \.tar\.gz pack \(")):
+        r = subprocess.run([sys.executable, "-m", "cifarlab", "fold", str(bad)], cwd=home, capture_output=True,
+                           text=True)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+        assert __import__("re").search(message, r.stderr), r.stderr
+    assert not (home / "reports").exists()
