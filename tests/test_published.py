@@ -682,3 +682,18 @@ def test_gpu_kit_round_trip_on_cpu_then_compare_with_ones_own_run(tmp_path, tiny
     assert cells[3] == f"{100 * mine:.2f}%" and cells[2] == f"{100 * theirs:.2f}%"
     # same recipe, data, seed and thread count on the same machine: the same bytes (determinism)
     assert cells[4] == "+0.00 pp" and cells[5] == ""
+
+
+def test_a_recipe_key_added_since_a_pack_was_made_counts_at_its_default():
+    """A pack from code before `crop_padding` existed trained with zero padding, the default:
+    it compares equal to this checkout's recipe; one that says reflect does not."""
+    from cifarlab.core.params import load_params
+    from cifarlab.tooling.packs import comparable, first_difference, run_recipe
+
+    p = load_params(ROOT / "params.yaml", check_models=False)
+    here = run_recipe(p, "resnet9")
+    older = json.loads(json.dumps(here))
+    del older["recipe"]["crop_padding"]
+    assert first_difference(comparable(older), comparable(here)) is None
+    older["recipe"]["crop_padding"] = "reflect"
+    assert first_difference(comparable(older), comparable(here)) == "recipe.crop_padding"

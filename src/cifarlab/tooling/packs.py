@@ -290,10 +290,18 @@ def recipe_with(raw: Mapping, params: Mapping[str, Any], run: str) -> dict:
 
 
 def comparable(recipe: Mapping) -> dict:
-    """A recipe with only the train.* keys that change numbers (older packs held numerics there)."""
+    """A recipe with only the train.* keys that change numbers (older packs held numerics there),
+    and every recipe key a pack lacks at its schema default: a key added to `Recipe` since the
+    pack was made (crop_padding, say) defaults to what the code did before it existed."""
+    from cifarlab.core.params import Recipe
+
     recipe = dict(recipe)
     train = recipe.get("train")
     recipe["train"] = {k: v for k, v in (train if isinstance(train, Mapping) else {}).items() if k in RECIPE_TRAIN_KEYS}
+    model = recipe.get("recipe")
+    if isinstance(model, Mapping):
+        defaults = {k: f.default for k, f in Recipe.model_fields.items() if not f.is_required()}
+        recipe["recipe"] = {**defaults, **model}
     return recipe
 
 
