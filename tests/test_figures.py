@@ -1,4 +1,8 @@
-"""Report figures: structure of each figure, PCA correctness/determinism, PNG reproducibility."""
+"""Report figures: structure of each figure, readability (labels that do not collide, 1-epoch runs on a
+real axis, the smoke-run banner), PCA correctness/determinism, PNG reproducibility."""
+import itertools
+import json
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -8,9 +12,9 @@ from matplotlib.colors import to_rgba
 from matplotlib.container import BarContainer
 
 from cifarlab.core.paths import CLASSES
-from cifarlab.figures.common import HEATMAP_GID, NA, save_figure
-from cifarlab.figures.comparison import comparison_figure
-from cifarlab.figures.reports import grid_heatmaps, report_bars
+from cifarlab.figures.common import HEATMAP_GID, NA, NOT_RUN, message_figure, save_figure, smoke_line, smoke_texts
+from cifarlab.figures.comparison import comparison_figure, spread_ties
+from cifarlab.figures.reports import grid_heatmaps, open_choices_figure, report_bars
 from cifarlab.figures.runs import confusion_figure, curves_figure, pca_figure, pca_project
 from cifarlab.figures.studies import studies_figure
 
@@ -23,6 +27,22 @@ def _close_figures():
 
 def heatmaps(fig):
     return [ax for ax in fig.axes if ax.get_gid() == HEATMAP_GID]
+
+
+def extents(fig, artists):
+    """Display-space bounding boxes of drawn artists (the figure drawn once, as saved: the layout
+    engine has placed everything by then)."""
+    if not getattr(fig, "_drawn_for_test", False):
+        fig.canvas.draw()
+        fig._drawn_for_test = True
+    renderer = fig.canvas.get_renderer()
+    return [a.get_window_extent(renderer) for a in artists]
+
+
+def overlapping(boxes):
+    """Pairs of boxes that overlap by more than a pixel each way."""
+    return [(i, j) for (i, a), (j, b) in itertools.combinations(enumerate(boxes), 2)
+            if min(a.x1, b.x1) - max(a.x0, b.x0) > 1 and min(a.y1, b.y1) - max(a.y0, b.y0) > 1]
 
 
 def cell_text(ax, i, j):
@@ -167,9 +187,27 @@ def test_grid_heatmaps_panels_missing_cells_and_differences():
     assert norm.vmin == -norm.vmax
 
 
-def test_grid_heatmaps_nothing_run_yet():
-    fig = grid_heatmaps({}, {}, ACTS, RATIOS, AUGS)
-    assert all(t.get_text() == NA for ax in heatmaps(fig) for t in ax.texts)
+def test_grid_heatmaps_nothing_run_yet_says_so_once_without_colour_bars():
+    reported = {(a, r, g): 0.9 for a in ACTS for r in RATIOS for g in AUGS}
+    fig = grid_heatmaps({}, reported, ACTS, RATIOS, AUGS)
+    assert heatmaps(fig) == [] and len(fig.axes) == 1  # no panels of n/a, no colour bar of nothing
+    (text,) = fig.axes[0].texts
+    assert text.get_text().startswith(NOT_RUN) and "36 runs" in text.get_text()
+    assert fig.get_suptitle() == "ResNet-18 grid (report 004)"
+
+
+def test_grid_heatmaps_augmentation_not_run_says_so_once_per_panel():
+    reported = {(a, r, g): 0.9 for a in ACTS for r in RATIOS for g in AUGS}
+    reproduced = {("relu", "2:1:1", "none"): 0.91, ("tanh", "5:3:2", "crop_flip"): 0.88}
+    fig = grid_heatmaps(reproduced, reported, ACTS, RATIOS, AUGS)
+    maps = heatmaps(fig)
+    assert len(maps) == 6 and len(fig.axes) == 8  # two colour bars: something ran
+    by_title = {ax.get_title(): ax for ax in maps}
+    for row in ("reproduced top-1 (%)", "reproduced - reported (pp)"):
+        empty = by_title[f"{row}: crop_flip_blur_color"]
+        assert [t.get_text() for t in empty.texts] == [NOT_RUN]
+        ran = [t.get_text() for t in by_title[f"{row}: none"].texts]
+        assert len(ran) == 12 and ran.count(NA) == 11  # per-cell n/a where some cells ran
 
 
 # --------------------------------------------------------------------------- report bars
@@ -196,6 +234,19 @@ def test_report_bars_counts_and_labels():
                                   {"label": "b", "reported": 0.6, "reproduced": None}], "t")) == 2 * 2
 
 
+def test_report_bars_not_run_yet_shows_n_a_beside_every_reported_bar():
+    """Report 003 before its runs: the reproduced slots are there, marked n/a (they were left out,
+    and the figure read as if reproduced were no part of it)."""
+    rows = [{"label": f"alexnet-{i}", "reported": 0.8, "reproduced": None, "std": None, "final": None}
+            for i in range(4)]
+    fig = report_bars(rows, "Report 003")
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["reported", "reproduced"]
+    assert [t.get_text() for t in ax.texts].count(NA) == 4
+    (ax,) = report_bars([], "Report 004").axes  # no rows (grid cells not run): says so
+    assert "no run" in ax.texts[0].get_text()
+
+
 def test_studies_figure_shows_every_seed_and_the_difference_per_recipe():
     panels = [{"title": "What JPEG costs", "arms": ("lossless", "jpeg"), "runs": [
                    {"run": "hw2_cnn", "values": ([0.78, 0.79, 0.785], [0.77, 0.765, 0.772])},
@@ -214,6 +265,17 @@ def test_studies_figure_shows_every_seed_and_the_difference_per_recipe():
     assert lo < 76.5 and hi > 79 and hi - lo < 15  # the data's range, not 0-100
     (ax,) = studies_figure([]).axes
     assert "no study runs" in ax.texts[0].get_text()
+
+
+def test_studies_legend_stays_off_the_data():
+    panels = [{"title": "What JPEG costs", "arms": ("lossless", "jpeg"), "runs": [
+        {"run": r, "values": ([0.6 + 0.1 * i, 0.61 + 0.1 * i], [0.59 + 0.1 * i, 0.6 + 0.1 * i])}
+        for i, r in enumerate(("lenet5", "hw2_cnn", "cnn"))]}]
+    fig = studies_figure(panels)
+    (ax,) = fig.axes
+    legend, axes_box, title = extents(fig, [ax.get_legend(), ax, ax.title])
+    assert legend.y0 >= axes_box.y1 - 1  # above the panel
+    assert overlapping([legend, title]) == []
 
 
 def _legend_colors(ax) -> dict[str, tuple]:
@@ -239,22 +301,86 @@ def test_reported_and_reproduced_have_one_colour_in_every_bar_chart():
 
 def test_comparison_figure_bars_per_run_and_curves():
     """top1[run] = {"reported", "best", "final"} (fractions; reported None: no published number)
-    -> three bars per run in %, in run order; one test-accuracy curve per history given."""
+    -> three horizontal bars per run in %, a row per run in run order (the first on top); one
+    test-accuracy curve per history given."""
     top1 = {"a": {"reported": 0.9, "best": 0.88, "final": 0.87},
             "b": {"reported": None, "best": 0.61, "final": 0.6}}
     hists = {"a": pd.DataFrame({"epoch": [1, 2], "test_acc": [0.5, 0.88]})}
     fig = comparison_figure(top1, hists)
     ax_b, ax_c = fig.axes
-    heights = {c.get_label(): [p.get_height() for p in c.patches]
-               for c in ax_b.containers if isinstance(c, BarContainer)}
-    assert heights["reported"] == pytest.approx([90.0])  # none published: no bar (a 0% bar reads as measured)
+    widths = {c.get_label(): [p.get_width() for p in c.patches]
+              for c in ax_b.containers if isinstance(c, BarContainer)}
+    assert widths["reported"] == pytest.approx([90.0])  # none published: no bar (a 0% bar reads as measured)
     na = [t for t in ax_b.texts if t.get_text() == "n/a"]
-    assert len(na) == 1 and na[0].get_position()[0] == pytest.approx(1 - 0.27)  # where b's reported bar would be
-    assert heights["best epoch (on test)"] == pytest.approx([88.0, 61.0])
-    assert heights["final epoch"] == pytest.approx([87.0, 60.0])
-    assert [t.get_text() for t in ax_b.get_xticklabels()] == ["a", "b"]
+    assert len(na) == 1 and na[0].get_position()[1] == pytest.approx(1 - 0.27)  # where b's reported bar would be
+    assert widths["best epoch (on test)"] == pytest.approx([88.0, 61.0])
+    assert widths["final epoch"] == pytest.approx([87.0, 60.0])
+    assert [t.get_text() for t in ax_b.get_yticklabels()] == ["a", "b"]
+    assert ax_b.get_ylim()[0] > ax_b.get_ylim()[1]  # inverted: "a" on top
+    values = sorted(t.get_text() for t in ax_b.texts if t.get_text() != "n/a")
+    assert values == ["60.0", "61.0", "87.0", "88.0", "90.0"]  # each bar's value at its end
     (line,) = ax_c.get_lines()
     assert line.get_label() == "a" and list(line.get_ydata()) == pytest.approx([50.0, 88.0])
+
+
+# the published run table: 21 runs, names as long as they get
+RUN_NAMES = ["cnn", "cnn-dropout_half", "cnn-no_batchnorm", "cnn-sgd_lr1e-2", "cnn-wide", "dnn",
+             "dnn-hidden_512_256_128", "dnn-no_batchnorm", "hw2_cnn", "hw2_cnn-batch50", "hw2_cnn-sgd", "lenet5",
+             "lenet5-batch256", "lenet5-classic", "lenet5-norm_none", "lenet5-sgd_lr1e-1", "lenet5-sgd_lr1e-2",
+             "lenet5-sgd_lr1e-3", "lenet5-sigmoid", "lenet5-tanh", "resnet9"]
+
+
+def test_comparison_is_readable_at_21_runs():
+    """Run names, value labels and legends do not overlap one another or the curves (the old figure:
+    slanted names on top of each other, rotated values colliding, a 21-entry legend on the curves)."""
+    rng = np.random.default_rng(0)
+    top1 = {n: {"reported": 0.7 if i % 4 == 0 else None, "best": 0.7 + 0.001 * i, "final": 0.7}
+            for i, n in enumerate(RUN_NAMES)}  # near-equal values: labels as close as they come
+    hists = {n: pd.DataFrame({"epoch": np.arange(1, 31), "test_acc": 0.5 + 0.3 * rng.random(30)}) for n in RUN_NAMES}
+    fig = comparison_figure(top1, hists)
+    ax_b, *curves = fig.axes
+    assert [t.get_text() for t in ax_b.get_yticklabels()] == RUN_NAMES
+    assert overlapping(extents(fig, ax_b.get_yticklabels())) == []
+    values = [t for t in ax_b.texts]  # the value at each bar's end, and the n/a marks
+    assert len(values) == 3 * len(RUN_NAMES)
+    assert overlapping(extents(fig, values)) == []
+    assert overlapping(extents(fig, [ax_b.get_legend(), ax_b.title])) == []
+    # a panel per recipe and its variants, every run in one; each legend beside its panel
+    assert sorted(line.get_label() for ax in curves for line in ax.get_lines()) == sorted(RUN_NAMES)
+    assert len(curves) == 5
+    for ax in curves:
+        legend, box = extents(fig, [ax.get_legend(), ax])
+        assert legend.x0 >= box.x1  # outside the data
+    boxes = extents(fig, curves + [c.get_legend() for c in curves] + [ax_b])
+    assert overlapping(boxes) == []  # nor on one another
+
+
+def one_epoch(acc: float, loss: float = 2.3) -> pd.DataFrame:
+    return pd.DataFrame({"epoch": [1], "train_loss": [loss], "test_loss": [loss],
+                         "train_acc": [acc], "test_acc": [acc]})
+
+
+def test_comparison_one_epoch_runs_are_visible_and_ties_set_apart():
+    names = ["lenet5", "lenet5-sigmoid", "lenet5-tanh", "lenet5-classic"]
+    accs = [0.10, 0.10, 0.10, 0.23]  # three tied at chance
+    top1 = {n: {"reported": None, "best": a, "final": a} for n, a in zip(names, accs)}
+    fig = comparison_figure(top1, {n: one_epoch(a) for n, a in zip(names, accs)})
+    _, ax = fig.axes
+    lo, hi = ax.get_xlim()
+    assert lo == 0 and hi >= 2  # a real epoch axis, not 0.96-1.04
+    lines = ax.get_lines()
+    assert all(line.get_markersize() >= 6 for line in lines)
+    dots = extents(fig, lines)
+    assert overlapping(dots) == []  # the tied runs side by side, not on top of each other
+    assert [t.get_text() for t in ax.texts] == ["3 runs at 10.0%"]
+    ylo, yhi = ax.get_ylim()
+    assert ylo <= 10 - 2 and yhi >= 23 + 2
+
+
+def test_spread_ties_centres_tied_points_and_leaves_others():
+    offsets, ties = spread_ties([(1, 10.0), (1, 10.01), (1, 23.0), (1, 10.0)], step=0.1)
+    assert offsets == pytest.approx([-0.1, 0.0, 0.0, 0.1])
+    assert ties == [(pytest.approx(1.1), 10.0, 3)]
 
 
 def test_curves_figure_loss_and_accuracy_panels():
@@ -262,10 +388,38 @@ def test_curves_figure_loss_and_accuracy_panels():
                          "train_acc": [0.3, 0.5, 0.6], "test_acc": [0.28, 0.55, 0.52]})
     fig = curves_figure("run-x", hist)
     ax_l, ax_a = fig.axes
-    assert ax_l.get_title() == "run-x: loss" and ax_a.get_title() == "run-x: accuracy"
-    assert [ln.get_label() for ln in ax_a.get_lines()] == ["train", "test"]
+    assert fig.get_suptitle() == "run-x" and ax_l.get_title() == "loss"
+    assert ax_a.get_title() == "accuracy (best test: 55.00% @ epoch 2)"  # the best test epoch
+    assert [ln.get_label() for ln in ax_a.get_lines()] == ["train", "test", "best test epoch"]
     assert list(ax_a.get_lines()[1].get_ydata()) == pytest.approx([28.0, 55.0, 52.0])
-    assert [t.get_text() for t in ax_a.texts] == ["best 55.00% @ 2"]  # the best test epoch
+    assert list(ax_a.get_lines()[2].get_xydata()[0]) == pytest.approx([2, 55.0])  # ringed
+    assert smoke_texts(fig) == []
+
+
+def test_curves_figure_one_epoch_is_a_visible_point_on_a_real_axis():
+    fig = curves_figure("lenet5", one_epoch(0.10))
+    for ax in fig.axes:
+        lo, hi = ax.get_xlim()
+        assert lo == 0 and hi >= 2
+        train, test = ax.get_lines()[:2]
+        assert train.get_markersize() >= 6 and test.get_markersize() > train.get_markersize()
+        assert test.get_markerfacecolor() == "none"  # open: the train dot shows through where they tie
+    ylo, yhi = fig.axes[1].get_ylim()
+    assert ylo <= 7 and yhi >= 13  # not a hair-thin band around 10%
+
+
+def test_curves_figure_of_a_diverged_run():
+    """Diverged: its last epoch has no losses (NaN, or inf) and no test number; the axes keep to
+    the finite numbers. Diverged in the first epoch: no test number at all, no best marked."""
+    hist = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [2.0, np.inf, np.nan], "test_loss": [2.2, 2.0, np.nan],
+                         "train_acc": [0.27, 0.22, 0.19], "test_acc": [0.25, 0.22, np.nan]})
+    ax_l, ax_a = curves_figure("dnn-no_batchnorm", hist).axes
+    assert np.isfinite(ax_l.get_ylim()).all() and ax_l.get_ylim()[1] < 3
+    assert ax_a.get_title() == "accuracy (best test: 25.00% @ epoch 1)"
+    first = pd.DataFrame({"epoch": [1], "train_loss": [np.nan], "test_loss": [np.nan],
+                          "train_acc": [0.1], "test_acc": [np.nan]})
+    _, ax_a = curves_figure("x", first).axes
+    assert ax_a.get_title() == "accuracy" and len(ax_a.get_lines()) == 2
 
 
 # --------------------------------------------------------------------------- saving
@@ -286,6 +440,96 @@ def test_comparison_curves_never_share_colour_and_style():
     curve of 45 gets its own (colour, line style)."""
     top1 = {f"r{i}": {"reported": None, "best": 0.5, "final": 0.5} for i in range(45)}
     hists = {f"r{i}": pd.DataFrame({"epoch": [1, 2], "test_acc": [0.4, 0.5]}) for i in range(45)}
+    top1 = {f"r-{i}": v for i, v in enumerate(top1.values())}  # one recipe's variants: one panel
+    hists = {f"r-{i}": v for i, v in enumerate(hists.values())}
     _, ax_c = comparison_figure(top1, hists).axes
     looks = [(tuple(line.get_color()), line.get_linestyle()) for line in ax_c.get_lines()]
     assert len(looks) == 45 and len(set(looks)) == 45
+
+
+# --------------------------------------------------------------------------- smoke-run banner
+
+SMOKE_DETAILS = {"run": "lenet5", "seed": 23, "n_train": 250, "n_test": 100, "epochs_cap": 1, "recipe_epochs": 10,
+                 "random_features": False}
+FULL_DETAILS = {"run": "lenet5", "seed": 23, "n_train": 50000, "n_test": 10000, "epochs_cap": None,
+                "recipe_epochs": 10, "random_features": False}
+
+
+def test_smoke_line_says_what_the_report_calls_a_smoke_run():
+    from cifarlab.reporting import metrics
+
+    assert (metrics.FULL_TRAIN, metrics.FULL_TEST) == (50_000, 10_000)  # figures.common repeats them
+    cases = [FULL_DETAILS, SMOKE_DETAILS, {**FULL_DETAILS, "n_test": 2000}, {**FULL_DETAILS, "epochs_cap": 3},
+             {**FULL_DETAILS, "random_features": True}, {"run": "old", "seed": None}]
+    for rec in cases:  # the same rule as the README's notes
+        assert (smoke_line([rec]) is None) == (metrics.smoke_notes(rec) == []), rec
+    assert smoke_line([SMOKE_DETAILS]) == ("smoke run: 1 epoch (recipe: 10), 250 train / 100 test images; "
+                                           "not the published recipe")
+    full = [{**FULL_DETAILS, "run": f"r{i}"} for i in range(5)]
+    assert smoke_line([SMOKE_DETAILS, *full]).startswith("lenet5 is a smoke run: 1 epoch")  # which, when few
+    many = [{**SMOKE_DETAILS, "run": f"s{i}"} for i in range(4)]
+    assert smoke_line(many + full).startswith("smoke runs (4 of 9 runs): ")
+    assert smoke_line([]) is None
+
+
+def smoke_figures(smoke):
+    """One of every figure, drawn with this banner (None: a full run)."""
+    rows = [{"label": "lenet5", "reported": 0.47, "reproduced": 0.1, "final": 0.1}]
+    top1 = {"lenet5": {"reported": 0.47, "best": 0.1, "final": 0.1}}
+    x, y = blobs(n_per=10)
+    choices = [{"base": "lenet5", "published": 0.47, "settings": [{"label": "lenet5", "values": [0.1], "covers": False}]}]
+    studies = [{"title": "What JPEG costs", "arms": ("lossless", "jpeg"), "runs": [{"run": "cnn", "values": ([0.1], [0.1])}]}]
+    return {
+        "report": report_bars(rows, "Report 000", smoke=smoke),
+        "report (none)": report_bars([], "Report 004", smoke=smoke),
+        "comparison": comparison_figure(top1, {"lenet5": one_epoch(0.1)}, smoke=smoke),
+        "grid": grid_heatmaps({("relu", "2:1:1", "none"): 0.1}, {}, ACTS, RATIOS, AUGS, smoke=smoke),
+        "grid (none)": grid_heatmaps({}, {}, ACTS, RATIOS, AUGS, smoke=smoke),
+        "open choices": open_choices_figure(choices, smoke=smoke),
+        "studies": studies_figure(studies, smoke=smoke),
+        "curves": curves_figure("lenet5", one_epoch(0.1), smoke=smoke),
+        "confusion": confusion_figure(np.eye(10, dtype=int), CLASSES, "lenet5", smoke=smoke),
+        "pca": pca_figure(x, y, CLASSES, "lenet5", smoke=smoke),
+        "message": message_figure("diverged", smoke=smoke),
+    }
+
+
+def test_every_figure_of_a_smoke_run_carries_the_banner_and_a_full_run_none():
+    banner = smoke_line([SMOKE_DETAILS])
+    for name, fig in smoke_figures(banner).items():
+        assert smoke_texts(fig) == [banner], name
+        (text,) = fig.findobj(lambda a: a.get_gid() == "smoke-banner")
+        assert text.get_color() == "tab:red"
+        # on top: above every panel (titles, tick labels and legends included), and above the
+        # figure's own title where it has one (that title's last line)
+        (box,) = extents(fig, [text])
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            assert box.y0 >= ax.get_tightbbox(renderer).y1 - 1, (name, ax)
+        if fig.get_suptitle() != text.get_text():
+            sup = fig._suptitle.get_window_extent(renderer)
+            assert box.y0 >= sup.y0 + 0.9 * fig._suptitle.get_fontsize() * fig.dpi / 72, name
+        assert box.x0 >= 0 and box.x1 <= fig.bbox.width, name  # wrapped to the figure's width
+        plt.close(fig)
+    for name, fig in smoke_figures(None).items():
+        assert smoke_texts(fig) == [], name
+
+
+def test_plot_stage_puts_the_banner_on_a_smoke_runs_figures(tmp_path, monkeypatch):
+    from cifarlab import plot
+    from cifarlab.core import paths
+
+    for d in ("details", "history", "figures"):
+        (tmp_path / d).mkdir()
+    monkeypatch.setattr(paths, "DETAILS_DIR", tmp_path / "details")
+    monkeypatch.setattr(paths, "HISTORY_DIR", tmp_path / "history")
+    monkeypatch.setattr(paths, "RUN_FIGURES_DIR", tmp_path / "figures")
+    one_epoch(0.1).to_csv(tmp_path / "history" / "lenet5.csv", index=False)
+    drawn = []
+    monkeypatch.setattr(plot, "save_png", lambda fig, path: drawn.append((path.name, smoke_texts(fig))))
+    for details, banner in ((SMOKE_DETAILS, [smoke_line([SMOKE_DETAILS])]), (FULL_DETAILS, [])):
+        best = {"epoch": 1, "confusion": np.eye(10, dtype=int).tolist()}
+        (tmp_path / "details" / "lenet5.json").write_text(json.dumps({**details, "best": best, "classes": CLASSES}))
+        drawn.clear()
+        plot.main(["--run", "lenet5"])
+        assert drawn == [("curves_lenet5.png", banner), ("confusion_lenet5.png", banner)]

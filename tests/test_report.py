@@ -464,25 +464,28 @@ class RecordingFigures:
     def __init__(self):
         self.bars, self.grids, self.comparisons = [], [], []
 
-    def comparison_figure(self, top1, hists):
+    def comparison_figure(self, top1, hists, smoke=None):
         self.comparisons.append((top1, hists))
         return "comparison"
 
-    def report_bars(self, rows, title):
+    def report_bars(self, rows, title, smoke=None):
         self.bars.append((title, rows))
         return title
 
-    def grid_heatmaps(self, reproduced, reported, activations, ratios, augments):
+    def grid_heatmaps(self, reproduced, reported, activations, ratios, augments, smoke=None):
         self.grids.append((reproduced, reported, activations, ratios, augments))
         return "grid"
 
-    def open_choices_figure(self, rows):
+    def open_choices_figure(self, rows, smoke=None):
         self.open_choices = rows
         return "open choices"
 
-    def studies_figure(self, panels):
+    def studies_figure(self, panels, smoke=None):
         self.studies = panels
         return "studies"
+
+    def smoke_line(self, records):  # the banner's text: tests/test_figures.py
+        self.smoke_records = list(records)
 
     def save_figure(self, fig, path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)

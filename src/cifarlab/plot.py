@@ -18,7 +18,7 @@ from cifarlab.core import paths
 from cifarlab.core.errors import DataError
 from cifarlab.core.runs import stage_args
 from cifarlab.core.shell import run_main
-from cifarlab.figures.common import message_figure, save_png
+from cifarlab.figures.common import message_figure, save_png, smoke_line
 from cifarlab.figures.runs import confusion_figure, curves_figure
 
 
@@ -31,13 +31,15 @@ def main(argv: list[str] | None = None) -> None:
         raise DataError(f"missing {e.filename}: run the train and evaluate stages first (dvc repro)") from None
     curves = paths.RUN_FIGURES_DIR / f"curves_{spec.out}.png"
     confusion = paths.RUN_FIGURES_DIR / f"confusion_{spec.out}.png"
-    save_png(curves_figure(spec.out, hist), curves)
+    smoke = smoke_line([details])  # a data subset or capped epochs: a red banner on each figure
+    save_png(curves_figure(spec.out, hist, smoke=smoke), curves)
     best = details["best"]
     if "confusion" in best:
-        fig = confusion_figure(best["confusion"], details["classes"], f"{spec.out}: best epoch {best['epoch']}")
+        fig = confusion_figure(best["confusion"], details["classes"], f"{spec.out}: best epoch {best['epoch']}",
+                               smoke=smoke)
     else:  # the run diverged before any epoch could be tested
         fig = message_figure(f"{spec.out}: diverged at epoch {details['diverged']['epoch']}\n"
-                             f"(lr {details['diverged']['lr']:.3g}): no confusion matrix")
+                             f"(lr {details['diverged']['lr']:.3g}): no confusion matrix", smoke=smoke)
     save_png(fig, confusion)
     print(f"plot {spec.out}: wrote {curves}, {confusion}")
 

@@ -51,11 +51,14 @@ def write_figures(reference: Mapping, runs: Mapping[str, list[dict]], figures_di
     for report in report_ids(reference):
         path = figures_dir / f"report_{report}.png"
         figures.save_figure(figures.report_bars(bar_rows(reference, runs, report),
-                                                f"Report {report}: reported vs reproduced top-1"), path)
+                                                f"Report {report}: reported vs reproduced top-1",
+                                                smoke=figures.smoke_line(r for recs in runs.values() for r in counted(recs)
+                                                                         if r.get("report") == report)), path)
         written.append(path)
     reproduced, reported = grid_values(reference, runs)
     path = figures_dir / GRID_FIGURE
-    figures.save_figure(figures.grid_heatmaps(reproduced, reported, *grid_axes(reference)), path)
+    figures.save_figure(figures.grid_heatmaps(reproduced, reported, *grid_axes(reference), smoke=figures.smoke_line(
+        r for recs in runs.values() for r in counted(recs) if r.get("report") == GRID_REPORT)), path)
     written.append(path)
     return written
 
@@ -78,7 +81,8 @@ def write_comparison(reference: Mapping, runs: Mapping[str, list[dict]], figures
         if history.exists():
             hists[run] = pd.read_csv(history)
     path = figures_dir / COMPARISON_FIGURE
-    figures.save_png(figures.comparison_figure(top1, hists), path)
+    figures.save_png(figures.comparison_figure(top1, hists, smoke=figures.smoke_line(
+        r for run in top1 for r in counted(runs[run]))), path)
     return path
 
 
@@ -148,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     from cifarlab import figures
 
     choices_png, studies_png = paths.FIGURES_DIR / OPEN_CHOICES_FIGURE, paths.FIGURES_DIR / STUDIES_FIGURE
-    figures.save_figure(figures.open_choices_figure(oc.figure_rows(reference, p.open_choices, choice_runs)), choices_png)
+    figures.save_figure(figures.open_choices_figure(oc.figure_rows(reference, p.open_choices, choice_runs), smoke=figures.smoke_line(
+        r for recs in choice_runs.values() for r in counted(recs))), choices_png)
     figures.save_figure(figures.studies_figure(studies.figure_panels(found)), studies_png)
     jpeg = studies.STUDIES["jpeg"]
     section += "\n\n" + oc.section(reference, p.open_choices, choice_runs,

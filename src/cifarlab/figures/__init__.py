@@ -11,10 +11,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and in CI; set before any submodule imports pyplot
 
-from cifarlab.figures.common import save_figure, save_png  # noqa: E402
+from cifarlab.figures.common import save_figure, save_png, smoke_line  # noqa: E402
 from cifarlab.figures.comparison import comparison_figure  # noqa: E402
 from cifarlab.figures.reports import grid_heatmaps, open_choices_figure, report_bars  # noqa: E402
 from cifarlab.figures.studies import studies_figure  # noqa: E402
 
 __all__ = ["comparison_figure", "grid_heatmaps", "open_choices_figure", "report_bars", "save_figure", "save_png",
-           "studies_figure"]
+           "smoke_line", "studies_figure"]

@@ -10,15 +10,22 @@ import numpy as np
 from matplotlib.colors import Normalize
 from matplotlib.patches import Rectangle
 
-from cifarlab.figures.common import HEATMAP_GID, NA, SERIES_COLORS, dark, message_figure, stacked_panels
+from cifarlab.figures.common import (HEATMAP_GID, NA, NOT_RUN, SERIES_COLORS, add_title, dark, message_figure,
+                                     stacked_panels)
 
 
 def _grid_panel(ax, values: np.ndarray, rows: Sequence[str], cols: Sequence[str], cmap, norm,
-                fmt: str, title: str):
-    """One (R, C) heat map with NaN cells hatched and marked n/a; returns the image."""
+                fmt: str, title: str, empty: bool = False):
+    """One (R, C) heat map with NaN cells hatched and marked n/a, or, `empty` (none of its runs
+    has run), hatched all over and marked "not run yet" once; returns the image."""
     ax.set_gid(HEATMAP_GID)
     im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto")
-    for i in range(values.shape[0]):
+    if empty:  # the whole panel hatched, "not run yet" once: twelve n/a marks say it twelve times
+        ax.add_patch(Rectangle((-0.5, -0.5), values.shape[1], values.shape[0], fill=False, hatch="//",
+                               edgecolor="0.85", linewidth=0))
+        ax.text(0.5, 0.5, NOT_RUN, transform=ax.transAxes, ha="center", va="center", fontsize=10, color="0.35",
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 3})
+    for i in range(values.shape[0] * (not empty)):
         for j in range(values.shape[1]):
             v = values[i, j]
             if math.isnan(v):
@@ -36,13 +43,16 @@ def _grid_panel(ax, values: np.ndarray, rows: Sequence[str], cols: Sequence[str]
 
 
 def grid_heatmaps(reproduced: Mapping[tuple[str, str, str], float], reported: Mapping[tuple[str, str, str], float],
-                  activations: Sequence[str], ratios: Sequence[str], augments: Sequence[str]) -> plt.Figure:
+                  activations: Sequence[str], ratios: Sequence[str], augments: Sequence[str],
+                  smoke: str | None = None) -> plt.Figure:
     """Report 004's grid as heat maps; keys are (activation, ratio, augment), values top-1 fractions.
 
     Row 1: reproduced top-1 (%), one (activations x ratios) panel per augmentation, one
     shared colour scale so panels compare. Row 2: reproduced - reported in percentage
     points on a diverging scale centred at 0. Cells missing from a mapping (not run yet)
-    or None/NaN are hatched and marked n/a.
+    or None/NaN are hatched and marked n/a; an augmentation none of whose cells has run says
+    "not run yet" once per panel. With no cell run at all: one message, no panels, no colour
+    bars (a scale of nothing). smoke: the smoke-run banner (common.smoke_line).
     """
     def table(src: Mapping, aug: str) -> np.ndarray:  # (A, R) in %, NaN where missing
         out = np.full((len(activations), len(ratios)), np.nan)
@@ -54,11 +64,20 @@ def grid_heatmaps(reproduced: Mapping[tuple[str, str, str], float], reported: Ma
         return out
 
     rep = [table(reproduced, a) for a in augments]
+    if all(np.isnan(t).all() for t in rep):
+        fig = message_figure(f"{NOT_RUN}: none of the grid's {len(activations) * len(ratios) * len(augments)} "
+                             f"runs ({len(activations)} activations x {len(ratios)} lr-step ratios x "
+                             f"{len(augments)} augmentations) has a result here")
+        fig.set_size_inches(7, 2.5 + (0.4 if smoke else 0))
+        add_title(fig, "ResNet-18 grid (report 004)", smoke)
+        return fig
     diff = [r - table(reported, a) for r, a in zip(rep, augments)]  # NaN if either side missing
     present = np.concatenate([t.ravel() for t in rep])
     present = present[~np.isnan(present)]
-    lo, hi = (float(present.min()), float(present.max())) if present.size else (0.0, 100.0)
-    norm_rep = Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1)
+    lo, hi = float(present.min()), float(present.max())  # something ran: the message figure above otherwise
+    if hi - lo < 2:  # one cell, or cells a hair apart: a scale 2 points wide around them, not 10.0-10.2
+        lo, hi = (lo + hi) / 2 - 1, (lo + hi) / 2 + 1
+    norm_rep = Normalize(vmin=lo, vmax=hi)
     deltas = np.concatenate([t.ravel() for t in diff])
     span = float(np.nanmax(np.abs(deltas))) if np.any(~np.isnan(deltas)) else 0.0
     norm_diff = Normalize(vmin=-max(span, 0.5), vmax=max(span, 0.5))  # symmetric: 0 is white
@@ -70,14 +89,15 @@ def grid_heatmaps(reproduced: Mapping[tuple[str, str, str], float], reported: Ma
     # squeeze the panels until tick labels overlap the neighbouring panel)
     fig, axes = plt.subplots(2, n, figsize=(3.8 * n + 1.5, 6.5), squeeze=False, layout="constrained")
     for k, aug in enumerate(augments):
+        empty = bool(np.isnan(rep[k]).all())
         im_r = _grid_panel(axes[0, k], rep[k], activations, ratios, cmap_rep, norm_rep, ".2f",
-                           f"reproduced top-1 (%): {aug}")
+                           f"reproduced top-1 (%): {aug}", empty)
         im_d = _grid_panel(axes[1, k], diff[k], activations, ratios, cmap_diff, norm_diff, "+.2f",
-                           f"reproduced - reported (pp): {aug}")
+                           f"reproduced - reported (pp): {aug}", empty)
         axes[1, k].set_xlabel("lr-step ratio")
     axes[0, 0].set_ylabel("activation")
     axes[1, 0].set_ylabel("activation")
-    fig.suptitle("ResNet-18 grid (report 004)")
+    add_title(fig, "ResNet-18 grid (report 004)", smoke)
     fig.colorbar(im_r, ax=list(axes[0]), label="top-1 (%)", shrink=0.9)
     fig.colorbar(im_d, ax=list(axes[1]), label="percentage points", shrink=0.9)
     return fig
@@ -87,17 +107,24 @@ def grid_heatmaps(reproduced: Mapping[tuple[str, str, str], float], reported: Ma
 _SERIES = (("reported", "reported", "reported"), ("reproduced", "reproduced", "best"), ("final", "final epoch", "final"))
 
 
-def report_bars(rows: Sequence[dict], title: str) -> plt.Figure:
+def report_bars(rows: Sequence[dict], title: str, smoke: str | None = None) -> plt.Figure:
     """Grouped bars per model: reported vs reproduced (vs final when any row has it), in %.
 
     rows: dicts with `label`, `reported`, `reproduced` (fractions or None), optional `std`
     (fraction, seed-to-seed standard deviation of `reproduced`, drawn as an error bar) and
-    optional `final`. A series is drawn when any row has a value for it; a row without one
-    gets an empty bar marked n/a, so every group has the same slots.
+    optional `final`. Reported and reproduced are always drawn (a report none of whose runs has
+    run yet shows its reported bars beside n/a marks), final epoch when any row has it; a row
+    without a value gets an empty bar marked n/a, so every group has the same slots. No rows: a
+    figure that says so. smoke: the smoke-run banner (common.smoke_line).
     """
-    series = [(key, name, color) for key, name, color in _SERIES if any(r.get(key) is not None for r in rows)]
+    if not rows:
+        fig = message_figure("no run of this report to show yet")
+        add_title(fig, title, smoke)
+        return fig
+    series = [(key, name, color) for key, name, color in _SERIES
+              if key != "final" or any(r.get(key) is not None for r in rows)]
     labels = [str(r["label"]) for r in rows]
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(rows) * max(len(series), 1) / 2 + 2), 4.4),
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(rows) * len(series) / 2 + 2), 4.4 + (0.4 if smoke else 0)),
                            layout="constrained")
     w = 0.8 / max(len(series), 1)
     x = np.arange(len(rows))
@@ -121,15 +148,18 @@ def report_bars(rows: Sequence[dict], title: str) -> plt.Figure:
                 text.append(f"{100 * v:.2f}")
         ax.bar_label(bars, labels=text, fontsize=6, rotation=90, padding=2)
     ax.set_xticks(x, labels, rotation=30 if len(rows) > 3 else 0, ha="right" if len(rows) > 3 else "center")
-    ax.set(ylabel="test top-1 (%)", ylim=(0, 112))
+    # room above a bar near 100% for its label, vertical: "95.23±0.12" is twice "95.23"
+    ax.set(ylabel="test top-1 (%)", ylim=(0, 122 if any(r.get("std") is not None for r in rows) else 112))
+    ax.set_yticks(range(0, 101, 20))
     ax.set_title(title, pad=20)
     ax.grid(axis="y", alpha=0.3)
-    if series:  # above the axes: inside, it would cover bars or the n/a marks at 0
-        ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(series), frameon=False)
+    # above the axes: inside, it would cover bars or the n/a marks at 0
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(series), frameon=False)
+    add_title(fig, smoke=smoke)
     return fig
 
 
-def open_choices_figure(rows: Sequence[dict]) -> plt.Figure:
+def open_choices_figure(rows: Sequence[dict], smoke: str | None = None) -> plt.Figure:
     """One panel per published number: every setting's seeds (dots) and mean ± std (tick and
     error bar), in %, with the published value as a dashed line and each setting's distance from
     it in a column right of the panel; settings that cover it (reporting.open_choices: >= 3 seeds,
@@ -137,11 +167,15 @@ def open_choices_figure(rows: Sequence[dict]) -> plt.Figure:
     value, padded by a point or 6% of the span: settings a point apart stay apart.
 
     rows: dicts with `base` (run name), `published` (fraction) and `settings`: dicts with `label`,
-    `values` (fractions, one per seed that left a number) and `covers` (bool).
+    `values` (fractions, one per seed that left a number) and `covers` (bool). smoke: the
+    smoke-run banner (common.smoke_line).
     """
     if not rows:
-        return message_figure("no open choices declared (params.yaml open_choices)")
+        return message_figure("no open choices declared (params.yaml open_choices)", smoke=smoke)
     fig, axes = stacked_panels([0.4 * len(r["settings"]) + 1.2 for r in rows])
+    if smoke:  # a strip on top for the banner
+        fig.set_size_inches(fig.get_figwidth(), fig.get_figheight() + 0.4)
+        add_title(fig, smoke=smoke)
     for ax, row in zip(axes, rows):
         settings, pub = row["settings"], 100 * row["published"]
         every = 100 * np.concatenate([np.asarray(s["values"], dtype=float) for s in settings] + [[row["published"]]])

@@ -8,36 +8,69 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.colors import Normalize
+from matplotlib.ticker import MaxNLocator
 
-from cifarlab.figures.common import HEATMAP_GID, NA, dark
+from cifarlab.figures.common import HEATMAP_GID, NA, add_title, dark
 
 PCA_SEED = 0  # pca_lowrank draws a random sketch; a fixed seed makes the figure reproducible
 
 
-def curves_figure(name: str, hist: pd.DataFrame) -> plt.Figure:
-    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for split, style in (("train", "-"), ("test", "--")):
-        ax_l.plot(hist["epoch"], hist[f"{split}_loss"], style, marker="o", ms=3, label=split)
-        ax_a.plot(hist["epoch"], 100 * hist[f"{split}_acc"], style, marker="o", ms=3, label=split)
+def _pad_limits(ax, values: np.ndarray, floor: float, ceil: float, min_pad: float) -> None:
+    """y limits around `values` (NaN and inf ignored: a diverged epoch), padded by 10% of their
+    span or `min_pad`, within [floor, ceil]: one epoch's two numbers get an axis, not a hair-thin
+    band around them."""
+    values = values[np.isfinite(values)]
+    if values.size:
+        lo, hi = float(values.min()), float(values.max())
+        pad = max(min_pad, 0.1 * (hi - lo))
+        ax.set_ylim(max(floor, lo - pad), min(ceil, hi + pad))
+
+
+def curves_figure(name: str, hist: pd.DataFrame, smoke: str | None = None) -> plt.Figure:
+    """Loss and top-1 per epoch, train (filled dots, solid) vs test (open squares, dashed): where
+    the two coincide both stay visible. The epoch axis runs from 0 to at least 2 (a 1-epoch run
+    is a point mid-axis, not a dot on 0.96-1.04); runs of a few epochs get large markers. The
+    best test epoch is marked (ringed) and given in the accuracy panel's title. smoke: the
+    smoke-run banner (common.smoke_line)."""
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 4.1 + (0.4 if smoke else 0)), layout="constrained")
+    few = len(hist) <= 3
+    epochs = hist["epoch"].to_numpy(dtype=float)
+    for split, style, marker, face in (("train", "-", "o", None), ("test", "--", "s", "none")):
+        kw = {"marker": marker, "ms": (8 if split == "test" else 6) if few else 3, "label": split}
+        if face:
+            kw.update(markerfacecolor=face, markeredgewidth=1.2)
+        ax_l.plot(epochs, hist[f"{split}_loss"], style, **kw)
+        ax_a.plot(epochs, 100 * hist[f"{split}_acc"], style, **kw)
+    acc_title = "accuracy"
     if hist["test_acc"].notna().any():  # a run that diverged in its first epoch has no test number
         best = hist["test_acc"].idxmax()
-        ax_a.annotate(f"best {100 * hist['test_acc'][best]:.2f}% @ {hist['epoch'][best]}",
-                      (hist["epoch"][best], 100 * hist["test_acc"][best]),
-                      textcoords="offset points", xytext=(0, -14), ha="center", fontsize=8)
-    ax_l.set(title=f"{name}: loss", xlabel="epoch", ylabel="cross-entropy")
-    ax_a.set(title=f"{name}: accuracy", xlabel="epoch", ylabel="top-1 (%)")
+        acc_title += f" (best test: {100 * hist['test_acc'][best]:.2f}% @ epoch {hist['epoch'][best]})"
+        ax_a.plot([hist["epoch"][best]], [100 * hist["test_acc"][best]], "o", ms=14, markerfacecolor="none",
+                  markeredgecolor="tab:red", markeredgewidth=1.2, label="best test epoch")
+    last = max(2.0, float(np.nanmax(epochs))) if len(epochs) else 2.0
+    losses = hist[["train_loss", "test_loss"]].to_numpy(dtype=float).ravel()
+    finite = losses[np.isfinite(losses)]
+    _pad_limits(ax_l, losses, 0.0, np.inf, 0.05 * float(np.abs(finite).max()) if finite.size else 0.1)
+    _pad_limits(ax_a, 100 * hist[["train_acc", "test_acc"]].to_numpy(dtype=float).ravel(), 0.0, 100.0, 3.0)
+    ax_l.set(title="loss", xlabel="epoch", ylabel="cross-entropy")
+    ax_a.set(title=acc_title, xlabel="epoch", ylabel="top-1 (%)")
     for ax in (ax_l, ax_a):
+        ax.set_xlim(0, last * 1.03)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
+    for ax in (ax_l, ax_a):  # where no point is: a diverging run's accuracy falls to the lower right
+        ax.legend(fontsize=8, loc="best")
+    add_title(fig, name, smoke)  # the run's name once, over both panels
     return fig
 
 
-def confusion_figure(confusion: list[list[int]] | np.ndarray, classes: Sequence[str], title: str) -> plt.Figure:
+def confusion_figure(confusion: list[list[int]] | np.ndarray, classes: Sequence[str], title: str,
+                     smoke: str | None = None) -> plt.Figure:
     """Heat map of a (C, C) confusion matrix: rows = true class, columns = predicted class.
 
     Each cell is annotated with its count; each y tick label carries the class's recall
-    (diagonal / row sum), which is the per-class accuracy the reports quote.
+    (diagonal / row sum), which is the per-class accuracy the reports quote. smoke: the
+    smoke-run banner (common.smoke_line).
     """
     cm = np.asarray(confusion, dtype=np.int64)
     c = len(classes)
@@ -47,7 +80,7 @@ def confusion_figure(confusion: list[list[int]] | np.ndarray, classes: Sequence[
     total = int(cm.sum())
     acc = f"{100 * np.trace(cm) / total:.2f}%" if total else NA
 
-    fig, ax = plt.subplots(figsize=(0.75 * c + 3, 0.65 * c + 2))
+    fig, ax = plt.subplots(figsize=(0.75 * c + 3, 0.65 * c + 2 + (0.4 if smoke else 0)), layout="constrained")
     ax.set_gid(HEATMAP_GID)
     cmap = plt.get_cmap("Blues")
     norm = Normalize(vmin=0, vmax=max(int(cm.max()), 1))
@@ -63,7 +96,7 @@ def confusion_figure(confusion: list[list[int]] | np.ndarray, classes: Sequence[
     ax.set(xlabel="predicted class", ylabel="true class (per-class accuracy)",
            title=f"{title} (top-1 {acc})")
     fig.colorbar(im, ax=ax, label="test images")
-    fig.tight_layout()
+    add_title(fig, smoke=smoke)
     return fig
 
 
@@ -100,11 +133,12 @@ def pca_project(features: torch.Tensor | np.ndarray, k: int = 3) -> tuple[np.nda
 
 
 def pca_figure(features: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray | Sequence[int],
-               classes: Sequence[str], title: str) -> plt.Figure:
+               classes: Sequence[str], title: str, smoke: str | None = None) -> plt.Figure:
     """Two panels: PC1 vs PC2 and PC1-PC3 in 3-D, one colour per class (legend names them).
 
     labels (N,) are indices into `classes`. Axis labels carry each PC's explained-variance
-    share; the ratios are also attached as `fig.explained_ratio` (3,).
+    share; the ratios are also attached as `fig.explained_ratio` (3,). smoke: the smoke-run
+    banner (common.smoke_line).
     """
     coords, ratio = pca_project(features, k=3)  # (N, 3), (3,)
     y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).astype(np.int64).ravel()
@@ -127,7 +161,9 @@ def pca_figure(features: torch.Tensor | np.ndarray, labels: torch.Tensor | np.nd
     # a fixed corner: loc="best" scans every point and is slow on the 10k test set
     ax2.legend(fontsize=7, markerscale=2, loc="upper right")
     ax3.set(xlabel=axis[0], ylabel=axis[1], zlabel=axis[2], title="PC1-PC3")
-    fig.suptitle(f"{title} (first 3 PCs explain {100 * ratio.sum():.1f}% of the variance)")
+    if smoke:
+        fig.set_size_inches(13, 5.9)
+    add_title(fig, f"{title} (first 3 PCs explain {100 * ratio.sum():.1f}% of the variance)", smoke)
     fig.tight_layout()
     fig.explained_ratio = ratio
     return fig
