@@ -17,11 +17,12 @@ from cifarlab.core.params import load_params
 from cifarlab.core.shell import format_duration
 from cifarlab.tooling.cli import set_params
 from cifarlab.tooling import estimate, plan
+from workspace import SHIPPED_PARAMS, pristine_root
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cifarlab(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def cifarlab(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`cifarlab ARGS` in this process, through the console script's own shell (exit code, stdout,
     stderr as a subprocess would give them; one real subprocess below covers `python -m`)."""
     import contextlib
@@ -32,7 +33,7 @@ def cifarlab(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
     out, err, code = io.StringIO(), io.StringIO(), 0
     here, argv = os.getcwd(), sys.argv
-    os.chdir(cwd)
+    os.chdir(pristine_root() if cwd is None else cwd)  # never this workspace's params.yaml or dvc.lock
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             sys.argv = ["cifarlab", *args]
@@ -74,7 +75,7 @@ def test_runs_lists_the_run_table():
     out = cifarlab("runs")
     assert out.returncode == 0
     lines = out.stdout.splitlines()
-    p = load_params(ROOT / "params.yaml")
+    p = load_params(SHIPPED_PARAMS)
     assert lines[-1] == f"{len(p.runs)} runs, seed {p.seed}"
     cell = next(line for line in lines if line.startswith("resnet18-tanh-5_3_2-none "))
     assert cell.split()[1:3] == ["resnet18", "200"]
@@ -83,7 +84,7 @@ def test_runs_lists_the_run_table():
 
 def test_the_plan_of_a_fresh_clone_is_every_stage_of_dvc_yaml_in_dvcs_order():
     """tooling.plan (the one planner) == what DVC expands dvc.yaml into, each stage after those it needs."""
-    listed = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=ROOT,
+    listed = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=pristine_root(),
                             capture_output=True, text=True, check=True).stdout.split()
     walk = plan.steps(ROOT, force=True)
     assert sorted(s.name for s in walk) == sorted(listed) and all(s.runs for s in walk)
@@ -100,7 +101,7 @@ def test_split_stage_names():
 
 
 def test_plan_costs_epochs_times_images_and_sums_in_the_table():
-    p = load_params(ROOT / "params.yaml")
+    p = load_params(SHIPPED_PARAMS)
     times = {estimate.run_key(r): 1e-3 for r in p.runs.values()}
     costs = estimate.plan(p, times, ["train@lenet5", "evaluate@lenet5", "report"])
     assert [c.stage for c in costs] == ["train@lenet5", "evaluate@lenet5", "report"]
@@ -114,7 +115,7 @@ def test_plan_costs_epochs_times_images_and_sums_in_the_table():
 
 def test_a_run_with_other_model_arguments_is_timed_apart():
     """cnn-wide (4x the channels) is not costed at cnn's rate; weights change no step's cost."""
-    p = load_params(ROOT / "params.yaml")
+    p = load_params(SHIPPED_PARAMS)
     assert estimate.run_key(p["cnn"]) == "cnn@32"
     assert estimate.run_key(p["cnn-wide"]) == "cnn(channels=64-128-256,hidden=512)@32"
     assert estimate.timing_key("alexnet_transfer", 32, {"skip": True, "pretrained": True, "weights": None}) == \
@@ -130,7 +131,7 @@ def test_a_run_with_other_model_arguments_is_timed_apart():
 def test_the_plan_costs_the_images_the_prepared_data_holds(tmp_path):
     """A 40,000 / 10,000 archive (the JPEG study's) costs 40,000 images an epoch, not 50,000;
     params.yaml's sizes when preprocess is about to run or nothing is prepared."""
-    p = load_params(ROOT / "params.yaml")
+    p = load_params(SHIPPED_PARAMS)
     assert estimate.data_sizes(p, ["train@cnn"], tmp_path) == (50_000, 10_000)
     (tmp_path / "data/prepared").mkdir(parents=True)
     (tmp_path / "data/prepared/stats.json").write_text(json.dumps({"n_train": 40_000, "n_val": 0, "n_test": 10_000}))
@@ -150,7 +151,7 @@ def fresh_clone_plan(root, targets, glob, changed=None):
 def test_repro_notice_counts_every_stage_and_carries_the_data_url(monkeypatch, tmp_path):
     """The notice at the start of `dvc repro` on a CPU: all stages of a fresh clone, timed from
     the cache (no torch), and a subset command that keeps the user's own data.url."""
-    d = yaml.safe_load((ROOT / "params.yaml").read_text())
+    d = yaml.safe_load((SHIPPED_PARAMS).read_text())
     d["data"]["url"] = "/data/cifar-10-python.tar.gz"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(d))
     p = load_params(tmp_path / "params.yaml")
@@ -171,7 +172,7 @@ def test_repro_notice_counts_every_stage_and_carries_the_data_url(monkeypatch, t
 def test_repro_notice_counts_the_stages_of_the_targets_only(monkeypatch):
     """`dvc repro plot@lenet5 plot@dnn` on a fresh clone: 8 stages, 2 trainings, not the 185 of
     the whole pipeline; the remote default data.url gets the offline alternative in the hint."""
-    p = load_params(ROOT / "params.yaml")
+    p = load_params(SHIPPED_PARAMS)
     monkeypatch.setattr(estimate, "has_gpu", lambda: False)
     monkeypatch.setattr(estimate, "repro_targets", lambda: (["plot@lenet5", "plot@dnn"], False))
     monkeypatch.setattr(estimate, "to_run", fresh_clone_plan)
@@ -191,7 +192,7 @@ EXPECTED = BEST + PATIENCE
 def test_the_expected_stop_of_custom_resnet_is_its_published_best_epoch_plus_the_patience(tmp_path):
     from cifarlab.core.early_stop import REFERENCE_FILE, epoch_range, published_best_loss_epoch
 
-    p = load_params(ROOT / "params.yaml")
+    p = load_params(SHIPPED_PARAMS)
     mp = p["custom_resnet"].params
     assert (mp.recipe.epochs, mp.recipe.early_stopping_patience) == (MOST, PATIENCE)
     assert published_best_loss_epoch("custom_resnet", ROOT / REFERENCE_FILE) == BEST
@@ -256,7 +257,7 @@ def test_estimate_hints_fp32_where_bf16_measures_slower_whatever_the_cpu_flags_s
     monkeypatch.setattr(provenance, "cpu_flags", lambda: {"amx_bf16", "avx512_bf16"})
     out = cifarlab("estimate", "--all", "plot@lenet5")
     assert out.returncode == 0, out.stderr
-    p = load_params(ROOT / "params.yaml")
+    p = load_params(SHIPPED_PARAMS)
     stages = ["fetch", "preprocess", "train@lenet5", "evaluate@lenet5", "plot@lenet5"]  # dvc repro plot@lenet5
     assert f"total ({len(stages)} stages, this CPU)" in out.stdout
     costs = estimate.plan(p, {estimate.run_key(p["lenet5"]): 3e-3}, stages)
@@ -271,7 +272,7 @@ def test_estimate_hints_fp32_where_bf16_measures_slower_whatever_the_cpu_flags_s
 def test_repro_notice_gives_an_early_stopping_run_as_a_range_and_the_measured_hint(monkeypatch):
     """`dvc repro plot@custom_resnet` on a CPU: epochs and time as ranges naming the expected stop,
     then the fp32 hint where the cached fp32 steps are faster than the bf16 ones."""
-    p = load_params(ROOT / "params.yaml")
+    p = load_params(SHIPPED_PARAMS)
     monkeypatch.setattr(estimate, "has_gpu", lambda: False)
     monkeypatch.setattr(estimate, "repro_targets", lambda: (["plot@custom_resnet"], False))
     monkeypatch.setattr(estimate, "to_run", fresh_clone_plan)
@@ -303,13 +304,13 @@ def test_the_plan_of_targets_is_what_dvc_repro_targets_runs():
     """The stages of `dvc repro TARGETS` (dvc repro --dry lists them), in the planner's view."""
     for targets, glob in ((["plot@lenet5", "plot@dnn"], False), (["evaluate@cnn"], False),
                           (["plot@resnet18-relu-5_3_2-*"], True), (["experiment"], False)):
-        ours = plan.to_run(ROOT, targets, glob, force=True)
+        ours = plan.to_run(pristine_root(), targets, glob, force=True)
         dry = subprocess.run([sys.executable, "-m", "dvc", "repro", "--dry", "--force", *(["--glob"] if glob else []),
-                              *targets], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+                              *targets], cwd=pristine_root(), capture_output=True, text=True, check=True).stdout
         theirs = re.findall(r"Running stage '([^']+)'", dry)
         assert sorted(ours) == sorted(theirs), (targets, ours, theirs)  # the order of independent stages varies
     with pytest.raises(ParamsError, match="plot@nope: no such stage"):
-        plan.to_run(ROOT, ["plot@nope"])
+        plan.to_run(pristine_root(), ["plot@nope"])
 
 
 def test_repro_targets_reads_the_dvc_command_this_process_runs_under(tmp_path):
@@ -336,7 +337,7 @@ def test_fetch_imports_no_torch():
 
 def test_timing_cache_is_per_machine(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    p = load_params(ROOT / "params.yaml")
+    p = load_params(SHIPPED_PARAMS)
     assert estimate.cached_times(p.train) == {}
     estimate.store_times(p.train, {"lenet5@32": 0.001})
     assert estimate.cached_times(p.train) == {"lenet5@32": 0.001}
@@ -349,7 +350,7 @@ def test_timing_cache_is_per_machine(monkeypatch, tmp_path):
 
 
 def test_set_edits_params_keeping_comments_and_validates_first(tmp_path):
-    original = (ROOT / "params.yaml").read_text()
+    original = (SHIPPED_PARAMS).read_text()
     (tmp_path / "params.yaml").write_text(original)
     out = cifarlab("set", "data.train_subset=5000", "++runs.lenet5.lr=0.01", "runs.resnet18-relu-5_3_2-none.lr_ratio=5:4:1",
                    cwd=tmp_path)
@@ -374,7 +375,7 @@ def test_set_edits_params_keeping_comments_and_validates_first(tmp_path):
 def test_params_are_read_as_yaml_1_2_like_dvc(tmp_path):
     """`dvc exp run -S` rewrites params.yaml with ruamel and drops quotes: an unquoted ratio must
     still read as a ratio (YAML 1.1 would make 2:1:1 the base-60 number 7261)."""
-    text = (ROOT / "params.yaml").read_text().replace('lr_ratio: "2:1:1"', "lr_ratio: 2:1:1")
+    text = (SHIPPED_PARAMS).read_text().replace('lr_ratio: "2:1:1"', "lr_ratio: 2:1:1")
     (tmp_path / "params.yaml").write_text(text)
     p = load_params(tmp_path / "params.yaml")
     assert p["resnet18-relu-2_1_1-none"].params.recipe.lr_ratio == (2.0, 1.0, 1.0)
@@ -383,7 +384,7 @@ def test_params_are_read_as_yaml_1_2_like_dvc(tmp_path):
 def test_set_stores_a_local_data_url_normalized(tmp_path):
     """`cifarlab set data.url=$PWD/../x` stores the path it names, not .../main/../x."""
     params = tmp_path / "params.yaml"
-    params.write_bytes((ROOT / "params.yaml").read_bytes())
+    params.write_bytes((SHIPPED_PARAMS).read_bytes())
     set_params(params, [f"data.url={tmp_path}/sub/../cifar.tar.gz"])
     assert yaml.safe_load(params.read_text())["data"]["url"] == f"{tmp_path}/cifar.tar.gz"
     set_params(params, ["data.url=https://example.org/a/../cifar.tar.gz"])  # a URL is the server's to resolve
@@ -396,8 +397,8 @@ def test_runs_table_shows_an_epoch_cap_beside_the_recipe():
     from cifarlab.core.params_file import read_params_file
     from cifarlab.tooling.cli import runs_table
 
-    full = runs_table(load_params(ROOT / "params.yaml", check_models=False))
-    raw = read_params_file(ROOT / "params.yaml")
+    full = runs_table(load_params(SHIPPED_PARAMS, check_models=False))
+    raw = read_params_file(SHIPPED_PARAMS)
     raw["train"]["max_epochs"] = 1
     capped = runs_table(validate(raw, check_models=False))
     dnn = [line.split() for line in (full, capped)[1].splitlines() if line.startswith("dnn ")][0]

@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from workspace import SHIPPED_PARAMS, pristine_root, project_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTS = ("dvc", "cifarlab", "docker", "python", "python3", "pip", "pytest", ".")
@@ -82,7 +83,7 @@ def params_commands() -> list[tuple[str, str]]:
     """Commands quoted in params.yaml's comments (a dvc or cifarlab command word, to the end of
     the line, a closing parenthesis or backtick)."""
     found = []
-    for line in (ROOT / "params.yaml").read_text().splitlines():
+    for line in (SHIPPED_PARAMS).read_text().splitlines():
         comment = line.partition("#")[2]
         for m in COMMAND_IN_PROSE.finditer(comment):
             found += [("params.yaml", c.strip()) for c in re.split(r"\s&&\s", m.group(0)) if c.strip()]
@@ -231,7 +232,7 @@ def dvc_argv(argv: list[str]) -> list[str] | None:
 def stage_names(assignments: tuple[str, ...] = ()) -> list[str]:
     """`dvc stage list` of the project, or of a copy with `cifarlab set` assignments applied."""
     if not assignments:
-        out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=ROOT,
+        out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=pristine_root(),
                              capture_output=True, text=True, check=True).stdout
         return out.split()
     import tempfile
@@ -274,7 +275,7 @@ def test_documented_exp_run_and_repro_overrides_and_targets_hold(where, cmd, tmp
     # `-S model=lenet5,resnet9` is a sweep (one queued experiment per value): check each
     for i, sweep in enumerate(get_hydra_sweeps(to_path_overrides(concrete)) if concrete else [{}]):
         params = tmp_path / f"params-{i}.yaml"
-        shutil.copy(ROOT / "params.yaml", params)
+        shutil.copy(SHIPPED_PARAMS, params)
         for path, items in sweep.items():
             assert path == "params.yaml", (cmd, path)
             apply_overrides(str(params), items)  # raises as `dvc exp run` would (a key not in struct)
@@ -323,11 +324,8 @@ def project(tmp_path_factory, tiny_archive):
     """A throwaway git repository holding the project's tracked files, on branch main, with the
     tiny archive fetched and prepared."""
     repo = tmp_path_factory.mktemp("documented") / "repo"
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    for rel in filter(None, tracked.decode().split("\0")):
-        if (ROOT / rel).is_file():
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, repo / rel)
+    repo.mkdir(parents=True)
+    project_copy(repo)  # this checkout's code, the shipped params.yaml and reports/
     env = {**os.environ, "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from workspace import SHIPPED_PARAMS, pristine_root
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
@@ -101,7 +102,7 @@ def stage_module(stage: dict) -> str:
 
 
 def run_models() -> list[str]:
-    return sorted({entry["model"] for entry in yaml.safe_load((ROOT / "params.yaml").read_text())["runs"].values()})
+    return sorted({entry["model"] for entry in yaml.safe_load((SHIPPED_PARAMS).read_text())["runs"].values()})
 
 
 def missing_deps(stage: dict, model: str | None = None) -> list[str]:
@@ -122,7 +123,7 @@ def per_model(stage: dict) -> bool:
 
 
 def pca_models() -> list[str]:
-    d = yaml.safe_load((ROOT / "params.yaml").read_text())
+    d = yaml.safe_load((SHIPPED_PARAMS).read_text())
     return sorted({d["runs"][run]["model"] for run in d.get("pca") or []})
 
 
@@ -163,7 +164,7 @@ def test_a_run_stage_loads_no_other_model(tmp_path, stage, run, model):
     import os
     import shutil
 
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copy(SHIPPED_PARAMS, tmp_path / "params.yaml")
     r = subprocess.run([sys.executable, "-c", LIST_MODULES, f"cifarlab.{stage}", "--run", run], cwd=tmp_path,
                        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(SRC)})
     lines = r.stderr.strip().splitlines()
@@ -202,7 +203,7 @@ def test_figures_are_not_imported_by_training_or_evaluation():
 
 
 def stage_list() -> list[str]:
-    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=pristine_root(),
                          capture_output=True, text=True, check=True).stdout
     return out.split()
 
@@ -210,7 +211,7 @@ def stage_list() -> list[str]:
 def test_one_train_evaluate_and_plot_stage_per_run_and_no_duplicate_runs():
     from cifarlab.core.params import load_params
 
-    p = load_params(ROOT / "params.yaml")
+    p = load_params(SHIPPED_PARAMS)
     names = stage_list()
     for kind in ("train", "evaluate", "plot"):
         assert sorted(n.split("@", 1)[1] for n in names if n.startswith(f"{kind}@")) == sorted(p.runs), kind

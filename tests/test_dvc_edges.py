@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from workspace import ROOT, project_copy, project_env, small_params
+from workspace import SHIPPED_PARAMS, ROOT, project_copy, project_env, small_params
 
 DOCS = ROOT / "docs"
 
@@ -234,7 +234,7 @@ def trained(tmp_path, monkeypatch):
     from cifarlab.core.params_file import read_params_file
 
     (tmp_path / "reports/metrics").mkdir(parents=True)
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copy(SHIPPED_PARAMS, tmp_path / "params.yaml")
     shutil.copy(ROOT / "reports/reference.yaml", tmp_path / "reports/reference.yaml")
     block = {"epoch": 1, "top1": 0.4, "top3": 0.7, "loss": 1.9}
     for run in RUNS:

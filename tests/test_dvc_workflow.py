@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workspace import SCALE_OUT_RUNS, lock_outs, project_copy, project_env, sh, small_params, small_project
+from workspace import SHIPPED_PARAMS, SCALE_OUT_RUNS, lock_outs, project_copy, project_env, sh, small_params, small_project
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def test_exp_run_then_metrics_params_and_plots_diff_between_branches(tmp_path, t
     assert diff["reports/metrics/lenet5.json"]["final.loss"] == exp_diff["final.loss"]
 
     params = json.loads(dvc("params", "diff", "main", "--json"))["params.yaml"]
-    old_lr = yaml.safe_load((ROOT / "params.yaml").read_text())["lenet5"]["lr"]
+    old_lr = yaml.safe_load((SHIPPED_PARAMS).read_text())["lenet5"]["lr"]
     assert list(params) == ["lenet5.lr"]
     assert (params["lenet5.lr"]["old"], params["lenet5.lr"]["new"]) == (old_lr, 0.05)
 

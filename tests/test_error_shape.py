@@ -22,6 +22,7 @@ import test_train
 from cifar_archive import make_cifar_archive
 from cifarlab import fetch, preprocess, train
 from cifarlab.core.errors import CifarlabError
+from workspace import SHIPPED_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 # Words that say what to do or what is allowed; one must be in the message's last clause.
@@ -79,7 +80,7 @@ def test_params_errors_through_the_train_stage(edits, expected, tmp_path, monkey
 
 
 def _write_params(tmp_path: Path, **data) -> None:
-    d = yaml.safe_load((ROOT / "params.yaml").read_text())
+    d = yaml.safe_load((SHIPPED_PARAMS).read_text())
     d["data"].update(data)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
 
@@ -127,7 +128,7 @@ def test_a_pickled_module_as_alexnet_weights_says_save_the_state_dict(tmp_path, 
     weights = tmp_path / "alexnet-whole.pt"
     torch.save(torchvision.models.alexnet(weights=None), weights)
     archive, md5 = tiny_archive
-    d = yaml.safe_load((ROOT / "params.yaml").read_text())
+    d = yaml.safe_load((SHIPPED_PARAMS).read_text())
     d["data"].update(url=str(archive), md5=md5)
     d["alexnet_transfer"].update(weights=str(weights), image_size=64)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))

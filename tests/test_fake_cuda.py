@@ -46,9 +46,10 @@ from cifarlab.engine.loop import _batches, _loss_acc, build_model, predict
 from cifarlab.engine.metrics import classification_metrics
 from cifarlab.engine.step import TrainStep
 from cifarlab.models import list_models
+from workspace import SHIPPED_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
-PARAMS = load_params(ROOT / "params.yaml")
+PARAMS = load_params(SHIPPED_PARAMS)
 CUDA = torch.device("cuda")
 # What a run on a GPU computes in: params.yaml's train section with its GPU numerics on
 CUDA_TRAIN = PARAMS.train.model_copy(update={"bf16": True, "channels_last": True, "compile": False})

@@ -18,6 +18,7 @@ import pytest
 
 from cifarlab.core.errors import DataError, FetchError
 from cifarlab.data.download import fetch, file_md5
+from workspace import SHIPPED_PARAMS
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -280,7 +281,7 @@ def _stage_params(tmp_path: Path, url: str, md5: str) -> None:
     """The shipped params.yaml with data.url / data.md5 replaced, written to tmp_path."""
     import yaml
 
-    d = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    d = yaml.safe_load((SHIPPED_PARAMS).read_text())
     d["data"].update(url=url, md5=md5)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(d))
 

@@ -23,6 +23,7 @@ import yaml
 from cifarlab import fetch, preprocess, train
 from cifarlab.core.shell import run_main
 from cifarlab.engine.checkpoints import ResumeWriter, load_resume
+from workspace import SHIPPED_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "lenet5"
@@ -30,7 +31,7 @@ EPOCHS = 3  # three resume writes: the first fails, the later ones would re-rais
 
 
 def write_params(d: Path, archive: Path, md5: str) -> None:
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = yaml.safe_load((SHIPPED_PARAMS).read_text())
     p["data"].update(url=str(archive), md5=md5)
     p["train"].update(max_epochs=EPOCHS, num_threads=1, checkpoint_minutes=0)  # a resume write every epoch
     p["runs"], p["model"], p["pca"] = {MODEL: {"model": MODEL}}, MODEL, []

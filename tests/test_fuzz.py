@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from cifarlab.data.cifar_io import read_archive, safe_loads
 from cifarlab.core.errors import CifarlabError
 from cifarlab.core.params import validate
+from workspace import SHIPPED_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 # 60 examples per property in the default run; CIFARLAB_FUZZ_EXAMPLES=2000 for a long hunt.
@@ -121,7 +122,7 @@ def test_random_pickle_bytes(payload):
 
 
 # ------------------------------------------------------------------------------------------ params
-BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
+BASE = yaml.safe_load((SHIPPED_PARAMS).read_text())
 
 
 def _paths(d: Any, prefix: tuple = ()) -> list[tuple]:

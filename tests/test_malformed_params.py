@@ -26,9 +26,10 @@ from cifarlab.core.params import load_params
 from cifarlab.core.shell import run_main
 from test_cli import cifarlab
 from test_error_shape import assert_shape
+from workspace import SHIPPED_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = (ROOT / "params.yaml").read_text(encoding="utf-8")
+SHIPPED = (SHIPPED_PARAMS).read_text(encoding="utf-8")
 DIRECTORY = object()  # a case whose params.yaml is a folder
 
 

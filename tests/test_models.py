@@ -19,6 +19,7 @@ from cifarlab.core.errors import CifarlabError, ParamsError, WeightsError
 from cifarlab.models import ModelInfo, get_model, list_models, model_info
 from cifarlab.models import alexnet_transfer as alexnet_mod
 from cifarlab.models.alexnet_transfer import RandomFeaturesWarning
+from workspace import SHIPPED_PARAMS
 
 NAMES = [
     "alexnet_transfer",
@@ -37,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 # in params.yaml's run table: the registry carries neither.
 REFERENCE = yaml.safe_load((REPO / "reports" / "reference.yaml").read_text())["numbers"]
 RUN_MODEL = {name: entry["model"] for name, entry in
-             yaml.safe_load((REPO / "params.yaml").read_text())["runs"].items()}
+             yaml.safe_load((SHIPPED_PARAMS).read_text())["runs"].items()}
 
 
 def primary(metric: str = "top1") -> dict[str, dict]:

@@ -27,6 +27,7 @@ from cifarlab.engine.device import Runtime, bf16_in_effect
 from cifarlab.engine.loop import build_model
 from cifarlab.engine.step import TrainStep
 from cifarlab.models import list_models
+from workspace import SHIPPED_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_CONFIG = {"bf16": True, "channels_last": True, "fused_optimizer": True, "compile": True}
@@ -51,7 +52,7 @@ def models():
 
 
 def write_params(d: Path, archive: Path, md5: str, model: str, **train_keys) -> None:
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = yaml.safe_load((SHIPPED_PARAMS).read_text())
     p["data"].update(url=str(archive), md5=md5, train_subset=48, test_subset=20)
     p["train"].update(max_epochs=EPOCHS, num_threads=1, checkpoint_minutes=0, **GPU_CONFIG, **train_keys)
     p["runs"], p["model"], p["pca"], p["open_choices"] = {model: {"model": model}}, model, [], {}

@@ -11,6 +11,7 @@ import yaml
 from cifarlab.core.errors import ParamsError
 from cifarlab.core.params import load_params, validate
 from cifarlab.reporting import open_choices as oc
+from workspace import SHIPPED_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 PUB = 0.50  # a synthetic published value: every number below is built around it
@@ -126,8 +127,8 @@ def test_sweep_command_uses_seeds_on_cpu_recipes_and_the_kit_for_the_rest():
 
 
 def test_params_open_choices_are_runs_of_the_same_model():
-    p = load_params(ROOT / "params.yaml")
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = load_params(SHIPPED_PARAMS)
+    raw = yaml.safe_load((SHIPPED_PARAMS).read_text())
     # every name is a run of the table: none left out (validation leaves out missing ones)
     assert {b: len(a) for b, a in p.open_choices.items()} == {b: len(a) for b, a in raw["open_choices"].items()}
     assert len(p.open_choices["lenet5"]) >= 8

@@ -22,9 +22,10 @@ from cifarlab.core.params import TOP_KEYS, load_params, validate
 from cifarlab.core.params_file import read_yaml
 from cifarlab.core.runs import resolve, stage_args
 from cifarlab.models import list_models, model_info
+from workspace import SHIPPED_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
-RAW = read_yaml((ROOT / "params.yaml").read_text())  # as load_params reads it (YAML 1.2)
+RAW = read_yaml((SHIPPED_PARAMS).read_text())  # as load_params reads it (YAML 1.2)
 
 
 class _Delete:
@@ -69,7 +70,7 @@ def one_line_error(d, check_models: bool = True) -> str:
 
 
 def test_shipped_params_are_valid_and_cover_every_model():
-    p = load_params(ROOT / "params.yaml")
+    p = load_params(SHIPPED_PARAMS)
     assert set(p.recipes) == set(list_models())  # one recipe section per registered model
     assert {r.model for r in p.runs.values()} == set(list_models())  # and every model is trained
     assert p.model in p.runs
@@ -87,7 +88,7 @@ def test_shipped_params_are_valid_and_cover_every_model():
 
 
 def test_shipped_alexnet_runs_are_skip_x_epochs():
-    p = load_params(ROOT / "params.yaml")
+    p = load_params(SHIPPED_PARAMS)
     for skip, (tag, epochs) in itertools.product((False, True), (("low", 10), ("high", 100))):
         run = p[f"alexnet_transfer-{'skip' if skip else 'noskip'}-{tag}"]
         assert run.model == "alexnet_transfer"
@@ -98,7 +99,7 @@ def test_shipped_alexnet_runs_are_skip_x_epochs():
 
 
 def test_shipped_resnet18_runs_are_the_36_cell_grid():
-    p = load_params(ROOT / "params.yaml")
+    p = load_params(SHIPPED_PARAMS)
     section = p.recipes["resnet18"].recipe
     cells = list(itertools.product(("sigmoid", "tanh", "relu", "leaky_relu"),
                                    ("2_1_1", "5_3_2", "5_4_1"),
@@ -184,7 +185,7 @@ def test_an_empty_run_table_names_a_command_that_adds_a_run(empty, tmp_path):
     and the `cifarlab set` it names makes the file valid."""
     from cifarlab.tooling.cli import set_params
 
-    shipped = (ROOT / "params.yaml").read_text()
+    shipped = (SHIPPED_PARAMS).read_text()
     path = tmp_path / "params.yaml"
     path.write_text(re.sub(r"\nruns:\n(?:(?:[ #].*)?\n)*", f"\nruns: {empty}\n", shipped, count=1))
     with pytest.raises(ParamsError) as e:

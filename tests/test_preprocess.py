@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from cifarlab.data.cifar_io import CifarArrays, channel_stats, read_archive, stratified_subset
 from cifarlab.core.errors import DataError
 from cifarlab.data.prepared import load_split, prepare, save_split
+from workspace import SHIPPED_PARAMS
 
 
 def _one_line(e: pytest.ExceptionInfo[BaseException]) -> str:
@@ -492,7 +493,7 @@ def test_main_reads_the_real_params_file(tiny_archive: tuple[Path, str], tmp_pat
     from cifarlab import preprocess
     from cifarlab.core.paths import RAW_ARCHIVE, STATS_FILE, TRAIN_FILE
 
-    d = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    d = yaml.safe_load((SHIPPED_PARAMS).read_text())
     d["data"].update(train_subset=30, test_subset=10, val_split=0.0)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(d))
     monkeypatch.chdir(tmp_path)

@@ -25,6 +25,7 @@ from cifarlab.tooling import fold, packs
 from cifarlab.reporting.markdown import fmt_value
 from cifarlab.reporting.metrics import group_runs, load_metrics
 from cifarlab.reporting.reference import load_reference, primary
+from workspace import SHIPPED_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = load_reference(ROOT / "reports" / "reference.yaml")
@@ -250,7 +251,7 @@ def test_pack_carries_what_dvc_lock_recorded_and_refuses_a_run_stale_against_par
     assert "lenet5-s1: stale: params.yaml has lenet5.lr = 0.01, train_seeds@lenet5-1 ran with 0.001" in r.stderr
     assert "`dvc repro plot_seeds@lenet5-1`" in r.stderr and not (tmp_path / "p.tar.gz").exists()
 
-    shutil.copy(ROOT / "params.yaml", ws / "params.yaml")
+    shutil.copy(SHIPPED_PARAMS, ws / "params.yaml")
     manifest = packs.pack(ws, tmp_path / "p.tar.gz", log=lambda s: None)
     with tarfile.open(tmp_path / "p.tar.gz") as tar:
         prov = json.load(tar.extractfile("provenance/lenet5-s1.json"))
@@ -398,11 +399,11 @@ def test_fold_checks_the_recipe_it_publishes_against_the_runs_own_record(case, t
     assert cifarlab("set", "lenet5.lr=0.01", cwd=home).returncode == 0
     edit, message = OWN_RECORD[case]
     if case == "a file dvc.lock did not record":
-        shutil.copy(ROOT / "params.yaml", home / "params.yaml")
+        shutil.copy(SHIPPED_PARAMS, home / "params.yaml")
     with pytest.raises(packs.PublishError, match=message + r".*`dvc repro plot@lenet5`, then pack it again$"):
         fold.fold(_repack(good, tmp_path / "bad.tar.gz", edit), home, log=lambda s: None)
     assert not (home / "reports/published").exists()
-    shutil.copy(ROOT / "params.yaml", home / "params.yaml")
+    shutil.copy(SHIPPED_PARAMS, home / "params.yaml")
     assert fold.fold(good, home, log=lambda s: None) == ["lenet5"]
 
 
@@ -531,7 +532,7 @@ def test_fold_refuses_other_recipe_other_code_and_non_packs_writing_nothing(work
     (home / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     with pytest.raises(packs.PublishError, match=r"run 'lenet5' was trained with recipe\.lr = 0\.001, this checkout has 0\.5"):
         fold.fold(dest, home, log=lambda s: None)
-    shutil.copy(ROOT / "params.yaml", home / "params.yaml")
+    shutil.copy(SHIPPED_PARAMS, home / "params.yaml")
     loop = home / "src/cifarlab/engine/loop.py"
     loop.write_text(loop.read_text() + "\n# changed\n")
     with pytest.raises(packs.PublishError, match=r"src/cifarlab/engine/loop\.py differs from this checkout.*--accept-code-change"):
@@ -566,7 +567,7 @@ def test_priority_puts_what_no_cpu_can_do_first():
         sys.path.pop(0)
     from cifarlab.core.params import load_params
 
-    order = gpu_reproduce.priority(dict(load_params(ROOT / "params.yaml").runs))
+    order = gpu_reproduce.priority(dict(load_params(SHIPPED_PARAMS).runs))
     assert order[:3] == ["resnet9", "resnet", "custom_resnet"]
     grid = [r for r in order if r.startswith("resnet18-")]
     acts = [r.split("-")[1] for r in grid]
@@ -690,7 +691,7 @@ def test_a_recipe_key_added_since_a_pack_was_made_counts_at_its_default():
     from cifarlab.core.params import load_params
     from cifarlab.tooling.packs import comparable, first_difference, run_recipe
 
-    p = load_params(ROOT / "params.yaml", check_models=False)
+    p = load_params(SHIPPED_PARAMS, check_models=False)
     here = run_recipe(p, "resnet9")
     older = json.loads(json.dumps(here))
     del older["recipe"]["crop_padding"]

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from workspace import SHIPPED_PARAMS
 
 TESTS_DIR = Path(__file__).resolve().parent
 ROOT = TESTS_DIR.parent
 REFERENCE = ROOT / "reports" / "reference.yaml"
-PARAMS = ROOT / "params.yaml"
+PARAMS = SHIPPED_PARAMS
 SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "spec"
 REPORTS_MD = SPEC_DIR / "REPORTS.md"
 

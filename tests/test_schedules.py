@@ -6,8 +6,9 @@ import torch
 
 from cifarlab.core.params import Recipe, load_params
 from cifarlab.engine.schedules import make_optimizer, make_scheduler, ratio_milestones
+from workspace import SHIPPED_PARAMS
 
-PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+PARAMS = SHIPPED_PARAMS
 
 
 def lrs_per_epoch(recipe: Recipe, epochs: int, steps_per_epoch: int = 3) -> list[float]:

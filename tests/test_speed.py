@@ -19,6 +19,7 @@ from cifarlab.engine.device import Runtime
 from cifarlab.engine.loop import fit
 from cifarlab.engine.step import TrainStep
 from cifarlab.models import get_model
+from workspace import SHIPPED_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -198,7 +199,7 @@ def test_estimate_reads_a_committed_gpu_benchmark_for_this_gpu(tmp_path):
     from cifarlab.core.params import load_params
     from cifarlab.tooling import estimate
 
-    p = load_params(ROOT / "params.yaml")
+    p = load_params(SHIPPED_PARAMS)
     bench = {"device": {"name": "NVIDIA H200"}, "when": "2026-11-29 20:00:00 UTC", "models": [
         {"model": "resnet18", "eager_images_per_s": 5000.0, "compiled_images_per_s": 10000.0},
         {"model": "alexnet_transfer", "eager_images_per_s": 2000.0, "features": {"seconds_full_set": 3.0}}]}

@@ -12,6 +12,7 @@ import yaml
 
 from cifarlab import evaluate, fetch, plot, preprocess, train
 from cifarlab.engine.loop import EpochStats, time_left
+from workspace import SHIPPED_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def write_params(directory: Path, archive: Path, md5: str, runs, **sections):
     """params.yaml with the tiny archive, 2 epochs, and only `runs` of the run table (names, or a
     {name: entry} mapping for runs of the test's own); `sections` change model sections."""
-    d = yaml.safe_load((ROOT / "params.yaml").read_text())
+    d = yaml.safe_load((SHIPPED_PARAMS).read_text())
     d["data"].update(url=str(archive), md5=md5)
     d["train"]["max_epochs"] = 2
     d["runs"] = dict(runs) if isinstance(runs, dict) else {r: d["runs"][r] for r in runs}

@@ -40,14 +40,86 @@ def lock_outs(repo: Path, timing: bool = True) -> dict[str, str]:
             if timing or not o["path"].startswith("reports/timing/")}
 
 
+# What a user's work changes in a checkout without a commit: `cifarlab set` edits params.yaml, the
+# report stage rewrites reports/README.md and its figures. Tests read these as shipped (the last
+# commit), never the workspace's, so `pytest` passes in a checkout someone has worked in; the
+# code, the tests and everything else are taken as they are in the working tree.
+USER_EDITED = ("params.yaml", "reports")
+
+
+def _git(*args: str) -> bytes:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, check=True).stdout
+
+
+def _has_head() -> bool:
+    return subprocess.run(["git", "rev-parse", "-q", "--verify", "HEAD"], cwd=ROOT, capture_output=True).returncode == 0
+
+
 def project_copy(dest: Path) -> None:
-    """The project's tracked files (what a `git clone` gives), without its history."""
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    for rel in filter(None, tracked.decode().split("\0")):
+    """The project as a fresh clone of this checkout would have it, plus what is not committed yet
+    but would be (new files git does not ignore): the working tree's code and tests, and the last
+    commit's params.yaml and reports/ (USER_EDITED), without the history."""
+    files = _git("ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    for rel in filter(None, files.decode().split("\0")):
         src = ROOT / rel
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
+    if _has_head():  # the shipped versions over the workspace's
+        import io
+        import tarfile
+
+        with tarfile.open(fileobj=io.BytesIO(_git("archive", "--format=tar", "HEAD", *USER_EDITED))) as tar:
+            tar.extractall(dest, filter="data")
+
+
+_SHIPPED: dict[str, Path] = {}
+
+
+def shipped(rel: str) -> Path:
+    """A file as the last commit has it (e.g. "params.yaml"), written to a temporary folder once per
+    process; the working file where there is no commit yet or it is not tracked."""
+    if rel not in _SHIPPED:
+        path = ROOT / rel
+        if _has_head() and subprocess.run(["git", "cat-file", "-e", f"HEAD:{rel}"], cwd=ROOT,
+                                          capture_output=True).returncode == 0:
+            import atexit
+            import tempfile
+
+            folder = Path(tempfile.mkdtemp(prefix="cifarlab-shipped-"))
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+            path = folder / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(_git("show", f"HEAD:{rel}"))
+        _SHIPPED[rel] = path
+    return _SHIPPED[rel]
+
+
+_PRISTINE: list[Path] = []
+
+
+def pristine_root() -> Path:
+    """A git repository holding project_copy(), made once per process: for tests that run a command
+    in "the project" (`cifarlab runs`, `dvc stage list`) without reading this workspace's
+    params.yaml, dvc.lock or outputs."""
+    if not _PRISTINE:
+        import atexit
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="cifarlab-pristine-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        project_copy(folder)
+        subprocess.run(["git", "init", "-q", "-b", "main"], cwd=folder, check=True)
+        _PRISTINE.append(folder)
+    return _PRISTINE[0]
+
+
+def __getattr__(name: str):
+    if name == "SHIPPED_PARAMS":  # `from workspace import SHIPPED_PARAMS`: the committed params.yaml
+        return shipped("params.yaml")
+    if name == "FAST_NUMERICS":  # `from workspace import FAST_NUMERICS`, computed then
+        return fast_numerics()
+    raise AttributeError(name)
 
 
 # The numerics end-to-end tests train in: the defaults (bf16 + channels_last) where this CPU has
@@ -62,10 +134,6 @@ def fast_numerics() -> dict:
     return alternative_numerics(TrainParams(), bf16_in_effect()["cpu_bf16"]) or {}
 
 
-def __getattr__(name: str):
-    if name == "FAST_NUMERICS":  # `from workspace import FAST_NUMERICS`, computed then
-        return fast_numerics()
-    raise AttributeError(name)
 
 
 def small_params(path: Path, archive: Path, md5: str, runs: tuple[str, ...] = RUNS) -> None:
