@@ -4,7 +4,6 @@ kit's round trip on a CPU: run -> pack -> fold -> report -> compare with the use
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
@@ -25,7 +24,9 @@ from cifarlab.tooling import fold, packs
 from cifarlab.reporting.markdown import fmt_value
 from cifarlab.reporting.metrics import group_runs, load_metrics
 from cifarlab.reporting.reference import load_reference, primary
+from pack_tools import repack
 from workspace import SHIPPED_PARAMS
+from cifarlab.core.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = load_reference(ROOT / "reports" / "reference.yaml")
@@ -84,7 +85,7 @@ def test_a_run_that_recorded_no_numerics_is_packed_as_the_fp32_cpu_run_it_was(tm
     t = json.loads(timing.read_text())
     del t["numerics"]
     timing.write_text(json.dumps(t))
-    prov = packs.provenance_of(ws, "lenet5", packs.load_params(ws / "params.yaml"), {})
+    prov = packs.provenance_of(ws, "lenet5", load_params(ws / "params.yaml"), {})
     assert prov["numerics"] == {"precision": "fp32", "memory_format": "contiguous", "compile": False,
                                 "fused_optimizer": False, "cpu_bf16": None}
     assert prov["derived_at_pack"][-1] == "numerics"
@@ -336,18 +337,6 @@ def test_without_dvc_lock_pack_checks_params_yaml_against_the_runs_own_history(t
         packs.pack(ws, tmp_path / "p.tar.gz", log=lambda s: None)
 
 
-def _repack(src: Path, dest: Path, edit) -> Path:
-    with tarfile.open(src) as tar:
-        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
-    edit(members)
-    with tarfile.open(dest, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return dest
-
-
 def _set_lr(lr, *names):
     """The pack as the old `cifarlab pack` made it after `cifarlab set lenet5.lr=LR`: its recipe
     in `names` (manifest.json, provenance/lenet5.json) says LR."""
@@ -401,7 +390,7 @@ def test_fold_checks_the_recipe_it_publishes_against_the_runs_own_record(case, t
     if case == "a file dvc.lock did not record":
         shutil.copy(SHIPPED_PARAMS, home / "params.yaml")
     with pytest.raises(packs.PublishError, match=message + r".*`dvc repro plot@lenet5`, then pack it again$"):
-        fold.fold(_repack(good, tmp_path / "bad.tar.gz", edit), home, log=lambda s: None)
+        fold.fold(repack(good, tmp_path / "bad.tar.gz", edit), home, log=lambda s: None)
     assert not (home / "reports/published").exists()
     shutil.copy(SHIPPED_PARAMS, home / "params.yaml")
     assert fold.fold(good, home, log=lambda s: None) == ["lenet5"]
@@ -565,7 +554,6 @@ def test_priority_puts_what_no_cpu_can_do_first():
         import gpu_reproduce
     finally:
         sys.path.pop(0)
-    from cifarlab.core.params import load_params
 
     order = gpu_reproduce.priority(dict(load_params(SHIPPED_PARAMS).runs))
     assert order[:3] == ["resnet9", "resnet", "custom_resnet"]
@@ -688,7 +676,6 @@ def test_gpu_kit_round_trip_on_cpu_then_compare_with_ones_own_run(tmp_path, tiny
 def test_a_recipe_key_added_since_a_pack_was_made_counts_at_its_default():
     """A pack from code before `crop_padding` existed trained with zero padding, the default:
     it compares equal to this checkout's recipe; one that says reflect does not."""
-    from cifarlab.core.params import load_params
     from cifarlab.tooling.packs import comparable, first_difference, run_recipe
 
     p = load_params(SHIPPED_PARAMS, check_models=False)

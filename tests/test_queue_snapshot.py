@@ -6,7 +6,6 @@ the experiment."""
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import yaml
 

@@ -1,5 +1,4 @@
 """Learning-rate schedules of the recipes, read off at chosen epochs."""
-from pathlib import Path
 
 import pytest
 import torch

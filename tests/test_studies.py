@@ -14,6 +14,7 @@ from cifarlab.reporting.metrics import group_runs, load_metrics
 from cifarlab.reporting.reference import numbers_of
 from cifarlab.reporting.sections import comparison_table
 from test_published import JPEG_FULL, NUMERICS, REFERENCE, checkout, finished_run
+from cifarlab.core.params import load_params
 
 LOSSLESS, JPEG = (next(m for m, a in studies.JPEG_EFFECT_DATA.items() if a == arm) for arm in ("lossless", "jpeg"))
 FP32 = {**NUMERICS, "precision": "fp32", "memory_format": "contiguous"}
@@ -104,7 +105,7 @@ def test_an_fp32_pack_folds_into_a_bf16_checkout_its_precision_recorded(tmp_path
     """train.bf16 / channels_last are numerics (provenance, never averaged across), not recipe:
     a checkout whose params.yaml says bf16 publishes an fp32 run as fp32."""
     home = checkout(tmp_path / "home")
-    assert packs.load_params(home / "params.yaml").train.bf16 is True
+    assert load_params(home / "params.yaml").train.bf16 is True
     fold.fold(pack_of(tmp_path, "fp32", {23: 0.6}, numerics=FP32), home, log=lambda s: None)
     prov = published.load_provenance(home / published.PUBLISHED_DIR)["lenet5"]
     assert prov["numerics"]["precision"] == "fp32"

@@ -71,7 +71,7 @@ def run_main(main: Callable[[list[str] | None], object], argv: list[str] | None 
         print("interrupted: stopped cleanly; finished outputs are intact, rerun `dvc repro` to go on",
               file=sys.stderr)
         sys.exit(130)
-    except (ImportError, RuntimeError) as e:
+    except (ImportError, RuntimeError):
         from cifarlab.core.install import install_problem
 
         problem = install_problem()  # only asked on failure: importing torchvision costs ~2 s

@@ -45,11 +45,10 @@ from ruamel.yaml import YAMLError
 from cifarlab.core import paths
 from cifarlab.core.errors import CifarlabError, ParamsError, one_line
 from cifarlab.core.io import atomic_write
-from cifarlab.core.params import Params, Recipe, load_params, validate
+from cifarlab.core.params import Params, Recipe, validate
 from cifarlab.core.params_file import read_params_file, read_yaml
 from cifarlab.core.provenance import code_version
 from cifarlab.reporting.published import PROVENANCE, PUBLISHED_FILES, REQUIRED, numerics_of, read_json_object
-from cifarlab.reporting.studies import content_md5
 
 PACK_FORMAT = 1
 MAX_PACK_BYTES = 16 * 2**20  # what one file carried back from a lent GPU may weigh
@@ -293,8 +292,6 @@ def comparable(recipe: Mapping) -> dict:
     """A recipe with only the train.* keys that change numbers (older packs held numerics there),
     and every recipe key a pack lacks at its schema default: a key added to `Recipe` since the
     pack was made (crop_padding, say) defaults to what the code did before it existed."""
-    from cifarlab.core.params import Recipe
-
     recipe = dict(recipe)
     train = recipe.get("train")
     recipe["train"] = {k: v for k, v in (train if isinstance(train, Mapping) else {}).items() if k in RECIPE_TRAIN_KEYS}
