@@ -240,8 +240,8 @@ def stage_names(assignments: tuple[str, ...] = ()) -> list[str]:
     from cifarlab.tooling.cli import set_params
 
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("dvc.yaml", "params.yaml"):
-            shutil.copy(ROOT / name, Path(tmp) / name)
+        shutil.copy(ROOT / "dvc.yaml", Path(tmp) / "dvc.yaml")
+        shutil.copy(SHIPPED_PARAMS, Path(tmp) / "params.yaml")
         set_params(Path(tmp) / "params.yaml", list(assignments))
         subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp, check=True)
         out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=tmp,

@@ -230,8 +230,8 @@ def test_extra_seeds_add_a_stage_family_per_seed(tmp_path):
     """seeds: [1] gives train_seeds@<run>-1 (and evaluate_, plot_) for every run."""
     import shutil
 
-    for f in ("dvc.yaml", "params.yaml"):
-        shutil.copy(ROOT / f, tmp_path / f)
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copy(SHIPPED_PARAMS, tmp_path / "params.yaml")
     (tmp_path / ".dvc").mkdir()
     d = yaml.safe_load((tmp_path / "params.yaml").read_text())
     d["seeds"] = [1]

@@ -37,8 +37,8 @@ LENET5_REPORTED = fmt_value("top1", primary(REFERENCE["numbers"], "lenet5", "top
 def checkout(dest: Path) -> Path:
     """What fold and pack read of a checkout: params.yaml, dvc.yaml and the code."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("params.yaml", "dvc.yaml"):
-        shutil.copy(ROOT / name, dest / name)
+    shutil.copy(SHIPPED_PARAMS, dest / "params.yaml")
+    shutil.copy(ROOT / "dvc.yaml", dest / "dvc.yaml")
     shutil.copytree(ROOT / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     return dest
 

@@ -45,6 +45,7 @@ def lock_outs(repo: Path, timing: bool = True) -> dict[str, str]:
 # commit), never the workspace's, so `pytest` passes in a checkout someone has worked in; the
 # code, the tests and everything else are taken as they are in the working tree.
 USER_EDITED = ("params.yaml", "reports")
+CODE = ("src", "tests", "benchmarks", "tools")  # where a file not committed yet is still the project's
 
 
 def _git(*args: str) -> bytes:
@@ -59,8 +60,10 @@ def project_copy(dest: Path) -> None:
     """The project as a fresh clone of this checkout would have it, plus what is not committed yet
     but would be (new files git does not ignore): the working tree's code and tests, and the last
     commit's params.yaml and reports/ (USER_EDITED), without the history."""
-    files = _git("ls-files", "-z", "--cached", "--others", "--exclude-standard")
-    for rel in filter(None, files.decode().split("\0")):
+    tracked = _git("ls-files", "-z").decode().split("\0")
+    # new code not committed yet, but none of a run's leftovers (an untracked dvc.lock, say)
+    new = _git("ls-files", "-z", "--others", "--exclude-standard", "--", *CODE).decode().split("\0")
+    for rel in filter(None, tracked + new):
         src = ROOT / rel
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
