@@ -300,8 +300,9 @@ def test_train_warns_of_an_early_stopping_run_as_a_range():
                    f"(early stopping: ~{EXPECTED} epochs expected, up to {MOST})")
 
 
-def test_the_plan_of_targets_is_what_dvc_repro_targets_runs():
+def test_the_plan_of_targets_is_what_dvc_repro_targets_runs(monkeypatch):
     """The stages of `dvc repro TARGETS` (dvc repro --dry lists them), in the planner's view."""
+    monkeypatch.chdir(pristine_root())  # DVC resolves a stage target against the working directory
     for targets, glob in ((["plot@lenet5", "plot@dnn"], False), (["evaluate@cnn"], False),
                           (["plot@resnet18-relu-5_3_2-*"], True), (["experiment"], False)):
         ours = plan.to_run(pristine_root(), targets, glob, force=True)

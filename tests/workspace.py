@@ -64,6 +64,8 @@ def project_copy(dest: Path) -> None:
     # new code not committed yet, but none of a run's leftovers (an untracked dvc.lock, say)
     new = _git("ls-files", "-z", "--others", "--exclude-standard", "--", *CODE).decode().split("\0")
     for rel in filter(None, tracked + new):
+        if rel == "dvc.lock":  # main commits none; one staged here is this workspace's runs
+            continue
         src = ROOT / rel
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
