@@ -76,19 +76,34 @@ def finished_run(ws: Path, out: str = "lenet5", run: str = "lenet5", seed: int =
     (ws / f"reports/figures/runs/curves_{out}.png").write_bytes(b"\x89PNG fake")
 
 
-def test_a_run_that_recorded_no_numerics_is_packed_as_the_fp32_cpu_run_it_was(tmp_path):
-    """Timing files written before train.bf16 applied on CPUs have no "numerics": such a CPU run
-    trained in fp32, contiguous, foreach optimizer; the pack says so and that it was derived."""
+def test_a_run_that_recorded_no_numerics_is_refused_in_one_line(tmp_path):
+    """A run's numerics (precision, memory format) are read from its timing file, never guessed:
+    pack refuses a run without them and names the retraining command; fold refuses a pack whose
+    provenance lacks them (the numbers of bf16 and fp32 runs are never averaged)."""
     ws = checkout(tmp_path / "ws")
     finished_run(ws)
     timing = ws / "reports/timing/lenet5.json"
     t = json.loads(timing.read_text())
     del t["numerics"]
     timing.write_text(json.dumps(t))
-    prov = packs.provenance_of(ws, "lenet5", load_params(ws / "params.yaml"), {})
-    assert prov["numerics"] == {"precision": "fp32", "memory_format": "contiguous", "compile": False,
-                                "fused_optimizer": False, "cpu_bf16": None}
-    assert prov["derived_at_pack"][-1] == "numerics"
+    with pytest.raises(packs.PublishError) as e:
+        packs.provenance_of(ws, "lenet5", load_params(ws / "params.yaml"), {})
+    assert str(e.value) == ("lenet5: reports/timing/lenet5.json records no numerics (precision, memory format): "
+                            "retrain it (dvc repro -f train@lenet5) before packing it")
+
+    good = checkout(tmp_path / "good")
+    finished_run(good)
+    packs.pack(good, tmp_path / "good.tar.gz", log=lambda s: None)
+    def drop_numerics(members):
+        prov = json.loads(members["provenance/lenet5.json"])
+        del prov["numerics"]
+        members["provenance/lenet5.json"] = json.dumps(prov).encode()
+
+    bad = repack(tmp_path / "good.tar.gz", tmp_path / "bad.tar.gz", drop_numerics)
+    home = checkout(tmp_path / "home")
+    with pytest.raises(packs.PublishError, match="provenance/lenet5.json records no numerics"):
+        fold.fold(bad, home, log=lambda s: None)
+    assert not (home / "reports/published").exists()
 
 
 def test_seeds_of_another_precision_are_refused_like_seeds_of_other_data(workspace, tmp_path):
@@ -461,7 +476,7 @@ def test_a_seeds_device_says_which_bf16_its_cpu_runs_natively():
         "AMD EPYC (torch 2.x, 1 thread, fp32, native bf16: none)"
     assert published.device_label({"device": cpu, "numerics": NUMERICS}) == \
         "AMD EPYC (torch 2.x, 1 thread, bf16, native bf16: amx_bf16)"
-    assert published.device_label({"device": cpu}) == "AMD EPYC (torch 2.x, 1 thread, fp32)"
+    assert published.device_label({"device": cpu}) == "AMD EPYC (torch 2.x, 1 thread, ?)"  # not recorded
 
 
 def test_a_diverged_seed_is_marked_in_the_one_row_table(tmp_path):

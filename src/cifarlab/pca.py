@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     feats = embed_features(model, test_x, pipeline_for(spec.params.recipe, stats, device), rt)
     fig = pca_figure(feats, test_y.cpu(), stats["classes"],
                      f"{spec.out}: PCA of the {feats.shape[1]}-d test features (best epoch {ckpt['epoch']})")
-    path = paths.RUN_FIGURES_DIR / f"pca_{spec.out}_2d3d.png"
+    path = paths.RUN_FIGURES_DIR / paths.PCA_FIGURE.format(out=spec.out)
     save_png(fig, path)
     print(f"pca {spec.out}: {tuple(feats.shape)} features -> {path}")
 

@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> None:
         hist = pd.read_csv(paths.HISTORY_DIR / f"{spec.out}.csv")
     except FileNotFoundError as e:
         raise DataError(f"missing {e.filename}: run the train and evaluate stages first (dvc repro)") from None
-    curves = paths.RUN_FIGURES_DIR / f"curves_{spec.out}.png"
-    confusion = paths.RUN_FIGURES_DIR / f"confusion_{spec.out}.png"
+    curves = paths.RUN_FIGURES_DIR / paths.CURVES_FIGURE.format(out=spec.out)
+    confusion = paths.RUN_FIGURES_DIR / paths.CONFUSION_FIGURE.format(out=spec.out)
     smoke = smoke_line([details])  # a data subset or capped epochs: a red banner on each figure
     save_png(curves_figure(spec.out, hist, smoke=smoke), curves)
     best = details["best"]

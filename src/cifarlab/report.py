@@ -24,6 +24,8 @@ from pathlib import Path
 import pandas as pd
 
 from cifarlab.core import paths
+from cifarlab.core.paths import (COMPARISON_FIGURE, GRID_FIGURE, OPEN_CHOICES_FIGURE, REPORT_FIGURE,
+                                  STUDIES_FIGURE)
 from cifarlab.core.io import atomic_write
 from cifarlab.core.params import load_params
 from cifarlab.core.shell import run_main
@@ -32,9 +34,8 @@ from cifarlab.reporting import published as pub
 from cifarlab.reporting import studies
 from cifarlab.reporting.provenance import load_lock
 from cifarlab.reporting.metrics import counted, group_runs, load_metrics
-from cifarlab.reporting.readme import COMPARISON_FIGURE, PUBLISHED_RUN_FIGURES, report_tables
+from cifarlab.reporting.readme import PUBLISHED_RUN_FIGURES, report_tables
 from cifarlab.reporting.reference import GRID_REPORT, grid_axes, load_reference, numbers_of, primary, report_ids
-from cifarlab.reporting.sections import GRID_FIGURE
 from cifarlab.reporting.stats import bar_rows, grid_values, run_stats
 
 README = paths.REPORTS_DIR / "README.md"
@@ -49,7 +50,7 @@ def write_figures(reference: Mapping, runs: Mapping[str, list[dict]], figures_di
 
     written = []
     for report in report_ids(reference):
-        path = figures_dir / f"report_{report}.png"
+        path = figures_dir / REPORT_FIGURE.format(report=report)
         figures.save_figure(figures.report_bars(bar_rows(reference, runs, report),
                                                 f"Report {report}: reported vs reproduced top-1",
                                                 smoke=figures.smoke_line(r for recs in runs.values() for r in counted(recs)
@@ -98,14 +99,11 @@ def curve_histories(reference: Mapping, runs: Mapping[str, list[dict]], history_
     return out
 
 
-OPEN_CHOICES_FIGURE = "open_choices.png"
-STUDIES_FIGURE = "studies.png"
-
-
 def own_figure(name: str) -> bool:
     """Whether reports/figures/<name> is one this stage draws."""
+    prefix, _, suffix = REPORT_FIGURE.partition("{report}")
     return (name in (GRID_FIGURE, COMPARISON_FIGURE, OPEN_CHOICES_FIGURE, STUDIES_FIGURE)
-            or (name.startswith("report_") and name.endswith(".png")))
+            or (name.startswith(prefix) and name.endswith(suffix)))
 
 
 def missing_runs(p, runs: Mapping[str, list[dict]]) -> list[str]:

@@ -23,6 +23,18 @@ HISTORY_DIR = REPORTS_DIR / "history"  # <out>.csv, one row per epoch, a DVC plo
 TIMING_DIR = REPORTS_DIR / "timing"  # <out>.json: wall times, images/s, device; the only outputs that vary run to run
 PREDICTIONS_DIR = REPORTS_DIR / "predictions"  # <out>.csv (actual, predicted): confusion plot
 FIGURES_DIR = REPORTS_DIR / "figures"  # figures spanning runs (the report stage draws them)
-RUN_FIGURES_DIR = FIGURES_DIR / "runs"  # one run's figures: curves_<run>.png, confusion_<run>.png, pca_<run>_2d3d.png
+RUN_FIGURES_DIR = FIGURES_DIR / "runs"  # one run's figures (RUN_FIGURES below)
+
+# Every figure's file name, once: the report stage's (in FIGURES_DIR) and one run's (in
+# RUN_FIGURES_DIR; {out} is the run's output id). dvc.yaml's outs name the same files:
+# tests/test_figures.py holds the two together.
+COMPARISON_FIGURE = "comparison.png"  # every run outside the report-004 grid
+REPORT_FIGURE = "report_{report}.png"  # reported vs reproduced top-1, one per report
+GRID_FIGURE = "grid_resnet18.png"  # report 004's grid as heat maps
+OPEN_CHOICES_FIGURE = "open_choices.png"  # each published number's open-choice settings
+STUDIES_FIGURE = "studies.png"  # what JPEG and bf16 cost each recipe
+CURVES_FIGURE = "curves_{out}.png"  # plot@: loss and accuracy per epoch
+CONFUSION_FIGURE = "confusion_{out}.png"  # plot@: the best epoch's confusion matrix
+PCA_FIGURE = "pca_{out}_2d3d.png"  # pca@: the test features in 2 and 3 components
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

@@ -26,9 +26,8 @@ PUBLISHED_FILES = {
     "details/{out}.json": paths.DETAILS_DIR / "{out}.json",
     "timing/{out}.json": paths.TIMING_DIR / "{out}.json",
     "history/{out}.csv": paths.HISTORY_DIR / "{out}.csv",
-    "figures/curves_{out}.png": paths.RUN_FIGURES_DIR / "curves_{out}.png",
-    "figures/confusion_{out}.png": paths.RUN_FIGURES_DIR / "confusion_{out}.png",
-    "figures/pca_{out}_2d3d.png": paths.RUN_FIGURES_DIR / "pca_{out}_2d3d.png",
+    **{f"figures/{name}": paths.RUN_FIGURES_DIR / name
+       for name in (paths.CURVES_FIGURE, paths.CONFUSION_FIGURE, paths.PCA_FIGURE)},
 }
 REQUIRED = ("metrics/{out}.json", "details/{out}.json", "timing/{out}.json", "history/{out}.csv")
 PROVENANCE = "provenance/{out}.json"
@@ -55,29 +54,16 @@ def load_provenance(published: Path = PUBLISHED_DIR) -> dict[str, dict]:
     return _records(published, "provenance")
 
 
-# A run that recorded no numerics trained before train.bf16/channels_last/fused_optimizer applied
-# on a CPU: a CPU run of then was fp32, contiguous, foreach optimizer (its eager/compiled state
-# was recorded apart, as "compile"); a GPU run of then followed train.bf16/channels_last.
-def numerics_of(timing: Mapping, train_params: Mapping | None = None) -> tuple[dict, bool]:
-    """(numerics, derived): the run's recorded numerics, or what its code then did (derived=True)."""
-    if isinstance(timing.get("numerics"), dict):
-        return dict(timing["numerics"]), False
-    cuda = bool(timing.get("cuda")) or timing.get("device") == "cuda"
-    tp = train_params or {}
-    return {"precision": "bf16" if cuda and tp.get("bf16", True) else "fp32",
-            "memory_format": "channels_last" if cuda and tp.get("channels_last", True) else "contiguous",
-            "compile": timing.get("compile", False) or False, "fused_optimizer": cuda,
-            "cpu_bf16": None}, True
-
-
 def prov_numerics(prov: Mapping) -> dict:
-    """A published run's numerics: as its provenance records them, or what its device did then."""
-    return dict(prov.get("numerics") or numerics_of({"cuda": (prov.get("device") or {}).get("cuda")})[0])
+    """A published run's numerics (precision, memory format, compile, fused optimizer, the CPU's
+    native bf16) as its provenance records them ({} for a run without provenance: said, not
+    guessed; fold refuses a pack whose provenance lacks them)."""
+    return dict(prov.get("numerics") or {})
 
 
 def precision_label(numerics: Mapping) -> str:
-    """'bf16', 'bf16 compiled', 'fp32': the short form the report's tables show."""
-    return " ".join([str(numerics.get("precision", "fp32"))] + (["compiled"] if numerics.get("compile") else []))
+    """'bf16', 'bf16 compiled', 'fp32' ('?': not recorded): the short form the report's tables show."""
+    return " ".join([str(numerics.get("precision") or "?")] + (["compiled"] if numerics.get("compile") else []))
 
 
 # --------------------------------------------------------------------------- compare

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from cifarlab.core.params import OFFICIAL_MD5
+from cifarlab.core.paths import COMPARISON_FIGURE
 from cifarlab.reporting.markdown import DASH, fmt_result, fmt_seed, md_image, md_table
 from cifarlab.reporting.metrics import counted, smoke_notes
 from cifarlab.reporting.provenance import data_source, locked_md5, params_hash, producing_stage
@@ -19,7 +20,6 @@ from cifarlab.reporting.reference import report_ids
 from cifarlab.reporting.sections import report_section
 from cifarlab.reporting.stats import run_stats
 
-COMPARISON_FIGURE = "comparison.png"
 PUBLISHED_RUN_FIGURES = "../published/figures/"  # reports/published/figures, from reports/figures
 
 HEADER = """\

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from cifarlab.core.paths import CONFUSION_FIGURE, CURVES_FIGURE, GRID_FIGURE, PCA_FIGURE, REPORT_FIGURE
 from cifarlab.reporting.markdown import (DASH, METRIC_LABELS, NOT_RUN, fmt_diff, fmt_epochs, fmt_result, fmt_seed,
                                          fmt_summary, fmt_value, html_image, md_image, md_table, rounded)
 from cifarlab.reporting.metrics import counted
@@ -10,7 +11,6 @@ from cifarlab.reporting.reference import (ALEXNET_REPORT, GRID_REPORT, REPORT_TI
                                           ordered_unique, primary)
 from cifarlab.reporting.stats import run_stats, within_spread
 
-GRID_FIGURE = "grid_resnet18.png"
 COLLAPSE_FIGURES = 6  # more runs with figures than this in one report: fold them into <details>
 
 # A run's figures side by side (HTML <img>: Markdown images cannot be sized), as a share of
@@ -154,9 +154,9 @@ def _run_figures(runs_in_report: Sequence[str], figures: Iterable[str], prefix: 
     out = []
     for run in runs_in_report:
         row = [html_image(alt, name, RUN_FIGURE_WIDTH[kind])
-               for kind, name, alt in (("curves", f"{prefix}curves_{run}.png", f"learning curves: {run}"),
-                                       ("confusion", f"{prefix}confusion_{run}.png", f"confusion matrix: {run}"),
-                                       ("pca", f"{prefix}pca_{run}_2d3d.png", f"PCA of the features: {run}"))
+               for kind, name, alt in (("curves", prefix + CURVES_FIGURE.format(out=run), f"learning curves: {run}"),
+                                       ("confusion", prefix + CONFUSION_FIGURE.format(out=run), f"confusion matrix: {run}"),
+                                       ("pca", prefix + PCA_FIGURE.format(out=run), f"PCA of the features: {run}"))
                if name in have]
         if row:
             out.append(f"**`{run}`**<br>\n" + "\n".join(row))
@@ -196,7 +196,7 @@ def report_section(reference: Mapping, runs: Mapping[str, list[dict]], report: s
             parts.append("Reproduced (reported), `best` block:")
             parts.append(alexnet_table(reference, runs))
         parts.append(comparison_table(entries, runs, miss_notes))
-    bars = f"report_{report}.png"
+    bars = REPORT_FIGURE.format(report=report)
     if bars in figures:
         parts.append(md_image(f"report {report}: reported vs reproduced top-1", bars))
     run_figs = _run_figures(ordered_unique(n["run"] for n in entries), figures, run_figures)

@@ -248,6 +248,9 @@ def _checked_manifest(pack: PackReader, pack_file: Path) -> tuple[dict, dict[str
             raise PublishError(f"{pack_file}: {PROVENANCE.format(out=out)} names run {prov.get('run')!r} seed "
                                f"{prov.get('seed')!r}, the manifest run {meta['run']!r} seed {meta['seed']!r}: "
                                "not a pack cifarlab wrote")
+        if not isinstance(prov.get("numerics"), dict) or not isinstance(prov["numerics"].get("precision"), str):
+            raise PublishError(f"{pack_file}: {PROVENANCE.format(out=out)} records no numerics (precision, memory "
+                               "format): not a pack cifarlab wrote (make it again with cifarlab pack)")
     return manifest, provenance, details
 
 

@@ -48,7 +48,7 @@ from cifarlab.core.io import atomic_write
 from cifarlab.core.params import Params, Recipe, validate
 from cifarlab.core.params_file import read_params_file, read_yaml
 from cifarlab.core.provenance import code_version
-from cifarlab.reporting.published import PROVENANCE, PUBLISHED_FILES, REQUIRED, numerics_of, read_json_object
+from cifarlab.reporting.published import PROVENANCE, PUBLISHED_FILES, REQUIRED, read_json_object
 
 PACK_FORMAT = 1
 MAX_PACK_BYTES = 16 * 2**20  # what one file carried back from a lent GPU may weigh
@@ -416,9 +416,10 @@ def provenance_of(root: Path, out: str, p: Params, md5s: Mapping[str, str], cach
             device_name = cpu_name()  # the packing machine: runs are packed where they ran
         else:
             device_name = device  # older files wrote the GPU's name here
-    numerics, guessed = numerics_of(timing, p.train.model_dump())
-    if guessed:
-        derived.append("numerics")
+    numerics = timing.get("numerics")
+    if not isinstance(numerics, dict):
+        raise PublishError(f"{out}: reports/timing/{out}.json records no numerics (precision, memory "
+                           f"format): retrain it (dvc repro -f train@{run}) before packing it")
     epoch_seconds = timing.get("epoch_seconds") or []
     wall = timing.get("wall_seconds", round(sum(epoch_seconds), 3))
     n_train = details.get("n_train")
