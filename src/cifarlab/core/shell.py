@@ -97,6 +97,6 @@ LONG_CPU_RUN_S = 15 * 60  # a CPU run (or `dvc repro`) longer than this gets a w
 
 
 def format_duration(seconds: float) -> str:
-    """A duration for a message: 1h05m, 4m30s."""
-    h, rem = divmod(int(seconds), 3600)
+    """A duration for a message or a table: 1h05m, 4m30s (to the nearest second)."""
+    h, rem = divmod(int(round(seconds)), 3600)
     return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"

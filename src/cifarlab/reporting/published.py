@@ -17,6 +17,10 @@ from pathlib import Path
 
 from cifarlab.core import paths
 from cifarlab.core.errors import DataError
+from cifarlab.core.params import OFFICIAL_MD5
+from cifarlab.core.shell import format_duration
+from cifarlab.reporting.markdown import DASH
+from cifarlab.reporting.reference import ordered_unique
 
 PUBLISHED_DIR = paths.REPORTS_DIR / "published"
 # What a published run holds: name under reports/published/ (and in a pack) -> workspace path.
@@ -218,10 +222,7 @@ def fmt_wall(seconds: float | None, epoch_seconds: list[float] | None = None) ->
 
 
 def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    s = int(round(seconds))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+    return DASH if seconds is None else format_duration(seconds)
 
 
 def data_label(prov: Mapping) -> str:
@@ -231,7 +232,7 @@ def data_label(prov: Mapping) -> str:
     md5 = d.get("content_md5")
     name = KNOWN_DATA.get(md5) if md5 else None
     if name is None:
-        name = "official archive" if d.get("archive_md5") == "c58f30108f718f92721af3b95e74349a" else "other data"
+        name = "official archive" if d.get("archive_md5") == OFFICIAL_MD5 else "other data"
     n = f"{d.get('n_train') or 0:,}/{d.get('n_test') or 0:,}"
     return f"{name}, {n} (content md5 `{md5[:8]}`)" if md5 else f"{name}, {n}"
 
@@ -260,7 +261,7 @@ def short_data_label(prov: Mapping) -> str:
         return "?"
     md5 = d.get("content_md5")
     kind = ("JPEG" if md5 in KNOWN_DATA else
-            "official" if d.get("archive_md5") == "c58f30108f718f92721af3b95e74349a" else "other")
+            "official" if d.get("archive_md5") == OFFICIAL_MD5 else "other")
 
     def k(n):
         return f"{n // 1000}k" if n and n % 1000 == 0 else f"{n or 0}"
@@ -284,11 +285,6 @@ def devices_cell(provs) -> str:
             seen.append(n)
     return " / ".join(f"{name}, {'/'.join(map(str, sorted(ns)))} thr" if ns else name
                       for name, ns in threads.items())
-
-
-def _ordered(values) -> list[str]:
-    """Distinct values in first-seen order (a run's seeds mostly share them: shown once)."""
-    return list(dict.fromkeys(values))
 
 
 def code_label(prov: Mapping) -> str:
@@ -348,8 +344,8 @@ def published_section(reference: Mapping, published: Mapping[str, list[dict]], p
             result,
             fmt_diff("top1", st["best"]["mean"], ref["value"]) if ref and st["best"]["mean"] is not None else DASH,
             ", ".join(str(r["best"].get("epoch")) for r in recs),
-            " / ".join(_ordered(precision_label(prov_numerics(p)) for p in provs)),
-            " / ".join(_ordered(short_data_label(p) for p in provs)),
+            " / ".join(ordered_unique(precision_label(prov_numerics(p)) for p in provs)),
+            " / ".join(ordered_unique(short_data_label(p) for p in provs)),
             devices_cell(provs),
             (fmt_duration(sum(walls) / len(walls)) + (" †" if run_stalled else "")) if walls else DASH,
         ])

@@ -68,12 +68,8 @@ def report_ids(reference: Mapping) -> list[str]:
 
 
 def ordered_unique(values: Iterable[Any]) -> list:
-    """values without repeats, in the order they first appear."""
-    out = []
-    for v in values:
-        if v not in out:
-            out.append(v)
-    return out
+    """values without repeats, in the order they first appear (values are hashable)."""
+    return list(dict.fromkeys(values))
 
 
 def grid_axes(reference: Mapping) -> tuple[list[str], list[str], list[str]]:
