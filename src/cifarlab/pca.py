@@ -23,17 +23,6 @@ from cifarlab.figures.common import save_png
 from cifarlab.figures.runs import pca_figure
 
 
-@torch.no_grad()
-def embed_features(model, x_u8: torch.Tensor, pipe, rt: Runtime) -> torch.Tensor:
-    """(N, D) float32 features of uint8 images (N, 3, 32, 32), on the CPU."""
-    model.eval()
-    out = []
-    for xb in torch.split(x_u8, rt.eval_batch_size):
-        with rt.autocast():
-            out.append(model.embed(rt.prepare_input(pipe(xb, None, train=False))).float().cpu())
-    return torch.cat(out)
-
-
 def main(argv: list[str] | None = None) -> None:
     p, spec = stage_args("python -m cifarlab.pca", __doc__, argv)
     device = setup_device(p.train)
@@ -45,7 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     _, _, test_x, test_y, stats = load_prepared(device)
     rt = Runtime(device, p.train)
     model = rt.prepare_model(model)
-    feats = embed_features(model, test_x, pipeline_for(spec.params.recipe, stats, device), rt)
+    pipe = pipeline_for(spec.params.recipe, stats, device)
+    # (N, D) float32 features on the CPU
+    feats = torch.cat(rt.eval_batches(model, test_x, pipe, lambda m, x: m.embed(x).float().cpu()))
     fig = pca_figure(feats, test_y.cpu(), stats["classes"],
                      f"{spec.out}: PCA of the {feats.shape[1]}-d test features (best epoch {ckpt['epoch']})")
     path = paths.RUN_FIGURES_DIR / paths.PCA_FIGURE.format(out=spec.out)

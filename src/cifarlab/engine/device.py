@@ -203,3 +203,20 @@ class Runtime:
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         # 4-D images only: cached features (B, D) have no channel dimension to move
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+    @torch.no_grad()
+    def eval_batches(self, model: nn.Module, x_u8: torch.Tensor, pipe, forward) -> list[torch.Tensor]:
+        """forward(model, x) of each batch of `eval_batch_size` uint8 images (N, 3, 32, 32), x being
+        the batch as `pipe` normalizes it for evaluation (no augmentation), in eval mode under this
+        runtime's autocast; the model's train/eval mode is restored after. The one predict loop:
+        logits (engine.loop.predict), features (engine.features, pca)."""
+        was_training = model.training
+        model.eval()
+        try:
+            out = []
+            for xb in torch.split(x_u8, self.eval_batch_size):
+                with self.autocast():
+                    out.append(forward(model, self.prepare_input(pipe(xb, None, train=False))))
+            return out
+        finally:
+            model.train(was_training)

@@ -48,14 +48,7 @@ def embed_all(model: nn.Module, x_u8: torch.Tensor, pipe: BatchPipeline, rt) -> 
     normalized batch of `rt.eval_batch_size`, under the runtime's autocast (bf16 on CUDA)."""
     if x_u8.shape[0] == 0:  # an empty split (no validation images): no features, no forward
         return torch.zeros((0, 0), device=x_u8.device)
-    was_training = model.training
-    model.eval()
-    out = []
-    for xb in torch.split(x_u8, rt.eval_batch_size):
-        with rt.autocast():
-            out.append(model.embed(rt.prepare_input(pipe(xb, None, train=False))))
-    model.train(was_training)
-    return torch.cat(out)
+    return torch.cat(rt.eval_batches(model, x_u8, pipe, lambda m, x: m.embed(x)))
 
 
 def cached_inputs(model: nn.Module, recipe, pipe: BatchPipeline, rt, *images: torch.Tensor | None):

@@ -97,17 +97,11 @@ def predict(model: nn.Module, x_u8: torch.Tensor, pipe: BatchPipeline, rt: Runti
     """Logits (N, 10) float32 for uint8 images (N, 3, 32, 32) on rt.device; eval mode, no augmentation.
 
     flip: test-time augmentation, the mean of the logits of each image and its horizontal mirror."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for xb in torch.split(x_u8, rt.eval_batch_size):
-        with rt.autocast():
-            x = rt.prepare_input(pipe(xb, None, train=False))
-            logits = model(x).float()
-            if flip:
-                logits = (logits + model(torch.flip(x, dims=(3,))).float()) / 2
-            out.append(logits)
-    model.train(was_training)
+    def logits(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        y = m(x).float()
+        return (y + m(torch.flip(x, dims=(3,))).float()) / 2 if flip else y
+
+    out = rt.eval_batches(model, x_u8, pipe, logits)
     return torch.cat(out) if out else torch.zeros((0, 10), device=x_u8.device)
 
 
