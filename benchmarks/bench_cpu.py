@@ -155,13 +155,13 @@ def flops_per_image(case: Case) -> float:
 def projected_seconds(case: Case, ips: float, first_step: float = 0.0) -> float:
     """The run's full recipe at `ips` training images/s: epochs x (train + test passes at a third of
     a training step per image), plus one compilation (compiled variant: its first step)."""
-    epochs = case.spec.params.epochs(None)
+    epochs = case.spec.epochs(None)
     return epochs * (FULL_TRAIN + FULL_TEST / 3) / ips + first_step
 
 
 def measure(res: dict, case: Case, gemm: dict, seconds: float, deadline: float, save) -> None:
     row = {"model": case.model_name, "run": case.run, "batch": case.batch,
-           "epochs": case.spec.params.epochs(None), "variants": {}}
+           "epochs": case.spec.epochs(None), "variants": {}}
     res["models"].append(row)
     row["gflop_per_image"] = round(flops_per_image(case) / 1e9, 4)
     for variant in VARIANTS:

@@ -32,7 +32,7 @@ with the "eager" backend (graph capture without code generation), resnet9 for on
 images, no airbench, fp32 on a CPU that emulates bf16: the same code paths in about a minute, so
 this script cannot rot between GPU sessions (a slow test).
 
-Needs torch, numpy, PyYAML, pydantic, ruamel.yaml (+ airbench for section 5) and the archive in
+Needs torch, numpy, pydantic, ruamel.yaml (+ airbench for section 5) and the archive in
 the official layout for section 5 (--archive; without it, section 5 is skipped).
 """
 from __future__ import annotations
@@ -41,7 +41,6 @@ import argparse
 import contextlib
 import io
 import copy
-import dataclasses
 import hashlib
 import json
 import math
@@ -177,8 +176,8 @@ class Case:
     def __init__(self, bench: Bench, p, run: str, device: torch.device):
         self.run, self.spec = run, resolve(p, run)
         self.model_name = self.spec.model
-        self.recipe = self.spec.params.recipe
-        arch = dict(self.spec.params.arch)
+        self.recipe = self.spec.recipe
+        arch = dict(self.spec.arch)
         if "pretrained" in arch:  # random frozen weights cost the same; nothing to download
             arch.update(pretrained=False, weights=None)
             if bench.tiny:
@@ -388,13 +387,13 @@ def resnet9_vs_airbench(bench: Bench, p, device: torch.device) -> None:
     data = load_data(bench.args, device)
     train_x, train_y, test_x, test_y, stats, arrays = data
     spec = resolve(p, "resnet9")
-    recipe = spec.params.recipe
+    recipe = spec.recipe
     epochs = 1 if bench.tiny else recipe.epochs
     rt = Runtime(device, p.train)
     if bench.tiny:
         rt.compile_backend = "eager"
     configure_determinism(device, p.train.deterministic)
-    model = build_model("resnet9", dict(spec.params.arch), spec.seed)
+    model = build_model("resnet9", dict(spec.arch), spec.seed)
     t = time.perf_counter()
     res = fit(model, train_x, train_y, test_x, test_y, recipe, epochs, spec.seed, pipeline_for(recipe, stats, device), rt,
               log=log, desc="resnet9")
@@ -436,7 +435,7 @@ def resnet9_seconds(bench: Bench, p) -> float:
     ips = row.get("compiled_images_per_s") or row.get("eager_images_per_s")
     if not ips:
         return 600
-    epochs = resolve(p, "resnet9").params.recipe.epochs
+    epochs = resolve(p, "resnet9").recipe.epochs
     return 60 + 40 + 1.2 * epochs * (50_000 + 10_000 / 3) / ips
 
 
@@ -558,7 +557,7 @@ def main(argv: list[str] | None = None) -> None:
         # --tiny checks the code paths, not the numbers: on a CPU that emulates bf16 (5-10x slower
         # than fp32) it runs what `cifarlab estimate` advises, fp32, as the end-to-end tests do;
         # tests/test_numerics.py covers bf16
-        p = dataclasses.replace(p, train=p.train.model_copy(update=alt))
+        p = p.model_copy(update={"train": p.train.model_copy(update=alt)})
         log("--tiny: this CPU emulates bf16: fp32 and contiguous memory")
     device = setup_device(p.train)
     if device.type != "cuda" and not args.tiny:

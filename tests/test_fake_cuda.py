@@ -60,7 +60,7 @@ DATA_PATH_KEYS = ("augment", "crop_padding", "normalize")
 
 
 def _data_path(run: str) -> tuple:
-    recipe = PARAMS.runs[run].params.recipe.model_dump()
+    recipe = PARAMS.runs[run].recipe.model_dump()
     return tuple(recipe.get(k) for k in DATA_PATH_KEYS)
 
 
@@ -74,7 +74,7 @@ def _first_runs(key) -> list[str]:
 
 # One run per registered model and AlexNet variant (skip changes its features); one per data path
 # (augmentation, crop padding, normalisation) the run table holds
-MODEL_RUNS = _first_runs(lambda r: (PARAMS.runs[r].model, PARAMS.runs[r].params.arch.get("skip")))
+MODEL_RUNS = _first_runs(lambda r: (PARAMS.runs[r].model, PARAMS.runs[r].arch.get("skip")))
 DATA_PATH_RUNS = _first_runs(_data_path)
 
 
@@ -201,8 +201,8 @@ def _on_cuda(*tensors: torch.Tensor) -> None:
 def rehearse(run: str, monkeypatch) -> torch.Tensor:
     """train@<run> and evaluate@<run> as on a GPU: returns the test logits evaluate computes."""
     spec = resolve(PARAMS, run)
-    recipe = spec.params.recipe
-    arch = dict(spec.params.arch)
+    recipe = spec.recipe
+    arch = dict(spec.arch)
     if spec.model == "alexnet_transfer":  # no ImageNet weights here: random features, warned
         arch.update(pretrained=False, weights=None)
     with fake_cuda(monkeypatch):
@@ -248,7 +248,7 @@ def test_train_and_evaluate_mix_no_cpu_tensor_on_cuda(run, in_prepared, monkeypa
 @pytest.mark.parametrize("run", DATA_PATH_RUNS)
 def test_every_data_path_stays_on_cuda(run, in_prepared, monkeypatch):
     """Augmentation and normalisation of each data path the run table holds, train and test."""
-    recipe = PARAMS.runs[run].params.recipe
+    recipe = PARAMS.runs[run].recipe
     with fake_cuda(monkeypatch):
         train_x, _, test_x, _, stats = load_prepared(CUDA)
         rt = Runtime(CUDA, CUDA_TRAIN)
@@ -265,7 +265,7 @@ def test_metrics_of_cuda_logits_mix_no_cpu_tensor(in_prepared, monkeypatch):
         model = build_model("lenet5", {}, 0)
         _, _, test_x, test_y, stats = load_prepared(CUDA)
         rt = Runtime(CUDA, CUDA_TRAIN)
-        logits = predict(rt.prepare_model(model), test_x, pipeline_for(PARAMS["lenet5"].params.recipe, stats, CUDA), rt)
+        logits = predict(rt.prepare_model(model), test_x, pipeline_for(PARAMS["lenet5"].recipe, stats, CUDA), rt)
         m = classification_metrics(logits, test_y, tuple(stats["classes"]))
     assert m["n"] == N_TEST and list(m["per_class_top1"]) == list(paths.CLASSES)
 

@@ -6,7 +6,7 @@ too (a duplicate key included), so the stages must not read them differently.
 Each case is the shipped params.yaml with one mistake, driven through `cifarlab set` (ruamel's
 round-trip loader, which keeps comments), `cifarlab runs` and `python -m cifarlab.report` (the
 loader every stage reads with) as real subprocesses; every stage module and the other commands
-that read params run in-process through the same shells. The one-line shape is test_error_shape's.
+that read params run in-process through the same shells. The one-line shape is helpers_bad_inputs.assert_shape.
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from cifarlab.tooling.cli import STAGES as CLI_STAGES
 from cifarlab.core.errors import ParamsError
 from cifarlab.core.params import load_params
 from cifarlab.core.shell import run_main
-from test_cli import cifarlab
-from test_error_shape import assert_shape
+from helpers_bad_inputs import assert_shape
+from helpers_cli import cifarlab
 from workspace import SHIPPED_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,6 +145,7 @@ ENTRY_POINTS = {
 }
 
 
+@pytest.mark.slow  # a python subprocess each (57)
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_a_malformed_params_file_gets_one_line(case, entry, tmp_path):
@@ -213,7 +214,7 @@ def test_merge_keys_are_not_duplicates(tmp_path):
     text = edit("  lenet5: {model: lenet5}\n",
                 "  lenet5: &l5 {model: lenet5}\n  lenet5-b32: {<<: *l5, model: lenet5, batch_size: 32}\n")
     (tmp_path / "params.yaml").write_text(text)
-    assert load_params(tmp_path / "params.yaml")["lenet5-b32"].params.recipe.batch_size == 32
+    assert load_params(tmp_path / "params.yaml")["lenet5-b32"].recipe.batch_size == 32
     out = cifarlab("set", "lenet5.lr=0.01", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert load_params(tmp_path / "params.yaml")["lenet5-b32"].params.recipe.lr == 0.01
+    assert load_params(tmp_path / "params.yaml")["lenet5-b32"].recipe.lr == 0.01

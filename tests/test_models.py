@@ -19,6 +19,7 @@ from cifarlab.core.errors import CifarlabError, ParamsError, WeightsError
 from cifarlab.models import ModelInfo, get_model, list_models, model_info
 from cifarlab.models import alexnet_transfer as alexnet_mod
 from cifarlab.models.alexnet_transfer import RandomFeaturesWarning
+from helpers_bad_inputs import BAD_OPTION_VALUES
 from workspace import SHIPPED_PARAMS
 
 NAMES = [
@@ -215,11 +216,13 @@ def test_published_numbers_live_only_in_reference_yaml():
 
 
 def test_arch_param_annotations_are_precise():
-    a = {n: {k: p.annotation for k, p in model_info(n).arch_params.items()} for n in NAMES}
+    # the types without their Annotated constraints and descriptions (test_schema checks those)
+    a = {n: {k: t for k, t in typing.get_type_hints(model_info(n).builder).items() if k != "return"} for n in NAMES}
+    assert all(typing.get_origin(p.annotation) is typing.Annotated for n in NAMES for p in model_info(n).arch_params.values())
     assert a["dnn"] == {"hidden": tuple[int, ...], "batchnorm": bool}
     assert a["cnn"] == {"channels": tuple[int, int, int], "hidden": int, "batchnorm": bool, "dropout": float}
     assert a["resnet"] == a["resnet9"] == {}
-    assert a["custom_resnet"] == {"expansion": int, "dropout": float}
+    assert a["custom_resnet"] == {"expansion": typing.Literal[1, 2, 4, 8, 16, 32, 64], "dropout": float}
     assert a["hw2_cnn"] == {"dropout": float}
     assert a["lenet5"] == {"activation": typing.Literal["relu", "tanh", "sigmoid"]}
     assert typing.get_args(a["resnet18"]["activation"]) == ("relu", "leaky_relu", "tanh", "sigmoid")
@@ -241,18 +244,7 @@ def test_unknown_arch_option():
         get_model("lenet5", depth=3)
 
 
-@pytest.mark.parametrize(
-    "name, arch",
-    [
-        ("custom_resnet", {"expansion": 3}),
-        ("custom_resnet", {"dropout": 1.0}),
-        ("hw2_cnn", {"dropout": -0.1}),
-        ("dnn", {"hidden": (128, 0)}),
-        ("lenet5", {"activation": "gelu"}),
-        ("resnet18", {"activation": "gelu"}),
-        ("alexnet_transfer", {"image_size": 32, "pretrained": False}),
-    ],
-)
+@pytest.mark.parametrize("name, arch", BAD_OPTION_VALUES)
 def test_bad_option_values(name, arch):
     with pytest.raises(ParamsError):
         get_model(name, **arch)

@@ -4,7 +4,6 @@ The run table (`runs:`) is validated entry by entry: each run is its model's sec
 run's overrides applied, checked as one section, and an error in an override names the run's
 entry ('runs.<name>.<key>'), the place to fix it.
 """
-import copy
 import itertools
 import os
 import re
@@ -19,44 +18,13 @@ from pydantic import ValidationError
 
 from cifarlab.core.errors import ParamsError
 from cifarlab.core.params import TOP_KEYS, load_params, validate
-from cifarlab.core.params_file import read_yaml
 from cifarlab.core.runs import resolve, stage_args
 from cifarlab.models import list_models, model_info
+from helpers_bad_inputs import (ALEX_RUN, BAD_PARAMS, BAD_RATIOS, BAD_RUN_NAMES, DELETE, GRID_RUN, RAW,
+                                UNHASHABLE_EDITS, raw)
 from workspace import SHIPPED_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
-RAW = read_yaml((SHIPPED_PARAMS).read_text())  # as load_params reads it (YAML 1.2)
-
-
-class _Delete:
-    """The DELETE marker; named in test ids (`pytest -n 2` workers must collect the same ids)."""
-
-    def __repr__(self) -> str:
-        return "DELETE"
-
-
-DELETE = _Delete()
-
-GRID_RUN = "resnet18-relu-2_1_1-none"  # a report-004 run of the shipped table
-ALEX_RUN = "alexnet_transfer-skip-low"  # a report-003 run of the shipped table
-
-
-def raw(edits: dict | None = None, **kw):
-    """A copy of the shipped params with edits applied. Keys are dotted paths
-    ("runs.lenet5.activation"; run names have no dots); a value of DELETE removes the key.
-    Keyword arguments are the same with `__` for the dots (simple keys only)."""
-    d = copy.deepcopy(RAW)
-    for key, value in {**(edits or {}), **{k.replace("__", "."): v for k, v in kw.items()}}.items():
-        *parents, last = key.split(".")
-        node = d
-        for part in parents:
-            node = node[part]
-        if value is DELETE:
-            del node[last]
-        else:
-            node[last] = value
-    return d
-
 
 def one_line_error(d, check_models: bool = True) -> str:
     with pytest.raises(ParamsError) as e:
@@ -79,11 +47,11 @@ def test_shipped_params_are_valid_and_cover_every_model():
     assert len(p.runs) == 7 + 4 + 36 + len(alternatives) and len(alternatives) == 18
     # recipe values the reports published
     assert p.recipes["resnet18"].recipe.lr_ratio == (2.0, 1.0, 1.0)
-    assert p["resnet9"].params.recipe.schedule == "onecycle" and p["resnet9"].params.recipe.epochs == 20
-    assert p["custom_resnet"].params.recipe.early_stopping_patience == 15
+    assert p["resnet9"].recipe.schedule == "onecycle" and p["resnet9"].recipe.epochs == 20
+    assert p["custom_resnet"].recipe.early_stopping_patience == 15
     assert dict(p.recipes["alexnet_transfer"].arch)["skip"] is False
     # a run without overrides is its model's section as written
-    assert p["lenet5"].overrides == {} and p["lenet5"].params == p.recipes["lenet5"]
+    assert p["lenet5"].overrides == {} and (p["lenet5"].recipe, p["lenet5"].arch) == (p.recipes["lenet5"].recipe, p.recipes["lenet5"].arch)
     assert p["lenet5"].model == "lenet5" and p["lenet5"].name == "lenet5"
 
 
@@ -93,8 +61,8 @@ def test_shipped_alexnet_runs_are_skip_x_epochs():
         run = p[f"alexnet_transfer-{'skip' if skip else 'noskip'}-{tag}"]
         assert run.model == "alexnet_transfer"
         assert dict(run.overrides) == {"skip": skip, "epochs": epochs}
-        assert run.params.arch["skip"] is skip and run.params.recipe.epochs == epochs
-        assert run.params.recipe.lr == p.recipes["alexnet_transfer"].recipe.lr  # the rest: the section's
+        assert run.arch["skip"] is skip and run.recipe.epochs == epochs
+        assert run.recipe.lr == p.recipes["alexnet_transfer"].recipe.lr  # the rest: the section's
     assert set(p.pca) == {n for n, r in p.runs.items() if r.model == "alexnet_transfer"}
 
 
@@ -107,74 +75,17 @@ def test_shipped_resnet18_runs_are_the_36_cell_grid():
     assert {n for n, r in p.runs.items() if r.model == "resnet18"} == {f"resnet18-{a}-{r}-{g}" for a, r, g in cells}
     for act, ratio, aug in cells:
         run = p[f"resnet18-{act}-{ratio}-{aug}"]
-        assert dict(run.params.arch) == {"activation": act}
-        assert run.params.recipe.lr_ratio == tuple(float(x) for x in ratio.split("_"))
-        assert run.params.recipe.augment == aug
+        assert dict(run.arch) == {"activation": act}
+        assert run.recipe.lr_ratio == tuple(float(x) for x in ratio.split("_"))
+        assert run.recipe.augment == aug
         # what the run does not override is the resnet18 section's
-        assert run.params.recipe.model_copy(update={"lr_ratio": section.lr_ratio, "augment": section.augment}) == section
+        assert run.recipe.model_copy(update={"lr_ratio": section.lr_ratio, "augment": section.augment}) == section
 
 
 # ---------------------------------------------------------------------------- one-line errors
 
 
-@pytest.mark.parametrize(
-    "edits, expected",
-    [
-        ({"colour": 1}, "unknown param 'colour'"),
-        ({"data.urll": "x"}, "unknown param 'data.urll'"),
-        ({"train.max_epoch": 1}, "unknown param 'train.max_epoch'"),
-        ({"resnet9.lrr": 0.1}, "unknown param 'resnet9.lrr'"),
-        ({"resnet9.lr": "fast"}, "bad value for 'resnet9.lr': 'fast'"),
-        ({"resnet9.epochs": 0}, "bad value for 'resnet9.epochs': 0"),
-        ({"lenet5.epochs": -3}, "bad value for 'lenet5.epochs': -3"),
-        ({"lenet5.batch_size": 0}, "bad value for 'lenet5.batch_size': 0"),
-        ({"lenet5.optimizer": "rmsprop"}, "bad value for 'lenet5.optimizer': 'rmsprop'"),
-        ({"resnet18.activation": "gelu"}, "bad value for 'resnet18.activation': 'gelu'"),
-        ({"alexnet_transfer.skip": "no"}, "bad value for 'alexnet_transfer.skip': 'no'"),
-        ({"data.train_subset": 5}, "bad value for 'data.train_subset': 5"),
-        ({"data.md5": "abc"}, "bad value for 'data.md5': 'abc'"),
-        ({"train.max_epochs": 0}, "bad value for 'train.max_epochs': 0"),
-        ({"seed": "x"}, "bad value for 'seed'"),
-        ({"resnet18.lr_ratio": None}, "resnet18: schedule 'multistep' needs lr_ratio"),
-        ({"resnet18.lr_ratio": "5:x:2"}, "bad value for 'resnet18.lr_ratio"),
-        ({"custom_resnet.schedule": "cosine"}, "bad value for 'custom_resnet.schedule': 'cosine'"),
-        # the removed keys are unknown now
-        ({"models": ["lenet5"]}, "unknown param 'models'"),
-        ({"grid_overrides": {}}, "unknown param 'grid_overrides'"),
-        ({"alexnet_runs": {}}, "unknown param 'alexnet_runs'"),
-        # `model` names a run, not a registered model
-        ({"model": "vgg16"}, "bad value for 'model': 'vgg16' is not a run"),
-        ({"model": "resnet18"}, "bad value for 'model': 'resnet18' is not a run"),
-        ({"model": DELETE}, "missing param 'model'"),
-        # the run table itself
-        ({"runs": DELETE}, "missing param 'runs'"),
-        ({"runs": {}}, "bad value for 'runs': {} (the run table is empty, nothing to train): add a run"),
-        ({"runs": None}, "bad value for 'runs': None (the run table is empty, nothing to train): add a run"),
-        ({"runs": ["lenet5"]}, "bad value for 'runs'"),
-        ({"runs.lenet5": "lenet5"}, "bad value for 'runs.lenet5': 'lenet5'"),
-        ({"runs.lenet5": None}, "bad value for 'runs.lenet5': None"),
-        ({"runs.lenet5.model": DELETE}, "bad value for 'runs.lenet5'"),
-        ({"runs.lenet5.model": "vgg16"}, "bad value for 'runs.lenet5.model': 'vgg16' is not a model"),
-        ({"runs.lenet5.model": "runs"}, "bad value for 'runs.lenet5.model': 'runs' is not a model"),
-        ({"runs.lenet5.model": ["lenet5"]}, "bad value for 'runs.lenet5.model': ['lenet5'] is not a model"),
-        # a run's overrides, validated as the model's section and named by the run's entry
-        ({"runs.lenet5.activation": "gelu"}, "bad value for 'runs.lenet5.activation': 'gelu'"),
-        ({"runs.lenet5.lrr": 0.1}, "unknown param 'runs.lenet5.lrr'; allowed keys here: "),
-        ({"runs.lenet5.skip": True}, "unknown param 'runs.lenet5.skip'"),  # another model's option
-        ({"runs.lenet5.lr": "fast"}, "bad value for 'runs.lenet5.lr': 'fast'"),
-        ({"runs.lenet5.epochs": 0}, "bad value for 'runs.lenet5.epochs': 0"),
-        ({f"runs.{GRID_RUN}.activation": "gelu"}, f"bad value for 'runs.{GRID_RUN}.activation': 'gelu'"),
-        ({f"runs.{GRID_RUN}.lr_ratio": "5:x:2"}, f"bad value for 'runs.{GRID_RUN}.lr_ratio"),
-        ({f"runs.{GRID_RUN}.augment": "mixup"}, f"bad value for 'runs.{GRID_RUN}.augment': 'mixup'"),
-        ({f"runs.{ALEX_RUN}.skip": "no"}, f"bad value for 'runs.{ALEX_RUN}.skip': 'no'"),
-        ({f"runs.{ALEX_RUN}.epochs": 0}, f"bad value for 'runs.{ALEX_RUN}.epochs': 0"),
-        # pca: runs of a model with an embedding
-        ({"pca": ["nope"]}, "bad value for 'pca[0]': 'nope' is not a run"),
-        ({"pca": [ALEX_RUN, "alexnet_transfer"]}, "bad value for 'pca[1]': 'alexnet_transfer' is not a run"),
-        ({"pca": ["lenet5"]}, "bad value for 'pca[0]': run 'lenet5' trains lenet5, which has no feature embedding"),
-        ({"pca": ALEX_RUN}, "bad value for 'pca'"),
-    ],
-)
+@pytest.mark.parametrize("edits, expected", BAD_PARAMS)
 def test_bad_params_give_one_line_naming_the_key(edits, expected):
     assert expected in one_line_error(raw(edits))
 
@@ -207,8 +118,7 @@ def test_unknown_key_lists_the_allowed_ones():
     assert all(k in msg for k in TOP_KEYS) and "resnet18" in msg
 
 
-# a dot too: DVC reads the param runs.<name> as a nested key (lenet5-sgd_lr0.01 once failed so)
-@pytest.mark.parametrize("name", ["bad name", "-lead", "a/b", "", ".hidden", "run@1", "lenet5-sgd_lr0.01", 3, True])
+@pytest.mark.parametrize("name", BAD_RUN_NAMES)
 def test_bad_run_names(name):
     d = raw()
     d["runs"][name] = {"model": "lenet5"}
@@ -256,16 +166,16 @@ def test_a_run_is_its_model_section_with_the_overrides_applied():
     run = p["my-run"]
     assert run.name == "my-run" and run.model == "resnet18"
     assert dict(run.overrides) == {"activation": "tanh", "lr": 0.05, "lr_ratio": "5:3:2"}  # as written
-    assert dict(run.params.arch) == {"activation": "tanh"}
-    assert run.params.recipe.lr == 0.05 and run.params.recipe.lr_ratio == (5.0, 3.0, 2.0)
+    assert dict(run.arch) == {"activation": "tanh"}
+    assert run.recipe.lr == 0.05 and run.recipe.lr_ratio == (5.0, 3.0, 2.0)
     section = p.recipes["resnet18"].recipe
-    assert run.params.recipe.momentum == section.momentum and run.params.recipe.epochs == section.epochs
+    assert run.recipe.momentum == section.momentum and run.recipe.epochs == section.epochs
     assert section.lr == 0.1 and dict(p.recipes["resnet18"].arch) == {"activation": "relu"}  # untouched
 
 
 def test_a_section_change_reaches_every_run_that_does_not_override_it():
     p = validate(raw({"resnet18.lr": 0.05, f"runs.{GRID_RUN}.lr": 0.2}))
-    lrs = {n: r.params.recipe.lr for n, r in p.runs.items() if r.model == "resnet18"}
+    lrs = {n: r.recipe.lr for n, r in p.runs.items() if r.model == "resnet18"}
     assert lrs.pop(GRID_RUN) == 0.2
     assert set(lrs.values()) == {0.05} and len(lrs) == 35
 
@@ -289,10 +199,10 @@ def test_a_run_override_that_breaks_a_section_rule_names_the_run():
 ])
 def test_ratio_forms(ratio, expected):
     assert validate(raw(resnet18__lr_ratio=ratio)).recipes["resnet18"].recipe.lr_ratio == expected
-    assert validate(raw({f"runs.{GRID_RUN}.lr_ratio": ratio}))[GRID_RUN].params.recipe.lr_ratio == expected
+    assert validate(raw({f"runs.{GRID_RUN}.lr_ratio": ratio}))[GRID_RUN].recipe.lr_ratio == expected
 
 
-@pytest.mark.parametrize("ratio", ["5:x:2", "5:0:2", "5", "2__1", [1, -1]])
+@pytest.mark.parametrize("ratio", BAD_RATIOS)
 def test_bad_ratios(ratio):
     assert f"bad value for 'runs.{GRID_RUN}.lr_ratio" in one_line_error(raw({f"runs.{GRID_RUN}.lr_ratio": ratio}))
 
@@ -304,7 +214,7 @@ def test_unquoted_ratio_in_params_file_is_read_as_yaml_1_2(tmp_path):
     text = yaml.safe_dump(d).replace("'@RATIO@'", "5:3:2").replace("'@SKIP@'", "no")
     assert "lr_ratio: 5:3:2" in text and yaml.safe_load(text)["runs"][GRID_RUN]["lr_ratio"] == 18182  # PyYAML
     (tmp_path / "params.yaml").write_text(text.replace("skip: no", "skip: true"))
-    assert load_params(tmp_path / "params.yaml")[GRID_RUN].params.recipe.lr_ratio == (5.0, 3.0, 2.0)
+    assert load_params(tmp_path / "params.yaml")[GRID_RUN].recipe.lr_ratio == (5.0, 3.0, 2.0)
     # and YAML 1.2's `no` is a string, which a bool option refuses rather than guesses at
     (tmp_path / "params.yaml").write_text(text)
     with pytest.raises(ParamsError, match=rf"^bad value for 'runs\.{ALEX_RUN}\.skip': 'no'"):
@@ -316,28 +226,28 @@ def test_unquoted_ratio_in_params_file_is_read_as_yaml_1_2(tmp_path):
 def test_yaml_style_exponent_string_is_a_number():
     # A YAML 1.1 reader (PyYAML) gives `1e-4` (no dot) as a string; it is still a valid weight decay.
     p = validate(raw({"resnet9.weight_decay": "1e-4", f"runs.{GRID_RUN}.weight_decay": "5e-4"}))
-    assert p["resnet9"].params.recipe.weight_decay == pytest.approx(1e-4)
-    assert p[GRID_RUN].params.recipe.weight_decay == pytest.approx(5e-4)
+    assert p["resnet9"].recipe.weight_decay == pytest.approx(1e-4)
+    assert p[GRID_RUN].recipe.weight_decay == pytest.approx(5e-4)
 
 
 def test_params_are_frozen():
     p = validate(raw())
     with pytest.raises(ValidationError, match="frozen"):
-        p["resnet9"].params.recipe.lr = 1.0  # type: ignore[misc]
+        p["resnet9"].recipe.lr = 1.0  # type: ignore[misc]
     with pytest.raises(TypeError):
         p.runs["new"] = p["resnet9"]  # type: ignore[index]
     with pytest.raises(TypeError):
-        p[GRID_RUN].params.arch["activation"] = "tanh"  # type: ignore[index]
+        p[GRID_RUN].arch["activation"] = "tanh"  # type: ignore[index]
     with pytest.raises(TypeError):
         p[GRID_RUN].overrides["lr"] = 1.0  # type: ignore[index]
 
 
 def test_epoch_cap():
     p = validate(raw(train__max_epochs=3))
-    assert p[GRID_RUN].params.epochs(p.train.max_epochs) == 3
-    assert p["lenet5"].params.epochs(None) == 10
-    assert p[ALEX_RUN].params.epochs(None) == 10  # the run's override, not the section's 100
-    assert p["alexnet_transfer-skip-high"].params.epochs(50) == 50
+    assert p[GRID_RUN].epochs(p.train.max_epochs) == 3
+    assert p["lenet5"].epochs(None) == 10
+    assert p[ALEX_RUN].epochs(None) == 10  # the run's override, not the section's 100
+    assert p["alexnet_transfer-skip-high"].epochs(50) == 50
 
 
 def test_unknown_run_lookup_names_the_runs():
@@ -349,8 +259,8 @@ def test_unknown_run_lookup_names_the_runs():
 def test_resolve_run_and_seed():
     p = validate(raw(seeds=[1, 2]))
     spec = resolve(p, GRID_RUN)
-    assert (spec.run, spec.model, spec.seed, spec.out) == (GRID_RUN, "resnet18", p.seed, GRID_RUN)
-    assert spec.params == p[GRID_RUN].params and spec.overrides == p[GRID_RUN].overrides
+    assert (spec.name, spec.model, spec.seed, spec.out) == (GRID_RUN, "resnet18", p.seed, GRID_RUN)
+    assert (spec.recipe, spec.arch) == (p[GRID_RUN].recipe, p[GRID_RUN].arch) and spec.overrides == p[GRID_RUN].overrides
     assert resolve(p, GRID_RUN, 1).out == f"{GRID_RUN}-s1"
     assert resolve(p, GRID_RUN, p.seed).out == GRID_RUN
     with pytest.raises(ParamsError, match=r"bad --seed -1"):
@@ -363,7 +273,7 @@ def test_stage_args(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw()))
     monkeypatch.chdir(tmp_path)
     _, spec = stage_args("prog", "doc", ["--run", ALEX_RUN, "--seed", "7"])
-    assert spec.run == ALEX_RUN and spec.seed == 7 and spec.out == f"{ALEX_RUN}-s7" and spec.params.arch["skip"]
+    assert spec.name == ALEX_RUN and spec.seed == 7 and spec.out == f"{ALEX_RUN}-s7" and spec.arch["skip"]
     with pytest.raises(ParamsError, match="unknown run 'nope'"):
         stage_args("prog", "doc", ["--run", "nope"])
     for argv in ([], ["--run", "lenet5", "--set", "lr=0.1"], ["--grid-cell", "relu-2_1_1-none"],
@@ -385,7 +295,7 @@ def test_extra_seeds(seeds, ok):
 # ---------------------------------------------------------------------------- hostile values
 
 
-@pytest.mark.parametrize("edits", [{"model": []}, {"model": {"a": 1}}, {"pca": [[ALEX_RUN]]}, {"pca": [{}]}])
+@pytest.mark.parametrize("edits", UNHASHABLE_EDITS)
 def test_unhashable_model_or_pca_entry_is_a_params_error(edits):
     # `-S 'model=[]'` or a pca list of lists must be a one-line error, not a TypeError trace
     msg = one_line_error(raw(edits))
@@ -422,7 +332,7 @@ def test_check_models_false_still_checks_data_train_and_recipes(tmp_path):
     ]:
         assert expected in one_line_error(raw(edits), check_models=False), edits
     # what needs the registry is left to the stages after fetch
-    assert validate(raw({"runs.lenet5.activation": "gelu"}), check_models=False)["lenet5"].params.arch["activation"] == "gelu"
+    assert validate(raw({"runs.lenet5.activation": "gelu"}), check_models=False)["lenet5"].arch["activation"] == "gelu"
     assert validate(raw(pca=["lenet5"]), check_models=False).pca == ("lenet5",)
     # and from disk, in a process that never imports torch
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw({"data.train_subset": 5})))

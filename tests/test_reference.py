@@ -386,7 +386,7 @@ def test_run_table_trains_what_each_number_describes(numbers: list[dict], run_ta
     and elsewhere the model of the same name."""
     for e in numbers:
         run = run_table[e["run"]]
-        recipe, arch = run.params.recipe, run.params.arch
+        recipe, arch = run.recipe, run.arch
         where = f"runs.{e['run']}"
         if e["report"] == "004":
             assert run.model == "resnet18", where
@@ -400,8 +400,8 @@ def test_run_table_trains_what_each_number_describes(numbers: list[dict], run_ta
                 assert recipe.epochs == e["epoch"], where
         else:
             assert run.model == e["run"], where
-    low = {n: r.params.recipe.epochs for n, r in run_table.items() if n.endswith("-low")}
-    high = {n: r.params.recipe.epochs for n, r in run_table.items() if n.endswith("-high")}
+    low = {n: r.recipe.epochs for n, r in run_table.items() if n.endswith("-low")}
+    high = {n: r.recipe.epochs for n, r in run_table.items() if n.endswith("-high")}
     assert low and high and max(low.values()) < min(high.values())
 
 

@@ -65,7 +65,7 @@ def test_custom_resnet_step_every_30_epochs():
 
 def test_resnet9_onecycle_peaks_at_30_percent_and_anneals():
     p = load_params(PARAMS)
-    r = p["resnet9"].params.recipe
+    r = p["resnet9"].recipe
     lrs = lrs_per_epoch(r, 20, steps_per_epoch=10)
     assert lrs[0] == pytest.approx(r.lr / 25)  # OneCycle starts at max_lr / div_factor
     peak = max(range(20), key=lambda i: lrs[i])
@@ -82,7 +82,7 @@ def test_constant_schedule():
 def test_resnet18_runs_step_where_their_ratio_says(ratio, drops):
     """The run table's report-004 runs: each run's lr_ratio override sets its milestones."""
     p = load_params(PARAMS)
-    r = p[f"resnet18-relu-{ratio}-none"].params.recipe
+    r = p[f"resnet18-relu-{ratio}-none"].recipe
     assert r.schedule == "multistep" and r.epochs == 200
     lrs = lrs_per_epoch(r, r.epochs, steps_per_epoch=1)
     first, second = drops
@@ -93,7 +93,7 @@ def test_resnet18_runs_step_where_their_ratio_says(ratio, drops):
 
 def test_capped_run_compresses_its_schedule():
     p = load_params(PARAMS)
-    run = p["resnet18-relu-5_3_2-none"].params
+    run = p["resnet18-relu-5_3_2-none"]
     epochs = run.epochs(30)
     assert epochs == 30
     assert ratio_milestones(run.recipe.lr_ratio, epochs) == [15, 24]

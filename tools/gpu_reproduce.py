@@ -16,7 +16,7 @@ Priority (what no CPU can do first): resnet9, resnet, custom_resnet, then report
 relu cells first, then leaky_relu, tanh, sigmoid; then the AlexNet runs; then the small-batch
 recipes a CPU can do (cnn, hw2_cnn, dnn, lenet5). --runs overrides the list and its order.
 
-Needs torch, numpy, pandas, matplotlib, PyYAML, Pillow (there on a lent GPU machine) and pydantic
+Needs torch, numpy, pandas, matplotlib, Pillow (there on a lent GPU machine) and pydantic
 and ruamel.yaml (not there: carry their wheels, docs/gpu.md). With --device cpu
 it does the same on a CPU: the slow test of the round trip (run, pack, fold, report) uses that.
 """
@@ -88,14 +88,14 @@ def preflight(p, run_names: list[str], device_kind: str) -> None:
     seen = set()
     for name in run_names:
         run = p.runs[name]
-        key = (run.model, json.dumps(dict(run.params.arch), sort_keys=True, default=str))
+        key = (run.model, json.dumps(dict(run.arch), sort_keys=True, default=str))
         if key in seen:
             continue
         seen.add(key)
-        arch = dict(run.params.arch)
+        arch = dict(run.arch)
         if "pretrained" in arch:
             arch["pretrained"] = False  # the check needs no download; the run itself loads the weights
-        recipe = run.params.recipe
+        recipe = run.recipe
         try:
             model = rt.prepare_model(build_model(run.model, arch, 0))
             step = TrainStep(model, recipe, pipeline_for(recipe, stats, device), rt, epochs=1, steps_per_epoch=1)

@@ -50,12 +50,11 @@ def predictions_csv(labels: torch.Tensor, pred: torch.Tensor, classes) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p, spec = stage_args("python -m cifarlab.evaluate", __doc__, argv)
-    mp = spec.params
     device = setup_device(p.train)
     _, _, test_x, test_y, stats = load_prepared(device)
     classes = tuple(stats["classes"])
     rt = Runtime(device, p.train)
-    pipe = pipeline_for(mp.recipe, stats, device)
+    pipe = pipeline_for(spec.recipe, stats, device)
     blocks: dict[str, dict] = {}
     pred_best = None
     ckpt_dir = paths.CHECKPOINT_DIR / spec.out
@@ -86,9 +85,9 @@ def main(argv: list[str] | None = None) -> None:
         model = rt.prepare_model(model_from_checkpoint(load_checkpoint(ckpt_dir / "best.pt")))
         m = classification_metrics(predict(model, test_x, pipe, rt, flip=True), test_y, classes)
         best_flip = {"epoch": blocks["best"]["epoch"], **{k: m[k] for k in SCALARS if k != "epoch"}}
-    epochs = mp.epochs(p.train.max_epochs)
+    epochs = spec.epochs(p.train.max_epochs)
     details = {
-        "run": spec.run,
+        "run": spec.name,
         "model": spec.model,
         "report": model_info(spec.model).report,
         "seed": spec.seed,
@@ -100,9 +99,9 @@ def main(argv: list[str] | None = None) -> None:
         # the archive the data came from, by md5 (content_md5: the same on every machine)
         "data": stats.get("source"),
         # what makes a run a smoke run rather than the recipe (the report says so per run)
-        "recipe_epochs": mp.recipe.epochs,
-        "epochs_cap": p.train.max_epochs if epochs < mp.recipe.epochs else None,
-        "random_features": mp.arch.get("pretrained") is False,
+        "recipe_epochs": spec.recipe.epochs,
+        "epochs_cap": p.train.max_epochs if epochs < spec.recipe.epochs else None,
+        "random_features": spec.arch.get("pretrained") is False,
         "diverged": diverged,
         **blocks,
         "best_flip": best_flip,

@@ -29,12 +29,12 @@ def main(argv: list[str] | None = None) -> None:
     ckpt = load_checkpoint(paths.CHECKPOINT_DIR / spec.out / "best.pt")
     model = model_from_checkpoint(ckpt)
     if not hasattr(model, "embed"):
-        raise ParamsError(f"run '{spec.run}' trains {spec.model}, which has no feature embedding to project "
+        raise ParamsError(f"run '{spec.name}' trains {spec.model}, which has no feature embedding to project "
                           "(alexnet_transfer has)")
     _, _, test_x, test_y, stats = load_prepared(device)
     rt = Runtime(device, p.train)
     model = rt.prepare_model(model)
-    pipe = pipeline_for(spec.params.recipe, stats, device)
+    pipe = pipeline_for(spec.recipe, stats, device)
     # (N, D) float32 features on the CPU
     feats = torch.cat(rt.eval_batches(model, test_x, pipe, lambda m, x: m.embed(x).float().cpu()))
     fig = pca_figure(feats, test_y.cpu(), stats["classes"],

@@ -23,10 +23,10 @@ import torch
 from cifarlab.core import paths
 from cifarlab.core.errors import one_line
 from cifarlab.core.io import atomic_write, write_json
-from cifarlab.core.params import Params
+from cifarlab.core.params import Params, Run
 from cifarlab.core.early_stop import EpochRange, epoch_range
 from cifarlab.core.provenance import code_version, cpu_name
-from cifarlab.core.runs import RunSpec, stage_args
+from cifarlab.core.runs import stage_args
 from cifarlab.core.shell import LONG_CPU_RUN_S, format_duration, run_main
 from cifarlab.data.prepared import load_prepared
 from cifarlab.engine.augment import pipeline_for
@@ -53,44 +53,43 @@ def cpu_notice(out: str, epochs: int, n_train: int, n_test: int, s_per_image: fl
             f"{format_duration(per_epoch * stop.expected)}-{format_duration(est)} on this CPU ({stop.describe()})")
 
 
-def batch_notice(spec: RunSpec, n_train: int) -> str | None:
+def batch_notice(spec: Run, n_train: int) -> str | None:
     """A one-line warning when the recipe's batch is larger than the training split: the epoch is
     then one step on the whole split (torch.split gives one short batch), which trains at about
     chance. A warning, not a refusal: a smoke run on a small subset still checks the pipeline so
     (CI's subset reproduction trains resnet9's batch of 400 on 250 images)."""
-    batch = spec.params.recipe.batch_size
+    batch = spec.recipe.batch_size
     if batch <= n_train:
         return None
-    key = f"runs.{spec.run}.batch_size" if "batch_size" in spec.overrides else f"{spec.model}.batch_size"
+    key = f"runs.{spec.name}.batch_size" if "batch_size" in spec.overrides else f"{spec.model}.batch_size"
     return (f"warning: train {spec.out}: batch_size {batch:,} is larger than the training split ({n_train:,} "
             f"images), so every epoch is a single step on all of them; set {key} to at most {n_train:,} "
             f"(e.g. cifarlab set {key}={min(64, max(1, n_train // 4))}) or a larger data.train_subset")
 
 
-def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> FitResult:
+def run(p: Params, spec: Run, log=print, progress: dict | None = None) -> FitResult:
     """Train one (run, seed) and write its outputs. `progress` (optional) is filled with the
     resume file's path and the last epoch saved there, for the caller's message if interrupted."""
     progress = {} if progress is None else progress
-    mp = spec.params
     device = setup_device(p.train)
     # The model first: a bad architecture option fails before any data is read.
-    model = build_model(spec.model, dict(mp.arch), spec.seed)
+    model = build_model(spec.model, dict(spec.arch), spec.seed)
     train_x, train_y, test_x, test_y, stats, val_x, val_y = load_prepared(device, with_val=True)
-    epochs = mp.epochs(p.train.max_epochs)
+    epochs = spec.epochs(p.train.max_epochs)
     rt = Runtime(device, p.train)
-    pipe = pipeline_for(mp.recipe, stats, device)
+    pipe = pipeline_for(spec.recipe, stats, device)
     log(f"train {spec.out}: {sum(t.numel() for t in model.parameters()):,} parameters, {epochs} epochs, "
         f"{train_x.shape[0]} train / {test_x.shape[0]} test images, device {device}")
     notice = batch_notice(spec, train_x.shape[0])
     if notice:
         log(notice)
     if device.type == "cpu":
-        s_per_image = time_train_step(model, mp.recipe, pipe, rt, batch=min(mp.recipe.batch_size, 64))
+        s_per_image = time_train_step(model, spec.recipe, pipe, rt, batch=min(spec.recipe.batch_size, 64))
         notice = cpu_notice(spec.out, epochs, train_x.shape[0], test_x.shape[0], s_per_image,
-                            epoch_range(spec.run, mp, p.train.max_epochs))
+                            epoch_range(spec.name, spec, p.train.max_epochs))
         if notice:
             log(notice)
-    feature_cache = cacheable(model, mp.recipe)
+    feature_cache = cacheable(model, spec.recipe)
     # Saved epochs first (a Ctrl-C during the feature pass below must name them); the fingerprint
     # holds the settings in effect: the compile mode if compiled, the feature batch if cached.
     fingerprint = run_fingerprint(spec, p.train, epochs, stats, (train_x.shape[0], val_x.shape[0], test_x.shape[0]),
@@ -102,13 +101,13 @@ def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> Fi
     if resume is not None:
         progress["saved_epoch"] = resume["state"]["epoch"]
     if feature_cache:  # frozen features: computed once here, the head trained on them
-        (train_x, test_x, val_x), pipe = cached_inputs(rt.prepare_model(model), mp.recipe, pipe, rt,
+        (train_x, test_x, val_x), pipe = cached_inputs(rt.prepare_model(model), spec.recipe, pipe, rt,
                                                        train_x, test_x, val_x)
         log(f"train {spec.out}: frozen features computed once, {tuple(train_x.shape)} train "
             f"{str(train_x.dtype).removeprefix('torch.')}; training the head on them")
     writer = ResumeWriter(resume_path, fingerprint, p.train.checkpoint_minutes)
     try:
-        result = fit(model, train_x, train_y, test_x, test_y, mp.recipe, epochs, spec.seed, pipe, rt, log=log,
+        result = fit(model, train_x, train_y, test_x, test_y, spec.recipe, epochs, spec.seed, pipe, rt, log=log,
                      desc=spec.out, val_x=val_x, val_y=val_y, resume=resume, on_epoch_end=writer)
     except BaseException:  # killed or interrupted: the write in flight still lands, and is reported
         _close_quietly(writer, log)
@@ -123,18 +122,18 @@ def run(p: Params, spec: RunSpec, log=print, progress: dict | None = None) -> Fi
     best_state, best_epoch = result.best_state, result.best_epoch
     if best_state is None:  # diverged in its first epoch: no epoch to call best
         best_state, best_epoch = result.final_state, result.history[-1].epoch
-    save_checkpoint(out / "final.pt", spec.model, mp.arch, result.final_state, result.history[-1].epoch, div)
-    save_checkpoint(out / "best.pt", spec.model, mp.arch, best_state, best_epoch, div)
+    save_checkpoint(out / "final.pt", spec.model, spec.arch, result.final_state, result.history[-1].epoch, div)
+    save_checkpoint(out / "best.pt", spec.model, spec.arch, best_state, best_epoch, div)
     val_ckpt = out / "val_best.pt"
     if result.val_best_state is not None:
-        save_checkpoint(val_ckpt, spec.model, mp.arch, result.val_best_state, result.val_best_epoch)
+        save_checkpoint(val_ckpt, spec.model, spec.arch, result.val_best_state, result.val_best_epoch)
     elif val_ckpt.exists():  # a leftover from a run with a validation split: not this run's
         val_ckpt.unlink()
     with atomic_write(paths.HISTORY_DIR / f"{spec.out}.csv", "w") as f:
         f.write(history_csv(result))
     write_json(paths.TIMING_DIR / f"{spec.out}.json", {
         "model": spec.model,
-        "run": spec.run,
+        "run": spec.name,
         "seed": spec.seed,
         "device": device.type,
         "device_name": torch.cuda.get_device_name() if device.type == "cuda" else cpu_name(),

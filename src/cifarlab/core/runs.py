@@ -4,49 +4,36 @@ Every per-run stage (train, evaluate, plot, pca) takes the same arguments,
 
     python -m cifarlab.<stage> --run NAME [--seed K]
 
-and resolves them here against params.yaml: NAME is a key of `runs`, K defaults to `seed`. The
+and resolves them here against params.yaml into a `Run` (core.params): NAME is a key of `runs`, K defaults to `seed`. The
 output id is NAME, or NAME-s<K> for an extra seed; it names data/checkpoints/<out>/ and
 reports/*/<out>.* (see `cifarlab.core.paths`).
 """
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
-from typing import Any, Mapping
+import dataclasses
+from typing import Mapping
 
 from cifarlab.core.errors import ParamsError
-from cifarlab.core.params import ModelParams, Params, validate
+from cifarlab.core.params import Params, Run, validate
 from cifarlab.core.params_file import read_params_file
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One (run, seed): what to train and where its files go."""
-
-    run: str  # the run's name (a key of params.yaml `runs`): the same for all its seeds
-    model: str  # the registered model it trains
-    seed: int  # weight init, shuffling, augmentation, dropout
-    out: str  # output id: `run`, plus -s<seed> for a seed other than params.yaml's `seed`
-    params: ModelParams  # the model's recipe and architecture with the run's overrides applied
-    overrides: Mapping[str, Any]  # the run's entry in `runs` (minus `model`)
 
 
 def output_id(run: str, seed: int, main_seed: int) -> str:
     return run if seed == main_seed else f"{run}-s{seed}"
 
 
-def resolve(p: Params, run: str, seed: int | None = None) -> RunSpec:
-    """The RunSpec of `run` (a key of `runs`) with `seed` (default: params `seed`).
-    Unknown run -> ParamsError naming the known ones."""
+def resolve(p: Params, run: str, seed: int | None = None) -> Run:
+    """Run `run` (a key of `runs`) at `seed` (default: params `seed`, the run as `p[run]` has it):
+    the same run, its seed and output id set. Unknown run -> ParamsError naming the known ones."""
     entry = p[run]
     seed = p.seed if seed is None else seed
     if seed < 0:
         raise ParamsError(f"bad --seed {seed}: a non-negative integer")
-    return RunSpec(run=run, model=entry.model, seed=seed, out=output_id(run, seed, p.seed),
-                   params=entry.params, overrides=entry.overrides)
+    return dataclasses.replace(entry, seed=seed, out=output_id(run, seed, p.seed))
 
 
-def stage_args(prog: str, doc: str, argv: list[str] | None) -> tuple[Params, RunSpec]:
+def stage_args(prog: str, doc: str, argv: list[str] | None) -> tuple[Params, Run]:
     """The command line of every per-run stage: `--run NAME [--seed K]`, params validated."""
     ap = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, metavar="NAME", help="a run of params.yaml `runs` (list: cifarlab runs)")

@@ -33,8 +33,7 @@ import torch
 
 from cifarlab.core.errors import CifarlabError, DataError, one_line
 from cifarlab.core.io import atomic_write
-from cifarlab.core.params import TrainParams
-from cifarlab.core.runs import RunSpec
+from cifarlab.core.params import Run, TrainParams
 from cifarlab.engine.loop import FitResult, history_rows
 from cifarlab.models import get_model, model_info
 
@@ -83,7 +82,7 @@ def history_csv(result: FitResult) -> str:
     return buf.getvalue()
 
 
-def run_fingerprint(spec: RunSpec, train: TrainParams, epochs: int, stats: dict, n: tuple[int, int, int],
+def run_fingerprint(spec: Run, train: TrainParams, epochs: int, stats: dict, n: tuple[int, int, int],
                     device: torch.device, compiled: str | None = None, feature_batch: int | None = None) -> str:
     """sha256 of everything that decides a run's numbers (recipe, architecture, epochs, seed,
     split sizes and statistics, device kind, the train keys that change numbers, CPU threads included).
@@ -91,9 +90,8 @@ def run_fingerprint(spec: RunSpec, train: TrainParams, epochs: int, stats: dict,
     compiled: the torch.compile mode in effect (None: eager); feature_batch: the batch size frozen
     features were computed in (None: no feature cache). Settings in effect, not raw keys: a CPU
     run is eager whatever train.compile_mode says, so that key must not void its saved epochs."""
-    mp = spec.params
     key = {
-        "model": spec.model, "arch": dict(mp.arch), "recipe": mp.recipe.model_dump(mode="json"),
+        "model": spec.model, "arch": dict(spec.arch), "recipe": spec.recipe.model_dump(mode="json"),
         "epochs": epochs, "seed": spec.seed, "n_train_val_test": list(n),
         "mean": stats["mean"], "std": stats["std"], "device": device.type,
         # checkpoint_minutes: when the state is saved, not what it holds (test_resume.py);

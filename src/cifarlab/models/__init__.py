@@ -9,8 +9,10 @@ A model is registered with `@register_model(name, report=..., description=...)`
 over a *builder*: a function taking ONLY keyword-only, annotated, defaulted arguments (the
 architecture options that params.yaml may set) and returning an `nn.Module` that maps an already
 normalized float tensor (B, 3, 32, 32) to logits (B, 10). The builder's signature is the schema of
-its options: the config code validates params against `model_info(name).arch_params`, so the
-annotations are precise (bool, int, float, Literal[...], str | None, tuple[int, ...]).
+its options, the one place each is declared: `Annotated[type, Field(constraints, description=...)]`
+(bool, int, float, Literal[...], str | None, tuple[int, ...]; the description is its row of
+docs/parameters.md). `check_options` validates values against it, for params.yaml and for
+`get_model` alike, so a builder receives only values its signature allows and checks none again.
 
     >>> from cifarlab.models import get_model, list_models
     >>> list_models()[:3]
@@ -21,15 +23,17 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import typing
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Annotated, Any, Callable, Mapping, TypeVar
 
+from pydantic import ConfigDict, Strict, TypeAdapter, ValidationError
 from torch import nn
 
-from cifarlab.core.errors import CifarlabError
+from cifarlab.core.errors import CifarlabError, ParamsError
 from cifarlab.core.model_names import model_names
 
-__all__ = ["ModelInfo", "register_model", "list_models", "get_model", "model_info"]
+__all__ = ["ModelInfo", "register_model", "list_models", "get_model", "model_info", "check_options"]
 
 NUM_CLASSES = 10  # CIFAR-10, always: builders take no num_classes
 
@@ -51,6 +55,7 @@ class ModelInfo:
 
 
 _MODELS: dict[str, ModelInfo] = {}
+_CHECKERS: dict[str, dict[str, TypeAdapter]] = {}  # model -> option -> validator of its annotation
 
 
 def _arch_params(name: str, fn: Builder) -> dict[str, inspect.Parameter]:
@@ -69,6 +74,14 @@ def _arch_params(name: str, fn: Builder) -> dict[str, inspect.Parameter]:
     return params
 
 
+def _checker(annotation: Any) -> TypeAdapter:
+    # strict for bool so `skip: "no"` is refused rather than guessed at; no inf or nan anywhere
+    base = typing.get_args(annotation)[0] if typing.get_origin(annotation) is Annotated else annotation
+    if base is bool:
+        annotation = Annotated[annotation, Strict()]
+    return TypeAdapter(annotation, config=ConfigDict(allow_inf_nan=False))
+
+
 def register_model(
     name: str, *, report: str, description: str, embedding: bool = False
 ) -> Callable[[B], B]:
@@ -80,13 +93,15 @@ def register_model(
             raise ValueError(f"model {name!r} is registered in {module}: its file must be named after it ({name}.py)")
         if name in _MODELS:
             raise ValueError(f"model {name!r} is already registered")
+        arch_params = _arch_params(name, fn)
+        _CHECKERS[name] = {k: _checker(p.annotation) for k, p in arch_params.items()}
         _MODELS[name] = ModelInfo(
             name=name,
             builder=fn,
             report=report,
             description=description,
             embedding=embedding,
-            arch_params=_arch_params(name, fn),
+            arch_params=arch_params,
         )
         return fn
 
@@ -110,15 +125,31 @@ def model_info(name: str) -> ModelInfo:
     return _MODELS[name]
 
 
+def check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of model `name` given in `options`, validated against its builder's signature
+    (in its order; bool strictly, `"no"` is no bool); names that are no option of the builder are
+    left out, for the caller to refuse. A bad value -> ParamsError
+    `bad value for '<name>.<option>': <value> (<what is allowed>)`, the first in signature order."""
+    model_info(name)  # registers the model's checkers
+    checked = {}
+    for key, checker in _CHECKERS[name].items():
+        if key in options:
+            try:
+                checked[key] = checker.validate_python(options[key])
+            except ValidationError as err:
+                raise ParamsError(f"bad value for '{name}.{key}': {options[key]!r} ({err.errors()[0]['msg']})") from None
+    return checked
+
+
 def get_model(name: str, **arch) -> nn.Module:
     """Build model `name` with architecture options `arch` (the builder's keyword arguments).
 
-    Unknown name or unknown option -> CifarlabError (one line). Option values are checked by
-    the config code against `arch_params`; builders additionally reject out-of-range values.
+    Unknown name or unknown option -> CifarlabError (one line); a value the builder's signature
+    does not allow -> ParamsError (`check_options`).
     """
     info = model_info(name)
     unknown = sorted(set(arch) - set(info.arch_params))
     if unknown:
         allowed = ", ".join(info.arch_params) or "(none)"
         raise CifarlabError(f"model {name!r} has no option {', '.join(map(repr, unknown))}; options: {allowed}")
-    return info.builder(**arch)
+    return info.builder(**check_options(name, arch))

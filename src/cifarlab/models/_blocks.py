@@ -5,25 +5,23 @@ Both are the CIFAR variant of He et al.'s ResNet: a 3x3 stem (no 7x7, no max poo
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import nn
 
-Activation = Literal["relu", "leaky_relu", "tanh", "sigmoid"]
+Activation = Literal["relu", "leaky_relu", "tanh", "sigmoid"]  # the builders' signatures check it
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.01),  # PyTorch's default negative slope
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
 
 
-def make_activation(name: str) -> nn.Module:
-    """A fresh activation module. leaky_relu uses PyTorch's default negative slope 0.01."""
-    if name == "relu":
-        return nn.ReLU()
-    if name == "leaky_relu":
-        return nn.LeakyReLU(0.01)
-    if name == "tanh":
-        return nn.Tanh()
-    if name == "sigmoid":
-        return nn.Sigmoid()
-    raise ValueError(f"unknown activation {name!r}; known: relu, leaky_relu, tanh, sigmoid")
+def make_activation(name: Activation) -> nn.Module:
+    """A fresh activation module."""
+    return ACTIVATIONS[name]()
 
 
 class BasicBlock(nn.Module):

@@ -24,13 +24,14 @@ import pickle
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-from cifarlab.core.errors import ParamsError, WeightsError, one_line
+from cifarlab.core.errors import WeightsError, one_line
 from cifarlab.models import NUM_CLASSES, register_model
 
 if TYPE_CHECKING:
@@ -194,17 +195,17 @@ class AlexNetTransfer(nn.Module):
 )
 def alexnet_transfer(
     *,
-    skip: bool = False,
-    pretrained: bool = True,
-    weights: str | None = None,
-    image_size: int = 224,
+    skip: Annotated[bool, Field(
+        description="add conv4's output, pooled to 6x6, to the final features (report 003's skip variant)")] = False,
+    pretrained: Annotated[bool, Field(
+        description="ImageNet weights from the torch hub cache, downloaded there when missing; false (and no "
+        "`weights`): random frozen features, for tests and CI only (it warns)")] = True,
+    weights: Annotated[str | None, Field(
+        description="a local AlexNet state_dict file, used instead of the hub cache and `pretrained`; "
+        "null: none ([pretrained AlexNet weights](runs.md#pretrained-alexnet-weights))")] = None,
+    image_size: Annotated[int, Field(ge=MIN_IMAGE_SIZE, description="the side the 32x32 input is upsized to "
+                                     "before the features (224 gives AlexNet's 6x6 feature map natively)")] = 224,
 ) -> nn.Module:
-    """`skip`: add the pooled conv4 output to the features (report 003's best variant);
-    `weights`: a local AlexNet state_dict file (wins over `pretrained`); `pretrained`: ImageNet
-    weights from the torch hub cache / download, or random features (tests only, warns);
-    `image_size`: the side the 32x32 input is upsized to (224 gives 6x6 features natively)."""
-    if image_size < MIN_IMAGE_SIZE:
-        raise ParamsError(f"alexnet_transfer.image_size must be >= {MIN_IMAGE_SIZE}, got {image_size}")
     # Find the weights first, so a missing file fails before any network is built.
     state, source = None, ""
     if weights is not None:

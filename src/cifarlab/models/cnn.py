@@ -1,10 +1,14 @@
 """Report 001's lecture CNN (`cnn`); sizes, BatchNorm and dropout are OPEN (its open_choices runs)."""
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field
 from torch import nn
 
-from cifarlab.core.errors import ParamsError
 from cifarlab.models import NUM_CLASSES, register_model
+
+_Width = Annotated[int, Field(ge=1)]  # channels or units of one layer
 
 
 def _conv_bn_relu_pool(cin: int, cout: int, batchnorm: bool = True) -> nn.Sequential:
@@ -22,18 +26,22 @@ def _conv_bn_relu_pool(cin: int, cout: int, batchnorm: bool = True) -> nn.Sequen
     report="001",
     description="lecture CNN: 3 x (conv3x3, BN, ReLU, maxpool 2) at 32/64/128 ch -> 2048 -> 256 -> 10 (sizes OPEN)",
 )
-def cnn(*, channels: tuple[int, int, int] = (32, 64, 128), hidden: int = 256, batchnorm: bool = True,
-        dropout: float = 0.0) -> nn.Module:
+def cnn(
+    *,
+    channels: Annotated[tuple[_Width, _Width, _Width], Field(
+        description="output channels of the three conv layers")] = (32, 64, 128),
+    hidden: Annotated[_Width, Field(description="units of the hidden linear layer")] = 256,
+    batchnorm: Annotated[bool, Field(
+        description="BatchNorm2d after each conv (which then has no bias of its own)")] = True,
+    dropout: Annotated[float, Field(ge=0, lt=1, description="dropout probability before the last linear "
+                                    "layer; 0: no dropout layer")] = 0.0,
+) -> nn.Module:
     """(B,3,32,32) -> c1@16x16 -> c2@8x8 -> c3@4x4 -> flatten c3*16 -> hidden -> ReLU [-> dropout] -> 10;
     by default 32/64/128 channels and 2048 -> 256.
 
     The report gives neither the layer sizes nor BatchNorm or dropout (OPEN); its runs of the
     table try them (open_choices). BatchNorm is the default because the recipe is SGD lr 0.1.
     """
-    if len(channels) != 3 or any(c < 1 for c in channels) or hidden < 1:
-        raise ParamsError(f"cnn: channels must be 3 sizes >= 1 and hidden >= 1, got {list(channels)} and {hidden}")
-    if not 0.0 <= dropout < 1.0:
-        raise ParamsError(f"cnn.dropout: a probability in [0, 1), got {dropout}")
     c1, c2, c3 = channels
     return nn.Sequential(
         _conv_bn_relu_pool(3, c1, batchnorm),  # 32x32 -> 16x16

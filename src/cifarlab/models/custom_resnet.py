@@ -14,10 +14,12 @@ dropout probability (`dropout`, 0.1).
 """
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
+from pydantic import Field
 from torch import nn
 
-from cifarlab.core.errors import ParamsError
 from cifarlab.models import NUM_CLASSES, register_model
 
 STAGES = ((3, 64), (4, 128), (6, 256), (3, 512))  # (blocks, output channels) per layer
@@ -87,10 +89,11 @@ class CustomResNet(nn.Module):
     report="001",
     description="Bottleneck ResNet [3,4,6,3] at 64/128/256/512 ch, 7x7/2 stem, dropout per block",
 )
-def custom_resnet(*, expansion: int = 4, dropout: float = 0.1) -> nn.Module:
-    """`expansion`: bottleneck width = channels // expansion (must divide 64); `dropout` in [0, 1)."""
-    if expansion < 1 or 64 % expansion:
-        raise ParamsError(f"custom_resnet.expansion must divide 64 (1, 2, 4, 8, 16, 32, 64), got {expansion}")
-    if not 0.0 <= dropout < 1.0:
-        raise ParamsError(f"custom_resnet.dropout must be in [0, 1), got {dropout}")
+def custom_resnet(
+    *,
+    # divides 64, the narrowest block's channels
+    expansion: Annotated[Literal[1, 2, 4, 8, 16, 32, 64], Field(
+        description="bottleneck ratio: a block's inner width is its output channels // expansion")] = 4,
+    dropout: Annotated[float, Field(ge=0, lt=1, description="dropout probability at the end of each block")] = 0.1,
+) -> nn.Module:
     return CustomResNet(expansion=expansion, dropout=dropout)

@@ -1,10 +1,12 @@
 """Report 002's 3-layer 5x5 CNN (`hw2_cnn`), as in its code listing (convs keep their bias)."""
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from pydantic import Field
 from torch import nn
 
-from cifarlab.core.errors import ParamsError
 from cifarlab.models import NUM_CLASSES, register_model
 
 
@@ -40,8 +42,9 @@ class HW2CNN(nn.Module):
     report="002",
     description="3 x (conv5x5 pad 2, BN, ReLU, maxpool 2) at 32/64/128 ch -> 100 -> 50 -> 10 with dropout",
 )
-def hw2_cnn(*, dropout: float = 0.3) -> nn.Module:
-    """`dropout`: probability after each of the two hidden linears (the report's 0.3)."""
-    if not 0.0 <= dropout < 1.0:
-        raise ParamsError(f"hw2_cnn.dropout must be in [0, 1), got {dropout}")
+def hw2_cnn(
+    *,
+    dropout: Annotated[float, Field(ge=0, lt=1, description="dropout probability after each of the two "
+                                    "hidden linear layers")] = 0.3,
+) -> nn.Module:
     return HW2CNN(dropout)

@@ -1,11 +1,11 @@
 """Report 000's LeNet-5 (`lenet5`), the small baseline against ResNet-9."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
+from pydantic import Field
 from torch import nn
 
-from cifarlab.core.errors import ParamsError
 from cifarlab.models import NUM_CLASSES, register_model
 
 
@@ -14,15 +14,16 @@ from cifarlab.models import NUM_CLASSES, register_model
     report="000",
     description="LeNet-5 on RGB: conv 6@5x5, avgpool, conv 16@5x5, avgpool, 400 -> 120 -> 84 -> 10",
 )
-def lenet5(*, activation: Literal["relu", "tanh", "sigmoid"] = "relu") -> nn.Module:
+def lenet5(
+    *,
+    activation: Annotated[Literal["relu", "tanh", "sigmoid"], Field(
+        description="the activation after every conv and hidden linear layer")] = "relu",
+) -> nn.Module:
     """(B,3,32,32) -conv5x5-> 6@28x28 -avgpool-> 6@14x14 -conv5x5-> 16@10x10 -avgpool-> 16@5x5
     -> flatten 400 -> 120 -> 84 -> 10, `activation` after every conv and hidden linear.
     tanh is LeCun's original (his 1998 network squashed with a scaled tanh; sigmoid units are the
     other classic); ReLU the common choice today (OPEN in the report). 62,006 params."""
-    acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
-    if activation not in acts:
-        raise ParamsError(f"lenet5.activation must be one of {', '.join(map(repr, acts))}, got {activation!r}")
-    act = acts[activation]
+    act = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}[activation]
     return nn.Sequential(
         nn.Conv2d(3, 6, 5),  # 32 -> 28
         act(),

@@ -7,9 +7,11 @@ the first block of layers 2-4, 1x1 conv + BN projection shortcut); avg pool (B, 
 """
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field
 from torch import nn
 
-from cifarlab.core.errors import ParamsError
 from cifarlab.models import NUM_CLASSES, register_model
 from cifarlab.models._blocks import Activation, CifarResNet
 
@@ -19,8 +21,9 @@ from cifarlab.models._blocks import Activation, CifarResNet
     report="004",
     description="CIFAR ResNet-18: 3x3 stem, BasicBlocks [2,2,2,2] at 64..512 ch, avg pool, linear 512 -> 10",
 )
-def resnet18(*, activation: Activation = "relu") -> nn.Module:
-    """`activation` replaces ReLU everywhere it appears (stem and both places in every block)."""
-    if activation not in ("relu", "leaky_relu", "tanh", "sigmoid"):
-        raise ParamsError(f"resnet18.activation must be one of relu, leaky_relu, tanh, sigmoid; got {activation!r}")
+def resnet18(
+    *,
+    activation: Annotated[Activation, Field(
+        description="the activation everywhere ResNet-18 has ReLU: the stem and both places in every block")] = "relu",
+) -> nn.Module:
     return CifarResNet(blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512), activation=activation, num_classes=NUM_CLASSES)
