@@ -158,6 +158,7 @@ LIST_MODULES = ("import atexit, runpy, sys; "
                 "sys.argv = sys.argv[1:]; runpy.run_module(sys.argv[0], run_name='__main__')")
 
 
+@pytest.mark.slow  # a stage module run in a subprocess each
 @pytest.mark.parametrize("stage", ["train", "evaluate", "plot"])
 @pytest.mark.parametrize("run,model", [("lenet5", "lenet5"), ("resnet18-relu-5_3_2-crop_flip", "resnet18")])
 def test_a_run_stage_loads_no_other_model(tmp_path, stage, run, model):
@@ -208,6 +209,7 @@ def stage_list() -> list[str]:
     return out.split()
 
 
+@pytest.mark.slow  # DVC expands the whole graph
 def test_one_train_evaluate_and_plot_stage_per_run_and_no_duplicate_runs():
     from cifarlab.core.params import load_params
 
@@ -220,12 +222,13 @@ def test_one_train_evaluate_and_plot_stage_per_run_and_no_duplicate_runs():
     # no two runs train the same thing: (model, recipe, architecture) differ for every pair
     seen = {}
     for name, run in p.runs.items():
-        key = json.dumps([run.model, run.params.recipe.model_dump(mode="json"), dict(run.params.arch)],
+        key = json.dumps([run.model, run.recipe.model_dump(mode="json"), dict(run.arch)],
                          sort_keys=True, default=str)
         assert key not in seen, f"runs {seen.get(key)} and {name} train the same recipe"
         seen[key] = name
 
 
+@pytest.mark.slow  # DVC expands the whole graph
 def test_extra_seeds_add_a_stage_family_per_seed(tmp_path):
     """seeds: [1] gives train_seeds@<run>-1 (and evaluate_, plot_) for every run."""
     import shutil

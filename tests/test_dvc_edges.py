@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from workspace import SHIPPED_PARAMS, ROOT, project_copy, project_env, small_params
+from workspace import SHIPPED_PARAMS, ROOT, project_copy, project_env, write_params
 
 DOCS = ROOT / "docs"
 
@@ -69,6 +69,7 @@ RUNS_YAML = """stages:
 """
 
 
+@pytest.mark.slow  # dvc subprocesses
 def test_dvc_repro_leaves_dvc_lock_untracked(tmp_path):
     """docs/experiments.md: a workspace that has run anything holds an untracked dvc.lock, and a
     commit on main leaves it out (main commits none: docs/publishing.md). DVC's core.autostage
@@ -90,6 +91,7 @@ def with_remote(argv: list[str], remote: Path) -> list[str]:
     return [*argv[:-1], str(remote)]
 
 
+@pytest.mark.slow  # dvc and git subprocesses, two clones
 def test_documented_pull_brings_a_partly_trained_branch_and_exits_0(tmp_path):
     """On a branch that ran train@a but not train@b: plain `dvc pull` fetches out/a.txt and exits 1
     (train@b's output has no hash in dvc.lock); the documented `dvc pull --allow-missing -q`
@@ -116,6 +118,7 @@ def test_documented_pull_brings_a_partly_trained_branch_and_exits_0(tmp_path):
     assert r.stdout + r.stderr == ""  # the documented one: not a line
 
 
+@pytest.mark.slow  # dvc and git subprocesses, two clones
 def test_documented_exp_push_uploads_an_experiment_made_before_the_remote(tmp_path):
     """An experiment run before any DVC remote: with a remote in .dvc/config (not --local),
     `dvc exp push` says "Pushed", exits 0 and uploads nothing; with the documented
@@ -163,7 +166,8 @@ def test_documented_exp_push_uploads_an_experiment_made_before_the_remote(tmp_pa
     assert exps[0]["data"]["metrics"]["metrics.json"]["data"] == {"top1": 2}, exps[0]["data"]
 
 
-def test_dry_run_fails_on_a_run_not_trained_and_estimate_answers(tmp_path, monkeypatch, capsys):
+@pytest.mark.slow  # dvc repro --dry
+def test_dry_run_fails_on_a_run_not_trained_and_estimate_answers(tmp_path, monkeypatch, capsys, small_params):
     """docs/data.md: `dvc repro --dry` fails on a fresh clone (DVC hashes the inputs of a stage
     not run yet, treeverse/dvc#9818); the documented `cifarlab estimate TARGETS` lists the stages
     that `dvc repro TARGETS` runs, each with its time (the timer faked: no training step here)."""
@@ -176,7 +180,7 @@ def test_dry_run_fails_on_a_run_not_trained_and_estimate_answers(tmp_path, monke
     repo.mkdir()
     project_copy(repo)
     # the run table cut to the targets' runs and dnn (`model`): DVC loads 21 stages, not 185
-    small_params(repo / "params.yaml", tmp_path / "cifar-10-python.tar.gz", "0" * 32, runs=("lenet5", "resnet9", "dnn"))
+    write_params(repo, small_params(("lenet5", "resnet9", "dnn"), archive=(tmp_path / "cifar-10-python.tar.gz", "0" * 32)))
     env = project_env(repo)
     ok(["git", "init", "-q", "-b", "main"], repo, env)
     dry = run(["dvc", "repro", "--dry", *targets], repo, env)

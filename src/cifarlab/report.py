@@ -29,10 +29,10 @@ from cifarlab.core.paths import (COMPARISON_FIGURE, GRID_FIGURE, OPEN_CHOICES_FI
 from cifarlab.core.io import atomic_write
 from cifarlab.core.params import load_params
 from cifarlab.core.shell import run_main
+from cifarlab.dvc_internals import read_lock
 from cifarlab.reporting import open_choices as oc
 from cifarlab.reporting import published as pub
 from cifarlab.reporting import studies
-from cifarlab.reporting.provenance import load_lock
 from cifarlab.reporting.metrics import counted, group_runs, load_metrics
 from cifarlab.reporting.readme import PUBLISHED_RUN_FIGURES, report_tables
 from cifarlab.reporting.reference import GRID_REPORT, grid_axes, load_reference, numbers_of, primary, report_ids
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     showing_published = not runs and bool(published)
     if showing_published:  # nothing of this workspace's own: the sections and figures show the published runs
         runs = published
-    lock = load_lock(DVC_LOCK)
+    lock = read_lock(DVC_LOCK)
     history_dir = pub.PUBLISHED_DIR / "history" if showing_published else paths.HISTORY_DIR
     from cifarlab import figures
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from cifarlab.core.params import ModelParams
+from cifarlab.core.errors import CifarlabError
+from cifarlab.core.params import Run
+from cifarlab.core.yaml_io import read_yaml_file
 
 REFERENCE_FILE = Path("reports/reference.yaml")
 
@@ -45,10 +45,11 @@ class EpochRange:
 def published_best_loss_epoch(run: str, reference: str | Path = REFERENCE_FILE) -> int | None:
     """The epoch the reports published for `run`'s lowest test loss (its `loss` entry in
     reference.yaml with an epoch; the one without a note where there are several); None when
-    there is none or the file cannot be read (a workspace without reports/)."""
+    there is none or the file cannot be read (a workspace without reports/; a malformed one is
+    the report stage's to refuse, not a time estimate's)."""
     try:
-        numbers = (yaml.safe_load(Path(reference).read_text(encoding="utf-8")) or {}).get("numbers") or []
-    except (OSError, yaml.YAMLError, AttributeError):
+        numbers = (read_yaml_file(reference) or {}).get("numbers") or []
+    except (OSError, CifarlabError, AttributeError):
         return None
     hits = [n for n in numbers if isinstance(n, dict) and n.get("run") == run and n.get("metric") == "loss"
             and isinstance(n.get("epoch"), int) and not isinstance(n.get("epoch"), bool)]
@@ -56,14 +57,14 @@ def published_best_loss_epoch(run: str, reference: str | Path = REFERENCE_FILE) 
     return hits[0]["epoch"] if hits else None
 
 
-def epoch_range(run: str, mp: ModelParams, max_epochs: int | None,
+def epoch_range(run: str, spec: Run, max_epochs: int | None,
                 reference: str | Path = REFERENCE_FILE) -> EpochRange | None:
-    """The epochs `run` (params `mp`) is expected to train when its recipe stops early; None when
-    it does not (it trains mp.epochs(max_epochs), exactly)."""
-    patience = mp.recipe.early_stopping_patience
+    """The epochs `run` (`spec`: the run, its recipe) is expected to train when its recipe stops
+    early; None when it does not (it trains spec.epochs(max_epochs), exactly)."""
+    patience = spec.recipe.early_stopping_patience
     if patience is None:
         return None
-    most = mp.epochs(max_epochs)
+    most = spec.epochs(max_epochs)
     best = published_best_loss_epoch(run, reference)
     expected = (best if best is not None else 1) + patience  # the best epoch, then `patience` without gain
     return EpochRange(min(expected, most), most, patience, best)

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 from pathlib import Path
+
+from cifarlab.core.git import try_git
 
 # The files whose changes make "dirty" code: the package, its build and the pipeline. Not
 # params.yaml (a run's params are recorded on their own) nor dvc.lock / reports/ (a running
@@ -16,14 +17,7 @@ CODE_PATHS = ("src", "pyproject.toml", "dvc.yaml")
 # For copies without .git (a GPU machine gets the working tree only): the commit, set by
 # whoever made the copy, e.g. CIFARLAB_COMMIT=$(git rev-parse HEAD).
 COMMIT_ENV = "CIFARLAB_COMMIT"
-
-
-def _git(root: Path, *args: str) -> str | None:
-    try:
-        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout if done.returncode == 0 else None
+GIT_TIMEOUT_S = 30  # a hung git (a network filesystem) must not hold up training
 
 
 def code_version(root: str | os.PathLike = ".") -> dict:
@@ -35,12 +29,13 @@ def code_version(root: str | os.PathLike = ".") -> dict:
     CODE_PATHS differ from HEAD (None when git cannot say).
     """
     root = Path(root)
-    head = _git(root, "rev-parse", "HEAD")
+    head = try_git("rev-parse", "HEAD", cwd=root, timeout=GIT_TIMEOUT_S)
     if head is None:
         commit = os.environ.get(COMMIT_ENV) or None
         return {"commit": commit, "code_commit": commit, "dirty": None}
-    last = _git(root, "log", "-1", "--format=%H", "--", *CODE_PATHS)
-    status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
+    last = try_git("log", "-1", "--format=%H", "--", *CODE_PATHS, cwd=root, timeout=GIT_TIMEOUT_S)
+    status = try_git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS, cwd=root,
+                     timeout=GIT_TIMEOUT_S)
     return {"commit": head.strip(), "code_commit": (last or "").strip() or None,
             "dirty": None if status is None else bool(status.strip())}
 

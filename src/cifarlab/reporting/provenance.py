@@ -1,38 +1,19 @@
 """Where each reported number came from, read from dvc.lock: the stage that wrote a metrics
 file, the params it (and the stages it depends on) hashed, and the data source.
 
-Pure functions of the parsed dvc.lock (`load_lock`); a file no stage of dvc.lock wrote is
-"not recorded", one whose bytes differ from its dvc.lock entry is "stale".
+Pure functions of the parsed dvc.lock (`cifarlab.dvc_internals.read_lock`); a file no stage of
+dvc.lock wrote is "not recorded", one whose bytes differ from its dvc.lock entry is "stale".
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
-import yaml
-
-from cifarlab.core.errors import DataError
 from cifarlab.core.params import OFFICIAL_MD5
-
-
-def load_lock(path: str | os.PathLike) -> dict | None:
-    """dvc.lock as a dict, or None when there is none (nothing reproduced through DVC yet)."""
-    path = Path(path)
-    try:
-        lock = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except yaml.YAMLError as e:
-        raise DataError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(lock, dict):
-        raise DataError(f"{path}: not a DVC lock file (expected a mapping with `stages:`)")
-    return lock
-
-
+from cifarlab.dvc_internals import lock_stages
 
 
 def _paths_of(items: Any) -> list[str]:
@@ -49,15 +30,10 @@ def _covers(a: str, b: str) -> bool:
     return a == b or b.startswith(a.rstrip("/") + "/") or a.startswith(b.rstrip("/") + "/")
 
 
-def _stages(lock: Mapping | None) -> dict[str, dict]:
-    stages = (lock or {}).get("stages") or {}
-    return {str(k): (v or {}) for k, v in stages.items()}
-
-
 def producing_stage(lock: Mapping | None, path: str) -> str | None:
     """Name of the dvc.lock stage whose `outs` hold `path` (the path itself or a directory of it)."""
     path = PurePosixPath(path).as_posix()
-    for name, stage in sorted(_stages(lock).items()):
+    for name, stage in sorted(lock_stages(lock).items()):
         for out in _paths_of(stage.get("outs")):
             if out == path or path.startswith(out.rstrip("/") + "/"):
                 return name
@@ -67,7 +43,7 @@ def producing_stage(lock: Mapping | None, path: str) -> str | None:
 def locked_md5(lock: Mapping | None, path: str) -> str | None:
     """The md5 dvc.lock records for the file `path` itself (None for a directory out or none)."""
     path = PurePosixPath(path).as_posix()
-    for stage in _stages(lock).values():
+    for stage in lock_stages(lock).values():
         for out in stage.get("outs") or []:
             if isinstance(out, dict) and out.get("path") == path:
                 md5 = out.get("md5")
@@ -77,7 +53,7 @@ def locked_md5(lock: Mapping | None, path: str) -> str | None:
 
 def upstream_stages(lock: Mapping | None, name: str) -> list[str]:
     """Stages whose outs hold one of `name`'s deps (one level up: train@<run>, preprocess), sorted."""
-    stages = _stages(lock)
+    stages = lock_stages(lock)
     deps = _paths_of(stages.get(name, {}).get("deps"))
     return sorted(other for other, stage in stages.items() if other != name
                   and any(_covers(out, dep) for out in _paths_of(stage.get("outs")) for dep in deps))
@@ -90,7 +66,7 @@ def hashed_params(lock: Mapping | None, path: str) -> dict | None:
     name = producing_stage(lock, path)
     if name is None:
         return None
-    stages = _stages(lock)
+    stages = lock_stages(lock)
     merged: dict[str, dict] = {}
     for stage in upstream_stages(lock, name) + [name]:  # the writing stage last: it wins a clash
         for file, kv in (stages[stage].get("params") or {}).items():
@@ -127,7 +103,7 @@ def data_source(lock: Mapping | None) -> str:
     """"official archive" (md5 of the cs.toronto.edu archive), "local copy <url>", or why unknown."""
     if lock is None:
         return "not recorded (no dvc.lock)"
-    fetch = _stages(lock).get("fetch")
+    fetch = lock_stages(lock).get("fetch")
     if fetch is None:
         return "not recorded (no fetch stage in dvc.lock)"
     url = md5 = None

@@ -81,7 +81,7 @@ def stale_params(lock: Mapping | None, params: Mapping, path: str) -> tuple[str,
     """(stage, keys) when params.yaml (`params`, parsed) now differs from what dvc.lock recorded for
     the stage that wrote `path` or any stage upstream of it: that stage (what `dvc repro` re-runs)
     and the dotted keys that differ, leaf by leaf (`lenet5.lr`). None when they match or no stage
-    of dvc.lock wrote `path`. Both files must be read as DVC reads them (YAML 1.2: read_yaml)."""
+    of dvc.lock wrote `path`. Both files must be read as DVC reads them (YAML 1.2: core.yaml_io)."""
     from cifarlab.reporting.provenance import producing_stage, upstream_stages
 
     stage = producing_stage(lock, path)

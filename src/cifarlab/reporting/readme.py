@@ -1,7 +1,7 @@
 """reports/README.md as a whole: header, smoke warning, the report sections, other runs, provenance.
 
 Pure functions (data in, markdown out) over three inputs, read by `metrics.load_metrics`,
-`reference.load_reference` and `provenance.load_lock`:
+`reference.load_reference` and `cifarlab.dvc_internals.read_lock`:
   reports/metrics/*.json + reports/details/*.json   one pair per (run, seed)
   reports/reference.yaml   every number the five reports published (the only hand-typed file)
   dvc.lock                 which stage wrote each metrics file, with which params

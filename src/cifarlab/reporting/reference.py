@@ -6,10 +6,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from cifarlab.core.errors import DataError, ParamsError
-from cifarlab.core.params_file import refuse_duplicate_keys
+from cifarlab.core.errors import DataError
+from cifarlab.core.yaml_io import read_yaml_file
 from cifarlab.reporting.markdown import METRIC_LABELS  # a published metric must be one the report can label
 
 REPORT_TITLES = {
@@ -24,18 +22,13 @@ ALEXNET_REPORT = "003"
 
 
 def load_reference(path: str | os.PathLike) -> dict:
-    """reports/reference.yaml as {numbers: [...], statements: [...]}, checked for the keys used."""
+    """reports/reference.yaml as {numbers: [...], statements: [...]}, checked for the keys used. Not
+    YAML, a key typed twice (a number's `value:`) -> DataError naming its line (core.yaml_io)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-        ref = yaml.safe_load(text)
-        refuse_duplicate_keys(path, text)  # a number typed twice: PyYAML would keep the last silently
+        ref = read_yaml_file(path, error=DataError)
     except FileNotFoundError:
         raise DataError(f"{path} not found: it holds the published numbers the report compares with") from None
-    except yaml.YAMLError as e:
-        raise DataError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    except ParamsError as e:
-        raise DataError(str(e)) from None
     if not isinstance(ref, dict) or not isinstance(ref.get("numbers"), list):
         raise DataError(f"{path}: needs a `numbers:` list")
     for i, n in enumerate(ref["numbers"]):

@@ -40,7 +40,7 @@ def runs_table(p) -> str:
     lines = [f"{'run':<{w}}  {'model':<16}  {'epochs':>10}  overrides", f"{'-' * w}  {'-' * 16}  {'-' * 10}  ---------"]
     for name, r in p.runs.items():
         over = ", ".join(f"{k}={v}" for k, v in r.overrides.items()) or "-"
-        run, recipe = r.params.epochs(p.train.max_epochs), r.params.recipe.epochs
+        run, recipe = r.epochs(p.train.max_epochs), r.recipe.epochs
         epochs = str(run) if run == recipe else f"{run} of {recipe}"  # capped by train.max_epochs
         lines.append(f"{name:<{w}}  {r.model:<16}  {epochs:>10}  {over}")
     if p.train.max_epochs is not None:
@@ -112,17 +112,13 @@ def set_params(path: Path, assignments: list[str]) -> list[tuple[str, object]]:
     """Write KEY=VALUE assignments (dotted keys, YAML values) into params.yaml, keeping its
     comments and layout; the whole result is validated first and written atomically, so a bad
     value changes nothing. Returns the (key, value) pairs set."""
-    from ruamel.yaml import YAML, YAMLError
-
     from cifarlab.core.errors import ParamsError, one_line
     from cifarlab.core.io import atomic_write
     from cifarlab.core.params import validate
-    from cifarlab.core.params_file import read_params_file, read_yaml
+    from cifarlab.core.params_file import read_params_file
+    from cifarlab.core.yaml_io import YAMLError, dump_round_trip, read_yaml, round_trip_yaml
 
-    rt = YAML()  # round-trip: comments, order and flow style survive
-    rt.preserve_quotes = True
-    rt.width = 4096  # never fold a long line of the run table
-    rt.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    rt = round_trip_yaml()
     doc = read_params_file(path, rt)  # a file the stages would refuse: their one line, nothing written
     done = []
     for item in assignments:
@@ -148,18 +144,11 @@ def set_params(path: Path, assignments: list[str]) -> list[tuple[str, object]]:
             value = os.path.normpath(value)  # a local path as typed: $PWD/../x stores /.../x, not /.../main/../x
         node[leaf] = value
         done.append((key, value))
-    validate(read_yaml(_dump(rt, doc)))  # the whole file, as every stage will read it
+    new_text = dump_round_trip(rt, doc)
+    validate(read_yaml(new_text))  # the whole file, as every stage will read it
     with atomic_write(path) as f:  # UTF-8 whatever the locale: the encoding it is read in
-        f.write(_dump(rt, doc).encode("utf-8"))
+        f.write(new_text.encode("utf-8"))
     return done
-
-
-def _dump(rt, doc) -> str:
-    import io
-
-    buf = io.StringIO()
-    rt.dump(doc, buf)
-    return buf.getvalue()
 
 
 def cmd_set(argv: list[str]) -> None:
@@ -182,7 +171,8 @@ def cmd_compare(argv: list[str]) -> None:
         "trained under other params than params.yaml's now (dvc.lock against params.yaml) is noted out of "
         "date, with the keys that changed.")).parse_args(argv)
     from cifarlab.core import paths
-    from cifarlab.core.params_file import read_params_file, read_yaml
+    from cifarlab.core.params_file import read_params_file
+    from cifarlab.dvc_internals import read_lock
     from cifarlab.reporting import published as pub
     from cifarlab.reporting.markdown import md_table
     from cifarlab.reporting.metrics import group_runs, load_metrics
@@ -194,9 +184,7 @@ def cmd_compare(argv: list[str]) -> None:
     if not yours and not published:
         print("nothing to compare: no run of yours in reports/metrics (dvc repro) and none published")
         return
-    # both as DVC reads them (YAML 1.2): PyYAML reads the unquoted 5:3:2 DVC writes in dvc.lock as 18182
-    lock = read_yaml(Path("dvc.lock").read_text(encoding="utf-8")) if Path("dvc.lock").is_file() else None
-    lock = lock if isinstance(lock, dict) else None
+    lock = read_lock()  # as DVC reads it, like params.yaml: YAML 1.1 reads the unquoted 5:3:2 as 18182
     rows = pub.compare_rows(reference, yours, published, lock=lock, params=read_params_file())
     print(md_table(pub.COMPARE_HEADER, rows))
     stale = sum("yours is out of date" in row[-1] for row in rows)

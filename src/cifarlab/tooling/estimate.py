@@ -33,6 +33,7 @@ from cifarlab.core.early_stop import REFERENCE_FILE, EpochRange, epoch_range
 from cifarlab.core.params import Params, TrainParams
 from cifarlab.core.provenance import ISA_ENV, cpu_name
 from cifarlab.core.shell import LONG_CPU_RUN_S, format_duration
+from cifarlab.dvc_internals import lock_stages, parse_dvc_args, read_lock
 from cifarlab.tooling.plan import to_run
 
 FULL_TRAIN, FULL_TEST = 50_000, 10_000
@@ -122,9 +123,7 @@ def repro_targets() -> tuple[list[str], bool] | None:
         for i, a in enumerate(args):
             if Path(a).name.startswith("dvc") and args[i + 1:i + 2] in (["repro"], ["exp"]):
                 try:
-                    from dvc.cli import parse_args
-
-                    parsed = parse_args(args[i + 1:])
+                    parsed = parse_dvc_args(args[i + 1:])
                 except (SystemExit, Exception):  # noqa: BLE001  an argv DVC itself would refuse: no targets known
                     return None
                 return list(getattr(parsed, "targets", None) or []), bool(getattr(parsed, "glob", False))
@@ -136,13 +135,7 @@ def repro_targets() -> tuple[list[str], bool] | None:
 
 def _data_changes(p: Params) -> bool:
     """Whether data.md5 differs from the one dvc.lock recorded for fetch (or nothing is recorded)."""
-    import yaml
-
-    try:
-        lock = yaml.safe_load(Path("dvc.lock").read_text()) or {}
-    except FileNotFoundError:
-        return True
-    fetch = (lock.get("stages") or {}).get("fetch") or {}
+    fetch = lock_stages(read_lock()).get("fetch") or {}
     recorded = ((fetch.get("params") or {}).get("params.yaml") or {}).get("data.md5")
     return recorded != p.data.md5
 
@@ -187,13 +180,13 @@ def plan(p: Params, s_per_image: dict[str, float], stages: list[str],
         kind, run, seed = split_stage(name)
         epochs, seconds, stop, low = 0, FIXED_SECONDS.get(kind, 0.0), None, None
         if run is not None and kind in ("train", "evaluate", "pca"):
-            mp = p[run].params
+            spec = p[run]
             key = run_key(p[run])
             s_img = s_per_image[key]
             if kind == "train":
-                epochs = mp.epochs(p.train.max_epochs)
+                epochs = spec.epochs(p.train.max_epochs)
                 seconds = setup_seconds.get(key, 0.0) + s_img * epochs * (n_train + n_test / 3)
-                stop = epoch_range(run, mp, p.train.max_epochs, reference)
+                stop = epoch_range(run, spec, p.train.max_epochs, reference)
                 if stop is not None and stop.expected < epochs:
                     low = setup_seconds.get(key, 0.0) + s_img * stop.expected * (n_train + n_test / 3)
                 else:
@@ -281,7 +274,7 @@ def timing_key(model: str, batch_size: int, arch: dict | None = None) -> str:
 
 def run_key(run) -> str:
     """The timing key of a run of the run table (p[name]): its model, arguments and batch."""
-    return timing_key(run.model, run.params.recipe.batch_size, dict(run.params.arch))
+    return timing_key(run.model, run.recipe.batch_size, dict(run.arch))
 
 
 def machine_key(train: TrainParams) -> str:
@@ -396,7 +389,7 @@ def needed_keys(p: Params, stages: list[str]) -> dict[str, tuple[str, dict, obje
         kind, run, _ = split_stage(name)
         if run is not None and kind in ("train", "evaluate", "pca"):
             r = p[run]
-            keys.setdefault(run_key(r), (r.model, dict(r.params.arch), r.params.recipe))
+            keys.setdefault(run_key(r), (r.model, dict(r.arch), r.recipe))
     return keys
 
 

@@ -38,16 +38,16 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
-from ruamel.yaml import YAMLError
 
 from cifarlab.core import paths
-from cifarlab.core.errors import CifarlabError, ParamsError, one_line
+from cifarlab.core.errors import CifarlabError, ParamsError
 from cifarlab.core.io import atomic_write
 from cifarlab.core.params import Params, Recipe, validate
-from cifarlab.core.params_file import read_params_file, read_yaml
+from cifarlab.core.params_file import read_params_file
 from cifarlab.core.provenance import code_version
+from cifarlab.core.yaml_io import read_yaml_file
+from cifarlab.dvc_internals import LOCK_FILE, lock_stages, read_lock
 from cifarlab.reporting.published import PROVENANCE, PUBLISHED_FILES, REQUIRED, read_json_object
 
 PACK_FORMAT = 1
@@ -62,7 +62,6 @@ MAX_MEMBERS = 10_000
 MAX_TEXT_BYTES = 2**20  # one JSON or CSV member fold parses
 MAX_TEXT_TOTAL = 8 * 2**20  # all of them together
 MANIFEST = "manifest.json"
-LOCK_FILE = "dvc.lock"
 # train.* and data.* keys that change a run's numbers. The numerics (bf16, channels_last,
 # fused_optimizer, compile, num_threads) are not among them: provenance records them ("numerics",
 # shown in every table), and seeds of another precision are kept apart (never averaged), so an
@@ -86,8 +85,8 @@ def run_recipe(p: Params, run: str) -> dict:
     r = p.runs[run]
     recipe = {
         "model": r.model,
-        "recipe": r.params.recipe.model_dump(mode="json"),
-        "arch": json.loads(json.dumps(dict(r.params.arch))),
+        "recipe": r.recipe.model_dump(mode="json"),
+        "arch": json.loads(json.dumps(dict(r.arch))),
         "train": {k: getattr(p.train, k) for k in RECIPE_TRAIN_KEYS},
         "data": {k: getattr(p.data, k) for k in RECIPE_DATA_KEYS},
     }
@@ -120,7 +119,7 @@ def code_files(root: Path) -> list[str]:
     dvc_yaml = root / "dvc.yaml"
     if not dvc_yaml.is_file():
         raise PublishError(f"{dvc_yaml} not found: pack and fold run at the root of a cifarlab checkout")
-    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    stages = read_yaml_file(dvc_yaml, error=PublishError)["stages"]
     files: set[str] = set()
     for name in CODE_STAGES:
         for dep in stages[name]["do"]["deps"]:
@@ -171,19 +170,10 @@ def repro_target(out: str, run: str, seed: int, stages: Iterable[str] = ()) -> s
     return f"plot@{run}" + (f" pca@{run}" if f"pca@{run}" in stages else "")
 
 
-def read_lock(root: Path) -> dict:
-    """stage name -> its dvc.lock entry ({} without dvc.lock). Read as YAML 1.2, as DVC writes it
-    and reads params.yaml (YAML 1.1 would read a dumped 1e-05 as text)."""
-    lock_file = root / LOCK_FILE
-    if not lock_file.is_file():
-        return {}
-    try:
-        lock = read_yaml(lock_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, YAMLError) as e:
-        raise PublishError(f"{lock_file}: not readable ({one_line(e, 120)}): restore it (git checkout, or "
-                           "dvc repro rewrites it), then pack again") from None
-    stages = lock.get("stages") if isinstance(lock, dict) else None
-    return stages if isinstance(stages, dict) else {}
+def locked_stages(root: Path) -> dict:
+    """stage name -> its entry in the dvc.lock at `root` ({} without one): read as DVC writes it
+    (cifarlab.dvc_internals.read_lock), a malformed one refused in one line."""
+    return lock_stages(read_lock(root / LOCK_FILE, error=PublishError))
 
 
 def _md5s(entries: Any) -> dict[str, str]:
@@ -364,7 +354,7 @@ def provenance_of(root: Path, out: str, p: Params, md5s: Mapping[str, str], cach
                            "params.yaml: pack the workspace that trained it")
     cache = {} if cache is None else cache
     if "lock" not in cache:  # once per pack, not per run
-        cache["lock"], cache["raw"] = read_lock(root), read_params_file(root / paths.PARAMS_FILE)
+        cache["lock"], cache["raw"] = locked_stages(root), read_params_file(root / paths.PARAMS_FILE)
     record = lock_record(cache["lock"], out, run, seed)
     target = repro_target(out, run, seed, record)
     derived = []
@@ -473,7 +463,7 @@ def pack(root: Path, dest: Path, outs: Iterable[str] | None = None, log=print, c
     manifest = {"format": PACK_FORMAT, "packed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "code": {**code, "files": md5s}, "runs": {}}
     members: dict[str, bytes] = {}
-    cache: dict = {"lock": read_lock(root), "raw": raw}
+    cache: dict = {"lock": locked_stages(root), "raw": raw}
     for out in outs:
         prov = provenance_of(root, out, p, md5s, cache, code_root)
         manifest["runs"][out] = {"run": prov["run"], "seed": prov["seed"], "recipe": prov["recipe"]}

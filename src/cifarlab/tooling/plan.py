@@ -2,20 +2,18 @@
 parse of dvc.yaml. The one planner of `cifarlab estimate`, the start-of-run notice and
 `cifarlab repro`.
 
-The stages are those DVC collects for the targets (`dvc.repo.reproduce.collect_stages`, with
-`--glob` as `dvc repro --glob`) and every stage above them, in the order `plan_repro` walks them.
+The stages are those DVC collects for the targets (with `--glob` as `dvc repro --glob`) and
+every stage above them, in the order DVC's planner walks them (cifarlab.dvc_internals.repro_order).
 A stage runs when DVC says it changed, or when a stage it depends on runs (its inputs will
 change): the stages a `dvc repro` would run.
 """
 from __future__ import annotations
 
-import contextlib
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from cifarlab.core.errors import ParamsError
+from cifarlab.dvc_internals import DvcStage, repro_order
 
 
 @dataclass(frozen=True)
@@ -26,19 +24,7 @@ class Step:
     runs: bool  # `dvc repro` would run it: changed, or a stage above it runs
     upstream: tuple[str, ...]  # the stages it directly depends on (an output of each is a dep of it)
     above: frozenset[str]  # every stage it depends on, transitively
-    stage: Any = field(compare=False, repr=False)  # the dvc.stage.PipelineStage
-
-
-@contextlib.contextmanager
-def quiet_dvc():
-    """DVC's status checks log every missing output; the plan needs the answer, not the log."""
-    log = logging.getLogger("dvc")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
+    stage: DvcStage = field(compare=False, repr=False)  # what DVC says of it (command, restorable)
 
 
 def steps(root: str | Path = ".", targets: list[str] | None = None, glob: bool = False, force: bool = False,
@@ -47,32 +33,16 @@ def steps(root: str | Path = ".", targets: list[str] | None = None, glob: bool =
     DVC's order. force: every stage runs (`dvc repro --force`, a fresh clone's view). changed(name):
     True/False overrides DVC's verdict on that stage, None asks DVC (the start-of-run notice
     answers for the stage running it). An unknown target -> ParamsError with one line."""
-    import networkx as nx
-    from dvc.exceptions import DvcException
-    from dvc.repo import Repo
-    from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
-
-    with Repo(str(root)) as repo, repo.lock, quiet_dvc():
-        try:
-            collected = collect_stages(repo, targets or ["dvc.yaml"], glob=glob)
-        except DvcException as err:
-            pattern = " pattern" if glob else ""
-            raise ParamsError(f"{' '.join(targets or [])}: no such stage{pattern} ({' '.join(str(err).split())[:200]}); "
-                              "stage names: dvc stage list") from None
-        if not collected:
-            raise ParamsError(f"{' '.join(targets or [])}: matches no stage; stage names: dvc stage list")
-        graph = get_active_graph(repo.index.graph)
-        order = plan_repro(graph, collected)
-        running: set[str] = set()
-        out = []
+    running: set[str] = set()
+    out = []
+    with repro_order(root, targets, glob) as order:
         for stage in order:
-            name = stage.addressing
-            ups = tuple(u.addressing for u in graph.successors(stage))  # an edge: stage -> a stage it needs
-            verdict = changed(name) if changed is not None else None
-            runs = force or any(u in running for u in ups) or (stage.changed() if verdict is None else verdict)
+            verdict = changed(stage.name) if changed is not None else None
+            runs = (force or any(u in running for u in stage.upstream)
+                    or (stage.changed() if verdict is None else verdict))
             if runs:
-                running.add(name)
-            out.append(Step(name, runs, ups, frozenset(a.addressing for a in nx.descendants(graph, stage)), stage))
+                running.add(stage.name)
+            out.append(Step(stage.name, runs, stage.upstream, stage.above, stage))
     return out
 
 

@@ -13,50 +13,39 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cifarlab.core.errors import one_line
+from cifarlab.core.git import git, try_git
+from cifarlab.dvc_internals import LOCK_FILE, cache_dir, output_paths, remote_names, remote_url
 from cifarlab.tooling.scaleout.plan import Plan, ScaleOutError, build_plan
 from cifarlab.tooling.scaleout.task import RAN
-
-
-def _git(root: Path, *args: str) -> str:
-    r = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise ScaleOutError(f"git {' '.join(args)} failed in {root}: {one_line(r.stderr, 200)}")
-    return r.stdout
 
 
 def check_committed(root: Path) -> str:
     """The commit workers reproduce (HEAD). Raises ScaleOutError naming what to commit when a
     tracked file other than DVC's (dvc.lock, .gitignore files, outputs) differs from it: workers
     clone the commit, so an uncommitted edit would run nowhere while dvc.lock recorded it."""
-    from dvc.repo import Repo
-
-    if subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=root, capture_output=True).returncode:
+    if try_git("rev-parse", "--verify", "-q", "HEAD", cwd=root) is None:
         raise ScaleOutError("this repository has no commit yet: git add -A && git commit -m 'start' first")
-    changed = [p for p in _git(root, "diff", "--name-only", "HEAD").splitlines() if p]
-    with Repo(str(root)) as repo:
-        outs = {str(Path(o.fs_path).relative_to(root.resolve())) for o in repo.index.outs}
+    changed = [p for p in git("diff", "--name-only", "HEAD", cwd=root).splitlines() if p]
+    outs = output_paths(root)
     # DVC's own files (dvc.lock, the .gitignore files it writes beside outputs) and outputs change
     # with every run; they are not inputs
-    ours = lambda p: p == "dvc.lock" or Path(p).name == ".gitignore" or any(  # noqa: E731
+    ours = lambda p: p == LOCK_FILE.name or Path(p).name == ".gitignore" or any(  # noqa: E731
         p == o or p.startswith(o + "/") for o in outs)
     code = [p for p in changed if not ours(p)]
     if code:
         more = f" (and {len(code) - 1} more)" if len(code) > 1 else ""
         raise ScaleOutError(f"uncommitted changes to {code[0]}{more}: workers run the committed code, so commit "
                             f"them first (git commit -am '...'), or stash them (git stash)")
-    return _git(root, "rev-parse", "HEAD").strip()
+    return git("rev-parse", "HEAD", cwd=root).strip()
 
 
 def _remote_url(root: Path, name: str) -> str:
     """The URL of the DVC remote `name` as workers must see it (a local path made absolute)."""
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
-        remotes = repo.config.get("remote", {})
-        if name not in remotes:
-            known = ", ".join(remotes) or "none"
-            raise ScaleOutError(f"no DVC remote named {name!r} (known: {known}); add one: dvc remote add {name} URL")
-        return repo.cloud.get_remote(name).path if "://" not in remotes[name]["url"] else remotes[name]["url"]
+    url = remote_url(root, name)
+    if url is None:
+        known = ", ".join(remote_names(root)) or "none"
+        raise ScaleOutError(f"no DVC remote named {name!r} (known: {known}); add one: dvc remote add {name} URL")
+    return url
 
 
 def _dvc(root: Path, *args: str) -> str:
@@ -273,12 +262,9 @@ def repro(root: Path, targets: list[str] | None, *, workers: int | None = None, 
             if remote:
                 _dvc(root, "push", "--remote", remote, name)
         if client is not None:
-            from dvc.repo import Repo
-
-            with Repo(str(root)) as repo:
-                cache_dir = None if remote else str(Path(repo.cache.legacy.path).resolve())  # the cache's root
-            lock = root / "dvc.lock"
-            spec = {"repo": repo_url or str(root), "commit": commit, "cache_dir": cache_dir,
+            shared_cache = None if remote else cache_dir(root)
+            lock = root / LOCK_FILE
+            spec = {"repo": repo_url or str(root), "commit": commit, "cache_dir": shared_cache,
                     "lock": lock.read_text() if lock.exists() else None, "remote_url": remote_url, "workdir": workdir}
             try:
                 outcome = submit_and_wait(client, plan, spec, gpu)

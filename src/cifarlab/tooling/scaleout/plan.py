@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cifarlab.core.errors import CifarlabError
+from cifarlab.dvc_internals import DvcStage
 
 # A GPU share per task, in Dask resource units (a GPU worker offers GPU=1): recipes training at
 # batch <= SMALL_BATCH are launch-bound (report 000-002's batch 16-64: each step is a few small
@@ -53,18 +54,7 @@ class Plan:
         return [*self.first, *(t.name for t in self.tasks), *self.last]
 
 
-def restorable(stage) -> bool:
-    """Whether DVC's run-cache can bring this stage's outputs back without running it: the rule of
-    dvc.stage.cache._can_hash (DVC 3), less its hashing of the deps (which may not exist yet),
-    plus Stage.run's: no run-cache entry is saved for a stage with a `cache: false` output that
-    is not a metric or a plot (the report's files, committed to git)."""
-    return bool(stage.cmd and stage.deps and stage.outs and not stage.always_changed and not stage.is_callback
-                and all(d.protocol == "local" and d.def_path for d in stage.deps)
-                and all(o.protocol == "local" and o.def_path and not o.persist for o in stage.outs)
-                and all(o.use_cache or o.is_metric or o.is_plot for o in stage.outs))
-
-
-def gpu_share(stage, batch_size_of) -> float:
+def gpu_share(stage: DvcStage, batch_size_of) -> float:
     """The GPU share a stage asks for; `batch_size_of(run)` gives a run's training batch size."""
     group = stage.name.split("@")[0]
     if group not in GPU_STAGES:
@@ -72,8 +62,7 @@ def gpu_share(stage, batch_size_of) -> float:
     share = GPU_STAGES[group]
     if share is not None:
         return share
-    cmd = " ".join(stage.cmd) if isinstance(stage.cmd, list) else stage.cmd or ""
-    m = re.search(r"--run\s+(\S+)", cmd)
+    m = re.search(r"--run\s+(\S+)", stage.cmd)
     batch = batch_size_of(m.group(1)) if m else None
     return SMALL_SHARE if batch is not None and batch <= SMALL_BATCH else 1.0
 
@@ -87,7 +76,7 @@ def build_plan(root: Path, targets: list[str] | None = None) -> Plan:
 
     def batch_size_of(run: str) -> int | None:
         r = p.runs.get(run)
-        return r.params.recipe.batch_size if r is not None else None
+        return r.recipe.batch_size if r is not None else None
 
     plan = Plan()
     here = os.getcwd()
@@ -108,7 +97,7 @@ def _plan_into(plan: Plan, targets: list[str] | None, batch_size_of) -> None:
         if not s.runs:
             plan.up_to_date.append(s.name)
             continue
-        if not restorable(s.stage) or any(a in plan.last for a in s.above):
+        if not s.stage.restorable or any(a in plan.last for a in s.above):
             if not s.above:
                 plan.first.append(s.name)
             else:
@@ -118,7 +107,7 @@ def _plan_into(plan: Plan, targets: list[str] | None, batch_size_of) -> None:
         plan.tasks.append(StageTask(
             name=s.name,
             upstream=tuple(u for u in s.upstream if u in runs and u not in plan.first),
-            restore_first=tuple(a.name for a in walk if a.name in s.above and restorable(a.stage)),
-            checkout_first=tuple(a.name for a in walk if a.name in s.above and not restorable(a.stage)),
+            restore_first=tuple(a.name for a in walk if a.name in s.above and a.stage.restorable),
+            checkout_first=tuple(a.name for a in walk if a.name in s.above and not a.stage.restorable),
             gpu=gpu_share(s.stage, batch_size_of),
         ))

@@ -24,6 +24,8 @@ import time
 import uuid
 from pathlib import Path
 
+from cifarlab.core.git import git
+
 REMOTE = "cifarlab-store"  # the shared store's name inside a worker's clone
 DEFAULT_WORKDIR = "~/.cache/cifarlab/scale-out"  # a worker's clones, logs (and cache, between machines)
 TAIL_LINES = 15  # of a failed stage's log, in the error the coordinator prints
@@ -88,10 +90,6 @@ def guard_main(argv: list[str]) -> int:
     return child.wait()
 
 
-def _git(*args: str, cwd: Path | None = None) -> None:
-    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
-
-
 def _dvc_config(cache_dir: Path, remote_url: str | None) -> str:
     """The clone's .dvc/config.local (DVC's INI format): the shared cache, links where the
     filesystem allows them (a 180 MB prepared set is linked, not copied, into each clone), and
@@ -131,8 +129,8 @@ def reproduce_stage(spec: dict, *_upstream) -> dict:
         where = socket.gethostname()
 
     shared = Path(spec["repo"]).is_dir()
-    _git("clone", "--quiet", "--no-checkout", *(["--shared"] if shared else []), spec["repo"], str(clone))
-    _git("checkout", "--quiet", "--detach", spec["commit"], cwd=clone)
+    git("clone", "--quiet", "--no-checkout", *(["--shared"] if shared else []), spec["repo"], str(clone))
+    git("checkout", "--quiet", "--detach", spec["commit"], cwd=clone)
     if spec.get("lock"):
         (clone / "dvc.lock").write_text(spec["lock"])
     cache_dir = Path(spec["cache_dir"]) if spec.get("cache_dir") else workdir / "cache"
@@ -165,29 +163,12 @@ def reproduce_stage(spec: dict, *_upstream) -> dict:
             "seconds": time.perf_counter() - t0, "worker": where, "log": str(log)}
 
 
-def sync_run_cache(direction: str, remote: str | None = None) -> int:
-    """In a DVC repository: push (or pull) the run-cache entries and every object they name to
-    (from) `remote` (None: the default one). `dvc push --run-cache` moves the entries only, not
-    the outputs they name, and `dvc repro
-    --pull` takes only the default remote; a restore needs entries and objects both."""
-    from dvc.repo import Repo
-
-    with Repo(".") as repo:
-        if direction == "push":
-            used = repo.stage_cache.push(remote)
-            for objs in repo.stage_cache.get_used_objs(used).values():
-                repo.cloud.push(objs, remote=remote)
-        else:
-            used = repo.stage_cache.pull(remote)
-            # remote=: a directory output's listing (.dir) is fetched from there first
-            for objs in repo.stage_cache.get_used_objs(used, remote=remote).values():
-                repo.cloud.pull(objs, remote=remote)
-    return 0
-
-
 if __name__ == "__main__":
     if sys.argv[1:2] == ["guard"]:
         sys.exit(guard_main(sys.argv[2:]))
     if sys.argv[1:2] in (["push-run-cache"], ["pull-run-cache"]):
-        sys.exit(sync_run_cache(sys.argv[1][:4], sys.argv[2] if len(sys.argv) > 2 else None))
+        from cifarlab.dvc_internals import sync_run_cache
+
+        sync_run_cache(sys.argv[1][:4], sys.argv[2] if len(sys.argv) > 2 else None)
+        sys.exit(0)
     sys.exit("usage: python -m cifarlab.tooling.scaleout.task guard PARENT_PID -- CMD... | push-run-cache | pull-run-cache [REMOTE]")
