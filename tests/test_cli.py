@@ -1,7 +1,6 @@
 """The `cifarlab` command and the run estimate (what `dvc repro` would run, and for how long)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -17,33 +16,10 @@ from cifarlab.core.params import load_params
 from cifarlab.core.shell import format_duration
 from cifarlab.tooling.cli import set_params
 from cifarlab.tooling import estimate, plan
+from helpers_cli import cifarlab
 from workspace import SHIPPED_PARAMS, pristine_root
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cifarlab(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """`cifarlab ARGS` in this process, through the console script's own shell (exit code, stdout,
-    stderr as a subprocess would give them; one real subprocess below covers `python -m`)."""
-    import contextlib
-    import io
-    import os
-
-    from cifarlab.tooling.cli import entry_point
-
-    out, err, code = io.StringIO(), io.StringIO(), 0
-    here, argv = os.getcwd(), sys.argv
-    os.chdir(pristine_root() if cwd is None else cwd)  # never this workspace's params.yaml or dvc.lock
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            sys.argv = ["cifarlab", *args]
-            entry_point()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        os.chdir(here)
-        sys.argv = argv
-    return subprocess.CompletedProcess(["cifarlab", *args], code, out.getvalue(), err.getvalue())
 
 
 def test_python_dash_m_cifarlab_is_the_command():
@@ -82,6 +58,7 @@ def test_runs_lists_the_run_table():
     assert "activation=tanh, lr_ratio=5:3:2, augment=none" in cell
 
 
+@pytest.mark.slow  # dvc stage list and the planner over the whole graph
 def test_the_plan_of_a_fresh_clone_is_every_stage_of_dvc_yaml_in_dvcs_order():
     """tooling.plan (the one planner) == what DVC expands dvc.yaml into, each stage after those it needs."""
     listed = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=pristine_root(),
@@ -148,6 +125,7 @@ def fresh_clone_plan(root, targets, glob, changed=None):
     return plan.to_run(ROOT, targets, glob, force=True)
 
 
+@pytest.mark.slow  # the planner over the whole graph, twice
 def test_repro_notice_counts_every_stage_and_carries_the_data_url(monkeypatch, tmp_path):
     """The notice at the start of `dvc repro` on a CPU: all stages of a fresh clone, timed from
     the cache (no torch), and a subset command that keeps the user's own data.url."""
@@ -193,7 +171,7 @@ def test_the_expected_stop_of_custom_resnet_is_its_published_best_epoch_plus_the
     from cifarlab.core.early_stop import REFERENCE_FILE, epoch_range, published_best_loss_epoch
 
     p = load_params(SHIPPED_PARAMS)
-    mp = p["custom_resnet"].params
+    mp = p["custom_resnet"]
     assert (mp.recipe.epochs, mp.recipe.early_stopping_patience) == (MOST, PATIENCE)
     assert published_best_loss_epoch("custom_resnet", ROOT / REFERENCE_FILE) == BEST
     r = epoch_range("custom_resnet", mp, None, ROOT / REFERENCE_FILE)
@@ -205,12 +183,12 @@ def test_the_expected_stop_of_custom_resnet_is_its_published_best_epoch_plus_the
     assert (r.expected, r.best_epoch) == (1 + PATIENCE, None)
     assert r.describe() == f"early stopping: at least {1 + PATIENCE} epochs, up to {MOST}"
     assert epoch_range("custom_resnet", mp, 50, ROOT / REFERENCE_FILE).most == 50
-    assert epoch_range("cnn", p["cnn"].params, None, ROOT / REFERENCE_FILE) is None
+    assert epoch_range("cnn", p["cnn"], None, ROOT / REFERENCE_FILE) is None
     (cost,) = estimate.plan(p, {estimate.run_key(p["custom_resnet"]): 1e-3}, ["train@custom_resnet"],
                             reference=ROOT / REFERENCE_FILE)
     assert (cost.low_epochs, cost.epochs) == (EXPECTED, MOST)
     # capped below the expected stop (a smoke run): no range
-    smoke = dataclasses.replace(p, train=p.train.model_copy(update={"max_epochs": 50}))
+    smoke = p.model_copy(update={"train": p.train.model_copy(update={"max_epochs": 50})})
     (capped,) = estimate.plan(smoke, {estimate.run_key(p["custom_resnet"]): 1e-3}, ["train@custom_resnet"],
                               reference=ROOT / REFERENCE_FILE)
     assert (capped.stop, capped.low_epochs, capped.epochs) == (None, 50, 50)
@@ -300,6 +278,7 @@ def test_train_warns_of_an_early_stopping_run_as_a_range():
                    f"(early stopping: ~{EXPECTED} epochs expected, up to {MOST})")
 
 
+@pytest.mark.slow  # dvc repro --dry over the whole graph, once per target set
 def test_the_plan_of_targets_is_what_dvc_repro_targets_runs(monkeypatch):
     """The stages of `dvc repro TARGETS` (dvc repro --dry lists them), in the planner's view."""
     monkeypatch.chdir(pristine_root())  # DVC resolves a stage target against the working directory
@@ -362,8 +341,8 @@ def test_set_edits_params_keeping_comments_and_validates_first(tmp_path):
     assert "  test_subset: null" in text  # untouched nulls stay null
     assert "  lenet5: {model: lenet5, lr: 0.01}" in text
     p = load_params(tmp_path / "params.yaml")
-    assert p.data.train_subset == 5000 and p["lenet5"].params.recipe.lr == 0.01
-    assert p["resnet18-relu-5_3_2-none"].params.recipe.lr_ratio == (5.0, 4.0, 1.0)
+    assert p.data.train_subset == 5000 and p["lenet5"].recipe.lr == 0.01
+    assert p["resnet18-relu-5_3_2-none"].recipe.lr_ratio == (5.0, 4.0, 1.0)
     # a bad value: one line, exit 2, the file unchanged
     before = (tmp_path / "params.yaml").read_bytes()
     bad = cifarlab("set", "data.test_subset=2000", "lenet5.lr=fast", cwd=tmp_path)
@@ -379,7 +358,7 @@ def test_params_are_read_as_yaml_1_2_like_dvc(tmp_path):
     text = (SHIPPED_PARAMS).read_text().replace('lr_ratio: "2:1:1"', "lr_ratio: 2:1:1")
     (tmp_path / "params.yaml").write_text(text)
     p = load_params(tmp_path / "params.yaml")
-    assert p["resnet18-relu-2_1_1-none"].params.recipe.lr_ratio == (2.0, 1.0, 1.0)
+    assert p["resnet18-relu-2_1_1-none"].recipe.lr_ratio == (2.0, 1.0, 1.0)
 
 
 def test_set_stores_a_local_data_url_normalized(tmp_path):

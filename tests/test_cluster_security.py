@@ -45,6 +45,7 @@ def process_tree() -> list[int]:
     return [me.pid, *(p.pid for p in me.children(recursive=True))]
 
 
+@pytest.mark.slow  # real Dask clusters
 @pytest.mark.parametrize("gpus", [[], ["0", "1"]], ids=["cpu-localcluster", "two-gpus-speccluster"])
 def test_a_one_machine_cluster_listens_on_loopback_only(gpus):
     from distributed import Client
@@ -100,6 +101,7 @@ def project(tmp_path_factory, tiny_archive):
     return repo
 
 
+@pytest.mark.slow  # a committed small project and a Dask client
 def test_a_scheduler_address_that_is_an_http_server_fails_in_one_line(project, http_address):
     bound = 60  # s; the command's own bound is coordinator.HANDSHAKE_S (10 s) past its start (~5 s)
     t0 = time.monotonic()
@@ -118,6 +120,7 @@ def test_a_scheduler_address_that_is_an_http_server_fails_in_one_line(project, h
     assert not (project / "dvc.lock").exists()  # fetch did not run: nothing was done
 
 
+@pytest.mark.slow  # a real Dask scheduler
 def test_a_real_scheduler_is_let_through_and_its_dashboard_port_is_not(monkeypatch):
     """The handshake check passes a Dask scheduler (a worker joins), and refuses the port its
     dashboard's HTTP server answers on, the likely mistake."""

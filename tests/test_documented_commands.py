@@ -261,7 +261,10 @@ def overrides_and_targets(argv: list[str]) -> tuple[list[str], list[str], bool]:
             bool(getattr(args, "glob", False)))
 
 
-@pytest.mark.parametrize("where, cmd", REPRO, ids=[c for _, c in REPRO])
+# a command after `cifarlab set ... &&` needs a `dvc stage list` of its own (a copy with the sets
+# applied): seconds of DVC each, so those are slow
+@pytest.mark.parametrize("where, cmd", [pytest.param(w, c, marks=pytest.mark.slow if CHAINED_SETS.get(c) else ())
+                                        for w, c in REPRO], ids=[c for _, c in REPRO])
 def test_documented_exp_run_and_repro_overrides_and_targets_hold(where, cmd, tmp_path):
     """What `dvc exp run -S ...` does first (DVC's own apply_overrides on params.yaml), then the
     validation every stage does, then the targets against the stages DVC expands dvc.yaml into."""

@@ -16,21 +16,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workspace import SHIPPED_PARAMS, SCALE_OUT_RUNS, lock_outs, project_copy, project_env, sh, small_params, small_project
+from workspace import SHIPPED_PARAMS, SCALE_OUT_RUNS, lock_outs, project_copy, project_env, sh, small_project, write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
 
 
-def test_exp_run_then_metrics_params_and_plots_diff_between_branches(tmp_path, tiny_archive):
-    archive, md5 = tiny_archive
+def test_exp_run_then_metrics_params_and_plots_diff_between_branches(tmp_path, small_params):
     repo = tmp_path / "repo"
     repo.mkdir()
     project_copy(repo)
     # two runs are enough to see one move and the other not (CI's 30 minutes: the grid cell and
     # AlexNet stages cost a minute here, and the clean-repro test below covers them)
-    small_params(repo / "params.yaml", archive, md5, runs=("lenet5", "dnn"))
+    write_params(repo, small_params(("lenet5", "dnn")))
     env = {**os.environ, "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

@@ -1,10 +1,10 @@
 """Every one-line error has one shape: a single line, no terminal escape codes, the parameter or
 file it is about named, and what to do (or what is allowed) at its end.
 
-The bad inputs are the ones the other tests already use (their parametrize tables, read from
-those tests, not copied) plus the field reports' own, each driven through the stage a user would
-meet it in: params through `train`, archives through `fetch` + `preprocess`, weights through
-`train` of an AlexNet run.
+The bad inputs are the ones the unit tests use (their parametrize tables, shared through
+helpers_bad_inputs.py, not copied) plus the field reports' own, each driven through the stage a
+user would meet it in: params through `train`, archives through `fetch` + `preprocess`, weights
+through `train` of an AlexNet run.
 """
 from __future__ import annotations
 
@@ -14,42 +14,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-import test_fetch
-import test_models
-import test_params
-import test_preprocess
-import test_train
-from cifar_archive import make_cifar_archive
+from cifar_archive import make_cifar_archive, member
 from cifarlab import fetch, preprocess, train
 from cifarlab.core.errors import CifarlabError
+from helpers_bad_inputs import (BAD_OPTION_VALUES, BAD_PARAMS, BAD_RATIOS, BAD_RUN_NAMES, BAD_STAGE_ARGS, GRID_RUN,
+                                MALFORMED_BATCHES, MALFORMED_MD5S, MISSING_BATCHES, SUBSET_SIZE_ERRORS,
+                                UNHASHABLE_EDITS, UNSAFE_MEMBERS, assert_shape, raw)
 from workspace import SHIPPED_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
-# Words that say what to do or what is allowed; one must be in the message's last clause.
-HINT = re.compile(r"\b(should|allowed|expected|known|use|set|run|rerun|pass|quote|put|point|delete|save|"
-                  r"retry|give|needs?|must|only|e\.g\.|letters|a list|a mapping|a non-negative|a positive|"
-                  r"at least|fix|outside|refused|remove|add)\b", re.I)
-
-
-def assert_shape(msg: str, name: str) -> None:
-    """One line, no escapes, `name` in it, and after it what to do or what is allowed."""
-    assert "\n" not in msg and "\r" not in msg, msg
-    assert "\x1b" not in msg, repr(msg)
-    assert name in msg, f"{name!r} not named in: {msg}"
-    after = msg[msg.index(name) + len(name):]
-    assert HINT.search(after), f"no hint of what to do after {name!r} in: {msg}"
-
-
-def cases(test, names: tuple[str, ...]):
-    """The argument rows of another test's @pytest.mark.parametrize (its bad inputs)."""
-    mark = next(m for m in test.pytestmark if m.name == "parametrize")
-    argnames = mark.args[0]
-    argnames = [a.strip() for a in argnames.split(",")] if isinstance(argnames, str) else list(argnames)
-    assert tuple(argnames) == names, argnames
-    return list(mark.args[1])
-
-
-PARAM_CASES = cases(test_params.test_bad_params_give_one_line_naming_the_key, ("edits", "expected"))
+PARAM_CASES = BAD_PARAMS
 
 
 def quoted_name(expected: str) -> str:
@@ -68,10 +42,10 @@ def test_params_errors_through_the_train_stage(edits, expected, tmp_path, monkey
     """Through the train stage of a run the bad value concerns: a stage checks the architecture
     options of its own model only (other models' files are not its dependencies)."""
     monkeypatch.chdir(tmp_path)
-    raw = test_params.raw(edits)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    raw_params = raw(edits)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params, sort_keys=False))
     key = next(iter(edits))
-    runs = raw["runs"] if isinstance(raw.get("runs"), dict) else {}
+    runs = raw_params["runs"] if isinstance(raw_params.get("runs"), dict) else {}
     run = next((r for r in runs if key.startswith(f"runs.{r}.")), None) or next(
         (r for r, e in runs.items() if isinstance(e, dict) and key.split(".")[0] == e.get("model")), "lenet5")
     msg = raise_from(train.main, ["--run", run])
@@ -85,8 +59,7 @@ def _write_params(tmp_path: Path, **data) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
 
 
-ARCHIVE_CASES = (cases(test_preprocess.test_malformed_batches, ("mutate", "match"))
-                 + cases(test_preprocess.test_unsafe_members_are_refused, ("add", "match")))
+ARCHIVE_CASES = MALFORMED_BATCHES + UNSAFE_MEMBERS
 
 
 @pytest.mark.parametrize("mutate, match", ARCHIVE_CASES, ids=[m for _, m in ARCHIVE_CASES])
@@ -119,7 +92,8 @@ def test_an_md5_read_as_a_number_says_how_to_quote_it(md5, tmp_path, monkeypatch
     assert_shape(msg, "data.md5")
 
 
-def test_a_pickled_module_as_alexnet_weights_says_save_the_state_dict(tmp_path, monkeypatch, tiny_archive):
+@pytest.mark.slow  # a whole AlexNet pickled (240 MB)
+def test_a_pickled_module_as_alexnet_weights_says_save_the_state_dict(tmp_path, monkeypatch, tiny_archive, prepare):
     """torch.save(model) instead of torch.save(model.state_dict()): a common mistake."""
     import torch
     import torchvision
@@ -132,22 +106,21 @@ def test_a_pickled_module_as_alexnet_weights_says_save_the_state_dict(tmp_path, 
     d["data"].update(url=str(archive), md5=md5)
     d["alexnet_transfer"].update(weights=str(weights), image_size=64)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
-    fetch.main([])
-    preprocess.main([])
+    prepare()
     msg = raise_from(train.main, ["--run", "alexnet_transfer-skip-low"])
     assert msg.startswith(f"alexnet_transfer.weights: '{weights}' is a pickled module, not a state_dict")
     assert "weights_only=False" not in msg  # never advice to load an untrusted pickle
     assert_shape(msg, str(weights))
 
 
-MODEL_CASES = cases(test_models.test_bad_option_values, ("name", "arch"))
+MODEL_CASES = BAD_OPTION_VALUES
 
 
 @pytest.mark.parametrize("name, arch", MODEL_CASES, ids=[f"{n}-{a}" for n, a in MODEL_CASES])
 def test_model_option_errors_through_the_train_stage(name, arch, tmp_path, monkeypatch):
     """A bad architecture option in a run's entry, as `dvc repro train@<run>` meets it."""
     monkeypatch.chdir(tmp_path)
-    d = test_params.raw()
+    d = raw()
     run = next(r for r, e in d["runs"].items() if e["model"] == name)
     d["runs"][run] = {**d["runs"][run], **{k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
@@ -156,7 +129,7 @@ def test_model_option_errors_through_the_train_stage(name, arch, tmp_path, monke
     assert_shape(msg, key)
 
 
-MD5_CASES = cases(test_fetch.test_malformed_md5_is_refused, ("bad",))
+MD5_CASES = MALFORMED_MD5S
 
 
 @pytest.mark.parametrize("bad", [b[0] if isinstance(b, tuple) else b for b in MD5_CASES])
@@ -171,56 +144,55 @@ def _params_with(tmp_path: Path, d: dict) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
 
 
-@pytest.mark.parametrize("name", [n for n in cases(test_params.test_bad_run_names, ("name",)) if isinstance(n, str)])
+@pytest.mark.parametrize("name", [n for n in BAD_RUN_NAMES if isinstance(n, str)])
 def test_bad_run_names_through_train(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    d = test_params.raw()
+    d = raw()
     d["runs"][name] = {"model": "lenet5"}
     _params_with(tmp_path, d)
     assert_shape(raise_from(train.main, ["--run", "lenet5"]), repr(name))
 
 
-@pytest.mark.parametrize("ratio", cases(test_params.test_bad_ratios, ("ratio",)), ids=str)
+@pytest.mark.parametrize("ratio", BAD_RATIOS, ids=str)
 def test_bad_ratios_through_train(ratio, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    _params_with(tmp_path, test_params.raw({f"runs.{test_params.GRID_RUN}.lr_ratio": ratio}))
-    assert_shape(raise_from(train.main, ["--run", test_params.GRID_RUN]), f"runs.{test_params.GRID_RUN}.lr_ratio")
+    _params_with(tmp_path, raw({f"runs.{GRID_RUN}.lr_ratio": ratio}))
+    assert_shape(raise_from(train.main, ["--run", GRID_RUN]), f"runs.{GRID_RUN}.lr_ratio")
 
 
-@pytest.mark.parametrize("edits", cases(test_params.test_unhashable_model_or_pca_entry_is_a_params_error, ("edits",)),
-                         ids=str)
+@pytest.mark.parametrize("edits", UNHASHABLE_EDITS, ids=str)
 def test_unhashable_entries_through_train(edits, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    _params_with(tmp_path, test_params.raw(edits))
+    _params_with(tmp_path, raw(edits))
     msg = raise_from(train.main, ["--run", "lenet5"])
     assert_shape(msg, "'model'" if "model" in edits else "'pca[0]'")
 
 
-STAGE_ARGS = cases(test_train.test_bad_stage_arguments_are_refused_before_work, ("argv", "message"))
+STAGE_ARGS = BAD_STAGE_ARGS
 
 
 @pytest.mark.parametrize("argv, message", [c for c in STAGE_ARGS if c[0]], ids=[str(a) for a, _ in STAGE_ARGS if a])
 def test_bad_stage_arguments_through_train(argv, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    _params_with(tmp_path, test_params.raw())
+    _params_with(tmp_path, raw())
     msg = raise_from(train.main, argv)
     assert message in msg
     assert_shape(msg, argv[-1])
 
 
-@pytest.mark.parametrize("name", cases(test_preprocess.test_missing_batch, ("name",)))
+@pytest.mark.parametrize("name", MISSING_BATCHES)
 def test_missing_batch_through_preprocess(name, tmp_path, monkeypatch):
     def drop(m):
-        del m[test_preprocess.member(name)]
+        del m[member(name)]
 
     test_archive_errors_through_fetch_and_preprocess(drop, rf"lacks cifar-10-batches-py/{name}", tmp_path, monkeypatch)
 
 
-@pytest.mark.parametrize("n", [n for n, _ in cases(test_preprocess.test_subset_size_errors, ("n", "match"))])
+@pytest.mark.parametrize("n", [n for n, _ in SUBSET_SIZE_ERRORS])
 def test_subset_sizes_through_preprocess(n, tmp_path, monkeypatch, tiny_archive):
     monkeypatch.chdir(tmp_path)
     archive, md5 = tiny_archive
-    d = test_params.raw()
+    d = raw()
     d["data"].update(url=str(archive), md5=md5, train_subset=max(n, 10) if n < 10 else n)
     if n < 10:  # below the params floor (10): params refuse it before the stage does
         d["data"]["train_subset"] = n

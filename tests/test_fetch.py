@@ -18,6 +18,7 @@ import pytest
 
 from cifarlab.core.errors import DataError, FetchError
 from cifarlab.data.download import fetch, file_md5
+from helpers_bad_inputs import MALFORMED_MD5S
 from workspace import SHIPPED_PARAMS
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -106,7 +107,7 @@ def test_existing_wrong_dest_is_replaced(tiny_archive: tuple[Path, str], tmp_pat
     assert _files(tmp_path) == ["x.tar.gz"]
 
 
-@pytest.mark.parametrize("bad", ["", "xyz", "0" * 31, "g" * 32])
+@pytest.mark.parametrize("bad", MALFORMED_MD5S)
 def test_malformed_md5_is_refused(bad: str, tiny_archive: tuple[Path, str], tmp_path: Path) -> None:
     with pytest.raises(FetchError, match="data.md5") as e:
         fetch(str(tiny_archive[0]), bad, tmp_path / "x.tar.gz")

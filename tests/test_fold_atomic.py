@@ -28,7 +28,7 @@ import pytest
 from cifarlab.core.params_file import read_params_file
 from cifarlab.reporting import studies
 from cifarlab.tooling import fold, packs
-from test_published import checkout, finished_run
+from pack_tools import checkout, finished_run
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="kills a forked child")
 
@@ -126,6 +126,7 @@ SCENES = {
 }
 
 
+@pytest.mark.slow  # a forked fold SIGKILLed at some 30 instants each
 @pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "rename-pair"])
 @pytest.mark.parametrize("scene", SCENES)
 def test_a_fold_killed_at_any_instant_leaves_the_store_before_or_after(scene, exchange, tmp_path, quick_fold,

@@ -18,33 +18,27 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from cifarlab import fetch, preprocess, train
+from cifarlab import train
 from cifarlab.core.shell import run_main
 from cifarlab.engine.checkpoints import ResumeWriter, load_resume
-from workspace import SHIPPED_PARAMS
+from workspace import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "lenet5"
 EPOCHS = 3  # three resume writes: the first fails, the later ones would re-raise it (or warn again)
 
 
-def write_params(d: Path, archive: Path, md5: str) -> None:
-    p = yaml.safe_load((SHIPPED_PARAMS).read_text())
-    p["data"].update(url=str(archive), md5=md5)
-    p["train"].update(max_epochs=EPOCHS, num_threads=1, checkpoint_minutes=0)  # a resume write every epoch
-    p["runs"], p["model"], p["pca"] = {MODEL: {"model": MODEL}}, MODEL, []
-    (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+def lenet5_params(small_params) -> dict:
+    """MODEL alone, EPOCHS epochs, a resume write every epoch, the shipped numerics."""
+    return small_params([MODEL], fast=False, train={"max_epochs": EPOCHS, "checkpoint_minutes": 0})
 
 
 @pytest.fixture
-def workdir(tmp_path, tiny_archive, monkeypatch):
-    archive, md5 = tiny_archive
-    write_params(tmp_path, archive, md5)
+def workdir(tmp_path, small_params, prepare, monkeypatch):
+    write_params(tmp_path, lenet5_params(small_params))
     monkeypatch.chdir(tmp_path)
-    fetch.main([])
-    preprocess.main([])
+    prepare()
     return tmp_path
 
 
@@ -252,15 +246,13 @@ def tiny_fs(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_real_full_disk_under_data_resume_costs_the_resume_point_not_the_run(tmp_path, tiny_archive, monkeypatch,
-                                                                             tiny_fs):
+def test_a_real_full_disk_under_data_resume_costs_the_resume_point_not_the_run(tmp_path, small_params, prepare,
+                                                                             monkeypatch, tiny_fs):
     d = tmp_path / "run"
     d.mkdir()
-    archive, md5 = tiny_archive
-    write_params(d, archive, md5)
+    write_params(d, lenet5_params(small_params))
     monkeypatch.chdir(d)
-    fetch.main([])
-    preprocess.main([])
+    prepare()
     (d / "data/resume").symlink_to(tiny_fs)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.run([sys.executable, "-m", "cifarlab.train", "--run", MODEL], cwd=d, env=env,

@@ -14,6 +14,7 @@ from cifarlab.core.shell import run_main
 BROKEN = 'raise RuntimeError("operator torchvision::nms does not exist")\n'
 
 
+@pytest.mark.slow  # two python subprocesses importing torch
 def test_install_check_names_the_mismatch_in_one_line(tmp_path):
     (tmp_path / "torchvision").mkdir()
     (tmp_path / "torchvision/__init__.py").write_text(BROKEN)  # imports as a mismatched build does

@@ -4,8 +4,8 @@ registered model, through the real stages (train, evaluate) on a tiny archive.
 
 Contract checked per model: two runs give the same bytes; a run interrupted after epoch 1 and
 started again ends with the bytes of the uninterrupted run; the compiled step follows the eager
-one within a stated tolerance. The fast suite runs one model (lenet5); `pytest -m slow` the other
-eight, on a CPU with native bf16 (see EMULATED).
+one within a stated tolerance. All compiled, so all in the slow suite (`pytest -m slow`): lenet5 on
+every CPU, the other eight on a CPU with native bf16 (see EMULATED).
 """
 from __future__ import annotations
 
@@ -18,16 +18,15 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from cifarlab import evaluate, fetch, preprocess, train
+from cifarlab import evaluate, train
 from cifarlab.core.params import Recipe, TrainParams
 from cifarlab.engine.augment import BatchPipeline
 from cifarlab.engine.device import Runtime, bf16_in_effect
 from cifarlab.engine.loop import build_model
 from cifarlab.engine.step import TrainStep
 from cifarlab.models import list_models
-from workspace import SHIPPED_PARAMS
+from workspace import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_CONFIG = {"bf16": True, "channels_last": True, "fused_optimizer": True, "compile": True}
@@ -48,16 +47,15 @@ EMULATED = pytest.mark.skipif(bf16_in_effect()["cpu_bf16"] == "none",
 
 
 def models():
-    return [pytest.param(m, marks=() if m == FAST else (pytest.mark.slow, EMULATED)) for m in list_models()]
+    return [pytest.param(m, marks=pytest.mark.slow if m == FAST else (pytest.mark.slow, EMULATED))
+            for m in list_models()]
 
 
-def write_params(d: Path, archive: Path, md5: str, model: str, **train_keys) -> None:
-    p = yaml.safe_load((SHIPPED_PARAMS).read_text())
-    p["data"].update(url=str(archive), md5=md5, train_subset=48, test_subset=20)
-    p["train"].update(max_epochs=EPOCHS, num_threads=1, checkpoint_minutes=0, **GPU_CONFIG, **train_keys)
-    p["runs"], p["model"], p["pca"], p["open_choices"] = {model: {"model": model}}, model, [], {}
-    p[model].update(batch_size=BATCH, **ARCH.get(model, {}))
-    (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+def numerics_params(small_params, model: str) -> dict:
+    """`model` alone, in the GPU's configuration, on 48 / 20 images; no open choices (None: none)."""
+    return small_params({model: {"model": model}}, fast=False, data={"train_subset": 48, "test_subset": 20},
+                        train={"max_epochs": EPOCHS, "checkpoint_minutes": 0, **GPU_CONFIG}, open_choices=None,
+                        **{model: {"batch_size": BATCH, **ARCH.get(model, {})}})
 
 
 def outputs(d: Path, model: str) -> dict[str, str]:
@@ -91,17 +89,15 @@ def train_and_evaluate(d: Path, model: str, monkeypatch, interrupt_after: int | 
 
 
 @pytest.mark.parametrize("model", models())
-def test_gpu_configuration_trains_evaluates_and_resumes_to_the_same_bytes(model, tmp_path, tiny_archive, monkeypatch,
-                                                                        capfd):
-    archive, md5 = tiny_archive
+def test_gpu_configuration_trains_evaluates_and_resumes_to_the_same_bytes(model, tmp_path, small_params, prepare,
+                                                                        monkeypatch, capfd):
     runs = {}
     for name in ("a", "b", "resumed"):
         d = tmp_path / name
         d.mkdir()
-        write_params(d, archive, md5, model)
+        write_params(d, numerics_params(small_params, model))
         monkeypatch.chdir(d)
-        fetch.main([])
-        preprocess.main([])
+        prepare()
         train_and_evaluate(d, model, monkeypatch, interrupt_after=1 if name == "resumed" else None)
         runs[name] = outputs(d, model)
     err = capfd.readouterr().err
@@ -216,6 +212,7 @@ def bf16_in_a_process_capped_at(isa: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a python subprocess importing torch each
 @pytest.mark.parametrize("isa", ["AVX2", "AVX512_CORE"])
 def test_bf16_withheld_by_onednn_max_cpu_isa_is_not_called_native(isa):
     """The cap a VM without AMX/AVX512-BF16 in effect amounts to: /proc/cpuinfo still lists the

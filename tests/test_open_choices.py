@@ -146,7 +146,7 @@ def test_params_open_choices_are_runs_of_the_same_model():
 
 
 @pytest.mark.slow
-def test_a_two_run_tiny_sweep_through_dvc_gets_its_verdict(tmp_path, tiny_archive):
+def test_a_two_run_tiny_sweep_through_dvc_gets_its_verdict(tmp_path, small_params):
     """lenet5 and one alternative through `dvc repro` on a tiny archive (one seed each: CI's 30
     minutes; the seed rules are the unit tests' above); the report's Open choices section then
     has both, with n, and a verdict sentence."""
@@ -155,19 +155,14 @@ def test_a_two_run_tiny_sweep_through_dvc_gets_its_verdict(tmp_path, tiny_archiv
     import subprocess
     import sys
 
-    from workspace import project_copy, sh
+    from workspace import project_copy, sh, write_params
 
-    archive, md5 = tiny_archive
     repo = tmp_path / "repo"
     repo.mkdir()
     project_copy(repo)
-    d = yaml.safe_load((repo / "params.yaml").read_text())
-    d["data"].update(url=str(archive), md5=md5)
-    d["train"].update(num_threads=1)
-    d["runs"] = {r: d["runs"][r] for r in ("lenet5", "lenet5-tanh")}
-    d.update(seeds=[], pca=[], model="lenet5")
-    d["lenet5"].update(epochs=2, batch_size=16)
-    (repo / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
+    # each run's own 2 epochs (no cap), in the shipped numerics
+    write_params(repo, small_params(("lenet5", "lenet5-tanh"), fast=False, train={"max_epochs": None}, seeds=[],
+                                    lenet5={"epochs": 2, "batch_size": 16}))
     shutil.rmtree(repo / "reports" / "published")  # this workspace's own runs only
     env = {**os.environ, "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1", "CUDA_VISIBLE_DEVICES": "",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from cifarlab.tooling import fold, packs
-from pack_tools import repack
-from test_published import checkout, finished_run
+from pack_tools import checkout, finished_run, repack
 
 
 def manifest_edit(change):

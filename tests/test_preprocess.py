@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 from cifarlab.data.cifar_io import CifarArrays, channel_stats, read_archive, stratified_subset
 from cifarlab.core.errors import DataError
 from cifarlab.data.prepared import load_split, prepare, save_split
+from helpers_bad_inputs import (MALFORMED_BATCH_IDS, MALFORMED_BATCHES, MISSING_BATCHES, SUBSET_SIZE_ERRORS,
+                                UNSAFE_MEMBER_IDS, UNSAFE_MEMBERS, special_member)
 from workspace import SHIPPED_PARAMS
 
 
@@ -139,7 +141,7 @@ def test_missing_batch_dir(tmp_path: Path) -> None:
     _broken(tmp_path, rename, r"has no cifar-10-batches-py/ directory")
 
 
-@pytest.mark.parametrize("name", ["data_batch_3", "test_batch", "batches.meta"])
+@pytest.mark.parametrize("name", MISSING_BATCHES)
 def test_missing_batch(name: str, tmp_path: Path) -> None:
     def drop(m: Members) -> None:
         del m[member(name)]
@@ -147,36 +149,7 @@ def test_missing_batch(name: str, tmp_path: Path) -> None:
     _broken(tmp_path, drop, rf"lacks cifar-10-batches-py/{name}$")
 
 
-def _set(name: str, key: str, value: Callable[[Any], Any]) -> Callable[[Members], None]:
-    def mutate(m: Members) -> None:
-        m[member(name)][key] = value(m[member(name)][key])
-
-    return mutate
-
-
-@pytest.mark.parametrize(
-    ("mutate", "match"),
-    [
-        (_set("data_batch_2", "data", lambda d: d.astype(np.float32)), r"^data_batch_2: data has dtype float32, expected uint8$"),
-        (_set("data_batch_2", "data", lambda d: d.astype(np.int64)), r"^data_batch_2: data has dtype int64"),
-        (_set("test_batch", "data", lambda d: d[:, :3071]), r"^test_batch: data has shape \(100, 3071\), expected \(n, 3072\)$"),
-        (_set("data_batch_1", "data", lambda d: d.reshape(-1, 3, 32, 32)), r"^data_batch_1: data has shape \(40, 3, 32, 32\)"),
-        (_set("data_batch_1", "data", lambda d: d.tolist()), r"^data_batch_1: data is a list, expected a uint8 numpy array$"),
-        (_set("data_batch_4", "labels", lambda y: [10] + y[1:]), r"^data_batch_4: label 10 outside 0\.\.9$"),
-        (_set("test_batch", "labels", lambda y: y[:-1] + [-1]), r"^test_batch: label -1 outside 0\.\.9$"),
-        (_set("data_batch_3", "labels", lambda y: [float(v) for v in y]), r"^data_batch_3: label \d\.0 is not an integer$"),
-        (_set("data_batch_3", "labels", lambda y: [True] + y[1:]), r"^data_batch_3: label True is not an integer$"),
-        (_set("data_batch_5", "labels", lambda y: y[:-1]), r"^data_batch_5: 39 labels for 40 images$"),
-        (_set("batches.meta", "num_cases_per_batch", lambda n: 30), r"^data_batch_1 holds 40 images but batches.meta says num_cases_per_batch = 30$"),
-        (_set("batches.meta", "num_cases_per_batch", lambda n: 0), r"^batches.meta: num_cases_per_batch 0 must be a positive integer$"),
-        (_set("batches.meta", "label_names", lambda c: c[:9]), r"^batches.meta: label_names has 9 entries, expected 10$"),
-        (_set("batches.meta", "label_names", lambda c: ["cat"] * 10), r"^batches.meta: label_names .* distinct"),
-    ],
-    ids=[
-        "float-data", "int64-data", "short-rows", "4d-data", "list-data", "label-10", "label-neg",
-        "float-labels", "bool-labels", "label-count", "meta-count", "meta-zero", "meta-names", "meta-dup",
-    ],
-)
+@pytest.mark.parametrize(("mutate", "match"), MALFORMED_BATCHES, ids=MALFORMED_BATCH_IDS)
 def test_malformed_batches(mutate: Callable[[Members], None], match: str, tmp_path: Path) -> None:
     _broken(tmp_path, mutate, match)
 
@@ -257,31 +230,7 @@ def test_codecs_encode_only_latin1(tmp_path: Path) -> None:
     _broken(tmp_path, inject, r"^cannot unpickle test_batch: UnpicklingError: refused _codecs.encode")
 
 
-def _special(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname, info.mtime = kind, linkname, 0
-    return info
-
-
-@pytest.mark.parametrize(
-    ("add", "match"),
-    [
-        (lambda m: m.__setitem__("../evil", b"x"), r"refused archive member '\.\./evil' .*'\.\.' in path"),
-        (lambda m: m.__setitem__("cifar-10-batches-py/../../evil", b"x"), r"'\.\.' in path"),
-        (lambda m: m.__setitem__("/tmp/evil", b"x"), r"refused archive member '/tmp/evil' .*absolute path"),
-        (
-            lambda m: m.__setitem__("cifar-10-batches-py/readme.html", _special("cifar-10-batches-py/readme.html", tarfile.SYMTYPE, "/etc/passwd")),
-            r"refused archive member 'cifar-10-batches-py/readme.html' .*a link",
-        ),
-        (
-            lambda m: m.__setitem__("hard", _special("hard", tarfile.LNKTYPE, "cifar-10-batches-py/test_batch")),
-            r"refused archive member 'hard' .*a link",
-        ),
-        (lambda m: m.__setitem__("dev", _special("dev", tarfile.CHRTYPE)), r"refused archive member 'dev' .*device or special"),
-        (lambda m: m.__setitem__("fifo", _special("fifo", tarfile.FIFOTYPE)), r"refused archive member 'fifo' .*device or special"),
-    ],
-    ids=["dotdot", "nested-dotdot", "absolute", "symlink", "hardlink", "chardev", "fifo"],
-)
+@pytest.mark.parametrize(("add", "match"), UNSAFE_MEMBERS, ids=UNSAFE_MEMBER_IDS)
 def test_unsafe_members_are_refused(add: Callable[[Members], None], match: str, tmp_path: Path) -> None:
     work = tmp_path / "a" / "b"
     work.mkdir(parents=True)
@@ -292,7 +241,7 @@ def test_unsafe_members_are_refused(add: Callable[[Members], None], match: str, 
 def test_symlinked_batch_is_refused(tmp_path: Path) -> None:
     def link(m: Members) -> Members:
         out = {k: v for k, v in m.items() if k != member("data_batch_1")}
-        out[member("data_batch_1")] = _special(member("data_batch_1"), tarfile.SYMTYPE, "/etc/passwd")
+        out[member("data_batch_1")] = special_member(member("data_batch_1"), tarfile.SYMTYPE, "/etc/passwd")
         return out
 
     _broken(tmp_path, link, r"cifar-10-batches-py/data_batch_1' .*a link")
@@ -301,7 +250,7 @@ def test_symlinked_batch_is_refused(tmp_path: Path) -> None:
 def test_extra_regular_members_are_ignored(tmp_path: Path) -> None:
     def extra(m: Members) -> None:
         m["cifar-10-batches-py/readme.html"] = b"<html></html>"
-        m["./cifar-10-batches-py/"] = _special("cifar-10-batches-py", tarfile.DIRTYPE)
+        m["./cifar-10-batches-py/"] = special_member("cifar-10-batches-py", tarfile.DIRTYPE)
 
     assert len(read_archive(_archive(tmp_path, extra)).train_y) == 200
 
@@ -341,9 +290,7 @@ def test_subset_property(n: int, seed: int) -> None:
     assert (counts > n // 10).sum() == n % 10
 
 
-@pytest.mark.parametrize(("n", "match"), [(201, r"^subset size 201 exceeds the 200 images available$"),
-                                          (9, r"^subset size 9 is below the number of classes"),
-                                          (0, r"^subset size 0 is below")])
+@pytest.mark.parametrize(("n", "match"), SUBSET_SIZE_ERRORS)
 def test_subset_size_errors(n: int, match: str, tiny: CifarArrays) -> None:
     with pytest.raises(DataError, match=match):
         stratified_subset(tiny.train_y, n, 0)

@@ -23,57 +23,13 @@ from cifarlab.reporting import published
 from cifarlab.tooling import fold, packs
 from cifarlab.reporting.markdown import fmt_value
 from cifarlab.reporting.metrics import group_runs, load_metrics
-from cifarlab.reporting.reference import load_reference, primary
-from pack_tools import repack
+from cifarlab.reporting.reference import primary
+from pack_tools import JPEG_FULL, NUMERICS, REFERENCE, checkout, finished_run, repack
 from workspace import SHIPPED_PARAMS
 from cifarlab.core.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = load_reference(ROOT / "reports" / "reference.yaml")
-JPEG_FULL = published.JPEG_FULL_CONTENT_MD5
 LENET5_REPORTED = fmt_value("top1", primary(REFERENCE["numbers"], "lenet5", "top1")["value"])  # "NN.NN%"
-
-
-def checkout(dest: Path) -> Path:
-    """What fold and pack read of a checkout: params.yaml, dvc.yaml and the code."""
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy(SHIPPED_PARAMS, dest / "params.yaml")
-    shutil.copy(ROOT / "dvc.yaml", dest / "dvc.yaml")
-    shutil.copytree(ROOT / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    return dest
-
-
-NUMERICS = {"precision": "bf16", "memory_format": "channels_last", "compile": False, "fused_optimizer": True,
-            "cpu_bf16": "amx_bf16"}
-
-
-def finished_run(ws: Path, out: str = "lenet5", run: str = "lenet5", seed: int = 23, top1: float = 0.6,
-                 content_md5: str = JPEG_FULL) -> None:
-    """The files a finished (run, seed) leaves in a workspace, as train/evaluate/plot write them."""
-    block = {"epoch": 10, "top1": top1, "top3": 0.9, "loss": 1.1}
-    raw = read_params_file(ws / "params.yaml") if (ws / "params.yaml").is_file() else None
-    entry = raw["runs"][run] if raw else {}
-    recipe_epochs = entry.get("epochs", raw[entry["model"]]["epochs"]) if raw else 10  # as evaluate records it
-    files = {
-        f"reports/metrics/{out}.json": {"final": block, "best": block},
-        f"reports/details/{out}.json": {"run": run, "model": run, "report": "000", "seed": seed,
-                                        "n_train": 50000, "n_test": 10000, "n_val": 0, "recipe_epochs": recipe_epochs,
-                                        "epochs_cap": None, "diverged": None,
-                                        "data": {"archive_md5": "7b63e107647e6929a34fbe9b0e49048f",
-                                                 "content_md5": content_md5}},
-        f"reports/timing/{out}.json": {"device": "cpu", "device_name": "Test CPU", "torch": "2.x", "cuda": None,
-                                       "cudnn": None, "num_threads": 2, "epochs_run": 10, "stopped_early": False,
-                                       "code": {"commit": "a" * 40, "code_commit": "b" * 40, "dirty": False},
-                                       "epoch_seconds": [5.0] * 10, "wall_seconds": 50.0,
-                                       "numerics": NUMERICS},
-    }
-    for rel, obj in files.items():
-        (ws / rel).parent.mkdir(parents=True, exist_ok=True)
-        (ws / rel).write_text(json.dumps(obj))
-    (ws / "reports/history").mkdir(parents=True, exist_ok=True)
-    (ws / f"reports/history/{out}.csv").write_text("epoch,test_acc\n1,0.5\n")
-    (ws / "reports/figures/runs").mkdir(parents=True, exist_ok=True)
-    (ws / f"reports/figures/runs/curves_{out}.png").write_bytes(b"\x89PNG fake")
 
 
 def test_a_run_that_recorded_no_numerics_is_refused_in_one_line(tmp_path):
@@ -249,6 +205,7 @@ def cifarlab(*args, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cifarlab", *args], cwd=cwd, capture_output=True, text=True)
 
 
+@pytest.mark.slow  # `python -m cifarlab pack` subprocesses
 def test_pack_carries_what_dvc_lock_recorded_and_refuses_a_run_stale_against_params_yaml(tmp_path):
     """The field report: train lenet5, `cifarlab set lenet5.lr=0.01` without retraining, pack. The
     pack said lr 0.01 while its history showed 0.001. Now pack refuses, in one line naming the run,
@@ -335,6 +292,7 @@ def test_pack_refuses_outputs_stale_against_the_code_the_data_or_each_other(case
     assert not (tmp_path / "p.tar.gz").exists()
 
 
+@pytest.mark.slow  # `python -m cifarlab pack` subprocesses
 def test_without_dvc_lock_pack_checks_params_yaml_against_the_runs_own_history(tmp_path):
     """Stages run by hand (or by the GPU kit) leave no dvc.lock: the run's own history, which
     records the lr each epoch started at, shows the params.yaml edit."""
@@ -390,6 +348,7 @@ OWN_RECORD = {
 }
 
 
+@pytest.mark.slow  # `python -m cifarlab` pack and fold subprocesses
 @pytest.mark.parametrize("case", OWN_RECORD, ids=list(OWN_RECORD))
 def test_fold_checks_the_recipe_it_publishes_against_the_runs_own_record(case, tmp_path):
     """A pack that says lr 0.01 for a run whose own record says 0.001 is refused even where

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
 import yaml
 
 from workspace import sh, small_project
@@ -14,6 +15,7 @@ from workspace import sh, small_project
 CODE_EDIT = "# an uncommitted edit, made before queueing\n"
 
 
+@pytest.mark.slow  # dvc exp subprocesses
 def test_queued_experiment_holds_uncommitted_edits_but_not_untracked_files(tmp_path):
     repo = tmp_path / "repo"
     env = small_project(repo, tmp_path / "unused.tar.gz", "0" * 32, runs=("lenet5", "dnn"))

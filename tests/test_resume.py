@@ -2,7 +2,7 @@
 the same bytes as a run never interrupted; SIGINT stops it cleanly with one message.
 
 Each test runs `python -m cifarlab.train` as a subprocess (what `dvc repro` runs) on a tiny
-archive, so the kill is a real one. About 30 s in all on 2 CPU cores.
+archive, so the kill is a real one: the slow suite's.
 """
 from __future__ import annotations
 
@@ -17,33 +17,41 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from cifarlab import fetch, preprocess
-from workspace import SHIPPED_PARAMS, FAST_NUMERICS
+from workspace import write_params
+
+pytestmark = pytest.mark.slow  # training subprocesses, killed and run again
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "hw2_cnn"  # BatchNorm + dropout: RNG-sensitive, so a wrong resume shows in the bytes
 EPOCHS = 4
 
 
-def write_params(d: Path, archive: Path, md5: str, **recipe) -> None:
-    p = yaml.safe_load((SHIPPED_PARAMS).read_text())
-    p["data"].update(url=str(archive), md5=md5)
-    # save every epoch; FAST_NUMERICS: fp32 where this CPU emulates bf16 (hw2_cnn's 4 epochs, several
-    # times: 3 minutes in emulated bf16 on 2 cores), the defaults where it is native
-    p["train"].update(max_epochs=EPOCHS, num_threads=1, checkpoint_minutes=0, **FAST_NUMERICS)
-    p["runs"], p["model"], p["pca"] = {MODEL: {"model": MODEL}}, MODEL, []
-    p[MODEL].update(batch_size=8, **recipe)  # 25 steps an epoch: a kill lands inside one
-    (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+@pytest.fixture
+def params(small_params):
+    """params(d, **recipe): d/params.yaml training MODEL alone, `recipe` changing its section."""
+
+    def write(d: Path, **recipe) -> None:
+        # save every epoch; small_params' fast numerics: fp32 where this CPU emulates bf16 (hw2_cnn's
+        # 4 epochs, several times: 3 minutes in emulated bf16 on 2 cores), the defaults where native
+        # batches of 8: 25 steps an epoch, so a kill lands inside one
+        write_params(d, small_params([MODEL], train={"max_epochs": EPOCHS, "checkpoint_minutes": 0},
+                                     **{MODEL: {"batch_size": 8, **recipe}}))
+
+    return write
 
 
-def prepared(d: Path, archive: Path, md5: str, monkeypatch, **recipe) -> None:
-    d.mkdir(parents=True, exist_ok=True)
-    write_params(d, archive, md5, **recipe)
-    monkeypatch.chdir(d)
-    fetch.main([])
-    preprocess.main([])
+@pytest.fixture
+def prepared(params, prepare, monkeypatch):
+    """prepared(d, **recipe): params(), then the prepared data, in d, the working directory."""
+
+    def prepared(d: Path, **recipe) -> None:
+        d.mkdir(parents=True, exist_ok=True)
+        params(d, **recipe)
+        monkeypatch.chdir(d)
+        prepare(d)
+
+    return prepared
 
 
 def train_cmd(d: Path) -> subprocess.Popen:
@@ -77,11 +85,10 @@ def wait_for_saved_epoch(d: Path, proc: subprocess.Popen, epoch: int, timeout_s:
     pytest.fail(f"no resume state for epoch {epoch} within {timeout_s}s")
 
 
-def test_sigkill_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path, tiny_archive, monkeypatch):
-    archive, md5 = tiny_archive
+def test_sigkill_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path, prepared):
     ref, crash = tmp_path / "ref", tmp_path / "crash"
 
-    prepared(ref, archive, md5, monkeypatch)
+    prepared(ref)
     t0 = time.monotonic()
     proc = train_cmd(ref)
     _, err = proc.communicate(timeout=300)
@@ -89,7 +96,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(t
     assert proc.returncode == 0, err
     assert "resuming" not in err
 
-    prepared(crash, archive, md5, monkeypatch)
+    prepared(crash)
     proc = train_cmd(crash)
     wait_for_saved_epoch(crash, proc, 2)
     proc.send_signal(signal.SIGKILL)
@@ -122,12 +129,11 @@ def signal_after_epoch_1(d: Path, sig: signal.Signals) -> tuple[int, str]:
     return proc.returncode, err
 
 
-def test_a_resume_state_from_other_params_is_ignored(tmp_path, tiny_archive, monkeypatch):
-    archive, md5 = tiny_archive
+def test_a_resume_state_from_other_params_is_ignored(tmp_path, params, prepared):
     d = tmp_path / "run"
-    prepared(d, archive, md5, monkeypatch)
+    prepared(d)
     assert signal_after_epoch_1(d, signal.SIGKILL)[0] == -signal.SIGKILL
-    write_params(d, archive, md5, lr=0.005)  # another recipe: the saved epochs are not this run's
+    params(d, lr=0.005)  # another recipe: the saved epochs are not this run's
     proc = train_cmd(d)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
@@ -135,10 +141,9 @@ def test_a_resume_state_from_other_params_is_ignored(tmp_path, tiny_archive, mon
     assert f"epoch 1/{EPOCHS}:" in err
 
 
-def test_sigint_stops_cleanly_with_one_message(tmp_path, tiny_archive, monkeypatch):
-    archive, md5 = tiny_archive
+def test_sigint_stops_cleanly_with_one_message(tmp_path, prepared):
     d = tmp_path / "run"
-    prepared(d, archive, md5, monkeypatch)
+    prepared(d)
     code, err = signal_after_epoch_1(d, signal.SIGINT)
     assert code == 130
     assert "Traceback" not in err

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 
 from cifarlab.tooling.scaleout import clusters
 from cifarlab.tooling.scaleout.coordinator import check_committed
@@ -84,7 +83,7 @@ def test_uncommitted_code_or_params_are_refused_in_one_line(project):
 
 
 def test_cli_refuses_before_starting_a_cluster(project):
-    from test_cli import cifarlab
+    from helpers_cli import cifarlab
 
     (project / "src/cifarlab/plot.py").write_text((project / "src/cifarlab/plot.py").read_text() + "# edit\n")
     try:
@@ -100,7 +99,7 @@ def test_an_unreachable_scheduler_is_one_line_before_any_work(project, monkeypat
     import socket
 
     from cifarlab.tooling.scaleout import coordinator
-    from test_cli import cifarlab
+    from helpers_cli import cifarlab
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -236,12 +235,8 @@ def test_two_machines_share_only_a_dvc_remote(tmp_path, tiny_archive):
 @pytest.mark.slow
 def test_a_worker_killed_mid_stage_is_retried_and_leaves_nothing_partial(tmp_path, tiny_archive):
     repo = tmp_path / "repo"
-    env = small_project(repo, *tiny_archive, runs=("dnn",), commit=False)
-    d = yaml.safe_load((repo / "params.yaml").read_text())
-    d["train"]["max_epochs"] = 40  # a few seconds of training to kill it in
-    (repo / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
-    sh("git", "add", "-A", cwd=repo, env=env)
-    sh("git", "commit", "-qm", "dnn, 40 epochs", cwd=repo, env=env)
+    # 40 epochs: a few seconds of training to kill it in
+    env = small_project(repo, *tiny_archive, runs=("dnn",), train={"max_epochs": 40})
     logs = repo / ".dvc/tmp/scale-out/logs"
     output = tmp_path / "out.log"  # a file, not a pipe: nobody reads a pipe while waiting below
     proc = subprocess.Popen(["cifarlab", "repro", "--workers", "2", "train@dnn"], cwd=repo, env=env,

@@ -78,6 +78,7 @@ def alexnet(seed: int = 0):
         return get_model("alexnet_transfer", pretrained=False, image_size=64, skip=True)
 
 
+@pytest.mark.slow  # AlexNet's head trained twice, 2 epochs each
 def test_cached_alexnet_features_train_to_the_same_metrics_as_the_uncached_model():
     """Random frozen features, 96 train / 40 test images, 2 epochs: the head trained on features
     computed once ends with the test accuracy of every epoch and the weights of the head trained

@@ -13,7 +13,7 @@ from cifarlab.tooling import fold, packs
 from cifarlab.reporting.metrics import group_runs, load_metrics
 from cifarlab.reporting.reference import numbers_of
 from cifarlab.reporting.sections import comparison_table
-from test_published import JPEG_FULL, NUMERICS, REFERENCE, checkout, finished_run
+from pack_tools import JPEG_FULL, NUMERICS, REFERENCE, checkout, finished_run
 from cifarlab.core.params import load_params
 
 LOSSLESS, JPEG = (next(m for m, a in studies.JPEG_EFFECT_DATA.items() if a == arm) for arm in ("lossless", "jpeg"))

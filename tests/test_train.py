@@ -4,66 +4,64 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import pandas as pd
 import pytest
 import torch
 import yaml
 
-from cifarlab import evaluate, fetch, plot, preprocess, train
+from cifarlab import evaluate, plot, train
 from cifarlab.engine.loop import EpochStats, time_left
-from workspace import SHIPPED_PARAMS
+from helpers_bad_inputs import BAD_STAGE_ARGS
+from workspace import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def write_params(directory: Path, archive: Path, md5: str, runs, **sections):
-    """params.yaml with the tiny archive, 2 epochs, and only `runs` of the run table (names, or a
-    {name: entry} mapping for runs of the test's own); `sections` change model sections."""
-    d = yaml.safe_load((SHIPPED_PARAMS).read_text())
-    d["data"].update(url=str(archive), md5=md5)
-    d["train"]["max_epochs"] = 2
-    d["runs"] = dict(runs) if isinstance(runs, dict) else {r: d["runs"][r] for r in runs}
-    d["model"] = next(iter(d["runs"]))
-    d["pca"] = [r for r in d["pca"] if r in d["runs"]]
-    d["alexnet_transfer"]["pretrained"] = False
-    for name, changes in sections.items():
-        d[name] = {**d[name], **changes}
-    (directory / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
-
-
-def prepared(directory: Path, archive: Path, md5: str, runs, **sections) -> None:
-    """write_params, then the fetch and preprocess stages: the data every training test starts from."""
-    write_params(directory, archive, md5, runs, **sections)
-    fetch.main([])
-    preprocess.main([])
 
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+class Workdir(NamedTuple):
+    """The test's folder (its working directory) and what a test puts there."""
+
+    path: Path
+    params: Callable  # params(runs, **changes): params.yaml, small_params at 2 epochs in the shipped numerics
+    prepare: Callable  # the data fetch and preprocess make of params.yaml
+
+    def prepared(self, runs, **changes) -> None:
+        """params(), then the data every training test starts from."""
+        self.params(runs, **changes)
+        self.prepare()
+
+    def run_pipeline(self, runs) -> None:
+        self.prepare()
+        for r in runs:
+            train.main(["--run", r])
+            evaluate.main(["--run", r])
+            plot.main(["--run", r])
+
+
 @pytest.fixture
-def workdir(tmp_path, monkeypatch, tiny_archive):
+def workdir(tmp_path, monkeypatch, small_params, prepare) -> Workdir:
     monkeypatch.chdir(tmp_path)
-    archive, md5 = tiny_archive
-    return tmp_path, archive, md5
+
+    def params(runs, **changes):
+        """Only `runs` of the run table (names, or a {name: entry} mapping for runs of the test's
+        own); `changes` change sections (small_params)."""
+        changes["train"] = {"max_epochs": 2, **changes.get("train", {})}
+        write_params(tmp_path, small_params(runs, fast=False, **changes))
+
+    return Workdir(tmp_path, params, prepare)
 
 
-def run_pipeline(runs):
-    fetch.main([])
-    preprocess.main([])
-    for r in runs:
-        train.main(["--run", r])
-        evaluate.main(["--run", r])
-        plot.main(["--run", r])
-
-
+@pytest.mark.slow  # the whole pipeline in-process, the report included
 def test_smoke_pipeline_writes_metrics_history_checkpoints_and_figures(workdir, capsys):
-    tmp, archive, md5 = workdir
+    tmp = workdir.path
     # small batch so the tiny set gives several steps an epoch
-    write_params(tmp, archive, md5, ["lenet5"], lenet5={"batch_size": 16, "lr": 0.003})
-    run_pipeline(["lenet5"])
+    workdir.params(["lenet5"], lenet5={"batch_size": 16, "lr": 0.003})
+    workdir.run_pipeline(["lenet5"])
     epoch_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lenet5 epoch ")]
     assert len(epoch_lines) == 2, epoch_lines
     assert re.search(r"\| \d+\.\ds \| \d+m\d\ds left$", epoch_lines[0]), epoch_lines  # the time still to run
@@ -133,10 +131,11 @@ def test_time_left_is_the_epochs_to_go_at_the_recent_pace():
     assert time_left(history(90.0, 90.0), 2, early_stopping=False) == ""
 
 
+@pytest.mark.slow  # two trainings of hw2_cnn
 def test_training_is_bit_identical_on_cpu(workdir):
     """Same params + same data -> the same checkpoint bytes and the same metrics, twice."""
-    tmp, archive, md5 = workdir
-    prepared(tmp, archive, md5, ["hw2_cnn"], hw2_cnn={"batch_size": 32})  # dropout + BN: RNG-sensitive
+    tmp = workdir.path
+    workdir.prepared(["hw2_cnn"], hw2_cnn={"batch_size": 32})  # dropout + BN: RNG-sensitive
     digests = []
     for _ in range(2):
         train.main(["--run", "hw2_cnn"])
@@ -151,8 +150,8 @@ def test_training_is_bit_identical_on_cpu(workdir):
 
 def test_another_seed_is_another_file_of_the_same_run(workdir):
     """--seed repeats a run: other weights, files <run>-s<seed>, metrics grouped by run name."""
-    tmp, archive, md5 = workdir
-    prepared(tmp, archive, md5, ["lenet5"])
+    tmp = workdir.path
+    workdir.prepared(["lenet5"])
     train.main(["--run", "lenet5"])
     train.main(["--run", "lenet5", "--seed", "24"])
     evaluate.main(["--run", "lenet5", "--seed", "24"])
@@ -164,8 +163,8 @@ def test_another_seed_is_another_file_of_the_same_run(workdir):
 def test_train_unknown_run_is_refused_naming_the_runs(workdir):
     from cifarlab.core.errors import ParamsError
 
-    tmp, archive, md5 = workdir
-    write_params(tmp, archive, md5, ["lenet5", "dnn"])
+    tmp = workdir.path
+    workdir.params(["lenet5", "dnn"])
     with pytest.raises(ParamsError, match=r"unknown run 'vgg'; known runs \(params.yaml `runs`, listed by `cifarlab runs`\): lenet5, dnn$"):
         train.main(["--run", "vgg"])
     assert not (tmp / "data").exists()
@@ -186,9 +185,8 @@ def test_a_batch_larger_than_the_training_split_is_named_at_train_start(workdir,
     from cifarlab.core.runs import resolve
     from cifarlab.train import batch_notice
 
-    tmp, archive, md5 = workdir
     runs = {"lenet5": {"model": "lenet5"}, "lenet5-b300": {"model": "lenet5", "batch_size": 300}}
-    prepared(tmp, archive, md5, runs, lenet5={"batch_size": 5000})
+    workdir.prepared(runs, lenet5={"batch_size": 5000})
     capsys.readouterr()
     train.main(["--run", "lenet5"])
     named = [line for line in capsys.readouterr().err.splitlines() if "training split" in line]
@@ -204,9 +202,9 @@ def test_a_batch_larger_than_the_training_split_is_named_at_train_start(workdir,
 @pytest.mark.gpu
 def test_cuda_bf16_channels_last_training_learns(workdir):
     """On a GPU: the bf16 + channels_last path trains and its metrics are sane."""
-    tmp, archive, md5 = workdir
-    write_params(tmp, archive, md5, ["resnet9"], resnet9={"batch_size": 32})
-    run_pipeline(["resnet9"])
+    tmp = workdir.path
+    workdir.params(["resnet9"], resnet9={"batch_size": 32})
+    workdir.run_pipeline(["resnet9"])
     m = json.loads((tmp / "reports/metrics/resnet9.json").read_text())
     run = json.loads((tmp / "reports/timing/resnet9.json").read_text())
     assert run["device"] == "cuda" and run["device_name"]
@@ -216,8 +214,8 @@ def test_cuda_bf16_channels_last_training_learns(workdir):
 @pytest.mark.gpu
 def test_cuda_deterministic_training_repeats_bit_for_bit(workdir):
     """On a GPU with train.deterministic (default): two runs give the same checkpoint bytes."""
-    tmp, archive, md5 = workdir
-    prepared(tmp, archive, md5, ["resnet9"], resnet9={"batch_size": 32})
+    tmp = workdir.path
+    workdir.prepared(["resnet9"], resnet9={"batch_size": 32})
     digests = []
     for _ in range(2):
         train.main(["--run", "resnet9"])
@@ -249,10 +247,10 @@ def test_deterministic_switches_cuda_settings_and_leaves_cpu_alone(monkeypatch):
 
 def test_a_run_of_the_table_applies_its_overrides_and_writes_under_its_name(workdir):
     """A run is its model's recipe with the entry's keys replaced; files are named by the run."""
-    tmp, archive, md5 = workdir
+    tmp = workdir.path
     runs = {"lenet5-tanh-sgd": {"model": "lenet5", "activation": "tanh", "optimizer": "sgd", "lr": 0.05,
                                 "momentum": 0.9}}
-    prepared(tmp, archive, md5, runs, lenet5={"batch_size": 32})
+    workdir.prepared(runs, lenet5={"batch_size": 32})
     train.main(["--run", "lenet5-tanh-sgd"])
     evaluate.main(["--run", "lenet5-tanh-sgd"])
     d = json.loads((tmp / "reports/details/lenet5-tanh-sgd.json").read_text())
@@ -265,19 +263,12 @@ def test_a_run_of_the_table_applies_its_overrides_and_writes_under_its_name(work
     assert not (tmp / "reports/metrics/lenet5.json").exists()
 
 
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["--run", "lenet5", "--seed", "-1"], "bad --seed -1"),
-        (["--run", "../evil"], "unknown run '../evil'"),
-        ([], "the following arguments are required: --run"),
-    ],
-)
+@pytest.mark.parametrize("argv, message", BAD_STAGE_ARGS)
 def test_bad_stage_arguments_are_refused_before_work(workdir, argv, message, capsys):
     from cifarlab.core.errors import ParamsError
 
-    tmp, archive, md5 = workdir
-    write_params(tmp, archive, md5, ["lenet5"])
+    tmp = workdir.path
+    workdir.params(["lenet5"])
     with pytest.raises((ParamsError, SystemExit)) as e:
         train.main(argv)
     text = str(e.value) if e.type is ParamsError else capsys.readouterr().err
@@ -285,12 +276,13 @@ def test_bad_stage_arguments_are_refused_before_work(workdir, argv, message, cap
     assert not (tmp / "data").exists()
 
 
+@pytest.mark.slow  # AlexNet trained, evaluated and projected in-process
 def test_alexnet_cell_trains_evaluates_and_projects_its_features(workdir):
     """Report 003's skip variant, small: random features (pretrained=false), 64x64 inputs."""
     from cifarlab import pca
 
-    tmp, archive, md5 = workdir
-    prepared(tmp, archive, md5, {"alexnet_transfer-skip-low": {"model": "alexnet_transfer", "skip": True, "epochs": 1}},
+    tmp = workdir.path
+    workdir.prepared({"alexnet_transfer-skip-low": {"model": "alexnet_transfer", "skip": True, "epochs": 1}},
              alexnet_transfer={"image_size": 64, "batch_size": 50})
     args = ["--run", "alexnet_transfer-skip-low"]  # as dvc.yaml's train@, evaluate@, plot@, pca@ run it
     with pytest.warns(UserWarning, match="RANDOM"):
@@ -310,22 +302,22 @@ def test_pca_refuses_a_model_without_features(workdir):
     from cifarlab import pca
     from cifarlab.core.errors import ParamsError
 
-    tmp, archive, md5 = workdir
-    prepared(tmp, archive, md5, ["lenet5"])
+    workdir.prepared(["lenet5"])
     train.main(["--run", "lenet5"])
     with pytest.raises(ParamsError, match="no feature embedding"):
         pca.main(["--run", "lenet5"])
 
 
+@pytest.mark.slow  # the pipeline in-process, 3 epochs
 def test_val_split_selects_an_epoch_and_reports_test_at_it(workdir):
     """data.val_split > 0: history has val columns; metrics get a `val` block (test @ val-best)."""
-    tmp, archive, md5 = workdir
-    write_params(tmp, archive, md5, ["lenet5"], lenet5={"batch_size": 16, "lr": 0.003})
+    tmp = workdir.path
+    workdir.params(["lenet5"], lenet5={"batch_size": 16, "lr": 0.003})
     d = yaml.safe_load((tmp / "params.yaml").read_text())
     d["data"]["val_split"] = 0.2
     d["train"]["max_epochs"] = 3
     (tmp / "params.yaml").write_text(yaml.safe_dump(d))
-    run_pipeline(["lenet5"])
+    workdir.run_pipeline(["lenet5"])
     h = pd.read_csv(tmp / "reports/history/lenet5.csv")
     assert {"val_loss", "val_acc"} <= set(h.columns)
     m = json.loads((tmp / "reports/details/lenet5.json").read_text())
@@ -343,6 +335,7 @@ def _strict_json(path: Path):
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
+@pytest.mark.slow  # the whole pipeline in-process for two runs, the report included
 def test_a_diverged_run_is_recorded_as_diverged_and_the_stages_go_on(workdir, capsys):
     """lr 1e30 (a slipped exponent for 1e-3): the loss goes non-finite; training stops after that
     epoch with one line, every stage still succeeds, no NaN reaches any JSON file, and the report
@@ -351,9 +344,9 @@ def test_a_diverged_run_is_recorded_as_diverged_and_the_stages_go_on(workdir, ca
 
     from cifarlab import report
 
-    tmp, archive, md5 = workdir
-    write_params(tmp, archive, md5, ["lenet5", "dnn"], lenet5={"lr": 1e30, "batch_size": 16})
-    run_pipeline(["lenet5", "dnn"])  # raises if a stage fails
+    tmp = workdir.path
+    workdir.params(["lenet5", "dnn"], lenet5={"lr": 1e30, "batch_size": 16})
+    workdir.run_pipeline(["lenet5", "dnn"])  # raises if a stage fails
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("diverged:")]
     assert len(lines) == 1 and lines[0].startswith("diverged: lenet5 epoch 1, step 2 of 13")  # step 1 is still sane and "lr 1e+30" in lines[0]
@@ -380,14 +373,15 @@ def test_json_writer_never_writes_nan_or_infinity(tmp_path):
     assert _strict_json(tmp_path / "x.json") == {"a": None, "b": [1.0, None, None], "c": {"d": [2.5]}}
 
 
+@pytest.mark.slow  # two trainings of cnn, one in 2 threads
 def test_thread_count_is_hashed_when_it_changes_the_bytes(workdir):
     """Two runs that differ only in train.num_threads: equal bytes, or a stage hash that differs
     (train.num_threads is a param of the train and evaluate stages), never different bytes under
     the same hash."""
-    tmp, archive, md5 = workdir
+    tmp = workdir.path
     digests = {}
     for threads in (1, 2):
-        prepared(tmp, archive, md5, ["cnn"], cnn={"batch_size": 16})
+        workdir.prepared(["cnn"], cnn={"batch_size": 16})
         d = yaml.safe_load((tmp / "params.yaml").read_text())
         d["train"]["num_threads"] = threads
         (tmp / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import yaml
@@ -139,21 +140,38 @@ def fast_numerics() -> dict:
     return alternative_numerics(TrainParams(), bf16_in_effect()["cpu_bf16"]) or {}
 
 
-
-
-def small_params(path: Path, archive: Path, md5: str, runs: tuple[str, ...] = RUNS) -> None:
-    """The real params.yaml, cut down to seconds of CPU work: the given runs of the table, one
-    epoch, one torch thread, this CPU's fast numerics (FAST_NUMERICS), random AlexNet features at
-    64x64; `model` starts at dnn so an experiment can change it."""
-    d = yaml.safe_load(path.read_text())
-    d["data"].update(url=str(archive), md5=md5)
-    d["train"].update(max_epochs=1, num_threads=1, **fast_numerics())
-    d["runs"] = {r: d["runs"][r] for r in runs}
-    d["model"] = "dnn"
-    d["pca"] = [r for r in ("alexnet_transfer-skip-low",) if r in runs]
+def small_params(runs: Iterable[str] | Mapping[str, dict] = RUNS, archive: tuple[Path, str] | None = None,
+                 fast: bool = True, **changes) -> dict:
+    """The shipped params.yaml (never the workspace's), cut down to seconds of CPU work, as the
+    dict to write (write_params): only `runs` of the run table (its names, or a {name: entry}
+    mapping of a test's own runs); `model` dnn where it is one of them (an experiment can change
+    it), else the first; `pca` the shipped list's runs among them; data from `archive`, a
+    (path, md5) pair; one epoch, one torch thread, this CPU's fast numerics (FAST_NUMERICS;
+    fast=False keeps the shipped ones); random AlexNet features at 64x64 in batches of 50, lenet5
+    in batches of 16. `changes`: a section's name -> the keys to change in it
+    (train={"max_epochs": 2}); any value that is no mapping replaces the key (pca=[], seeds=[1])."""
+    d = yaml.safe_load(shipped("params.yaml").read_text())
+    d["runs"] = dict(runs) if isinstance(runs, Mapping) else {r: d["runs"][r] for r in runs}
+    d["model"] = "dnn" if "dnn" in d["runs"] else next(iter(d["runs"]))
+    d["pca"] = [r for r in d["pca"] if r in d["runs"]]
+    if archive is not None:
+        d["data"].update(url=str(archive[0]), md5=archive[1])
+    d["train"].update(max_epochs=1, num_threads=1, **(fast_numerics() if fast else {}))
     d["alexnet_transfer"].update(pretrained=False, image_size=64, batch_size=50)
     d["lenet5"]["batch_size"] = 16
-    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(d.get(key), dict):
+            d[key].update(value)
+        else:
+            d[key] = value
+    return d
+
+
+def write_params(directory: Path, params: dict) -> Path:
+    """`params` written as directory/params.yaml, in the shipped file's key order."""
+    path = directory / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
 
 
 def project_env(repo: Path) -> dict[str, str]:
@@ -164,12 +182,15 @@ def project_env(repo: Path) -> dict[str, str]:
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
-def small_project(repo: Path, archive: Path, md5: str, runs: tuple[str, ...] = RUNS, commit: bool = True) -> dict:
-    """A git repository at `repo` with the project cut down by small_params, committed (workers
-    of `cifarlab repro` clone the commit). Returns project_env(repo)."""
+def small_project(repo: Path, archive: Path, md5: str, runs: tuple[str, ...] = RUNS, commit: bool = True,
+                  **changes) -> dict:
+    """A git repository at `repo` with the project cut down by small_params (`model` dnn, pca
+    only alexnet_transfer-skip-low's of the runs; `changes` as small_params takes them),
+    committed (workers of `cifarlab repro` clone the commit). Returns project_env(repo)."""
     repo.mkdir(parents=True)
     project_copy(repo)
-    small_params(repo / "params.yaml", archive, md5, runs)
+    write_params(repo, small_params(runs, (archive, md5), model="dnn",
+                                    pca=[r for r in ("alexnet_transfer-skip-low",) if r in runs], **changes))
     env = project_env(repo)
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, env=env, check=True)
     if commit:
