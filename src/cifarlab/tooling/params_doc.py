@@ -127,8 +127,8 @@ def parameters_doc() -> str:
     rows += [_row(f"data.{k}", f) for k, f in DataParams.model_fields.items()]
     rows += [_row(f"train.{k}", f) for k, f in TrainParams.model_fields.items()]
     rows += [_row("runs", top["runs"]), _row("runs.<run>.model", RunEntry.model_fields["model"]),
-             f"| `runs.<run>.<key>` | as `<model>.<key>` | the section's | the run's value of a key of its model's "
-             f"section (an override) |"]
+             "| `runs.<run>.<key>` | as `<model>.<key>` | the section's | the run's value of a key of its model's "
+             "section (an override) |"]
     models = list_models()
     section = top[models[0]].description.replace(f"`{models[0]}`", "`<model>`")
     rows.append(f"| `<model>` | mapping | | {section} |")
