@@ -52,7 +52,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from bench_gpu import Case, representative_runs  # noqa: E402
 from cifarlab.core.params import load_params  # noqa: E402
 from cifarlab.core.provenance import code_version, cpu_flags, cpu_name  # noqa: E402
-from cifarlab.core.shell import format_duration  # noqa: E402
+from cifarlab.core.durations import format_duration  # noqa: E402
 from cifarlab.tooling.estimate import FULL_TEST, FULL_TRAIN  # noqa: E402
 from cifarlab.engine.device import Runtime, bf16_in_effect, configure_threads  # noqa: E402
 

@@ -61,7 +61,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from cifarlab.core.params import load_params  # noqa: E402
 from cifarlab.core.provenance import code_version, cpu_name  # noqa: E402
-from cifarlab.core.shell import format_duration  # noqa: E402
+from cifarlab.core.durations import format_duration  # noqa: E402
 from cifarlab.core.runs import resolve  # noqa: E402
 from cifarlab.tooling import estimate  # noqa: E402
 from cifarlab.engine.augment import pipeline_for  # noqa: E402
@@ -483,7 +483,7 @@ def projection(bench: Bench, p) -> None:
     images/s (eager where compiled is missing); AlexNet's runs add their features' one pass."""
     times, setup, source = estimate.times_from_bench(p, bench.result)
     stages = {f"train@{r}" for r in p.runs if estimate.run_key(p[r]) in times}
-    costs = estimate.plan(p, times, stages, setup)
+    costs = estimate.stage_costs(p, times, stages, setup)
     missing = sorted(set(p.runs) - {c.run for c in costs})
     bench.result["projection"] = {
         "runs": {c.run: round(c.seconds, 1) for c in costs}, "from": source, "not_measured": missing,

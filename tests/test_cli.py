@@ -13,9 +13,9 @@ import yaml
 
 from cifarlab.core.errors import ParamsError
 from cifarlab.core.params import load_params
-from cifarlab.core.shell import format_duration
+from cifarlab.core.durations import format_duration
 from cifarlab.tooling.cli import set_params
-from cifarlab.tooling import estimate, plan
+from cifarlab.tooling import estimate, repro_stages
 from helpers_cli import cifarlab
 from workspace import SHIPPED_PARAMS, pristine_root
 
@@ -60,10 +60,10 @@ def test_runs_lists_the_run_table():
 
 @pytest.mark.slow  # dvc stage list and the planner over the whole graph
 def test_the_plan_of_a_fresh_clone_is_every_stage_of_dvc_yaml_in_dvcs_order():
-    """tooling.plan (the one planner) == what DVC expands dvc.yaml into, each stage after those it needs."""
+    """tooling.repro_stages (the one planner) == what DVC expands dvc.yaml into, each stage after those it needs."""
     listed = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=pristine_root(),
                             capture_output=True, text=True, check=True).stdout.split()
-    walk = plan.steps(ROOT, force=True)
+    walk = repro_stages.steps(ROOT, force=True)
     assert sorted(s.name for s in walk) == sorted(listed) and all(s.runs for s in walk)
     seen: set[str] = set()
     for s in walk:
@@ -80,7 +80,7 @@ def test_split_stage_names():
 def test_plan_costs_epochs_times_images_and_sums_in_the_table():
     p = load_params(SHIPPED_PARAMS)
     times = {estimate.run_key(r): 1e-3 for r in p.runs.values()}
-    costs = estimate.plan(p, times, ["train@lenet5", "evaluate@lenet5", "report"])
+    costs = estimate.stage_costs(p, times, ["train@lenet5", "evaluate@lenet5", "report"])
     assert [c.stage for c in costs] == ["train@lenet5", "evaluate@lenet5", "report"]
     train = costs[0]
     assert train.epochs == 10
@@ -101,7 +101,7 @@ def test_a_run_with_other_model_arguments_is_timed_apart():
     assert sorted(keys) == ["cnn(channels=64-128-256,hidden=512)@32", "cnn@32"]
     assert keys["cnn(channels=64-128-256,hidden=512)@32"][1] == {"channels": (64, 128, 256), "hidden": 512}
     times = {"cnn@32": 1e-3, "cnn(channels=64-128-256,hidden=512)@32": 3e-3}
-    narrow, wide = estimate.plan(p, times, ["train@cnn", "train@cnn-wide"])
+    narrow, wide = estimate.stage_costs(p, times, ["train@cnn", "train@cnn-wide"])
     assert wide.seconds == pytest.approx(3 * narrow.seconds)
 
 
@@ -114,7 +114,7 @@ def test_the_plan_costs_the_images_the_prepared_data_holds(tmp_path):
     (tmp_path / "data/prepared/stats.json").write_text(json.dumps({"n_train": 40_000, "n_val": 0, "n_test": 10_000}))
     assert estimate.data_sizes(p, ["train@cnn"], tmp_path) == (40_000, 10_000)
     assert estimate.data_sizes(p, ["preprocess", "train@cnn"], tmp_path) == (50_000, 10_000)
-    (cost,) = estimate.plan(p, {"cnn@32": 1e-3}, ["train@cnn"], sizes=(40_000, 10_000))
+    (cost,) = estimate.stage_costs(p, {"cnn@32": 1e-3}, ["train@cnn"], sizes=(40_000, 10_000))
     assert cost.seconds == pytest.approx(1e-3 * 100 * (40_000 + 10_000 / 3))
     (tmp_path / "data/prepared/stats.json").write_text("{not json")
     assert estimate.data_sizes(p, ["train@cnn"], tmp_path) == (50_000, 10_000)
@@ -122,7 +122,7 @@ def test_the_plan_costs_the_images_the_prepared_data_holds(tmp_path):
 
 def fresh_clone_plan(root, targets, glob, changed=None):
     """The planner on this checkout as a fresh clone sees it: every stage of the targets runs."""
-    return plan.to_run(ROOT, targets, glob, force=True)
+    return repro_stages.to_run(ROOT, targets, glob, force=True)
 
 
 @pytest.mark.slow  # the planner over the whole graph, twice
@@ -139,7 +139,7 @@ def test_repro_notice_counts_every_stage_and_carries_the_data_url(monkeypatch, t
     times = {estimate.run_key(r): 1e-3 for r in p.runs.values()}
     monkeypatch.setattr(estimate, "cached_times", lambda train: times)
     msg = estimate.repro_notice(p)
-    n_stages = len(plan.to_run(ROOT, force=True))
+    n_stages = len(repro_stages.to_run(ROOT, force=True))
     assert msg.startswith(f"warning: no GPU found: this `dvc repro` runs {n_stages} stages, {len(p.runs)} of them training")
     # data.url is local: the subset command keeps it as it is
     assert msg.endswith("cifarlab set data.train_subset=5000 data.test_subset=2000 train.max_epochs=1 "
@@ -184,12 +184,12 @@ def test_the_expected_stop_of_custom_resnet_is_its_published_best_epoch_plus_the
     assert r.describe() == f"early stopping: at least {1 + PATIENCE} epochs, up to {MOST}"
     assert epoch_range("custom_resnet", mp, 50, ROOT / REFERENCE_FILE).most == 50
     assert epoch_range("cnn", p["cnn"], None, ROOT / REFERENCE_FILE) is None
-    (cost,) = estimate.plan(p, {estimate.run_key(p["custom_resnet"]): 1e-3}, ["train@custom_resnet"],
+    (cost,) = estimate.stage_costs(p, {estimate.run_key(p["custom_resnet"]): 1e-3}, ["train@custom_resnet"],
                             reference=ROOT / REFERENCE_FILE)
     assert (cost.low_epochs, cost.epochs) == (EXPECTED, MOST)
     # capped below the expected stop (a smoke run): no range
     smoke = p.model_copy(update={"train": p.train.model_copy(update={"max_epochs": 50})})
-    (capped,) = estimate.plan(smoke, {estimate.run_key(p["custom_resnet"]): 1e-3}, ["train@custom_resnet"],
+    (capped,) = estimate.stage_costs(smoke, {estimate.run_key(p["custom_resnet"]): 1e-3}, ["train@custom_resnet"],
                               reference=ROOT / REFERENCE_FILE)
     assert (capped.stop, capped.low_epochs, capped.epochs) == (None, 50, 50)
 
@@ -238,8 +238,8 @@ def test_estimate_hints_fp32_where_bf16_measures_slower_whatever_the_cpu_flags_s
     p = load_params(SHIPPED_PARAMS)
     stages = ["fetch", "preprocess", "train@lenet5", "evaluate@lenet5", "plot@lenet5"]  # dvc repro plot@lenet5
     assert f"total ({len(stages)} stages, this CPU)" in out.stdout
-    costs = estimate.plan(p, {estimate.run_key(p["lenet5"]): 3e-3}, stages)
-    fp32 = estimate.plan(p, {estimate.run_key(p["lenet5"]): 1e-3}, stages)
+    costs = estimate.stage_costs(p, {estimate.run_key(p["lenet5"]): 3e-3}, stages)
+    fp32 = estimate.stage_costs(p, {estimate.run_key(p["lenet5"]): 1e-3}, stages)
     bf16_s, fp32_s = sum(c.seconds for c in costs), sum(c.seconds for c in fp32)
     hint = out.stdout.splitlines()[-1]
     assert hint == (f"hint: bf16 is emulated on this CPU: these stages take {format_duration(bf16_s)} in bf16, "
@@ -284,13 +284,13 @@ def test_the_plan_of_targets_is_what_dvc_repro_targets_runs(monkeypatch):
     monkeypatch.chdir(pristine_root())  # DVC resolves a stage target against the working directory
     for targets, glob in ((["plot@lenet5", "plot@dnn"], False), (["evaluate@cnn"], False),
                           (["plot@resnet18-relu-5_3_2-*"], True), (["experiment"], False)):
-        ours = plan.to_run(pristine_root(), targets, glob, force=True)
+        ours = repro_stages.to_run(pristine_root(), targets, glob, force=True)
         dry = subprocess.run([sys.executable, "-m", "dvc", "repro", "--dry", "--force", *(["--glob"] if glob else []),
                               *targets], cwd=pristine_root(), capture_output=True, text=True, check=True).stdout
         theirs = re.findall(r"Running stage '([^']+)'", dry)
         assert sorted(ours) == sorted(theirs), (targets, ours, theirs)  # the order of independent stages varies
     with pytest.raises(ParamsError, match="plot@nope: no such stage"):
-        plan.to_run(pristine_root(), ["plot@nope"])
+        repro_stages.to_run(pristine_root(), ["plot@nope"])
 
 
 def test_repro_targets_reads_the_dvc_command_this_process_runs_under(tmp_path):

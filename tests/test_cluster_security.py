@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from cifarlab.tooling.scaleout import clusters, coordinator
-from cifarlab.tooling.scaleout.plan import ScaleOutError
+from cifarlab.tooling.scaleout.placement import ScaleOutError
 from workspace import project_env, small_project
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}

@@ -15,7 +15,7 @@ from cifarlab.core.paths import CLASSES
 from cifarlab.figures.common import HEATMAP_GID, NA, NOT_RUN, message_figure, save_figure, smoke_line, smoke_texts
 from cifarlab.figures.comparison import comparison_figure, spread_ties
 from cifarlab.figures.reports import grid_heatmaps, open_choices_figure, report_bars
-from cifarlab.figures.runs import confusion_figure, curves_figure, pca_figure, pca_project
+from cifarlab.figures.per_run import confusion_figure, curves_figure, pca_figure, pca_project
 from cifarlab.figures.studies import studies_figure
 
 
@@ -456,13 +456,13 @@ FULL_DETAILS = {"run": "lenet5", "seed": 23, "n_train": 50000, "n_test": 10000, 
 
 
 def test_smoke_line_says_what_the_report_calls_a_smoke_run():
-    from cifarlab.reporting import metrics
+    from cifarlab.reporting import records
 
-    assert (metrics.FULL_TRAIN, metrics.FULL_TEST) == (50_000, 10_000)  # figures.common repeats them
+    assert (records.FULL_TRAIN, records.FULL_TEST) == (50_000, 10_000)  # figures.common repeats them
     cases = [FULL_DETAILS, SMOKE_DETAILS, {**FULL_DETAILS, "n_test": 2000}, {**FULL_DETAILS, "epochs_cap": 3},
              {**FULL_DETAILS, "random_features": True}, {"run": "old", "seed": None}]
     for rec in cases:  # the same rule as the README's notes
-        assert (smoke_line([rec]) is None) == (metrics.smoke_notes(rec) == []), rec
+        assert (smoke_line([rec]) is None) == (records.smoke_notes(rec) == []), rec
     assert smoke_line([SMOKE_DETAILS]) == ("smoke run: 1 epoch (recipe: 10), 250 train / 100 test images; "
                                            "not the published recipe")
     full = [{**FULL_DETAILS, "run": f"r{i}"} for i in range(5)]

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from cifarlab import train
-from cifarlab.core.shell import run_main
+from cifarlab.core.stage_main import run_main
 from cifarlab.engine.checkpoints import ResumeWriter, load_resume
 from workspace import write_params
 
@@ -271,7 +271,7 @@ def test_a_full_disk_under_any_stage_output_is_one_line(monkeypatch, capsys):
     the machine's OSErrors (disk full, no permission) end a stage in one line, exit 1."""
 
 
-    from cifarlab.core.shell import run_main
+    from cifarlab.core.stage_main import run_main
 
     def full(argv):
         raise OSError(errno.ENOSPC, "No space left on device", "reports/history/lenet5.csv")

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cifarlab.core import install
-from cifarlab.core.shell import run_main
+from cifarlab.core.stage_main import run_main
 
 BROKEN = 'raise RuntimeError("operator torchvision::nms does not exist")\n'
 

@@ -23,7 +23,7 @@ import pytest
 from cifarlab.tooling.cli import STAGES as CLI_STAGES
 from cifarlab.core.errors import ParamsError
 from cifarlab.core.params import load_params
-from cifarlab.core.shell import run_main
+from cifarlab.core.stage_main import run_main
 from helpers_bad_inputs import assert_shape
 from helpers_cli import cifarlab
 from workspace import SHIPPED_PARAMS

@@ -365,7 +365,7 @@ def _refused_in_process(tmp_path: Path, stage: str, edits: dict, monkeypatch, ca
     """Run a stage's main through run_main on params with `edits`; it must exit 2. Its stderr."""
     import importlib
 
-    from cifarlab.core.shell import run_main
+    from cifarlab.core.stage_main import run_main
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw(edits)))
     monkeypatch.chdir(tmp_path)

@@ -18,11 +18,11 @@ import yaml
 
 from cifarlab.core.params_file import read_params_file
 from cifarlab.core.provenance import code_version
-from cifarlab.core.shell import workspace_code_problem
+from cifarlab.core.stage_main import workspace_code_problem
 from cifarlab.reporting import published
 from cifarlab.tooling import fold, packs
 from cifarlab.reporting.markdown import fmt_value
-from cifarlab.reporting.metrics import group_runs, load_metrics
+from cifarlab.reporting.records import group_runs, load_metrics
 from cifarlab.reporting.reference import primary
 from pack_tools import JPEG_FULL, NUMERICS, REFERENCE, checkout, finished_run, repack
 from workspace import SHIPPED_PARAMS

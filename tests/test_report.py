@@ -20,9 +20,9 @@ import yaml
 import cifarlab
 from cifarlab import report
 from cifarlab.core.errors import DataError
-from cifarlab.reporting import metrics as metrics_files
-from cifarlab.reporting import provenance, sections, stats
-from cifarlab.reporting import readme as readme_md
+from cifarlab.reporting import records
+from cifarlab.reporting import lineage, sections, stats
+from cifarlab.reporting import document
 from cifarlab.reporting.reference import load_reference
 
 REFERENCE_FILE = Path(__file__).resolve().parents[1] / "reports" / "reference.yaml"
@@ -158,19 +158,19 @@ def write_project(root: Path, lock: dict | None = None) -> None:
 
 
 def load_project(root: Path) -> list[dict]:
-    return metrics_files.load_metrics(root / "reports" / "metrics", root=root, details_dir=root / "reports" / "details")
+    return records.load_metrics(root / "reports" / "metrics", root=root, details_dir=root / "reports" / "details")
 
 
 @pytest.fixture
 def project(tmp_path) -> dict:
     write_project(tmp_path, fake_lock())
     records = load_project(tmp_path)
-    return {"root": tmp_path, "records": records, "runs": metrics_files.group_runs(records)}
+    return {"root": tmp_path, "records": records, "runs": records.group_runs(records)}
 
 
 @pytest.fixture
 def readme(project, reference) -> str:
-    return readme_md.report_tables(reference, project["runs"], fake_lock())
+    return document.report_tables(reference, project["runs"], fake_lock())
 
 
 def table_row(md: str, *first_cells: str) -> list[str]:
@@ -212,18 +212,18 @@ def test_load_metrics_reads_old_files_and_groups_by_seed(project):
     (old,) = runs["resnet9"]  # no `run`, no `seed`: the model name and None
     assert old["seed"] is None and old["path"] == "reports/metrics/resnet9.json"
     assert runs["dnn"][0]["val"]["epoch"] == 14
-    assert metrics_files.load_metrics(project["root"] / "nowhere") == []
+    assert records.load_metrics(project["root"] / "nowhere") == []
 
 
 def test_load_metrics_merges_details_and_skips_experiment_json(project):
     root = project["root"]
     metrics_dir = root / "reports" / "metrics"
     # the experiment stage's copy of one run's metrics: counting it would count that run twice
-    shutil.copy(metrics_dir / "dnn-s23.json", metrics_dir / metrics_files.EXPERIMENT_FILE)
-    records = load_project(root)
+    shutil.copy(metrics_dir / "dnn-s23.json", metrics_dir / records.EXPERIMENT_FILE)
+    loaded = load_project(root)
     files = fixture_metrics()
-    assert [r["path"] for r in records] == [f"reports/metrics/{name}" for name in sorted(files)]
-    (dnn,) = [r for r in records if r["path"] == "reports/metrics/dnn-s23.json"]
+    assert [r["path"] for r in loaded] == [f"reports/metrics/{name}" for name in sorted(files)]
+    (dnn,) = [r for r in loaded if r["path"] == "reports/metrics/dnn-s23.json"]
     details = files["dnn-s23.json"]
     # who it is and how it ran come from the details file ...
     assert (dnn["run"], dnn["model"], dnn["seed"]) == ("dnn", "dnn", 23)
@@ -235,7 +235,7 @@ def test_load_metrics_merges_details_and_skips_experiment_json(project):
     assert dnn["md5"] == hashlib.md5((metrics_dir / "dnn-s23.json").read_bytes()).hexdigest()
     # without the details the scalars-only files do not say which run they are
     with pytest.raises(DataError, match="neither `run` nor `model`"):
-        metrics_files.load_metrics(metrics_dir, root=root)
+        records.load_metrics(metrics_dir, root=root)
     # a metrics file whose details file is missing: only the old layout can stand alone
     (root / "reports" / "details" / "dnn-s23.json").unlink()
     with pytest.raises(DataError, match="dnn-s23.json"):
@@ -244,9 +244,9 @@ def test_load_metrics_merges_details_and_skips_experiment_json(project):
 
 def test_duplicate_run_seed_counts_once(project):
     dup = dict(project["records"][0], path="reports/metrics/zz-copy.json")
-    runs = metrics_files.group_runs(project["records"] + [dup])
-    assert len(runs[dup["run"]]) == 2 and len(metrics_files.counted(runs[dup["run"]])) == 1
-    assert "duplicate (run, seed): not counted" in readme_md.provenance_table(runs, None)
+    runs = records.group_runs(project["records"] + [dup])
+    assert len(runs[dup["run"]]) == 2 and len(records.counted(runs[dup["run"]])) == 1
+    assert "duplicate (run, seed): not counted" in document.provenance_table(runs, None)
 
 
 # --------------------------------------------------------------------------- smoke runs
@@ -254,21 +254,21 @@ def test_duplicate_run_seed_counts_once(project):
 
 def smoke_record(run, seed, **how):
     d = metrics(run, seed, block(2, 0.3), block(2, 0.3), **how)
-    return metrics_files.normalize_metrics(d, f"reports/metrics/{run}-s{seed}.json")
+    return records.normalize_metrics(d, f"reports/metrics/{run}-s{seed}.json")
 
 
 def test_smoke_notes_say_why_a_run_is_not_the_recipe():
     full = smoke_record("lenet5", 23)
-    assert metrics_files.smoke_notes(full) == []
-    assert metrics_files.smoke_notes(metrics_files.normalize_metrics(fixture_metrics()[OLD_FILE], OLD_FILE)) == []  # says nothing
-    subset = metrics_files.smoke_notes(smoke_record("lenet5", 23, n_train=5000, n_test=2000))
+    assert records.smoke_notes(full) == []
+    assert records.smoke_notes(records.normalize_metrics(fixture_metrics()[OLD_FILE], OLD_FILE)) == []  # says nothing
+    subset = records.smoke_notes(smoke_record("lenet5", 23, n_train=5000, n_test=2000))
     assert subset == ["subset: 5,000 train / 2,000 test images (full: 50,000 / 10,000)"]
-    assert len(metrics_files.smoke_notes(smoke_record("lenet5", 23, n_train=50000, n_test=2000))) == 1  # test side only
-    assert metrics_files.smoke_notes(smoke_record("lenet5", 23, epochs_cap=2, recipe_epochs=10)) == \
+    assert len(records.smoke_notes(smoke_record("lenet5", 23, n_train=50000, n_test=2000))) == 1  # test side only
+    assert records.smoke_notes(smoke_record("lenet5", 23, epochs_cap=2, recipe_epochs=10)) == \
         ["epochs capped at 2 (recipe: 10)"]
-    assert metrics_files.smoke_notes(smoke_record("alexnet_transfer-skip-low", 23, random_features=True)) == \
+    assert records.smoke_notes(smoke_record("alexnet_transfer-skip-low", 23, random_features=True)) == \
         ["random AlexNet features (pretrained: false), not ImageNet's"]
-    everything = metrics_files.smoke_notes(smoke_record("alexnet_transfer-skip-low", 23, n_train=500, n_test=100,
+    everything = records.smoke_notes(smoke_record("alexnet_transfer-skip-low", 23, n_train=500, n_test=100,
                                                  epochs_cap=1, recipe_epochs=10, random_features=True))
     assert [n.split()[0] for n in everything] == ["subset:", "epochs", "random"]
 
@@ -279,19 +279,19 @@ def test_smoke_section_names_each_smoke_run_and_is_empty_for_full_runs(project, 
                smoke_record("dnn", 23, epochs_cap=3, recipe_epochs=100),
                smoke_record("alexnet_transfer-skip-low", 23, random_features=True),
                smoke_record("hw2_cnn", 23)]
-    runs = metrics_files.group_runs(records)
-    text = readme_md.smoke_section(runs)
+    runs = records.group_runs(records)
+    text = document.smoke_section(runs)
     assert "Smoke run: 3 of 5 (run, seed) results" in text
     assert table_row(text, "`lenet5`", "1")[2].startswith("subset: 5,000 train / 2,000 test")
     assert table_row(text, "`dnn`", "23")[2] == "epochs capped at 3 (recipe: 100)"
     assert table_row(text, "`alexnet_transfer-skip-low`", "23")[2].startswith("random AlexNet features")
     assert "`lenet5` | 2 |" not in text and "hw2_cnn" not in text
     # a full run gives no section, and the README none
-    assert readme_md.smoke_section(metrics_files.group_runs([smoke_record("hw2_cnn", 23)])) == ""
-    assert readme_md.smoke_section({}) == ""
-    assert "Smoke run" not in readme_md.report_tables(reference, project["runs"], None)
+    assert document.smoke_section(records.group_runs([smoke_record("hw2_cnn", 23)])) == ""
+    assert document.smoke_section({}) == ""
+    assert "Smoke run" not in document.report_tables(reference, project["runs"], None)
     # in the README it comes first, before any report
-    md = readme_md.report_tables(reference, runs, None)
+    md = document.report_tables(reference, runs, None)
     assert md.index("Smoke run") < md.index("## Report 000")
 
 
@@ -300,8 +300,8 @@ def test_smoke_run_read_from_its_details_file(project, reference):
     details = project["root"] / "reports" / "details" / "dnn-s23.json"
     d = json.loads(details.read_text())
     details.write_text(json.dumps({**d, "n_train": 5000, "n_test": 2000, "epochs_cap": 2}))
-    runs = metrics_files.group_runs(load_project(project["root"]))
-    md = readme_md.report_tables(reference, runs, None)
+    runs = records.group_runs(load_project(project["root"]))
+    md = document.report_tables(reference, runs, None)
     cells = table_row(md, "`dnn`", "23")
     assert cells[2] == f"subset: 5,000 train / 2,000 test images (full: 50,000 / 10,000); " \
                        f"epochs capped at 2 (recipe: {d['recipe_epochs']})"
@@ -331,7 +331,7 @@ def test_within_range_flag_false_outside_the_seeds(project, reference):
     for n in ref["numbers"]:
         if n["run"] == "lenet5":
             n["value"] = max(LENET_TOP1.values()) + 0.01  # above every seed
-    md = readme_md.report_tables(ref, project["runs"], None)
+    md = document.report_tables(ref, project["runs"], None)
     assert table_row(md, "`lenet5`", "top-1")[8] == "no"
     s = stats.summarize(LENET_TOP1.values())
     assert stats.within_spread(s["min"], s) and stats.within_spread(s["max"], s)
@@ -433,23 +433,23 @@ def test_provenance_hash_and_data_source(readme):
     assert grid[3] == expected_hash(lock, "preprocess", "grid@relu-5:4:1-crop_flip-23")
     unwritten = table_row(prov, "alexnet_transfer-skip-high", "23")
     assert unwritten[2] == unwritten[3] == "not recorded (no dvc.lock stage writes it)"
-    assert readme_md.STALE not in prov
+    assert document.STALE not in prov
 
 
 def test_provenance_flags_a_file_changed_since_dvc_lock(project):
     path = project["root"] / "reports" / "metrics" / "dnn-s23.json"
     path.write_bytes(path.read_bytes().replace(b"0.5402", b"0.6402"))
-    runs = metrics_files.group_runs(load_project(project["root"]))
+    runs = records.group_runs(load_project(project["root"]))
     lock = fake_lock()
-    cells = table_row(readme_md.provenance_table(runs, lock), "dnn", "23")
-    assert cells[3] == expected_hash(lock, "preprocess", "train@dnn", "evaluate@dnn") + readme_md.STALE
+    cells = table_row(document.provenance_table(runs, lock), "dnn", "23")
+    assert cells[3] == expected_hash(lock, "preprocess", "train@dnn", "evaluate@dnn") + document.STALE
 
 
 def test_data_source_local_copy_and_no_lock(project, reference):
     lock = fake_lock(md5="0123456789abcdef0123456789abcdef", url="/data/cifar-10-python.tar.gz")
-    assert provenance.data_source(lock) == "local copy `/data/cifar-10-python.tar.gz`"
-    assert provenance.data_source(None) == "not recorded (no dvc.lock)"
-    md = readme_md.report_tables(reference, project["runs"], None)
+    assert lineage.data_source(lock) == "local copy `/data/cifar-10-python.tar.gz`"
+    assert lineage.data_source(None) == "not recorded (no dvc.lock)"
+    md = document.report_tables(reference, project["runs"], None)
     cells = table_row(md[md.index("## Provenance"):], "dnn", "23")
     assert cells[2] == cells[3] == "not recorded (no dvc.lock)"
 
@@ -615,7 +615,7 @@ def write_history(root: Path, out: str, test_loss: list[float]) -> None:
 
 def curve_line(project, reference) -> str:
     hist = report.curve_histories(reference, project["runs"], project["root"] / "reports" / "history")
-    md = section(readme_md.report_tables(reference, project["runs"], fake_lock(), histories=hist), "001")
+    md = section(document.report_tables(reference, project["runs"], fake_lock(), histories=hist), "001")
     claim = next(line for line in md.splitlines() if "Diverges after epoch 17" in line)
     return md.splitlines()[md.splitlines().index(claim) + 1]
 
@@ -671,4 +671,4 @@ def load_params_of(root: Path):
 
 
 def report_missing(p, root: Path) -> int:
-    return len(report.missing_runs(p, metrics_files.group_runs(load_project(root))))
+    return len(report.missing_runs(p, records.group_runs(load_project(root))))

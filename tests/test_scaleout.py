@@ -23,7 +23,7 @@ import pytest
 
 from cifarlab.tooling.scaleout import clusters
 from cifarlab.tooling.scaleout.coordinator import check_committed
-from cifarlab.tooling.scaleout.plan import ScaleOutError, build_plan
+from cifarlab.tooling.scaleout.placement import ScaleOutError, build_placement
 from cifarlab.tooling.scaleout.task import run_guarded
 from workspace import lock_outs, sh, small_project
 
@@ -37,7 +37,7 @@ def project(tmp_path_factory, tiny_archive) -> Path:
 
 
 def test_plan_is_dvc_graph_order_with_dependencies_and_gpu_shares(project):
-    plan = build_plan(project)
+    plan = build_placement(project)
     names = [t.name for t in plan.tasks]
     # fetch keeps its archive (persist): run once by the coordinator, never by a worker; the report's
     # files are committed to git (cache: false): it runs where dvc.lock is written, at the end
@@ -58,7 +58,7 @@ def test_plan_is_dvc_graph_order_with_dependencies_and_gpu_shares(project):
     assert task["train@resnet18-relu-2_1_1-none"].gpu == 1.0
     assert task["evaluate@dnn"].gpu == 0.25 and task["plot@dnn"].gpu == 0 and task["preprocess"].gpu == 0
 
-    one = build_plan(project, ["plot@lenet5"])  # targets as for dvc repro: that stage and what it needs
+    one = build_placement(project, ["plot@lenet5"])  # targets as for dvc repro: that stage and what it needs
     assert [t.name for t in one.tasks] == ["preprocess", "train@lenet5", "evaluate@lenet5", "plot@lenet5"]
     assert one.first == ["fetch"] and one.last == []
 

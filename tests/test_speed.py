@@ -207,7 +207,7 @@ def test_estimate_reads_a_committed_gpu_benchmark_for_this_gpu(tmp_path):
     times, setup, source = estimate.times_from_bench(p, bench)
     assert source == {"resnet18": "compiled", "alexnet_transfer": "eager"}
     cell, alex = "resnet18-relu-2_1_1-none", "alexnet_transfer-skip-high"
-    (c1, c2) = estimate.plan(p, times, {f"train@{cell}", f"train@{alex}"}, setup)
+    (c1, c2) = estimate.stage_costs(p, times, {f"train@{cell}", f"train@{alex}"}, setup)
     by_run = {c.run: c.seconds for c in (c1, c2)}
     assert by_run[cell] == pytest.approx(200 * (50_000 + 10_000 / 3) / 10_000)
     assert by_run[alex] == pytest.approx(3.0 + 100 * (50_000 + 10_000 / 3) / 2_000)

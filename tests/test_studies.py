@@ -10,7 +10,7 @@ import pytest
 
 from cifarlab.reporting import published, studies
 from cifarlab.tooling import fold, packs
-from cifarlab.reporting.metrics import group_runs, load_metrics
+from cifarlab.reporting.records import group_runs, load_metrics
 from cifarlab.reporting.reference import numbers_of
 from cifarlab.reporting.sections import comparison_table
 from pack_tools import JPEG_FULL, NUMERICS, REFERENCE, checkout, finished_run

@@ -23,7 +23,7 @@ import torch
 from cifarlab.core import paths
 from cifarlab.core.io import atomic_write, write_json
 from cifarlab.core.runs import stage_args
-from cifarlab.core.shell import run_main
+from cifarlab.core.stage_main import run_main
 from cifarlab.data.prepared import load_prepared
 from cifarlab.engine.augment import pipeline_for
 from cifarlab.engine.checkpoints import load_checkpoint, model_from_checkpoint

@@ -14,7 +14,7 @@ from cifarlab.core import paths
 from cifarlab.core.errors import DataError
 from cifarlab.core.io import atomic_write
 from cifarlab.core.params import load_params
-from cifarlab.core.shell import run_main
+from cifarlab.core.stage_main import run_main
 
 EXPERIMENT_METRICS = paths.METRICS_DIR / "experiment.json"
 

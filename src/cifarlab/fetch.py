@@ -13,7 +13,7 @@ import argparse
 
 from cifarlab.core.paths import RAW_ARCHIVE
 from cifarlab.core.params import load_params
-from cifarlab.core.shell import run_main
+from cifarlab.core.stage_main import run_main
 from cifarlab.data.download import fetch
 
 

@@ -14,13 +14,13 @@ import torch
 from cifarlab.core import paths
 from cifarlab.core.errors import ParamsError
 from cifarlab.core.runs import stage_args
-from cifarlab.core.shell import run_main
+from cifarlab.core.stage_main import run_main
 from cifarlab.data.prepared import load_prepared
 from cifarlab.engine.augment import pipeline_for
 from cifarlab.engine.checkpoints import load_checkpoint, model_from_checkpoint
 from cifarlab.engine.device import Runtime, setup_device
 from cifarlab.figures.common import save_png
-from cifarlab.figures.runs import pca_figure
+from cifarlab.figures.per_run import pca_figure
 
 
 def main(argv: list[str] | None = None) -> None:

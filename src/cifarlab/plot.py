@@ -17,9 +17,9 @@ import pandas as pd
 from cifarlab.core import paths
 from cifarlab.core.errors import DataError
 from cifarlab.core.runs import stage_args
-from cifarlab.core.shell import run_main
+from cifarlab.core.stage_main import run_main
 from cifarlab.figures.common import message_figure, save_png, smoke_line
-from cifarlab.figures.runs import confusion_figure, curves_figure
+from cifarlab.figures.per_run import confusion_figure, curves_figure
 
 
 def main(argv: list[str] | None = None) -> None:

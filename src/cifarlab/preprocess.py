@@ -16,7 +16,7 @@ from cifarlab.core.errors import DataError
 from cifarlab.core.io import write_json
 from cifarlab.core.params import load_params
 from cifarlab.core.paths import RAW_ARCHIVE, STATS_FILE, TEST_FILE, TRAIN_FILE, VAL_FILE
-from cifarlab.core.shell import run_main
+from cifarlab.core.stage_main import run_main
 from cifarlab.data.cifar_io import archive_identity, read_archive
 from cifarlab.data.prepared import prepare, save_split
 

@@ -28,13 +28,13 @@ from cifarlab.core.paths import (COMPARISON_FIGURE, GRID_FIGURE, OPEN_CHOICES_FI
                                   STUDIES_FIGURE)
 from cifarlab.core.io import atomic_write
 from cifarlab.core.params import load_params
-from cifarlab.core.shell import run_main
+from cifarlab.core.stage_main import run_main
 from cifarlab.dvc_internals import read_lock
 from cifarlab.reporting import open_choices as oc
 from cifarlab.reporting import published as pub
 from cifarlab.reporting import studies
-from cifarlab.reporting.metrics import counted, group_runs, load_metrics
-from cifarlab.reporting.readme import PUBLISHED_RUN_FIGURES, report_tables
+from cifarlab.reporting.records import counted, group_runs, load_metrics
+from cifarlab.reporting.document import PUBLISHED_RUN_FIGURES, report_tables
 from cifarlab.reporting.reference import GRID_REPORT, grid_axes, load_reference, numbers_of, primary, report_ids
 from cifarlab.reporting.stats import bar_rows, grid_values, run_stats
 

@@ -27,7 +27,8 @@ from cifarlab.core.params import Params, Run
 from cifarlab.core.early_stop import EpochRange, epoch_range
 from cifarlab.core.provenance import code_version, cpu_name
 from cifarlab.core.runs import stage_args
-from cifarlab.core.shell import LONG_CPU_RUN_S, format_duration, run_main
+from cifarlab.core.durations import LONG_CPU_RUN_S, format_duration
+from cifarlab.core.stage_main import run_main
 from cifarlab.data.prepared import load_prepared
 from cifarlab.engine.augment import pipeline_for
 from cifarlab.engine.checkpoints import ResumeWriter, history_csv, load_resume, run_fingerprint, save_checkpoint

@@ -2,7 +2,7 @@
 
 Every failure caused by bad input (params, archives, checkpoints, weights) is raised as a
 `CifarlabError` subclass whose message is ONE line naming the bad value and what is allowed.
-Stage entry points turn it into that line on stderr and exit code 2 (see `cifarlab.core.shell`).
+Stage entry points turn it into that line on stderr and exit code 2 (see `cifarlab.core.stage_main`).
 """
 import re
 

@@ -4,7 +4,7 @@
 
 A torchvision built for another torch (a CPU torch beside a CUDA torchvision, say) fails on import
 with "operator torchvision::nms does not exist" deep inside the first model that needs it; the
-stages' shell (core/shell.run_main) asks `install_problem` when an import fails, so that shows as
+stages' shell (core/stage_main.run_main) asks `install_problem` when an import fails, so that shows as
 this one line instead of a traceback.
 """
 from __future__ import annotations

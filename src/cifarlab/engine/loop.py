@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cifarlab.core.params import Recipe
-from cifarlab.core.shell import format_duration
+from cifarlab.core.durations import format_duration
 from cifarlab.engine.augment import BatchPipeline
 from cifarlab.engine.device import Runtime
 from cifarlab.engine.step import TrainStep

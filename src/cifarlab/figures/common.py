@@ -27,7 +27,7 @@ SMOKE_GID = "smoke-banner"
 SMOKE_COLOR = "tab:red"
 BANNER_PT = 10
 # CIFAR-10's sizes: fewer train or test images is a subset. The same numbers as
-# reporting.metrics.FULL_TRAIN/FULL_TEST (tests/test_figures.py checks), repeated here because the
+# reporting.records.FULL_TRAIN/FULL_TEST (tests/test_figures.py checks), repeated here because the
 # plot and pca stages, which draw through this module, do not depend on cifarlab.reporting.
 FULL_TRAIN, FULL_TEST = 50_000, 10_000
 
@@ -45,7 +45,7 @@ def _span(values: Iterable) -> str:
 
 def _is_smoke(rec: Mapping) -> bool:
     """Whether one run's record (a details file, or a report record: the same keys) says it is not
-    the recipe as published; the rule of reporting.metrics.smoke_notes."""
+    the recipe as published; the rule of reporting.records.smoke_notes."""
     n_train, n_test = rec.get("n_train"), rec.get("n_test")
     return ((n_train is not None and n_train < FULL_TRAIN) or (n_test is not None and n_test < FULL_TEST)
             or rec.get("epochs_cap") is not None or bool(rec.get("random_features")))

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from cifarlab.reporting.markdown import DASH, fmt_epochs, fmt_summary, fmt_value, md_table
-from cifarlab.reporting.metrics import counted
+from cifarlab.reporting.records import counted
 from cifarlab.reporting.reference import primary
 from cifarlab.reporting.stats import summarize
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from cifarlab.core import paths
 from cifarlab.core.errors import DataError
 from cifarlab.core.params import OFFICIAL_MD5
-from cifarlab.core.shell import format_duration
+from cifarlab.core.durations import format_duration
 from cifarlab.reporting.markdown import DASH
 from cifarlab.reporting.reference import ordered_unique
 
@@ -82,7 +82,7 @@ def stale_params(lock: Mapping | None, params: Mapping, path: str) -> tuple[str,
     the stage that wrote `path` or any stage upstream of it: that stage (what `dvc repro` re-runs)
     and the dotted keys that differ, leaf by leaf (`lenet5.lr`). None when they match or no stage
     of dvc.lock wrote `path`. Both files must be read as DVC reads them (YAML 1.2: core.yaml_io)."""
-    from cifarlab.reporting.provenance import producing_stage, upstream_stages
+    from cifarlab.reporting.lineage import producing_stage, upstream_stages
 
     stage = producing_stage(lock, path)
     if stage is None:
@@ -131,7 +131,7 @@ def compare_rows(reference: Mapping, yours: Mapping[str, list[dict]], published:
     With dvc.lock and params.yaml (both parsed: stale_params), a run of yours trained under
     other params than params.yaml's now is noted out of date, with the keys and the command."""
     from cifarlab.reporting.markdown import DASH, fmt_diff, fmt_summary, fmt_value
-    from cifarlab.reporting.metrics import counted, smoke_notes
+    from cifarlab.reporting.records import counted, smoke_notes
     from cifarlab.reporting.reference import primary
     from cifarlab.reporting.stats import run_stats
 
@@ -307,7 +307,7 @@ def published_section(reference: Mapping, published: Mapping[str, list[dict]], p
     "What JPEG costs" section (reporting/studies.py), which the note on JPEG-derived data names.
     epoch_seconds: out -> each epoch's wall seconds (load_epoch_seconds), for the stalls."""
     from cifarlab.reporting.markdown import DASH, fmt_diff, fmt_epochs, fmt_result, fmt_seed, fmt_value, md_table
-    from cifarlab.reporting.metrics import counted
+    from cifarlab.reporting.records import counted
     from cifarlab.reporting.reference import primary
     from cifarlab.reporting.stats import run_stats
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from cifarlab.core.paths import CONFUSION_FIGURE, CURVES_FIGURE, GRID_FIGURE, PCA_FIGURE, REPORT_FIGURE
 from cifarlab.reporting.markdown import (DASH, METRIC_LABELS, NOT_RUN, fmt_diff, fmt_epochs, fmt_result, fmt_seed,
                                          fmt_summary, fmt_value, html_image, md_image, md_table, rounded)
-from cifarlab.reporting.metrics import counted
+from cifarlab.reporting.records import counted
 from cifarlab.reporting.reference import (ALEXNET_REPORT, GRID_REPORT, REPORT_TITLES, grid_axes, numbers_of,
                                           ordered_unique, primary)
 from cifarlab.reporting.stats import run_stats, within_spread

@@ -5,7 +5,7 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 
-from cifarlab.reporting.metrics import counted
+from cifarlab.reporting.records import counted
 from cifarlab.reporting.reference import GRID_REPORT, numbers_of, ordered_unique, primary
 
 

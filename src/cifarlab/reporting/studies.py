@@ -86,7 +86,7 @@ def load_arms(study: Study, root: Path = Path("."),
     of every run with seeds in the study's own store, plus, where the study counts them, the
     run's published seeds of the arm's kind."""
     from cifarlab.reporting.published import PUBLISHED_DIR, load_provenance
-    from cifarlab.reporting.metrics import group_runs, load_metrics
+    from cifarlab.reporting.records import group_runs, load_metrics
 
     stores = [(arm, arm_dir(study.name, arm, root)) for arm in study.arms]
     if study.with_published:
@@ -124,7 +124,7 @@ def spread_verdict(a: Mapping, b: Mapping) -> str:
 def run_differences(study: Study, arms: Mapping[str, Mapping[str, list[dict]]]) -> dict[str, dict]:
     """run -> {baseline, variant: summaries of best-epoch top-1; diff (variant - baseline mean);
     values: (baseline's, variant's) best-epoch top-1 per seed, for the figure}."""
-    from cifarlab.reporting.metrics import counted
+    from cifarlab.reporting.records import counted
     from cifarlab.reporting.stats import run_stats
 
     base, variant = study.arms

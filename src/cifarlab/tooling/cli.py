@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from cifarlab.core.shell import run_main
+from cifarlab.core.stage_main import run_main
 
 STAGES = {
     "fetch": "download or copy the archive (data.url), md5-checked",
@@ -75,11 +75,11 @@ def cmd_estimate(argv: list[str]) -> None:
                     "(what the notice at the start of `dvc repro` runs when the cache lacks one)")
     args = ap.parse_args(argv)
     from cifarlab.core.params import load_params
-    from cifarlab.tooling import estimate, plan, timing
+    from cifarlab.tooling import estimate, repro_stages, timing
 
     p = load_params()
     # --quiet times every model: every stage, as on a fresh clone (so does --all)
-    stages = plan.to_run(".", args.targets or None, args.glob, force=args.all or args.quiet)
+    stages = repro_stages.to_run(".", args.targets or None, args.glob, force=args.all or args.quiet)
     gpu = estimate.has_gpu()
     bench = timing.gpu_bench(p, stages) if gpu and not args.quiet else None
     say = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
@@ -93,8 +93,8 @@ def cmd_estimate(argv: list[str]) -> None:
         alt = estimate.other_numerics(p.train)
         alt_times = timing.step_times(p, stages, remeasure=not args.quiet, train=p.train.model_copy(update=alt),
                                       log=say)
-        hint = estimate.faster_hint(estimate.plan(p, times, stages, sizes=sizes),
-                                    estimate.plan(p, alt_times, stages, sizes=sizes), alt)
+        hint = estimate.faster_hint(estimate.stage_costs(p, times, stages, sizes=sizes),
+                                    estimate.stage_costs(p, alt_times, stages, sizes=sizes), alt)
     if args.quiet:
         return
     if not stages:
@@ -103,7 +103,7 @@ def cmd_estimate(argv: list[str]) -> None:
     device = "GPU" if gpu else "this CPU"
     if note:
         print(note)
-    print(estimate.table(estimate.plan(p, times, stages, setup, sizes), device))
+    print(estimate.table(estimate.stage_costs(p, times, stages, setup, sizes), device))
     if hint:
         print(hint)
 
@@ -175,7 +175,7 @@ def cmd_compare(argv: list[str]) -> None:
     from cifarlab.dvc_internals import read_lock
     from cifarlab.reporting import published as pub
     from cifarlab.reporting.markdown import md_table
-    from cifarlab.reporting.metrics import group_runs, load_metrics
+    from cifarlab.reporting.records import group_runs, load_metrics
     from cifarlab.reporting.reference import load_reference
 
     reference = load_reference(paths.REPORTS_DIR / "reference.yaml")
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     elif command in TOOLS:
         TOOLS[command][0](rest)
     elif command in STAGES:
-        from cifarlab.core.shell import check_workspace_code
+        from cifarlab.core.stage_main import check_workspace_code
 
         check_workspace_code()
         importlib.import_module(f"cifarlab.{command}").main(rest)

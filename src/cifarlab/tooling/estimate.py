@@ -3,7 +3,7 @@
     cifarlab estimate            # per-stage table of what `dvc repro` would run now
     cifarlab estimate plot@lenet5 plot@dnn   # of what `dvc repro plot@lenet5 plot@dnn` would run
 
-The stages are DVC's own plan (tooling.plan): what `dvc repro TARGETS` would run, in its order
+The stages are DVC's own plan (tooling.repro_stages): what `dvc repro TARGETS` would run, in its order
 (`cifarlab estimate plot@lenet5`; the notice at the start of a `dvc repro plot@lenet5` reads that
 command's targets).
 Each training stage costs epochs x (train images + test images / 3) x seconds per image of its
@@ -32,9 +32,9 @@ from pathlib import Path
 from cifarlab.core.early_stop import REFERENCE_FILE, EpochRange, epoch_range
 from cifarlab.core.params import Params, TrainParams
 from cifarlab.core.provenance import ISA_ENV, cpu_name
-from cifarlab.core.shell import LONG_CPU_RUN_S, format_duration
+from cifarlab.core.durations import LONG_CPU_RUN_S, format_duration
 from cifarlab.dvc_internals import lock_stages, parse_dvc_args, read_lock
-from cifarlab.tooling.plan import to_run
+from cifarlab.tooling.repro_stages import to_run
 
 FULL_TRAIN, FULL_TEST = 50_000, 10_000
 STEPS = 3  # timed steps per model after one warm-up; the fastest is kept
@@ -55,7 +55,7 @@ def subset_hint(data_url: str) -> str:
     return command
 
 
-# --------------------------------------------------------------------------- the plan
+# --------------------------------------------------------------------------- stage costs
 
 
 @dataclass(frozen=True)
@@ -162,11 +162,11 @@ def params_sizes(p: Params) -> tuple[int, int]:
     return n_train - round(n_train * p.data.val_split), p.data.test_subset or FULL_TEST
 
 
-def plan(p: Params, s_per_image: dict[str, float], stages: list[str],
+def stage_costs(p: Params, s_per_image: dict[str, float], stages: list[str],
          setup_seconds: dict[str, float] | None = None, sizes: tuple[int, int] | None = None,
          reference: str | Path = REFERENCE_FILE) -> list[StageCost]:
     """The cost of each stage in `stages` (names as `dvc stage list` prints them, in the order
-    tooling.plan gives them).
+    tooling.repro_stages gives them).
 
     s_per_image: timing key -> seconds per training image; setup_seconds: timing key -> seconds a
     training run of that model spends once before its epochs (AlexNet's frozen features, computed
@@ -415,7 +415,7 @@ def repro_notice(p: Params, root: str | Path = ".") -> str | None:
         return None  # timing failed: say nothing rather than something wrong
     sizes = data_sizes(p, stages, root)
     reference = Path(root) / REFERENCE_FILE
-    costs = plan(p, times, stages, sizes=sizes, reference=reference)
+    costs = stage_costs(p, times, stages, sizes=sizes, reference=reference)
     total = sum(c.seconds for c in costs)  # the most: early-stopping runs at their recipe's maximum
     if total < LONG_CPU_RUN_S:
         return None
@@ -432,7 +432,7 @@ def repro_notice(p: Params, root: str | Path = ".") -> str | None:
     alt = other_numerics(p.train)
     alt_times = cached_times(p.train.model_copy(update=alt))
     if all(k in alt_times for k in keys):  # timed by `cifarlab estimate` in the other precision
-        faster = faster_hint(costs, plan(p, alt_times, stages, sizes=sizes, reference=reference), alt)
+        faster = faster_hint(costs, stage_costs(p, alt_times, stages, sizes=sizes, reference=reference), alt)
         if faster:
             notice += "\n" + faster
     return notice

@@ -18,7 +18,7 @@ import os
 import shutil
 import subprocess
 
-from cifarlab.tooling.scaleout.plan import ScaleOutError
+from cifarlab.tooling.scaleout.placement import ScaleOutError
 
 GPU_SLOTS = 4  # tasks one GPU worker runs at once: 1 whole-GPU stage, or 4 quarter shares
 LOOPBACK = "127.0.0.1"  # the one host a one-machine cluster listens on (module docstring)

@@ -15,7 +15,7 @@ from pathlib import Path
 from cifarlab.core.errors import one_line
 from cifarlab.core.git import git, try_git
 from cifarlab.dvc_internals import LOCK_FILE, cache_dir, output_paths, remote_names, remote_url
-from cifarlab.tooling.scaleout.plan import Plan, ScaleOutError, build_plan
+from cifarlab.tooling.scaleout.placement import Placement, ScaleOutError, build_placement
 from cifarlab.tooling.scaleout.task import RAN
 
 
@@ -94,7 +94,7 @@ class Progress:
             self.say(text)
 
 
-def submit_and_wait(client, plan: Plan, spec: dict, gpu: bool) -> Outcome:
+def submit_and_wait(client, plan: Placement, spec: dict, gpu: bool) -> Outcome:
     """Every planned task onto the cluster, each after the tasks it depends on; wait for all."""
     from distributed import as_completed
 
@@ -242,7 +242,7 @@ def repro(root: Path, targets: list[str] | None, *, workers: int | None = None, 
     """`cifarlab repro`; returns the exit code (0: every stage done and restored here)."""
     root = root.resolve()
     commit = check_committed(root)
-    plan = build_plan(root, targets)
+    plan = build_placement(root, targets)
     if not plan.names:
         print("nothing to reproduce: every stage is up to date (dvc status)")
         return 0

@@ -1,5 +1,5 @@
 """Which stages `cifarlab repro` runs where, and each asking for what: the stages of
-tooling.plan (DVC's own plan of `dvc repro TARGETS`), as Dask tasks, in the user's workspace
+tooling.repro_stages (DVC's own plan of `dvc repro TARGETS`), as Dask tasks, in the user's workspace
 before them (`first`) or after them (`last`)."""
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class StageTask:
 
 
 @dataclass
-class Plan:
+class Placement:
     """Stages whose outputs DVC's run-cache cannot bring back run in the user's workspace: `first`
     (no stage above them: fetch's persisted archive, before any task) and `last` (the report,
     whose files are committed to git: by the final `dvc repro`, after the tasks above them).
@@ -67,7 +67,7 @@ def gpu_share(stage: DvcStage, batch_size_of) -> float:
     return SMALL_SHARE if batch is not None and batch <= SMALL_BATCH else 1.0
 
 
-def build_plan(root: Path, targets: list[str] | None = None) -> Plan:
+def build_placement(root: Path, targets: list[str] | None = None) -> Placement:
     """The plan for `dvc repro TARGETS` in the DVC repository at `root` (all of dvc.yaml without
     targets)."""
     from cifarlab.core.params import load_params
@@ -78,18 +78,18 @@ def build_plan(root: Path, targets: list[str] | None = None) -> Plan:
         r = p.runs.get(run)
         return r.recipe.batch_size if r is not None else None
 
-    plan = Plan()
+    plan = Placement()
     here = os.getcwd()
     os.chdir(root)  # DVC resolves targets (dvc.yaml, stage names) against the working directory
     try:
-        _plan_into(plan, targets, batch_size_of)
+        _place_into(plan, targets, batch_size_of)
     finally:
         os.chdir(here)
     return plan
 
 
-def _plan_into(plan: Plan, targets: list[str] | None, batch_size_of) -> None:
-    from cifarlab.tooling.plan import steps
+def _place_into(plan: Placement, targets: list[str] | None, batch_size_of) -> None:
+    from cifarlab.tooling.repro_stages import steps
 
     walk = steps(".", targets)
     runs = {s.name for s in walk if s.runs}

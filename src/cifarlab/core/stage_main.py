@@ -1,4 +1,4 @@
-"""The thin shell every stage's `main()` runs in: one-line errors, clean Ctrl-C, exit codes."""
+"""The thin wrapper every stage's `main()` runs in: one-line errors, clean Ctrl-C, exit codes."""
 from __future__ import annotations
 
 import errno
@@ -92,11 +92,3 @@ def run_main(main: Callable[[list[str] | None], object], argv: list[str] | None 
 _MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO, errno.ENOTDIR,
                    errno.EISDIR}
 
-
-LONG_CPU_RUN_S = 15 * 60  # a CPU run (or `dvc repro`) longer than this gets a warning up front
-
-
-def format_duration(seconds: float) -> str:
-    """A duration for a message or a table: 1h05m, 4m30s (to the nearest second)."""
-    h, rem = divmod(int(round(seconds)), 3600)
-    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from cifarlab.core.params import OFFICIAL_MD5
 from cifarlab.core.paths import COMPARISON_FIGURE
 from cifarlab.reporting.markdown import DASH, fmt_result, fmt_seed, md_image, md_table
-from cifarlab.reporting.metrics import counted, smoke_notes
-from cifarlab.reporting.provenance import data_source, locked_md5, params_hash, producing_stage
+from cifarlab.reporting.records import counted, smoke_notes
+from cifarlab.reporting.lineage import data_source, locked_md5, params_hash, producing_stage
 from cifarlab.reporting.reference import report_ids
 from cifarlab.reporting.sections import report_section
 from cifarlab.reporting.stats import run_stats
