@@ -4,8 +4,8 @@ against the CPU's own measured GEMM rates, in one process.
     python benchmarks/bench_cpu.py                        # every model, under 10 minutes on 2 cores
     python benchmarks/bench_cpu.py --models resnet9 cnn --seconds 2
 
-Per registered model, at its recipe's batch size (one representative run each, as
-bench_gpu.py picks them), one training step (augment, forward, loss, backward, clip, optimizer
+Per registered model, at its recipe's batch size (one representative run each, the same as
+bench_gpu.py's: _common.representative_runs), one training step (augment, forward, loss, backward, clip, optimizer
 step, schedule: engine.step.TrainStep, what `fit` runs) in:
 
     fp32       fp32 eager, contiguous, foreach optimizer  (every CPU run before train.bf16 applied on CPUs)
@@ -27,7 +27,6 @@ it) and is rewritten after every model, so a run cut short keeps what it measure
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -38,23 +37,20 @@ import time
 import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 # A cold compile cache of its own: the compiled variant's first step is then a full compilation,
 # whatever this machine compiled before (inductor reads this when torch._inductor is imported)
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="bench_cpu_inductor_"))
-for p_ in (ROOT / "src", ROOT / "benchmarks"):
-    if str(p_) not in sys.path:  # works without `pip install -e .` too
-        sys.path.insert(0, str(p_))
+if str(Path(__file__).resolve().parent) not in sys.path:  # _common.py beside it, however this is run
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from bench_gpu import Case, representative_runs  # noqa: E402
+from _common import ROOT, Case, make_log, representative_runs, run_header, save_json  # noqa: E402
 from cifarlab.core.params import load_params  # noqa: E402
-from cifarlab.core.provenance import code_version, cpu_flags, cpu_name  # noqa: E402
+from cifarlab.core.provenance import cpu_flags, cpu_name  # noqa: E402
 from cifarlab.core.durations import format_duration  # noqa: E402
 from cifarlab.tooling.estimate import FULL_TEST, FULL_TRAIN  # noqa: E402
-from cifarlab.engine.device import Runtime, bf16_in_effect, configure_threads  # noqa: E402
+from cifarlab.engine.device import bf16_in_effect, configure_threads  # noqa: E402
 
 VARIANTS = {  # name -> train.* keys (on top of params.yaml's train section)
     "fp32": {"bf16": False, "channels_last": False, "fused_optimizer": False, "compile": False},
@@ -65,10 +61,7 @@ VARIANTS = {  # name -> train.* keys (on top of params.yaml's train section)
 # The models that decide a full reproduction's time first, so a budget cut loses the small ones
 ORDER = ("resnet9", "resnet18", "custom_resnet", "resnet", "hw2_cnn", "cnn", "alexnet_transfer", "dnn", "lenet5")
 SHOWN_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2")
-
-
-def log(msg: str) -> None:
-    print(f"[bench_cpu {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+log = make_log("bench_cpu")
 
 
 def gemm_gflops(dtype: torch.dtype, max_n: int = 4096, rounds: int = 3, min_seconds: float = 0.5) -> dict:
@@ -110,46 +103,17 @@ def header(p, threads: int) -> dict:
                    "flags": {f: f in flags for f in SHOWN_FLAGS}, "cpu_count": os.cpu_count(), "threads": threads,
                    "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()},
         "versions": {"torch": torch.__version__, "onednn": onednn_version(), "python": platform.python_version()},
-        "code": code_version(ROOT),
-        "train_params": p.train.model_dump(mode="json"),
+        **run_header(p),
         "variants": VARIANTS,
-        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
-
-
-def runtime(case: Case, variant: str) -> Runtime:
-    return Runtime(case.device, case.p.train.model_copy(update=VARIANTS[variant]))
 
 
 def time_variant(case: Case, variant: str, seconds: float) -> dict:
     """First step timed apart (compilation, if any), one warm-up, then steps for >= `seconds`
     (at least 3): images/s of the median step (robust to a disturbed step on a shared machine)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        step, x = case.step_fn(runtime(case, variant))
-    gen = torch.Generator().manual_seed(1)
-    t = time.perf_counter()
-    step(x, case.y, gen)
-    first = time.perf_counter() - t
-    step(x, case.y, gen)
-    times: list[float] = []
-    t_all = time.perf_counter()
-    while len(times) < 3 or time.perf_counter() - t_all < seconds:
-        t = time.perf_counter()
-        loss, _ = step(x, case.y, gen)
-        times.append(time.perf_counter() - t)
-    return {"images_per_s": round(case.batch / statistics.median(times), 1), "steps": len(times),
-            "first_step_seconds": round(first, 2), "loss_finite": bool(torch.isfinite(loss).item())}
-
-
-def flops_per_image(case: Case) -> float:
-    """Training FLOPs per image (forward + backward, as the model trains: AlexNet's head only)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        step, x = case.step_fn(runtime(case, "fp32"))
-    with FlopCounterMode(display=False) as counter:
-        step(x, case.y, torch.Generator().manual_seed(1))
-    return counter.get_total_flops() / case.batch
+    t = case.time_steps(case.runtime(**VARIANTS[variant]), steps=3, min_seconds=seconds)
+    return {"images_per_s": round(case.batch / statistics.median(t.step_s), 1), "steps": t.steps,
+            "first_step_seconds": round(t.first_s, 2), "loss_finite": bool(torch.isfinite(t.loss).item())}
 
 
 def projected_seconds(case: Case, ips: float, first_step: float = 0.0) -> float:
@@ -163,7 +127,8 @@ def measure(res: dict, case: Case, gemm: dict, seconds: float, deadline: float, 
     row = {"model": case.model_name, "run": case.run, "batch": case.batch,
            "epochs": case.spec.epochs(None), "variants": {}}
     res["models"].append(row)
-    row["gflop_per_image"] = round(flops_per_image(case) / 1e9, 4)
+    # training FLOPs per image, counted on one fp32 step
+    row["gflop_per_image"] = round(case.flops_per_image(case.runtime(**VARIANTS["fp32"])) / 1e9, 4)
     for variant in VARIANTS:
         # compilation takes 10-60 s per model on 2 cores: skipped when the budget cannot hold it
         if variant == "compiled" and deadline - time.monotonic() < 90:
@@ -256,10 +221,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def save() -> None:
         res["elapsed_seconds"] = round(time.monotonic() - t0, 1)
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(res, indent=1) + "\n")
-        tmp.replace(args.json)
+        save_json(args.json, res)
 
     log(f"{res['device']['name']} (native bf16: {res['device']['cpu_bf16']}), {threads} threads, "
         f"torch {torch.__version__} -> {args.json}")
@@ -269,14 +231,13 @@ def main(argv: list[str] | None = None) -> None:
     log(gemm_line(res))
     save()
     reps = representative_runs(p)
-    bench = argparse.Namespace(tiny=False)
     models = [m for m in ORDER if m in reps] + [m for m in reps if m not in ORDER]
     for m in models:
         if args.models and m not in args.models:
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            case = Case(bench, p, reps[m], torch.device("cpu"))
+            case = Case(p, reps[m], torch.device("cpu"))
         measure(res, case, res["gemm_gflops"], args.seconds, deadline, save)
     print(table(res), flush=True)
     log(f"done in {time.monotonic() - t0:.0f}s -> {args.json}")

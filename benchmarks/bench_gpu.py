@@ -41,7 +41,6 @@ import argparse
 import contextlib
 import io
 import hashlib
-import json
 import math
 import os
 import platform
@@ -49,36 +48,31 @@ import sys
 import tempfile
 import time
 import traceback
-import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "src") not in sys.path:  # works without `pip install -e .` too
-    sys.path.insert(0, str(ROOT / "src"))
+if str(Path(__file__).resolve().parent) not in sys.path:  # _common.py beside it, however this is run
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from _common import ROOT, Case, make_log, representative_runs, run_header, save_json  # noqa: E402
 from cifarlab.core.params import load_params  # noqa: E402
-from cifarlab.core.provenance import code_version, cpu_name  # noqa: E402
+from cifarlab.core.provenance import cpu_name  # noqa: E402
 from cifarlab.core.durations import format_duration  # noqa: E402
 from cifarlab.core.runs import resolve  # noqa: E402
 from cifarlab.tooling import estimate  # noqa: E402
 from cifarlab.engine.augment import pipeline_for  # noqa: E402
-from cifarlab.engine.features import FeaturePipeline, cacheable, embed_all  # noqa: E402
-from cifarlab.engine.device import Runtime, bf16_in_effect, configure_determinism, setup_device  # noqa: E402
+from cifarlab.engine.features import cacheable, embed_all  # noqa: E402
+from cifarlab.engine.device import (Runtime, bf16_in_effect, configure_determinism, setup_device,  # noqa: E402
+                                    synchronize)
 from cifarlab.engine.loop import build_model, fit  # noqa: E402
-from cifarlab.engine.step import TrainStep  # noqa: E402
-from cifarlab.models import list_models  # noqa: E402
 
 TARGETS = (0.93, 0.94)
 # Order of the compiled measurements: the models that decide the total first (report 004's grid
 # is 97% of the arithmetic), then resnet9 (the airbench comparison), then the rest.
 COMPILE_ORDER = ("resnet18", "resnet9", "custom_resnet", "resnet", "alexnet_transfer", "cnn", "hw2_cnn", "dnn", "lenet5")
-
-
-def log(msg: str) -> None:
-    print(f"[bench_gpu {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+log = make_log("bench_gpu")
 
 
 class Bench:
@@ -95,10 +89,7 @@ class Bench:
 
     def save(self) -> None:
         self.result["elapsed_seconds"] = round(time.monotonic() - self.t0, 1)
-        self.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.result, indent=1, default=str) + "\n")
-        tmp.replace(self.json)
+        save_json(self.json, self.result)
 
     def section(self, name: str, fn, needs_s: float) -> None:
         """Run one section if `needs_s` seconds (its estimate) are left; record ok/skipped/error."""
@@ -117,11 +108,6 @@ class Bench:
         self.save()
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def header(device: torch.device, p) -> dict:
     cuda = device.type == "cuda"
     return {
@@ -132,9 +118,7 @@ def header(device: torch.device, p) -> dict:
                    "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()},
         "versions": {"torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
                      "cudnn": torch.backends.cudnn.version() if cuda else None},
-        "code": code_version(ROOT),
-        "train_params": p.train.model_dump(mode="json"),
-        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        **run_header(p),
     }
 
 
@@ -145,117 +129,41 @@ def peak_tflops(device: torch.device, tiny: bool) -> dict:
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
-    sync(device)
+    synchronize(device)
     best = math.inf
     for _ in range(3):
         t = time.perf_counter()
         for _ in range(iters):
             a @ b
-        sync(device)
+        synchronize(device)
         best = min(best, time.perf_counter() - t)
     return {"n": n, "dtype": str(dtype).removeprefix("torch."), "tflops": round(2 * n**3 * iters / best / 1e12, 2)}
 
 
-def representative_runs(p) -> dict[str, str]:
-    """model -> the run measured for it: the run named like the model, else the first relu/none
-    one of the table (report 004's default cell), else its first run."""
-    out = {}
-    for model in list_models():
-        runs = [r for r in p.runs if p[r].model == model]
-        if not runs:
-            continue
-        pick = [r for r in runs if r == model] or [r for r in runs if "relu-2_1_1-crop_flip" in r and "blur" not in r]
-        out[model] = (pick or runs)[0]
-    return out
+def timed(case: Case, rt: Runtime, steps: int) -> dict:
+    """First step (compilation, if any) timed apart, one more warm-up, then `steps` steps
+    synchronised once, after the last (the GPU runs them back to back, as in training): images/s."""
+    t = case.time_steps(rt, steps=steps, each=False)
+    return {"first_step_seconds": round(t.first_s, 3), "images_per_s": round(t.images_per_s(case.batch), 1),
+            "loss_finite": bool(torch.isfinite(t.loss).item())}
 
 
-class Case:
-    """One model, its recipe, random data of one batch shape, and steps to time."""
-
-    def __init__(self, bench: Bench, p, run: str, device: torch.device):
-        self.run, self.spec = run, resolve(p, run)
-        self.model_name = self.spec.model
-        self.recipe = self.spec.recipe
-        arch = dict(self.spec.arch)
-        if "pretrained" in arch:  # random frozen weights cost the same; nothing to download
-            arch.update(pretrained=False, weights=None)
-            if bench.tiny:
-                arch["image_size"] = 64
-        self.arch = arch
-        self.batch = min(self.recipe.batch_size, 8) if bench.tiny else self.recipe.batch_size
-        self.device, self.p, self.bench = device, p, bench
-        stats = {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}
-        self.pipe = pipeline_for(self.recipe, stats, device)
-        g = torch.Generator(device=device).manual_seed(0)
-        self.x = torch.randint(0, 256, (self.batch, 3, 32, 32), generator=g, device=device, dtype=torch.uint8)
-        self.y = torch.randint(0, 10, (self.batch,), generator=g, device=device)
-
-    def build(self):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # random AlexNet features: intended here
-            return build_model(self.model_name, self.arch, 0)
-
-    def runtime(self, compile_: bool, deterministic: bool | None = None) -> Runtime:
-        train = self.p.train.model_copy(update={"compile": compile_})
-        if deterministic is not None:
-            train = train.model_copy(update={"deterministic": deterministic})
-        configure_determinism(self.device, train.deterministic)
-        rt = Runtime(self.device, train)
-        if self.bench.tiny:
-            rt.compile_backend = "eager"
-        return rt
-
-    def step_fn(self, rt: Runtime):
-        """(TrainStep, its inputs): for a cacheable model (AlexNet) the head on features."""
-        model = rt.prepare_model(self.build())
-        x, pipe = self.x, self.pipe
-        if cacheable(model, self.recipe):
-            x, pipe = embed_all(model, self.x, self.pipe, rt), FeaturePipeline()
-        return TrainStep(model, self.recipe, pipe, rt, epochs=1, steps_per_epoch=1000), x
-
-    def time_steps(self, rt: Runtime, steps: int) -> dict:
-        """First step (compilation, if any) timed apart, then `steps` steps: images/s."""
-        step, x = self.step_fn(rt)
-        gen = torch.Generator(device=self.device).manual_seed(1)
-        t = time.perf_counter()
-        step(x, self.y, gen)
-        sync(self.device)
-        first = time.perf_counter() - t
-        step(x, self.y, gen)  # a second warm-up: CUDA graphs are recorded on the first replays
-        sync(self.device)
-        t = time.perf_counter()
-        for _ in range(steps):
-            loss, _ = step(x, self.y, gen)
-        sync(self.device)
-        dt = time.perf_counter() - t
-        return {"first_step_seconds": round(first, 3), "images_per_s": round(steps * self.batch / dt, 1),
-                "loss_finite": bool(torch.isfinite(loss).item())}
-
-    def flops_per_image(self) -> float:
-        """Training FLOPs per image (forward + backward; as the model trains: AlexNet's head only,
-        its features counted apart) by torch's FlopCounterMode, on one eager step."""
-        rt = self.runtime(False)
-        step, x = self.step_fn(rt)
-        with FlopCounterMode(display=False) as counter:
-            step(x, self.y, torch.Generator(device=self.device).manual_seed(1))
-        return counter.get_total_flops() / self.batch
-
-    def embed_rate(self, n: int) -> dict:
-        """AlexNet's frozen features: images/s of embed_all over n images, and its FLOPs per image."""
-        rt = self.runtime(False)
-        model = rt.prepare_model(self.build())
-        x = self.x.repeat(math.ceil(n / self.batch), 1, 1, 1)[:n]
-        embed_all(model, x[: rt.eval_batch_size], self.pipe, rt)  # warm-up
-        sync(self.device)
-        t = time.perf_counter()
-        embed_all(model, x, self.pipe, rt)
-        sync(self.device)
-        dt = time.perf_counter() - t
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            model.embed(self.pipe(self.x, None, train=False))
-        return {"images": n, "images_per_s": round(n / dt, 1),
-                "flops_per_image": counter.get_total_flops() / self.batch,
-                "seconds_full_set": round(60_000 / (n / dt), 2)}
+def embed_rate(case: Case, n: int) -> dict:
+    """AlexNet's frozen features: images/s of embed_all over n images, and its FLOPs per image."""
+    rt = case.runtime(compile=False)
+    model = rt.prepare_model(case.build())
+    x = case.x.repeat(math.ceil(n / case.batch), 1, 1, 1)[:n]
+    embed_all(model, x[: rt.eval_batch_size], case.pipe, rt)  # warm-up
+    synchronize(case.device)
+    t = time.perf_counter()
+    embed_all(model, x, case.pipe, rt)
+    synchronize(case.device)
+    dt = time.perf_counter() - t
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.embed(case.pipe(case.x, None, train=False))
+    return {"images": n, "images_per_s": round(n / dt, 1),
+            "flops_per_image": counter.get_total_flops() / case.batch,
+            "seconds_full_set": round(60_000 / (n / dt), 2)}
 
 
 def measure_models(bench: Bench, p, device: torch.device, cases: dict[str, Case], compiled: bool) -> None:
@@ -276,10 +184,10 @@ def measure_models(bench: Bench, p, device: torch.device, cases: dict[str, Case]
             continue
         try:
             if not compiled:
-                row["flops_per_image"] = case.flops_per_image()
+                row["flops_per_image"] = case.flops_per_image(case.runtime(compile=False))
                 if cacheable(case.build(), case.recipe):
-                    row["features"] = case.embed_rate(256 if bench.tiny else 20_000)
-            r = case.time_steps(case.runtime(compiled), steps)
+                    row["features"] = embed_rate(case, 256 if bench.tiny else 20_000)
+            r = timed(case, case.runtime(compile=compiled), steps)
             row[key] = r
             row[f"{key}_images_per_s"] = r["images_per_s"]
             peak = bench.result.get("peak", {}).get("tflops")
@@ -302,7 +210,8 @@ def determinism_cost(bench: Bench, case: Case) -> None:
     steps = 2 if bench.tiny else 20
     out = {}
     for det in (True, False):
-        out[f"deterministic_{str(det).lower()}"] = case.time_steps(case.runtime(case.device.type == "cuda" or bench.tiny, det), steps)
+        out[f"deterministic_{str(det).lower()}"] = timed(case, case.runtime(compile=case.device.type == "cuda" or bench.tiny,
+                                                                       deterministic=det), steps)
     on, off = out["deterministic_true"]["images_per_s"], out["deterministic_false"]["images_per_s"]
     out["cost_pct"] = round(100 * (off - on) / off, 1)  # how much slower deterministic is
     configure_determinism(case.device, case.p.train.deterministic)
@@ -325,14 +234,14 @@ def bit_identity(bench: Bench, case: Case, steps: int) -> None:
     import torch.utils.deterministic as tud
 
     def one_run() -> str:
-        rt = case.runtime(case.device.type == "cuda" or bench.tiny, True)
+        rt = case.runtime(compile=case.device.type == "cuda" or bench.tiny, deterministic=True)
         step, x = case.step_fn(rt)
         gen = torch.Generator(device=case.device).manual_seed(3)
         xs = [torch.roll(x, shifts=i, dims=0) for i in range(4)]  # four distinct batches, cycled
         ys = [torch.roll(case.y, shifts=i, dims=0) for i in range(4)]
         for i in range(steps):
             step(xs[i % 4], ys[i % 4], gen)
-        sync(case.device)
+        synchronize(case.device)
         return weights_sha(step.model)
 
     fill = tud.fill_uninitialized_memory
@@ -573,7 +482,7 @@ def main(argv: list[str] | None = None) -> None:
     log(f"{bench.result['device']['name']}, torch {torch.__version__}, budget {args.budget_minutes} min -> {args.json}")
     bench.section("peak", lambda: bench.result.update(peak=peak_tflops(device, args.tiny)), 5)
     reps = representative_runs(p)
-    cases = {m: Case(bench, p, run, device) for m, run in reps.items() if not args.models or m in args.models}
+    cases = {m: Case(p, run, device, tiny=args.tiny) for m, run in reps.items() if not args.models or m in args.models}
     bench.section("models_eager", lambda: measure_models(bench, p, device, cases, compiled=False), 10)
     first = {m: cases[m] for m in ("resnet18", "resnet9") if m in cases}
     bench.section("compiled_resnets", lambda: measure_models(bench, p, device, first, compiled=True), 120)

@@ -54,8 +54,8 @@ from torchvision import transforms  # noqa: E402
 
 from cifarlab.core import paths  # noqa: E402
 from cifarlab.engine.augment import BatchPipeline  # noqa: E402
-from cifarlab.engine.device import Runtime, select_device  # noqa: E402
-from cifarlab.engine.step import TrainStep  # noqa: E402
+from cifarlab.engine.device import Runtime, select_device, synchronize  # noqa: E402
+from cifarlab.engine.step import TrainStep, time_steps  # noqa: E402
 from cifarlab.models import list_models  # noqa: E402
 from cifarlab.core.params import load_params  # noqa: E402
 from cifarlab.engine.augment import pipeline_for  # noqa: E402
@@ -108,11 +108,6 @@ def load_data(n: int, seed: int, random_only: bool):
     return x, y, NO_STATS, f"{n} random uint8 images ({why})"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def baseline_epoch(loader: DataLoader) -> tuple[float, float]:
     """(seconds, checksum) of one epoch of the DataLoader."""
     acc = torch.zeros((), dtype=torch.float64)
@@ -130,7 +125,7 @@ def project_epoch(x: torch.Tensor, y: torch.Tensor, pipe: BatchPipeline, gen: to
     device = x.device
     acc = torch.zeros((), dtype=torch.float64, device=device)
     acc_y = torch.zeros((), dtype=torch.int64, device=device)
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     perm = torch.randperm(x.shape[0], generator=gen, device=device)
     for idx in torch.split(perm, BATCH):
@@ -211,19 +206,13 @@ def bench_model(name: str, mp, x: torch.Tensor, y: torch.Tensor, stats, rt: Runt
     perm = torch.randperm(x.shape[0], generator=gen, device=device)
     batches = list(torch.split(perm, bs))
     model.train()
-    loss_sum = torch.zeros((), device=device)
-    step_s = []
-    for step in range(args.warmup_steps + args.steps):
-        idx = batches[step % len(batches)]
-        _sync(device)
-        t0 = time.perf_counter()
-        loss, _ = step_fn(x.index_select(0, idx), y.index_select(0, idx), gen)  # exactly engine.fit's step
-        loss_sum += loss
-        _sync(device)
-        if step >= args.warmup_steps:
-            step_s.append(time.perf_counter() - t0)
-    float(loss_sum)
-    total = sum(step_s)
+
+    def batch(i: int) -> tuple[torch.Tensor, torch.Tensor]:  # step i's batch, gathered as engine.fit does
+        idx = batches[i % len(batches)]
+        return x.index_select(0, idx), y.index_select(0, idx)
+
+    # each step synchronised and timed on its own, its batch's gather included
+    total = time_steps(step_fn, batch, gen, warmup=args.warmup_steps, steps=args.steps).total_s
     return {
         "model": name,
         "batch": bs,

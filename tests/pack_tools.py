@@ -12,9 +12,9 @@ from pathlib import Path
 from cifarlab.core.params_file import read_params_file
 from cifarlab.reporting import published
 from cifarlab.reporting.reference import load_reference
-from workspace import ROOT, SHIPPED_PARAMS
+from workspace import ROOT, SHIPPED_PARAMS, shipped
 
-REFERENCE = load_reference(ROOT / "reports" / "reference.yaml")
+REFERENCE = load_reference(shipped("reports/reference.yaml"))
 JPEG_FULL = published.JPEG_FULL_CONTENT_MD5
 NUMERICS = {"precision": "bf16", "memory_format": "channels_last", "compile": False, "fused_optimizer": True,
             "cpu_bf16": "amx_bf16"}

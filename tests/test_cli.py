@@ -63,7 +63,7 @@ def test_the_plan_of_a_fresh_clone_is_every_stage_of_dvc_yaml_in_dvcs_order():
     """tooling.repro_stages (the one planner) == what DVC expands dvc.yaml into, each stage after those it needs."""
     listed = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=pristine_root(),
                             capture_output=True, text=True, check=True).stdout.split()
-    walk = repro_stages.steps(ROOT, force=True)
+    walk = repro_stages.steps(pristine_root(), force=True)
     assert sorted(s.name for s in walk) == sorted(listed) and all(s.runs for s in walk)
     seen: set[str] = set()
     for s in walk:
@@ -122,7 +122,7 @@ def test_the_plan_costs_the_images_the_prepared_data_holds(tmp_path):
 
 def fresh_clone_plan(root, targets, glob, changed=None):
     """The planner on this checkout as a fresh clone sees it: every stage of the targets runs."""
-    return repro_stages.to_run(ROOT, targets, glob, force=True)
+    return repro_stages.to_run(pristine_root(), targets, glob, force=True)
 
 
 @pytest.mark.slow  # the planner over the whole graph, twice
@@ -139,7 +139,7 @@ def test_repro_notice_counts_every_stage_and_carries_the_data_url(monkeypatch, t
     times = {estimate.run_key(r): 1e-3 for r in p.runs.values()}
     monkeypatch.setattr(estimate, "cached_times", lambda train: times)
     msg = estimate.repro_notice(p)
-    n_stages = len(repro_stages.to_run(ROOT, force=True))
+    n_stages = len(repro_stages.to_run(pristine_root(), force=True))
     assert msg.startswith(f"warning: no GPU found: this `dvc repro` runs {n_stages} stages, {len(p.runs)} of them training")
     # data.url is local: the subset command keeps it as it is
     assert msg.endswith("cifarlab set data.train_subset=5000 data.test_subset=2000 train.max_epochs=1 "
@@ -173,8 +173,8 @@ def test_the_expected_stop_of_custom_resnet_is_its_published_best_epoch_plus_the
     p = load_params(SHIPPED_PARAMS)
     mp = p["custom_resnet"]
     assert (mp.recipe.epochs, mp.recipe.early_stopping_patience) == (MOST, PATIENCE)
-    assert published_best_loss_epoch("custom_resnet", ROOT / REFERENCE_FILE) == BEST
-    r = epoch_range("custom_resnet", mp, None, ROOT / REFERENCE_FILE)
+    assert published_best_loss_epoch("custom_resnet", pristine_root() / REFERENCE_FILE) == BEST
+    r = epoch_range("custom_resnet", mp, None, pristine_root() / REFERENCE_FILE)
     assert (r.expected, r.most) == (EXPECTED, MOST)
     assert r.describe() == f"early stopping: ~{EXPECTED} epochs expected, up to {MOST}"
     # no published number (a run the reports never had, or no reports/ here): the fewest epochs
@@ -182,15 +182,15 @@ def test_the_expected_stop_of_custom_resnet_is_its_published_best_epoch_plus_the
     r = epoch_range("custom_resnet", mp, None, tmp_path / "none.yaml")
     assert (r.expected, r.best_epoch) == (1 + PATIENCE, None)
     assert r.describe() == f"early stopping: at least {1 + PATIENCE} epochs, up to {MOST}"
-    assert epoch_range("custom_resnet", mp, 50, ROOT / REFERENCE_FILE).most == 50
-    assert epoch_range("cnn", p["cnn"], None, ROOT / REFERENCE_FILE) is None
+    assert epoch_range("custom_resnet", mp, 50, pristine_root() / REFERENCE_FILE).most == 50
+    assert epoch_range("cnn", p["cnn"], None, pristine_root() / REFERENCE_FILE) is None
     (cost,) = estimate.stage_costs(p, {estimate.run_key(p["custom_resnet"]): 1e-3}, ["train@custom_resnet"],
-                            reference=ROOT / REFERENCE_FILE)
+                            reference=pristine_root() / REFERENCE_FILE)
     assert (cost.low_epochs, cost.epochs) == (EXPECTED, MOST)
     # capped below the expected stop (a smoke run): no range
     smoke = p.model_copy(update={"train": p.train.model_copy(update={"max_epochs": 50})})
     (capped,) = estimate.stage_costs(smoke, {estimate.run_key(p["custom_resnet"]): 1e-3}, ["train@custom_resnet"],
-                              reference=ROOT / REFERENCE_FILE)
+                              reference=pristine_root() / REFERENCE_FILE)
     assert (capped.stop, capped.low_epochs, capped.epochs) == (None, 50, 50)
 
 
@@ -256,7 +256,7 @@ def test_repro_notice_gives_an_early_stopping_run_as_a_range_and_the_measured_hi
     monkeypatch.setattr(estimate, "to_run", fresh_clone_plan)
     keys = [estimate.run_key(r) for r in p.runs.values()]
     monkeypatch.setattr(estimate, "cached_times", lambda train: {k: 2e-3 if train.bf16 else 1e-3 for k in keys})
-    msg = estimate.repro_notice(p, ROOT)
+    msg = estimate.repro_notice(p, pristine_root())
     notice, hint = msg.splitlines()
     per_epoch = 2e-3 * (50_000 + 10_000 / 3)
     rest = 5 + 15 + 4 + 5 + 2e-3 * 10_000 * 2 / 3

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from workspace import SHIPPED_PARAMS, ROOT, project_copy, project_env, write_params
+from workspace import ROOT, SHIPPED_PARAMS, project_copy, project_env, shipped, write_params
 
 DOCS = ROOT / "docs"
 
@@ -239,7 +239,7 @@ def trained(tmp_path, monkeypatch):
 
     (tmp_path / "reports/metrics").mkdir(parents=True)
     shutil.copy(SHIPPED_PARAMS, tmp_path / "params.yaml")
-    shutil.copy(ROOT / "reports/reference.yaml", tmp_path / "reports/reference.yaml")
+    shutil.copy(shipped("reports/reference.yaml"), tmp_path / "reports/reference.yaml")
     block = {"epoch": 1, "top1": 0.4, "top3": 0.7, "loss": 1.9}
     for run in RUNS:
         (tmp_path / f"reports/metrics/{run}.json").write_text(json.dumps({"run": run, "best": block, "final": block}))

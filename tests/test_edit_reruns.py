@@ -14,7 +14,8 @@ RUNS = ("lenet5", "lenet5-tanh", "dnn", "resnet18-relu-5_3_2-crop_flip")
 NEW_MODEL = '''"""A model added by a user: one new file, registered under its own name."""
 from torch import nn
 
-from cifarlab.models import NUM_CLASSES, register_model
+from cifarlab.core.cifar10 import NUM_CLASSES
+from cifarlab.models import register_model
 
 
 @register_model("tiny_mlp", report="001", description="flatten -> 10")

@@ -21,7 +21,7 @@ import torch
 
 from cifarlab import train
 from cifarlab.core.stage_main import run_main
-from cifarlab.engine.checkpoints import ResumeWriter, load_resume
+from cifarlab.engine.resume import ResumeWriter, load_resume
 from workspace import write_params
 
 ROOT = Path(__file__).resolve().parents[1]

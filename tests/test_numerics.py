@@ -24,6 +24,7 @@ from cifarlab.core.params import Recipe, TrainParams
 from cifarlab.engine.augment import BatchPipeline
 from cifarlab.engine.device import Runtime, bf16_in_effect
 from cifarlab.engine.loop import build_model
+from cifarlab.engine.resume import ResumeWriter
 from cifarlab.engine.step import TrainStep
 from cifarlab.models import list_models
 from workspace import write_params
@@ -68,7 +69,7 @@ def outputs(d: Path, model: str) -> dict[str, str]:
 def train_and_evaluate(d: Path, model: str, monkeypatch, interrupt_after: int | None = None) -> None:
     monkeypatch.chdir(d)
     if interrupt_after is not None:  # stop as a Ctrl-C would, once epoch `interrupt_after` is saved
-        real = train.ResumeWriter.__call__
+        real = ResumeWriter.__call__
 
         def then_interrupt(self, epoch, snapshot):
             real(self, epoch, snapshot)
@@ -76,7 +77,7 @@ def train_and_evaluate(d: Path, model: str, monkeypatch, interrupt_after: int | 
                 self.wait()
                 raise KeyboardInterrupt
 
-        monkeypatch.setattr(train.ResumeWriter, "__call__", then_interrupt)
+        monkeypatch.setattr(ResumeWriter, "__call__", then_interrupt)
         with pytest.raises(SystemExit) as stop:
             train.main(["--run", model])
         assert stop.value.code == 130

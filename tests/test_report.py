@@ -20,7 +20,7 @@ import yaml
 import cifarlab
 from cifarlab import report
 from cifarlab.core.errors import DataError
-from cifarlab.reporting import records
+from cifarlab.reporting import records as record_files
 from cifarlab.reporting import lineage, sections, stats
 from cifarlab.reporting import document
 from cifarlab.reporting.reference import load_reference
@@ -158,14 +158,14 @@ def write_project(root: Path, lock: dict | None = None) -> None:
 
 
 def load_project(root: Path) -> list[dict]:
-    return records.load_metrics(root / "reports" / "metrics", root=root, details_dir=root / "reports" / "details")
+    return record_files.load_metrics(root / "reports" / "metrics", root=root, details_dir=root / "reports" / "details")
 
 
 @pytest.fixture
 def project(tmp_path) -> dict:
     write_project(tmp_path, fake_lock())
     records = load_project(tmp_path)
-    return {"root": tmp_path, "records": records, "runs": records.group_runs(records)}
+    return {"root": tmp_path, "records": records, "runs": record_files.group_runs(records)}
 
 
 @pytest.fixture
@@ -212,14 +212,14 @@ def test_load_metrics_reads_old_files_and_groups_by_seed(project):
     (old,) = runs["resnet9"]  # no `run`, no `seed`: the model name and None
     assert old["seed"] is None and old["path"] == "reports/metrics/resnet9.json"
     assert runs["dnn"][0]["val"]["epoch"] == 14
-    assert records.load_metrics(project["root"] / "nowhere") == []
+    assert record_files.load_metrics(project["root"] / "nowhere") == []
 
 
 def test_load_metrics_merges_details_and_skips_experiment_json(project):
     root = project["root"]
     metrics_dir = root / "reports" / "metrics"
     # the experiment stage's copy of one run's metrics: counting it would count that run twice
-    shutil.copy(metrics_dir / "dnn-s23.json", metrics_dir / records.EXPERIMENT_FILE)
+    shutil.copy(metrics_dir / "dnn-s23.json", metrics_dir / record_files.EXPERIMENT_FILE)
     loaded = load_project(root)
     files = fixture_metrics()
     assert [r["path"] for r in loaded] == [f"reports/metrics/{name}" for name in sorted(files)]
@@ -235,7 +235,7 @@ def test_load_metrics_merges_details_and_skips_experiment_json(project):
     assert dnn["md5"] == hashlib.md5((metrics_dir / "dnn-s23.json").read_bytes()).hexdigest()
     # without the details the scalars-only files do not say which run they are
     with pytest.raises(DataError, match="neither `run` nor `model`"):
-        records.load_metrics(metrics_dir, root=root)
+        record_files.load_metrics(metrics_dir, root=root)
     # a metrics file whose details file is missing: only the old layout can stand alone
     (root / "reports" / "details" / "dnn-s23.json").unlink()
     with pytest.raises(DataError, match="dnn-s23.json"):
@@ -244,8 +244,8 @@ def test_load_metrics_merges_details_and_skips_experiment_json(project):
 
 def test_duplicate_run_seed_counts_once(project):
     dup = dict(project["records"][0], path="reports/metrics/zz-copy.json")
-    runs = records.group_runs(project["records"] + [dup])
-    assert len(runs[dup["run"]]) == 2 and len(records.counted(runs[dup["run"]])) == 1
+    runs = record_files.group_runs(project["records"] + [dup])
+    assert len(runs[dup["run"]]) == 2 and len(record_files.counted(runs[dup["run"]])) == 1
     assert "duplicate (run, seed): not counted" in document.provenance_table(runs, None)
 
 
@@ -254,21 +254,21 @@ def test_duplicate_run_seed_counts_once(project):
 
 def smoke_record(run, seed, **how):
     d = metrics(run, seed, block(2, 0.3), block(2, 0.3), **how)
-    return records.normalize_metrics(d, f"reports/metrics/{run}-s{seed}.json")
+    return record_files.normalize_metrics(d, f"reports/metrics/{run}-s{seed}.json")
 
 
 def test_smoke_notes_say_why_a_run_is_not_the_recipe():
     full = smoke_record("lenet5", 23)
-    assert records.smoke_notes(full) == []
-    assert records.smoke_notes(records.normalize_metrics(fixture_metrics()[OLD_FILE], OLD_FILE)) == []  # says nothing
-    subset = records.smoke_notes(smoke_record("lenet5", 23, n_train=5000, n_test=2000))
+    assert record_files.smoke_notes(full) == []
+    assert record_files.smoke_notes(record_files.normalize_metrics(fixture_metrics()[OLD_FILE], OLD_FILE)) == []  # says nothing
+    subset = record_files.smoke_notes(smoke_record("lenet5", 23, n_train=5000, n_test=2000))
     assert subset == ["subset: 5,000 train / 2,000 test images (full: 50,000 / 10,000)"]
-    assert len(records.smoke_notes(smoke_record("lenet5", 23, n_train=50000, n_test=2000))) == 1  # test side only
-    assert records.smoke_notes(smoke_record("lenet5", 23, epochs_cap=2, recipe_epochs=10)) == \
+    assert len(record_files.smoke_notes(smoke_record("lenet5", 23, n_train=50000, n_test=2000))) == 1  # test side only
+    assert record_files.smoke_notes(smoke_record("lenet5", 23, epochs_cap=2, recipe_epochs=10)) == \
         ["epochs capped at 2 (recipe: 10)"]
-    assert records.smoke_notes(smoke_record("alexnet_transfer-skip-low", 23, random_features=True)) == \
+    assert record_files.smoke_notes(smoke_record("alexnet_transfer-skip-low", 23, random_features=True)) == \
         ["random AlexNet features (pretrained: false), not ImageNet's"]
-    everything = records.smoke_notes(smoke_record("alexnet_transfer-skip-low", 23, n_train=500, n_test=100,
+    everything = record_files.smoke_notes(smoke_record("alexnet_transfer-skip-low", 23, n_train=500, n_test=100,
                                                  epochs_cap=1, recipe_epochs=10, random_features=True))
     assert [n.split()[0] for n in everything] == ["subset:", "epochs", "random"]
 
@@ -279,7 +279,7 @@ def test_smoke_section_names_each_smoke_run_and_is_empty_for_full_runs(project, 
                smoke_record("dnn", 23, epochs_cap=3, recipe_epochs=100),
                smoke_record("alexnet_transfer-skip-low", 23, random_features=True),
                smoke_record("hw2_cnn", 23)]
-    runs = records.group_runs(records)
+    runs = record_files.group_runs(records)
     text = document.smoke_section(runs)
     assert "Smoke run: 3 of 5 (run, seed) results" in text
     assert table_row(text, "`lenet5`", "1")[2].startswith("subset: 5,000 train / 2,000 test")
@@ -287,7 +287,7 @@ def test_smoke_section_names_each_smoke_run_and_is_empty_for_full_runs(project, 
     assert table_row(text, "`alexnet_transfer-skip-low`", "23")[2].startswith("random AlexNet features")
     assert "`lenet5` | 2 |" not in text and "hw2_cnn" not in text
     # a full run gives no section, and the README none
-    assert document.smoke_section(records.group_runs([smoke_record("hw2_cnn", 23)])) == ""
+    assert document.smoke_section(record_files.group_runs([smoke_record("hw2_cnn", 23)])) == ""
     assert document.smoke_section({}) == ""
     assert "Smoke run" not in document.report_tables(reference, project["runs"], None)
     # in the README it comes first, before any report
@@ -300,7 +300,7 @@ def test_smoke_run_read_from_its_details_file(project, reference):
     details = project["root"] / "reports" / "details" / "dnn-s23.json"
     d = json.loads(details.read_text())
     details.write_text(json.dumps({**d, "n_train": 5000, "n_test": 2000, "epochs_cap": 2}))
-    runs = records.group_runs(load_project(project["root"]))
+    runs = record_files.group_runs(load_project(project["root"]))
     md = document.report_tables(reference, runs, None)
     cells = table_row(md, "`dnn`", "23")
     assert cells[2] == f"subset: 5,000 train / 2,000 test images (full: 50,000 / 10,000); " \
@@ -439,7 +439,7 @@ def test_provenance_hash_and_data_source(readme):
 def test_provenance_flags_a_file_changed_since_dvc_lock(project):
     path = project["root"] / "reports" / "metrics" / "dnn-s23.json"
     path.write_bytes(path.read_bytes().replace(b"0.5402", b"0.6402"))
-    runs = records.group_runs(load_project(project["root"]))
+    runs = record_files.group_runs(load_project(project["root"]))
     lock = fake_lock()
     cells = table_row(document.provenance_table(runs, lock), "dnn", "23")
     assert cells[3] == expected_hash(lock, "preprocess", "train@dnn", "evaluate@dnn") + document.STALE
@@ -671,4 +671,4 @@ def load_params_of(root: Path):
 
 
 def report_missing(p, root: Path) -> int:
-    return len(report.missing_runs(p, records.group_runs(load_project(root))))
+    return len(report.missing_runs(p, record_files.group_runs(load_project(root))))

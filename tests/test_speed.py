@@ -13,10 +13,10 @@ import torch
 
 from cifarlab.core.params import Recipe, TrainParams
 from cifarlab.engine.augment import BatchPipeline
-from cifarlab.engine.checkpoints import ResumeWriter, load_resume
 from cifarlab.engine.features import FeaturePipeline, cacheable, cached_inputs
 from cifarlab.engine.device import Runtime
 from cifarlab.engine.loop import fit
+from cifarlab.engine.resume import ResumeWriter, load_resume
 from cifarlab.engine.step import TrainStep
 from cifarlab.models import get_model
 from workspace import SHIPPED_PARAMS
@@ -172,8 +172,15 @@ def test_zero_minutes_saves_every_epoch(tmp_path):
 
 @pytest.mark.slow
 def test_bench_gpu_tiny_runs_on_cpu_and_writes_its_json(tmp_path):
+    """Run from a copy of the project, as the GPU kit carries it (docs/gpu.md): what bench_gpu.py
+    imports beside it (benchmarks/_common.py) must travel with it."""
+    from workspace import project_copy
+
+    home = tmp_path / "home"
+    home.mkdir()
+    project_copy(home)
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_gpu.py"), "--tiny", "--json", str(out)],
+    proc = subprocess.run([sys.executable, str(home / "benchmarks/bench_gpu.py"), "--tiny", "--json", str(out)],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     import json

@@ -14,7 +14,7 @@ import yaml
 from cifarlab import evaluate, plot, train
 from cifarlab.engine.loop import EpochStats, time_left
 from helpers_bad_inputs import BAD_STAGE_ARGS
-from workspace import write_params
+from workspace import shipped, write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,11 +103,11 @@ def test_smoke_pipeline_writes_metrics_history_checkpoints_and_figures(workdir, 
 
     from cifarlab import report
 
-    shutil.copy(ROOT / "reports/reference.yaml", tmp / "reports/reference.yaml")
+    shutil.copy(shipped("reports/reference.yaml"), tmp / "reports/reference.yaml")
     report.main([])
     readme = (tmp / "reports/README.md").read_text()
     row = next(line for line in readme.splitlines() if line.startswith("| `lenet5` | top-1"))
-    ref = yaml.safe_load((ROOT / "reports/reference.yaml").read_text())["numbers"]
+    ref = yaml.safe_load(shipped("reports/reference.yaml").read_text())["numbers"]
     published = next(n["value"] for n in ref if n["run"] == "lenet5" and n["metric"] == "top1")
     assert f"{100 * published:.2f}%" in row and f"{100 * m['best']['top1']:.2f}%" in row
     assert "Smoke run" in readme and "epochs capped at 2 (recipe: 10)" in readme
@@ -355,7 +355,7 @@ def test_a_diverged_run_is_recorded_as_diverged_and_the_stages_go_on(workdir, ca
     m = _strict_json(tmp / "reports/metrics/lenet5.json")
     assert m["diverged"] is True and m["diverged_epoch"] == 1
     assert m["final"] == {"epoch": 1, "top1": None, "top3": None, "loss": None}
-    shutil.copy(ROOT / "reports/reference.yaml", tmp / "reports/reference.yaml")
+    shutil.copy(shipped("reports/reference.yaml"), tmp / "reports/reference.yaml")
     report.main([])
     for f in (tmp / "reports").rglob("*.json"):
         _strict_json(f)  # no NaN / Infinity anywhere

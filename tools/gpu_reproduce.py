@@ -23,6 +23,7 @@ it does the same on a CPU: the slow test of the round trip (run, pack, fold, rep
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -72,7 +73,6 @@ def preflight(p, run_names: list[str], device_kind: str) -> None:
     or an error, before any long work."""
     import torch
 
-    from cifarlab.core.params import Params  # noqa: F401  (pydantic is importable: checked by the caller)
     from cifarlab.engine.augment import pipeline_for
     from cifarlab.engine.device import Runtime, check_gpu
     from cifarlab.engine.loop import build_model
@@ -212,13 +212,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     deadline = time.monotonic() + 60 * args.minutes
     sys.path.insert(0, str(SRC))
-    try:
-        import pydantic  # noqa: F401
-        import ruamel.yaml  # noqa: F401
-        import torch
-    except ImportError as e:
-        fail(f"{e.name} is missing: carry its wheel (docs/gpu.md) and put it on PYTHONPATH")
-    if args.device == "cuda" and not torch.cuda.is_available():
+    for name in ("pydantic", "ruamel.yaml", "torch"):  # not on a lent GPU machine unless carried
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            fail(f"{e.name} is missing: carry its wheel (docs/gpu.md) and put it on PYTHONPATH")
+    from cifarlab.engine.device import select_device
+
+    if args.device == "cuda" and select_device().type != "cuda":
         fail("no CUDA device: this kit trains on a GPU (--device cpu runs the same steps on a CPU, slowly)")
     from cifarlab.core.params import load_params
     from cifarlab.tooling.packs import pack

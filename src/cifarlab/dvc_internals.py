@@ -80,6 +80,19 @@ def read_lock(path: str | os.PathLike = LOCK_FILE, *, error: ErrorType = DataErr
     return lock
 
 
+def param_at(params: Any, key: str, missing: Any = None) -> Any:
+    """The value at a dotted params key as DVC looks it up (`lenet5.lr`; a key that itself holds
+    the dot first, as dvc.lock records some), or `missing` where there is none."""
+    if isinstance(params, Mapping) and key in params:
+        return params[key]
+    node = params
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return missing
+        node = node[part]
+    return node
+
+
 def lock_stages(lock: Mapping | None) -> dict[str, dict]:
     """stage name -> its dvc.lock entry ({} for no lock or a stage with none)."""
     stages = (lock or {}).get("stages")
@@ -129,6 +142,17 @@ class DvcStage:
 
 
 @contextlib.contextmanager
+def _cwd(path: str | os.PathLike) -> Iterator[None]:
+    """In `path` for the `with` (contextlib.chdir from Python 3.11)."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+@contextlib.contextmanager
 def repro_order(root: str | os.PathLike = ".", targets: list[str] | None = None,
                 glob: bool = False) -> Iterator[list[DvcStage]]:
     """The stages `dvc repro TARGETS` walks in the DVC repository at `root` (none: all of
@@ -140,8 +164,8 @@ def repro_order(root: str | os.PathLike = ".", targets: list[str] | None = None,
     from dvc.repo import Repo
     from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
 
-    with Repo(str(root)) as repo, repo.lock, quiet_dvc():
-        try:
+    with Repo(str(root)) as repo, repo.lock, quiet_dvc(), _cwd(root):
+        try:  # DVC resolves a target's dvc.yaml against the working directory, as its CLI does
             collected = collect_stages(repo, targets or ["dvc.yaml"], glob=glob)
         except DvcException as err:
             pattern = " pattern" if glob else ""

@@ -10,12 +10,11 @@ stage's: a change to one run then re-runs that run's stages and the report, noth
 """
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 
 from cifarlab.core import paths
 from cifarlab.core.errors import DataError
+from cifarlab.core.io import read_json_object
 from cifarlab.core.runs import stage_args
 from cifarlab.core.stage_main import run_main
 from cifarlab.figures.common import message_figure, save_png, smoke_line
@@ -24,11 +23,12 @@ from cifarlab.figures.per_run import confusion_figure, curves_figure
 
 def main(argv: list[str] | None = None) -> None:
     _, spec = stage_args("python -m cifarlab.plot", __doc__, argv)
-    try:
-        details = json.loads((paths.DETAILS_DIR / f"{spec.out}.json").read_text())
-        hist = pd.read_csv(paths.HISTORY_DIR / f"{spec.out}.csv")
-    except FileNotFoundError as e:
-        raise DataError(f"missing {e.filename}: run the train and evaluate stages first (dvc repro)") from None
+    details_file, history_file = paths.DETAILS_DIR / f"{spec.out}.json", paths.HISTORY_DIR / f"{spec.out}.csv"
+    for f in (details_file, history_file):
+        if not f.is_file():
+            raise DataError(f"missing {f}: run the train and evaluate stages first (dvc repro)")
+    details = read_json_object(details_file)
+    hist = pd.read_csv(history_file)
     curves = paths.RUN_FIGURES_DIR / paths.CURVES_FIGURE.format(out=spec.out)
     confusion = paths.RUN_FIGURES_DIR / paths.CONFUSION_FIGURE.format(out=spec.out)
     smoke = smoke_line([details])  # a data subset or capped epochs: a red banner on each figure

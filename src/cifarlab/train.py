@@ -21,7 +21,6 @@ import warnings
 import torch
 
 from cifarlab.core import paths
-from cifarlab.core.errors import one_line
 from cifarlab.core.io import atomic_write, write_json
 from cifarlab.core.params import Params, Run
 from cifarlab.core.early_stop import EpochRange, epoch_range
@@ -31,10 +30,11 @@ from cifarlab.core.durations import LONG_CPU_RUN_S, format_duration
 from cifarlab.core.stage_main import run_main
 from cifarlab.data.prepared import load_prepared
 from cifarlab.engine.augment import pipeline_for
-from cifarlab.engine.checkpoints import ResumeWriter, history_csv, load_resume, run_fingerprint, save_checkpoint
+from cifarlab.engine.checkpoints import history_csv, save_checkpoint
 from cifarlab.engine.features import cacheable, cached_inputs
 from cifarlab.engine.device import Runtime, bf16_in_effect, setup_device
 from cifarlab.engine.loop import FitResult, build_model, fit
+from cifarlab.engine.resume import ResumeWriter, close_quietly, load_resume, run_fingerprint, state_path
 from cifarlab.engine.step import time_train_step
 
 
@@ -96,7 +96,7 @@ def run(p: Params, spec: Run, log=print, progress: dict | None = None) -> FitRes
     fingerprint = run_fingerprint(spec, p.train, epochs, stats, (train_x.shape[0], val_x.shape[0], test_x.shape[0]),
                                   device, compiled=rt.compile_mode if rt.compile else None,
                                   feature_batch=rt.eval_batch_size if feature_cache else None)
-    resume_path = paths.RESUME_DIR / f"{spec.out}.pt"
+    resume_path = state_path(spec.out)
     resume = load_resume(resume_path, fingerprint, log)
     progress["resume_path"] = resume_path
     if resume is not None:
@@ -111,12 +111,12 @@ def run(p: Params, spec: Run, log=print, progress: dict | None = None) -> FitRes
         result = fit(model, train_x, train_y, test_x, test_y, spec.recipe, epochs, spec.seed, pipe, rt, log=log,
                      desc=spec.out, val_x=val_x, val_y=val_y, resume=resume, on_epoch_end=writer)
     except BaseException:  # killed or interrupted: the write in flight still lands, and is reported
-        _close_quietly(writer, log)
+        close_quietly(writer, log)
         if writer.saved_epoch is not None:
             progress["saved_epoch"] = writer.saved_epoch
         raise
     # A resume state that failed to write (disk full) must not fail a finished run: it is deleted next.
-    _close_quietly(writer, log)
+    close_quietly(writer, log)
 
     out = paths.CHECKPOINT_DIR / spec.out
     div = result.diverged
@@ -168,15 +168,6 @@ def run_numerics(rt: Runtime, device: torch.device) -> dict:
     if device.type == "cpu":
         numerics.update(bf16_in_effect())  # cpu_bf16 and bf16_check
     return numerics
-
-
-def _close_quietly(writer: ResumeWriter, log) -> None:
-    """Wait for the resume write in flight; its error is a warning here, never the run's failure."""
-    try:
-        writer.close()
-    except Exception as err:  # noqa: BLE001 - OSError (disk full), pickling: said, not raised
-        log(f"warning: the resume state {writer.path} was not saved ({type(err).__name__}: {one_line(err, 200)}); "
-            "a rerun after a crash starts from the last state on disk")
 
 
 def main(argv: list[str] | None = None) -> None:

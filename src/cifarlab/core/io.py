@@ -1,4 +1,5 @@
-"""Atomic file output: a stage that fails leaves nothing DVC could cache as its result."""
+"""Atomic file output (a stage that fails leaves nothing DVC could cache as its result), and the one
+JSON-object reader: a file that is not one fails with a line naming it."""
 from __future__ import annotations
 
 import contextlib
@@ -8,6 +9,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
+
+from cifarlab.core.errors import CifarlabError, DataError, one_line
 
 
 def _default_mode() -> int:
@@ -62,3 +65,21 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     text = json.dumps(finite_or_none(obj), indent=2, sort_keys=True, allow_nan=False)
     with atomic_write(path, "w") as f:
         f.write(text + "\n")
+
+
+def read_json_object(source: str | os.PathLike, data: bytes | str | None = None,
+                     error: type[CifarlabError] = DataError) -> dict:
+    """The JSON object in the file at `source`, or in `data` (bytes or text already read, which
+    `source` names). Raises `error`, one line starting with `source`, when it cannot be read,
+    is not UTF-8 JSON (nested too deep for the parser included) or holds anything but an object."""
+    try:
+        if data is None:
+            data = Path(source).read_bytes()
+        obj = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
+    except OSError as e:
+        raise error(f"{source}: not readable ({one_line(e, 160)})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise error(f"{source}: not JSON ({one_line(e, 160)})") from None
+    if not isinstance(obj, dict):
+        raise error(f"{source}: expected a JSON object, got {type(obj).__name__}")
+    return obj

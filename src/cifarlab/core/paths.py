@@ -12,10 +12,7 @@ TEST_FILE = PREPARED_DIR / "test.npz"
 VAL_FILE = PREPARED_DIR / "val.npz"  # held out of train when data.val_split > 0; else empty
 STATS_FILE = PREPARED_DIR / "stats.json"  # per-channel mean/std of train in [0, 1], class names, counts
 CHECKPOINT_DIR = Path("data/checkpoints")  # data/checkpoints/<out>/{final,best}.pt
-# data/resume/<run>.pt: the full training state after the last finished epoch, rewritten
-# atomically every epoch and deleted when the run completes. Not a DVC output (DVC would
-# delete it before re-running the stage), so a killed run resumes where it stopped.
-RESUME_DIR = Path("data/resume")
+# data/resume/ (interrupted runs' training state, not a DVC output): engine/resume.py
 REPORTS_DIR = Path("reports")
 METRICS_DIR = REPORTS_DIR / "metrics"  # <out>.json, DVC metrics: scalars only (top1, top3, loss, epoch per block)
 DETAILS_DIR = REPORTS_DIR / "details"  # <out>.json: run, seed, data sizes, per-class accuracy, confusion matrices

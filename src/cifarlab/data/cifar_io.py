@@ -28,13 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from cifarlab.core.archives import unsafe_member
+from cifarlab.core.cifar10 import NUM_CLASSES
 from cifarlab.core.errors import DataError, one_line
 
 BATCH_DIR = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 META = "batches.meta"
-NUM_CLASSES = 10
 IMAGE_SHAPE = (32, 32, 3)  # HWC, as stored in the prepared .npz files
 ROW_LEN = 32 * 32 * 3
 # A full official batch pickle is ~31 MB; refuse members far beyond that (decompression bombs).
@@ -134,10 +135,15 @@ def _as_str(value: Any) -> Any:
     return value
 
 
-def _normalize_keys(obj: Any, source: str) -> dict[str, Any]:
+def _normalize_keys(obj: Any, source: str, required: tuple[str, ...]) -> dict[str, Any]:
+    """`obj`, a dict holding every key of `required`, with its keys as str."""
     if not isinstance(obj, dict):
         raise DataError(f"{source} holds a {type(obj).__name__}, expected a dict")
-    return {_as_str(k): v for k, v in obj.items()}
+    d = {_as_str(k): v for k, v in obj.items()}
+    for key in required:
+        if key not in d:
+            raise DataError(f"{source} has no {key!r} entry")
+    return d
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,17 +161,11 @@ class CifarArrays:
 
 
 def _check_member(m: tarfile.TarInfo, archive: Path) -> None:
-    name = m.name
-    parts = PurePosixPath(name).parts
-    if name.startswith(("/", "\\")) or PurePosixPath(name).is_absolute() or (len(name) > 1 and name[1] == ":"):
-        raise DataError(f"refused archive member {name!r} in {archive}: absolute path")
-    if ".." in parts or ".." in name.split("\\"):
-        raise DataError(f"refused archive member {name!r} in {archive}: '..' in path")
-    if not (m.isfile() or m.isdir()):
-        kind = "link" if (m.issym() or m.islnk()) else "device or special file"
-        raise DataError(f"refused archive member {name!r} in {archive}: a {kind}, not a regular file")
-    if m.isfile() and m.size > MAX_MEMBER_BYTES:
-        raise DataError(f"refused archive member {name!r} in {archive}: {m.size} bytes is too large for a CIFAR batch")
+    why = unsafe_member(m)
+    if why is None and m.isfile() and m.size > MAX_MEMBER_BYTES:
+        why = f"{m.size} bytes is too large for a CIFAR batch"
+    if why is not None:
+        raise DataError(f"refused archive member {m.name!r} in {archive}: {why}")
 
 
 def _read_members(path: Path) -> dict[str, Any]:
@@ -207,10 +207,7 @@ def _read_members(path: Path) -> dict[str, Any]:
 
 
 def _check_meta(obj: Any) -> tuple[tuple[str, ...], int]:
-    meta = _normalize_keys(obj, META)
-    for key in ("label_names", "num_cases_per_batch"):
-        if key not in meta:
-            raise DataError(f"{META} has no {key!r} entry")
+    meta = _normalize_keys(obj, META, ("label_names", "num_cases_per_batch"))
     names = meta["label_names"]
     if not isinstance(names, (list, tuple)) or len(names) != NUM_CLASSES:
         n = len(names) if isinstance(names, (list, tuple)) else type(names).__name__
@@ -235,10 +232,7 @@ def check_labels(where: object, labels: np.ndarray, n_images: int) -> None:
 
 def _check_batch(name: str, obj: Any) -> tuple[np.ndarray, np.ndarray]:
     """Validate one batch dict; return images uint8 (n, 32, 32, 3) and labels int64 (n,)."""
-    batch = _normalize_keys(obj, name)
-    for key in ("data", "labels"):
-        if key not in batch:
-            raise DataError(f"{name} has no {key!r} entry")
+    batch = _normalize_keys(obj, name, ("data", "labels"))
     data = batch["data"]
     if not isinstance(data, np.ndarray):
         raise DataError(f"{name}: data is a {type(data).__name__}, expected a uint8 numpy array")

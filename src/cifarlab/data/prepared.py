@@ -2,7 +2,6 @@
 (x uint8 (N, 32, 32, 3), y int64 (N,)) every later stage reads (the `preprocess` stage's library)."""
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from pathlib import Path
@@ -12,7 +11,7 @@ import numpy as np
 
 from cifarlab.core import paths
 from cifarlab.core.errors import DataError
-from cifarlab.core.io import atomic_write
+from cifarlab.core.io import atomic_write, read_json_object
 from cifarlab.data.cifar_io import IMAGE_SHAPE, CifarArrays, channel_stats, check_labels, stratified_subset
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -103,11 +102,10 @@ def load_prepared(device, with_val: bool = False):
     """
     import torch  # here, not at the top: the preprocess stage needs no torch
 
-    try:
-        stats = json.loads(paths.STATS_FILE.read_text())
-    except FileNotFoundError:
+    if not paths.STATS_FILE.is_file():
         raise DataError(f"prepared data not found: {paths.STATS_FILE}; run the preprocess stage first "
-                        "(dvc repro preprocess)") from None
+                        "(dvc repro preprocess)")
+    stats = read_json_object(paths.STATS_FILE)
     out = []
     for f in (paths.TRAIN_FILE, paths.TEST_FILE, *((paths.VAL_FILE,) if with_val else ())):
         x, y = load_split(f)  # x: (N, 32, 32, 3) uint8 HWC as stored

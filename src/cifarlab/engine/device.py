@@ -15,7 +15,17 @@ from cifarlab.core.provenance import ISA_ENV, cpu_bf16_flag
 
 
 def select_device() -> torch.device:
+    """CUDA where torch can use a GPU here, else the CPU: the one place torch is asked (stages,
+    `cifarlab estimate`'s GPU benchmark lookup, the benchmarks and the GPU kit all go through it).
+    tooling.estimate.has_gpu asks the driver instead, for the code that must not import torch."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on `device`: CUDA kernels run asynchronously, so a step's time
+    is only known once they finished; a no-op on a CPU, whose ops return when done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def configure_threads(n: int | None) -> int:

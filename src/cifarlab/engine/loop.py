@@ -1,4 +1,5 @@
-"""The training loop: `fit` for all nine recipes, its per-epoch records and resumable state.
+"""The training loop: `fit` for all nine recipes and its per-epoch records; the state it carries
+from epoch to epoch, saved for resume, is engine/resume.py's `TrainState`.
 
 Data: uint8 tensors (N, 3, 32, 32) already on `device`; each batch is gathered by index,
 augmented and normalized there (augment.BatchPipeline). No DataLoader, no PIL.
@@ -9,10 +10,9 @@ bit on CPU, and an epoch's randomness does not depend on how the previous ones r
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -25,6 +25,7 @@ from cifarlab.core.params import Recipe
 from cifarlab.core.durations import format_duration
 from cifarlab.engine.augment import BatchPipeline
 from cifarlab.engine.device import Runtime
+from cifarlab.engine.resume import TrainState, cpu_state
 from cifarlab.engine.step import TrainStep
 
 
@@ -152,7 +153,7 @@ def fit(
     Returns the history, the final, best-on-test and best-on-val weights (CPU copies).
 
     on_epoch_end(epoch, snapshot) is called after every finished epoch; snapshot() returns the
-    full training state (see `TrainState`; CPU copies, taken when called), so a caller saving
+    full training state (see `resume.TrainState`; CPU copies, taken when called), so a caller saving
     only every few minutes pays for the copy only then. Passing such a state back as `resume`
     continues after its epoch and gives the same numbers, bit for bit on CPU, as a run that was
     never interrupted: epoch e's randomness is seeded from (seed, e) alone, so nothing else
@@ -164,7 +165,7 @@ def fit(
     n = train_x.shape[0]
     step = TrainStep(model, recipe, pipe, rt, epochs, len(_batches(torch.arange(n), recipe.batch_size)))
 
-    st = TrainState.fresh() if resume is None else TrainState.restore(resume, model, step)
+    st = TrainState.fresh() if resume is None else TrainState.restore(resume, model, step, EpochStats)
     for epoch in range(st.epoch + 1, epochs + 1):
         if st.stopped_early or st.diverged:
             break
@@ -237,10 +238,10 @@ def fit(
         )
         if test_acc > st.best_acc:
             st.best_acc, st.best_epoch = test_acc, epoch
-            st.best_state = _cpu_state(model)
+            st.best_state = cpu_state(model)
         if use_val and val_acc > st.val_best_acc:
             st.val_best_acc, st.val_best_epoch = val_acc, epoch
-            st.val_best_state = _cpu_state(model)
+            st.val_best_state = cpu_state(model)
         if recipe.early_stopping_patience is not None:
             watched, split = (val_loss, "validation") if use_val else (test_loss, "test")
             if watched < st.best_loss:
@@ -255,7 +256,7 @@ def fit(
             on_epoch_end(epoch, lambda: st.snapshot(model, step))
     return FitResult(
         history=st.history,
-        final_state=_cpu_state(model),
+        final_state=cpu_state(model),
         best_state=st.best_state,
         best_epoch=st.best_epoch,
         val_best_state=st.val_best_state,
@@ -267,85 +268,8 @@ def fit(
     )
 
 
-@dataclass
-class TrainState:
-    """Everything `fit` carries from one epoch to the next: with the model's and optimizer's
-    state (in `snapshot`) it is all a resumed run needs to continue exactly where this one was."""
-
-    epoch: int  # the last finished epoch (0: none)
-    history: list[EpochStats]
-    best_acc: float
-    best_epoch: int
-    best_state: dict | None
-    best_loss: float  # early stopping: the lowest watched loss so far ...
-    since_best_loss: int  # ... and the epochs since it
-    val_best_acc: float
-    val_best_epoch: int | None
-    val_best_state: dict | None
-    stopped_early: bool
-    images: int
-    train_seconds: float
-    diverged: dict | None = None
-
-    @classmethod
-    def fresh(cls) -> TrainState:
-        return cls(epoch=0, history=[], best_acc=-1.0, best_epoch=0, best_state=None, best_loss=math.inf,
-                   since_best_loss=0, val_best_acc=-1.0, val_best_epoch=None, val_best_state=None,
-                   stopped_early=False, images=0, train_seconds=0.0)
-
-    def snapshot(self, model: nn.Module, step: TrainStep) -> dict:
-        """Plain containers and tensors only, so torch.load(weights_only=True) reads it back.
-        Every tensor is a CPU copy: training may go on while another thread writes it out."""
-        return {
-            "state": {k: v for k, v in vars(self).items() if k != "history"},
-            "history": [asdict(h) for h in self.history],
-            "model": _cpu_state(model),
-            "optimizer": _cpu_copy(step.opt.state_dict()),
-            "scheduler": copy.deepcopy(step.sched.state_dict()) if step.sched is not None else None,
-            # Unused by the loop (it reseeds every epoch) but part of a full state: a later
-            # change that draws from the global RNGs between epochs stays resumable.
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-        }
-
-    @classmethod
-    def restore(cls, snap: dict, model: nn.Module, step: TrainStep) -> TrainState:
-        model.load_state_dict(snap["model"])
-        step.opt.load_state_dict(snap["optimizer"])
-        if step.sched is not None:
-            step.sched.load_state_dict(snap["scheduler"])
-        torch.set_rng_state(snap["rng"]["torch"])
-        if snap["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(snap["rng"]["cuda"])
-        return cls(**snap["state"], history=[EpochStats(**h) for h in snap["history"]])
-
-
 def _loss_acc(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
-
-
-def _cpu_copy(obj):
-    """`obj` (nested dicts/lists of tensors and plain values) with every tensor copied to the CPU."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _cpu_copy(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_cpu_copy(v) for v in obj)
-    return copy.deepcopy(obj)
-
-
-def _cpu_state(model: nn.Module) -> dict:
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-
-
-def history_rows(history: list[EpochStats]) -> list[dict]:
-    """One dict per epoch; the val_* columns only when a validation split was used."""
-    rows = [asdict(h) for h in history]
-    if all(h.val_acc is None for h in history):
-        for r in rows:
-            del r["val_loss"], r["val_acc"]
-    return rows
 
 
 def build_model(name: str, arch: dict, seed: int) -> nn.Module:

@@ -1,8 +1,11 @@
-"""One training step of a recipe (compiled or eager), and its timing on random data."""
+"""One training step of a recipe (compiled or eager), and its timing: the one timing loop, used by
+`cifarlab estimate`, train's start-of-run estimate and the benchmarks."""
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -11,7 +14,7 @@ import torch.nn.functional as F
 from cifarlab.core.errors import CifarlabError, one_line
 from cifarlab.core.params import Recipe
 from cifarlab.engine.augment import BatchPipeline
-from cifarlab.engine.device import Runtime
+from cifarlab.engine.device import Runtime, synchronize
 from cifarlab.engine.schedules import make_optimizer, make_scheduler
 
 
@@ -94,6 +97,65 @@ class TrainStep:
         return self.opt.param_groups[0]["lr"]
 
 
+@dataclass
+class StepTiming:
+    """What time_steps measured, in seconds."""
+
+    first_s: float | None  # the first warm-up step: compilation included (None without warm-up)
+    step_s: list[float]  # each timed step on its own (each=True); empty when timed together
+    total_s: float  # the timed steps: the sum of step_s (each=True), else their wall time
+    steps: int  # how many were timed
+    loss: torch.Tensor  # the last step's loss, detached
+
+    def images_per_s(self, batch: int) -> float:
+        """Training images per second over all timed steps of `batch` images."""
+        return batch * self.steps / self.total_s
+
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def time_steps(step: TrainStep, batch: Batch | Callable[[int], Batch], gen: torch.Generator, *, warmup: int,
+               steps: int, min_seconds: float = 0.0, max_steps: int | None = None, each: bool = True) -> StepTiming:
+    """Time `step` on `batch`: (x, y), or a function of the step's index (warm-ups counted) giving
+    them. First `warmup` untimed steps, each synchronised with the device (the first one's seconds
+    kept apart: compilation, if any, allocator growth, oneDNN primitives, the optimizer's state;
+    CUDA graphs are recorded on the first replays), then the timed steps:
+
+    each=True: each one synchronised and timed on its own, at least `steps` of them and, up to
+    `max_steps` (None: no limit), for at least `min_seconds`. each=False: exactly `steps` steps,
+    synchronised once after the last, so the host queues a step while the GPU runs the one
+    before, as training does (`min_seconds` and `max_steps` unused).
+    """
+    if steps < 1:
+        raise ValueError(f"time_steps: steps={steps}, needs at least one timed step")
+    device = step.rt.device
+    inputs = batch if callable(batch) else (lambda i: batch)
+    first_s = None
+    for i in range(warmup):
+        t = time.perf_counter()
+        step(*inputs(i), gen)
+        synchronize(device)
+        if i == 0:
+            first_s = time.perf_counter() - t
+    step_s: list[float] = []
+    start = time.perf_counter()
+    if each:
+        while len(step_s) < steps or (time.perf_counter() - start < min_seconds
+                                      and (max_steps is None or len(step_s) < max_steps)):
+            t = time.perf_counter()
+            loss, _ = step(*inputs(warmup + len(step_s)), gen)
+            synchronize(device)
+            step_s.append(time.perf_counter() - t)
+        total_s = sum(step_s)
+    else:
+        for i in range(steps):
+            loss, _ = step(*inputs(warmup + i), gen)
+        synchronize(device)
+        total_s = time.perf_counter() - start
+    return StepTiming(first_s, step_s, total_s, len(step_s) if each else steps, loss)
+
+
 WARMUP_STEPS = 2  # untimed: allocator growth, oneDNN primitive creation, the optimizer's state
 MIN_TIMED_S = 1.0  # a small model's step is ~1 ms: time it for at least this long
 MAX_STEPS = 200
@@ -112,18 +174,6 @@ def time_train_step(model: nn.Module, recipe: Recipe, pipe: BatchPipeline, rt: R
     g = torch.Generator(device=rt.device).manual_seed(0)
     x = torch.randint(0, 256, (batch, 3, 32, 32), generator=g, device=rt.device, dtype=torch.uint8)
     y = torch.randint(0, 10, (batch,), generator=g, device=rt.device)
-
-    def timed_step() -> float:
-        t0 = time.perf_counter()
-        step(x, y, g)
-        if rt.device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
-
-    for _ in range(WARMUP_STEPS):
-        timed_step()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < steps or (time.perf_counter() - start < MIN_TIMED_S and len(times) < MAX_STEPS):
-        times.append(timed_step())
-    return min(times) / batch
+    timed = time_steps(step, (x, y), g, warmup=WARMUP_STEPS, steps=steps, min_seconds=MIN_TIMED_S,
+                       max_steps=MAX_STEPS)
+    return min(timed.step_s) / batch

@@ -1,4 +1,4 @@
-"""cifarlab's figures, one module per subject: runs (one run's curves, confusion matrix, PCA),
+"""cifarlab's figures, one module per subject: per_run (one run's curves, confusion matrix, PCA),
 comparison (all runs side by side), reports (per-report bars, the report-004 grid, open choices),
 studies (what JPEG and bf16 cost);
 common holds what they share. Every figure function is pure (data in, matplotlib Figure out);

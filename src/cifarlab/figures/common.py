@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 from matplotlib.colors import Normalize
 from matplotlib.text import Annotation
 
+from cifarlab.core.cifar10 import FULL_TEST, FULL_TRAIN
 from cifarlab.core.io import atomic_write
 
 # One colour per kind of number in every bar chart (comparison.png, report_<NNN>.png), so
@@ -26,10 +27,6 @@ NOT_RUN = "not run yet"  # a whole panel with nothing in it: said once, not as a
 SMOKE_GID = "smoke-banner"
 SMOKE_COLOR = "tab:red"
 BANNER_PT = 10
-# CIFAR-10's sizes: fewer train or test images is a subset. The same numbers as
-# reporting.records.FULL_TRAIN/FULL_TEST (tests/test_figures.py checks), repeated here because the
-# plot and pca stages, which draw through this module, do not depend on cifarlab.reporting.
-FULL_TRAIN, FULL_TEST = 50_000, 10_000
 
 
 def dark(value: float, norm: Normalize, cmap) -> bool:

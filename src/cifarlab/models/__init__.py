@@ -35,8 +35,6 @@ from cifarlab.core.model_names import model_names
 
 __all__ = ["ModelInfo", "register_model", "list_models", "get_model", "model_info", "check_options"]
 
-NUM_CLASSES = 10  # CIFAR-10, always: builders take no num_classes
-
 Builder = Callable[..., nn.Module]
 B = TypeVar("B", bound=Builder)
 

@@ -31,8 +31,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from cifarlab.core.cifar10 import NUM_CLASSES
 from cifarlab.core.errors import WeightsError, one_line
-from cifarlab.models import NUM_CLASSES, register_model
+from cifarlab.models import register_model
 
 if TYPE_CHECKING:
     import torchvision

@@ -6,7 +6,8 @@ from typing import Annotated
 from pydantic import Field
 from torch import nn
 
-from cifarlab.models import NUM_CLASSES, register_model
+from cifarlab.core.cifar10 import NUM_CLASSES
+from cifarlab.models import register_model
 
 _Width = Annotated[int, Field(ge=1)]  # channels or units of one layer
 

@@ -20,7 +20,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from cifarlab.models import NUM_CLASSES, register_model
+from cifarlab.core.cifar10 import NUM_CLASSES
+from cifarlab.models import register_model
 
 STAGES = ((3, 64), (4, 128), (6, 256), (3, 512))  # (blocks, output channels) per layer
 

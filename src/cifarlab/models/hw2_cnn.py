@@ -7,7 +7,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from cifarlab.models import NUM_CLASSES, register_model
+from cifarlab.core.cifar10 import NUM_CLASSES
+from cifarlab.models import register_model
 
 
 def _layer(cin: int, cout: int) -> nn.Sequential:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from cifarlab.models import NUM_CLASSES, register_model
+from cifarlab.core.cifar10 import NUM_CLASSES
+from cifarlab.models import register_model
 from cifarlab.models._blocks import CifarResNet
 
 

@@ -12,7 +12,8 @@ from typing import Annotated
 from pydantic import Field
 from torch import nn
 
-from cifarlab.models import NUM_CLASSES, register_model
+from cifarlab.core.cifar10 import NUM_CLASSES
+from cifarlab.models import register_model
 from cifarlab.models._blocks import Activation, CifarResNet
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cifarlab.models import NUM_CLASSES, register_model
+from cifarlab.core.cifar10 import NUM_CLASSES
+from cifarlab.models import register_model
 
 
 def conv_block(in_channels: int, out_channels: int, pool: bool = False) -> nn.Sequential:

@@ -13,7 +13,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from cifarlab.core.params import OFFICIAL_MD5
-from cifarlab.dvc_internals import lock_stages
+from cifarlab.dvc_internals import lock_stages, param_at
 
 
 def _paths_of(items: Any) -> list[str]:
@@ -88,17 +88,6 @@ def params_hash(lock: Mapping | None, path: str) -> str:
     return hashlib.md5(canonical_json(params).encode("utf-8")).hexdigest()[:8]
 
 
-def _param(params: Mapping, dotted: str) -> Any:
-    if dotted in params:
-        return params[dotted]
-    node: Any = params
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def data_source(lock: Mapping | None) -> str:
     """"official archive" (md5 of the cs.toronto.edu archive), "local copy <url>", or why unknown."""
     if lock is None:
@@ -108,8 +97,8 @@ def data_source(lock: Mapping | None) -> str:
         return "not recorded (no fetch stage in dvc.lock)"
     url = md5 = None
     for kv in (fetch.get("params") or {}).values():
-        url = url or _param(kv or {}, "data.url")
-        md5 = md5 or _param(kv or {}, "data.md5")
+        url = url or param_at(kv or {}, "data.url")
+        md5 = md5 or param_at(kv or {}, "data.md5")
     if md5 == OFFICIAL_MD5:
         return "official archive"
     return f"local copy `{url}`" if url else "local copy (url not recorded)"

@@ -10,15 +10,15 @@ epochs run against the recipe's, wall time and training images/s.
 """
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from cifarlab.core import paths
-from cifarlab.core.errors import DataError
+from cifarlab.core.io import read_json_object
 from cifarlab.core.params import OFFICIAL_MD5
 from cifarlab.core.durations import format_duration
+from cifarlab.dvc_internals import param_at
 from cifarlab.reporting.markdown import DASH
 from cifarlab.reporting.reference import ordered_unique
 
@@ -35,16 +35,6 @@ PUBLISHED_FILES = {
 }
 REQUIRED = ("metrics/{out}.json", "details/{out}.json", "timing/{out}.json", "history/{out}.csv")
 PROVENANCE = "provenance/{out}.json"
-
-
-def read_json_object(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: not readable JSON ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object")
-    return data
 
 
 def _records(published: Path, kind: str) -> dict[str, dict]:
@@ -96,24 +86,12 @@ def stale_params(lock: Mapping | None, params: Mapping, path: str) -> tuple[str,
         todo += upstream_stages(lock, name)
         recorded = (((lock.get("stages") or {}).get(name) or {}).get("params") or {}).get("params.yaml") or {}
         for key, old in recorded.items():
-            _diff_leaves(str(key), old, _dotted(params, str(key)), changed)
+            _diff_leaves(str(key), old, param_at(params, str(key), _ABSENT), changed)
     keys = sorted({k for k in changed if k not in NOT_STALE_KEYS})
     return (stage, keys) if keys else None
 
 
 _ABSENT = object()
-
-
-def _dotted(params: Mapping, key: str):
-    """The value at a dotted key as DVC looks it up (a key holding the dot itself first)."""
-    if key in params:
-        return params[key]
-    node = params
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return _ABSENT
-        node = node[part]
-    return node
 
 
 def _diff_leaves(key: str, old, new, out: list[str]) -> None:

@@ -8,10 +8,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cifarlab.core.cifar10 import FULL_TEST, FULL_TRAIN
 from cifarlab.core.errors import DataError
+from cifarlab.core.io import read_json_object
 
 EXPERIMENT_FILE = "experiment.json"  # the experiment stage's copy of one run's metrics
-FULL_TRAIN, FULL_TEST = 50_000, 10_000  # CIFAR-10 images: what a full (not smoke) run trains and tests on
 
 # What a details file says about how far a run is from its recipe (see evaluate.py).
 SMOKE_KEYS = ("n_train", "n_test", "recipe_epochs", "epochs_cap", "random_features")
@@ -76,19 +77,11 @@ def load_metrics(directory: str | os.PathLike, root: str | os.PathLike | None = 
             rel = file.resolve().relative_to(root.resolve()).as_posix()
         except ValueError:
             rel = file.as_posix()
-        data = file.read_bytes()
-        try:
-            raw = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DataError(f"{rel}: not valid UTF-8 JSON ({str(e).splitlines()[0]})") from None
+        data = file.read_bytes()  # its md5 is checked against dvc.lock's
+        raw = read_json_object(rel, data)
         details_file = details_dir / file.name if details_dir is not None else None
-        if details_file is not None and details_file.is_file() and isinstance(raw, dict):
-            try:
-                details = json.loads(details_file.read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise DataError(f"{details_file}: not valid UTF-8 JSON ({str(e).splitlines()[0]})") from None
-            if not isinstance(details, dict):
-                raise DataError(f"{details_file}: a details file must hold a JSON object")
+        if details_file is not None and details_file.is_file():
+            details = read_json_object(details_file)
             meta = {k: v for k, v in details.items() if k not in ("final", "best", "val")}
             raw = {**meta, **raw}
         records.append(normalize_metrics(raw, rel, hashlib.md5(data).hexdigest()))

@@ -19,7 +19,6 @@ without importing torch.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -29,14 +28,16 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from cifarlab.core.cifar10 import FULL_TEST, FULL_TRAIN
 from cifarlab.core.early_stop import REFERENCE_FILE, EpochRange, epoch_range
+from cifarlab.core.errors import DataError
+from cifarlab.core.io import read_json_object, write_json
 from cifarlab.core.params import Params, TrainParams
 from cifarlab.core.provenance import ISA_ENV, cpu_name
 from cifarlab.core.durations import LONG_CPU_RUN_S, format_duration
 from cifarlab.dvc_internals import lock_stages, parse_dvc_args, read_lock
 from cifarlab.tooling.repro_stages import to_run
 
-FULL_TRAIN, FULL_TEST = 50_000, 10_000
 STEPS = 3  # timed steps per model after one warm-up; the fastest is kept
 TIMING_BATCH = 32  # images per timed step (or the recipe's batch when smaller)
 # Stages that train nothing, in seconds on a 2-core CPU (measured on the subset run; they barely
@@ -147,11 +148,11 @@ def data_sizes(p: Params, stages: list[str], root: str | Path = ".") -> tuple[in
     what params.yaml asks of the official archive."""
     if "preprocess" not in stages:
         try:
-            stats = json.loads((Path(root) / "data/prepared/stats.json").read_text())
+            stats = read_json_object(Path(root) / "data/prepared/stats.json")
             n_train, n_test = int(stats["n_train"]), int(stats["n_test"])
             if n_train > 0 and n_test > 0:
                 return n_train, n_test
-        except (OSError, ValueError, KeyError, TypeError):
+        except (DataError, ValueError, KeyError, TypeError):
             pass  # not prepared yet, or not ours to read: params.yaml's sizes
     return params_sizes(p)
 
@@ -246,10 +247,10 @@ def find_bench(device_name: str, results: Path = BENCH_RESULTS) -> tuple[Path, d
     found = []
     for f in sorted(results.glob("*.json")):
         try:
-            d = json.loads(f.read_text())
-        except (OSError, ValueError):
+            d = read_json_object(f)
+        except DataError:
             continue
-        if isinstance(d, dict) and not d.get("tiny") and (d.get("device") or {}).get("name") == device_name:
+        if not d.get("tiny") and (d.get("device") or {}).get("name") == device_name:
             found.append((str(d.get("when", "")), f, d))
     if not found:
         return None
@@ -343,7 +344,10 @@ def faster_hint(costs: list[StageCost], alt_costs: list[StageCost], alt: dict) -
 
 
 def has_gpu() -> bool:
-    """An NVIDIA GPU is visible, found without importing torch."""
+    """An NVIDIA GPU is visible, found without importing torch: the notice at the start of every
+    `dvc repro` (repro_notice) and the step-time cache's key (machine_key) read it, and importing
+    torch takes seconds (10 s on a 2-core machine busy training). Code that has torch asks
+    engine.device.select_device, the one place torch is asked."""
     gpus = Path("/proc/driver/nvidia/gpus")
     if gpus.is_dir():
         return any(gpus.iterdir())
@@ -359,8 +363,8 @@ def cache_file() -> Path:
 
 def cached_times(train: TrainParams) -> dict[str, float]:
     try:
-        return json.loads(cache_file().read_text()).get(machine_key(train), {})
-    except (OSError, ValueError):
+        return read_json_object(cache_file()).get(machine_key(train), {})
+    except DataError:
         return {}
 
 
@@ -368,12 +372,10 @@ def store_times(train: TrainParams, times: dict[str, float]) -> dict[str, float]
     """Add `times` to this machine's cache, keeping the faster of an old and a new time for the same
     key: a step timed while other work ran is only ever slower (a dnn step timed beside two
     trainings and CI came out 8x slow here). Returns the cached times of `train`'s numerics."""
-    from cifarlab.core.io import write_json
-
     path = cache_file()
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = read_json_object(path)
+    except DataError:
         data = {}
     mine = data.setdefault(machine_key(train), {})
     for key, seconds in times.items():

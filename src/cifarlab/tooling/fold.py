@@ -38,8 +38,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
 from cifarlab.core import paths
+from cifarlab.core.archives import unsafe_member
 from cifarlab.core.errors import ParamsError, one_line
-from cifarlab.core.io import write_json
+from cifarlab.core.io import read_json_object, write_json
 from cifarlab.core.params import RUN_NAME, validate
 from cifarlab.core.params_file import read_params_file
 from cifarlab.core.runs import output_id
@@ -124,12 +125,12 @@ class PackReader:
                             "than a cifarlab pack holds: not a pack cifarlab wrote (make it again with cifarlab pack)")
 
     def _check(self, m: tarfile.TarInfo) -> None:
-        name = PurePosixPath(m.name)
-        if not m.isreg() or m.issparse() or name.is_absolute() or ".." in name.parts or m.name in self.members:
+        # a pack holds regular files only, each once: no directory, no sparse file (pack writes none)
+        if unsafe_member(m) or m.isdir() or m.issparse() or m.name in self.members:
             raise PublishError(f"{self.path}: unexpected member {m.name!r}: not a cifarlab pack")
         if len(self.members) >= packs.MAX_MEMBERS:
             raise self._too_big(f"over {packs.MAX_MEMBERS} members")
-        limit = packs.MAX_TEXT_BYTES if name.suffix in (".json", ".csv") else packs.MAX_MEMBER_BYTES
+        limit = packs.MAX_TEXT_BYTES if PurePosixPath(m.name).suffix in (".json", ".csv") else packs.MAX_MEMBER_BYTES
         if m.size > limit:
             raise PublishError(f"{self.path}: member {m.name!r} unpacks to {m.size / 2**20:.1f} MiB, over the "
                                f"{limit / 2**20:g} MiB a pack member may hold: not a pack cifarlab wrote "
@@ -183,13 +184,7 @@ def _json_member(pack: PackReader, name: str, pack_file: Path) -> dict:
     """A pack member that must be a JSON object, parsed; one line naming it otherwise."""
     if name not in pack:
         raise PublishError(f"{pack_file}: no {name}: not a complete cifarlab pack (make it again with cifarlab pack)")
-    try:
-        data = json.loads(pack.read_text(name).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise PublishError(f"{pack_file}: {name}: not JSON ({one_line(e, 160)})") from None
-    if not isinstance(data, dict):
-        raise PublishError(f"{pack_file}: {name}: expected a JSON object, got {type(data).__name__}")
-    return data
+    return read_json_object(f"{pack_file}: {name}", pack.read_text(name), error=PublishError)
 
 
 def _checked_manifest(pack: PackReader, pack_file: Path) -> tuple[dict, dict[str, dict], dict[str, dict]]:

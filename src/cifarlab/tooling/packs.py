@@ -42,13 +42,13 @@ from pydantic import ValidationError
 
 from cifarlab.core import paths
 from cifarlab.core.errors import CifarlabError, ParamsError
-from cifarlab.core.io import atomic_write
+from cifarlab.core.io import atomic_write, read_json_object
 from cifarlab.core.params import Params, Recipe, validate
 from cifarlab.core.params_file import read_params_file
 from cifarlab.core.provenance import code_version
 from cifarlab.core.yaml_io import read_yaml_file
-from cifarlab.dvc_internals import LOCK_FILE, lock_stages, read_lock
-from cifarlab.reporting.published import PROVENANCE, PUBLISHED_FILES, REQUIRED, read_json_object
+from cifarlab.dvc_internals import LOCK_FILE, lock_stages, param_at, read_lock
+from cifarlab.reporting.published import PROVENANCE, PUBLISHED_FILES, REQUIRED
 
 PACK_FORMAT = 1
 MAX_PACK_BYTES = 16 * 2**20  # what one file carried back from a lent GPU may weigh
@@ -204,14 +204,6 @@ def lock_record(lock: Mapping, out: str, run: str, seed: int) -> dict:
 _ABSENT = object()
 
 
-def _raw_value(raw: Any, key: str) -> Any:
-    for part in key.split("."):
-        if not isinstance(raw, Mapping) or part not in raw:
-            return _ABSENT
-        raw = raw[part]
-    return raw
-
-
 def stale_against(root: Path, out: str, record: Mapping, raw: Mapping, md5s: Mapping[str, str]) -> list[str]:
     """Why `out`'s files are not what its recorded stages would make now, one phrase each: a
     param that params.yaml changed since, a code file edited since, a stage's input rebuilt after
@@ -219,7 +211,7 @@ def stale_against(root: Path, out: str, record: Mapping, raw: Mapping, md5s: Map
     problems: list[str] = []
     for stage, entry in record.items():
         for key, then in entry["params"].items():
-            now = _raw_value(raw, key)
+            now = param_at(raw, key, _ABSENT)
             where = first_difference(then, None if now is _ABSENT else now, f"{key}.")
             if where is None and now is not _ABSENT:
                 continue

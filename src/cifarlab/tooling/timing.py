@@ -8,7 +8,7 @@ import warnings
 from cifarlab.core.params import Params, TrainParams
 from cifarlab.engine.augment import BatchPipeline
 from cifarlab.tooling.estimate import STEPS, cached_times, find_bench, needed_keys, store_times, times_from_bench
-from cifarlab.engine.device import Runtime, bf16_in_effect, setup_device
+from cifarlab.engine.device import Runtime, bf16_in_effect, select_device, setup_device
 from cifarlab.engine.loop import build_model
 from cifarlab.engine.step import time_train_step
 
@@ -59,7 +59,7 @@ def gpu_bench(p: Params, stages: list[str]) -> tuple[dict[str, float], dict[str,
     (the caller times steps itself)."""
     import torch
 
-    if not torch.cuda.is_available():
+    if select_device().type != "cuda":
         return None
     found = find_bench(torch.cuda.get_device_name())
     if found is None:
