@@ -2,7 +2,8 @@
 `dvc repro` leaves dvc.lock untracked; the documented remote commands (`dvc remote add --local`,
 `dvc pull --allow-missing -q`, `dvc exp push`/`pull`) work where DVC's plain forms fail or upload
 nothing; `dvc repro --dry` fails on a run not trained, and the documented `cifarlab estimate`
-answers instead; `cifarlab compare` marks a run trained under other params than params.yaml's.
+answers instead; the report stage after one run of one's own keeps the published sections and
+adds "Your runs"; `cifarlab compare` marks a run trained under other params than params.yaml's.
 
 The DVC behaviours run in small DVC projects of their own (a stage that writes a line): the edges
 are DVC's, the commands the docs'; seconds instead of a training."""
@@ -198,6 +199,40 @@ def test_dry_run_fails_on_a_run_not_trained_and_estimate_answers(tmp_path, monke
               *(f"{stage}@{run}" for stage in ("train", "evaluate", "plot") for run in ("lenet5", "resnet9"))}
     assert stages <= rows, table
     assert f"total ({len(stages)} stages, this CPU)" in table, table
+
+
+@pytest.mark.slow  # dvc repro of the real report stage, its figures drawn
+def test_the_report_after_one_run_keeps_the_published_sections_and_adds_yours(tmp_path, small_params):
+    """The report stage run by DVC after one run of one's own (lenet5; its files made from the
+    published run's rather than trained): reports/README.md keeps the published runs in every
+    section and adds "Your runs" with that run, counted against params.yaml's run table."""
+    repo = tmp_path / "clone"
+    repo.mkdir()
+    project_copy(repo)
+    runs = ("lenet5", "resnet9", "dnn")
+    write_params(repo, small_params(runs, archive=(tmp_path / "cifar-10-python.tar.gz", "0" * 32)))
+    env = project_env(repo)
+    ok(["git", "init", "-q", "-b", "main"], repo, env)
+    pub = repo / "reports/published"
+    published_lenet5 = json.loads((pub / "metrics/lenet5.json").read_text())["best"]["top1"]
+    mine = json.loads((pub / "metrics/lenet5.json").read_text())
+    mine["best"]["top1"] = 0.5123
+    for folder, name, data in (("metrics", "lenet5.json", json.dumps(mine)),
+                               ("details", "lenet5.json", (pub / "details/lenet5.json").read_text()),
+                               ("history", "lenet5.csv", (pub / "history/lenet5.csv").read_text())):
+        (repo / "reports" / folder).mkdir(parents=True, exist_ok=True)
+        (repo / "reports" / folder / name).write_text(data)
+    (repo / "reports/figures/runs").mkdir(parents=True)
+    shutil.copy(pub / "figures/curves_lenet5.png", repo / "reports/figures/runs/curves_lenet5.png")
+    ok(["dvc", "repro", "--single-item", "report"], repo, env)
+    text = (repo / "reports/README.md").read_text()
+    sections, yours = text.split("\n## Your runs\n")
+    assert "## Published runs" in sections and "## Report 004" in sections
+    assert f"{100 * published_lenet5:.2f}%" in sections and "51.23%" not in sections
+    assert yours.lstrip().startswith(f"1 of {len(runs)} runs of params.yaml have metrics here")
+    row = next(line for line in yours.splitlines() if line.startswith("| `lenet5` |"))
+    assert "| 1 | 51.23% |" in row, row
+    assert '<img src="figures/runs/curves_lenet5.png"' in yours and "\n## Provenance\n" in yours
 
 
 # --------------------------------------------------------------------------- cifarlab compare

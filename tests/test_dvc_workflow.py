@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
+def repo_env(repo: Path) -> dict:
+    """The environment of a user's shell in `repo`: its code, this venv's dvc and cifarlab, a git identity."""
+    return {**os.environ, "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1",
+            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
 def test_exp_run_then_metrics_params_and_plots_diff_between_branches(tmp_path, small_params):
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -30,9 +38,7 @@ def test_exp_run_then_metrics_params_and_plots_diff_between_branches(tmp_path, s
     # two runs are enough to see one move and the other not (CI's 30 minutes: the grid cell and
     # AlexNet stages cost a minute here, and the clean-repro test below covers them)
     write_params(repo, small_params(("lenet5", "dnn")))
-    env = {**os.environ, "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = repo_env(repo)
     git = lambda *a: sh("git", *a, cwd=repo, env=env)  # noqa: E731
     dvc = lambda *a: sh("dvc", *a, cwd=repo, env=env)  # noqa: E731
     git("init", "-q", "-b", "main")
@@ -80,6 +86,46 @@ def test_exp_run_then_metrics_params_and_plots_diff_between_branches(tmp_path, s
     dvc("plots", "diff", "main", "-o", str(out))
     assert (out / "index.html").stat().st_size > 0
 
+
+
+def documented_block(page: Path, heading: str) -> list[str]:
+    """The commands of the first ```bash block under `## heading` of a docs page, comments cut."""
+    text = page.read_text(encoding="utf-8").split(f"## {heading}\n", 1)[1]
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_metrics_diff_main_as_documented_shows_old_and_new(tmp_path, small_params):
+    """docs/experiments.md "Between branches", line by line: a baseline committed on main, one
+    value changed on a branch, then `dvc metrics diff main` gives the changed run's old and new
+    values (not `-`), and `dvc params diff main` the value."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    project_copy(repo)
+    write_params(repo, small_params(("lenet5", "dnn")))
+    env = repo_env(repo)
+    sh("git", "init", "-q", "-b", "main", cwd=repo, env=env)
+    sh("git", "add", "-A", cwd=repo, env=env)
+    sh("git", "commit", "-qm", "base", cwd=repo, env=env)
+    commands = documented_block(ROOT / "docs" / "experiments.md", "Between branches")
+    assert any(c.startswith("dvc metrics diff main") for c in commands), commands
+    out = {}
+    for cmd in commands:
+        argv = shlex.split(cmd)
+        if argv[:3] == ["dvc", "plots", "diff"]:
+            argv[argv.index("-o") + 1] = str(tmp_path / "plots")
+        out[cmd] = sh(*argv, cwd=repo, env=env)
+    # the table DVC prints: Path, Metric, main's value, the workspace's, the change
+    rows = [line.split() for line in out["dvc metrics diff main"].splitlines()]
+    changed = [r for r in rows if r and r[0] == "reports/metrics/lenet5.json"]
+    assert changed, out["dvc metrics diff main"]
+    for path, metric, old, new, *_ in changed:
+        assert old != "-" and new != "-", out["dvc metrics diff main"]
+    assert {r[1] for r in changed} >= {"final.loss", "best.loss"}
+    assert not any(r and r[0].startswith("reports/metrics/dnn") for r in rows)  # untouched: not listed
+    params = out["dvc params diff main"]
+    assert "lenet5.lr" in params and "0.01" in params, params
+    assert (tmp_path / "plots" / "index.html").stat().st_size > 0
 
 # 11.5 minutes on a 2-core AMD EPYC: CI leaves it out (its subset reproduction runs `cifarlab repro
 # --workers 2` and then checks that `dvc repro` has nothing to do); `pytest -m heavy` runs it

@@ -526,10 +526,10 @@ def run_main_twice(root: Path, monkeypatch) -> tuple[bytes, Path]:
     (figures / "runs/confusion_alexnet_transfer-skip-high.png").write_bytes(b"\x89PNG fake")  # drawn elsewhere
     (figures / "report_007.png").write_bytes(b"\x89PNG stale")  # an own figure not drawn now
     monkeypatch.chdir(root)
-    report.main(["--partial"])  # the fixture has a few runs of the real run table
+    report.main([])  # the fixture has a few runs of the real run table, and none published
     readme = root / "reports" / "README.md"
     first = readme.read_bytes()
-    report.main(["--partial"])
+    report.main([])
     assert readme.read_bytes() == first  # no timestamps, stable order
     assert not list((root / "reports").rglob(".*.tmp"))  # atomic writes left no temp file
     assert sorted(p.relative_to(figures).as_posix() for p in figures.rglob("*.png")) == \
@@ -574,6 +574,17 @@ def test_main_writes_readme_and_figures(tmp_path, monkeypatch, reference):
     assert panels["lenet5"]["published"] == ref_value(reference, "lenet5")["value"]
     assert panels["lenet5"]["settings"][0]["label"] == "lenet5"
     assert sorted(panels["lenet5"]["settings"][0]["values"]) == pytest.approx(sorted(LENET_TOP1.values()))
+    # none published here: the sections show this workspace's runs, and Your runs counts them
+    text = readme.decode("utf-8")
+    assert "The sections below show **this workspace's runs** (`reports/metrics`): no run is published" in text
+    p = load_params_of(tmp_path)
+    ran = {rec["run"] for rec in load_project(tmp_path)}
+    mine = text.split("\n\n## Your runs\n\n")[1].split("\n\n## Provenance\n\n")[0]
+    assert mine.startswith(f"{len(ran & set(p.runs))} of {len(p.runs)} runs of params.yaml have metrics here")
+    assert table_row(mine, "`lenet5`")[1:4] == [
+        "3", f"{100 * statistics.mean(LENET_TOP1.values()):.2f} ± {100 * statistics.stdev(LENET_TOP1.values()):.2f}% (n=3)",
+        "not published yet"]
+    assert "<img" not in mine  # the sections above embed each run's figures
     # same inputs, a fresh directory: the same bytes (nothing depends on where or when it ran)
     fresh = tmp_path / "again"
     fresh.mkdir()
@@ -635,33 +646,36 @@ def test_curve_claim_is_checked_against_each_seeds_history(project, reference):
     assert f"seed {seed}: epoch 5 of 5 (1.0000), last +0%" in line and "rises after it in none of the seeds" in line
 
 
-def test_a_part_of_the_run_table_keeps_the_last_whole_report(tmp_path, monkeypatch, capsys):
-    """`dvc repro --downstream train@lenet5` runs the report stage over one run: the committed
-    report (README.md and figures) stays as it was, with one line saying why and what to run;
-    --partial writes it anyway; a workspace with every run of the table writes it."""
-    write_project(tmp_path, fake_lock())
-    monkeypatch.chdir(tmp_path)
-    readme = tmp_path / "reports" / "README.md"
-    readme.write_text("the published report\n")
-    report.main([])
-    out = capsys.readouterr().out
-    assert readme.read_text() == "the published report\n" and not (tmp_path / "reports/figures/comparison.png").exists()
-    p = load_params_of(tmp_path)
-    n = len(p.runs)
-    have = len({r["run"] for r in load_project(tmp_path) if r["run"] in p.runs and r["seed"] == p.seed})
-    assert out.startswith(f"report: {n - report_missing(p, tmp_path)} of {n} runs have metrics here (missing: ")
-    assert "`cifarlab compare`" in out and "python -m cifarlab.report --partial" in out and have < n
-    report.main(["--partial"])
-    assert readme.read_text().startswith("# Reproduced vs published")
-    # the run table cut to the runs the fixture has, for seed 23 only: complete, so written
-    readme.write_text("the published report\n")
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    ran = {r["run"] for r in load_project(tmp_path) if r["seed"] == params["seed"]} & set(params["runs"])
-    params["runs"] = {k: v for k, v in params["runs"].items() if k in ran}
-    params.update(model=sorted(ran)[0], pca=[], open_choices={}, seeds=[])
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    report.main([])
-    assert readme.read_text().startswith("# Reproduced vs published")
+# --------------------------------------------------------------------------- your runs beside the published
+
+
+def published_workspace(root: Path, monkeypatch) -> RecordingFigures:
+    """`root` as the current directory: this checkout's published runs (reports/published,
+    reports/studies), reference.yaml and params.yaml, and no run of its own. Returns the figures
+    module's stand-in, which records what each report.main asks it to draw."""
+    shipped_reports = REFERENCE_FILE.parent
+    for folder in ("published", "studies"):
+        shutil.copytree(shipped_reports / folder, root / "reports" / folder)
+    shutil.copy(REFERENCE_FILE, root / "reports" / "reference.yaml")
+    shutil.copy(REFERENCE_FILE.parents[1] / "params.yaml", root / "params.yaml")
+    fake = RecordingFigures()
+    monkeypatch.setattr(cifarlab, "figures", fake, raising=False)
+    monkeypatch.chdir(root)
+    return fake
+
+
+def own_smoke_run(root: Path, run: str, top1: float) -> dict:
+    """One (run, seed) of this workspace's own, made from the published run's files: best top-1
+    `top1`, on a 250 / 100 subset for 1 epoch (a smoke run). Returns its details."""
+    pub = root / "reports" / "published"
+    metrics_file = json.loads((pub / "metrics" / f"{run}.json").read_text())
+    details = json.loads((pub / "details" / f"{run}.json").read_text())
+    metrics_file["best"]["top1"] = details["best"]["top1"] = top1
+    details.update(n_train=250, n_test=100, epochs_cap=1)
+    for kind, d in (("metrics", metrics_file), ("details", details)):
+        (root / "reports" / kind).mkdir(parents=True, exist_ok=True)
+        (root / "reports" / kind / f"{run}.json").write_text(json.dumps(d))
+    return details
 
 
 def load_params_of(root: Path):
@@ -670,5 +684,86 @@ def load_params_of(root: Path):
     return load_params(root / "params.yaml", check_models=False)
 
 
-def report_missing(p, root: Path) -> int:
-    return len(report.missing_runs(p, record_files.group_runs(load_project(root))))
+def drawn(fake: RecordingFigures) -> list:
+    """What report.main asked to draw (comparison.png's curves as CSV text: a diverged run's NaN
+    compares equal)."""
+    comparisons = [(top1, {run: h.to_csv(index=False) for run, h in hists.items()}) for top1, hists in fake.comparisons]
+    return copy.deepcopy([fake.bars, fake.grids, comparisons, fake.open_choices])
+
+
+def test_a_run_of_ones_own_goes_beside_the_published_report(tmp_path, monkeypatch, reference):
+    """A newcomer's one run (what `dvc repro --downstream train@lenet5` gives the report stage):
+    every section and figure still shows the published runs, and "Your runs" after them sets the
+    run beside its published reproduction and the report's number, counted against params.yaml
+    as `cifarlab runs` counts it, with the smoke warning and its figures; provenance describes it."""
+    from cifarlab.tooling.cli import runs_table
+
+    fake = published_workspace(tmp_path, monkeypatch)
+    readme = tmp_path / "reports" / "README.md"
+    report.main([])
+    before, figures_before = readme.read_text(), drawn(fake)
+    assert "## Your runs" not in before and "## Provenance" not in before and "Smoke run" not in before
+    assert "this workspace has no run of its own yet" in before
+
+    details = own_smoke_run(tmp_path, "lenet5", 0.5123)
+    (tmp_path / "reports/figures/runs").mkdir(parents=True)
+    (tmp_path / "reports/figures/runs/curves_lenet5.png").write_bytes(b"\x89PNG drawn by plot@lenet5")
+    fake.bars, fake.grids, fake.comparisons = [], [], []
+    report.main([])
+    after = readme.read_text()
+    # the published material, the report sections and every figure: as without a run of one's own
+    assert drawn(fake) == figures_before
+    intro = "\n\nThe sections below show the **published runs** above"
+    assert after.split(intro)[0] == before.split(intro)[0]
+    sections_before = before.split(intro)[1].split("\n\n", 1)[1].removesuffix("\n")
+    sections_after, mine = after.split(intro)[1].split("\n\n", 1)[1].split("\n\n## Your runs\n\n")
+    assert sections_after == sections_before
+    assert "[Your runs](#your-runs)" in after.split(intro)[1].split("\n\n", 1)[0]
+    # Your runs: the count, the smoke warning, the row, the run's figures; then its provenance
+    mine, provenance = mine.split("\n\n## Provenance\n\n")
+    p = load_params_of(tmp_path)
+    assert runs_table(p).splitlines()[-1].startswith(f"{len(p.runs)} runs, seed {p.seed}")
+    assert mine.startswith(f"1 of {len(p.runs)} runs of params.yaml have metrics here (`reports/metrics`).")
+    assert "> **Smoke run: 1 of 1 (run, seed) results below are not the published recipe**" in mine
+    published = record_files.group_runs(record_files.load_metrics(
+        tmp_path / "reports/published/metrics", root=tmp_path, details_dir=tmp_path / "reports/published/details"))
+    theirs = [r["best"]["top1"] for r in published["lenet5"]]
+    assert len(theirs) >= 2  # the shipped lenet5 has several seeds: mean ± std
+    cells = table_row(mine, "`lenet5`")
+    assert cells[1:5] == ["1", "51.23%",
+                          f"{100 * statistics.mean(theirs):.2f} ± {100 * statistics.stdev(theirs):.2f}% (n={len(theirs)})",
+                          f"{100 * ref_value(reference, 'lenet5')['value']:.2f}%"]
+    assert cells[5] == ("subset: 250 train / 100 test images (full: 50,000 / 10,000); "
+                        f"epochs capped at 1 (recipe: {details['recipe_epochs']})")
+    assert '<img src="figures/runs/curves_lenet5.png" alt="learning curves: lenet5"' in mine
+    assert "figures/runs/curves_lenet5.png" not in sections_after  # the sections embed the published run's
+    assert provenance.startswith("Of your runs (`reports/metrics`)")
+    assert table_row(provenance, "lenet5", "23")[-1] == "`reports/metrics/lenet5.json`"
+    assert "reports/published" not in provenance.split("\n\n", 1)[1]
+
+
+def test_your_runs_counts_run_table_and_seeds_and_marks_each_seed(reference):
+    """The count line: the table's runs with a result, its (run, seed) results when params.yaml
+    has several seeds, and runs the table does not list; a run's smoke notes seed by seed when
+    its seeds differ; a run nobody published says so."""
+    records = [smoke_record("lenet5", 23), smoke_record("lenet5", 1, epochs_cap=2, recipe_epochs=10),
+               smoke_record("lenet5", 2), smoke_record("gone-run", 23)]
+    for r, top1 in zip(records, (0.46, 0.47, 0.48, 0.5)):
+        r["best"]["top1"] = top1
+    yours = record_files.group_runs(records)
+    published = record_files.group_runs([smoke_record("lenet5", 23)])
+    text = document.your_runs_section(reference, yours, published, ["lenet5", "dnn", "cnn"], [23, 1, 2])
+    assert text.startswith("## Your runs\n\n1 of 3 runs of params.yaml have metrics here (`reports/metrics`), "
+                           "3 of its 9 (run, seed) results (seeds 23, 1, 2), and 1 more not in params.yaml (`gone-run`).")
+    assert "Smoke run: 1 of 4 (run, seed) results" in text
+    lenet = table_row(text, "`lenet5`")
+    vals = [0.46, 0.47, 0.48]
+    assert lenet[1] == "3" and lenet[2] == f"{100 * statistics.mean(vals):.2f} ± {100 * statistics.stdev(vals):.2f}% (n=3)"
+    assert lenet[3] == f"{100 * published['lenet5'][0]['best']['top1']:.2f}%"
+    assert lenet[5] == "seed 1: epochs capped at 2 (recipe: 10)<br>seed 2: the recipe<br>seed 23: the recipe"
+    gone = table_row(text, "`gone-run`")
+    assert gone[3:] == ["not published yet", document.DASH, ""]
+    # one seed of params.yaml: no (run, seed) count; nothing of one's own: no section
+    assert document.your_runs_section(reference, yours, published, ["lenet5"], [23]).startswith(
+        "## Your runs\n\n1 of 1 runs of params.yaml have metrics here (`reports/metrics`), and 1 more")
+    assert document.your_runs_section(reference, {}, published, ["lenet5"], [23]) == ""

@@ -14,6 +14,10 @@ and the per-run figures in reports/figures/runs/ (embedded where they exist). Wr
   reports/figures/open_choices.png   each published number's open-choice settings, seed by seed
   reports/figures/studies.png        what JPEG and bf16 cost each recipe, seed by seed
   reports/README.md                  written atomically, byte-identical for the same inputs
+
+The report sections and figures show the published runs (this workspace's own where none is
+published), however many runs of params.yaml this workspace has run; its own runs are listed
+beside them in "Your runs", with their provenance.
 """
 from __future__ import annotations
 
@@ -106,33 +110,13 @@ def own_figure(name: str) -> bool:
             or (name.startswith(prefix) and name.endswith(suffix)))
 
 
-def missing_runs(p, runs: Mapping[str, list[dict]]) -> list[str]:
-    """The (run, seed) outputs of params.yaml that have no metrics file in this workspace, as
-    output ids (run, or run-s<seed>), in run-table order."""
-    have = {(run, r["seed"]) for run, recs in runs.items() for r in counted(recs)}
-    seeds = [p.seed, *p.seeds]
-    return [run if s == p.seed else f"{run}-s{s}" for run in p.runs for s in seeds if (run, s) not in have]
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m cifarlab.report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--partial", action="store_true",
-                    help="rewrite the report even when only some runs of params.yaml have metrics here")
-    args = ap.parse_args(argv)
+    ap.parse_args(argv)
     p = load_params(check_models=False)  # before any work; the stages of each run check its model
     reference = load_reference(REFERENCE)
-    runs = group_runs(load_metrics(paths.METRICS_DIR, details_dir=paths.DETAILS_DIR))
-    missing = missing_runs(p, runs) if runs else []
-    if missing and README.exists() and not args.partial:
-        # `dvc repro --downstream train@lenet5` runs this stage after one run: a report of part of
-        # the table would replace the committed one (the published runs') with a handful of rows.
-        # Its outputs persist (dvc.yaml), so keeping them is keeping the last whole report.
-        n = len(p.runs) * (1 + len(p.seeds))
-        print(f"report: {n - len(missing)} of {n} runs have metrics here (missing: {', '.join(missing[:3])}"
-              f"{', ...' if len(missing) > 3 else ''}): reports/README.md and its figures kept as they are; "
-              "see your runs with `cifarlab compare`, or write a report of these with `python -m cifarlab.report --partial`")
-        return
+    yours = group_runs(load_metrics(paths.METRICS_DIR, details_dir=paths.DETAILS_DIR))
     published = group_runs(load_metrics(pub.PUBLISHED_DIR / "metrics", details_dir=pub.PUBLISHED_DIR / "details"))
     study_text, found = studies.sections(figure=STUDIES_FIGURE)
     provenance = pub.load_provenance()
@@ -140,21 +124,21 @@ def main(argv: list[str] | None = None) -> None:
                                     pub.load_epoch_seconds())
     if study_text:
         section += "\n\n" + study_text
-    # Open choices read each run from where it is published, else from this workspace.
-    choice_runs = {**runs, **published}
-    showing_published = not runs and bool(published)
-    if showing_published:  # nothing of this workspace's own: the sections and figures show the published runs
-        runs = published
+    # The sections and figures show the published runs, whatever this workspace has run (a few
+    # runs of one's own would replace a whole published table with a handful of rows); yours go
+    # beside them in "Your runs". A checkout with none published shows its own instead.
+    showing_published = bool(published)
+    runs = published if showing_published else yours
     lock = read_lock(DVC_LOCK)
     history_dir = pub.PUBLISHED_DIR / "history" if showing_published else paths.HISTORY_DIR
     from cifarlab import figures
 
     choices_png, studies_png = paths.FIGURES_DIR / OPEN_CHOICES_FIGURE, paths.FIGURES_DIR / STUDIES_FIGURE
-    figures.save_figure(figures.open_choices_figure(oc.figure_rows(reference, p.open_choices, choice_runs), smoke=figures.smoke_line(
-        r for recs in choice_runs.values() for r in counted(recs))), choices_png)
+    figures.save_figure(figures.open_choices_figure(oc.figure_rows(reference, p.open_choices, runs), smoke=figures.smoke_line(
+        r for recs in runs.values() for r in counted(recs))), choices_png)
     figures.save_figure(figures.studies_figure(studies.figure_panels(found)), studies_png)
     jpeg = studies.STUDIES["jpeg"]
-    section += "\n\n" + oc.section(reference, p.open_choices, choice_runs,
+    section += "\n\n" + oc.section(reference, p.open_choices, runs,
                                     {n: r.model for n, r in p.runs.items()}, OPEN_CHOICES_FIGURE,
                                     found.get("jpeg", {}), f"[{jpeg.title}]({studies.anchor(jpeg)})")
     written = [choices_png, studies_png, write_comparison(reference, runs, paths.FIGURES_DIR, history_dir),
@@ -167,11 +151,12 @@ def main(argv: list[str] | None = None) -> None:
         present += [f"{PUBLISHED_RUN_FIGURES}{f.name}" for f in sorted((pub.PUBLISHED_DIR / "figures").glob("*.png"))]
     text = report_tables(reference, runs, lock, present, published=section, showing_published=showing_published,
                          miss_notes=studies.jpeg_miss_notes(found, runs, provenance if showing_published else None),
-                         histories=curve_histories(reference, runs, history_dir))
+                         histories=curve_histories(reference, runs, history_dir),
+                         yours=yours, published_runs=published, run_table=list(p.runs), seeds=[p.seed, *p.seeds])
     with atomic_write(README, "wb") as f:  # bytes: UTF-8 whatever the locale
         f.write(text.encode("utf-8"))
-    n_files = sum(len(r) for r in runs.values())
-    print(f"report: {n_files} metrics files, {len(written)} figures -> {README}")
+    print(f"report: {sum(len(r) for r in yours.values())} metrics files of yours, "
+          f"{sum(len(r) for r in published.values())} published, {len(written)} figures -> {README}")
 
 
 if __name__ == "__main__":

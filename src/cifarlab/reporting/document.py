@@ -9,16 +9,16 @@ Numbers come only from the metrics files and reference.yaml: a run without one i
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from cifarlab.core.params import OFFICIAL_MD5
 from cifarlab.core.paths import COMPARISON_FIGURE
-from cifarlab.reporting.markdown import DASH, fmt_result, fmt_seed, md_image, md_table
+from cifarlab.reporting.markdown import DASH, fmt_result, fmt_seed, fmt_value, md_image, md_table
 from cifarlab.reporting.records import counted, smoke_notes
 from cifarlab.reporting.lineage import data_source, locked_md5, params_hash, producing_stage
-from cifarlab.reporting.reference import report_ids
-from cifarlab.reporting.sections import report_section
-from cifarlab.reporting.stats import run_stats
+from cifarlab.reporting.reference import primary, report_ids
+from cifarlab.reporting.sections import report_section, run_figure_blocks
+from cifarlab.reporting.stats import run_stats, table_coverage
 
 PUBLISHED_RUN_FIGURES = "../published/figures/"  # reports/published/figures, from reports/figures
 
@@ -105,47 +105,130 @@ def other_runs_table(reference: Mapping, runs: Mapping[str, list[dict]]) -> str:
     return md_table(["run", "report", "seeds", "top-1 (best epoch)", "top-1 (final epoch)"], rows)
 
 
+def _smoke_rows(runs: Mapping[str, list[dict]]) -> list[list[str]]:
+    """run | seed | why, for each (run, seed) that is not the recipe (records.smoke_notes)."""
+    return [[f"`{run}`", fmt_seed(r["seed"]), "; ".join(notes)]
+            for run, recs in runs.items() for r in counted(recs) for notes in [smoke_notes(r)] if notes]
+
+
+def smoke_warning(runs: Mapping[str, list[dict]], which: str = "Which, and why:") -> str:
+    """"Smoke run: K of N (run, seed) results below are not the published recipe ...", then
+    `which` (where the reader finds which, and why); "" when none is a smoke run."""
+    k = len(_smoke_rows(runs))
+    if not k:
+        return ""
+    return (f"> **Smoke run: {k} of {sum(len(counted(v)) for v in runs.values())} (run, seed) results below "
+            "are not the published recipe** (a data subset, capped epochs or random features), so their "
+            f"differences from the published numbers say nothing about the reports. {which}")
+
+
 def smoke_section(runs: Mapping[str, list[dict]]) -> str:
     """A warning at the top of the report when any run is a smoke run, naming each such run."""
-    rows = []
-    for run, recs in runs.items():
-        for r in counted(recs):
-            notes = smoke_notes(r)
-            if notes:
-                rows.append([f"`{run}`", fmt_seed(r["seed"]), "; ".join(notes)])
+    rows = _smoke_rows(runs)
     if not rows:
         return ""
-    return "\n\n".join([
-        f"> **Smoke run: {len(rows)} of {sum(len(counted(v)) for v in runs.values())} (run, seed) results below "
-        "are not the published recipe** (a data subset, capped epochs or random features), so their "
-        "differences from the published numbers say nothing about the reports. Which, and why:",
-        md_table(["run", "seed", "not the recipe because"], rows)])
+    return "\n\n".join([smoke_warning(runs), md_table(["run", "seed", "not the recipe because"], rows)])
+
+
+def run_smoke_notes(recs: Sequence[dict]) -> str:
+    """Why a run is not the recipe (records.smoke_notes), for one cell: once when every seed says
+    the same, else seed by seed ("the recipe" for a full seed); "" for a full run."""
+    per_seed = [(r["seed"], "; ".join(smoke_notes(r))) for r in counted(recs)]
+    said = {notes for _, notes in per_seed}
+    if len(said) == 1:
+        return said.pop()
+    return "<br>".join(f"seed {fmt_seed(seed)}: {notes or 'the recipe'}" for seed, notes in per_seed)
+
+
+YOUR_RUNS_HEADER = ["run", "n seeds", "yours: top-1 (best epoch)", "published run (cifarlab)", "reported",
+                    "not the recipe because"]
+
+
+def your_runs_section(reference: Mapping, yours: Mapping[str, list[dict]], published_runs: Mapping[str, list[dict]],
+                      run_table: Sequence[str] | None, seeds: Sequence = (), figures: Iterable[str] = (),
+                      beside_published: bool = True) -> str:
+    """"## Your runs": this workspace's runs (reports/metrics), one row per run, each beside the
+    published reproduction of it and the report's number; "" without any.
+
+    run_table, seeds: params.yaml `runs` and every seed of them (`seed`, then `seeds`), counted
+    as `cifarlab runs` counts them (stats.table_coverage); run_table None: no table to count
+    against. beside_published: the report sections show the published runs, so this section
+    carries the smoke warning and each run's figures (runs/ of `figures`, the PNGs present);
+    else the sections show these runs, with both.
+    """
+    if not yours:
+        return ""
+    cov = table_coverage(run_table if run_table is not None else yours, seeds, yours)
+    order = [*cov["runs"], *cov["outside"]]
+    opening = f"{len(cov['runs'])} of {cov['of']} runs of params.yaml have metrics here (`reports/metrics`)"
+    if run_table is None:
+        opening = f"{len(order)} runs have metrics here (`reports/metrics`)"
+    elif len(seeds) > 1:
+        opening += (f", {cov['results']} of its {cov['outputs']} (run, seed) results "
+                    f"(seeds {', '.join(fmt_seed(s) for s in seeds)})")
+    if cov["outside"]:
+        opening += (f", and {len(cov['outside'])} more not in params.yaml "
+                    f"({', '.join(f'`{run}`' for run in cov['outside'])})")
+    opening += (". Each is set beside the published reproduction of the same run and the number its report "
+                "published; `cifarlab compare` prints the same in the terminal, and marks a run of yours trained "
+                "before params.yaml changed.")
+    parts = ["## Your runs", opening]
+    if beside_published:
+        warning = smoke_warning(yours, "Which, and why: the table's last column.")
+        if warning:
+            parts.append(warning)
+    rows = []
+    for run in order:
+        mine, theirs = yours[run], counted(published_runs.get(run, []))
+        st, ref = run_stats(mine, "top1"), primary(reference["numbers"], run, "top1")
+        pst = run_stats(theirs, "top1")
+        rows.append([f"`{run}`", str(len(counted(mine))), fmt_result("top1", st["best"], st),
+                     fmt_result("top1", pst["best"], pst) if theirs else "not published yet",
+                     fmt_value("top1", ref["value"]) if ref else DASH, run_smoke_notes(mine)])
+    parts.append(md_table(YOUR_RUNS_HEADER, rows))
+    if beside_published:
+        parts += run_figure_blocks(order, figures, "runs/")
+    return "\n\n".join(parts)
 
 
 def report_tables(reference: Mapping, runs: Mapping[str, list[dict]], lock: Mapping | None,
                   figures: Iterable[str] = (), published: str = "", showing_published: bool = False,
                   miss_notes: Mapping[str, str] | None = None,
-                  histories: Mapping[str, list] | None = None) -> str:
-    """The whole README.md: published runs, one section per report, other runs, provenance.
-    Pure; deterministic.
+                  histories: Mapping[str, list] | None = None,
+                  yours: Mapping[str, list[dict]] | None = None,
+                  published_runs: Mapping[str, list[dict]] | None = None,
+                  run_table: Sequence[str] | None = None, seeds: Sequence = ()) -> str:
+    """The whole README.md: published runs, one section per report, other runs, your runs,
+    provenance. Pure; deterministic.
 
+    runs: the runs the report sections show: the published ones where there are any.
     figures: names of the PNGs present, relative to reports/figures (embedded where they exist).
     published: the "Published runs" section (published.published_section), first when given.
-    showing_published: `runs` are the published runs (the workspace has none of its own): the
-    report sections say so and take each run's figures from reports/published/figures.
+    showing_published: `runs` are the published runs: the report sections say so and take each
+    run's figures from reports/published/figures.
     miss_notes: run -> a pointer after a reproduced number below the published one (the JPEG study).
     histories: run -> (seed, test loss per epoch), for the statements about a curve (sections.curve_check).
+    yours: this workspace's runs (reports/metrics), in "Your runs" and the provenance table;
+    None: `runs`, unless those are the published runs. published_runs: the published runs, beside
+    yours (None: `runs` when showing_published). run_table, seeds: as your_runs_section counts.
     """
     figures = set(figures)
+    if yours is None:
+        yours = {} if showing_published else runs
+    if published_runs is None:
+        published_runs = runs if showing_published else {}
     parts = [HEADER.rstrip("\n")]
     if published:
         parts.append(published)
-    if showing_published:
+    if showing_published and yours:
+        parts.append("The sections below show the **published runs** above; this workspace's own runs follow "
+                     "them in [Your runs](#your-runs), each beside the published reproduction of it.")
+    elif showing_published:
         parts.append("The sections below show the **published runs** above: this workspace has no run of its "
-                     "own yet (after `dvc repro` they show yours, and `cifarlab compare` sets yours beside these).")
+                     "own yet (after `dvc repro`, a *Your runs* section sets yours beside these, as `cifarlab compare` does).")
     elif published:
-        parts.append("The sections below show **this workspace's runs** (`reports/metrics`); `cifarlab compare` "
-                     "sets them beside the published runs above.")
+        parts.append("The sections below show **this workspace's runs** (`reports/metrics`): no run is "
+                     "published in this checkout (`reports/published`).")
     smoke = smoke_section(runs)
     if smoke:
         parts.append(smoke)
@@ -158,6 +241,13 @@ def report_tables(reference: Mapping, runs: Mapping[str, list[dict]], lock: Mapp
     others = other_runs_table(reference, runs)
     if others:
         parts += ["## Other runs (no published number)", others]
-    if not showing_published:  # published runs carry their own provenance (the table above)
-        parts += ["## Provenance", PROVENANCE_NOTE, provenance_table(runs, lock)]
+    mine = your_runs_section(reference, yours, published_runs, run_table, seeds, figures,
+                             beside_published=showing_published)
+    if mine:
+        parts.append(mine)
+    if yours or not showing_published:  # published runs carry their own provenance (Published runs)
+        note = PROVENANCE_NOTE
+        if showing_published:
+            note = "Of your runs (`reports/metrics`): the published runs carry theirs in *Published runs* above. " + note
+        parts += ["## Provenance", note, provenance_table(yours, lock)]
     return "\n\n".join(parts) + "\n"

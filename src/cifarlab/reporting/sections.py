@@ -163,6 +163,18 @@ def _run_figures(runs_in_report: Sequence[str], figures: Iterable[str], prefix: 
     return out
 
 
+def run_figure_blocks(runs_shown: Sequence[str], figures: Iterable[str], prefix: str = "runs/") -> list[str]:
+    """The figures of each run that has some (_run_figures), as markdown blocks; over
+    COLLAPSE_FIGURES runs they fold into one <details>."""
+    run_figs = _run_figures(runs_shown, figures, prefix)
+    if len(run_figs) > COLLAPSE_FIGURES:
+        # The grid has 36 runs: fold their figures so the tables and heat maps stay in view.
+        # (The blank lines let GitHub render the Markdown inside the HTML block.)
+        return [f'<details markdown="1"><summary>Learning curves and confusion matrices of the {len(run_figs)} runs</summary>\n\n'
+                + "\n\n".join(run_figs) + "\n\n</details>"]
+    return run_figs
+
+
 def report_section(reference: Mapping, runs: Mapping[str, list[dict]], report: str,
                    figures: Iterable[str] = (), run_figures: str = "runs/",
                    miss_notes: Mapping[str, str] | None = None,
@@ -199,14 +211,7 @@ def report_section(reference: Mapping, runs: Mapping[str, list[dict]], report: s
     bars = REPORT_FIGURE.format(report=report)
     if bars in figures:
         parts.append(md_image(f"report {report}: reported vs reproduced top-1", bars))
-    run_figs = _run_figures(ordered_unique(n["run"] for n in entries), figures, run_figures)
-    if len(run_figs) > COLLAPSE_FIGURES:
-        # The grid has 36 runs: fold their figures so the tables and heat maps stay in view.
-        # (The blank lines let GitHub render the Markdown inside the HTML block.)
-        parts.append(f'<details markdown="1"><summary>Learning curves and confusion matrices of the {len(run_figs)} runs</summary>\n\n'
-                     + "\n\n".join(run_figs) + "\n\n</details>")
-    else:
-        parts += run_figs
+    parts += run_figure_blocks(ordered_unique(n["run"] for n in entries), figures, run_figures)
     statements = statements_section(reference, report, histories)
     if statements:
         parts.append(statements)

@@ -80,3 +80,24 @@ def bar_rows(reference: Mapping, runs: Mapping[str, list[dict]], report: str) ->
         rows.append({"label": label, "reported": ref["value"], "reproduced": st["best"]["mean"],
                      "std": st["best"]["std"], "final": st["final"]["mean"]})
     return rows
+
+
+def table_coverage(run_table: Iterable[str], seeds: Sequence, runs: Mapping[str, list[dict]] | None = None) -> dict:
+    """How much of a run table has results in `runs` (group_runs; None: none yet). The run table
+    is params.yaml `runs` as `cifarlab runs` lists and counts it, each run trained with every seed
+    of `seeds` (`seed`, then `seeds`), so a count here and that command's agree.
+
+    Returns `of` (the table's runs), `runs` (those with a result of any seed, in table order),
+    `outputs` (the table's (run, seed) pairs), `results` (those with a result) and `outside`
+    (runs with a result that the table does not list, sorted).
+    """
+    table, runs = list(run_table), runs or {}
+    have = {(run, r["seed"]) for run, recs in runs.items() for r in counted(recs)}
+    ran = {run for run, _ in have}
+    return {
+        "of": len(table),
+        "runs": [run for run in table if run in ran],
+        "outputs": len(table) * len(seeds),
+        "results": sum((run, s) in have for run in table for s in seeds),
+        "outside": sorted(ran - set(table)),
+    }

@@ -46,8 +46,11 @@ def runs_table(p) -> str:
     if p.train.max_epochs is not None:
         lines.append(f"train.max_epochs = {p.train.max_epochs}: every run stops there (`N of M`: N trained of the "
                      "recipe's M); `cifarlab set train.max_epochs=null` trains the full recipes")
+    from cifarlab.reporting.stats import table_coverage
+
     extra = f"; each again with seeds {list(p.seeds)}" if p.seeds else ""
-    lines.append(f"{len(p.runs)} runs, seed {p.seed}{extra}")
+    # counted as the report's "Your runs" counts them ("K of N runs of params.yaml"): one N
+    lines.append(f"{table_coverage(p.runs, [p.seed, *p.seeds])['of']} runs, seed {p.seed}{extra}")
     return "\n".join(lines)
 
 
