@@ -1,20 +1,22 @@
 """CPU smoke training: the stages end to end on a tiny archive the tests build themselves."""
+
 import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import pandas as pd
 import pytest
 import torch
 import yaml
+from helpers_bad_inputs import BAD_STAGE_ARGS
+from workspace import shipped, write_params
 
 from cifarlab import evaluate, plot, train
 from cifarlab.engine.loop import EpochStats, time_left
-from helpers_bad_inputs import BAD_STAGE_ARGS
-from workspace import shipped, write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,8 +81,18 @@ def test_smoke_pipeline_writes_metrics_history_checkpoints_and_figures(workdir, 
         assert 0 <= r["top1"] <= r["top3"] <= 1
         assert r["loss"] > 0
         assert len(r["confusion"]) == 10 and sum(map(sum, r["confusion"])) == details["n_test"] == 100
-        assert set(r["per_class_top1"]) == {"airplane", "automobile", "bird", "cat", "deer", "dog",
-                                            "frog", "horse", "ship", "truck"}
+        assert set(r["per_class_top1"]) == {
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        }
     assert m["final"]["epoch"] == 2 and m["best"]["epoch"] in (1, 2)
     # the tiny archive's classes differ by colour: 2 epochs must beat chance (10%) clearly
     assert m["best"]["top1"] > 0.2
@@ -120,14 +132,18 @@ def test_smoke_pipeline_writes_metrics_history_checkpoints_and_figures(workdir, 
 
 def test_time_left_is_the_epochs_to_go_at_the_recent_pace():
     def history(*seconds):
-        return [EpochStats(epoch=i + 1, train_loss=1.0, train_acc=0.5, test_loss=1.0, test_acc=0.5, lr=0.1, seconds=s)
-                for i, s in enumerate(seconds)]
+        return [
+            EpochStats(epoch=i + 1, train_loss=1.0, train_acc=0.5, test_loss=1.0, test_acc=0.5, lr=0.1, seconds=s)
+            for i, s in enumerate(seconds)
+        ]
 
     assert time_left(history(30.0), 3, early_stopping=False) == " | 1m00s left"  # 2 epochs x 30 s
     # the first epoch (compilation) is left out once there are others; then the last 5 epochs count
     assert time_left(history(500.0, 10.0, 20.0), 13, early_stopping=False) == " | 2m30s left"  # 10 x 15 s
     assert time_left(history(9.0, 100, 100, 3, 3, 3, 3, 3), 10, early_stopping=False) == " | 0m06s left"  # 2 x 3 s
-    assert time_left(history(90.0), 41, early_stopping=True) == " | at most 1h00m left"  # early stopping may end it sooner
+    assert (
+        time_left(history(90.0), 41, early_stopping=True) == " | at most 1h00m left"
+    )  # early stopping may end it sooner
     assert time_left(history(90.0, 90.0), 2, early_stopping=False) == ""
 
 
@@ -141,8 +157,14 @@ def test_training_is_bit_identical_on_cpu(workdir):
         train.main(["--run", "hw2_cnn"])
         evaluate.main(["--run", "hw2_cnn"])
         # every output but the timing file, byte for byte: what DVC hashes into dvc.lock
-        digests.append({str(f.relative_to(tmp)): sha(f) for d in ("data/checkpoints", "reports") for f in
-                        sorted((tmp / d).rglob("*")) if f.is_file() and "timing" not in f.parts})
+        digests.append(
+            {
+                str(f.relative_to(tmp)): sha(f)
+                for d in ("data/checkpoints", "reports")
+                for f in sorted((tmp / d).rglob("*"))
+                if f.is_file() and "timing" not in f.parts
+            }
+        )
         assert not (tmp / "data/resume/hw2_cnn.pt").exists()  # a finished run leaves no resume state
     assert len(digests[0]) == 6  # final.pt, best.pt, history, metrics, details, predictions
     assert digests[0] == digests[1]
@@ -165,7 +187,10 @@ def test_train_unknown_run_is_refused_naming_the_runs(workdir):
 
     tmp = workdir.path
     workdir.params(["lenet5", "dnn"])
-    with pytest.raises(ParamsError, match=r"unknown run 'vgg'; known runs \(params.yaml `runs`, listed by `cifarlab runs`\): lenet5, dnn$"):
+    with pytest.raises(
+        ParamsError,
+        match=r"unknown run 'vgg'; known runs \(params.yaml `runs`, listed by `cifarlab runs`\): lenet5, dnn$",
+    ):
         train.main(["--run", "vgg"])
     assert not (tmp / "data").exists()
 
@@ -190,9 +215,11 @@ def test_a_batch_larger_than_the_training_split_is_named_at_train_start(workdir,
     capsys.readouterr()
     train.main(["--run", "lenet5"])
     named = [line for line in capsys.readouterr().err.splitlines() if "training split" in line]
-    assert named == ["warning: train lenet5: batch_size 5,000 is larger than the training split (200 images), so "
-                     "every epoch is a single step on all of them; set lenet5.batch_size to at most 200 "
-                     "(e.g. cifarlab set lenet5.batch_size=50) or a larger data.train_subset"]
+    assert named == [
+        "warning: train lenet5: batch_size 5,000 is larger than the training split (200 images), so "
+        "every epoch is a single step on all of them; set lenet5.batch_size to at most 200 "
+        "(e.g. cifarlab set lenet5.batch_size=50) or a larger data.train_subset"
+    ]
     p = load_params()
     assert "set runs.lenet5-b300.batch_size to at most 200 " in batch_notice(resolve(p, "lenet5-b300"), 200)
     assert "train lenet5-s7: batch_size 5,000 " in batch_notice(resolve(p, "lenet5", 7), 200)
@@ -248,8 +275,9 @@ def test_deterministic_switches_cuda_settings_and_leaves_cpu_alone(monkeypatch):
 def test_a_run_of_the_table_applies_its_overrides_and_writes_under_its_name(workdir):
     """A run is its model's recipe with the entry's keys replaced; files are named by the run."""
     tmp = workdir.path
-    runs = {"lenet5-tanh-sgd": {"model": "lenet5", "activation": "tanh", "optimizer": "sgd", "lr": 0.05,
-                                "momentum": 0.9}}
+    runs = {
+        "lenet5-tanh-sgd": {"model": "lenet5", "activation": "tanh", "optimizer": "sgd", "lr": 0.05, "momentum": 0.9}
+    }
     workdir.prepared(runs, lenet5={"batch_size": 32})
     train.main(["--run", "lenet5-tanh-sgd"])
     evaluate.main(["--run", "lenet5-tanh-sgd"])
@@ -277,13 +305,22 @@ def test_bad_stage_arguments_are_refused_before_work(workdir, argv, message, cap
 
 
 @pytest.mark.slow  # AlexNet trained, evaluated and projected in-process
-def test_alexnet_cell_trains_evaluates_and_projects_its_features(workdir):
-    """Report 003's skip variant, small: random features (pretrained=false), 64x64 inputs."""
+def test_alexnet_cell_trains_evaluates_and_projects_its_features(workdir, monkeypatch):
+    """Report 003's skip variant, small: random features (pretrained=false), 64x64 inputs; its
+    PCA figure carries the smoke banner that says so, read from the run's details."""
     from cifarlab import pca
 
+    banners = []
+    draw = pca.pca_figure
+    monkeypatch.setattr(
+        pca, "pca_figure", lambda *a, smoke=None, **k: banners.append(smoke) or draw(*a, smoke=smoke, **k)
+    )
+
     tmp = workdir.path
-    workdir.prepared({"alexnet_transfer-skip-low": {"model": "alexnet_transfer", "skip": True, "epochs": 1}},
-             alexnet_transfer={"image_size": 64, "batch_size": 50})
+    workdir.prepared(
+        {"alexnet_transfer-skip-low": {"model": "alexnet_transfer", "skip": True, "epochs": 1}},
+        alexnet_transfer={"image_size": 64, "batch_size": 50},
+    )
     args = ["--run", "alexnet_transfer-skip-low"]  # as dvc.yaml's train@, evaluate@, plot@, pca@ run it
     with pytest.warns(UserWarning, match="RANDOM"):
         train.main(args)
@@ -293,8 +330,12 @@ def test_alexnet_cell_trains_evaluates_and_projects_its_features(workdir):
     m = json.loads((tmp / "reports/details/alexnet_transfer-skip-low.json").read_text())
     assert m["overrides"] == {"skip": True, "epochs": 1} and m["final"]["epoch"] == 1
     assert m["random_features"] is True and m["epochs_cap"] is None  # 1 epoch is the run's own count
-    for fig in ("pca_alexnet_transfer-skip-low_2d3d", "curves_alexnet_transfer-skip-low",
-                "confusion_alexnet_transfer-skip-low"):
+    assert len(banners) == 1 and "random" in banners[0].lower(), banners
+    for fig in (
+        "pca_alexnet_transfer-skip-low_2d3d",
+        "curves_alexnet_transfer-skip-low",
+        "confusion_alexnet_transfer-skip-low",
+    ):
         assert (tmp / f"reports/figures/runs/{fig}.png").stat().st_size > 1000
 
 
@@ -349,7 +390,9 @@ def test_a_diverged_run_is_recorded_as_diverged_and_the_stages_go_on(workdir, ca
     workdir.run_pipeline(["lenet5", "dnn"])  # raises if a stage fails
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("diverged:")]
-    assert len(lines) == 1 and lines[0].startswith("diverged: lenet5 epoch 1, step 2 of 13")  # step 1 is still sane and "lr 1e+30" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith(
+        "diverged: lenet5 epoch 1, step 2 of 13"
+    )  # step 1 is still sane and "lr 1e+30" in lines[0]
     h = pd.read_csv(tmp / "reports/history/lenet5.csv")
     assert h["epoch"].tolist() == [1]  # stopped after the epoch it diverged in (max_epochs is 2)
     m = _strict_json(tmp / "reports/metrics/lenet5.json")
@@ -415,13 +458,16 @@ def test_gpu_preflight_stops_on_a_gpu_the_torch_build_cannot_run(monkeypatch):
     assert "sm_75, sm_80" in msg and "BASE_IMAGE=pytorch/pytorch:2.8.0-cuda12.6-cudnn9-runtime" in msg
 
 
-@pytest.mark.parametrize("capability, archs, runs", [
-    ((9, 0), CU129_ARCHS, True),          # H100/H200: its own sm_90
-    ((8, 9), ["sm_80", "sm_86"], True),   # Ada runs Ampere sm_86 binaries (same major, lower minor)
-    ((7, 0), CU129_ARCHS, False),         # V100 under cu129: dropped
-    ((12, 1), ["sm_90", "compute_90"], True),  # PTX of a lower version JIT-compiles
-    ((6, 1), ["sm_50", "sm_60", "sm_70"], True),
-])
+@pytest.mark.parametrize(
+    "capability, archs, runs",
+    [
+        ((9, 0), CU129_ARCHS, True),  # H100/H200: its own sm_90
+        ((8, 9), ["sm_80", "sm_86"], True),  # Ada runs Ampere sm_86 binaries (same major, lower minor)
+        ((7, 0), CU129_ARCHS, False),  # V100 under cu129: dropped
+        ((12, 1), ["sm_90", "compute_90"], True),  # PTX of a lower version JIT-compiles
+        ((6, 1), ["sm_50", "sm_60", "sm_70"], True),
+    ],
+)
 def test_gpu_arch_rule(capability, archs, runs):
     from cifarlab.engine.device import gpu_arch_problem
 
@@ -439,5 +485,7 @@ def test_epoch_ticker_logs_progress_at_most_once_a_period_without_a_terminal():
     for step, t in ((10, 30.0), (20, 61.0), (30, 90.0), (50, 125.0)):
         now[0] = t
         tick(step)
-    assert lines == ["resnet9 epoch 3/20: step 20 of 100 (20%), 1m01s in, ~4m04s left in the epoch",
-                     "resnet9 epoch 3/20: step 50 of 100 (50%), 2m05s in, ~2m05s left in the epoch"]
+    assert lines == [
+        "resnet9 epoch 3/20: step 20 of 100 (20%), 1m01s in, ~4m04s left in the epoch",
+        "resnet9 epoch 3/20: step 50 of 100 (50%), 2m05s in, ~2m05s left in the epoch",
+    ]
