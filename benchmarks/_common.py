@@ -5,6 +5,7 @@ one step timer), their log lines and their JSON files.
 Not a script: each benchmark imports it from this folder (a script's own folder is on sys.path),
 so it travels wherever benchmarks/ does (the GPU kit: docs/gpu.md).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,17 +18,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:  # works without `pip install -e .` too
     sys.path.insert(0, str(ROOT / "src"))
 
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from cifarlab.core.provenance import code_version  # noqa: E402
-from cifarlab.core.runs import resolve  # noqa: E402
-from cifarlab.engine.augment import pipeline_for  # noqa: E402
-from cifarlab.engine.device import Runtime, configure_determinism  # noqa: E402
-from cifarlab.engine.features import FeaturePipeline, cacheable, embed_all  # noqa: E402
-from cifarlab.engine.loop import build_model  # noqa: E402
-from cifarlab.engine.step import StepTiming, TrainStep, time_steps  # noqa: E402
-from cifarlab.models import list_models  # noqa: E402
+from cifarlab.core.provenance import code_version
+from cifarlab.core.runs import resolve
+from cifarlab.engine.augment import pipeline_for
+from cifarlab.engine.device import Runtime, configure_determinism
+from cifarlab.engine.features import FeaturePipeline, cacheable, embed_all
+from cifarlab.engine.loop import build_model
+from cifarlab.engine.step import StepTiming, TrainStep, time_steps
+from cifarlab.models import list_models
 
 # Untimed steps before the timed ones: the first timed apart (compilation, if any), the second
 # because CUDA graphs are recorded on the first replays
@@ -36,6 +37,7 @@ WARMUP = 2
 
 def make_log(name: str):
     """log(msg): one line '[name HH:MM:SS] msg' on stdout, flushed (a cut-off run keeps it)."""
+
     def log(msg: str) -> None:
         print(f"[{name} {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -53,8 +55,11 @@ def save_json(path: Path, result: dict) -> None:
 
 def run_header(p) -> dict:
     """What every result records beside its device: the code, params.yaml's train section, when."""
-    return {"code": code_version(ROOT), "train_params": p.train.model_dump(mode="json"),
-            "when": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    return {
+        "code": code_version(ROOT),
+        "train_params": p.train.model_dump(mode="json"),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
 
 
 def representative_runs(p) -> dict[str, str]:

@@ -15,15 +15,17 @@ step, schedule: engine.step.TrainStep, what `fit` runs) in:
 
 Columns: images/s (median step after a warm-up; the first step, compilation included, timed
 apart, from a cold compile cache), training GFLOP per image (torch.utils.flop_counter on one
-fp32 step: forward + backward), achieved GFLOP/s and its share of the fp32 and bf16 GEMM rates measured here (n^3 matmuls, n up to 4096,
-best of 3), and the projected wall time of the run's full recipe (epochs x (50,000 training
-images + 10,000 test images at a third of a step's cost each), plus the first step's compilation).
+fp32 step: forward + backward), achieved GFLOP/s and its share of the fp32 and bf16 GEMM rates
+measured here (n^3 matmuls, n up to 4096, best of 3), and the projected wall time of the run's
+full recipe (epochs x (50,000 training images + 10,000 test images at a third of a step's cost
+each), plus the first step's compilation).
 The header holds the CPU's name and flags (amx_bf16, avx512_bf16: native bf16; without either,
 bf16 is emulated and slower than fp32), thread count, torch and oneDNN versions, code version.
 
 The JSON goes to benchmarks/results/bench_cpu_<cpu>.json (committed: docs/training.md's CPU table quotes
 it) and is rewritten after every model, so a run cut short keeps what it measured.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,14 +45,14 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="bench_
 if str(Path(__file__).resolve().parent) not in sys.path:  # _common.py beside it, however this is run
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
+import torch
+from _common import ROOT, Case, make_log, representative_runs, run_header, save_json
 
-from _common import ROOT, Case, make_log, representative_runs, run_header, save_json  # noqa: E402
-from cifarlab.core.params import load_params  # noqa: E402
-from cifarlab.core.provenance import cpu_flags, cpu_name  # noqa: E402
-from cifarlab.core.durations import format_duration  # noqa: E402
-from cifarlab.tooling.estimate import FULL_TEST, FULL_TRAIN  # noqa: E402
-from cifarlab.engine.device import bf16_in_effect, configure_threads  # noqa: E402
+from cifarlab.core.durations import format_duration
+from cifarlab.core.params import load_params
+from cifarlab.core.provenance import cpu_flags, cpu_name
+from cifarlab.engine.device import bf16_in_effect, configure_threads
+from cifarlab.tooling.estimate import FULL_TEST, FULL_TRAIN
 
 VARIANTS = {  # name -> train.* keys (on top of params.yaml's train section)
     "fp32": {"bf16": False, "channels_last": False, "fused_optimizer": False, "compile": False},
@@ -70,7 +72,8 @@ def gemm_gflops(dtype: torch.dtype, max_n: int = 4096, rounds: int = 3, min_seco
     n doubles from 256 toward `max_n` while a matmul of the next size (8x the FLOPs) is projected
     under 2 s. At 300 GFLOP/s (fp32 or native bf16 on 2 cores) that reaches 4096 (0.4 s a
     matmul); emulated bf16 (no amx_bf16/avx512_bf16) runs near 1 GFLOP/s, where one 4096^3
-    matmul (137 GFLOP) would take minutes, and stops at 512 or 1024 (1024 on a 2-core AMD EPYC). Returns {"gflops": rate, "n": n}.
+    matmul (137 GFLOP) would take minutes, and stops at 512 or 1024 (1024 on a 2-core AMD EPYC).
+    Returns {"gflops": rate, "n": n}.
     """
     n = 256
     while True:
@@ -99,9 +102,15 @@ def onednn_version() -> str | None:
 def header(p, threads: int) -> dict:
     flags = cpu_flags()
     return {
-        "device": {"type": "cpu", "name": cpu_name(), **bf16_in_effect(),  # cpu_bf16, bf16_check
-                   "flags": {f: f in flags for f in SHOWN_FLAGS}, "cpu_count": os.cpu_count(), "threads": threads,
-                   "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()},
+        "device": {
+            "type": "cpu",
+            "name": cpu_name(),
+            **bf16_in_effect(),  # cpu_bf16, bf16_check
+            "flags": {f: f in flags for f in SHOWN_FLAGS},
+            "cpu_count": os.cpu_count(),
+            "threads": threads,
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        },
         "versions": {"torch": torch.__version__, "onednn": onednn_version(), "python": platform.python_version()},
         **run_header(p),
         "variants": VARIANTS,
@@ -112,8 +121,12 @@ def time_variant(case: Case, variant: str, seconds: float) -> dict:
     """First step timed apart (compilation, if any), one warm-up, then steps for >= `seconds`
     (at least 3): images/s of the median step (robust to a disturbed step on a shared machine)."""
     t = case.time_steps(case.runtime(**VARIANTS[variant]), steps=3, min_seconds=seconds)
-    return {"images_per_s": round(case.batch / statistics.median(t.step_s), 1), "steps": t.steps,
-            "first_step_seconds": round(t.first_s, 2), "loss_finite": bool(torch.isfinite(t.loss).item())}
+    return {
+        "images_per_s": round(case.batch / statistics.median(t.step_s), 1),
+        "steps": t.steps,
+        "first_step_seconds": round(t.first_s, 2),
+        "loss_finite": bool(torch.isfinite(t.loss).item()),
+    }
 
 
 def projected_seconds(case: Case, ips: float, first_step: float = 0.0) -> float:
@@ -124,8 +137,13 @@ def projected_seconds(case: Case, ips: float, first_step: float = 0.0) -> float:
 
 
 def measure(res: dict, case: Case, gemm: dict, seconds: float, deadline: float, save) -> None:
-    row = {"model": case.model_name, "run": case.run, "batch": case.batch,
-           "epochs": case.spec.epochs(None), "variants": {}}
+    row = {
+        "model": case.model_name,
+        "run": case.run,
+        "batch": case.batch,
+        "epochs": case.spec.epochs(None),
+        "variants": {},
+    }
     res["models"].append(row)
     # training FLOPs per image, counted on one fp32 step
     row["gflop_per_image"] = round(case.flops_per_image(case.runtime(**VARIANTS["fp32"])) / 1e9, 4)
@@ -141,18 +159,25 @@ def measure(res: dict, case: Case, gemm: dict, seconds: float, deadline: float, 
             log(f"{case.model_name} {variant}: FAILED: {type(err).__name__}: {err}")
             continue
         gf = row["gflop_per_image"] * r["images_per_s"]
-        r.update(gflops=round(gf, 1), pct_fp32_gemm=round(100 * gf / gemm["fp32"], 1),
-                 pct_bf16_gemm=round(100 * gf / gemm["bf16"], 1),
-                 projected_seconds=round(projected_seconds(case, r["images_per_s"],
-                                                           r["first_step_seconds"] if variant == "compiled" else 0.0)))
+        r.update(
+            gflops=round(gf, 1),
+            pct_fp32_gemm=round(100 * gf / gemm["fp32"], 1),
+            pct_bf16_gemm=round(100 * gf / gemm["bf16"], 1),
+            projected_seconds=round(
+                projected_seconds(case, r["images_per_s"], r["first_step_seconds"] if variant == "compiled" else 0.0)
+            ),
+        )
         row["variants"][variant] = r
         own = "fp32" if variant == "fp32" else "bf16"  # the ceiling of the variant's own matmuls
-        log(f"{case.model_name:16s} {variant:8s} batch {case.batch:4d}: {r['images_per_s']:>9,.1f} images/s, "
-            f"{gf:7.1f} GFLOP/s ({r[f'pct_{own}_gemm']:.0f}% of {own} GEMM), first step {r['first_step_seconds']:.1f}s, "
-            f"full recipe {format_duration(r['projected_seconds'])}")
+        log(
+            f"{case.model_name:16s} {variant:8s} batch {case.batch:4d}: {r['images_per_s']:>9,.1f} images/s, "
+            f"{gf:7.1f} GFLOP/s ({r[f'pct_{own}_gemm']:.0f}% of {own} GEMM), "
+            f"first step {r['first_step_seconds']:.1f}s, "
+            f"full recipe {format_duration(r['projected_seconds'])}"
+        )
     v = row["variants"]
     base = v.get("fp32", {}).get("images_per_s")
-    for name, r in v.items():
+    for r in v.values():
         if base and "images_per_s" in r:
             r["x_fp32"] = round(r["images_per_s"] / base, 2)
     timed = {n: r["projected_seconds"] for n, r in v.items() if "projected_seconds" in r}
@@ -168,28 +193,36 @@ def gemm_line(res: dict) -> str:
 def table(res: dict) -> str:
     d = res["device"]
     native = d["cpu_bf16"] if d["cpu_bf16"] != "none" else "none (bf16 emulated)"
-    lines = [f"{d['name']}, native bf16: {native}, {d['threads']} threads, torch {res['versions']['torch']}, "
-             + gemm_line(res), "",
-             "| model (batch) | GFLOP/img | fp32 img/s | bf16 img/s | bf16+CL img/s | compiled img/s | best x fp32 "
-             "| bf16+CL GFLOP/s (% bf16 GEMM) | compile s | full recipe fp32 -> bf16+CL (compiled) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        f"{d['name']}, native bf16: {native}, {d['threads']} threads, torch {res['versions']['torch']}, "
+        + gemm_line(res),
+        "",
+        "| model (batch) | GFLOP/img | fp32 img/s | bf16 img/s | bf16+CL img/s | compiled img/s | best x fp32 "
+        "| bf16+CL GFLOP/s (% bf16 GEMM) | compile s | full recipe fp32 -> bf16+CL (compiled) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in res["models"]:
         v = r["variants"]
 
-        def ips(name):
+        def ips(name, v=v):
             x = v.get(name, {})
             return f"{x['images_per_s']:,.0f}" if "images_per_s" in x else next(iter(x.values()), "")
 
         best = max((x.get("x_fp32", 0) for x in v.values()), default=0)
         cl = v.get("bf16_cl", {})
         comp = v.get("compiled", {})
-        proj = " -> ".join(format_duration(v[n]["projected_seconds"]) for n in ("fp32", "bf16_cl")
-                           if "projected_seconds" in v.get(n, {}))
+        proj = " -> ".join(
+            format_duration(v[n]["projected_seconds"])
+            for n in ("fp32", "bf16_cl")
+            if "projected_seconds" in v.get(n, {})
+        )
         if "projected_seconds" in comp:
             proj += f" ({format_duration(comp['projected_seconds'])})"
-        lines.append(f"| {r['model']} ({r['batch']}) | {r['gflop_per_image']:.3f} | {ips('fp32')} | {ips('bf16')} | "
-                     f"{ips('bf16_cl')} | {ips('compiled')} | {best:.1f}x | "
-                     f"{cl.get('gflops', '')} ({cl.get('pct_bf16_gemm', '')}%) | {comp.get('first_step_seconds', '')} | {proj} |")
+        lines.append(
+            f"| {r['model']} ({r['batch']}) | {r['gflop_per_image']:.3f} | {ips('fp32')} | {ips('bf16')} | "
+            f"{ips('bf16_cl')} | {ips('compiled')} | {best:.1f}x | "
+            f"{cl.get('gflops', '')} ({cl.get('pct_bf16_gemm', '')}%) | {comp.get('first_step_seconds', '')} | {proj} |"
+        )
     return "\n".join(lines)
 
 
@@ -198,8 +231,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--models", nargs="+", help="only these models (default: every registered one)")
     ap.add_argument("--seconds", type=float, default=2.5, help="timed seconds per model and variant (2.5)")
     ap.add_argument("--threads", type=int, help="torch threads (default: params.yaml train.num_threads)")
-    ap.add_argument("--budget-minutes", type=float, default=9.0,
-                    help="compiled variants are skipped once less than 90 s of this is left (9)")
+    ap.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=9.0,
+        help="compiled variants are skipped once less than 90 s of this is left (9)",
+    )
     ap.add_argument("--json", type=Path, help="default benchmarks/results/bench_cpu_<cpu>.json")
     return ap
 
@@ -223,8 +260,10 @@ def main(argv: list[str] | None = None) -> None:
         res["elapsed_seconds"] = round(time.monotonic() - t0, 1)
         save_json(args.json, res)
 
-    log(f"{res['device']['name']} (native bf16: {res['device']['cpu_bf16']}), {threads} threads, "
-        f"torch {torch.__version__} -> {args.json}")
+    log(
+        f"{res['device']['name']} (native bf16: {res['device']['cpu_bf16']}), {threads} threads, "
+        f"torch {torch.__version__} -> {args.json}"
+    )
     gemm = {"fp32": gemm_gflops(torch.float32), "bf16": gemm_gflops(torch.bfloat16)}
     res["gemm_gflops"] = {k: v["gflops"] for k, v in gemm.items()}
     res["gemm_n"] = {k: v["n"] for k, v in gemm.items()}

@@ -35,12 +35,13 @@ this script cannot rot between GPU sessions (a slow test).
 Needs torch, numpy, pydantic, ruamel.yaml (+ airbench for section 5) and the archive in
 the official layout for section 5 (--archive; without it, section 5 is skipped).
 """
+
 from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import hashlib
+import io
 import math
 import os
 import platform
@@ -53,25 +54,40 @@ from pathlib import Path
 if str(Path(__file__).resolve().parent) not in sys.path:  # _common.py beside it, however this is run
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+import torch
+from _common import ROOT, Case, make_log, representative_runs, run_header, save_json
+from torch.utils.flop_counter import FlopCounterMode
 
-from _common import ROOT, Case, make_log, representative_runs, run_header, save_json  # noqa: E402
-from cifarlab.core.params import load_params  # noqa: E402
-from cifarlab.core.provenance import cpu_name  # noqa: E402
-from cifarlab.core.durations import format_duration  # noqa: E402
-from cifarlab.core.runs import resolve  # noqa: E402
-from cifarlab.tooling import estimate  # noqa: E402
-from cifarlab.engine.augment import pipeline_for  # noqa: E402
-from cifarlab.engine.features import cacheable, embed_all  # noqa: E402
-from cifarlab.engine.device import (Runtime, bf16_in_effect, configure_determinism, setup_device,  # noqa: E402
-                                    synchronize)
-from cifarlab.engine.loop import build_model, fit  # noqa: E402
+from cifarlab.core.durations import format_duration
+from cifarlab.core.params import load_params
+from cifarlab.core.provenance import cpu_name
+from cifarlab.core.runs import resolve
+from cifarlab.engine.augment import pipeline_for
+from cifarlab.engine.device import (
+    Runtime,
+    bf16_in_effect,
+    configure_determinism,
+    setup_device,
+    synchronize,
+)
+from cifarlab.engine.features import cacheable, embed_all
+from cifarlab.engine.loop import build_model, fit
+from cifarlab.tooling import estimate
 
 TARGETS = (0.93, 0.94)
 # Order of the compiled measurements: the models that decide the total first (report 004's grid
 # is 97% of the arithmetic), then resnet9 (the airbench comparison), then the rest.
-COMPILE_ORDER = ("resnet18", "resnet9", "custom_resnet", "resnet", "alexnet_transfer", "cnn", "hw2_cnn", "dnn", "lenet5")
+COMPILE_ORDER = (
+    "resnet18",
+    "resnet9",
+    "custom_resnet",
+    "resnet",
+    "alexnet_transfer",
+    "cnn",
+    "hw2_cnn",
+    "dnn",
+    "lenet5",
+)
 log = make_log("bench_gpu")
 
 
@@ -111,13 +127,20 @@ class Bench:
 def header(device: torch.device, p) -> dict:
     cuda = device.type == "cuda"
     return {
-        "device": {"type": device.type,
-                   "name": torch.cuda.get_device_name(device) if cuda else cpu_name(),
-                   "capability": list(torch.cuda.get_device_capability(device)) if cuda else None,
-                   "memory_gib": round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1) if cuda else None,
-                   "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()},
-        "versions": {"torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-                     "cudnn": torch.backends.cudnn.version() if cuda else None},
+        "device": {
+            "type": device.type,
+            "name": torch.cuda.get_device_name(device) if cuda else cpu_name(),
+            "capability": list(torch.cuda.get_device_capability(device)) if cuda else None,
+            "memory_gib": round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1) if cuda else None,
+            "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+        },
+        "versions": {
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "python": platform.python_version(),
+            "cudnn": torch.backends.cudnn.version() if cuda else None,
+        },
         **run_header(p),
     }
 
@@ -144,8 +167,11 @@ def timed(case: Case, rt: Runtime, steps: int) -> dict:
     """First step (compilation, if any) timed apart, one more warm-up, then `steps` steps
     synchronised once, after the last (the GPU runs them back to back, as in training): images/s."""
     t = case.time_steps(rt, steps=steps, each=False)
-    return {"first_step_seconds": round(t.first_s, 3), "images_per_s": round(t.images_per_s(case.batch), 1),
-            "loss_finite": bool(torch.isfinite(t.loss).item())}
+    return {
+        "first_step_seconds": round(t.first_s, 3),
+        "images_per_s": round(t.images_per_s(case.batch), 1),
+        "loss_finite": bool(torch.isfinite(t.loss).item()),
+    }
 
 
 def embed_rate(case: Case, n: int) -> dict:
@@ -161,9 +187,12 @@ def embed_rate(case: Case, n: int) -> dict:
     dt = time.perf_counter() - t
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model.embed(case.pipe(case.x, None, train=False))
-    return {"images": n, "images_per_s": round(n / dt, 1),
-            "flops_per_image": counter.get_total_flops() / case.batch,
-            "seconds_full_set": round(60_000 / (n / dt), 2)}
+    return {
+        "images": n,
+        "images_per_s": round(n / dt, 1),
+        "flops_per_image": counter.get_total_flops() / case.batch,
+        "seconds_full_set": round(60_000 / (n / dt), 2),
+    }
 
 
 def measure_models(bench: Bench, p, device: torch.device, cases: dict[str, Case], compiled: bool) -> None:
@@ -195,8 +224,10 @@ def measure_models(bench: Bench, p, device: torch.device, cases: dict[str, Case]
             row[f"{key}_tflops"] = round(tf, 3)
             if peak:
                 row[f"{key}_pct_peak"] = round(100 * tf / peak, 2)
-            log(f"{name:17s} {key:8s} batch {case.batch:4d}: {r['images_per_s']:>10,.0f} images/s "
-                f"({tf:.2f} TFLOP/s; first step {r['first_step_seconds']:.1f}s)")
+            log(
+                f"{name:17s} {key:8s} batch {case.batch:4d}: {r['images_per_s']:>10,.0f} images/s "
+                f"({tf:.2f} TFLOP/s; first step {r['first_step_seconds']:.1f}s)"
+            )
         except Exception as err:  # noqa: BLE001 - record and go on with the next model
             row[key] = f"error: {type(err).__name__}: {err}"[:400]
             log(f"{name} {key}: FAILED: {type(err).__name__}: {err}")
@@ -210,8 +241,9 @@ def determinism_cost(bench: Bench, case: Case) -> None:
     steps = 2 if bench.tiny else 20
     out = {}
     for det in (True, False):
-        out[f"deterministic_{str(det).lower()}"] = timed(case, case.runtime(compile=case.device.type == "cuda" or bench.tiny,
-                                                                       deterministic=det), steps)
+        out[f"deterministic_{str(det).lower()}"] = timed(
+            case, case.runtime(compile=case.device.type == "cuda" or bench.tiny, deterministic=det), steps
+        )
     on, off = out["deterministic_true"]["images_per_s"], out["deterministic_false"]["images_per_s"]
     out["cost_pct"] = round(100 * (off - on) / off, 1)  # how much slower deterministic is
     configure_determinism(case.device, case.p.train.deterministic)
@@ -252,11 +284,18 @@ def bit_identity(bench: Bench, case: Case, steps: int) -> None:
     finally:
         tud.fill_uninitialized_memory = fill
         configure_determinism(case.device, case.p.train.deterministic)
-    bench.result["bit_identity"] = {"model": case.model_name, "steps": steps, "batch": case.batch,
-                                    "identical": a == b, "fill_uninitialized_memory_false_identical": a == c,
-                                    "sha256": [a, b, c]}
-    log(f"bit identity over {steps} {case.model_name} steps: {'identical' if a == b else 'DIFFERENT'}; "
-        f"fill_uninitialized_memory=False: {'same bytes' if a == c else 'different bytes'}")
+    bench.result["bit_identity"] = {
+        "model": case.model_name,
+        "steps": steps,
+        "batch": case.batch,
+        "identical": a == b,
+        "fill_uninitialized_memory_false_identical": a == c,
+        "sha256": [a, b, c],
+    }
+    log(
+        f"bit identity over {steps} {case.model_name} steps: {'identical' if a == b else 'DIFFERENT'}; "
+        f"fill_uninitialized_memory=False: {'same bytes' if a == c else 'different bytes'}"
+    )
 
 
 def load_data(args, device: torch.device):
@@ -268,8 +307,14 @@ def load_data(args, device: torch.device):
         xs = torch.randint(0, 256, (n_train + n_test, 3, 32, 32), generator=g, dtype=torch.uint8)
         ys = torch.randint(0, 10, (n_train + n_test,), generator=g)
         stats = {"mean": [0.5] * 3, "std": [0.25] * 3}
-        return (xs[:n_train].to(device), ys[:n_train].to(device), xs[n_train:].to(device), ys[n_train:].to(device),
-                stats, None)
+        return (
+            xs[:n_train].to(device),
+            ys[:n_train].to(device),
+            xs[n_train:].to(device),
+            ys[n_train:].to(device),
+            stats,
+            None,
+        )
     from cifarlab.data.cifar_io import channel_stats, read_archive
 
     a = read_archive(args.archive)
@@ -278,8 +323,14 @@ def load_data(args, device: torch.device):
     def t(x):
         return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().to(device)
 
-    return (t(a.train_x), torch.from_numpy(a.train_y).to(device), t(a.test_x), torch.from_numpy(a.test_y).to(device),
-            {"mean": mean.tolist(), "std": std.tolist()}, a)
+    return (
+        t(a.train_x),
+        torch.from_numpy(a.train_y).to(device),
+        t(a.test_x),
+        torch.from_numpy(a.test_y).to(device),
+        {"mean": mean.tolist(), "std": std.tolist()},
+        a,
+    )
 
 
 def seconds_to(history, target: float) -> float | None:
@@ -303,14 +354,33 @@ def resnet9_vs_airbench(bench: Bench, p, device: torch.device) -> None:
     configure_determinism(device, p.train.deterministic)
     model = build_model("resnet9", dict(spec.arch), spec.seed)
     t = time.perf_counter()
-    res = fit(model, train_x, train_y, test_x, test_y, recipe, epochs, spec.seed, pipeline_for(recipe, stats, device), rt,
-              log=log, desc="resnet9")
-    out = {"cifarlab_resnet9": {
-        "epochs": epochs, "batch": recipe.batch_size, "compiled": rt.compile, "n_train": int(train_x.shape[0]),
-        "wall_seconds": round(time.perf_counter() - t, 2),
-        "best_top1": max((h.test_acc for h in res.history if h.test_acc is not None), default=None),
-        "final_top1": res.history[-1].test_acc, "diverged": res.diverged,
-        **{f"seconds_to_{round(100 * x)}": seconds_to(res.history, x) for x in TARGETS}}}
+    res = fit(
+        model,
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        recipe,
+        epochs,
+        spec.seed,
+        pipeline_for(recipe, stats, device),
+        rt,
+        log=log,
+        desc="resnet9",
+    )
+    out = {
+        "cifarlab_resnet9": {
+            "epochs": epochs,
+            "batch": recipe.batch_size,
+            "compiled": rt.compile,
+            "n_train": int(train_x.shape[0]),
+            "wall_seconds": round(time.perf_counter() - t, 2),
+            "best_top1": max((h.test_acc for h in res.history if h.test_acc is not None), default=None),
+            "final_top1": res.history[-1].test_acc,
+            "diverged": res.diverged,
+            **{f"seconds_to_{round(100 * x)}": seconds_to(res.history, x) for x in TARGETS},
+        }
+    }
     bench.result["resnet9_vs_airbench"] = out
     bench.save()
     del model, res
@@ -352,9 +422,9 @@ def run_airbench(arrays) -> dict:
     written from them first (train.pt/test.pt: uint8 NHWC images, int64 labels), so it downloads
     nothing. Seconds: wall clock of training plus its TTA evaluation, synchronized, after
     airbench's warm-up run (its own timer also leaves out loading the data to the GPU; ours not)."""
-    import airbench  # noqa: PLC0415 - optional: carried as a wheel to the GPU machine
-
     from importlib import metadata
+
+    import airbench  # optional: carried as a wheel to the GPU machine
 
     out = {"version": metadata.version("airbench")}
     home = os.getcwd()
@@ -363,14 +433,19 @@ def run_airbench(arrays) -> dict:
         try:
             os.makedirs("cifar10")
             for name, x, y in (("train", arrays.train_x, arrays.train_y), ("test", arrays.test_x, arrays.test_y)):
-                torch.save({"images": torch.from_numpy(x), "labels": torch.from_numpy(y),
-                            "classes": list(arrays.classes)}, f"cifar10/{name}.pt")
+                torch.save(
+                    {"images": torch.from_numpy(x), "labels": torch.from_numpy(y), "classes": list(arrays.classes)},
+                    f"cifar10/{name}.pt",
+                )
             # airbench as its authors run it: not under cifarlab's deterministic mode (which also
             # fills every new tensor with NaN), cuDNN autotuning on
             torch.use_deterministic_algorithms(False)
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
             test_loader = airbench.CifarLoader("cifar10", train=False, batch_size=2000)
-            for k, train_fn, warm in ((93, airbench.train93, airbench.warmup93), (94, airbench.train94, airbench.warmup94)):
+            for k, train_fn, warm in (
+                (93, airbench.train93, airbench.warmup93),
+                (94, airbench.train94, airbench.warmup94),
+            ):
                 with contextlib.redirect_stdout(io.StringIO()):
                     warm(verbose=True)  # airbench's warm-up: verbose makes it stop after its first steps
                 torch.cuda.synchronize()
@@ -395,45 +470,64 @@ def projection(bench: Bench, p) -> None:
     costs = estimate.stage_costs(p, times, stages, setup)
     missing = sorted(set(p.runs) - {c.run for c in costs})
     bench.result["projection"] = {
-        "runs": {c.run: round(c.seconds, 1) for c in costs}, "from": source, "not_measured": missing,
+        "runs": {c.run: round(c.seconds, 1) for c in costs},
+        "from": source,
+        "not_measured": missing,
         "total_seconds": round(sum(c.seconds for c in costs), 1),
         "note": "training stages only, full data (50,000 train + test passes), params.yaml epochs, one GPU, one run "
-                "after another; evaluate/plot/report add about a minute",
+        "after another; evaluate/plot/report add about a minute",
     }
-    log(f"projected: {len(costs)} training runs, {format_duration(sum(c.seconds for c in costs))}"
-        + (f" ({len(missing)} not measured)" if missing else ""))
+    log(
+        f"projected: {len(costs)} training runs, {format_duration(sum(c.seconds for c in costs))}"
+        + (f" ({len(missing)} not measured)" if missing else "")
+    )
 
 
 def table(res: dict) -> str:
-    lines = [f"device {res.get('device', {}).get('name')}, torch {res.get('versions', {}).get('torch')}, "
-             f"peak {res.get('peak', {}).get('tflops')} TFLOP/s ({res.get('peak', {}).get('dtype')})", "",
-             "| model | batch | GFLOP/img | eager images/s | compiled images/s | x | compiled TFLOP/s | % peak | first compiled step s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"device {res.get('device', {}).get('name')}, torch {res.get('versions', {}).get('torch')}, "
+        f"peak {res.get('peak', {}).get('tflops')} TFLOP/s ({res.get('peak', {}).get('dtype')})",
+        "",
+        "| model | batch | GFLOP/img | eager images/s | compiled images/s | x | compiled TFLOP/s | % peak "
+        "| first compiled step s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in res.get("models", []):
         e, c = r.get("eager_images_per_s"), r.get("compiled_images_per_s")
         first = r["compiled"]["first_step_seconds"] if isinstance(r.get("compiled"), dict) else r.get("compiled", "")
-        lines.append(f"| {r['model']} | {r['batch']} | {r.get('flops_per_image', 0) / 1e9:.3f} | "
-                     f"{e or r.get('eager', '')} | {c or ''} | {f'{c / e:.2f}' if c and e else ''} | "
-                     f"{r.get('compiled_tflops', '')} | {r.get('compiled_pct_peak', '')} | {first} |")
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r.get('flops_per_image', 0) / 1e9:.3f} | "
+            f"{e or r.get('eager', '')} | {c or ''} | {f'{c / e:.2f}' if c and e else ''} | "
+            f"{r.get('compiled_tflops', '')} | {r.get('compiled_pct_peak', '')} | {first} |"
+        )
     if "determinism" in res:
         d = res["determinism"]
-        lines += ["", f"deterministic on/off ({d['model']}): {d['deterministic_true']['images_per_s']:,} vs "
-                      f"{d['deterministic_false']['images_per_s']:,} images/s, cost {d['cost_pct']}%"]
+        lines += [
+            "",
+            f"deterministic on/off ({d['model']}): {d['deterministic_true']['images_per_s']:,} vs "
+            f"{d['deterministic_false']['images_per_s']:,} images/s, cost {d['cost_pct']}%",
+        ]
     if "bit_identity" in res:
         b = res["bit_identity"]
-        lines.append(f"bit identity, {b['steps']} {b['model']} steps: {b['identical']} "
-                     f"(fill_uninitialized_memory=False same bytes: {b['fill_uninitialized_memory_false_identical']})")
+        lines.append(
+            f"bit identity, {b['steps']} {b['model']} steps: {b['identical']} "
+            f"(fill_uninitialized_memory=False same bytes: {b['fill_uninitialized_memory_false_identical']})"
+        )
     if "resnet9_vs_airbench" in res:
         r = res["resnet9_vs_airbench"]
         c = r["cifarlab_resnet9"]
         best = f"{100 * c['best_top1']:.2f}%" if c.get("best_top1") is not None else "none"
-        lines.append(f"cifarlab resnet9: to 93% {c['seconds_to_93'] or 'not reached'} s, to 94% "
-                     f"{c['seconds_to_94'] or 'not reached'} s (best {best}, {c['wall_seconds']} s)")
+        lines.append(
+            f"cifarlab resnet9: to 93% {c['seconds_to_93'] or 'not reached'} s, to 94% "
+            f"{c['seconds_to_94'] or 'not reached'} s (best {best}, {c['wall_seconds']} s)"
+        )
         lines.append(f"airbench: {r.get('airbench')}")
     if "projection" in res:
         pr = res["projection"]
-        lines.append(f"projected full reproduction: {format_duration(pr['total_seconds'])} "
-                     f"({len(pr['runs'])} training runs; not measured: {', '.join(pr['not_measured']) or 'none'})")
+        lines.append(
+            f"projected full reproduction: {format_duration(pr['total_seconds'])} "
+            f"({len(pr['runs'])} training runs; not measured: {', '.join(pr['not_measured']) or 'none'})"
+        )
     lines.append("sections: " + "; ".join(f"{k} {v}" for k, v in res.get("sections", {}).items()))
     return "\n".join(lines)
 
@@ -442,7 +536,9 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="CPU, random data, seconds: the slow test's mode")
     ap.add_argument("--archive", type=Path, help="CIFAR-10 in the official layout (section 5 trains on it)")
-    ap.add_argument("--json", type=Path, help="where the results go (default benchmarks/results/bench_gpu_<device>.json)")
+    ap.add_argument(
+        "--json", type=Path, help="where the results go (default benchmarks/results/bench_gpu_<device>.json)"
+    )
     ap.add_argument("--budget-minutes", type=float, default=7.5, help="wall-clock budget, compilation included (7.5)")
     ap.add_argument("--models", nargs="+", help="only these models (default: every registered one)")
     ap.add_argument("--identity-steps", type=int, default=300, help="resnet18 steps per bit-identity run (300)")
@@ -471,7 +567,9 @@ def main(argv: list[str] | None = None) -> None:
     if device.type != "cuda" and not args.tiny:
         sys.exit("error: no CUDA device: bench_gpu.py measures a GPU (use --tiny to check it on a CPU)")
     if args.json is None:
-        slug = "".join(c if c.isalnum() else "-" for c in (torch.cuda.get_device_name() if device.type == "cuda" else "cpu")).lower()
+        slug = "".join(
+            c if c.isalnum() else "-" for c in (torch.cuda.get_device_name() if device.type == "cuda" else "cpu")
+        ).lower()
         args.json = ROOT / "benchmarks" / "results" / f"bench_gpu_{slug}{'_tiny' if args.tiny else ''}.json"
     if args.tiny:
         args.identity_steps = min(args.identity_steps, 3)
@@ -491,8 +589,7 @@ def main(argv: list[str] | None = None) -> None:
         bench.section("determinism", lambda: determinism_cost(bench, case), 10 if args.tiny else 60)
         bench.section("bit_identity", lambda: bit_identity(bench, case, args.identity_steps), 10 if args.tiny else 60)
     if "resnet9" in p.runs:
-        bench.section("resnet9_vs_airbench", lambda: resnet9_vs_airbench(bench, p, device),
-                      resnet9_seconds(bench, p))
+        bench.section("resnet9_vs_airbench", lambda: resnet9_vs_airbench(bench, p, device), resnet9_seconds(bench, p))
     rest = {m: c for m, c in cases.items() if m not in first}
     bench.section("compiled_rest", lambda: measure_models(bench, p, device, rest, compiled=True), 20)
     bench.section("projection", lambda: projection(bench, p), 0)

@@ -14,6 +14,7 @@ one after another in this process; each variant's dvc.lock output md5s are compa
 first's (wall-time files excepted): a ratio between different results would mean nothing.
 Timings vary with the machine's other load (the header prints the load average).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' project copies and tiny archives
 
-from cifar_archive import make_cifar_archive  # noqa: E402
-from workspace import SCALE_OUT_RUNS, lock_outs, small_project  # noqa: E402
+from cifar_archive import make_cifar_archive
+from workspace import SCALE_OUT_RUNS, lock_outs, small_project
 
 
 def timed(cmd: list[str], repo: Path, env: dict, log: Path) -> float:
@@ -58,16 +59,20 @@ def main() -> None:
     import torch
 
     load0 = os.getloadavg()
-    print(f"# bench_scaleout: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, dvc {dvc.__version__}, dask {dask.__version__}; "
-          f"load average {load0[0]:.2f}; n=1 per variant; {len(SCALE_OUT_RUNS)} runs: {', '.join(SCALE_OUT_RUNS)}")
+    print(
+        f"# bench_scaleout: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, dvc {dvc.__version__}, dask {dask.__version__}; "
+        f"load average {load0[0]:.2f}; n=1 per variant; {len(SCALE_OUT_RUNS)} runs: {', '.join(SCALE_OUT_RUNS)}"
+    )
     rows, reference = [], None
     with tempfile.TemporaryDirectory(prefix="bench-scaleout-") as tmp:
         tmp = Path(tmp)
         archive = tmp / "cifar-10-python.tar.gz"
         md5 = make_cifar_archive(archive)
         variants = [] if args.skip_dvc else [("dvc repro", ["dvc", "repro"])]
-        variants += [(f"cifarlab repro --workers {n}", ["cifarlab", "repro", "--workers", str(n)]) for n in args.workers]
+        variants += [
+            (f"cifarlab repro --workers {n}", ["cifarlab", "repro", "--workers", str(n)]) for n in args.workers
+        ]
         for i, (name, cmd) in enumerate(variants):
             repo = tmp / f"v{i}"
             env = small_project(repo, archive, md5, SCALE_OUT_RUNS)
@@ -86,10 +91,24 @@ def main() -> None:
     load1 = os.getloadavg()
     print(f"# load average after: {load1[0]:.2f}")
     if args.json:
-        args.json.write_text(json.dumps({
-            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                        "torch": torch.__version__, "dvc": dvc.__version__, "dask": dask.__version__},
-            "load_average": [load0[0], load1[0]], "runs": list(SCALE_OUT_RUNS), "rows": rows}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": {
+                        "cpu": platform.processor() or platform.machine(),
+                        "cores": os.cpu_count(),
+                        "torch": torch.__version__,
+                        "dvc": dvc.__version__,
+                        "dask": dask.__version__,
+                    },
+                    "load_average": [load0[0], load1[0]],
+                    "runs": list(SCALE_OUT_RUNS),
+                    "rows": rows,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     if not all(r["same_md5s_as_first"] for r in rows):
         sys.exit("outputs differ between variants (above)")
 

@@ -28,6 +28,7 @@ Timings are not results: they vary from run to run and with the other load on th
 (the header prints the load average before and after). Run from anywhere; the repository root
 is found from this file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,22 +46,24 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:  # works without `pip install -e .` too
     sys.path.insert(0, str(ROOT / "src"))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torchvision  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
-from torchvision import transforms  # noqa: E402
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
 
-from cifarlab.core import paths  # noqa: E402
-from cifarlab.engine.augment import BatchPipeline  # noqa: E402
-from cifarlab.engine.device import Runtime, select_device, synchronize  # noqa: E402
-from cifarlab.engine.step import TrainStep, time_steps  # noqa: E402
-from cifarlab.models import list_models  # noqa: E402
-from cifarlab.core.params import load_params  # noqa: E402
-from cifarlab.engine.augment import pipeline_for  # noqa: E402
-from cifarlab.core.provenance import cpu_name  # noqa: E402
-from cifarlab.engine.loop import build_model  # noqa: E402
+from cifarlab.core import paths
+from cifarlab.core.params import load_params
+from cifarlab.core.provenance import cpu_name
+from cifarlab.engine.augment import (
+    BatchPipeline,
+    pipeline_for,
+)
+from cifarlab.engine.device import Runtime, select_device, synchronize
+from cifarlab.engine.loop import build_model
+from cifarlab.engine.step import TrainStep, time_steps
+from cifarlab.models import list_models
 
 BATCH = 128  # the data benchmark's batch size (both paths)
 NO_STATS = ((0.5,) * 3, (0.5,) * 3)  # mean, std when there is no data/prepared/stats.json
@@ -140,16 +143,22 @@ def project_epoch(x: torch.Tensor, y: torch.Tensor, pipe: BatchPipeline, gen: to
 def bench_data(x_hwc, y_np, stats, device, args) -> dict:
     n = len(x_hwc)
     mean, std = stats
-    tf = transforms.Compose([
-        transforms.RandomCrop(32, padding=4),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(mean, std),
-    ])
+    tf = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
     ds = CifarLikeDataset(x_hwc, y_np.tolist(), tf)
     loader = DataLoader(
-        ds, batch_size=BATCH, shuffle=True, num_workers=args.workers,
-        persistent_workers=args.workers > 0, generator=torch.Generator().manual_seed(args.seed),
+        ds,
+        batch_size=BATCH,
+        shuffle=True,
+        num_workers=args.workers,
+        persistent_workers=args.workers > 0,
+        generator=torch.Generator().manual_seed(args.seed),
     )
     x = torch.from_numpy(x_hwc).permute(0, 3, 1, 2).contiguous().to(device)  # as train.load_prepared
     y = torch.from_numpy(y_np).to(device)
@@ -166,11 +175,15 @@ def bench_data(x_hwc, y_np, stats, device, args) -> dict:
 
     def summary(secs):
         ips = [n / s for s in secs]
-        return {"median_images_per_s": statistics.median(ips), "min_images_per_s": min(ips),
-                "max_images_per_s": max(ips), "epoch_seconds": secs}
+        return {
+            "median_images_per_s": statistics.median(ips),
+            "min_images_per_s": min(ips),
+            "max_images_per_s": max(ips),
+            "epoch_seconds": secs,
+        }
 
     base, proj = summary(base_s), summary(proj_s)
-    pair = [b / p for b, p in zip(base_s, proj_s)]  # per-repeat speedup: baseline s / project s
+    pair = [b / p for b, p in zip(base_s, proj_s, strict=True)]  # per-repeat speedup: baseline s / project s
     return {
         "images": n,
         "batch": BATCH,
@@ -244,35 +257,51 @@ def loadavg() -> str:
 
 def print_data(d: dict) -> None:
     print(f"\n1. Training-data throughput: crop (pad 4) + flip + normalize -> float batches of {d['batch']}")
-    print(f"   {d['images']} images per epoch; median of {d['repeats']} epoch(s) after 1 warm-up each, paths alternating\n")
+    print(
+        f"   {d['images']} images per epoch; median of {d['repeats']} epoch(s) after 1 warm-up each, "
+        "paths alternating\n"
+    )
     w = max(len(d["baseline"]["name"]), len(d["project"]["name"]))
     print(f"   {'path':<{w}}  {'images/s':>10}  {'min':>10}  {'max':>10}")
     for k in ("baseline", "project"):
         r = d[k]
-        print(f"   {r['name']:<{w}}  {r['median_images_per_s']:>10,.0f}  {r['min_images_per_s']:>10,.0f}  "
-              f"{r['max_images_per_s']:>10,.0f}")
+        print(
+            f"   {r['name']:<{w}}  {r['median_images_per_s']:>10,.0f}  {r['min_images_per_s']:>10,.0f}  "
+            f"{r['max_images_per_s']:>10,.0f}"
+        )
     pr = d["ratio_per_repeat"]
     print(f"\n   ratio cifarlab / baseline: {d['ratio']:.1f}x  (per-repeat ratios {min(pr):.1f}x .. {max(pr):.1f}x)")
 
 
 def print_models(rows: list[dict], steps: int, warmup: int, device: torch.device) -> None:
-    print(f"\n2. Model training throughput on {device.type}: {steps} timed step(s) after {warmup} warm-up "
-          "(augment + forward + backward + optimizer, as engine.fit)\n")
-    print(f"   {'model':<18} {'batch':>5} {'(recipe)':>8}  {'augment':<20} {'params':>11}  {'images/s':>9}  {'s/step':>7}")
+    print(
+        f"\n2. Model training throughput on {device.type}: {steps} timed step(s) after {warmup} warm-up "
+        "(augment + forward + backward + optimizer, as engine.fit)\n"
+    )
+    print(
+        f"   {'model':<18} {'batch':>5} {'(recipe)':>8}  {'augment':<20} {'params':>11}  {'images/s':>9}  {'s/step':>7}"
+    )
     for r in rows:
-        print(f"   {r['model']:<18} {r['batch']:>5} {'(' + str(r['recipe_batch']) + ')':>8}  {r['augment']:<20} "
-              f"{r['parameters']:>11,}  {r['images_per_s']:>9,.1f}  {r['seconds_per_step']:>7.3f}")
+        print(
+            f"   {r['model']:<18} {r['batch']:>5} {'(' + str(r['recipe_batch']) + ')':>8}  {r['augment']:<20} "
+            f"{r['parameters']:>11,}  {r['images_per_s']:>9,.1f}  {r['seconds_per_step']:>7.3f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=50_000, help="images per data epoch (default 50000)")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch.set_num_threads(T) in this process (default: leave torch's default)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads(T) in this process (default: leave torch's default)",
+    )
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for the baseline (default 2)")
     ap.add_argument("--repeats", type=int, default=3, help="timed epochs per data path (default 3)")
-    ap.add_argument("--models", nargs="*", default=None,
-                    help="models to time (default: all registered); give no names to skip")
+    ap.add_argument(
+        "--models", nargs="*", default=None, help="models to time (default: all registered); give no names to skip"
+    )
     ap.add_argument("--steps", type=int, default=3, help="timed training steps per model (default 3)")
     ap.add_argument("--warmup-steps", type=int, default=1, help="untimed steps first (default 1)")
     ap.add_argument("--max-batch", type=int, default=128, help="cap on the recipe batch size (default 128)")
@@ -313,10 +342,14 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_start": loadavg(),
     }
     print("cifarlab throughput benchmark (timings vary run to run and with other load on the machine)")
-    print(f"device {header['device']} | torch {header['torch']} | torchvision {header['torchvision']} | "
-          f"python {header['python']}")
-    print(f"torch threads {header['threads']} (interop {header['interop_threads']}) | data: {data_desc} | "
-          f"load average at start {header['loadavg_start']}")
+    print(
+        f"device {header['device']} | torch {header['torch']} | torchvision {header['torchvision']} | "
+        f"python {header['python']}"
+    )
+    print(
+        f"torch threads {header['threads']} (interop {header['interop_threads']}) | data: {data_desc} | "
+        f"load average at start {header['loadavg_start']}"
+    )
     out: dict = {"header": header}
 
     if not args.skip_data:

@@ -13,6 +13,7 @@ broken variants:
 A member value is a dict (pickled in `key_style`), raw ``bytes`` (written as the payload
 unchanged), or a ``tarfile.TarInfo`` (written as-is, e.g. a symlink). Deleting a key drops it.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -21,8 +22,9 @@ import io
 import pickle
 import struct
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -32,8 +34,16 @@ MTIME = 1238000000
 # A distinct mean colour per class (RGB), far enough apart to be learnable from a few images.
 PALETTE = np.array(
     [
-        [200, 40, 40], [40, 200, 40], [40, 40, 200], [200, 200, 40], [200, 40, 200],
-        [40, 200, 200], [230, 140, 40], [120, 120, 120], [40, 120, 230], [140, 60, 20],
+        [200, 40, 40],
+        [40, 200, 40],
+        [40, 40, 200],
+        [200, 200, 40],
+        [200, 40, 200],
+        [40, 200, 200],
+        [230, 140, 40],
+        [120, 120, 120],
+        [40, 120, 230],
+        [140, 60, 20],
     ],
     dtype=np.float64,
 )

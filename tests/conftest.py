@@ -1,5 +1,6 @@
 """Shared fixtures: tiny CIFAR-10 archives built on the fly, params.yaml cut down for tests, the
 data `fetch` + `preprocess` make of them (once a session), and the optional shared subset."""
+
 from __future__ import annotations
 
 import contextlib
@@ -25,8 +26,8 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
-import workspace  # noqa: E402
-from cifar_archive import make_cifar_archive  # noqa: E402
+import workspace  # noqa: E402 - after tests/ joins sys.path and OMP_NUM_THREADS is set (above)
+from cifar_archive import make_cifar_archive  # noqa: E402 - after tests/ joins sys.path (above)
 
 SUBSET_NAME = "cifar-10-python-subset.tar.gz"
 SUBSET_MD5 = "588c08a7e1350b513a7e3dcc66806db2"

@@ -4,25 +4,30 @@ Each table parametrizes a unit test (test_params.py, test_preprocess.py, test_mo
 test_fetch.py, test_train.py) and test_error_shape.py, which drives the same inputs through the
 stage a user would meet them in: one table, so the two never drift apart.
 """
+
 from __future__ import annotations
 
 import copy
 import re
 import tarfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-
 from cifar_archive import Members, member
-from cifarlab.core.yaml_io import read_yaml
 from workspace import SHIPPED_PARAMS
+
+from cifarlab.core.yaml_io import read_yaml
 
 # ---------------------------------------------------------------------------- the error shape
 
 # Words that say what to do or what is allowed; one must be in the message's last clause.
-HINT = re.compile(r"\b(should|allowed|expected|known|use|set|run|rerun|pass|quote|put|point|delete|save|"
-                  r"retry|give|needs?|must|only|e\.g\.|letters|a list|a mapping|a non-negative|a positive|"
-                  r"at least|fix|outside|refused|remove|add)\b", re.I)
+HINT = re.compile(
+    r"\b(should|allowed|expected|known|use|set|run|rerun|pass|quote|put|point|delete|save|"
+    r"retry|give|needs?|must|only|e\.g\.|letters|a list|a mapping|a non-negative|a positive|"
+    r"at least|fix|outside|refused|remove|add)\b",
+    re.I,
+)
 
 
 def assert_shape(msg: str, name: str) -> None:
@@ -30,7 +35,7 @@ def assert_shape(msg: str, name: str) -> None:
     assert "\n" not in msg and "\r" not in msg, msg
     assert "\x1b" not in msg, repr(msg)
     assert name in msg, f"{name!r} not named in: {msg}"
-    after = msg[msg.index(name) + len(name):]
+    after = msg[msg.index(name) + len(name) :]
     assert HINT.search(after), f"no hint of what to do after {name!r} in: {msg}"
 
 
@@ -148,24 +153,54 @@ def _set(name: str, key: str, value: Callable[[Any], Any]) -> Callable[[Members]
 
 # (mutate the members, the one-line error as a regex); ids: MALFORMED_BATCH_IDS
 MALFORMED_BATCHES = [
-    (_set("data_batch_2", "data", lambda d: d.astype(np.float32)), r"^data_batch_2: data has dtype float32, expected uint8$"),
+    (
+        _set("data_batch_2", "data", lambda d: d.astype(np.float32)),
+        r"^data_batch_2: data has dtype float32, expected uint8$",
+    ),
     (_set("data_batch_2", "data", lambda d: d.astype(np.int64)), r"^data_batch_2: data has dtype int64"),
-    (_set("test_batch", "data", lambda d: d[:, :3071]), r"^test_batch: data has shape \(100, 3071\), expected \(n, 3072\)$"),
-    (_set("data_batch_1", "data", lambda d: d.reshape(-1, 3, 32, 32)), r"^data_batch_1: data has shape \(40, 3, 32, 32\)"),
-    (_set("data_batch_1", "data", lambda d: d.tolist()), r"^data_batch_1: data is a list, expected a uint8 numpy array$"),
+    (
+        _set("test_batch", "data", lambda d: d[:, :3071]),
+        r"^test_batch: data has shape \(100, 3071\), expected \(n, 3072\)$",
+    ),
+    (
+        _set("data_batch_1", "data", lambda d: d.reshape(-1, 3, 32, 32)),
+        r"^data_batch_1: data has shape \(40, 3, 32, 32\)",
+    ),
+    (
+        _set("data_batch_1", "data", lambda d: d.tolist()),
+        r"^data_batch_1: data is a list, expected a uint8 numpy array$",
+    ),
     (_set("data_batch_4", "labels", lambda y: [10] + y[1:]), r"^data_batch_4: label 10 outside 0\.\.9$"),
     (_set("test_batch", "labels", lambda y: y[:-1] + [-1]), r"^test_batch: label -1 outside 0\.\.9$"),
     (_set("data_batch_3", "labels", lambda y: [float(v) for v in y]), r"^data_batch_3: label \d\.0 is not an integer$"),
     (_set("data_batch_3", "labels", lambda y: [True] + y[1:]), r"^data_batch_3: label True is not an integer$"),
     (_set("data_batch_5", "labels", lambda y: y[:-1]), r"^data_batch_5: 39 labels for 40 images$"),
-    (_set("batches.meta", "num_cases_per_batch", lambda n: 30), r"^data_batch_1 holds 40 images but batches.meta says num_cases_per_batch = 30$"),
-    (_set("batches.meta", "num_cases_per_batch", lambda n: 0), r"^batches.meta: num_cases_per_batch 0 must be a positive integer$"),
+    (
+        _set("batches.meta", "num_cases_per_batch", lambda n: 30),
+        r"^data_batch_1 holds 40 images but batches.meta says num_cases_per_batch = 30$",
+    ),
+    (
+        _set("batches.meta", "num_cases_per_batch", lambda n: 0),
+        r"^batches.meta: num_cases_per_batch 0 must be a positive integer$",
+    ),
     (_set("batches.meta", "label_names", lambda c: c[:9]), r"^batches.meta: label_names has 9 entries, expected 10$"),
     (_set("batches.meta", "label_names", lambda c: ["cat"] * 10), r"^batches.meta: label_names .* distinct"),
 ]
 MALFORMED_BATCH_IDS = [
-    "float-data", "int64-data", "short-rows", "4d-data", "list-data", "label-10", "label-neg",
-    "float-labels", "bool-labels", "label-count", "meta-count", "meta-zero", "meta-names", "meta-dup",
+    "float-data",
+    "int64-data",
+    "short-rows",
+    "4d-data",
+    "list-data",
+    "label-10",
+    "label-neg",
+    "float-labels",
+    "bool-labels",
+    "label-count",
+    "meta-count",
+    "meta-zero",
+    "meta-names",
+    "meta-dup",
 ]
 
 
@@ -182,22 +217,33 @@ UNSAFE_MEMBERS = [
     (lambda m: m.__setitem__("cifar-10-batches-py/../../evil", b"x"), r"'\.\.' in path"),
     (lambda m: m.__setitem__("/tmp/evil", b"x"), r"refused archive member '/tmp/evil' .*absolute path"),
     (
-        lambda m: m.__setitem__("cifar-10-batches-py/readme.html", special_member("cifar-10-batches-py/readme.html", tarfile.SYMTYPE, "/etc/passwd")),
+        lambda m: m.__setitem__(
+            "cifar-10-batches-py/readme.html",
+            special_member("cifar-10-batches-py/readme.html", tarfile.SYMTYPE, "/etc/passwd"),
+        ),
         r"refused archive member 'cifar-10-batches-py/readme.html' .*a link",
     ),
     (
         lambda m: m.__setitem__("hard", special_member("hard", tarfile.LNKTYPE, "cifar-10-batches-py/test_batch")),
         r"refused archive member 'hard' .*a link",
     ),
-    (lambda m: m.__setitem__("dev", special_member("dev", tarfile.CHRTYPE)), r"refused archive member 'dev' .*device or special"),
-    (lambda m: m.__setitem__("fifo", special_member("fifo", tarfile.FIFOTYPE)), r"refused archive member 'fifo' .*device or special"),
+    (
+        lambda m: m.__setitem__("dev", special_member("dev", tarfile.CHRTYPE)),
+        r"refused archive member 'dev' .*device or special",
+    ),
+    (
+        lambda m: m.__setitem__("fifo", special_member("fifo", tarfile.FIFOTYPE)),
+        r"refused archive member 'fifo' .*device or special",
+    ),
 ]
 UNSAFE_MEMBER_IDS = ["dotdot", "nested-dotdot", "absolute", "symlink", "hardlink", "chardev", "fifo"]
 
 # (subset size, the error as a regex) on the tiny archive's 200 training images
-SUBSET_SIZE_ERRORS = [(201, r"^subset size 201 exceeds the 200 images available$"),
-                      (9, r"^subset size 9 is below the number of classes"),
-                      (0, r"^subset size 0 is below")]
+SUBSET_SIZE_ERRORS = [
+    (201, r"^subset size 201 exceeds the 200 images available$"),
+    (9, r"^subset size 9 is below the number of classes"),
+    (0, r"^subset size 0 is below"),
+]
 
 # ---------------------------------------------------------------------------- models, fetch, stages
 

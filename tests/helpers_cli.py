@@ -1,5 +1,6 @@
 """`cifarlab ARGS` run in this process, for the tests of the command (test_cli.py and the others
 that drive it: test_scaleout.py, test_malformed_params.py)."""
+
 from __future__ import annotations
 
 import contextlib

@@ -1,6 +1,7 @@
 """Helpers shared by the pack, fold and study tests (test_published.py, test_pack_untrusted.py,
 test_fold_atomic.py, test_studies.py): a checkout as fold and pack read it, a finished run's files,
 and a pack rewritten member by member."""
+
 from __future__ import annotations
 
 import io
@@ -9,15 +10,21 @@ import shutil
 import tarfile
 from pathlib import Path
 
+from workspace import ROOT, SHIPPED_PARAMS, shipped
+
 from cifarlab.core.params_file import read_params_file
 from cifarlab.reporting import published
 from cifarlab.reporting.reference import load_reference
-from workspace import ROOT, SHIPPED_PARAMS, shipped
 
 REFERENCE = load_reference(shipped("reports/reference.yaml"))
 JPEG_FULL = published.JPEG_FULL_CONTENT_MD5
-NUMERICS = {"precision": "bf16", "memory_format": "channels_last", "compile": False, "fused_optimizer": True,
-            "cpu_bf16": "amx_bf16"}
+NUMERICS = {
+    "precision": "bf16",
+    "memory_format": "channels_last",
+    "compile": False,
+    "fused_optimizer": True,
+    "cpu_bf16": "amx_bf16",
+}
 
 
 def checkout(dest: Path) -> Path:
@@ -29,8 +36,9 @@ def checkout(dest: Path) -> Path:
     return dest
 
 
-def finished_run(ws: Path, out: str = "lenet5", run: str = "lenet5", seed: int = 23, top1: float = 0.6,
-                 content_md5: str = JPEG_FULL) -> None:
+def finished_run(
+    ws: Path, out: str = "lenet5", run: str = "lenet5", seed: int = 23, top1: float = 0.6, content_md5: str = JPEG_FULL
+) -> None:
     """The files a finished (run, seed) leaves in a workspace, as train/evaluate/plot write them."""
     block = {"epoch": 10, "top1": top1, "top3": 0.9, "loss": 1.1}
     raw = read_params_file(ws / "params.yaml") if (ws / "params.yaml").is_file() else None
@@ -38,16 +46,33 @@ def finished_run(ws: Path, out: str = "lenet5", run: str = "lenet5", seed: int =
     recipe_epochs = entry.get("epochs", raw[entry["model"]]["epochs"]) if raw else 10  # as evaluate records it
     files = {
         f"reports/metrics/{out}.json": {"final": block, "best": block},
-        f"reports/details/{out}.json": {"run": run, "model": run, "report": "000", "seed": seed,
-                                        "n_train": 50000, "n_test": 10000, "n_val": 0, "recipe_epochs": recipe_epochs,
-                                        "epochs_cap": None, "diverged": None,
-                                        "data": {"archive_md5": "7b63e107647e6929a34fbe9b0e49048f",
-                                                 "content_md5": content_md5}},
-        f"reports/timing/{out}.json": {"device": "cpu", "device_name": "Test CPU", "torch": "2.x", "cuda": None,
-                                       "cudnn": None, "num_threads": 2, "epochs_run": 10, "stopped_early": False,
-                                       "code": {"commit": "a" * 40, "code_commit": "b" * 40, "dirty": False},
-                                       "epoch_seconds": [5.0] * 10, "wall_seconds": 50.0,
-                                       "numerics": NUMERICS},
+        f"reports/details/{out}.json": {
+            "run": run,
+            "model": run,
+            "report": "000",
+            "seed": seed,
+            "n_train": 50000,
+            "n_test": 10000,
+            "n_val": 0,
+            "recipe_epochs": recipe_epochs,
+            "epochs_cap": None,
+            "diverged": None,
+            "data": {"archive_md5": "7b63e107647e6929a34fbe9b0e49048f", "content_md5": content_md5},
+        },
+        f"reports/timing/{out}.json": {
+            "device": "cpu",
+            "device_name": "Test CPU",
+            "torch": "2.x",
+            "cuda": None,
+            "cudnn": None,
+            "num_threads": 2,
+            "epochs_run": 10,
+            "stopped_early": False,
+            "code": {"commit": "a" * 40, "code_commit": "b" * 40, "dirty": False},
+            "epoch_seconds": [5.0] * 10,
+            "wall_seconds": 50.0,
+            "numerics": NUMERICS,
+        },
     }
     for rel, obj in files.items():
         (ws / rel).parent.mkdir(parents=True, exist_ok=True)

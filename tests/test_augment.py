@@ -1,4 +1,5 @@
 """Batched augmentation: what it does to pixels, and that the seed fixes it."""
+
 import pytest
 import torch
 
@@ -15,9 +16,10 @@ def reference_crop_flip(x, oy, ox, flip, pad=4, padding="zeros"):
     batched gather against."""
     import numpy as np
 
-    padded = torch.from_numpy(np.pad(x.numpy(), ((0, 0), (pad, pad), (pad, pad)),
-                                     mode="reflect" if padding == "reflect" else "constant"))
-    out = padded[:, oy:oy + 32, ox:ox + 32]
+    padded = torch.from_numpy(
+        np.pad(x.numpy(), ((0, 0), (pad, pad), (pad, pad)), mode="reflect" if padding == "reflect" else "constant")
+    )
+    out = padded[:, oy : oy + 32, ox : ox + 32]
     return out.flip(-1) if flip else out
 
 
@@ -76,8 +78,11 @@ def test_blur_color_keeps_shape_range_and_changes_pixels():
     assert y.min() >= 0 and y.max() <= 1
     plain = BatchPipeline("crop_flip", None, None, torch.device("cpu"))(x, torch.Generator().manual_seed(0))
     assert not torch.allclose(y, plain)  # blur + jitter did something beyond crop/flip
+
     # blur smooths: neighbouring-pixel differences shrink on random-noise images
-    tv = lambda t: (t[..., 1:] - t[..., :-1]).abs().mean()  # noqa: E731
+    def tv(t):
+        return (t[..., 1:] - t[..., :-1]).abs().mean()
+
     assert tv(y) < tv(plain)
 
 

@@ -1,5 +1,6 @@
 """`.ci/run` replaces .venv, rewrites params.yaml and commits: it must do that in a throwaway clone,
 never in the checkout it is called from (docs/testing.md, CI)."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def git(*args: str, cwd: Path) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True).stdout
 
 

@@ -7,6 +7,7 @@ from the OS, on the CPU path (LocalCluster) and the GPU path (SpecCluster, its G
 only set CUDA_VISIBLE_DEVICES). And a --scheduler address that accepts the connection but is no
 Dask scheduler (an HTTP server: the dashboard's port) fails in one line in bounded time.
 """
+
 from __future__ import annotations
 
 import http.server
@@ -18,10 +19,10 @@ from urllib.parse import urlsplit
 
 import psutil
 import pytest
+from workspace import project_env, small_project
 
 from cifarlab.tooling.scaleout import clusters, coordinator
 from cifarlab.tooling.scaleout.placement import ScaleOutError
-from workspace import project_env, small_project
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -56,8 +57,12 @@ def test_a_one_machine_cluster_listens_on_loopback_only(gpus):
         with Client(cluster) as client:
             client.wait_for_workers(2, timeout=60)
             workers = client.scheduler_info()["workers"]
-            said = [cluster.scheduler_address, cluster.dashboard_link, *workers,
-                    *(w["nanny"] for w in workers.values() if w.get("nanny"))]
+            said = [
+                cluster.scheduler_address,
+                cluster.dashboard_link,
+                *workers,
+                *(w["nanny"] for w in workers.values() if w.get("nanny")),
+            ]
             opened = listening(process_tree()) - before
     finally:
         cluster.close()
@@ -71,7 +76,7 @@ def test_a_one_machine_cluster_listens_on_loopback_only(gpus):
 
 
 class NotDask(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):  # http.server's name
         self.send_response(200)
         self.end_headers()
         self.wfile.write(b"not a Dask scheduler\n")
@@ -106,11 +111,19 @@ def test_a_scheduler_address_that_is_an_http_server_fails_in_one_line(project, h
     bound = 60  # s; the command's own bound is coordinator.HANDSHAKE_S (10 s) past its start (~5 s)
     t0 = time.monotonic()
     try:
-        out = subprocess.run([sys.executable, "-m", "cifarlab", "repro", "--scheduler", http_address], cwd=project,
-                             env=project_env(project), capture_output=True, text=True, timeout=bound)
+        out = subprocess.run(
+            [sys.executable, "-m", "cifarlab", "repro", "--scheduler", http_address],
+            cwd=project,
+            env=project_env(project),
+            capture_output=True,
+            text=True,
+            timeout=bound,
+        )
     except subprocess.TimeoutExpired as e:
-        pytest.fail(f"cifarlab repro --scheduler {http_address} (an HTTP server) still waiting after {bound} s; "
-                    f"its output: {(e.stdout or b'').decode()!r}")
+        pytest.fail(
+            f"cifarlab repro --scheduler {http_address} (an HTTP server) still waiting after {bound} s; "
+            f"its output: {(e.stdout or b'').decode()!r}"
+        )
     seconds = time.monotonic() - t0
     assert out.returncode == 1, out
     assert out.stderr.count("\n") == 1, out.stderr
@@ -127,8 +140,14 @@ def test_a_real_scheduler_is_let_through_and_its_dashboard_port_is_not(monkeypat
     from distributed import LocalCluster
 
     monkeypatch.setattr(coordinator, "HANDSHAKE_S", 2)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://", host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster:
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp://",
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+    ) as cluster:
         with coordinator._cluster(True, None, cluster.scheduler_address, None, 1) as (client, gpu):
             assert len(client.scheduler_info()["workers"]) == 1 and gpu is False
         board = f"tcp://127.0.0.1:{urlsplit(cluster.dashboard_link).port}"

@@ -3,6 +3,7 @@
 function or attribute, or changes a signature or the run-cache rule cifarlab copies, fails here
 with one line naming it, not in the middle of `cifarlab repro`. And no other module imports dvc.
 """
+
 from __future__ import annotations
 
 import ast
@@ -43,8 +44,9 @@ def call_problems() -> list[str]:
         if positional is None:
             continue
         sig = inspect.signature(obj)
-        params = [p for p in sig.parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][:len(positional)]
+        params = [p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][
+            : len(positional)
+        ]
         try:
             sig.bind(*positional, **dict.fromkeys(keywords))
             if tuple(p.name for p in params) != positional:
@@ -81,7 +83,8 @@ def test_the_run_cache_rule_cifarlab_copies_is_unchanged():
     got = hashlib.md5(source.encode()).hexdigest()
     assert got == CAN_HASH_MD5, (
         f"DVC {dvc.__version__} changed dvc.stage.cache._can_hash (md5 {got}, not {CAN_HASH_MD5}): compare it "
-        f"with _restorable in src/cifarlab/dvc_internals.py, then record the new md5 there:\n{source}")
+        f"with _restorable in src/cifarlab/dvc_internals.py, then record the new md5 there:\n{source}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +96,9 @@ def tiny_repo(tmp_path_factory) -> Path:
     root.mkdir()
     Repo.init(str(root), no_scm=True).close()
     (root / "in.txt").write_text("in\n")
-    (root / "dvc.yaml").write_text("stages:\n  copy:\n    cmd: cp in.txt out.txt\n    deps:\n      - in.txt\n"
-                                   "    outs:\n      - out.txt\n")
+    (root / "dvc.yaml").write_text(
+        "stages:\n  copy:\n    cmd: cp in.txt out.txt\n    deps:\n      - in.txt\n    outs:\n      - out.txt\n"
+    )
     with (root / ".dvc" / "config").open("a") as f:
         f.write("['remote \"store\"']\n    url = ../store\n")
     return root
@@ -105,12 +109,23 @@ def test_every_dvc_attribute_cifarlab_reads_is_there(tiny_repo):
 
     with Repo(str(tiny_repo)) as repo:
         (stage,) = repo.index.stages
-        objects = {"repo": repo, "repo.index": repo.index, "repo.cache": repo.cache,
-                   "repo.cache.legacy": repo.cache.legacy, "stage": stage, "dep": stage.deps[0],
-                   "out": stage.outs[0], "remote": repo.cloud.get_remote("store")}
+        objects = {
+            "repo": repo,
+            "repo.index": repo.index,
+            "repo.cache": repo.cache,
+            "repo.cache.legacy": repo.cache.legacy,
+            "stage": stage,
+            "dep": stage.deps[0],
+            "out": stage.outs[0],
+            "remote": repo.cloud.get_remote("store"),
+        }
         assert set(objects) == set(READ), "a kind of object in dvc_internals.READ this test does not build"
-        missing = [f"{kind}.{attr} ({type(objects[kind]).__name__})" for kind, attrs in READ.items()
-                   for attr in attrs if not hasattr(objects[kind], attr)]
+        missing = [
+            f"{kind}.{attr} ({type(objects[kind]).__name__})"
+            for kind, attrs in READ.items()
+            for attr in attrs
+            if not hasattr(objects[kind], attr)
+        ]
     assert not missing, f"DVC {dvc.__version__} objects lack {', '.join(missing)}: {HOW}"
 
 
@@ -119,7 +134,8 @@ def test_dvc_internals_work_on_a_real_project(tiny_repo, monkeypatch):
     monkeypatch.chdir(tiny_repo)  # DVC resolves targets (dvc.yaml) against the working directory
     with dvc_internals.repro_order(tiny_repo) as order:
         assert [(s.name, s.upstream, s.above, s.cmd, s.restorable) for s in order] == [
-            ("copy", (), frozenset(), "cp in.txt out.txt", True)]
+            ("copy", (), frozenset(), "cp in.txt out.txt", True)
+        ]
         assert order[0].changed()  # never run: no dvc.lock entry
     assert dvc_internals.output_paths(tiny_repo) == {"out.txt"}
     assert Path(dvc_internals.cache_dir(tiny_repo)) == (tiny_repo / ".dvc" / "cache").resolve()
@@ -135,8 +151,13 @@ def dvc_importers() -> list[str]:
     found = []
     for path in sorted(SRC.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
             if any(n == "dvc" or n.startswith("dvc.") for n in names):
                 found.append(path.relative_to(SRC).as_posix())
                 break

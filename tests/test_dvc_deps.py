@@ -5,6 +5,7 @@ The imports are read from the source (ast), transitively within the cifarlab pac
 level imports included: a stage's outputs may depend on any code it can reach. A package
 `__init__.py` counts when it holds code; an empty one cannot change what a stage writes.
 """
+
 from __future__ import annotations
 
 import ast
@@ -70,8 +71,11 @@ def closure(start: str) -> set[Path]:
 
 def code_files(start: str) -> set[str]:
     """Repository-relative paths a stage's deps must cover (empty __init__.py files left out)."""
-    return {p.relative_to(ROOT).as_posix() for p in closure(start)
-            if not (p.name == "__init__.py" and not p.read_text().strip())}
+    return {
+        p.relative_to(ROOT).as_posix()
+        for p in closure(start)
+        if not (p.name == "__init__.py" and not p.read_text().strip())
+    }
 
 
 def stage_code_deps(stage: dict) -> list[str]:
@@ -153,9 +157,11 @@ def test_a_removed_dep_is_caught():
 
 # Each per-run stage entry point, started on one run in a directory holding params.yaml and no
 # data: it validates params and stops at its missing input; at exit it lists the modules loaded.
-LIST_MODULES = ("import atexit, runpy, sys; "
-                "atexit.register(lambda: print('loaded:', *sorted(sys.modules), file=sys.stderr)); "
-                "sys.argv = sys.argv[1:]; runpy.run_module(sys.argv[0], run_name='__main__')")
+LIST_MODULES = (
+    "import atexit, runpy, sys; "
+    "atexit.register(lambda: print('loaded:', *sorted(sys.modules), file=sys.stderr)); "
+    "sys.argv = sys.argv[1:]; runpy.run_module(sys.argv[0], run_name='__main__')"
+)
 
 
 @pytest.mark.slow  # a stage module run in a subprocess each
@@ -166,8 +172,13 @@ def test_a_run_stage_loads_no_other_model(tmp_path, stage, run, model):
     import shutil
 
     shutil.copy(SHIPPED_PARAMS, tmp_path / "params.yaml")
-    r = subprocess.run([sys.executable, "-c", LIST_MODULES, f"cifarlab.{stage}", "--run", run], cwd=tmp_path,
-                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(SRC)})
+    r = subprocess.run(
+        [sys.executable, "-c", LIST_MODULES, f"cifarlab.{stage}", "--run", run],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+    )
     lines = r.stderr.strip().splitlines()
     assert r.returncode != 0 and lines[-2].startswith("error:"), r.stderr[-2000:]  # stopped at its input
     models = {m.removeprefix("cifarlab.models.") for m in lines[-1].split()[1:] if m.startswith("cifarlab.models.")}
@@ -204,8 +215,13 @@ def test_figures_are_not_imported_by_training_or_evaluation():
 
 
 def stage_list() -> list[str]:
-    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=pristine_root(),
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
+        cwd=pristine_root(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return out.split()
 
 
@@ -222,8 +238,7 @@ def test_one_train_evaluate_and_plot_stage_per_run_and_no_duplicate_runs():
     # no two runs train the same thing: (model, recipe, architecture) differ for every pair
     seen = {}
     for name, run in p.runs.items():
-        key = json.dumps([run.model, run.recipe.model_dump(mode="json"), dict(run.arch)],
-                         sort_keys=True, default=str)
+        key = json.dumps([run.model, run.recipe.model_dump(mode="json"), dict(run.arch)], sort_keys=True, default=str)
         assert key not in seen, f"runs {seen.get(key)} and {name} train the same recipe"
         seen[key] = name
 
@@ -240,7 +255,14 @@ def test_extra_seeds_add_a_stage_family_per_seed(tmp_path):
     d["seeds"] = [1]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(d))
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=tmp_path,
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for kind in ("train", "evaluate", "plot"):
-        assert sorted(n for n in out if n.startswith(f"{kind}_seeds@")) == sorted(f"{kind}_seeds@{r}-1" for r in d["runs"])
+        assert sorted(n for n in out if n.startswith(f"{kind}_seeds@")) == sorted(
+            f"{kind}_seeds@{r}-1" for r in d["runs"]
+        )

@@ -7,6 +7,7 @@ adds "Your runs"; `cifarlab compare` marks a run trained under other params than
 
 The DVC behaviours run in small DVC projects of their own (a stage that writes a line): the edges
 are DVC's, the commands the docs'; seconds instead of a training."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from workspace import ROOT, SHIPPED_PARAMS, project_copy, project_env, shipped, write_params
 
 DOCS = ROOT / "docs"
@@ -27,8 +27,12 @@ def doc_command(page: str, prefix: str) -> list[str]:
     """The argv of the one command line in `page`'s ```bash blocks that starts with `prefix`
     (its comment dropped): the command as documented, so a doc edit that breaks it fails here."""
     text = (DOCS / page).read_text()
-    lines = [line.strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S)
-             for line in block.replace("\\\n", " ").splitlines() if line.strip().startswith(prefix)]
+    lines = [
+        line.strip()
+        for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+        for line in block.replace("\\\n", " ").splitlines()
+        if line.strip().startswith(prefix)
+    ]
     assert len(lines) == 1, f"{page}: expected one command line starting {prefix!r}, found {lines}"
     return shlex.split(lines[0], comments=True)
 
@@ -132,19 +136,25 @@ def test_documented_exp_push_uploads_an_experiment_made_before_the_remote(tmp_pa
     repo = tmp_path / "repo"
     origin = tmp_path / "origin.git"
     remote = tmp_path / "remote"
-    env = dvc_project(repo, """stages:
+    env = dvc_project(
+        repo,
+        """stages:
   train:
     cmd: >-
       echo '{"top1": ${lr}}' > metrics.json
     params: [lr]
     metrics:
       - metrics.json
-""", params="lr: 1\n")
+""",
+        params="lr: 1\n",
+    )
     ok(["git", "init", "-q", "--bare", "-b", "main", str(origin)], tmp_path, env)
     ok(["git", "remote", "add", "origin", str(origin)], repo, env)
     ok(["git", "push", "-q", "origin", "main"], repo, env)
     ok(["dvc", "exp", "run", "-q", "-n", "lr2", "-S", "lr=2"], repo, env)
-    documented = lambda argv: [a if a != "<exp-name>" else "lr2" for a in argv]  # noqa: E731
+
+    def documented(argv: list[str]) -> list[str]:  # the docs' command, naming this experiment
+        return [a if a != "<exp-name>" else "lr2" for a in argv]
 
     # the edge, as the docs tell it: a committed-style remote, read from the experiment's commit
     ok(["dvc", "remote", "add", "-d", "storage", str(remote)], repo, env)
@@ -181,7 +191,9 @@ def test_dry_run_fails_on_a_run_not_trained_and_estimate_answers(tmp_path, monke
     repo.mkdir()
     project_copy(repo)
     # the run table cut to the targets' runs and dnn (`model`): DVC loads 21 stages, not 185
-    write_params(repo, small_params(("lenet5", "resnet9", "dnn"), archive=(tmp_path / "cifar-10-python.tar.gz", "0" * 32)))
+    write_params(
+        repo, small_params(("lenet5", "resnet9", "dnn"), archive=(tmp_path / "cifar-10-python.tar.gz", "0" * 32))
+    )
     env = project_env(repo)
     ok(["git", "init", "-q", "-b", "main"], repo, env)
     dry = run(["dvc", "repro", "--dry", *targets], repo, env)
@@ -195,8 +207,11 @@ def test_dry_run_fails_on_a_run_not_trained_and_estimate_answers(tmp_path, monke
     cli.main(argv[1:])
     table = capsys.readouterr().out
     rows = {line.split()[0] for line in table.splitlines() if line.strip()}
-    stages = {"fetch", "preprocess",
-              *(f"{stage}@{run}" for stage in ("train", "evaluate", "plot") for run in ("lenet5", "resnet9"))}
+    stages = {
+        "fetch",
+        "preprocess",
+        *(f"{stage}@{run}" for stage in ("train", "evaluate", "plot") for run in ("lenet5", "resnet9")),
+    }
     assert stages <= rows, table
     assert f"total ({len(stages)} stages, this CPU)" in table, table
 
@@ -217,9 +232,11 @@ def test_the_report_after_one_run_keeps_the_published_sections_and_adds_yours(tm
     published_lenet5 = json.loads((pub / "metrics/lenet5.json").read_text())["best"]["top1"]
     mine = json.loads((pub / "metrics/lenet5.json").read_text())
     mine["best"]["top1"] = 0.5123
-    for folder, name, data in (("metrics", "lenet5.json", json.dumps(mine)),
-                               ("details", "lenet5.json", (pub / "details/lenet5.json").read_text()),
-                               ("history", "lenet5.csv", (pub / "history/lenet5.csv").read_text())):
+    for folder, name, data in (
+        ("metrics", "lenet5.json", json.dumps(mine)),
+        ("details", "lenet5.json", (pub / "details/lenet5.json").read_text()),
+        ("history", "lenet5.csv", (pub / "history/lenet5.csv").read_text()),
+    ):
         (repo / "reports" / folder).mkdir(parents=True, exist_ok=True)
         (repo / "reports" / folder / name).write_text(data)
     (repo / "reports/figures/runs").mkdir(parents=True)
@@ -244,23 +261,40 @@ RUNS = ("lenet5", "resnet18-relu-5_3_2-crop_flip")  # the grid cell: an lr_ratio
 def fake_lock(params: dict) -> dict:
     """dvc.lock as `dvc repro plot@RUN` of RUNS writes it under `params` (their values recorded,
     the stages' params as dvc.yaml lists them, in part): fetch -> preprocess -> train -> evaluate."""
-    p = lambda **kv: {"params.yaml": kv}  # noqa: E731
+
+    def p(**kv) -> dict:
+        return {"params.yaml": kv}
+
     stages = {
-        "fetch": {"params": p(**{"data.url": params["data"]["url"], "data.md5": params["data"]["md5"]}),
-                  "outs": [{"path": "data/raw/cifar-10-python.tar.gz", "md5": "0" * 32}]},
-        "preprocess": {"deps": [{"path": "data/raw/cifar-10-python.tar.gz", "md5": "0" * 32}],
-                       "params": p(seed=params["seed"], **{"data.train_subset": params["data"]["train_subset"]}),
-                       "outs": [{"path": "data/prepared", "md5": "1" * 32 + ".dir"}]},
+        "fetch": {
+            "params": p(**{"data.url": params["data"]["url"], "data.md5": params["data"]["md5"]}),
+            "outs": [{"path": "data/raw/cifar-10-python.tar.gz", "md5": "0" * 32}],
+        },
+        "preprocess": {
+            "deps": [{"path": "data/raw/cifar-10-python.tar.gz", "md5": "0" * 32}],
+            "params": p(seed=params["seed"], **{"data.train_subset": params["data"]["train_subset"]}),
+            "outs": [{"path": "data/prepared", "md5": "1" * 32 + ".dir"}],
+        },
     }
     for run in RUNS:
         model = params["runs"][run]["model"]
-        recipe = p(**{f"runs.{run}": params["runs"][run], model: params[model],
-                      "train.max_epochs": params["train"]["max_epochs"]})
-        stages[f"train@{run}"] = {"deps": [{"path": "data/prepared", "md5": "1" * 32 + ".dir"}], "params": recipe,
-                                  "outs": [{"path": f"data/checkpoints/{run}", "md5": "2" * 32 + ".dir"}]}
-        stages[f"evaluate@{run}"] = {"deps": [{"path": f"data/checkpoints/{run}", "md5": "2" * 32 + ".dir"}],
-                                     "params": recipe,
-                                     "outs": [{"path": f"reports/metrics/{run}.json", "md5": "3" * 32}]}
+        recipe = p(
+            **{
+                f"runs.{run}": params["runs"][run],
+                model: params[model],
+                "train.max_epochs": params["train"]["max_epochs"],
+            }
+        )
+        stages[f"train@{run}"] = {
+            "deps": [{"path": "data/prepared", "md5": "1" * 32 + ".dir"}],
+            "params": recipe,
+            "outs": [{"path": f"data/checkpoints/{run}", "md5": "2" * 32 + ".dir"}],
+        }
+        stages[f"evaluate@{run}"] = {
+            "deps": [{"path": f"data/checkpoints/{run}", "md5": "2" * 32 + ".dir"}],
+            "params": recipe,
+            "outs": [{"path": f"reports/metrics/{run}.json", "md5": "3" * 32}],
+        }
     return {"schema": "2.0", "stages": stages}
 
 
@@ -289,8 +323,12 @@ def compare_notes(capsys) -> tuple[dict[str, str], str]:
 
     cli.main(["compare"])
     out = capsys.readouterr().out
-    rows = {cells[0]: cells[-1] for line in out.splitlines() if line.startswith("| ")
-            for cells in [[c.strip() for c in line.strip("|").split("|")]]}
+    rows = {
+        cells[0]: cells[-1]
+        for line in out.splitlines()
+        if line.startswith("| ")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
     return rows, out
 
 
@@ -301,8 +339,10 @@ def test_compare_marks_a_run_trained_under_other_params(trained, capsys):
     assert not any("out of date" in note for note in rows.values()), out  # as trained: current
     set_params(trained / "params.yaml", ["lenet5.lr=0.05"])
     rows, out = compare_notes(capsys)
-    assert ("yours is out of date: trained before params.yaml changed lenet5.lr; "
-            "`dvc repro evaluate@lenet5` trains it again") in rows["lenet5"], out
+    assert (
+        "yours is out of date: trained before params.yaml changed lenet5.lr; "
+        "`dvc repro evaluate@lenet5` trains it again"
+    ) in rows["lenet5"], out
     assert "out of date" not in rows["resnet18-relu-5_3_2-crop_flip"], out
     assert "1 of your runs trained under other params than params.yaml's now" in out
     # a run's own value in the run table, and a change upstream (preprocess) reach every run

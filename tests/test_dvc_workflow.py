@@ -5,6 +5,7 @@ that changes a param: `dvc metrics diff main` and `dvc params diff main` must re
 change, and `dvc plots diff main` must render. Slow (real `dvc` subprocesses, about two
 minutes on 2 CPU cores); `.ci/run` runs it with `pytest -m slow`.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from workspace import SHIPPED_PARAMS, SCALE_OUT_RUNS, lock_outs, project_copy, project_env, sh, small_project, write_params
+from workspace import (
+    SCALE_OUT_RUNS,
+    SHIPPED_PARAMS,
+    lock_outs,
+    project_copy,
+    project_env,
+    sh,
+    small_project,
+    write_params,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,9 +35,16 @@ pytestmark = pytest.mark.slow
 
 def repo_env(repo: Path) -> dict:
     """The environment of a user's shell in `repo`: its code, this venv's dvc and cifarlab, a git identity."""
-    return {**os.environ, "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1",
-            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(repo / "src"),
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
 
 
 def test_exp_run_then_metrics_params_and_plots_diff_between_branches(tmp_path, small_params):
@@ -39,8 +55,13 @@ def test_exp_run_then_metrics_params_and_plots_diff_between_branches(tmp_path, s
     # AlexNet stages cost a minute here, and the clean-repro test below covers them)
     write_params(repo, small_params(("lenet5", "dnn")))
     env = repo_env(repo)
-    git = lambda *a: sh("git", *a, cwd=repo, env=env)  # noqa: E731
-    dvc = lambda *a: sh("dvc", *a, cwd=repo, env=env)  # noqa: E731
+
+    def git(*a: str) -> str:
+        return sh("git", *a, cwd=repo, env=env)
+
+    def dvc(*a: str) -> str:
+        return sh("dvc", *a, cwd=repo, env=env)
+
     git("init", "-q", "-b", "main")
     git("add", "-A")
     git("commit", "-qm", "base")
@@ -49,7 +70,9 @@ def test_exp_run_then_metrics_params_and_plots_diff_between_branches(tmp_path, s
     # metrics: no run is trained twice)
     dvc("exp", "run", "-S", "model=lenet5")
     metrics = json.loads((repo / "reports/metrics/experiment.json").read_text())
-    assert (repo / "reports/metrics/experiment.json").read_bytes() == (repo / "reports/metrics/lenet5.json").read_bytes()
+    assert (repo / "reports/metrics/experiment.json").read_bytes() == (
+        repo / "reports/metrics/lenet5.json"
+    ).read_bytes()
     assert not (repo / "data/checkpoints/experiment").exists()
     shown = json.loads(dvc("exp", "show", "--json"))
     exps = [e for rev in shown for e in (rev.get("experiments") or [])]
@@ -87,7 +110,6 @@ def test_exp_run_then_metrics_params_and_plots_diff_between_branches(tmp_path, s
     assert (out / "index.html").stat().st_size > 0
 
 
-
 def documented_block(page: Path, heading: str) -> list[str]:
     """The commands of the first ```bash block under `## heading` of a docs page, comments cut."""
     text = page.read_text(encoding="utf-8").split(f"## {heading}\n", 1)[1]
@@ -119,13 +141,14 @@ def test_metrics_diff_main_as_documented_shows_old_and_new(tmp_path, small_param
     rows = [line.split() for line in out["dvc metrics diff main"].splitlines()]
     changed = [r for r in rows if r and r[0] == "reports/metrics/lenet5.json"]
     assert changed, out["dvc metrics diff main"]
-    for path, metric, old, new, *_ in changed:
+    for _path, _metric, old, new, *_ in changed:
         assert old != "-" and new != "-", out["dvc metrics diff main"]
     assert {r[1] for r in changed} >= {"final.loss", "best.loss"}
     assert not any(r and r[0].startswith("reports/metrics/dnn") for r in rows)  # untouched: not listed
     params = out["dvc params diff main"]
     assert "lenet5.lr" in params and "0.01" in params, params
     assert (tmp_path / "plots" / "index.html").stat().st_size > 0
+
 
 # 11.5 minutes on a 2-core AMD EPYC: CI leaves it out (its subset reproduction runs `cifarlab repro
 # --workers 2` and then checks that `dvc repro` has nothing to do); `pytest -m heavy` runs it
@@ -152,8 +175,10 @@ def test_parallel_and_sequential_clean_repros_give_the_same_bytes(tmp_path, tiny
         for name, proc in procs.items():
             proc.wait(timeout=900)
             if proc.returncode != 0:
-                pytest.fail(f"{' '.join(commands[name])} in {name} exited {proc.returncode}\n"
-                            f"{(tmp_path / f'{name}.log').read_text()[-4000:]}")
+                pytest.fail(
+                    f"{' '.join(commands[name])} in {name} exited {proc.returncode}\n"
+                    f"{(tmp_path / f'{name}.log').read_text()[-4000:]}"
+                )
             outs.append(lock_outs(tmp_path / name))
     finally:  # a failure or timeout leaves no repro running on the machine
         for proc in procs.values():

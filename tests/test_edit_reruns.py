@@ -1,5 +1,6 @@
 """Edit one thing, re-run only what it changes: `dvc status` of a reproduced workspace after one
 edit names exactly the stages that edit concerns (dvc.yaml's code deps are what each stage runs)."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from workspace import sh, small_project
 
 RUNS = ("lenet5", "lenet5-tanh", "dnn", "resnet18-relu-5_3_2-crop_flip")

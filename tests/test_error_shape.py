@@ -6,6 +6,7 @@ helpers_bad_inputs.py, not copied) plus the field reports' own, each driven thro
 user would meet it in: params through `train`, archives through `fetch` + `preprocess`, weights
 through `train` of an AlexNet run.
 """
+
 from __future__ import annotations
 
 import re
@@ -13,14 +14,27 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from cifar_archive import make_cifar_archive, member
+from helpers_bad_inputs import (
+    BAD_OPTION_VALUES,
+    BAD_PARAMS,
+    BAD_RATIOS,
+    BAD_RUN_NAMES,
+    BAD_STAGE_ARGS,
+    GRID_RUN,
+    MALFORMED_BATCHES,
+    MALFORMED_MD5S,
+    MISSING_BATCHES,
+    SUBSET_SIZE_ERRORS,
+    UNHASHABLE_EDITS,
+    UNSAFE_MEMBERS,
+    assert_shape,
+    raw,
+)
+from workspace import SHIPPED_PARAMS
+
 from cifarlab import fetch, preprocess, train
 from cifarlab.core.errors import CifarlabError
-from helpers_bad_inputs import (BAD_OPTION_VALUES, BAD_PARAMS, BAD_RATIOS, BAD_RUN_NAMES, BAD_STAGE_ARGS, GRID_RUN,
-                                MALFORMED_BATCHES, MALFORMED_MD5S, MISSING_BATCHES, SUBSET_SIZE_ERRORS,
-                                UNHASHABLE_EDITS, UNSAFE_MEMBERS, assert_shape, raw)
-from workspace import SHIPPED_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAM_CASES = BAD_PARAMS
@@ -47,7 +61,8 @@ def test_params_errors_through_the_train_stage(edits, expected, tmp_path, monkey
     key = next(iter(edits))
     runs = raw_params["runs"] if isinstance(raw_params.get("runs"), dict) else {}
     run = next((r for r in runs if key.startswith(f"runs.{r}.")), None) or next(
-        (r for r, e in runs.items() if isinstance(e, dict) and key.split(".")[0] == e.get("model")), "lenet5")
+        (r for r, e in runs.items() if isinstance(e, dict) and key.split(".")[0] == e.get("model")), "lenet5"
+    )
     msg = raise_from(train.main, ["--run", run])
     assert expected in msg
     assert_shape(msg, quoted_name(expected))

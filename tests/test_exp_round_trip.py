@@ -2,6 +2,7 @@
 trained some of its runs: each exits 0, prints at most 3 DVC WARNING lines, leaves no DVC
 output for git to see, and no uncommitted edit of the user's is lost (the command README gives
 to bring them back finds them)."""
+
 from __future__ import annotations
 
 import json
@@ -12,14 +13,20 @@ import time
 from pathlib import Path
 
 import pytest
-
 from workspace import ROOT, sh, small_project
 
 # A table with runs the experiments train and one they never do (cnn): a partial workspace.
 RUNS = ("lenet5", "dnn", "resnet9", "custom_resnet", "resnet18-relu-5_3_2-crop_flip", "cnn")
 # Folders of DVC-cached outputs (.gitignore): git must never list a file under them.
-DVC_OUTPUTS = ("data/", "reports/metrics/", "reports/history/", "reports/predictions/", "reports/details/",
-               "reports/timing/", "reports/figures/runs/")
+DVC_OUTPUTS = (
+    "data/",
+    "reports/metrics/",
+    "reports/history/",
+    "reports/predictions/",
+    "reports/details/",
+    "reports/timing/",
+    "reports/figures/runs/",
+)
 
 
 def readme_block(section: str) -> list[str]:
@@ -38,8 +45,14 @@ def run(cmd: str, repo: Path, env: dict) -> str:
     assert r.returncode == 0, f"`{cmd}` exited {r.returncode}\n{out[-3000:]}"
     warnings = [line for line in out.splitlines() if "WARNING" in line]
     assert len(warnings) <= 3, f"`{cmd}`: {len(warnings)} WARNING lines, e.g.\n" + "\n".join(warnings[:5])
-    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo, env=env,
-                            capture_output=True, text=True, check=True).stdout
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     shown = [line[3:] for line in status.splitlines() if line[3:].startswith(DVC_OUTPUTS)]
     assert not shown, f"after `{cmd}` git sees DVC outputs: {shown[:5]}"
     return out
@@ -62,8 +75,18 @@ def test_readme_experiment_round_trip_on_a_partial_workspace(tmp_path, tiny_arch
     for error in shown.get("errors") or []:
         assert error["type"] == "FileNotFoundError" and any(r in error["name"] for r in untrained), error
     # named, the runs trained read clean (docs/experiments.md)
-    named = json.loads(sh("dvc", "metrics", "show", "--json", "reports/metrics/lenet5.json", "reports/metrics/dnn.json",
-                          cwd=repo, env=env))
+    named = json.loads(
+        sh(
+            "dvc",
+            "metrics",
+            "show",
+            "--json",
+            "reports/metrics/lenet5.json",
+            "reports/metrics/dnn.json",
+            cwd=repo,
+            env=env,
+        )
+    )
     assert "error" not in json.dumps(named) and json.dumps(named).count('"top1"') == 4  # best and final, 2 runs
     named = json.loads(sh("dvc", "plots", "show", "--json", "reports/history/lenet5.csv", cwd=repo, env=env))
     assert not named.get("errors") and named.get("data")
@@ -103,14 +126,29 @@ def test_a_failing_stage_leaves_every_finished_output_ignored(tmp_path, tiny_arc
     archive, md5 = tiny_archive
     repo = tmp_path / "ws"
     env = small_project(repo, archive, md5, ("lenet5-classic", "alexnet_transfer-noskip-low", "dnn"))
-    sh(sys.executable, "-m", "cifarlab", "set", "alexnet_transfer.pretrained=true",
-       "alexnet_transfer.weights=/nonexistent/alexnet.pth", cwd=repo, env=env)
+    sh(
+        sys.executable,
+        "-m",
+        "cifarlab",
+        "set",
+        "alexnet_transfer.pretrained=true",
+        "alexnet_transfer.weights=/nonexistent/alexnet.pth",
+        cwd=repo,
+        env=env,
+    )
     # --keep-going: lenet5-classic finishes whichever stage DVC takes first
     targets = ["plot@lenet5-classic", "train@alexnet_transfer-noskip-low"]
-    r = subprocess.run(["dvc", "repro", "--keep-going", *targets], cwd=repo, env=env, capture_output=True, text=True,
-                       timeout=900)
+    r = subprocess.run(
+        ["dvc", "repro", "--keep-going", *targets], cwd=repo, env=env, capture_output=True, text=True, timeout=900
+    )
     assert r.returncode != 0 and "error: alexnet_transfer.weights: no such file '/nonexistent/alexnet.pth'" in r.stderr
     assert (repo / "reports/figures/runs/curves_lenet5-classic.png").is_file(), r.stdout[-2000:]  # finished
-    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo, env=env,
-                            capture_output=True, text=True, check=True).stdout
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert not [line for line in status.splitlines() if line[3:].startswith(DVC_OUTPUTS)], status

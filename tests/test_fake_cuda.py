@@ -22,6 +22,7 @@ What a fake device cannot do, and what stands in for it:
   side; the metrics' bincount has a data-dependent size, so their rehearsal has a ShapeEnv;
 - torch.compile (train.compile) is not rehearsed: the step runs eagerly.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from workspace import SHIPPED_PARAMS
 
 from cifarlab.core import paths
 from cifarlab.core.params import load_params
@@ -46,7 +48,6 @@ from cifarlab.engine.loop import _batches, _loss_acc, build_model, predict
 from cifarlab.engine.metrics import classification_metrics
 from cifarlab.engine.step import TrainStep
 from cifarlab.models import list_models
-from workspace import SHIPPED_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = load_params(SHIPPED_PARAMS)
@@ -120,7 +121,8 @@ def fake_cuda(monkeypatch, shape_env: bool = False):
     mode = FakeTensorMode(
         allow_non_fake_inputs=True,  # load_prepared makes real CPU tensors (torch.from_numpy), then moves them
         static_shapes=True,
-        shape_env=ShapeEnv(allow_scalar_outputs=True, allow_dynamic_output_shape_ops=True) if shape_env else None)
+        shape_env=ShapeEnv(allow_scalar_outputs=True, allow_dynamic_output_shape_ops=True) if shape_env else None,
+    )
     # Module.to() swaps a fake parameter with its converted copy, and torch.utils.swap_tensors
     # refuses a tensor something holds a weak reference to: the mode's memo holds one to every
     # fake tensor. A plain dict keeps them for the mode's life instead.
@@ -175,16 +177,27 @@ def prepared_dir(tmp_path_factory):
     rng = np.random.default_rng(0)
 
     def split(n):
-        return (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-                (np.arange(n) % len(paths.CLASSES)).astype(np.int64))
+        return (
+            rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+            (np.arange(n) % len(paths.CLASSES)).astype(np.int64),
+        )
 
     train = split(N_TRAIN)
     for f, s in ((paths.TRAIN_FILE, train), (paths.TEST_FILE, split(N_TEST)), (paths.VAL_FILE, split(0))):
         save_split(root / f, *s)
     mean, std = channel_stats(train[0])
-    (root / paths.STATS_FILE).write_text(json.dumps({
-        "mean": [float(v) for v in mean], "std": [float(v) for v in std], "classes": list(paths.CLASSES),
-        "n_train": N_TRAIN, "n_test": N_TEST, "n_val": 0}))
+    (root / paths.STATS_FILE).write_text(
+        json.dumps(
+            {
+                "mean": [float(v) for v in mean],
+                "std": [float(v) for v in std],
+                "classes": list(paths.CLASSES),
+                "n_train": N_TRAIN,
+                "n_test": N_TEST,
+                "n_val": 0,
+            }
+        )
+    )
     return root
 
 

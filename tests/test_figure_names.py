@@ -1,11 +1,12 @@
 """Every figure's file name is written once (core/paths.py); dvc.yaml's outs must name the same
 files, or DVC would look for a figure the code never draws (and commit none of the one it does)."""
+
 from __future__ import annotations
 
 import yaml
+from workspace import shipped
 
 from cifarlab.core import paths
-from workspace import shipped
 
 RUN_FIGURES = {"plot": (paths.CURVES_FIGURE, paths.CONFUSION_FIGURE), "pca": (paths.PCA_FIGURE,)}
 
@@ -17,18 +18,27 @@ def _outs(stage: dict) -> list[str]:
 def test_report_stage_outs_are_the_table():
     dvc = yaml.safe_load(shipped("dvc.yaml").read_text())
     reports = sorted({n["report"] for n in yaml.safe_load(shipped("reports/reference.yaml").read_text())["numbers"]})
-    want = {paths.COMPARISON_FIGURE, paths.GRID_FIGURE, paths.OPEN_CHOICES_FIGURE, paths.STUDIES_FIGURE,
-            *(paths.REPORT_FIGURE.format(report=r) for r in reports)}
-    figures = {o.removeprefix(f"{paths.FIGURES_DIR.as_posix()}/") for o in _outs(dvc["stages"]["report"])
-               if o.endswith(".png")}
+    want = {
+        paths.COMPARISON_FIGURE,
+        paths.GRID_FIGURE,
+        paths.OPEN_CHOICES_FIGURE,
+        paths.STUDIES_FIGURE,
+        *(paths.REPORT_FIGURE.format(report=r) for r in reports),
+    }
+    figures = {
+        o.removeprefix(f"{paths.FIGURES_DIR.as_posix()}/") for o in _outs(dvc["stages"]["report"]) if o.endswith(".png")
+    }
     assert figures == want
 
 
 def test_run_stage_outs_are_the_table():
     """plot@ and pca@ (foreach over runs: ${key} / ${item}) and plot_seeds (<run>-s<seed>)."""
     stages = yaml.safe_load(shipped("dvc.yaml").read_text())["stages"]
-    as_written = {"plot": ("${key}", stages["plot"]["do"]), "pca": ("${item}", stages["pca"]["do"]),
-                  "plot_seeds": ("${item.run}-s${item.seed}", stages["plot_seeds"])}
+    as_written = {
+        "plot": ("${key}", stages["plot"]["do"]),
+        "pca": ("${item}", stages["pca"]["do"]),
+        "plot_seeds": ("${item.run}-s${item.seed}", stages["plot_seeds"]),
+    }
     for stage, (out_id, body) in as_written.items():
         names = RUN_FIGURES["pca" if stage == "pca" else "plot"]
         want = {f"{paths.RUN_FIGURES_DIR.as_posix()}/{name.format(out=out_id)}" for name in names}

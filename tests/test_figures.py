@@ -1,5 +1,6 @@
 """Report figures: structure of each figure, readability (labels that do not collide, 1-epoch runs on a
 real axis, the smoke-run banner), PCA correctness/determinism, PNG reproducibility."""
+
 import itertools
 import json
 
@@ -14,8 +15,8 @@ from matplotlib.container import BarContainer
 from cifarlab.core.paths import CLASSES
 from cifarlab.figures.common import HEATMAP_GID, NA, NOT_RUN, message_figure, save_figure, smoke_line, smoke_texts
 from cifarlab.figures.comparison import comparison_figure, spread_ties
-from cifarlab.figures.reports import grid_heatmaps, open_choices_figure, report_bars
 from cifarlab.figures.per_run import confusion_figure, curves_figure, pca_figure, pca_project
+from cifarlab.figures.reports import grid_heatmaps, open_choices_figure, report_bars
 from cifarlab.figures.studies import studies_figure
 
 
@@ -41,8 +42,11 @@ def extents(fig, artists):
 
 def overlapping(boxes):
     """Pairs of boxes that overlap by more than a pixel each way."""
-    return [(i, j) for (i, a), (j, b) in itertools.combinations(enumerate(boxes), 2)
-            if min(a.x1, b.x1) - max(a.x0, b.x0) > 1 and min(a.y1, b.y1) - max(a.y0, b.y0) > 1]
+    return [
+        (i, j)
+        for (i, a), (j, b) in itertools.combinations(enumerate(boxes), 2)
+        if min(a.x1, b.x1) - max(a.x0, b.x0) > 1 and min(a.y1, b.y1) - max(a.y0, b.y0) > 1
+    ]
 
 
 def cell_text(ax, i, j):
@@ -66,7 +70,7 @@ def test_confusion_figure_labels_counts_and_row_accuracy():
     xt = [t.get_text() for t in ax.get_xticklabels()]
     yt = [t.get_text() for t in ax.get_yticklabels()]
     assert xt == list(CLASSES)
-    assert len(yt) == 10 and all(y.startswith(c) for y, c in zip(yt, CLASSES))
+    assert len(yt) == 10 and all(y.startswith(c) for y, c in zip(yt, CLASSES, strict=True))
     assert yt[0] == f"airplane ({100 * 80 / cm[0].sum():.1f}%)"
     assert yt[3] == f"cat ({NA})"
     assert len(ax.texts) == 100
@@ -118,7 +122,7 @@ def test_pca_project_matches_exact_svd_and_is_deterministic():
     coords, ratio = pca_project(x.numpy(), k=3)
     xc = x.double().numpy() - x.double().numpy().mean(0)
     s = np.linalg.svd(xc, compute_uv=False)
-    np.testing.assert_allclose(ratio, s[:3] ** 2 / (xc ** 2).sum(), rtol=1e-6)
+    np.testing.assert_allclose(ratio, s[:3] ** 2 / (xc**2).sum(), rtol=1e-6)
     assert ratio.sum() > 0.99
     np.testing.assert_allclose(np.abs(coords).sum(0), np.abs(xc @ np.linalg.svd(xc)[2][:3].T).sum(0), rtol=1e-6)
     torch.manual_seed(123)
@@ -155,8 +159,9 @@ AUGS = ("none", "crop_flip_blur_color", "crop_flip")
 
 
 def test_grid_heatmaps_panels_missing_cells_and_differences():
-    reported = {(a, r, g): 0.85 + 0.01 * i + 0.001 * j for i, a in enumerate(ACTS)
-                for j, r in enumerate(RATIOS) for g in AUGS}
+    reported = {
+        (a, r, g): 0.85 + 0.01 * i + 0.001 * j for i, a in enumerate(ACTS) for j, r in enumerate(RATIOS) for g in AUGS
+    }
     reproduced = {k: v - 0.005 for k, v in reported.items()}
     reproduced[("relu", "5:4:1", "crop_flip")] = 0.9523  # made-up values, not the published ones
     reported[("relu", "5:4:1", "crop_flip")] = 0.9465
@@ -230,15 +235,26 @@ def test_report_bars_counts_and_labels():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["reported", "reproduced", "final epoch"]
     labels = [t.get_text() for t in ax.texts]
     assert "63.21±0.40" in labels and "62.00" in labels and labels.count(NA) == 1 + 1 + 2
-    assert bar_count(report_bars([{"label": "a", "reported": 0.5, "reproduced": 0.4},
-                                  {"label": "b", "reported": 0.6, "reproduced": None}], "t")) == 2 * 2
+    assert (
+        bar_count(
+            report_bars(
+                [
+                    {"label": "a", "reported": 0.5, "reproduced": 0.4},
+                    {"label": "b", "reported": 0.6, "reproduced": None},
+                ],
+                "t",
+            )
+        )
+        == 2 * 2
+    )
 
 
 def test_report_bars_not_run_yet_shows_n_a_beside_every_reported_bar():
     """Report 003 before its runs: the reproduced slots are there, marked n/a (they were left out,
     and the figure read as if reproduced were no part of it)."""
-    rows = [{"label": f"alexnet-{i}", "reported": 0.8, "reproduced": None, "std": None, "final": None}
-            for i in range(4)]
+    rows = [
+        {"label": f"alexnet-{i}", "reported": 0.8, "reproduced": None, "std": None, "final": None} for i in range(4)
+    ]
     fig = report_bars(rows, "Report 003")
     (ax,) = fig.axes
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["reported", "reproduced"]
@@ -248,14 +264,26 @@ def test_report_bars_not_run_yet_shows_n_a_beside_every_reported_bar():
 
 
 def test_studies_figure_shows_every_seed_and_the_difference_per_recipe():
-    panels = [{"title": "What JPEG costs", "arms": ("lossless", "jpeg"), "runs": [
-                   {"run": "hw2_cnn", "values": ([0.78, 0.79, 0.785], [0.77, 0.765, 0.772])},
-                   {"run": "cnn", "values": ([0.7348], [])}]},  # the variant not run yet: no difference
-              {"title": "What bf16 costs", "arms": ("fp32", "bf16"), "runs": [
-                   {"run": "lenet5", "values": ([0.61, 0.64], [0.62, 0.63])}]}]
+    panels = [
+        {
+            "title": "What JPEG costs",
+            "arms": ("lossless", "jpeg"),
+            "runs": [
+                {"run": "hw2_cnn", "values": ([0.78, 0.79, 0.785], [0.77, 0.765, 0.772])},
+                {"run": "cnn", "values": ([0.7348], [])},
+            ],
+        },  # the variant not run yet: no difference
+        {
+            "title": "What bf16 costs",
+            "arms": ("fp32", "bf16"),
+            "runs": [{"run": "lenet5", "values": ([0.61, 0.64], [0.62, 0.63])}],
+        },
+    ]
     fig = studies_figure(panels)
     jpeg, bf16 = fig.axes
-    by_height = sorted(zip(jpeg.get_yticks(), (t.get_text() for t in jpeg.get_yticklabels())), reverse=True)
+    by_height = sorted(
+        zip(jpeg.get_yticks(), (t.get_text() for t in jpeg.get_yticklabels()), strict=True), reverse=True
+    )
     assert [label for _, label in by_height] == ["hw2_cnn", "cnn"]  # the first run on top
     assert [t.get_text() for t in jpeg.get_legend().get_texts()] == ["lossless", "jpeg"]
     assert [t.get_text() for t in jpeg.texts] == ["-1.60 pp"] and [t.get_text() for t in bf16.texts] == ["+0.00 pp"]
@@ -268,9 +296,16 @@ def test_studies_figure_shows_every_seed_and_the_difference_per_recipe():
 
 
 def test_studies_legend_stays_off_the_data():
-    panels = [{"title": "What JPEG costs", "arms": ("lossless", "jpeg"), "runs": [
-        {"run": r, "values": ([0.6 + 0.1 * i, 0.61 + 0.1 * i], [0.59 + 0.1 * i, 0.6 + 0.1 * i])}
-        for i, r in enumerate(("lenet5", "hw2_cnn", "cnn"))]}]
+    panels = [
+        {
+            "title": "What JPEG costs",
+            "arms": ("lossless", "jpeg"),
+            "runs": [
+                {"run": r, "values": ([0.6 + 0.1 * i, 0.61 + 0.1 * i], [0.59 + 0.1 * i, 0.6 + 0.1 * i])}
+                for i, r in enumerate(("lenet5", "hw2_cnn", "cnn"))
+            ],
+        }
+    ]
     fig = studies_figure(panels)
     (ax,) = fig.axes
     legend, axes_box, title = extents(fig, [ax.get_legend(), ax, ax.title])
@@ -290,8 +325,9 @@ def _legend_colors(ax) -> dict[str, tuple]:
 def test_reported_and_reproduced_have_one_colour_in_every_bar_chart():
     rows = [{"label": "m", "reported": 0.9, "reproduced": 0.88, "final": 0.87}]
     bars = _legend_colors(report_bars(rows, "t").axes[0])
-    comp = comparison_figure({"m": {"reported": 0.9, "best": 0.88, "final": 0.87}},
-                             {"m": pd.DataFrame({"epoch": [1], "test_acc": [0.88]})})
+    comp = comparison_figure(
+        {"m": {"reported": 0.9, "best": 0.88, "final": 0.87}}, {"m": pd.DataFrame({"epoch": [1], "test_acc": [0.88]})}
+    )
     comp_bars = _legend_colors(comp.axes[0])
     assert bars["reported"] == comp_bars["reported"]
     assert bars["reproduced"] == comp_bars["best epoch (on test)"]
@@ -303,13 +339,11 @@ def test_comparison_figure_bars_per_run_and_curves():
     """top1[run] = {"reported", "best", "final"} (fractions; reported None: no published number)
     -> three horizontal bars per run in %, a row per run in run order (the first on top); one
     test-accuracy curve per history given."""
-    top1 = {"a": {"reported": 0.9, "best": 0.88, "final": 0.87},
-            "b": {"reported": None, "best": 0.61, "final": 0.6}}
+    top1 = {"a": {"reported": 0.9, "best": 0.88, "final": 0.87}, "b": {"reported": None, "best": 0.61, "final": 0.6}}
     hists = {"a": pd.DataFrame({"epoch": [1, 2], "test_acc": [0.5, 0.88]})}
     fig = comparison_figure(top1, hists)
     ax_b, ax_c = fig.axes
-    widths = {c.get_label(): [p.get_width() for p in c.patches]
-              for c in ax_b.containers if isinstance(c, BarContainer)}
+    widths = {c.get_label(): [p.get_width() for p in c.patches] for c in ax_b.containers if isinstance(c, BarContainer)}
     assert widths["reported"] == pytest.approx([90.0])  # none published: no bar (a 0% bar reads as measured)
     na = [t for t in ax_b.texts if t.get_text() == "n/a"]
     assert len(na) == 1 and na[0].get_position()[1] == pytest.approx(1 - 0.27)  # where b's reported bar would be
@@ -324,18 +358,39 @@ def test_comparison_figure_bars_per_run_and_curves():
 
 
 # the published run table: 21 runs, names as long as they get
-RUN_NAMES = ["cnn", "cnn-dropout_half", "cnn-no_batchnorm", "cnn-sgd_lr1e-2", "cnn-wide", "dnn",
-             "dnn-hidden_512_256_128", "dnn-no_batchnorm", "hw2_cnn", "hw2_cnn-batch50", "hw2_cnn-sgd", "lenet5",
-             "lenet5-batch256", "lenet5-classic", "lenet5-norm_none", "lenet5-sgd_lr1e-1", "lenet5-sgd_lr1e-2",
-             "lenet5-sgd_lr1e-3", "lenet5-sigmoid", "lenet5-tanh", "resnet9"]
+RUN_NAMES = [
+    "cnn",
+    "cnn-dropout_half",
+    "cnn-no_batchnorm",
+    "cnn-sgd_lr1e-2",
+    "cnn-wide",
+    "dnn",
+    "dnn-hidden_512_256_128",
+    "dnn-no_batchnorm",
+    "hw2_cnn",
+    "hw2_cnn-batch50",
+    "hw2_cnn-sgd",
+    "lenet5",
+    "lenet5-batch256",
+    "lenet5-classic",
+    "lenet5-norm_none",
+    "lenet5-sgd_lr1e-1",
+    "lenet5-sgd_lr1e-2",
+    "lenet5-sgd_lr1e-3",
+    "lenet5-sigmoid",
+    "lenet5-tanh",
+    "resnet9",
+]
 
 
 def test_comparison_is_readable_at_21_runs():
     """Run names, value labels and legends do not overlap one another or the curves (the old figure:
     slanted names on top of each other, rotated values colliding, a 21-entry legend on the curves)."""
     rng = np.random.default_rng(0)
-    top1 = {n: {"reported": 0.7 if i % 4 == 0 else None, "best": 0.7 + 0.001 * i, "final": 0.7}
-            for i, n in enumerate(RUN_NAMES)}  # near-equal values: labels as close as they come
+    top1 = {
+        n: {"reported": 0.7 if i % 4 == 0 else None, "best": 0.7 + 0.001 * i, "final": 0.7}
+        for i, n in enumerate(RUN_NAMES)
+    }  # near-equal values: labels as close as they come
     hists = {n: pd.DataFrame({"epoch": np.arange(1, 31), "test_acc": 0.5 + 0.3 * rng.random(30)}) for n in RUN_NAMES}
     fig = comparison_figure(top1, hists)
     ax_b, *curves = fig.axes
@@ -356,15 +411,16 @@ def test_comparison_is_readable_at_21_runs():
 
 
 def one_epoch(acc: float, loss: float = 2.3) -> pd.DataFrame:
-    return pd.DataFrame({"epoch": [1], "train_loss": [loss], "test_loss": [loss],
-                         "train_acc": [acc], "test_acc": [acc]})
+    return pd.DataFrame(
+        {"epoch": [1], "train_loss": [loss], "test_loss": [loss], "train_acc": [acc], "test_acc": [acc]}
+    )
 
 
 def test_comparison_one_epoch_runs_are_visible_and_ties_set_apart():
     names = ["lenet5", "lenet5-sigmoid", "lenet5-tanh", "lenet5-classic"]
     accs = [0.10, 0.10, 0.10, 0.23]  # three tied at chance
-    top1 = {n: {"reported": None, "best": a, "final": a} for n, a in zip(names, accs)}
-    fig = comparison_figure(top1, {n: one_epoch(a) for n, a in zip(names, accs)})
+    top1 = {n: {"reported": None, "best": a, "final": a} for n, a in zip(names, accs, strict=True)}
+    fig = comparison_figure(top1, {n: one_epoch(a) for n, a in zip(names, accs, strict=True)})
     _, ax = fig.axes
     lo, hi = ax.get_xlim()
     assert lo == 0 and hi >= 2  # a real epoch axis, not 0.96-1.04
@@ -384,8 +440,15 @@ def test_spread_ties_centres_tied_points_and_leaves_others():
 
 
 def test_curves_figure_loss_and_accuracy_panels():
-    hist = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [2.0, 1.5, 1.2], "test_loss": [2.1, 1.6, 1.4],
-                         "train_acc": [0.3, 0.5, 0.6], "test_acc": [0.28, 0.55, 0.52]})
+    hist = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "train_loss": [2.0, 1.5, 1.2],
+            "test_loss": [2.1, 1.6, 1.4],
+            "train_acc": [0.3, 0.5, 0.6],
+            "test_acc": [0.28, 0.55, 0.52],
+        }
+    )
     fig = curves_figure("run-x", hist)
     ax_l, ax_a = fig.axes
     assert fig.get_suptitle() == "run-x" and ax_l.get_title() == "loss"
@@ -411,13 +474,21 @@ def test_curves_figure_one_epoch_is_a_visible_point_on_a_real_axis():
 def test_curves_figure_of_a_diverged_run():
     """Diverged: its last epoch has no losses (NaN, or inf) and no test number; the axes keep to
     the finite numbers. Diverged in the first epoch: no test number at all, no best marked."""
-    hist = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [2.0, np.inf, np.nan], "test_loss": [2.2, 2.0, np.nan],
-                         "train_acc": [0.27, 0.22, 0.19], "test_acc": [0.25, 0.22, np.nan]})
+    hist = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "train_loss": [2.0, np.inf, np.nan],
+            "test_loss": [2.2, 2.0, np.nan],
+            "train_acc": [0.27, 0.22, 0.19],
+            "test_acc": [0.25, 0.22, np.nan],
+        }
+    )
     ax_l, ax_a = curves_figure("dnn-no_batchnorm", hist).axes
     assert np.isfinite(ax_l.get_ylim()).all() and ax_l.get_ylim()[1] < 3
     assert ax_a.get_title() == "accuracy (best test: 25.00% @ epoch 1)"
-    first = pd.DataFrame({"epoch": [1], "train_loss": [np.nan], "test_loss": [np.nan],
-                          "train_acc": [0.1], "test_acc": [np.nan]})
+    first = pd.DataFrame(
+        {"epoch": [1], "train_loss": [np.nan], "test_loss": [np.nan], "train_acc": [0.1], "test_acc": [np.nan]}
+    )
     _, ax_a = curves_figure("x", first).axes
     assert ax_a.get_title() == "accuracy" and len(ax_a.get_lines()) == 2
 
@@ -449,10 +520,24 @@ def test_comparison_curves_never_share_colour_and_style():
 
 # --------------------------------------------------------------------------- smoke-run banner
 
-SMOKE_DETAILS = {"run": "lenet5", "seed": 23, "n_train": 250, "n_test": 100, "epochs_cap": 1, "recipe_epochs": 10,
-                 "random_features": False}
-FULL_DETAILS = {"run": "lenet5", "seed": 23, "n_train": 50000, "n_test": 10000, "epochs_cap": None,
-                "recipe_epochs": 10, "random_features": False}
+SMOKE_DETAILS = {
+    "run": "lenet5",
+    "seed": 23,
+    "n_train": 250,
+    "n_test": 100,
+    "epochs_cap": 1,
+    "recipe_epochs": 10,
+    "random_features": False,
+}
+FULL_DETAILS = {
+    "run": "lenet5",
+    "seed": 23,
+    "n_train": 50000,
+    "n_test": 10000,
+    "epochs_cap": None,
+    "recipe_epochs": 10,
+    "random_features": False,
+}
 
 
 def test_smoke_line_says_what_the_report_calls_a_smoke_run():
@@ -460,12 +545,19 @@ def test_smoke_line_says_what_the_report_calls_a_smoke_run():
     from cifarlab.reporting import records
 
     assert (FULL_TRAIN, FULL_TEST) == (50_000, 10_000)  # CIFAR-10's splits: fewer is a smoke run
-    cases = [FULL_DETAILS, SMOKE_DETAILS, {**FULL_DETAILS, "n_test": 2000}, {**FULL_DETAILS, "epochs_cap": 3},
-             {**FULL_DETAILS, "random_features": True}, {"run": "old", "seed": None}]
+    cases = [
+        FULL_DETAILS,
+        SMOKE_DETAILS,
+        {**FULL_DETAILS, "n_test": 2000},
+        {**FULL_DETAILS, "epochs_cap": 3},
+        {**FULL_DETAILS, "random_features": True},
+        {"run": "old", "seed": None},
+    ]
     for rec in cases:  # the same rule as the README's notes
         assert (smoke_line([rec]) is None) == (records.smoke_notes(rec) == []), rec
-    assert smoke_line([SMOKE_DETAILS]) == ("smoke run: 1 epoch (recipe: 10), 250 train / 100 test images; "
-                                           "not the published recipe")
+    assert smoke_line([SMOKE_DETAILS]) == (
+        "smoke run: 1 epoch (recipe: 10), 250 train / 100 test images; not the published recipe"
+    )
     full = [{**FULL_DETAILS, "run": f"r{i}"} for i in range(5)]
     assert smoke_line([SMOKE_DETAILS, *full]).startswith("lenet5 is a smoke run: 1 epoch")  # which, when few
     many = [{**SMOKE_DETAILS, "run": f"s{i}"} for i in range(4)]
@@ -478,8 +570,12 @@ def smoke_figures(smoke):
     rows = [{"label": "lenet5", "reported": 0.47, "reproduced": 0.1, "final": 0.1}]
     top1 = {"lenet5": {"reported": 0.47, "best": 0.1, "final": 0.1}}
     x, y = blobs(n_per=10)
-    choices = [{"base": "lenet5", "published": 0.47, "settings": [{"label": "lenet5", "values": [0.1], "covers": False}]}]
-    studies = [{"title": "What JPEG costs", "arms": ("lossless", "jpeg"), "runs": [{"run": "cnn", "values": ([0.1], [0.1])}]}]
+    choices = [
+        {"base": "lenet5", "published": 0.47, "settings": [{"label": "lenet5", "values": [0.1], "covers": False}]}
+    ]
+    studies = [
+        {"title": "What JPEG costs", "arms": ("lossless", "jpeg"), "runs": [{"run": "cnn", "values": ([0.1], [0.1])}]}
+    ]
     return {
         "report": report_bars(rows, "Report 000", smoke=smoke),
         "report (none)": report_bars([], "Report 004", smoke=smoke),

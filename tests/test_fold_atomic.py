@@ -10,6 +10,7 @@ of them drawn at random (a fixed draw per test) and at every change within three
 of the staging dir's removal, where the switch happens (all of them pass too: set k_all below).
 The atomic exchange (renameat2) raises no audit event of its own: the kills just before and
 just after it are the changes on either side."""
+
 from __future__ import annotations
 
 import datetime
@@ -24,17 +25,30 @@ import types
 from pathlib import Path
 
 import pytest
+from pack_tools import checkout, finished_run
 
 from cifarlab.core.params_file import read_params_file
 from cifarlab.reporting import studies
 from cifarlab.tooling import fold, packs
-from pack_tools import checkout, finished_run
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="kills a forked child")
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-CHANGES = {"os.rename", "os.link", "os.remove", "os.rmdir", "os.mkdir", "shutil.rmtree", "os.chmod", "os.utime",
-           "os.truncate", "os.symlink", "shutil.copyfile", "shutil.copymode", "shutil.copystat"}
+CHANGES = {
+    "os.rename",
+    "os.link",
+    "os.remove",
+    "os.rmdir",
+    "os.mkdir",
+    "shutil.rmtree",
+    "os.chmod",
+    "os.utime",
+    "os.truncate",
+    "os.symlink",
+    "shutil.copyfile",
+    "shutil.copymode",
+    "shutil.copystat",
+}
 LOSSLESS, JPEG = (next(m for m, a in studies.JPEG_EFFECT_DATA.items() if a == arm) for arm in ("lossless", "jpeg"))
 
 
@@ -58,11 +72,12 @@ def fold_killed_at(k: int, home: Path, pack: Path, **kw) -> tuple[bool, list[str
                 events.append(event)
                 if len(events) == k:
                     os.kill(os.getpid(), signal.SIGKILL)
+
         try:
             sys.addaudithook(hook)
             fold.fold(pack, home, log=lambda s: None, **kw)
             report = json.dumps(events)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - the forked child: whatever stopped it goes to the parent
             code, report = 3, traceback.format_exc()[-4000:]
         with os.fdopen(w, "wb") as f:
             f.write(report.encode())
@@ -82,8 +97,7 @@ def snapshot(store: Path) -> dict | None:
     """Every file's bytes and every folder under `store` (None: no store)."""
     if not os.path.lexists(store):
         return None
-    return {p.relative_to(store).as_posix(): p.read_bytes() if p.is_file() else "dir"
-            for p in sorted(store.rglob("*"))}
+    return {p.relative_to(store).as_posix(): p.read_bytes() if p.is_file() else "dir" for p in sorted(store.rglob("*"))}
 
 
 def leftovers(home: Path) -> list[str]:
@@ -118,19 +132,26 @@ def make_pack(tmp_path: Path, name: str, outs: dict) -> Path:
 
 SCENES = {
     # lenet5 seed 23 replaced (one figure fewer), seed 1 kept, seed 2 added
-    "published": (None, {"lenet5": ("lenet5", 23, 0.60, LOSSLESS), "lenet5-s1": ("lenet5", 1, 0.62, LOSSLESS)},
-                  {"lenet5": ("lenet5", 23, 0.65, LOSSLESS), "lenet5-s2": ("lenet5", 2, 0.61, LOSSLESS)}),
+    "published": (
+        None,
+        {"lenet5": ("lenet5", 23, 0.60, LOSSLESS), "lenet5-s1": ("lenet5", 1, 0.62, LOSSLESS)},
+        {"lenet5": ("lenet5", 23, 0.65, LOSSLESS), "lenet5-s2": ("lenet5", 2, 0.61, LOSSLESS)},
+    ),
     # both arms of the jpeg study change in one fold
-    "study": ("jpeg", {"lenet5": ("lenet5", 23, 0.60, LOSSLESS), "dnn": ("dnn", 23, 0.40, JPEG)},
-              {"lenet5": ("lenet5", 23, 0.65, LOSSLESS), "dnn-s1": ("dnn", 1, 0.41, JPEG)}),
+    "study": (
+        "jpeg",
+        {"lenet5": ("lenet5", 23, 0.60, LOSSLESS), "dnn": ("dnn", 23, 0.40, JPEG)},
+        {"lenet5": ("lenet5", 23, 0.65, LOSSLESS), "dnn-s1": ("dnn", 1, 0.41, JPEG)},
+    ),
 }
 
 
 @pytest.mark.slow  # a forked fold SIGKILLed at some 30 instants each
 @pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "rename-pair"])
 @pytest.mark.parametrize("scene", SCENES)
-def test_a_fold_killed_at_any_instant_leaves_the_store_before_or_after(scene, exchange, tmp_path, quick_fold,
-                                                                       monkeypatch):
+def test_a_fold_killed_at_any_instant_leaves_the_store_before_or_after(
+    scene, exchange, tmp_path, quick_fold, monkeypatch
+):
     """The field report: a fold killed midway left half of a run's files replaced, and
     reports/published/.fold-* behind. Exchange: the store is never anything but before or after,
     even before recovery. Rename pair (filesystems without an exchange): between its two renames
@@ -156,8 +177,13 @@ def test_a_fold_killed_at_any_instant_leaves_the_store_before_or_after(scene, ex
     assert len(changed) >= 5, changed  # several files of one run: a half-done fold would mix them
     n, k_all = len(events), False
     near_switch = {k + d for k, e in enumerate(events, 1) if e in ("os.rename", "shutil.rmtree") for d in range(-3, 4)}
-    ks = range(1, n + 1) if k_all else sorted(near_switch & set(range(1, n + 1)) |
-                                                set(random.Random(f"{scene}-{exchange}").sample(range(1, n + 1), 24)))
+    ks = (
+        range(1, n + 1)
+        if k_all
+        else sorted(
+            near_switch & set(range(1, n + 1)) | set(random.Random(f"{scene}-{exchange}").sample(range(1, n + 1), 24))
+        )
+    )
     seen = {"before": 0, "after": 0, "missing": 0}
     for k in ks:
         home = fresh(f"k{k}")

@@ -7,6 +7,7 @@ bytes out, then fails with ENOSPC (or the temp file cannot be created: EACCES). 
 puts data/resume on a real 64 KiB tmpfs (mounting needs root; skipped elsewhere). lenet5 on a tiny
 archive trains 3 epochs in a few seconds on 1 CPU thread.
 """
+
 from __future__ import annotations
 
 import errno
@@ -18,11 +19,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from workspace import write_params
 
 from cifarlab import train
 from cifarlab.core.stage_main import run_main
 from cifarlab.engine.resume import ResumeWriter, load_resume
-from workspace import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "lenet5"
@@ -109,13 +110,17 @@ def assert_outputs(d: Path) -> None:
     assert (d / f"reports/timing/{MODEL}.json").is_file()
 
 
-@pytest.mark.parametrize("failure, reason", [
-    ("disk fills mid-write", "No space left on device"),
-    ("resume dir not writable", "Permission denied"),
-    ("resume dir is a file", "Not a directory (data/resume)"),
-])
-def test_a_resume_point_that_cannot_be_written_is_one_warning_and_the_run_finishes(workdir, monkeypatch, capsys,
-                                                                                   failure, reason):
+@pytest.mark.parametrize(
+    "failure, reason",
+    [
+        ("disk fills mid-write", "No space left on device"),
+        ("resume dir not writable", "Permission denied"),
+        ("resume dir is a file", "Not a directory (data/resume)"),
+    ],
+)
+def test_a_resume_point_that_cannot_be_written_is_one_warning_and_the_run_finishes(
+    workdir, monkeypatch, capsys, failure, reason
+):
     resume_dir = workdir / "data/resume"
     if failure == "disk fills mid-write":
         fill_disk_for(monkeypatch, lambda parent, name: parent == resume_dir)
@@ -142,8 +147,9 @@ def test_a_resume_point_that_cannot_be_written_is_one_warning_and_the_run_finish
         assert not list(resume_dir.iterdir())  # the run ended: no resume state, no orphaned weights
 
 
-def test_a_checkpoint_that_cannot_be_written_fails_the_run_in_one_line_and_a_rerun_resumes(workdir, monkeypatch,
-                                                                                            capsys):
+def test_a_checkpoint_that_cannot_be_written_fails_the_run_in_one_line_and_a_rerun_resumes(
+    workdir, monkeypatch, capsys
+):
     out_dir = workdir / "data/checkpoints" / MODEL
     fill_disk_for(monkeypatch, lambda parent, name: parent == out_dir and name == "best.pt", room=4096)
     capsys.readouterr()
@@ -172,14 +178,24 @@ def test_a_checkpoint_that_cannot_be_written_fails_the_run_in_one_line_and_a_rer
 def snapshot_of(epoch: int, best_epoch: int):
     def snap():
         best = {"w": torch.full((256,), 1.0 * best_epoch)}  # 1 KB: more than the 1000 bytes a full disk takes
-        return {"state": {"epoch": epoch, "best_epoch": best_epoch, "best_state": best,
-                          "val_best_epoch": None, "val_best_state": None},
-                "history": [], "model": {"w": torch.full((256,), 1.0 * epoch)}}
+        return {
+            "state": {
+                "epoch": epoch,
+                "best_epoch": best_epoch,
+                "best_state": best,
+                "val_best_epoch": None,
+                "val_best_state": None,
+            },
+            "history": [],
+            "model": {"w": torch.full((256,), 1.0 * epoch)},
+        }
+
     return snap
 
 
 def test_resume_writes_go_on_after_a_failure_warn_once_per_failing_stretch_and_leave_the_last_state_whole(
-        tmp_path, monkeypatch, capsys):
+    tmp_path, monkeypatch, capsys
+):
     path = tmp_path / "run.pt"
     full = {"on": False, "only": None}  # the disk is full (for every file, or for `only`)
     fill_disk_for(monkeypatch, lambda parent, name: full["on"] and full["only"] in (None, name))
@@ -246,8 +262,9 @@ def tiny_fs(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_real_full_disk_under_data_resume_costs_the_resume_point_not_the_run(tmp_path, small_params, prepare,
-                                                                             monkeypatch, tiny_fs):
+def test_a_real_full_disk_under_data_resume_costs_the_resume_point_not_the_run(
+    tmp_path, small_params, prepare, monkeypatch, tiny_fs
+):
     d = tmp_path / "run"
     d.mkdir()
     write_params(d, lenet5_params(small_params))
@@ -255,8 +272,14 @@ def test_a_real_full_disk_under_data_resume_costs_the_resume_point_not_the_run(t
     prepare()
     (d / "data/resume").symlink_to(tiny_fs)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run([sys.executable, "-m", "cifarlab.train", "--run", MODEL], cwd=d, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cifarlab.train", "--run", MODEL],
+        cwd=d,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
@@ -270,7 +293,6 @@ def test_a_full_disk_under_any_stage_output_is_one_line(monkeypatch, capsys):
     """Outputs other than checkpoints and resume points (a history, a timing file, a figure):
     the machine's OSErrors (disk full, no permission) end a stage in one line, exit 1."""
 
-
     from cifarlab.core.stage_main import run_main
 
     def full(argv):
@@ -280,7 +302,9 @@ def test_a_full_disk_under_any_stage_output_is_one_line(monkeypatch, capsys):
         run_main(full, [], check_workspace=False)
     err = capsys.readouterr().err
     assert e.value.code == 1 and err.count("\n") == 1
-    assert err.startswith("error: cannot write or read (reports/history/lenet5.csv): No space left on device: make room")
+    assert err.startswith(
+        "error: cannot write or read (reports/history/lenet5.csv): No space left on device: make room"
+    )
 
     def bug(argv):
         raise OSError(errno.EBADF, "Bad file descriptor")  # not the machine's state: a bug, its traceback

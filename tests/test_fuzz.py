@@ -8,6 +8,7 @@ another exception, and never hangs (each example has a deadline).
 - params: a valid params.yaml (run table included) with a random key set to a random value, or a
   random key added; with and without the model registry (fetch validates without it).
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,16 +24,19 @@ import yaml
 from cifar_archive import default_members, member, write_tar_gz
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from workspace import SHIPPED_PARAMS
 
-from cifarlab.data.cifar_io import read_archive, safe_loads
 from cifarlab.core.errors import CifarlabError
 from cifarlab.core.params import validate
-from workspace import SHIPPED_PARAMS
+from cifarlab.data.cifar_io import read_archive, safe_loads
 
 ROOT = Path(__file__).resolve().parents[1]
 # 60 examples per property in the default run; CIFARLAB_FUZZ_EXAMPLES=2000 for a long hunt.
-FUZZ = settings(max_examples=int(os.environ.get("CIFARLAB_FUZZ_EXAMPLES", 60)), deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                       HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=int(os.environ.get("CIFARLAB_FUZZ_EXAMPLES", 60)),
+    deadline=5000,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def _valid_archive_bytes() -> bytes:
@@ -72,8 +76,10 @@ def test_random_bytes_as_archive(tmp_path, data):
 
 
 @FUZZ
-@given(cuts=st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), min_size=1, max_size=8),
-       truncate=st.one_of(st.none(), st.integers(0, len(VALID))))
+@given(
+    cuts=st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), min_size=1, max_size=8),
+    truncate=st.one_of(st.none(), st.integers(0, len(VALID))),
+)
 def test_flipped_and_truncated_archive(tmp_path, cuts, truncate):
     data = bytearray(VALID)
     for pos, byte in cuts:
@@ -83,21 +89,32 @@ def test_flipped_and_truncated_archive(tmp_path, cuts, truncate):
 
 # Random Python values in place of a batch's entries: what a crafted (not corrupted) archive holds.
 values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(allow_nan=True),
-              st.text(max_size=20), st.binary(max_size=64),
-              st.builds(lambda shape, dt: np.zeros(shape, dtype=dt),
-                        st.lists(st.integers(0, 40), max_size=3).map(tuple),
-                        st.sampled_from([np.uint8, np.int64, np.float32, np.bool_]))),
-    lambda children: st.one_of(st.lists(children, max_size=5),
-                               st.dictionaries(st.text(max_size=10), children, max_size=5)),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**40), 2**40),
+        st.floats(allow_nan=True),
+        st.text(max_size=20),
+        st.binary(max_size=64),
+        st.builds(
+            lambda shape, dt: np.zeros(shape, dtype=dt),
+            st.lists(st.integers(0, 40), max_size=3).map(tuple),
+            st.sampled_from([np.uint8, np.int64, np.float32, np.bool_]),
+        ),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=5), st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
     max_leaves=10,
 )
 
 
 @FUZZ
-@given(target=st.sampled_from(["batches.meta", "data_batch_1", "data_batch_5", "test_batch"]),
-       key=st.sampled_from(["data", "labels", "label_names", "num_cases_per_batch", "filenames", None]),
-       value=values)
+@given(
+    target=st.sampled_from(["batches.meta", "data_batch_1", "data_batch_5", "test_batch"]),
+    key=st.sampled_from(["data", "labels", "label_names", "num_cases_per_batch", "filenames", None]),
+    value=values,
+)
 def test_crafted_batch_contents(tmp_path, target, key, value):
     members = default_members(2, 1, seed=0)
     name = member(target)
@@ -135,9 +152,15 @@ def _paths(d: Any, prefix: tuple = ()) -> list[tuple]:
 
 
 PATHS = _paths(BASE)
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
-                    st.text(max_size=12), st.lists(st.integers(-5, 5), max_size=4),
-                    st.dictionaries(st.text(max_size=6), st.integers(), max_size=3))
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.lists(st.integers(-5, 5), max_size=4),
+    st.dictionaries(st.text(max_size=6), st.integers(), max_size=3),
+)
 
 
 def mutated(path: tuple, value, add: bool, name: str) -> dict:

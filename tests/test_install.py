@@ -1,5 +1,6 @@
 """A broken environment (torch and torchvision from different builds) is one line with the fix,
 from `python -m cifarlab.core.install` (README's command 1) and from any stage or command."""
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,7 @@ def test_install_check_names_the_mismatch_in_one_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
     r = subprocess.run([sys.executable, "-m", "cifarlab.core.install"], env=env, capture_output=True, text=True)
     assert r.returncode == 1 and r.stdout == ""
-    line, = r.stderr.splitlines()
+    (line,) = r.stderr.splitlines()
     assert line.startswith("error: torchvision ") and "operator torchvision::nms does not exist" in line
     assert "pip install --force-reinstall 'torch==" in line
     ok = subprocess.run([sys.executable, "-m", "cifarlab.core.install"], capture_output=True, text=True)

@@ -2,9 +2,12 @@
 pack_tools.py, helpers_*.py, conftest.py), never in a test module another one imports. Importing a
 test module runs its collection-time code twice and hands its tests to the importer's namespace,
 and pytest-xdist's --dist loadfile then no longer keeps a file's work on one worker."""
+
 from __future__ import annotations
 
 import ast
+import re
+import tokenize
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
@@ -31,3 +34,45 @@ def test_the_check_sees_imports_inside_functions(tmp_path):
     f = tmp_path / "test_x.py"
     f.write_text("import os\n\ndef test_a():\n    from test_cli import cifarlab\n    import test_params\n")
     assert imported_modules(f) == {"os", "test_cli", "test_params"}
+
+
+ROOT = TESTS.parent
+NOQA_DIRS = ("src", "tests", "benchmarks", "tools")
+# Every suppression says why, on its line after the codes: noqa, a colon, CODE[, CODE...], " - ", words
+NOQA = re.compile(r"#\s*noqa\b", re.IGNORECASE)
+NOQA_WITH_REASON = re.compile(r"#\s*noqa: [A-Z]+[0-9]+(?:, ?[A-Z]+[0-9]+)* - \w+")
+
+
+def noqa_without_reason(path: Path) -> list[str]:
+    """'file:line: comment' for each `# noqa` in a comment of `path` that gives no reason (strings
+    that merely mention noqa, like this checker's own test data, are not comments)."""
+    bad = []
+    with tokenize.open(path) as f:
+        for tok in tokenize.generate_tokens(f.readline):
+            if tok.type != tokenize.COMMENT:
+                continue
+            for m in NOQA.finditer(tok.string):
+                if not NOQA_WITH_REASON.match(tok.string, m.start()):
+                    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+                    bad.append(f"{shown}:{tok.start[0]}: {tok.string}")
+    return bad
+
+
+def test_every_noqa_says_why():
+    files = sorted(p for d in NOQA_DIRS for p in (ROOT / d).rglob("*.py"))
+    bad = [line for p in files for line in noqa_without_reason(p)]
+    assert not bad, "write `# noqa: CODE - why` (or fix the code):\n" + "\n".join(bad)
+
+
+def test_the_noqa_check_wants_a_reason_after_the_codes(tmp_path):
+    f = tmp_path / "x.py"
+    f.write_text(
+        "import a  # noqa: F401 - re-exported\n"
+        "import b  # noqa: F401, E402 - after sys.path is set\n"
+        "s = '# noqa: E501'  # a string, not a comment\n"
+        "import c  # noqa: F401\n"
+        "import d  # noqa\n"
+        "import e  # noqa: F401  (no dash)\n"
+        "import f  # why  # NOQA: F401 -\n"
+    )
+    assert [line.split(":")[1] for line in noqa_without_reason(f)] == ["4", "5", "6", "7"]

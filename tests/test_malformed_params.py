@@ -8,6 +8,7 @@ round-trip loader, which keeps comments), `cifarlab runs` and `python -m cifarla
 loader every stage reads with) as real subprocesses; every stage module and the other commands
 that read params run in-process through the same shells. The one-line shape is helpers_bad_inputs.assert_shape.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -19,14 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from cifarlab.tooling.cli import STAGES as CLI_STAGES
-from cifarlab.core.errors import ParamsError
-from cifarlab.core.params import load_params
-from cifarlab.core.stage_main import run_main
 from helpers_bad_inputs import assert_shape
 from helpers_cli import cifarlab
 from workspace import SHIPPED_PARAMS
+
+from cifarlab.core.errors import ParamsError
+from cifarlab.core.params import load_params
+from cifarlab.core.stage_main import run_main
+from cifarlab.tooling.cli import STAGES as CLI_STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = (SHIPPED_PARAMS).read_text(encoding="utf-8")
@@ -65,24 +66,45 @@ _B = SHIPPED.encode()
 _AT = _B.index(b"OPEN: tanh")  # a comment of the lenet5 section
 
 CASES = [
-    Case("duplicate-key-nested",
-         edit(LENET5_TAIL, "  epochs: 10\n  batch_size: 32\n  schedule: constant\n  augment: none\n"),
-         EPOCHS_LINE + 1, ("'batch_size'", "'lenet5'"),
-         exact=f"params.yaml:{EPOCHS_LINE + 1}:3: duplicate key 'batch_size' under 'lenet5' "
-               f"(first at line {FIRST_BATCH}): remove one"),
-    Case("duplicate-key-top-level", SHIPPED + "seed: 5\n", LAST_LINE, ("'seed'",),
-         exact=f"params.yaml:{LAST_LINE}:1: duplicate key 'seed' at the top level (first at line {SEED_LINE}): "
-               "remove one"),
-    Case("duplicate-key-in-flow-mapping", edit("  lenet5: {model: lenet5}", "  lenet5: {model: lenet5, model: dnn}"),
-         OPEN_BRACE, ("'model'", "'runs.lenet5'")),
-    Case("tab-indentation", edit(LENET5_TAIL, "\tepochs: 10\n  schedule: constant\n  augment: none\n"),
-         EPOCHS_LINE, ("tab",)),
-    Case("bad-indentation", edit(LENET5_TAIL, "  epochs: 10\n   schedule: constant\n  augment: none\n"),
-         EPOCHS_LINE + 1),
+    Case(
+        "duplicate-key-nested",
+        edit(LENET5_TAIL, "  epochs: 10\n  batch_size: 32\n  schedule: constant\n  augment: none\n"),
+        EPOCHS_LINE + 1,
+        ("'batch_size'", "'lenet5'"),
+        exact=f"params.yaml:{EPOCHS_LINE + 1}:3: duplicate key 'batch_size' under 'lenet5' "
+        f"(first at line {FIRST_BATCH}): remove one",
+    ),
+    Case(
+        "duplicate-key-top-level",
+        SHIPPED + "seed: 5\n",
+        LAST_LINE,
+        ("'seed'",),
+        exact=f"params.yaml:{LAST_LINE}:1: duplicate key 'seed' at the top level (first at line {SEED_LINE}): "
+        "remove one",
+    ),
+    Case(
+        "duplicate-key-in-flow-mapping",
+        edit("  lenet5: {model: lenet5}", "  lenet5: {model: lenet5, model: dnn}"),
+        OPEN_BRACE,
+        ("'model'", "'runs.lenet5'"),
+    ),
+    Case(
+        "tab-indentation",
+        edit(LENET5_TAIL, "\tepochs: 10\n  schedule: constant\n  augment: none\n"),
+        EPOCHS_LINE,
+        ("tab",),
+    ),
+    Case(
+        "bad-indentation", edit(LENET5_TAIL, "  epochs: 10\n   schedule: constant\n  augment: none\n"), EPOCHS_LINE + 1
+    ),
     Case("unclosed-bracket", edit("  lenet5: {model: lenet5}", "  lenet5: {model: lenet5"), OPEN_BRACE, ("'{'",)),
     Case("unclosed-quote-in-a-list", edit('"dnn:final"]', '"dnn:final]'), OPEN_LIST),
-    Case("unclosed-quote-to-the-end", edit("  normalize: none      # inputs", '  normalize: "none      # inputs'),
-         line_of(SHIPPED, "  normalize: none      # inputs"), ("quote",)),
+    Case(
+        "unclosed-quote-to-the-end",
+        edit("  normalize: none      # inputs", '  normalize: "none      # inputs'),
+        line_of(SHIPPED, "  normalize: none      # inputs"),
+        ("quote",),
+    ),
     Case("two-documents", SHIPPED + "---\nseed: 1\n", LAST_LINE, ("---",)),
     Case("top-level-list", "# params\n- seed: 1\n- model: lenet5\n", 2, ("a list",)),
     Case("top-level-scalar", "just some text\n", 1, ("'just some text'",)),
@@ -124,8 +146,9 @@ def check(case: Case, code: int, stderr: str) -> str:
     if case.exact is not None:
         assert msg == case.exact
     if case.line is not None:
-        assert re.search(rf"(^params\.yaml:{case.line}:\d+: |\bline {case.line}\b)", msg), \
+        assert re.search(rf"(^params\.yaml:{case.line}:\d+: |\bline {case.line}\b)", msg), (
             f"line {case.line} not named in: {msg}"
+        )
     for name in case.names:
         assert name in msg, f"{name!r} not named in: {msg}"
     if case.line is not None and msg.startswith(f"params.yaml:{case.line}:"):
@@ -152,8 +175,15 @@ def test_a_malformed_params_file_gets_one_line(case, entry, tmp_path):
     path = place(case, tmp_path)
     before = snapshot(path)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    r = subprocess.run([sys.executable, *ENTRY_POINTS[entry]], cwd=tmp_path, env=env, capture_output=True,
-                       text=True, timeout=120, check=False)
+    r = subprocess.run(
+        [sys.executable, *ENTRY_POINTS[entry]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     check(case, r.returncode, r.stderr)
     assert snapshot(path) == before  # `set` writes nothing on a bad file, nor creates one
     assert [p.name for p in tmp_path.iterdir()] == ([] if case.content is None else ["params.yaml"])
@@ -198,8 +228,9 @@ def test_every_command_that_reads_params_gives_the_line(case, argv, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
 
 
-@pytest.mark.parametrize("value, named", [("[1, 2", "'lenet5.lr'"), ("{a: 1, a: 2}", "'lenet5.lr'"),
-                                          ('"0.01', "'lenet5.lr'")])
+@pytest.mark.parametrize(
+    "value, named", [("[1, 2", "'lenet5.lr'"), ("{a: 1, a: 2}", "'lenet5.lr'"), ('"0.01', "'lenet5.lr'")]
+)
 def test_set_refuses_a_value_that_is_not_yaml_in_one_line(value, named, tmp_path):
     (tmp_path / "params.yaml").write_text(SHIPPED)
     out = cifarlab("set", f"lenet5.lr={value}", cwd=tmp_path)
@@ -211,8 +242,10 @@ def test_set_refuses_a_value_that_is_not_yaml_in_one_line(value, named, tmp_path
 
 def test_merge_keys_are_not_duplicates(tmp_path):
     """A key a `<<:` merge brings in may be written again: YAML's override, not a repeat."""
-    text = edit("  lenet5: {model: lenet5}\n",
-                "  lenet5: &l5 {model: lenet5}\n  lenet5-b32: {<<: *l5, model: lenet5, batch_size: 32}\n")
+    text = edit(
+        "  lenet5: {model: lenet5}\n",
+        "  lenet5: &l5 {model: lenet5}\n  lenet5-b32: {<<: *l5, model: lenet5, batch_size: 32}\n",
+    )
     (tmp_path / "params.yaml").write_text(text)
     assert load_params(tmp_path / "params.yaml")["lenet5-b32"].recipe.batch_size == 32
     out = cifarlab("set", "lenet5.lr=0.01", cwd=tmp_path)

@@ -1,5 +1,6 @@
 """Tests of the model registry and the nine architectures (timm style: parametrized over
 list_models()). CPU only, batch 2, no training loops, never the network."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,14 +14,14 @@ import pytest
 import torch
 import torchvision
 import yaml
+from helpers_bad_inputs import BAD_OPTION_VALUES
 from torch import nn
+from workspace import SHIPPED_PARAMS
 
 from cifarlab.core.errors import CifarlabError, ParamsError, WeightsError
 from cifarlab.models import ModelInfo, get_model, list_models, model_info
 from cifarlab.models import alexnet_transfer as alexnet_mod
 from cifarlab.models.alexnet_transfer import RandomFeaturesWarning
-from helpers_bad_inputs import BAD_OPTION_VALUES
-from workspace import SHIPPED_PARAMS
 
 NAMES = [
     "alexnet_transfer",
@@ -38,8 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The published numbers live only in reports/reference.yaml (keyed by run), the run -> model map
 # in params.yaml's run table: the registry carries neither.
 REFERENCE = yaml.safe_load((REPO / "reports" / "reference.yaml").read_text())["numbers"]
-RUN_MODEL = {name: entry["model"] for name, entry in
-             yaml.safe_load((SHIPPED_PARAMS).read_text())["runs"].items()}
+RUN_MODEL = {name: entry["model"] for name, entry in yaml.safe_load((SHIPPED_PARAMS).read_text())["runs"].items()}
 
 
 def primary(metric: str = "top1") -> dict[str, dict]:
@@ -92,7 +92,7 @@ def basic_block(cin: int, cout: int, stride: int) -> int:
 def cifar_resnet(blocks: list[int], widths: list[int]) -> int:
     n = conv(3, widths[0], 3, False) + bn(widths[0])
     cin = widths[0]
-    for i, (b, w) in enumerate(zip(blocks, widths)):
+    for i, (b, w) in enumerate(zip(blocks, widths, strict=True)):
         for j in range(b):
             n += basic_block(cin, w, 2 if (i > 0 and j == 0) else 1)
             cin = w
@@ -118,11 +118,13 @@ def custom_resnet_count(expansion: int = 4) -> int:
 
 
 ALEXNET_FEATURES = (
-    conv(3, 64, 11, True) + conv(64, 192, 5, True) + conv(192, 384, 3, True) + conv(384, 256, 3, True)
+    conv(3, 64, 11, True)
+    + conv(64, 192, 5, True)
+    + conv(192, 384, 3, True)
+    + conv(384, 256, 3, True)
     + conv(256, 256, 3, True)
 )  # = 2,469,696
 ALEXNET_HEAD = 9216 * 4096 + 4096 + 4096 * 1024 + 1024 + 1024 * 10 + 10
-
 
 
 def both(n: int) -> tuple[int, int]:
@@ -135,20 +137,41 @@ EXPECTED_PARAMS = {
     # hidden Linear layers carry no bias (BatchNorm1d follows): weights + BN's 2 per unit
     "dnn": both(3072 * 1024 + bn(1024) + 1024 * 512 + bn(512) + 512 * 256 + bn(256) + linear(256, 10)),
     "cnn": both(
-        conv(3, 32, 3, False) + bn(32) + conv(32, 64, 3, False) + bn(64) + conv(64, 128, 3, False) + bn(128)
-        + linear(2048, 256) + linear(256, 10)
+        conv(3, 32, 3, False)
+        + bn(32)
+        + conv(32, 64, 3, False)
+        + bn(64)
+        + conv(64, 128, 3, False)
+        + bn(128)
+        + linear(2048, 256)
+        + linear(256, 10)
     ),
     "resnet": both(cifar_resnet([2, 2, 2], [64, 128, 256])),
     "custom_resnet": both(custom_resnet_count(4)),
     "lenet5": both(3 * 6 * 25 + 6 + 6 * 16 * 25 + 16 + 400 * 120 + 120 + 120 * 84 + 84 + 84 * 10 + 10),
     "resnet9": both(
-        conv(3, 64, 3, True) + bn(64) + conv(64, 128, 3, True) + bn(128) + 2 * (conv(128, 128, 3, True) + bn(128))
-        + conv(128, 256, 3, True) + bn(256) + conv(256, 512, 3, True) + bn(512)
-        + 2 * (conv(512, 512, 3, True) + bn(512)) + linear(512, 10)
+        conv(3, 64, 3, True)
+        + bn(64)
+        + conv(64, 128, 3, True)
+        + bn(128)
+        + 2 * (conv(128, 128, 3, True) + bn(128))
+        + conv(128, 256, 3, True)
+        + bn(256)
+        + conv(256, 512, 3, True)
+        + bn(512)
+        + 2 * (conv(512, 512, 3, True) + bn(512))
+        + linear(512, 10)
     ),
     "hw2_cnn": both(
-        conv(3, 32, 5, True) + bn(32) + conv(32, 64, 5, True) + bn(64) + conv(64, 128, 5, True) + bn(128)
-        + linear(2048, 100) + linear(100, 50) + linear(50, 10)
+        conv(3, 32, 5, True)
+        + bn(32)
+        + conv(32, 64, 5, True)
+        + bn(64)
+        + conv(64, 128, 5, True)
+        + bn(128)
+        + linear(2048, 100)
+        + linear(100, 50)
+        + linear(50, 10)
     ),
     "alexnet_transfer": (ALEXNET_HEAD, ALEXNET_HEAD + ALEXNET_FEATURES),
     "resnet18": both(cifar_resnet([2, 2, 2, 2], [64, 128, 256, 512])),
@@ -204,7 +227,13 @@ def test_model_info(name):
 def test_published_numbers_live_only_in_reference_yaml():
     assert "reported_top1" not in {f.name for f in dataclasses.fields(ModelInfo)}
     assert {f.name for f in dataclasses.fields(ModelInfo)} == {
-        "name", "builder", "report", "description", "embedding", "arch_params"}
+        "name",
+        "builder",
+        "report",
+        "description",
+        "embedding",
+        "arch_params",
+    }
     assert set(RUN_MODEL.values()) == set(NAMES)  # every model is trained by some run
     top1 = primary("top1")
     for name in NAMES:
@@ -218,7 +247,9 @@ def test_published_numbers_live_only_in_reference_yaml():
 def test_arch_param_annotations_are_precise():
     # the types without their Annotated constraints and descriptions (test_schema checks those)
     a = {n: {k: t for k, t in typing.get_type_hints(model_info(n).builder).items() if k != "return"} for n in NAMES}
-    assert all(typing.get_origin(p.annotation) is typing.Annotated for n in NAMES for p in model_info(n).arch_params.values())
+    assert all(
+        typing.get_origin(p.annotation) is typing.Annotated for n in NAMES for p in model_info(n).arch_params.values()
+    )
     assert a["dnn"] == {"hidden": tuple[int, ...], "batchnorm": bool}
     assert a["cnn"] == {"channels": tuple[int, int, int], "hidden": int, "batchnorm": bool, "dropout": float}
     assert a["resnet"] == a["resnet9"] == {}
@@ -337,6 +368,7 @@ def test_custom_resnet_shapes():
         for layer, shape in zip(
             [model.layer1, model.layer2, model.layer3, model.layer4],
             [(2, 64, 16, 16), (2, 128, 8, 8), (2, 256, 4, 4), (2, 512, 2, 2)],
+            strict=True,
         ):
             x = layer(x)
             assert x.shape == shape
@@ -435,7 +467,7 @@ def random_alexnet_features_state(seed: int) -> dict[str, torch.Tensor]:
 
 def assert_features_equal(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     got = model.features.state_dict()
-    want = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    want = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
     assert got.keys() == want.keys()
     assert all(torch.equal(got[k], want[k]) for k in want)
 
@@ -450,7 +482,7 @@ def test_alexnet_weights_file(tmp_path, empty_torch_home):
     assert_features_equal(model, state)
     assert n_params(model, trainable_only=True) == ALEXNET_HEAD
     # A bare features state dict ("0.weight", ...) is accepted too.
-    torch.save({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}, path)
+    torch.save({k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}, path)
     assert_features_equal(get_model("alexnet_transfer", weights=str(path)), state)
 
 

@@ -7,6 +7,7 @@ started again ends with the bytes of the uninterrupted run; the compiled step fo
 one within a stated tolerance. All compiled, so all in the slow suite (`pytest -m slow`): lenet5 on
 every CPU, the other eight on a CPU with native bf16 (see EMULATED).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from workspace import write_params
 
 from cifarlab import evaluate, train
 from cifarlab.core.params import Recipe, TrainParams
@@ -27,7 +29,6 @@ from cifarlab.engine.loop import build_model
 from cifarlab.engine.resume import ResumeWriter
 from cifarlab.engine.step import TrainStep
 from cifarlab.models import list_models
-from workspace import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_CONFIG = {"bf16": True, "channels_last": True, "fused_optimizer": True, "compile": True}
@@ -43,26 +44,37 @@ ARCH = {"alexnet_transfer": {"pretrained": False, "image_size": 64}}
 # core: over 30 minutes for the eight, CI's whole budget), so there only lenet5 runs; the eight
 # run on CPUs with native bf16 and on GPUs. The code under test is the same on both: autocast,
 # channels_last, the fused optimizer and the compiled step; only oneDNN's kernels differ.
-EMULATED = pytest.mark.skipif(bf16_in_effect()["cpu_bf16"] == "none",
-                              reason="this CPU emulates bf16: lenet5 only (see EMULATED)")
+EMULATED = pytest.mark.skipif(
+    bf16_in_effect()["cpu_bf16"] == "none", reason="this CPU emulates bf16: lenet5 only (see EMULATED)"
+)
 
 
 def models():
-    return [pytest.param(m, marks=pytest.mark.slow if m == FAST else (pytest.mark.slow, EMULATED))
-            for m in list_models()]
+    return [
+        pytest.param(m, marks=pytest.mark.slow if m == FAST else (pytest.mark.slow, EMULATED)) for m in list_models()
+    ]
 
 
 def numerics_params(small_params, model: str) -> dict:
     """`model` alone, in the GPU's configuration, on 48 / 20 images; no open choices (None: none)."""
-    return small_params({model: {"model": model}}, fast=False, data={"train_subset": 48, "test_subset": 20},
-                        train={"max_epochs": EPOCHS, "checkpoint_minutes": 0, **GPU_CONFIG}, open_choices=None,
-                        **{model: {"batch_size": BATCH, **ARCH.get(model, {})}})
+    return small_params(
+        {model: {"model": model}},
+        fast=False,
+        data={"train_subset": 48, "test_subset": 20},
+        train={"max_epochs": EPOCHS, "checkpoint_minutes": 0, **GPU_CONFIG},
+        open_choices=None,
+        **{model: {"batch_size": BATCH, **ARCH.get(model, {})}},
+    )
 
 
 def outputs(d: Path, model: str) -> dict[str, str]:
     """sha256 of what DVC hashes of train and evaluate (timing, which varies, left out)."""
-    files = [*sorted((d / "data/checkpoints" / model).glob("*.pt")), d / f"reports/history/{model}.csv",
-             d / f"reports/metrics/{model}.json", d / f"reports/predictions/{model}.csv"]
+    files = [
+        *sorted((d / "data/checkpoints" / model).glob("*.pt")),
+        d / f"reports/history/{model}.csv",
+        d / f"reports/metrics/{model}.json",
+        d / f"reports/predictions/{model}.csv",
+    ]
     return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
 
 
@@ -90,8 +102,9 @@ def train_and_evaluate(d: Path, model: str, monkeypatch, interrupt_after: int | 
 
 
 @pytest.mark.parametrize("model", models())
-def test_gpu_configuration_trains_evaluates_and_resumes_to_the_same_bytes(model, tmp_path, small_params, prepare,
-                                                                        monkeypatch, capfd):
+def test_gpu_configuration_trains_evaluates_and_resumes_to_the_same_bytes(
+    model, tmp_path, small_params, prepare, monkeypatch, capfd
+):
     runs = {}
     for name in ("a", "b", "resumed"):
         d = tmp_path / name
@@ -159,7 +172,10 @@ def test_compiled_step_agrees_with_eager_within_the_stated_tolerance(model):
         _, fp32_grad = one_step(model, bf16=False, channels_last=False, compile=False)
         eager_loss, eager_grad = one_step(model, compile=False, **COMPARED_IN.get(model, {}))
         loss, grad = one_step(model, compile=True, **COMPARED_IN.get(model, {}))
-    cos = lambda a, b: torch.nn.functional.cosine_similarity(a, b, dim=0).item()  # noqa: E731
+
+    def cos(a, b):
+        return torch.nn.functional.cosine_similarity(a, b, dim=0).item()
+
     assert loss == pytest.approx(eager_loss, rel=LOSS_RTOL)
     assert cos(grad, fp32_grad) >= cos(eager_grad, fp32_grad) - COSINE_SLACK
     assert cos(grad, eager_grad) >= COSINE_MIN
@@ -171,8 +187,9 @@ def test_numerics_mean_the_same_on_every_device():
     for device in ("cpu", "cuda"):
         rt = Runtime(torch.device(device), TrainParams())
         assert (rt.bf16, rt.channels_last, rt.fused_optimizer, rt.compile) == (True, True, True, False)
-        rt = Runtime(torch.device(device), TrainParams(bf16=False, channels_last=False, fused_optimizer=False,
-                                                        compile=True))
+        rt = Runtime(
+            torch.device(device), TrainParams(bf16=False, channels_last=False, fused_optimizer=False, compile=True)
+        )
         assert (rt.precision, rt.memory_format, rt.fused_optimizer, rt.compile) == ("fp32", "contiguous", False, True)
 
 
@@ -194,8 +211,10 @@ def test_a_cpu_that_would_train_much_faster_in_the_other_precision_is_told_so_in
         return [StageCost("train@cnn", "cnn", None, 100, seconds)]
 
     line = faster_hint(cost(3600), cost(1200), fp32)
-    assert line == ("hint: bf16 is emulated on this CPU: these stages take 1h00m in bf16, 20m00s in fp32 "
-                    "(3.0x faster, measured); to use fp32: cifarlab set train.bf16=false train.channels_last=false")
+    assert line == (
+        "hint: bf16 is emulated on this CPU: these stages take 1h00m in bf16, 20m00s in fp32 "
+        "(3.0x faster, measured); to use fp32: cifarlab set train.bf16=false train.channels_last=false"
+    )
     assert "\n" not in line
     # bf16 slower than fp32 beyond timing noise (1.2x) is said; within it (1.05x) is not
     assert "1.2x faster" in faster_hint(cost(3600), cost(3000), fp32)
@@ -207,8 +226,13 @@ def test_a_cpu_that_would_train_much_faster_in_the_other_precision_is_told_so_in
 
 def bf16_in_a_process_capped_at(isa: str) -> dict:
     code = "import json; from cifarlab.engine.device import bf16_in_effect; print(json.dumps(bf16_in_effect()))"
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "ONEDNN_MAX_CPU_ISA": isa},
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "ONEDNN_MAX_CPU_ISA": isa},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -245,4 +269,3 @@ def test_the_timing_record_names_the_bf16_in_effect_and_its_check(capfd):
     assert capfd.readouterr().out == ""
     assert numerics["cpu_bf16"] in ("amx_bf16", "avx512_bf16", "none") and numerics["bf16_check"]
     assert {k: numerics[k] for k in ("cpu_bf16", "bf16_check")} == bf16_in_effect()
-

@@ -1,5 +1,6 @@
 """Open choices: params validation of `open_choices`, and the verdict logic on synthetic numbers
 (covered, not covered, too few seeds, diverged runs, nothing run), the section and its figure."""
+
 from __future__ import annotations
 
 import shutil
@@ -7,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from workspace import SHIPPED_PARAMS
 
 from cifarlab.core.errors import ParamsError
 from cifarlab.core.params import load_params, validate
 from cifarlab.reporting import open_choices as oc
-from workspace import SHIPPED_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 PUB = 0.50  # a synthetic published value: every number below is built around it
@@ -22,9 +23,17 @@ def recs(run: str, values, diverged=(), reading: str = "best") -> list[dict]:
     out = []
     for seed, v in enumerate(values):
         block = {"epoch": 10, "top1": v}
-        out.append({"run": run, "seed": seed, "best": block, "final": {"epoch": 10, "top1": v},
-                    "best_flip": {"epoch": 10, "top1": v}, "path": f"{run}-{seed}",
-                    "diverged_epoch": diverged[seed] if seed < len(diverged) else None})
+        out.append(
+            {
+                "run": run,
+                "seed": seed,
+                "best": block,
+                "final": {"epoch": 10, "top1": v},
+                "best_flip": {"epoch": 10, "top1": v},
+                "path": f"{run}-{seed}",
+                "diverged_epoch": diverged[seed] if seed < len(diverged) else None,
+            }
+        )
     return out
 
 
@@ -74,8 +83,10 @@ def test_diverged_seeds_count_for_nothing():
 
 def test_nothing_run_says_the_command():
     default = oc.option("base", "best", recs("base", []))
-    assert oc.verdict(PUB, default, [opt([])], "cifarlab set x && dvc repro y") == \
-        "not swept yet: `cifarlab set x && dvc repro y`"
+    assert (
+        oc.verdict(PUB, default, [opt([])], "cifarlab set x && dvc repro y")
+        == "not swept yet: `cifarlab set x && dvc repro y`"
+    )
 
 
 def test_a_default_that_covers_needs_no_alternative():
@@ -122,7 +133,10 @@ def test_the_section_lists_every_setting_with_its_mark_and_the_figure_rows():
 
 def test_sweep_command_uses_seeds_on_cpu_recipes_and_the_kit_for_the_rest():
     cmd = oc.sweep_command("lenet5", "lenet5", ["lenet5-tanh"])
-    assert cmd == "cifarlab set 'seeds=[1, 2]' && dvc repro plot@lenet5-tanh plot_seeds@lenet5-tanh-1 plot_seeds@lenet5-tanh-2"
+    assert (
+        cmd
+        == "cifarlab set 'seeds=[1, 2]' && dvc repro plot@lenet5-tanh plot_seeds@lenet5-tanh-1 plot_seeds@lenet5-tanh-2"
+    )
     assert oc.sweep_command("r", "resnet18", ["r", "s"]).startswith("python tools/gpu_reproduce.py")
 
 
@@ -137,10 +151,12 @@ def test_params_open_choices_are_runs_of_the_same_model():
             assert p.runs[run].model == p.runs[base].model and reading in ("best", "final", "best_flip")
     cut = validate({**raw, "open_choices": {"lenet5": ["nope", "lenet5-tanh"], "gone": ["lenet5"]}})
     assert dict(cut.open_choices) == {"lenet5": (("lenet5-tanh", "best"),)}  # a cut-down table works
-    for bad, message in (({"lenet5": ["dnn"]}, "trains dnn, not lenet5"),
-                         ({"lenet5": ["lenet5:worst"]}, "reading 'worst'"),
-                         ({"lenet5": ["lenet5"]}, "listed twice"),
-                         ({"lenet5": "lenet5-tanh"}, "a list of runs")):
+    for bad, message in (
+        ({"lenet5": ["dnn"]}, "trains dnn, not lenet5"),
+        ({"lenet5": ["lenet5:worst"]}, "reading 'worst'"),
+        ({"lenet5": ["lenet5"]}, "listed twice"),
+        ({"lenet5": "lenet5-tanh"}, "a list of runs"),
+    ):
         with pytest.raises(ParamsError, match=message):
             validate({**raw, "open_choices": bad})
 
@@ -161,11 +177,24 @@ def test_a_two_run_tiny_sweep_through_dvc_gets_its_verdict(tmp_path, small_param
     repo.mkdir()
     project_copy(repo)
     # each run's own 2 epochs (no cap), in the shipped numerics
-    write_params(repo, small_params(("lenet5", "lenet5-tanh"), fast=False, train={"max_epochs": None}, seeds=[],
-                                    lenet5={"epochs": 2, "batch_size": 16}))
+    write_params(
+        repo,
+        small_params(
+            ("lenet5", "lenet5-tanh"),
+            fast=False,
+            train={"max_epochs": None},
+            seeds=[],
+            lenet5={"epochs": 2, "batch_size": 16},
+        ),
+    )
     shutil.rmtree(repo / "reports" / "published")  # this workspace's own runs only
-    env = {**os.environ, "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1", "CUDA_VISIBLE_DEVICES": "",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(repo / "src"),
+        "DVC_NO_ANALYTICS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     sh("dvc", "repro", "plot@lenet5", "plot@lenet5-tanh", cwd=repo, env=env)
     sh(sys.executable, "-m", "cifarlab.report", cwd=repo, env=env)
@@ -180,7 +209,9 @@ def test_a_two_run_tiny_sweep_through_dvc_gets_its_verdict(tmp_path, small_param
     closest = min(off, key=lambda r: abs(off[r]))
     name = "`lenet5` (the default)" if closest == "lenet5" else "`lenet5-tanh`"
     side = "off" if off[closest] == 0 else "above" if off[closest] > 0 else "below"
-    assert f"**Verdict:** closest: {name}, still {abs(off[closest]):.2f} points {side} (n=1: below 3 seeds" in block, block
+    assert f"**Verdict:** closest: {name}, still {abs(off[closest]):.2f} points {side} (n=1: below 3 seeds" in block, (
+        block
+    )
     assert (repo / "reports/figures/open_choices.png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -199,5 +230,7 @@ def test_decomposition_adds_up_the_measured_changes_against_the_miss():
     assert text.endswith("together 2.20 of the 3.00 points, 0.80 left unexplained")
     pending = oc.decomposition(0.925, default, [oc.option("base-norm", "best", [])], None, "[study](#s)")
     assert pending == "the default is 3.00 points below; no change measured yet (JPEG q75 pixels, `base-norm`)"
-    assert oc.decomposition(0.925, oc.option("base", "best", recs("base", [0.92, 0.93, 0.94])), [reflect], jpeg) == ""  # covered: no miss
+    assert (
+        oc.decomposition(0.925, oc.option("base", "best", recs("base", [0.92, 0.93, 0.94])), [reflect], jpeg) == ""
+    )  # covered: no miss
     assert oc.decomposition(0.80, default, [reflect], jpeg) == ""  # above the published value

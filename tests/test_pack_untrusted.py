@@ -2,6 +2,7 @@
 validates every manifest field and member it uses (types, names, seeds), writes nothing outside
 reports/published/ (or the study's folder), folds all or nothing, and says what is wrong in one
 line (tooling/packs.py)."""
+
 from __future__ import annotations
 
 import io
@@ -12,9 +13,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from pack_tools import checkout, finished_run, repack
 
 from cifarlab.tooling import fold, packs
-from pack_tools import checkout, finished_run, repack
 
 
 def manifest_edit(change):
@@ -22,12 +23,14 @@ def manifest_edit(change):
         m = json.loads(members["manifest.json"])
         change(m)
         members["manifest.json"] = json.dumps(m).encode()
+
     return edit
 
 
 def _set_seed(value):
     def change(m):
         m["runs"]["lenet5-s1"]["seed"] = value
+
     return change
 
 
@@ -37,6 +40,7 @@ def _drop(*keys):
         for k in keys[:-1]:
             obj = obj[k]
         del obj[keys[-1]]
+
     return change
 
 
@@ -48,6 +52,7 @@ def _rename_out(new):
         for name in list(members):
             if "lenet5-s1" in name:
                 members[name.replace("lenet5-s1", new)] = members.pop(name)
+
     return edit
 
 
@@ -57,6 +62,7 @@ def _member(name, data):
             del members[name]
         else:
             members[name] = data
+
     return edit
 
 
@@ -82,7 +88,8 @@ CRAFTED = {
     "metrics not an object": (_member("metrics/lenet5-s1.json", b"3"), r"metrics/lenet5-s1\.json: expected a JSON"),
     "provenance names another seed": (
         _member("provenance/lenet5-s1.json", json.dumps({"run": "lenet5", "seed": 7}).encode()),
-        r"provenance/lenet5-s1\.json names run 'lenet5' seed 7, the manifest run 'lenet5' seed 1"),
+        r"provenance/lenet5-s1\.json names run 'lenet5' seed 7, the manifest run 'lenet5' seed 1",
+    ),
     "a member nobody asked for": (_member("figures/../../evil.png", b"x"), r"unexpected member"),
 }
 
@@ -101,21 +108,23 @@ def good_pack(tmp_path):
 def test_a_crafted_pack_is_refused_in_one_line_and_nothing_is_written(case, good_pack, tmp_path):
     edit, message = CRAFTED[case]
     home = checkout(tmp_path / "home")
-    before = sorted(p for p in tmp_path.rglob("*") if "home" not in p.parts[:len(tmp_path.parts) + 1])
+    before = sorted(p for p in tmp_path.rglob("*") if "home" not in p.parts[: len(tmp_path.parts) + 1])
     bad = repack(good_pack, tmp_path / "bad.tar.gz", edit)
     r = subprocess.run([sys.executable, "-m", "cifarlab", "fold", str(bad)], cwd=home, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("error: ") and __import__("re").search(message, r.stderr), r.stderr
     assert not (home / "reports").exists()  # nothing folded, not even half
-    after = sorted(p for p in tmp_path.rglob("*") if "home" not in p.parts[:len(tmp_path.parts) + 1])
+    after = sorted(p for p in tmp_path.rglob("*") if "home" not in p.parts[: len(tmp_path.parts) + 1])
     assert after == sorted([*before, bad]), set(after) ^ set(before)  # nothing written outside the checkout
     assert not (tmp_path.parent / "x.json").exists()
 
 
 def test_the_good_pack_folds(good_pack, tmp_path):
     home = checkout(tmp_path / "home")
-    assert fold.fold(repack(good_pack, tmp_path / "same.tar.gz", lambda m: None), home,
-                      log=lambda s: None) == ["lenet5", "lenet5-s1"]
+    assert fold.fold(repack(good_pack, tmp_path / "same.tar.gz", lambda m: None), home, log=lambda s: None) == [
+        "lenet5",
+        "lenet5-s1",
+    ]
 
 
 # --------------------------------------------------------------------------- bounded reading
@@ -186,8 +195,10 @@ def test_a_member_that_inflates_is_refused_from_its_header_without_reading_it(go
     bomb = _tar_gz(tmp_path / "bomb.tar.gz", [("figures/curves_lenet5.png", 8 * MiB), *_good_members(good_pack)])
     home = checkout(tmp_path / "home")
     peak, message = _peak_while(lambda: fold.fold(bomb, home, log=lambda s: None))
-    assert message == (f"{bomb}: member 'figures/curves_lenet5.png' unpacks to 8.0 MiB, over the 1 MiB a pack member "
-                       "may hold: not a pack cifarlab wrote (make it again with cifarlab pack)")
+    assert message == (
+        f"{bomb}: member 'figures/curves_lenet5.png' unpacks to 8.0 MiB, over the 1 MiB a pack member "
+        "may hold: not a pack cifarlab wrote (make it again with cifarlab pack)"
+    )
     assert peak < MiB / 2, peak
     assert not (home / "reports").exists()
 
@@ -196,8 +207,10 @@ def test_members_that_together_inflate_past_the_bound_are_refused(good_pack, tmp
     many = [(f"figures/pca_x{i}_2d3d.png", MiB - 4096) for i in range(6)]  # each under the bound, 6 MiB in all
     bomb = _tar_gz(tmp_path / "bomb.tar.gz", [*_good_members(good_pack), *many])
     peak, message = _peak_while(lambda: fold.fold(bomb, checkout(tmp_path / "home"), log=lambda s: None))
-    assert message.endswith("unpacks to over 4 MiB, more than a cifarlab pack holds: not a pack cifarlab wrote "
-                            "(make it again with cifarlab pack)"), message
+    assert message.endswith(
+        "unpacks to over 4 MiB, more than a cifarlab pack holds: not a pack cifarlab wrote "
+        "(make it again with cifarlab pack)"
+    ), message
     assert peak < MiB / 2, peak
 
 
@@ -206,8 +219,9 @@ def test_the_manifest_is_checked_before_a_large_member_is_read(good_pack, tmp_pa
     (an older pack sorts manifest.json after details/ and figures/) is never read into memory."""
     members = [(n, d) for n, d in _good_members(good_pack) if n != "manifest.json"]
     manifest = json.dumps({"format": 99}).encode()
-    bad = _tar_gz(tmp_path / "bad.tar.gz", [("figures/confusion_lenet5.png", MiB - 4096), *members,
-                                            ("manifest.json", manifest)])
+    bad = _tar_gz(
+        tmp_path / "bad.tar.gz", [("figures/confusion_lenet5.png", MiB - 4096), *members, ("manifest.json", manifest)]
+    )
     peak, message = _peak_while(lambda: fold.fold(bad, checkout(tmp_path / "home"), log=lambda s: None))
     assert message == f"{bad}: pack format 99, this cifarlab reads {packs.PACK_FORMAT}"
     assert peak < MiB / 2, peak
@@ -223,18 +237,21 @@ def test_an_inflating_header_a_json_bomb_and_a_corrupt_stream_are_refused_in_one
     big = _tar_gz(tmp_path / "big.tar.gz", [("manifest.json", b" " * (packs.MAX_TEXT_BYTES + 1)), *rest])
     deep = _tar_gz(tmp_path / "deep.tar.gz", [("manifest.json", b"[" * 200_000), *rest])
     data = bytearray(good_pack.read_bytes())
-    data[len(data) // 2: len(data) // 2 + 64] = bytes(64)
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
     corrupt = tmp_path / "corrupt.tar.gz"
     corrupt.write_bytes(bytes(data))
     home = checkout(tmp_path / "home")
-    for bad, message in ((pax, r"a header or read of \d+ bytes, more than a cifarlab pack holds"),
-                         (big, r"member 'manifest\.json' unpacks to 1\.0 MiB, over the 1 MiB"),
-                         (deep, r"manifest\.json: not JSON \(maximum recursion depth"),
-                         # 64 zero bytes mid-stream: a deflate error, or bytes that inflate to a
-                         # broken manifest, by where the middle of this pack falls
-                         (corrupt, r"not a readable \.tar\.gz pack \(|manifest\.json: not JSON \(")):
-        r = subprocess.run([sys.executable, "-m", "cifarlab", "fold", str(bad)], cwd=home, capture_output=True,
-                           text=True)
+    for bad, message in (
+        (pax, r"a header or read of \d+ bytes, more than a cifarlab pack holds"),
+        (big, r"member 'manifest\.json' unpacks to 1\.0 MiB, over the 1 MiB"),
+        (deep, r"manifest\.json: not JSON \(maximum recursion depth"),
+        # 64 zero bytes mid-stream: a deflate error, or bytes that inflate to a
+        # broken manifest, by where the middle of this pack falls
+        (corrupt, r"not a readable \.tar\.gz pack \(|manifest\.json: not JSON \("),
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "cifarlab", "fold", str(bad)], cwd=home, capture_output=True, text=True
+        )
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
         assert __import__("re").search(message, r.stderr), r.stderr
     assert not (home / "reports").exists()

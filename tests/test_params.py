@@ -4,6 +4,7 @@ The run table (`runs:`) is validated entry by entry: each run is its model's sec
 run's overrides applied, checked as one section, and an error in an override names the run's
 entry ('runs.<name>.<key>'), the place to fix it.
 """
+
 import itertools
 import os
 import re
@@ -14,17 +15,27 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers_bad_inputs import (
+    ALEX_RUN,
+    BAD_PARAMS,
+    BAD_RATIOS,
+    BAD_RUN_NAMES,
+    DELETE,
+    GRID_RUN,
+    RAW,
+    UNHASHABLE_EDITS,
+    raw,
+)
 from pydantic import ValidationError
+from workspace import SHIPPED_PARAMS
 
 from cifarlab.core.errors import ParamsError
 from cifarlab.core.params import TOP_KEYS, load_params, validate
 from cifarlab.core.runs import resolve, stage_args
 from cifarlab.models import list_models, model_info
-from helpers_bad_inputs import (ALEX_RUN, BAD_PARAMS, BAD_RATIOS, BAD_RUN_NAMES, DELETE, GRID_RUN, RAW,
-                                UNHASHABLE_EDITS, raw)
-from workspace import SHIPPED_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
+
 
 def one_line_error(d, check_models: bool = True) -> str:
     with pytest.raises(ParamsError) as e:
@@ -42,7 +53,11 @@ def test_shipped_params_are_valid_and_cover_every_model():
     assert set(p.recipes) == set(list_models())  # one recipe section per registered model
     assert {r.model for r in p.runs.values()} == set(list_models())  # and every model is trained
     assert p.model in p.runs
-    alternatives = {r for alts in p.open_choices.values() for r, _ in alts} - set(p.open_choices) - {"resnet18-relu-2_1_1-crop_flip"}
+    alternatives = (
+        {r for alts in p.open_choices.values() for r, _ in alts}
+        - set(p.open_choices)
+        - {"resnet18-relu-2_1_1-crop_flip"}
+    )
     # reports 000-002, report 003's 2x2, report 004's grid; then the open choices' own runs
     assert len(p.runs) == 7 + 4 + 36 + len(alternatives) and len(alternatives) == 18
     # recipe values the reports published
@@ -51,7 +66,10 @@ def test_shipped_params_are_valid_and_cover_every_model():
     assert p["custom_resnet"].recipe.early_stopping_patience == 15
     assert dict(p.recipes["alexnet_transfer"].arch)["skip"] is False
     # a run without overrides is its model's section as written
-    assert p["lenet5"].overrides == {} and (p["lenet5"].recipe, p["lenet5"].arch) == (p.recipes["lenet5"].recipe, p.recipes["lenet5"].arch)
+    assert p["lenet5"].overrides == {} and (p["lenet5"].recipe, p["lenet5"].arch) == (
+        p.recipes["lenet5"].recipe,
+        p.recipes["lenet5"].arch,
+    )
     assert p["lenet5"].model == "lenet5" and p["lenet5"].name == "lenet5"
 
 
@@ -69,9 +87,13 @@ def test_shipped_alexnet_runs_are_skip_x_epochs():
 def test_shipped_resnet18_runs_are_the_36_cell_grid():
     p = load_params(SHIPPED_PARAMS)
     section = p.recipes["resnet18"].recipe
-    cells = list(itertools.product(("sigmoid", "tanh", "relu", "leaky_relu"),
-                                   ("2_1_1", "5_3_2", "5_4_1"),
-                                   ("none", "crop_flip_blur_color", "crop_flip")))
+    cells = list(
+        itertools.product(
+            ("sigmoid", "tanh", "relu", "leaky_relu"),
+            ("2_1_1", "5_3_2", "5_4_1"),
+            ("none", "crop_flip_blur_color", "crop_flip"),
+        )
+    )
     assert {n for n, r in p.runs.items() if r.model == "resnet18"} == {f"resnet18-{a}-{r}-{g}" for a, r, g in cells}
     for act, ratio, aug in cells:
         run = p[f"resnet18-{act}-{ratio}-{aug}"]
@@ -193,10 +215,16 @@ def test_a_run_override_that_breaks_a_section_rule_names_the_run():
     assert f"runs.{GRID_RUN}" in msg, msg
 
 
-@pytest.mark.parametrize("ratio, expected", [
-    ("2_1_1", (2.0, 1.0, 1.0)), ("5:3:2", (5.0, 3.0, 2.0)), ("5_4_1", (5.0, 4.0, 1.0)),
-    ([5, 3, 2], (5.0, 3.0, 2.0)), ("0.5:0.5", (0.5, 0.5)),
-])
+@pytest.mark.parametrize(
+    "ratio, expected",
+    [
+        ("2_1_1", (2.0, 1.0, 1.0)),
+        ("5:3:2", (5.0, 3.0, 2.0)),
+        ("5_4_1", (5.0, 4.0, 1.0)),
+        ([5, 3, 2], (5.0, 3.0, 2.0)),
+        ("0.5:0.5", (0.5, 0.5)),
+    ],
+)
 def test_ratio_forms(ratio, expected):
     assert validate(raw(resnet18__lr_ratio=ratio)).recipes["resnet18"].recipe.lr_ratio == expected
     assert validate(raw({f"runs.{GRID_RUN}.lr_ratio": ratio}))[GRID_RUN].recipe.lr_ratio == expected
@@ -220,7 +248,9 @@ def test_unquoted_ratio_in_params_file_is_read_as_yaml_1_2(tmp_path):
     with pytest.raises(ParamsError, match=rf"^bad value for 'runs\.{ALEX_RUN}\.skip': 'no'"):
         load_params(tmp_path / "params.yaml")
     # a base-60 integer handed over by a YAML 1.1 reader is refused, not taken as a ratio
-    assert f"bad value for 'runs.{GRID_RUN}.lr_ratio': 18182" in one_line_error(raw({f"runs.{GRID_RUN}.lr_ratio": 18182}))
+    assert f"bad value for 'runs.{GRID_RUN}.lr_ratio': 18182" in one_line_error(
+        raw({f"runs.{GRID_RUN}.lr_ratio": 18182})
+    )
 
 
 def test_yaml_style_exponent_string_is_a_number():
@@ -260,7 +290,9 @@ def test_resolve_run_and_seed():
     p = validate(raw(seeds=[1, 2]))
     spec = resolve(p, GRID_RUN)
     assert (spec.name, spec.model, spec.seed, spec.out) == (GRID_RUN, "resnet18", p.seed, GRID_RUN)
-    assert (spec.recipe, spec.arch) == (p[GRID_RUN].recipe, p[GRID_RUN].arch) and spec.overrides == p[GRID_RUN].overrides
+    assert (spec.recipe, spec.arch) == (p[GRID_RUN].recipe, p[GRID_RUN].arch) and spec.overrides == p[
+        GRID_RUN
+    ].overrides
     assert resolve(p, GRID_RUN, 1).out == f"{GRID_RUN}-s1"
     assert resolve(p, GRID_RUN, p.seed).out == GRID_RUN
     with pytest.raises(ParamsError, match=r"bad --seed -1"):
@@ -276,8 +308,12 @@ def test_stage_args(tmp_path, monkeypatch):
     assert spec.name == ALEX_RUN and spec.seed == 7 and spec.out == f"{ALEX_RUN}-s7" and spec.arch["skip"]
     with pytest.raises(ParamsError, match="unknown run 'nope'"):
         stage_args("prog", "doc", ["--run", "nope"])
-    for argv in ([], ["--run", "lenet5", "--set", "lr=0.1"], ["--grid-cell", "relu-2_1_1-none"],
-                 ["--alexnet-run", "skip-low"]):
+    for argv in (
+        [],
+        ["--run", "lenet5", "--set", "lr=0.1"],
+        ["--grid-cell", "relu-2_1_1-none"],
+        ["--alexnet-run", "skip-low"],
+    ):
         with pytest.raises(SystemExit) as e:
             stage_args("prog", "doc", argv)
         assert e.value.code == 2
@@ -307,12 +343,17 @@ def test_unhashable_model_or_pca_entry_is_a_params_error(edits):
 
 def _python(code: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def test_check_models_false_imports_no_torch():
-    r = _python("import sys; from cifarlab.core.params import load_params; load_params(check_models=False); "
-                "assert 'torch' not in sys.modules", ROOT)
+    r = _python(
+        "import sys; from cifarlab.core.params import load_params; load_params(check_models=False); "
+        "assert 'torch' not in sys.modules",
+        ROOT,
+    )
     assert r.returncode == 0, r.stderr
 
 
@@ -336,9 +377,12 @@ def test_check_models_false_still_checks_data_train_and_recipes(tmp_path):
     assert validate(raw(pca=["lenet5"]), check_models=False).pca == ("lenet5",)
     # and from disk, in a process that never imports torch
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw({"data.train_subset": 5})))
-    r = _python("import sys\nfrom cifarlab.core.errors import ParamsError\nfrom cifarlab.core.params import load_params\n"
-                "try:\n    load_params(check_models=False)\nexcept ParamsError as e:\n    print(e)\n"
-                "assert 'torch' not in sys.modules", tmp_path)
+    r = _python(
+        "import sys\nfrom cifarlab.core.errors import ParamsError\nfrom cifarlab.core.params import load_params\n"
+        "try:\n    load_params(check_models=False)\nexcept ParamsError as e:\n    print(e)\n"
+        "assert 'torch' not in sys.modules",
+        tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("bad value for 'data.train_subset': 5")
 
@@ -357,8 +401,15 @@ def _run_stage(tmp_path: Path, stage: str, edits: dict) -> subprocess.CompletedP
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw(edits)))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     args = ["--run", "lenet5"] if stage in PER_RUN else []
-    return subprocess.run([sys.executable, "-m", f"cifarlab.{stage}", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", f"cifarlab.{stage}", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _refused_in_process(tmp_path: Path, stage: str, edits: dict, monkeypatch, capsys) -> str:
@@ -379,8 +430,9 @@ def _refused_in_process(tmp_path: Path, stage: str, edits: dict, monkeypatch, ca
 def test_every_stage_refuses_bad_params_before_work(tmp_path, stage, monkeypatch, capsys):
     """In-process through the same shell as `python -m cifarlab.<stage>` (run_main): exit 2, one
     line on stderr, nothing written. (One real subprocess below covers the `python -m` path.)"""
-    assert _refused_in_process(tmp_path, stage, {"resnet9.lr": "fast"}, monkeypatch, capsys) == \
-        "error: " + LR_FAST.format("resnet9")
+    assert _refused_in_process(
+        tmp_path, stage, {"resnet9.lr": "fast"}, monkeypatch, capsys
+    ) == "error: " + LR_FAST.format("resnet9")
     assert list(tmp_path.iterdir()) == [tmp_path / "params.yaml"]  # nothing written
 
 
@@ -393,8 +445,9 @@ def test_python_dash_m_stage_refuses_bad_params_with_exit_2(tmp_path):
 
 @pytest.mark.parametrize("stage", ["fetch", "train"])  # fetch: check_models=False; train: stage_args
 def test_a_stage_names_the_run_entry_of_a_bad_override(tmp_path, stage, monkeypatch, capsys):
-    assert _refused_in_process(tmp_path, stage, {"runs.lenet5.lr": "fast"}, monkeypatch, capsys) == \
-        "error: " + LR_FAST.format("runs.lenet5")
+    assert _refused_in_process(
+        tmp_path, stage, {"runs.lenet5.lr": "fast"}, monkeypatch, capsys
+    ) == "error: " + LR_FAST.format("runs.lenet5")
     assert list(tmp_path.iterdir()) == [tmp_path / "params.yaml"]
 
 

@@ -1,4 +1,5 @@
 """Archive reading (safety and validation), stratified subsets, channel stats, prepared splits."""
+
 from __future__ import annotations
 
 import gzip
@@ -7,22 +8,30 @@ import os
 import pickle
 import tarfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 from cifar_archive import CLASSES, Members, make_cifar_archive, member
+from helpers_bad_inputs import (
+    MALFORMED_BATCH_IDS,
+    MALFORMED_BATCHES,
+    MISSING_BATCHES,
+    SUBSET_SIZE_ERRORS,
+    UNSAFE_MEMBER_IDS,
+    UNSAFE_MEMBERS,
+    special_member,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from cifarlab.data.cifar_io import CifarArrays, channel_stats, read_archive, stratified_subset
-from cifarlab.core.errors import DataError
-from cifarlab.data.prepared import load_split, prepare, save_split
-from helpers_bad_inputs import (MALFORMED_BATCH_IDS, MALFORMED_BATCHES, MISSING_BATCHES, SUBSET_SIZE_ERRORS,
-                                UNSAFE_MEMBER_IDS, UNSAFE_MEMBERS, special_member)
 from workspace import SHIPPED_PARAMS
+
+from cifarlab.core.errors import DataError
+from cifarlab.data.cifar_io import CifarArrays, channel_stats, read_archive, stratified_subset
+from cifarlab.data.prepared import load_split, prepare, save_split
 
 
 def _one_line(e: pytest.ExceptionInfo[BaseException]) -> str:
@@ -432,8 +441,9 @@ def test_main_writes_outputs(tiny_archive: tuple[Path, str], tmp_path: Path, mon
     assert sorted(p.name for p in TRAIN_FILE.parent.iterdir()) == ["stats.json", "test.npz", "train.npz", "val.npz"]
 
 
-def test_main_reads_the_real_params_file(tiny_archive: tuple[Path, str], tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_main_reads_the_real_params_file(
+    tiny_archive: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No stand-in: the shipped params.yaml (run table and all) with a subset, validated for real."""
     import yaml
 
@@ -457,7 +467,9 @@ def test_main_reads_the_real_params_file(tiny_archive: tuple[Path, str], tmp_pat
 def test_main_with_missing_archive_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from cifarlab import preprocess
 
-    p = SimpleNamespace(seed=0, data=SimpleNamespace(url="", md5="", train_subset=None, test_subset=None, val_split=0.0))
+    p = SimpleNamespace(
+        seed=0, data=SimpleNamespace(url="", md5="", train_subset=None, test_subset=None, val_split=0.0)
+    )
     monkeypatch.setattr(preprocess, "load_params", lambda *a, **k: p)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError, match="archive not found"):

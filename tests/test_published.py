@@ -1,6 +1,7 @@
 """Published runs: provenance, `cifarlab pack` / `cifarlab fold` (and their refusals), the
 report's "Published runs" section, `cifarlab compare`, the code-version guard, and (slow) the GPU
 kit's round trip on a CPU: run -> pack -> fold -> report -> compare with the user's own run."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,18 +16,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pack_tools import JPEG_FULL, NUMERICS, REFERENCE, checkout, finished_run, repack
+from workspace import SHIPPED_PARAMS
 
+from cifarlab.core.params import load_params
 from cifarlab.core.params_file import read_params_file
 from cifarlab.core.provenance import code_version
 from cifarlab.core.stage_main import workspace_code_problem
 from cifarlab.reporting import published
-from cifarlab.tooling import fold, packs
 from cifarlab.reporting.markdown import fmt_value
 from cifarlab.reporting.records import group_runs, load_metrics
 from cifarlab.reporting.reference import primary
-from pack_tools import JPEG_FULL, NUMERICS, REFERENCE, checkout, finished_run, repack
-from workspace import SHIPPED_PARAMS
-from cifarlab.core.params import load_params
+from cifarlab.tooling import fold, packs
 
 ROOT = Path(__file__).resolve().parents[1]
 LENET5_REPORTED = fmt_value("top1", primary(REFERENCE["numbers"], "lenet5", "top1")["value"])  # "NN.NN%"
@@ -44,12 +45,15 @@ def test_a_run_that_recorded_no_numerics_is_refused_in_one_line(tmp_path):
     timing.write_text(json.dumps(t))
     with pytest.raises(packs.PublishError) as e:
         packs.provenance_of(ws, "lenet5", load_params(ws / "params.yaml"), {})
-    assert str(e.value) == ("lenet5: reports/timing/lenet5.json records no numerics (precision, memory format): "
-                            "retrain it (dvc repro -f train@lenet5) before packing it")
+    assert str(e.value) == (
+        "lenet5: reports/timing/lenet5.json records no numerics (precision, memory format): "
+        "retrain it (dvc repro -f train@lenet5) before packing it"
+    )
 
     good = checkout(tmp_path / "good")
     finished_run(good)
     packs.pack(good, tmp_path / "good.tar.gz", log=lambda s: None)
+
     def drop_numerics(members):
         prov = json.loads(members["provenance/lenet5.json"])
         del prov["numerics"]
@@ -71,13 +75,22 @@ def test_seeds_of_another_precision_are_refused_like_seeds_of_other_data(workspa
     other = checkout(tmp_path / "other")
     finished_run(other, out="lenet5-s2", seed=2)
     timing = other / "reports/timing/lenet5-s2.json"
-    timing.write_text(json.dumps({**json.loads(timing.read_text()),
-                                  "numerics": {**NUMERICS, "precision": "fp32", "memory_format": "contiguous"}}))
+    timing.write_text(
+        json.dumps(
+            {
+                **json.loads(timing.read_text()),
+                "numerics": {**NUMERICS, "precision": "fp32", "memory_format": "contiguous"},
+            }
+        )
+    )
     packs.pack(other, tmp_path / "fp32.tar.gz", log=lambda s: None)
-    with pytest.raises(packs.PublishError, match=r"^\S+: run 'lenet5' is already published from other data or in "
-                                                 r"another precision \(lenet5, lenet5-s1\), and such seeds are never "
-                                                 r"averaged: pass --replace to drop those first, or --study bf16 "
-                                                 r"to keep them apart \(What bf16 costs\)$"):
+    with pytest.raises(
+        packs.PublishError,
+        match=r"^\S+: run 'lenet5' is already published from other data or in "
+        r"another precision \(lenet5, lenet5-s1\), and such seeds are never "
+        r"averaged: pass --replace to drop those first, or --study bf16 "
+        r"to keep them apart \(What bf16 costs\)$",
+    ):
         fold.fold(tmp_path / "fp32.tar.gz", home, log=lambda s: None)
     pub = home / published.PUBLISHED_DIR
     assert sorted(published.load_provenance(pub)) == ["lenet5", "lenet5-s1"]
@@ -103,8 +116,14 @@ def test_pack_holds_every_finished_run_with_provenance_and_no_checkpoint(workspa
         names = set(tar.getnames())
         prov = json.load(tar.extractfile("provenance/lenet5.json"))
     assert not any(n.endswith(".pt") for n in names)
-    assert {"metrics/lenet5.json", "details/lenet5.json", "timing/lenet5.json", "history/lenet5.csv",
-            "figures/curves_lenet5.png", "manifest.json"} <= names
+    assert {
+        "metrics/lenet5.json",
+        "details/lenet5.json",
+        "timing/lenet5.json",
+        "history/lenet5.csv",
+        "figures/curves_lenet5.png",
+        "manifest.json",
+    } <= names
     assert dest.stat().st_size < packs.MAX_PACK_BYTES
     # every field "Published results" asks of a run, from what the run recorded
     assert prov["data"]["content_md5"] == JPEG_FULL and prov["data"]["n_train"] == 50000
@@ -127,7 +146,17 @@ def test_pack_refuses_an_unfinished_run(workspace, tmp_path):
     assert not (tmp_path / "p.tar.gz").exists()
 
 
-MODEL_SECTIONS = ("dnn", "cnn", "resnet", "custom_resnet", "lenet5", "resnet9", "hw2_cnn", "alexnet_transfer", "resnet18")
+MODEL_SECTIONS = (
+    "dnn",
+    "cnn",
+    "resnet",
+    "custom_resnet",
+    "lenet5",
+    "resnet9",
+    "hw2_cnn",
+    "alexnet_transfer",
+    "resnet18",
+)
 
 
 def md5_of(path: Path) -> str:
@@ -153,17 +182,28 @@ def write_lock(ws: Path, outs=(("lenet5", "lenet5", 23),)) -> dict:
         return [{"path": path, "hash": "md5", "md5": md5} for path, md5 in items]
 
     numerics = ("train.bf16", "train.channels_last", "train.deterministic", "train.num_threads")
-    train_keys = ("train.max_epochs", *numerics, "train.eval_batch_size", "train.fused_optimizer", "train.compile",
-                  "train.compile_mode")
+    train_keys = (
+        "train.max_epochs",
+        *numerics,
+        "train.eval_batch_size",
+        "train.fused_optimizer",
+        "train.compile",
+        "train.compile_mode",
+    )
     archive, prepared = "7b63e107647e6929a34fbe9b0e49048f", "1" * 32 + ".dir"
     code = [(f, md5_of(ws / f)) for f in packs.code_files(ws)]
     stages = {
-        "fetch": {"cmd": "python -m cifarlab.fetch", "params": params("data.url", "data.md5"),
-                  "outs": entries(("data/raw/cifar-10-python.tar.gz", archive))},
-        "preprocess": {"cmd": "python -m cifarlab.preprocess",
-                       "deps": entries(("data/raw/cifar-10-python.tar.gz", archive)),
-                       "params": params("seed", "data.train_subset", "data.test_subset", "data.val_split"),
-                       "outs": entries(("data/prepared", prepared))},
+        "fetch": {
+            "cmd": "python -m cifarlab.fetch",
+            "params": params("data.url", "data.md5"),
+            "outs": entries(("data/raw/cifar-10-python.tar.gz", archive)),
+        },
+        "preprocess": {
+            "cmd": "python -m cifarlab.preprocess",
+            "deps": entries(("data/raw/cifar-10-python.tar.gz", archive)),
+            "params": params("seed", "data.train_subset", "data.test_subset", "data.val_split"),
+            "outs": entries(("data/prepared", prepared)),
+        },
     }
     for out, run, seed in outs:
         model = raw["runs"][run]["model"]
@@ -174,22 +214,36 @@ def write_lock(ws: Path, outs=(("lenet5", "lenet5", 23),)) -> dict:
         stages[f"train{kind}{at}"] = {
             "cmd": f"python -m cifarlab.train --run {run}" + ("" if main else f" --seed {seed}"),
             "deps": entries(("data/prepared", prepared), *code),
-            "params": params(*(("seed",) if main else ()), *train_keys, f"runs.{run}",
-                             *((model,) if main else MODEL_SECTIONS)),
-            "outs": entries(checkpoint, (f"reports/timing/{out}.json", md5_of(ws / f"reports/timing/{out}.json")),
-                            (f"reports/history/{out}.csv", md5_of(ws / f"reports/history/{out}.csv")))}
+            "params": params(
+                *(("seed",) if main else ()), *train_keys, f"runs.{run}", *((model,) if main else MODEL_SECTIONS)
+            ),
+            "outs": entries(
+                checkpoint,
+                (f"reports/timing/{out}.json", md5_of(ws / f"reports/timing/{out}.json")),
+                (f"reports/history/{out}.csv", md5_of(ws / f"reports/history/{out}.csv")),
+            ),
+        }
         stages[f"evaluate{kind}{at}"] = {
             "cmd": f"python -m cifarlab.evaluate --run {run}",
             "deps": entries(("data/prepared", prepared), checkpoint, *code),
             "params": params("train.eval_batch_size", *numerics, f"runs.{run}", *((model,) if main else ())),
-            "outs": entries(*((f"reports/{d}/{out}.json", md5_of(ws / f"reports/{d}/{out}.json"))
-                              for d in ("metrics", "details")), (f"reports/predictions/{out}.csv", "2" * 32))}
+            "outs": entries(
+                *((f"reports/{d}/{out}.json", md5_of(ws / f"reports/{d}/{out}.json")) for d in ("metrics", "details")),
+                (f"reports/predictions/{out}.csv", "2" * 32),
+            ),
+        }
         stages[f"plot{kind}{at}"] = {
             "cmd": f"python -m cifarlab.plot --run {run}",
-            "deps": entries(*((f"reports/{d}/{out}.{x}", md5_of(ws / f"reports/{d}/{out}.{x}"))
-                              for d, x in (("details", "json"), ("history", "csv")))),
-            "outs": entries((f"reports/figures/runs/curves_{out}.png",
-                             md5_of(ws / f"reports/figures/runs/curves_{out}.png")))}
+            "deps": entries(
+                *(
+                    (f"reports/{d}/{out}.{x}", md5_of(ws / f"reports/{d}/{out}.{x}"))
+                    for d, x in (("details", "json"), ("history", "csv"))
+                )
+            ),
+            "outs": entries(
+                (f"reports/figures/runs/curves_{out}.png", md5_of(ws / f"reports/figures/runs/curves_{out}.png"))
+            ),
+        }
     (ws / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}, sort_keys=False))
     return stages
 
@@ -198,7 +252,8 @@ def trained_run(ws: Path, out: str = "lenet5", run: str = "lenet5", seed: int = 
     """finished_run, its history recording the lr each epoch started at, as train writes it."""
     finished_run(ws, out, run, seed)
     (ws / f"reports/history/{out}.csv").write_text(
-        "epoch,train_loss,train_acc,test_loss,test_acc,lr\n" + "".join(f"{e},1.0,0.5,1.1,0.6,{lr}\n" for e in (1, 2)))
+        "epoch,train_loss,train_acc,test_loss,test_acc,lr\n" + "".join(f"{e},1.0,0.5,1.1,0.6,{lr}\n" for e in (1, 2))
+    )
 
 
 def cifarlab(*args, cwd: Path) -> subprocess.CompletedProcess:
@@ -217,9 +272,11 @@ def test_pack_carries_what_dvc_lock_recorded_and_refuses_a_run_stale_against_par
     assert cifarlab("set", "lenet5.lr=0.01", cwd=ws).returncode == 0
     r = cifarlab("pack", "--runs", "lenet5", "-o", str(tmp_path / "p.tar.gz"), cwd=ws)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
-    assert r.stderr == ("error: lenet5: stale: params.yaml has lenet5.lr = 0.01, train@lenet5 ran with 0.001: run "
-                        "`dvc repro plot@lenet5` to redo it with this params.yaml and code (or undo those changes), "
-                        "then pack again\n"), r.stderr
+    assert r.stderr == (
+        "error: lenet5: stale: params.yaml has lenet5.lr = 0.01, train@lenet5 ran with 0.001: run "
+        "`dvc repro plot@lenet5` to redo it with this params.yaml and code (or undo those changes), "
+        "then pack again\n"
+    ), r.stderr
     r = cifarlab("pack", "--runs", "lenet5-s1", "-o", str(tmp_path / "p.tar.gz"), cwd=ws)
     assert "lenet5-s1: stale: params.yaml has lenet5.lr = 0.01, train_seeds@lenet5-1 ran with 0.001" in r.stderr
     assert "`dvc repro plot_seeds@lenet5-1`" in r.stderr and not (tmp_path / "p.tar.gz").exists()
@@ -231,14 +288,20 @@ def test_pack_carries_what_dvc_lock_recorded_and_refuses_a_run_stale_against_par
     assert manifest["runs"]["lenet5"]["recipe"]["recipe"]["lr"] == 0.001 == prov["recipe"]["recipe"]["lr"]
     assert prov["derived_at_pack"] == [] and prov["trained_with"]["source"] == "dvc.lock"
     stages = prov["trained_with"]["stages"]
-    assert sorted(stages) == ["evaluate_seeds@lenet5-1", "fetch", "plot_seeds@lenet5-1", "preprocess",
-                              "train_seeds@lenet5-1"]
+    assert sorted(stages) == [
+        "evaluate_seeds@lenet5-1",
+        "fetch",
+        "plot_seeds@lenet5-1",
+        "preprocess",
+        "train_seeds@lenet5-1",
+    ]
     train = stages["train_seeds@lenet5-1"]
     assert train["params"]["lenet5"]["lr"] == 0.001 and train["params"]["runs.lenet5"] == {"model": "lenet5"}
     assert train["deps"]["data/prepared"] == "1" * 32 + ".dir"  # the data it trained on
     assert train["deps"]["src/cifarlab/engine/loop.py"] == md5_of(ws / "src/cifarlab/engine/loop.py")  # its code
-    assert stages["evaluate_seeds@lenet5-1"]["outs"]["reports/metrics/lenet5-s1.json"] == \
-        md5_of(ws / "reports/metrics/lenet5-s1.json")
+    assert stages["evaluate_seeds@lenet5-1"]["outs"]["reports/metrics/lenet5-s1.json"] == md5_of(
+        ws / "reports/metrics/lenet5-s1.json"
+    )
 
 
 def _edit_code(ws):
@@ -271,12 +334,17 @@ def _subset(ws):
 
 STALE = {
     "code edited": (_edit_code, "src/cifarlab/engine/loop.py changed since train@lenet5 ran"),
-    "trained again, not evaluated": (_retrain_without_evaluate,
-                                     "train@lenet5 rebuilt data/checkpoints/lenet5 after evaluate@lenet5 ran"),
+    "trained again, not evaluated": (
+        _retrain_without_evaluate,
+        "train@lenet5 rebuilt data/checkpoints/lenet5 after evaluate@lenet5 ran",
+    ),
     "a packed file edited": (_edit_metrics, "reports/metrics/lenet5.json is not the file evaluate@lenet5 wrote"),
     "data prepared again": (_prepare_again, "preprocess rebuilt data/prepared after train@lenet5 ran"),
-    "data and numerics keys": (_subset, "params.yaml has data.train_subset = 5000, preprocess ran with None; "
-                                        "params.yaml has train.num_threads = 7, train@lenet5 ran with "),
+    "data and numerics keys": (
+        _subset,
+        "params.yaml has data.train_subset = 5000, preprocess ran with None; "
+        "params.yaml has train.num_threads = 7, train@lenet5 ran with ",
+    ),
 }
 
 
@@ -287,7 +355,9 @@ def test_pack_refuses_outputs_stale_against_the_code_the_data_or_each_other(case
     write_lock(ws)
     change, message = STALE[case]
     change(ws)
-    with pytest.raises(packs.PublishError, match=r"^lenet5: stale: .*" + re.escape(message) + r".*`dvc repro plot@lenet5`"):
+    with pytest.raises(
+        packs.PublishError, match=r"^lenet5: stale: .*" + re.escape(message) + r".*`dvc repro plot@lenet5`"
+    ):
         packs.pack(ws, tmp_path / "p.tar.gz", log=lambda s: None)
     assert not (tmp_path / "p.tar.gz").exists()
 
@@ -299,25 +369,33 @@ def test_without_dvc_lock_pack_checks_params_yaml_against_the_runs_own_history(t
     ws = checkout(tmp_path / "ws")
     trained_run(ws, lr=0.001)
     assert cifarlab("set", "lenet5.lr=0.01", cwd=ws).returncode == 0
-    with pytest.raises(packs.PublishError, match=r"^lenet5: stale: its history \(epoch 1\) records recipe\.lr = "
-                                                 r"0\.001, its recipe \(params\.yaml\) has 0\.01: run `dvc repro "
-                                                 r"plot@lenet5`"):
+    with pytest.raises(
+        packs.PublishError,
+        match=r"^lenet5: stale: its history \(epoch 1\) records recipe\.lr = "
+        r"0\.001, its recipe \(params\.yaml\) has 0\.01: run `dvc repro "
+        r"plot@lenet5`",
+    ):
         packs.pack(ws, tmp_path / "p.tar.gz", log=lambda s: None)
     details = ws / "reports/details/lenet5.json"
     details.write_text(json.dumps({**json.loads(details.read_text()), "overrides": {"batch_size": 32}}))
-    with pytest.raises(packs.PublishError, match=r"its details \(overrides\) records recipe\.batch_size = 32, "
-                                                 r"its recipe \(params\.yaml\) has 64"):
+    with pytest.raises(
+        packs.PublishError,
+        match=r"its details \(overrides\) records recipe\.batch_size = 32, "
+        r"its recipe \(params\.yaml\) has 64",
+    ):
         packs.pack(ws, tmp_path / "p.tar.gz", log=lambda s: None)
 
 
 def _set_lr(lr, *names):
     """The pack as the old `cifarlab pack` made it after `cifarlab set lenet5.lr=LR`: its recipe
     in `names` (manifest.json, provenance/lenet5.json) says LR."""
+
     def edit(members):
         for name in names:
             d = json.loads(members[name])
             (d["runs"]["lenet5"] if name == "manifest.json" else d)["recipe"]["recipe"]["lr"] = lr
             members[name] = json.dumps(d).encode()
+
     return edit
 
 
@@ -327,6 +405,7 @@ def _no_lock_record(edit):
         d["trained_with"] = None
         members["provenance/lenet5.json"] = json.dumps(d).encode()
         edit(members)
+
     return both
 
 
@@ -335,16 +414,25 @@ def _metrics_edited(members):
 
 
 OWN_RECORD = {
-    "manifest alone": (_set_lr(0.01, "manifest.json"),
-                       r"manifest\.json publishes recipe\.lr = 0\.01, but provenance/lenet5\.json says 0\.001"),
-    "manifest and provenance": (_set_lr(0.01, "manifest.json", "provenance/lenet5.json"),
-                                r"publishes recipe\.lr = 0\.01, but the dvc\.lock record in provenance/lenet5\.json "
-                                r"says 0\.001"),
-    "an older pack: history only": (_no_lock_record(_set_lr(0.01, "manifest.json", "provenance/lenet5.json")),
-                                    r"publishes recipe\.lr = 0\.01, but its own history/lenet5\.csv \(epoch 1\) "
-                                    r"says 0\.001"),
-    "a file dvc.lock did not record": (_metrics_edited, r"metrics/lenet5\.json has md5 \w+, not the \w+ dvc\.lock "
-                                                        r"recorded for evaluate@lenet5"),
+    "manifest alone": (
+        _set_lr(0.01, "manifest.json"),
+        r"manifest\.json publishes recipe\.lr = 0\.01, but provenance/lenet5\.json says 0\.001",
+    ),
+    "manifest and provenance": (
+        _set_lr(0.01, "manifest.json", "provenance/lenet5.json"),
+        r"publishes recipe\.lr = 0\.01, but the dvc\.lock record in provenance/lenet5\.json "
+        r"says 0\.001",
+    ),
+    "an older pack: history only": (
+        _no_lock_record(_set_lr(0.01, "manifest.json", "provenance/lenet5.json")),
+        r"publishes recipe\.lr = 0\.01, but its own history/lenet5\.csv \(epoch 1\) "
+        r"says 0\.001",
+    ),
+    "a file dvc.lock did not record": (
+        _metrics_edited,
+        r"metrics/lenet5\.json has md5 \w+, not the \w+ dvc\.lock "
+        r"recorded for evaluate@lenet5",
+    ),
 }
 
 
@@ -382,14 +470,23 @@ def test_fold_publishes_and_the_report_section_shows_provenance(workspace, tmp_p
     runs = group_runs(load_metrics(pub / "metrics", root=home, details_dir=pub / "details"))
     text = published.published_section(REFERENCE, runs, prov, ["lenet5", "resnet9"])
     assert "61.00 ± 1.41% (n=2)" in text  # mean and sample std of 0.60, 0.62
-    assert "JPEG-derived full set, 50,000/10,000" in text and published.JPEG_NOTE.format(measured=published.JPEG_UNMEASURED) in text
-    assert "Test CPU (torch 2.x, 2 threads, bf16, native bf16: amx_bf16)" in text and "`bbbbbbb`" in text and "0m50s" in text
+    assert (
+        "JPEG-derived full set, 50,000/10,000" in text
+        and published.JPEG_NOTE.format(measured=published.JPEG_UNMEASURED) in text
+    )
+    assert (
+        "Test CPU (torch 2.x, 2 threads, bf16, native bf16: amx_bf16)" in text
+        and "`bbbbbbb`" in text
+        and "0m50s" in text
+    )
     assert "| `resnet9` |" in text and "not run yet" in text and "`dvc repro plot@resnet9`" in text
     # one row per run, narrow enough for a 160-column terminal; the seeds one click away
     main_table, seeds = text.split("<details>", 1)
     table = [line for line in main_table.splitlines() if line.startswith("| ")]
     assert [line.split(" | ")[0] for line in table[2:]] == ["| `lenet5`"]
-    assert table[2].endswith("| 61.00 ± 1.41% (n=2) | +13.82 pp | 10, 10 | bf16 | JPEG 50k/10k | Test CPU, 2 thr | 0m50s |")
+    assert table[2].endswith(
+        "| 61.00 ± 1.41% (n=2) | +13.82 pp | 10, 10 | bf16 | JPEG 50k/10k | Test CPU, 2 thr | 0m50s |"
+    )
     assert max(map(len, table)) <= 160
     assert "| 23 | 60.00% @ 10 |" in seeds and "| 1 | 62.00% @ 10 |" in seeds and "</details>" in seeds
 
@@ -397,7 +494,10 @@ def test_fold_publishes_and_the_report_section_shows_provenance(workspace, tmp_p
     other = checkout(tmp_path / "other")
     finished_run(other, out="lenet5-s2", seed=2, content_md5="0" * 32)
     packs.pack(other, tmp_path / "o.tar.gz", log=lambda s: None)
-    with pytest.raises(packs.PublishError, match=r"'lenet5' is already published from other data or in another precision \(lenet5, lenet5-s1\)"):
+    with pytest.raises(
+        packs.PublishError,
+        match=r"'lenet5' is already published from other data or in another precision \(lenet5, lenet5-s1\)",
+    ):
         fold.fold(tmp_path / "o.tar.gz", home, log=lambda s: None)
     assert sorted(published.load_provenance(pub)) == ["lenet5", "lenet5-s1"]
     fold.fold(tmp_path / "o.tar.gz", home, replace=True, log=lambda s: None)
@@ -419,8 +519,13 @@ def test_the_jpeg_note_only_with_jpeg_data(tmp_path):
 def test_the_device_cell_names_each_cpu_once_with_its_thread_counts():
     def prov(name, threads=None, cuda=False):
         return {"device": {"name": name, "num_threads": threads, "cuda": cuda}}
-    seeds = [prov("Intel(R) Xeon(R) Processor", 1), prov("Intel(R) Xeon(R) Processor", 2),
-             prov("Intel(R) Xeon(R) Processor", 1), prov("AMD EPYC", 2)]
+
+    seeds = [
+        prov("Intel(R) Xeon(R) Processor", 1),
+        prov("Intel(R) Xeon(R) Processor", 2),
+        prov("Intel(R) Xeon(R) Processor", 1),
+        prov("AMD EPYC", 2),
+    ]
     assert published.devices_cell(seeds) == "Intel Xeon Processor, 1/2 thr / AMD EPYC, 2 thr"
     assert published.devices_cell([prov("NVIDIA H200", 16, cuda=True)]) == "NVIDIA H200"
     assert published.devices_cell([prov("AMD EPYC", 2)]) == "AMD EPYC, 2 thr"
@@ -431,10 +536,14 @@ def test_a_seeds_device_says_which_bf16_its_cpu_runs_natively():
     that recorded no numerics says nothing rather than guess."""
     cpu = {"name": "AMD EPYC", "torch": "2.x", "num_threads": 1, "cuda": None}
     fp32 = {"precision": "fp32", "compile": False, "cpu_bf16": "none"}
-    assert published.device_label({"device": cpu, "numerics": fp32}) == \
-        "AMD EPYC (torch 2.x, 1 thread, fp32, native bf16: none)"
-    assert published.device_label({"device": cpu, "numerics": NUMERICS}) == \
-        "AMD EPYC (torch 2.x, 1 thread, bf16, native bf16: amx_bf16)"
+    assert (
+        published.device_label({"device": cpu, "numerics": fp32})
+        == "AMD EPYC (torch 2.x, 1 thread, fp32, native bf16: none)"
+    )
+    assert (
+        published.device_label({"device": cpu, "numerics": NUMERICS})
+        == "AMD EPYC (torch 2.x, 1 thread, bf16, native bf16: amx_bf16)"
+    )
     assert published.device_label({"device": cpu}) == "AMD EPYC (torch 2.x, 1 thread, ?)"  # not recorded
 
 
@@ -493,12 +602,16 @@ def test_fold_refuses_other_recipe_other_code_and_non_packs_writing_nothing(work
     params = yaml.safe_load((home / "params.yaml").read_text())
     params["lenet5"]["lr"] = 0.5
     (home / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    with pytest.raises(packs.PublishError, match=r"run 'lenet5' was trained with recipe\.lr = 0\.001, this checkout has 0\.5"):
+    with pytest.raises(
+        packs.PublishError, match=r"run 'lenet5' was trained with recipe\.lr = 0\.001, this checkout has 0\.5"
+    ):
         fold.fold(dest, home, log=lambda s: None)
     shutil.copy(SHIPPED_PARAMS, home / "params.yaml")
     loop = home / "src/cifarlab/engine/loop.py"
     loop.write_text(loop.read_text() + "\n# changed\n")
-    with pytest.raises(packs.PublishError, match=r"src/cifarlab/engine/loop\.py differs from this checkout.*--accept-code-change"):
+    with pytest.raises(
+        packs.PublishError, match=r"src/cifarlab/engine/loop\.py differs from this checkout.*--accept-code-change"
+    ):
         fold.fold(dest, home, log=lambda s: None)
     bad = tmp_path / "bad.tar.gz"
     bad.write_bytes(b"not a pack")
@@ -541,9 +654,17 @@ def test_priority_puts_what_no_cpu_can_do_first():
 
 
 def test_code_version_names_the_commit_and_uncommitted_code(tmp_path):
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, env=env, check=True, capture_output=True)  # noqa: E731
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=tmp_path, env=env, check=True, capture_output=True)
+
     git("init", "-q")
     (tmp_path / "src").mkdir()
     (tmp_path / "src/a.py").write_text("x = 1\n")
@@ -601,12 +722,34 @@ def test_gpu_kit_round_trip_on_cpu_then_compare_with_ones_own_run(tmp_path, tiny
     home = tmp_path / "home"
     home.mkdir()
     project_copy(home)
-    env = {**os.environ, "PYTHONPATH": str(home / "src"), "DVC_NO_ANALYTICS": "1", "CUDA_VISIBLE_DEVICES": "",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(home / "src"),
+        "DVC_NO_ANALYTICS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     pack = tmp_path / "pack.tar.gz"
-    kit = [sys.executable, "tools/gpu_reproduce.py", "--archive", str(archive), "--device", "cpu",
-           "--runs", "lenet5", "--workdir", str(tmp_path / "kit"), "--pack", str(pack), "--set", "train.num_threads=1"]
+    kit = [
+        sys.executable,
+        "tools/gpu_reproduce.py",
+        "--archive",
+        str(archive),
+        "--device",
+        "cpu",
+        "--runs",
+        "lenet5",
+        "--workdir",
+        str(tmp_path / "kit"),
+        "--pack",
+        str(pack),
+        "--set",
+        "train.num_threads=1",
+    ]
     log = sh(*kit, "--minutes", "0", cwd=home, env=env)
     assert "stopped at lenet5" in log and not pack.exists()  # no budget: nothing trained, nothing packed
     log = sh(*kit, "--minutes", "1", cwd=home, env=env)
@@ -626,16 +769,26 @@ def test_gpu_kit_round_trip_on_cpu_then_compare_with_ones_own_run(tmp_path, tiny
     # run | report | cifarlab | diff | best epoch | precision | data | device | wall/seed
     assert cells[5] == "bf16" and cells[6] == "other 200/100" and cells[7].endswith(", 1 thr"), cells
     assert "differ" not in row  # folded into the code it was trained with
-    unpublished = next(r for r in ("resnet9", "custom_resnet", "resnet")
-                       if not (home / f"reports/published/metrics/{r}.json").exists())
+    unpublished = next(
+        r for r in ("resnet9", "custom_resnet", "resnet") if not (home / f"reports/published/metrics/{r}.json").exists()
+    )
     assert f"| `{unpublished}` |" in report.split("### Not run yet", 1)[1]  # with the command that runs it
     assert f"`dvc repro plot@{unpublished}`" in report
     assert "The sections below show the **published runs**" in report
 
     # the user's own run of the same recipe on the same data, through DVC
     sh("git", "init", "-q", "-b", "main", cwd=home, env=env)
-    sh(sys.executable, "-m", "cifarlab", "set", f"data.url={archive}", f'data.md5="{md5}"', "train.num_threads=1",
-       cwd=home, env=env)
+    sh(
+        sys.executable,
+        "-m",
+        "cifarlab",
+        "set",
+        f"data.url={archive}",
+        f'data.md5="{md5}"',
+        "train.num_threads=1",
+        cwd=home,
+        env=env,
+    )
     sh("dvc", "repro", "plot@lenet5", cwd=home, env=env)
     table = sh(sys.executable, "-m", "cifarlab", "compare", cwd=home, env=env)
     row = next(line for line in table.splitlines() if line.startswith("| lenet5 |"))

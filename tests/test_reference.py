@@ -5,6 +5,7 @@ The numbers are hand-typed once, in reports/reference.yaml. These tests parse th
 that every published number made it into the file, with the right run name, exactly once.
 Nothing here hard-codes a published value: they all come from the spec files.
 """
+
 from __future__ import annotations
 
 import re
@@ -44,14 +45,14 @@ RUN_PATTERNS = {
     ),
 }
 # Which metrics each report published.
-REPORT_METRICS = {"000": {"top1"}, "001": {"top1", "loss"}, "002": {"top1"},
-                  "003": {"top1", "top3"}, "004": {"top1"}}
+REPORT_METRICS = {"000": {"top1"}, "001": {"top1", "loss"}, "002": {"top1"}, "003": {"top1", "top3"}, "004": {"top1"}}
 
 NUMBER = re.compile(r"(\d+(?:\.\d+)?)(\s*%)?")
 DECIMAL = re.compile(r"\d+\.\d+")
 
 
 # ----------------------------------------------------------------------------- helpers
+
 
 def r4(x: float) -> float:
     return round(float(x), 4)
@@ -108,6 +109,7 @@ def unbold(cell: str) -> str:
 
 # ----------------------------------------------------------------------------- fixtures
 
+
 @pytest.fixture(scope="module")
 def ref() -> dict:
     assert REFERENCE.is_file(), f"{REFERENCE} is missing"
@@ -143,12 +145,16 @@ def original(report: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def lookup(numbers: list[dict], *, report: str | None = None, run: str | None = None,
-           metric: str | None = None) -> list[dict]:
-    return [e for e in numbers
-            if (report is None or e["report"] == report)
-            and (run is None or e["run"] == run)
-            and (metric is None or e["metric"] == metric)]
+def lookup(
+    numbers: list[dict], *, report: str | None = None, run: str | None = None, metric: str | None = None
+) -> list[dict]:
+    return [
+        e
+        for e in numbers
+        if (report is None or e["report"] == report)
+        and (run is None or e["run"] == run)
+        and (metric is None or e["metric"] == metric)
+    ]
 
 
 def assert_has(numbers: list[dict], value: float, **where) -> None:
@@ -157,6 +163,7 @@ def assert_has(numbers: list[dict], value: float, **where) -> None:
 
 
 # ----------------------------------------------------------------------------- schema
+
 
 def test_top_level_keys(ref: dict) -> None:
     assert set(ref) <= {"numbers", "statements"}, f"unexpected top-level keys: {set(ref)}"
@@ -181,10 +188,10 @@ def test_entry_schema(numbers: list[dict]) -> None:
         assert isinstance(report, str) and report in REPORTS, f"{where}: bad report {report!r}"
         extra = set(e) - BASE_KEYS - OPTIONAL_KEYS
         assert extra == (GRID_KEYS if report == "004" else set()), f"{where}: keys {sorted(extra)}"
-        assert isinstance(e["run"], str) and RUN_PATTERNS[report].fullmatch(e["run"]), \
+        assert isinstance(e["run"], str) and RUN_PATTERNS[report].fullmatch(e["run"]), (
             f"{where}: bad run name {e['run']!r}"
-        assert e["metric"] in METRICS and e["metric"] in REPORT_METRICS[report], \
-            f"{where}: bad metric {e['metric']!r}"
+        )
+        assert e["metric"] in METRICS and e["metric"] in REPORT_METRICS[report], f"{where}: bad metric {e['metric']!r}"
         v = e["value"]
         assert isinstance(v, (int, float)) and not isinstance(v, bool), f"{where}: value {v!r}"
         assert v == r4(v), f"{where}: {v} has more than 4 decimals"
@@ -193,8 +200,9 @@ def test_entry_schema(numbers: list[dict]) -> None:
         else:
             assert v > 0, f"{where}: loss {v}"
         epoch = e["epoch"]
-        assert epoch is None or (isinstance(epoch, int) and not isinstance(epoch, bool)
-                                 and epoch >= 1), f"{where}: epoch {epoch!r}"
+        assert epoch is None or (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1), (
+            f"{where}: epoch {epoch!r}"
+        )
         if "note" in e:
             assert isinstance(e["note"], str) and e["note"].strip(), f"{where}: empty note"
 
@@ -244,6 +252,7 @@ def test_expected_runs_present(numbers: list[dict]) -> None:
 
 
 # ----------------------------------------------------------------------------- REPORTS.md
+
 
 def test_bold_numbers_are_in_reference(sections: dict[str, str], numbers: list[dict]) -> None:
     """Every decimal number inside **bold** in REPORTS.md is a value of the same report."""
@@ -303,8 +312,9 @@ def test_report003_table(sections: dict[str, str], numbers: list[dict]) -> None:
 
 def grid_from_reports_md(sections: dict[str, str]) -> dict[tuple[str, str, str], float]:
     rows = table_after(sections["004"], r"augmentation.*activation")
-    header = next(line for line in sections["004"].splitlines()
-                  if re.search(r"^\s*\|.*augmentation.*activation", line, re.I))
+    header = next(
+        line for line in sections["004"].splitlines() if re.search(r"^\s*\|.*augmentation.*activation", line, re.I)
+    )
     ratios = [c.replace(" ", "") for c in table_rows(header)[0][2:]]
     assert tuple(ratios) == RATIOS, ratios
     grid = {}
@@ -329,12 +339,12 @@ def test_report004_grid(sections: dict[str, str], numbers: list[dict]) -> None:
 
 # ----------------------------------------------------------------------------- originals
 
+
 def test_original_grid_matches_reports_md(sections: dict[str, str]) -> None:
     """report-004.txt's own table (tab-separated, in the same row order) equals REPORTS.md's."""
     text = original("004")
     names = {"sigmoid": "sigmoid", "tanh": "tanh", "relu": "relu", "leakyrelu": "leaky_relu"}
-    rows = re.findall(r"^(?:[^\t\n]*\t)?(Sigmoid|tanh|ReLu|LeakyReLU)\t([\d.]+)\t([\d.]+)\t([\d.]+)",
-                      text, flags=re.M)
+    rows = re.findall(r"^(?:[^\t\n]*\t)?(Sigmoid|tanh|ReLu|LeakyReLU)\t([\d.]+)\t([\d.]+)\t([\d.]+)", text, flags=re.M)
     assert len(rows) == 12
     order = [g for g in AUGMENTS for _ in ACTIVATIONS]  # X, crop&flip+color&blur, crop+flip
     grid = grid_from_reports_md(sections)
@@ -352,11 +362,13 @@ def test_values_appear_in_original_text(numbers: list[dict], report: str) -> Non
     for e in lookup(numbers, report=report):
         v = e["value"]
         forms = {f"{v:.4f}"} | ({f"{v * 100:.2f}"} if e["metric"] in ACCURACY_METRICS else set())
-        assert any(re.search(rf"(?<![\d.]){re.escape(f)}(?!\d)", text) for f in forms), \
+        assert any(re.search(rf"(?<![\d.]){re.escape(f)}(?!\d)", text) for f in forms), (
             f"{e['run']} {e['metric']} {v}: none of {sorted(forms)} in report-{report}.txt"
+        )
 
 
 # ----------------------------------------------------------------------------- run table
+
 
 @pytest.fixture(scope="module")
 def run_table() -> dict:
@@ -433,8 +445,9 @@ def scanned_files() -> list[Path]:
     for top in SCANNED:
         for path in sorted(top.rglob("*")):
             rel = path.relative_to(ROOT).parts
-            if not path.is_file() or any(p in SKIPPED_PARTS or p.startswith(".") or p.endswith(".egg-info")
-                                         for p in rel):
+            if not path.is_file() or any(
+                p in SKIPPED_PARTS or p.startswith(".") or p.endswith(".egg-info") for p in rel
+            ):
                 continue
             files.append(path)
     return files

@@ -5,6 +5,7 @@ from reference.yaml), never copied from the generator.
 The fixtures are laid out as evaluate.py writes them: reports/metrics/<out>.json holds the scalars
 of each block, reports/details/<out>.json what the run was (run, seed, data sizes, ...) and the full
 blocks; resnet9.json is an older single file without `run`/`seed` and without a details file."""
+
 from __future__ import annotations
 
 import copy
@@ -20,9 +21,8 @@ import yaml
 import cifarlab
 from cifarlab import report
 from cifarlab.core.errors import DataError
+from cifarlab.reporting import document, lineage, sections, stats
 from cifarlab.reporting import records as record_files
-from cifarlab.reporting import lineage, sections, stats
-from cifarlab.reporting import document
 from cifarlab.reporting.reference import load_reference
 
 REFERENCE_FILE = Path(__file__).resolve().parents[1] / "reports" / "reference.yaml"
@@ -39,15 +39,33 @@ OLD_FILE = "resnet9.json"  # the older single-file layout: no details file
 
 
 def block(epoch, top1, top3=None, loss=1.0):
-    return {"epoch": epoch, "top1": top1, "top3": top1 + 0.1 if top3 is None else top3, "loss": loss,
-            "per_class_top1": {}, "confusion": [[0] * 10 for _ in range(10)], "selected_by": "test"}
+    return {
+        "epoch": epoch,
+        "top1": top1,
+        "top3": top1 + 0.1 if top3 is None else top3,
+        "loss": loss,
+        "per_class_top1": {},
+        "confusion": [[0] * 10 for _ in range(10)],
+        "selected_by": "test",
+    }
 
 
 def metrics(run, seed, best, final, **extra):
     """One (run, seed) as evaluate.py knows it: the details file's content (a full run)."""
-    d = {"run": run, "model": run.split("-")[0], "seed": seed, "overrides": {}, "classes": [str(i) for i in range(10)],
-         "n_train": 50000, "n_test": 10000, "recipe_epochs": final["epoch"], "epochs_cap": None,
-         "random_features": False, "best": best, "final": final}
+    d = {
+        "run": run,
+        "model": run.split("-")[0],
+        "seed": seed,
+        "overrides": {},
+        "classes": [str(i) for i in range(10)],
+        "n_train": 50000,
+        "n_test": 10000,
+        "recipe_epochs": final["epoch"],
+        "epochs_cap": None,
+        "random_features": False,
+        "best": best,
+        "final": final,
+    }
     d.update(extra)
     return d
 
@@ -57,12 +75,17 @@ def fixture_metrics() -> dict[str, dict]:
     files = {}
     for seed in (1, 2, 3):
         files[f"lenet5-s{seed}.json"] = metrics(
-            "lenet5", seed, block(LENET_EPOCH[seed], LENET_TOP1[seed], loss=1.5),
-            block(10, LENET_FINAL[seed], loss=1.52))
-    files["dnn-s23.json"] = metrics("dnn", 23, block(15, 0.5402, loss=1.3012),
-                                    block(100, 0.4991, loss=2.7), val=block(14, 0.5377, loss=1.31))
+            "lenet5",
+            seed,
+            block(LENET_EPOCH[seed], LENET_TOP1[seed], loss=1.5),
+            block(10, LENET_FINAL[seed], loss=1.52),
+        )
+    files["dnn-s23.json"] = metrics(
+        "dnn", 23, block(15, 0.5402, loss=1.3012), block(100, 0.4991, loss=2.7), val=block(14, 0.5377, loss=1.31)
+    )
     files["alexnet_transfer-skip-high-s23.json"] = metrics(
-        "alexnet_transfer-skip-high", 23, block(88, 0.8311, top3=0.9655), block(100, 0.8290, top3=0.9650))
+        "alexnet_transfer-skip-high", 23, block(88, 0.8311, top3=0.9655), block(100, 0.8290, top3=0.9650)
+    )
     for run, top1 in GRID_RUNS.items():
         files[f"{run}-s23.json"] = metrics(run, 23, block(190, top1), block(200, top1 - 0.001))
     old = {"model": "resnet9", "best": block(20, 0.9301), "final": block(20, 0.9301)}  # model name = run
@@ -91,33 +114,46 @@ def file_md5(path: str) -> str:
 
 
 def stage(deps=(), params=None, outs=()):
-    return {"cmd": "python -m x", "deps": [{"path": d, "md5": "0" * 32} for d in deps],
-            "params": {"params.yaml": params} if params is not None else {},
-            "outs": [{"path": o, "md5": file_md5(o), "hash": "md5"} for o in outs]}
+    return {
+        "cmd": "python -m x",
+        "deps": [{"path": d, "md5": "0" * 32} for d in deps],
+        "params": {"params.yaml": params} if params is not None else {},
+        "outs": [{"path": o, "md5": file_md5(o), "hash": "md5"} for o in outs],
+    }
 
 
 def fake_lock(md5=OFFICIAL_MD5, url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz") -> dict:
     stages = {
-        "fetch": stage(["src/cifarlab/fetch.py"], {"data.url": url, "data.md5": md5},
-                       ["data/raw/cifar-10-python.tar.gz"]),
-        "preprocess": stage(["data/raw/cifar-10-python.tar.gz"],
-                            {"seed": 23, "data.train_subset": None, "data.test_subset": None}, ["data/prepared"]),
+        "fetch": stage(
+            ["src/cifarlab/fetch.py"], {"data.url": url, "data.md5": md5}, ["data/raw/cifar-10-python.tar.gz"]
+        ),
+        "preprocess": stage(
+            ["data/raw/cifar-10-python.tar.gz"],
+            {"seed": 23, "data.train_subset": None, "data.test_subset": None},
+            ["data/prepared"],
+        ),
     }
     for seed in (1, 2, 3):
         stages[f"train@lenet5-s{seed}"] = stage(
             ["data/prepared", "src/cifarlab/models"],
             {"seed": seed, "train": {"max_epochs": None, "eval_batch_size": 500}, "lenet5": {"lr": 0.01}},
-            [f"data/checkpoints/lenet5-s{seed}", f"reports/history/lenet5-s{seed}.csv"])
+            [f"data/checkpoints/lenet5-s{seed}", f"reports/history/lenet5-s{seed}.csv"],
+        )
         stages[f"evaluate@lenet5-s{seed}"] = stage(
             ["data/prepared", f"data/checkpoints/lenet5-s{seed}", "src/cifarlab/evaluate.py"],
-            {"train.eval_batch_size": 500}, [f"reports/metrics/lenet5-s{seed}.json"])
+            {"train.eval_batch_size": 500},
+            [f"reports/metrics/lenet5-s{seed}.json"],
+        )
     stages["train@dnn"] = stage(["data/prepared"], {"seed": 23, "dnn": {"lr": 0.1}}, ["data/checkpoints/dnn"])
-    stages["evaluate@dnn"] = stage(["data/prepared", "data/checkpoints/dnn"], {"train.eval_batch_size": 500},
-                                   ["reports/metrics/dnn-s23.json"])
+    stages["evaluate@dnn"] = stage(
+        ["data/prepared", "data/checkpoints/dnn"], {"train.eval_batch_size": 500}, ["reports/metrics/dnn-s23.json"]
+    )
     # a grid stage trains and evaluates in one: its only upstream stage is preprocess
     stages["grid@relu-5:4:1-crop_flip-23"] = stage(
-        ["data/prepared"], {"resnet18": {"activation": "relu", "ratio": [5, 4, 1]}},
-        ["reports/metrics/resnet18-relu-5_4_1-crop_flip-s23.json"])
+        ["data/prepared"],
+        {"resnet18": {"activation": "relu", "ratio": [5, 4, 1]}},
+        ["reports/metrics/resnet18-relu-5_4_1-crop_flip-s23.json"],
+    )
     return {"schema": "2.0", "stages": stages}
 
 
@@ -151,8 +187,9 @@ def write_project(root: Path, lock: dict | None = None) -> None:
     history = root / "reports" / "history"
     history.mkdir()
     # resnet9.json is the only run outside the grid with the default seed: comparison.png draws its curve
-    (history / "resnet9.csv").write_text("epoch,train_loss,train_acc,test_loss,test_acc,lr\n"
-                                         "1,1.2,0.6,1.1,0.62,0.01\n2,0.5,0.85,0.4,0.9301,0.001\n")
+    (history / "resnet9.csv").write_text(
+        "epoch,train_loss,train_acc,test_loss,test_acc,lr\n1,1.2,0.6,1.1,0.62,0.01\n2,0.5,0.85,0.4,0.9301,0.001\n"
+    )
     if lock is not None:
         (root / "dvc.lock").write_text(yaml.safe_dump(lock))
 
@@ -188,8 +225,9 @@ def section(md: str, report_id: str) -> str:
 
 
 def ref_value(reference, run, metric="top1"):
-    (hit,) = [n for n in reference["numbers"] if n["run"] == run and n["metric"] == metric and not n.get("note")] or \
-        [n for n in reference["numbers"] if n["run"] == run and n["metric"] == metric]
+    (hit,) = [n for n in reference["numbers"] if n["run"] == run and n["metric"] == metric and not n.get("note")] or [
+        n for n in reference["numbers"] if n["run"] == run and n["metric"] == metric
+    ]
     return hit
 
 
@@ -260,25 +298,40 @@ def smoke_record(run, seed, **how):
 def test_smoke_notes_say_why_a_run_is_not_the_recipe():
     full = smoke_record("lenet5", 23)
     assert record_files.smoke_notes(full) == []
-    assert record_files.smoke_notes(record_files.normalize_metrics(fixture_metrics()[OLD_FILE], OLD_FILE)) == []  # says nothing
+    assert (
+        record_files.smoke_notes(record_files.normalize_metrics(fixture_metrics()[OLD_FILE], OLD_FILE)) == []
+    )  # says nothing
     subset = record_files.smoke_notes(smoke_record("lenet5", 23, n_train=5000, n_test=2000))
     assert subset == ["subset: 5,000 train / 2,000 test images (full: 50,000 / 10,000)"]
     assert len(record_files.smoke_notes(smoke_record("lenet5", 23, n_train=50000, n_test=2000))) == 1  # test side only
-    assert record_files.smoke_notes(smoke_record("lenet5", 23, epochs_cap=2, recipe_epochs=10)) == \
-        ["epochs capped at 2 (recipe: 10)"]
-    assert record_files.smoke_notes(smoke_record("alexnet_transfer-skip-low", 23, random_features=True)) == \
-        ["random AlexNet features (pretrained: false), not ImageNet's"]
-    everything = record_files.smoke_notes(smoke_record("alexnet_transfer-skip-low", 23, n_train=500, n_test=100,
-                                                 epochs_cap=1, recipe_epochs=10, random_features=True))
+    assert record_files.smoke_notes(smoke_record("lenet5", 23, epochs_cap=2, recipe_epochs=10)) == [
+        "epochs capped at 2 (recipe: 10)"
+    ]
+    assert record_files.smoke_notes(smoke_record("alexnet_transfer-skip-low", 23, random_features=True)) == [
+        "random AlexNet features (pretrained: false), not ImageNet's"
+    ]
+    everything = record_files.smoke_notes(
+        smoke_record(
+            "alexnet_transfer-skip-low",
+            23,
+            n_train=500,
+            n_test=100,
+            epochs_cap=1,
+            recipe_epochs=10,
+            random_features=True,
+        )
+    )
     assert [n.split()[0] for n in everything] == ["subset:", "epochs", "random"]
 
 
 def test_smoke_section_names_each_smoke_run_and_is_empty_for_full_runs(project, reference):
-    records = [smoke_record("lenet5", 1, n_train=5000, n_test=2000),
-               smoke_record("lenet5", 2),  # a full seed of the same run: not listed
-               smoke_record("dnn", 23, epochs_cap=3, recipe_epochs=100),
-               smoke_record("alexnet_transfer-skip-low", 23, random_features=True),
-               smoke_record("hw2_cnn", 23)]
+    records = [
+        smoke_record("lenet5", 1, n_train=5000, n_test=2000),
+        smoke_record("lenet5", 2),  # a full seed of the same run: not listed
+        smoke_record("dnn", 23, epochs_cap=3, recipe_epochs=100),
+        smoke_record("alexnet_transfer-skip-low", 23, random_features=True),
+        smoke_record("hw2_cnn", 23),
+    ]
     runs = record_files.group_runs(records)
     text = document.smoke_section(runs)
     assert "Smoke run: 3 of 5 (run, seed) results" in text
@@ -303,8 +356,10 @@ def test_smoke_run_read_from_its_details_file(project, reference):
     runs = record_files.group_runs(load_project(project["root"]))
     md = document.report_tables(reference, runs, None)
     cells = table_row(md, "`dnn`", "23")
-    assert cells[2] == f"subset: 5,000 train / 2,000 test images (full: 50,000 / 10,000); " \
-                       f"epochs capped at 2 (recipe: {d['recipe_epochs']})"
+    assert (
+        cells[2] == f"subset: 5,000 train / 2,000 test images (full: 50,000 / 10,000); "
+        f"epochs capped at 2 (recipe: {d['recipe_epochs']})"
+    )
     assert "Smoke run: 1 of 8 (run, seed) results" in md
 
 
@@ -340,8 +395,10 @@ def test_within_range_flag_false_outside_the_seeds(project, reference):
 
 def test_single_seed_loss_row_and_val_column(readme, reference):
     md = section(readme, "001")
-    assert "test @ val-selected epoch" in md.splitlines()[md.splitlines().index(
-        next(line for line in md.splitlines() if line.startswith("| run |")))]
+    assert (
+        "test @ val-selected epoch"
+        in md.splitlines()[md.splitlines().index(next(line for line in md.splitlines() if line.startswith("| run |")))]
+    )
     loss_ref = ref_value(reference, "dnn", "loss")
     cells = table_row(md, "`dnn`", "loss")
     assert cells[3] == "1.3012" and cells[4] == "2.7000"
@@ -380,7 +437,7 @@ def test_grid_table_36_cells_two_filled(readme, reference):
     lines = md.splitlines()
     start = lines.index("| augmentation | activation | 2:1:1 | 5:3:2 | 5:4:1 |")
     body = []
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         body.append([c.strip() for c in line.strip().strip("|").split(" | ")])
@@ -394,13 +451,18 @@ def test_grid_table_36_cells_two_filled(readme, reference):
         col = ["2:1:1", "5:3:2", "5:4:1"].index(n["ratio"])
         assert cells[2 + col] == f"{100 * top1:.2f} ({100 * n['value']:.2f})"
     assert "2 of 36 cells run" in md
-    assert table_row(md, "`resnet18-relu-5_4_1-crop_flip`", "top-1")[3] == f"{100 * GRID_RUNS['resnet18-relu-5_4_1-crop_flip']:.2f}%"
+    assert (
+        table_row(md, "`resnet18-relu-5_4_1-crop_flip`", "top-1")[3]
+        == f"{100 * GRID_RUNS['resnet18-relu-5_4_1-crop_flip']:.2f}%"
+    )
 
 
 def test_grid_values_and_bar_rows(project, reference):
     reproduced, reported = stats.grid_values(reference, project["runs"])
-    assert reproduced == {("relu", "5:4:1", "crop_flip"): GRID_RUNS["resnet18-relu-5_4_1-crop_flip"],
-                          ("sigmoid", "2:1:1", "none"): GRID_RUNS["resnet18-sigmoid-2_1_1-none"]}
+    assert reproduced == {
+        ("relu", "5:4:1", "crop_flip"): GRID_RUNS["resnet18-relu-5_4_1-crop_flip"],
+        ("sigmoid", "2:1:1", "none"): GRID_RUNS["resnet18-sigmoid-2_1_1-none"],
+    }
     assert len(reported) == 36
     rows = stats.bar_rows(reference, project["runs"], "000")
     lenet = rows[0]
@@ -421,7 +483,7 @@ def test_statements_listed_per_report(readme, reference):
 
 def test_provenance_hash_and_data_source(readme):
     lock = fake_lock()
-    prov = readme[readme.index("## Provenance"):]
+    prov = readme[readme.index("## Provenance") :]
     for seed in (1, 2, 3):
         cells = table_row(prov, "lenet5", str(seed))
         assert cells[2] == "official archive"
@@ -450,7 +512,7 @@ def test_data_source_local_copy_and_no_lock(project, reference):
     assert lineage.data_source(lock) == "local copy `/data/cifar-10-python.tar.gz`"
     assert lineage.data_source(None) == "not recorded (no dvc.lock)"
     md = document.report_tables(reference, project["runs"], None)
-    cells = table_row(md[md.index("## Provenance"):], "dnn", "23")
+    cells = table_row(md[md.index("## Provenance") :], "dnn", "23")
     assert cells[2] == cells[3] == "not recorded (no dvc.lock)"
 
 
@@ -496,12 +558,17 @@ class RecordingFigures:
 
 def test_run_figures_sit_side_by_side_and_a_big_report_folds_them(project, reference):
     """Each run: its curves and confusion matrix on one row; report 004's many runs in <details>."""
-    figs = [f"runs/{kind}_{run}.png" for run in ("lenet5", "resnet9", "alexnet_transfer-skip-high")
-            for kind in ("curves", "confusion")] + ["runs/pca_alexnet_transfer-skip-high_2d3d.png"]
+    figs = [
+        f"runs/{kind}_{run}.png"
+        for run in ("lenet5", "resnet9", "alexnet_transfer-skip-high")
+        for kind in ("curves", "confusion")
+    ] + ["runs/pca_alexnet_transfer-skip-high_2d3d.png"]
     text = sections.report_section(reference, project["runs"], "000", figs)
     row = text.split("**`lenet5`**<br>\n")[1].split("\n\n")[0].splitlines()
-    assert row == ['<img src="figures/runs/curves_lenet5.png" alt="learning curves: lenet5" width="58%">',
-                   '<img src="figures/runs/confusion_lenet5.png" alt="confusion matrix: lenet5" width="40%">']
+    assert row == [
+        '<img src="figures/runs/curves_lenet5.png" alt="learning curves: lenet5" width="58%">',
+        '<img src="figures/runs/confusion_lenet5.png" alt="confusion matrix: lenet5" width="40%">',
+    ]
     assert "<details" not in text
     alex = sections.report_section(reference, project["runs"], "003", figs)
     assert 'src="figures/runs/pca_alexnet_transfer-skip-high_2d3d.png"' in alex and "<details" not in alex
@@ -513,9 +580,13 @@ def test_run_figures_sit_side_by_side_and_a_big_report_folds_them(project, refer
     assert folded[1].count("</details>") == 1
 
 
-EXPECTED_FIGURES = ["runs/confusion_alexnet_transfer-skip-high.png", "grid_resnet18.png", "comparison.png",
-                    "open_choices.png", "studies.png"] + \
-    [f"report_{r}.png" for r in ("000", "001", "002", "003", "004")]
+EXPECTED_FIGURES = [
+    "runs/confusion_alexnet_transfer-skip-high.png",
+    "grid_resnet18.png",
+    "comparison.png",
+    "open_choices.png",
+    "studies.png",
+] + [f"report_{r}.png" for r in ("000", "001", "002", "003", "004")]
 
 
 def run_main_twice(root: Path, monkeypatch) -> tuple[bytes, Path]:
@@ -532,8 +603,9 @@ def run_main_twice(root: Path, monkeypatch) -> tuple[bytes, Path]:
     report.main([])
     assert readme.read_bytes() == first  # no timestamps, stable order
     assert not list((root / "reports").rglob(".*.tmp"))  # atomic writes left no temp file
-    assert sorted(p.relative_to(figures).as_posix() for p in figures.rglob("*.png")) == \
-        sorted(EXPECTED_FIGURES + ["report_007.png"])
+    assert sorted(p.relative_to(figures).as_posix() for p in figures.rglob("*.png")) == sorted(
+        EXPECTED_FIGURES + ["report_007.png"]
+    )
     text = first.decode("utf-8")
     assert "report_007" not in text
     assert "dvc repro report" in text.splitlines()[2]
@@ -553,9 +625,11 @@ def test_main_writes_readme_and_figures(tmp_path, monkeypatch, reference):
     top1, hists = fake.comparisons[0]
     # comparison.png: every run that ran outside report 004's grid, with its published top-1
     assert sorted(top1) == ["alexnet_transfer-skip-high", "dnn", "lenet5", "resnet9"]
-    assert top1["lenet5"] == {"reported": ref_value(reference, "lenet5")["value"],
-                              "best": pytest.approx(statistics.mean(LENET_TOP1.values())),
-                              "final": pytest.approx(statistics.mean(LENET_FINAL.values()))}
+    assert top1["lenet5"] == {
+        "reported": ref_value(reference, "lenet5")["value"],
+        "best": pytest.approx(statistics.mean(LENET_TOP1.values())),
+        "final": pytest.approx(statistics.mean(LENET_FINAL.values())),
+    }
     assert top1["resnet9"]["reported"] == ref_value(reference, "resnet9")["value"]
     assert list(hists) == ["resnet9"] and list(hists["resnet9"]["test_acc"]) == [0.62, 0.9301]
     titles = [t for t, _ in fake.bars]
@@ -582,8 +656,10 @@ def test_main_writes_readme_and_figures(tmp_path, monkeypatch, reference):
     mine = text.split("\n\n## Your runs\n\n")[1].split("\n\n## Provenance\n\n")[0]
     assert mine.startswith(f"{len(ran & set(p.runs))} of {len(p.runs)} runs of params.yaml have metrics here")
     assert table_row(mine, "`lenet5`")[1:4] == [
-        "3", f"{100 * statistics.mean(LENET_TOP1.values()):.2f} ± {100 * statistics.stdev(LENET_TOP1.values()):.2f}% (n=3)",
-        "not published yet"]
+        "3",
+        f"{100 * statistics.mean(LENET_TOP1.values()):.2f} ± {100 * statistics.stdev(LENET_TOP1.values()):.2f}% (n=3)",
+        "not published yet",
+    ]
     assert "<img" not in mine  # the sections above embed each run's figures
     # same inputs, a fresh directory: the same bytes (nothing depends on where or when it ran)
     fresh = tmp_path / "again"
@@ -604,9 +680,11 @@ def test_a_number_typed_twice_in_reference_yaml_is_refused_naming_its_line(tmp_p
     from cifarlab.core.errors import DataError
 
     ref = tmp_path / "reference.yaml"
-    ref.write_text("numbers:\n"
-                   "  - {report: '000', run: lenet5, metric: top1, value: 0.5}\n"
-                   "  - {report: '000', run: resnet9, metric: top1, value: 0.6, value: 0.7}\n")
+    ref.write_text(
+        "numbers:\n"
+        "  - {report: '000', run: lenet5, metric: top1, value: 0.5}\n"
+        "  - {report: '000', run: resnet9, metric: top1, value: 0.6, value: 0.7}\n"
+    )
     with pytest.raises(DataError) as e:
         load_reference(ref)
     assert str(e.value).startswith(f"{ref}:3:") and "duplicate key 'value'" in str(e.value)
@@ -725,16 +803,24 @@ def test_a_run_of_ones_own_goes_beside_the_published_report(tmp_path, monkeypatc
     assert runs_table(p).splitlines()[-1].startswith(f"{len(p.runs)} runs, seed {p.seed}")
     assert mine.startswith(f"1 of {len(p.runs)} runs of params.yaml have metrics here (`reports/metrics`).")
     assert "> **Smoke run: 1 of 1 (run, seed) results below are not the published recipe**" in mine
-    published = record_files.group_runs(record_files.load_metrics(
-        tmp_path / "reports/published/metrics", root=tmp_path, details_dir=tmp_path / "reports/published/details"))
+    published = record_files.group_runs(
+        record_files.load_metrics(
+            tmp_path / "reports/published/metrics", root=tmp_path, details_dir=tmp_path / "reports/published/details"
+        )
+    )
     theirs = [r["best"]["top1"] for r in published["lenet5"]]
     assert len(theirs) >= 2  # the shipped lenet5 has several seeds: mean ± std
     cells = table_row(mine, "`lenet5`")
-    assert cells[1:5] == ["1", "51.23%",
-                          f"{100 * statistics.mean(theirs):.2f} ± {100 * statistics.stdev(theirs):.2f}% (n={len(theirs)})",
-                          f"{100 * ref_value(reference, 'lenet5')['value']:.2f}%"]
-    assert cells[5] == ("subset: 250 train / 100 test images (full: 50,000 / 10,000); "
-                        f"epochs capped at 1 (recipe: {details['recipe_epochs']})")
+    assert cells[1:5] == [
+        "1",
+        "51.23%",
+        f"{100 * statistics.mean(theirs):.2f} ± {100 * statistics.stdev(theirs):.2f}% (n={len(theirs)})",
+        f"{100 * ref_value(reference, 'lenet5')['value']:.2f}%",
+    ]
+    assert cells[5] == (
+        "subset: 250 train / 100 test images (full: 50,000 / 10,000); "
+        f"epochs capped at 1 (recipe: {details['recipe_epochs']})"
+    )
     assert '<img src="figures/runs/curves_lenet5.png" alt="learning curves: lenet5"' in mine
     assert "figures/runs/curves_lenet5.png" not in sections_after  # the sections embed the published run's
     assert provenance.startswith("Of your runs (`reports/metrics`)")
@@ -746,24 +832,33 @@ def test_your_runs_counts_run_table_and_seeds_and_marks_each_seed(reference):
     """The count line: the table's runs with a result, its (run, seed) results when params.yaml
     has several seeds, and runs the table does not list; a run's smoke notes seed by seed when
     its seeds differ; a run nobody published says so."""
-    records = [smoke_record("lenet5", 23), smoke_record("lenet5", 1, epochs_cap=2, recipe_epochs=10),
-               smoke_record("lenet5", 2), smoke_record("gone-run", 23)]
-    for r, top1 in zip(records, (0.46, 0.47, 0.48, 0.5)):
+    records = [
+        smoke_record("lenet5", 23),
+        smoke_record("lenet5", 1, epochs_cap=2, recipe_epochs=10),
+        smoke_record("lenet5", 2),
+        smoke_record("gone-run", 23),
+    ]
+    for r, top1 in zip(records, (0.46, 0.47, 0.48, 0.5), strict=True):
         r["best"]["top1"] = top1
     yours = record_files.group_runs(records)
     published = record_files.group_runs([smoke_record("lenet5", 23)])
     text = document.your_runs_section(reference, yours, published, ["lenet5", "dnn", "cnn"], [23, 1, 2])
-    assert text.startswith("## Your runs\n\n1 of 3 runs of params.yaml have metrics here (`reports/metrics`), "
-                           "3 of its 9 (run, seed) results (seeds 23, 1, 2), and 1 more not in params.yaml (`gone-run`).")
+    assert text.startswith(
+        "## Your runs\n\n1 of 3 runs of params.yaml have metrics here (`reports/metrics`), "
+        "3 of its 9 (run, seed) results (seeds 23, 1, 2), and 1 more not in params.yaml (`gone-run`)."
+    )
     assert "Smoke run: 1 of 4 (run, seed) results" in text
     lenet = table_row(text, "`lenet5`")
     vals = [0.46, 0.47, 0.48]
-    assert lenet[1] == "3" and lenet[2] == f"{100 * statistics.mean(vals):.2f} ± {100 * statistics.stdev(vals):.2f}% (n=3)"
+    assert (
+        lenet[1] == "3" and lenet[2] == f"{100 * statistics.mean(vals):.2f} ± {100 * statistics.stdev(vals):.2f}% (n=3)"
+    )
     assert lenet[3] == f"{100 * published['lenet5'][0]['best']['top1']:.2f}%"
     assert lenet[5] == "seed 1: epochs capped at 2 (recipe: 10)<br>seed 2: the recipe<br>seed 23: the recipe"
     gone = table_row(text, "`gone-run`")
     assert gone[3:] == ["not published yet", document.DASH, ""]
     # one seed of params.yaml: no (run, seed) count; nothing of one's own: no section
     assert document.your_runs_section(reference, yours, published, ["lenet5"], [23]).startswith(
-        "## Your runs\n\n1 of 1 runs of params.yaml have metrics here (`reports/metrics`), and 1 more")
+        "## Your runs\n\n1 of 1 runs of params.yaml have metrics here (`reports/metrics`), and 1 more"
+    )
     assert document.your_runs_section(reference, {}, published, ["lenet5"], [23]) == ""

@@ -4,6 +4,7 @@ the same bytes as a run never interrupted; SIGINT stops it cleanly with one mess
 Each test runs `python -m cifarlab.train` as a subprocess (what `dvc repro` runs) on a tiny
 archive, so the kill is a real one: the slow suite's.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from workspace import write_params
 
 pytestmark = pytest.mark.slow  # training subprocesses, killed and run again
@@ -35,8 +35,12 @@ def params(small_params):
         # save every epoch; small_params' fast numerics: fp32 where this CPU emulates bf16 (hw2_cnn's
         # 4 epochs, several times: 3 minutes in emulated bf16 on 2 cores), the defaults where native
         # batches of 8: 25 steps an epoch, so a kill lands inside one
-        write_params(d, small_params([MODEL], train={"max_epochs": EPOCHS, "checkpoint_minutes": 0},
-                                     **{MODEL: {"batch_size": 8, **recipe}}))
+        write_params(
+            d,
+            small_params(
+                [MODEL], train={"max_epochs": EPOCHS, "checkpoint_minutes": 0}, **{MODEL: {"batch_size": 8, **recipe}}
+            ),
+        )
 
     return write
 
@@ -58,9 +62,15 @@ def train_cmd(d: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     # SIGINT as a terminal would deliver it: a shell running the tests in the background starts
     # them with SIGINT ignored, and children inherit that
-    return subprocess.Popen([sys.executable, "-m", "cifarlab.train", "--run", MODEL], cwd=d, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        [sys.executable, "-m", "cifarlab.train", "--run", MODEL],
+        cwd=d,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def outputs(d: Path) -> dict[str, str]:

@@ -6,6 +6,7 @@ Slow (real clusters, real `dvc`): two "machines" sharing only a DVC remote, a wo
 SIGKILL mid-stage, a failing stage. The local 2-worker run against a sequential `dvc repro` is
 tests/test_dvc_workflow.py::test_parallel_and_sequential_clean_repros_give_the_same_bytes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,12 +21,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+from workspace import lock_outs, sh, small_project
 
+from cifarlab.core.gpus import visible_gpus
 from cifarlab.tooling.scaleout import clusters
 from cifarlab.tooling.scaleout.coordinator import check_committed
 from cifarlab.tooling.scaleout.placement import ScaleOutError, build_placement
 from cifarlab.tooling.scaleout.task import run_guarded
-from workspace import lock_outs, sh, small_project
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +45,16 @@ def test_plan_is_dvc_graph_order_with_dependencies_and_gpu_shares(project):
     # files are committed to git (cache: false): it runs where dvc.lock is written, at the end
     assert plan.first == ["fetch"] and plan.last == ["report"] and plan.up_to_date == []
     assert names[0] == "preprocess" and len(names) == len(set(names))
-    assert set(names) == {"preprocess", "experiment", "pca@alexnet_transfer-skip-low",
-                          *(f"{k}@{r}" for r in ("lenet5", "dnn", "resnet18-relu-2_1_1-none", "alexnet_transfer-skip-low")
-                            for k in ("train", "evaluate", "plot"))}
+    assert set(names) == {
+        "preprocess",
+        "experiment",
+        "pca@alexnet_transfer-skip-low",
+        *(
+            f"{k}@{r}"
+            for r in ("lenet5", "dnn", "resnet18-relu-2_1_1-none", "alexnet_transfer-skip-low")
+            for k in ("train", "evaluate", "plot")
+        ),
+    }
     task = {t.name: t for t in plan.tasks}
     for t in plan.tasks:  # every task after the tasks it waits for
         assert all(names.index(u) < names.index(t.name) for u in t.upstream), t
@@ -98,8 +107,9 @@ def test_cli_refuses_before_starting_a_cluster(project):
 def test_an_unreachable_scheduler_is_one_line_before_any_work(project, monkeypatch):
     import socket
 
-    from cifarlab.tooling.scaleout import coordinator
     from helpers_cli import cifarlab
+
+    from cifarlab.tooling.scaleout import coordinator
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -113,9 +123,17 @@ def test_an_unreachable_scheduler_is_one_line_before_any_work(project, monkeypat
 
 def test_guard_kills_the_stage_process_group_when_its_worker_dies(tmp_path):
     """A worker killed by SIGKILL cannot stop its stage; the guard does, grandchildren included."""
-    parent = subprocess.Popen([sys.executable, "-c", (
-        "import sys; from pathlib import Path; from cifarlab.tooling.scaleout.task import run_guarded; "
-        f"run_guarded(['sh', '-c', 'sleep 300 & sleep 300'], Path({str(tmp_path)!r}), None, Path({str(tmp_path / 'log')!r}))")])
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys; from pathlib import Path; from cifarlab.tooling.scaleout.task import run_guarded; "
+                f"run_guarded(['sh', '-c', 'sleep 300 & sleep 300'], Path({str(tmp_path)!r}), None, "
+                f"Path({str(tmp_path / 'log')!r}))"
+            ),
+        ]
+    )
     try:
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -140,14 +158,17 @@ def test_guard_passes_the_exit_code_and_output(tmp_path):
 
 def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
-    assert clusters.visible_gpus() == ["2", "3"]
+    assert visible_gpus() == ["2", "3"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # CUDA's way of hiding every GPU
-    assert clusters.visible_gpus() == []
+    assert visible_gpus() == []
 
 
 def test_gpu_workers_are_pinned_one_gpu_each():
     spec = clusters.gpu_worker_spec(["0", "3"])
-    assert [w["options"]["env"] for w in spec.values()] == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "3"}]
+    assert [w["options"]["env"] for w in spec.values()] == [
+        {"CUDA_VISIBLE_DEVICES": "0"},
+        {"CUDA_VISIBLE_DEVICES": "3"},
+    ]
     for w in spec.values():
         assert w["options"]["resources"] == {"GPU": 1} and w["options"]["nthreads"] == clusters.GPU_SLOTS
 
@@ -159,7 +180,12 @@ def test_slurm_job_script_asks_for_a_gpu_and_offers_it_to_dask():
         script = cluster.job_script()
     finally:
         cluster.close()
-    for line in ("#SBATCH --gres=gpu:1", "#SBATCH --partition=gpu", "#SBATCH --time=08:00:00", "#SBATCH --cpus-per-task=8"):
+    for line in (
+        "#SBATCH --gres=gpu:1",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --time=08:00:00",
+        "#SBATCH --cpus-per-task=8",
+    ):
         assert line in script, script
     assert "--resources GPU=1" in script and f"--nthreads {clusters.GPU_SLOTS}" in script, script
 
@@ -202,17 +228,38 @@ def test_two_machines_share_only_a_dvc_remote(tmp_path, tiny_archive):
     env = small_project(coord, *tiny_archive, runs=runs)
     sh("dvc", "remote", "add", "--local", "store", str(tmp_path / "remote"), cwd=coord, env=env)
     seq_env = small_project(seq, *tiny_archive, runs=runs)
-    sequential = subprocess.Popen(["dvc", "repro"], cwd=seq, env=seq_env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)  # beside the cluster: its own clone and cache
+    sequential = subprocess.Popen(
+        ["dvc", "repro"], cwd=seq, env=seq_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )  # beside the cluster: its own clone and cache
     scheduler_file = tmp_path / "scheduler.json"
-    procs = [subprocess.Popen(["dask", "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                               "--scheduler-file", str(scheduler_file)], env=env, stderr=subprocess.DEVNULL)]
+    procs = [
+        subprocess.Popen(
+            [
+                "dask",
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(scheduler_file),
+            ],
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
     try:
         address = scheduler_address(scheduler_file, procs[0])
         for m in ("machine1", "machine2"):
             wenv = {**env, "CIFARLAB_SCALEOUT_DIR": str(tmp_path / m)}
-            procs.append(subprocess.Popen(["dask", "worker", address, "--nthreads", "1", "--no-dashboard",
-                                           "--name", m], env=wenv, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    ["dask", "worker", address, "--nthreads", "1", "--no-dashboard", "--name", m],
+                    env=wenv,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         out = sh("cifarlab", "repro", "--scheduler", address, "--remote", "store", cwd=coord, env=env)
         assert sequential.wait(timeout=600) == 0
     finally:
@@ -239,8 +286,13 @@ def test_a_worker_killed_mid_stage_is_retried_and_leaves_nothing_partial(tmp_pat
     env = small_project(repo, *tiny_archive, runs=("dnn",), train={"max_epochs": 40})
     logs = repo / ".dvc/tmp/scale-out/logs"
     output = tmp_path / "out.log"  # a file, not a pipe: nobody reads a pipe while waiting below
-    proc = subprocess.Popen(["cifarlab", "repro", "--workers", "2", "train@dnn"], cwd=repo, env=env,
-                            stdout=output.open("w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        ["cifarlab", "repro", "--workers", "2", "train@dnn"],
+        cwd=repo,
+        env=env,
+        stdout=output.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         victim, deadline = None, time.time() + 300
         while victim is None and time.time() < deadline and proc.poll() is None:
@@ -249,8 +301,11 @@ def test_a_worker_killed_mid_stage_is_retried_and_leaves_nothing_partial(tmp_pat
                     victim = log
             time.sleep(0.05)
         assert victim is not None, "train@dnn never got to its second epoch"
-        guard = next(p for p in psutil.process_iter(["cmdline"]) if {"cifarlab.tooling.scaleout.task", "guard", "train@dnn"}
-                     <= set(p.info["cmdline"] or []))
+        guard = next(
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if {"cifarlab.tooling.scaleout.task", "guard", "train@dnn"} <= set(p.info["cmdline"] or [])
+        )
         worker_pid = int(guard.info["cmdline"][guard.info["cmdline"].index("guard") + 1])
         stage_procs = guard.children(recursive=True)
         os.kill(worker_pid, signal.SIGKILL)
@@ -273,16 +328,29 @@ def test_a_worker_killed_mid_stage_is_retried_and_leaves_nothing_partial(tmp_pat
 def test_a_failing_stage_is_named_with_its_log_and_a_rerun_goes_on(tmp_path, tiny_archive):
     repo = tmp_path / "repo"
     env = small_project(repo, *tiny_archive, runs=("lenet5", "alexnet_transfer-skip-low"), commit=False)
-    sh("cifarlab", "set", "model=lenet5", "alexnet_transfer.pretrained=true",
-       f"alexnet_transfer.weights={tmp_path}/none.pth", cwd=repo, env=env)
+    sh(
+        "cifarlab",
+        "set",
+        "model=lenet5",
+        "alexnet_transfer.pretrained=true",
+        f"alexnet_transfer.weights={tmp_path}/none.pth",
+        cwd=repo,
+        env=env,
+    )
     sh("git", "add", "-A", cwd=repo, env=env)
     sh("git", "commit", "-qm", "weights that are not there", cwd=repo, env=env)
     targets = ["plot@lenet5", "train@alexnet_transfer-skip-low"]  # as for dvc repro (CI time: no report)
     # two "GPUs" (none here: torch sees no CUDA whatever this says): the GPU cluster, one worker
     # pinned per GPU, tasks asking for shares of one, with no GPU to block on
     gpus = {**env, "CUDA_VISIBLE_DEVICES": "0,1"}
-    r = subprocess.run(["cifarlab", "repro", "--workers", "2", *targets], cwd=repo, env=gpus, capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run(
+        ["cifarlab", "repro", "--workers", "2", *targets],
+        cwd=repo,
+        env=gpus,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 1, r.stdout + r.stderr
     assert "2 GPU workers (GPUs 0, 1), 4 tasks each" in r.stdout, r.stdout
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]

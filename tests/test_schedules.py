@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from workspace import SHIPPED_PARAMS
 
 from cifarlab.core.params import Recipe, load_params
 from cifarlab.engine.schedules import make_optimizer, make_scheduler, ratio_milestones
-from workspace import SHIPPED_PARAMS
 
 PARAMS = SHIPPED_PARAMS
 
@@ -29,8 +29,13 @@ def lrs_per_epoch(recipe: Recipe, epochs: int, steps_per_epoch: int = 3) -> list
 
 @pytest.mark.parametrize(
     "ratio, epochs, expected",
-    [((2, 1, 1), 200, [100, 150]), ((5, 3, 2), 200, [100, 160]), ((5, 4, 1), 200, [100, 180]),
-     ((2, 1, 1), 30, [15, 22]), ((2, 1, 1), 2, [1])],
+    [
+        ((2, 1, 1), 200, [100, 150]),
+        ((5, 3, 2), 200, [100, 160]),
+        ((5, 4, 1), 200, [100, 180]),
+        ((2, 1, 1), 30, [15, 22]),
+        ((2, 1, 1), 2, [1]),
+    ],
 )
 def test_ratio_milestones(ratio, epochs, expected):
     assert ratio_milestones(ratio, epochs) == expected
@@ -87,8 +92,8 @@ def test_resnet18_runs_step_where_their_ratio_says(ratio, drops):
     lrs = lrs_per_epoch(r, r.epochs, steps_per_epoch=1)
     first, second = drops
     assert lrs[first - 1] == pytest.approx(r.lr) and lrs[first] == pytest.approx(r.lr * r.gamma)
-    assert lrs[second - 1] == pytest.approx(r.lr * r.gamma) and lrs[second] == pytest.approx(r.lr * r.gamma ** 2)
-    assert lrs[-1] == pytest.approx(r.lr * r.gamma ** 2)
+    assert lrs[second - 1] == pytest.approx(r.lr * r.gamma) and lrs[second] == pytest.approx(r.lr * r.gamma**2)
+    assert lrs[-1] == pytest.approx(r.lr * r.gamma**2)
 
 
 def test_capped_run_compresses_its_schedule():

@@ -1,5 +1,6 @@
 """The schema of params.yaml (`cifarlab.core.params.Params` and the model builders' signatures) is
 its documentation: docs/parameters.md is generated from it, and every key has a description."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,11 @@ def test_parameters_doc_is_generated_from_the_schema():
 
 
 def test_every_field_has_a_description():
-    fields = {f"{cls.__name__}.{name}": field for cls in (Params, DataParams, TrainParams, Recipe, RunEntry)
-              for name, field in cls.model_fields.items()}
+    fields = {
+        f"{cls.__name__}.{name}": field
+        for cls in (Params, DataParams, TrainParams, Recipe, RunEntry)
+        for name, field in cls.model_fields.items()
+    }
     fields |= {f"{m}.{name}": option_field(p) for m in list_models() for name, p in model_info(m).arch_params.items()}
     missing = [where for where, field in fields.items() if not (field.description or "").strip()]
     assert not missing, f"no description= (the key's row of docs/parameters.md): {', '.join(missing)}"

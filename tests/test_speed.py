@@ -1,6 +1,7 @@
 """The GPU-speed features, checked on the CPU: a compiled training step, AlexNet's frozen features
 computed once, and the resume state written every few minutes from a thread of its own.
 (benchmarks/bench_gpu.py measures what they buy on a GPU; its --tiny run is the last test.)"""
+
 from __future__ import annotations
 
 import subprocess
@@ -10,16 +11,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from workspace import SHIPPED_PARAMS
 
 from cifarlab.core.params import Recipe, TrainParams
 from cifarlab.engine.augment import BatchPipeline
-from cifarlab.engine.features import FeaturePipeline, cacheable, cached_inputs
 from cifarlab.engine.device import Runtime
+from cifarlab.engine.features import FeaturePipeline, cacheable, cached_inputs
 from cifarlab.engine.loop import fit
 from cifarlab.engine.resume import ResumeWriter, load_resume
 from cifarlab.engine.step import TrainStep
 from cifarlab.models import get_model
-from workspace import SHIPPED_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -27,15 +28,18 @@ CPU = torch.device("cpu")
 
 def images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return (torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),
-            torch.randint(0, 10, (n,), generator=g))
+    return (
+        torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),
+        torch.randint(0, 10, (n,), generator=g),
+    )
 
 
 @pytest.mark.slow
 def test_compiled_step_follows_the_eager_loss_trajectory_on_lenet5():
-    """train.compile=true on CPU, in fp32 (test_numerics.py: bf16): 3 steps of lenet5 (two full batches of 64, then a remainder
-    batch of 20, its own static graph) give the eager losses within 1e-5 relative: the same
-    arithmetic, fused by inductor into other kernels whose float rounding may differ."""
+    """train.compile=true on CPU, in fp32 (test_numerics.py: bf16): 3 steps of lenet5 (two full
+    batches of 64, then a remainder batch of 20, its own static graph) give the eager losses within
+    1e-5 relative: the same arithmetic, fused by inductor into other kernels whose float rounding
+    may differ."""
     torch.set_num_threads(1)
     recipe = Recipe(optimizer="adam", lr=1e-3, batch_size=64, epochs=1)
     pipe = BatchPipeline("none", (0.5,) * 3, (0.25,) * 3, CPU)
@@ -59,15 +63,25 @@ def test_a_failing_compile_names_the_way_out(monkeypatch):
     def broken(fn, **kw):
         def call(*a, **k):
             raise RuntimeError("inductor: no working C++ compiler\nfound on PATH")
+
         return call
 
     monkeypatch.setattr(torch, "compile", broken)
     rt = Runtime(CPU, TrainParams(compile=True))
-    step = TrainStep(get_model("lenet5"), Recipe(optimizer="sgd", lr=0.1, batch_size=4, epochs=1),
-                     BatchPipeline("none", None, None, CPU), rt, epochs=1, steps_per_epoch=1)
+    step = TrainStep(
+        get_model("lenet5"),
+        Recipe(optimizer="sgd", lr=0.1, batch_size=4, epochs=1),
+        BatchPipeline("none", None, None, CPU),
+        rt,
+        epochs=1,
+        steps_per_epoch=1,
+    )
     x, y = images(4, seed=0)
-    with pytest.raises(CifarlabError, match=r"^torch.compile failed \(RuntimeError: inductor: no working C\+\+ "
-                                            r"compiler found on PATH\); set train.compile=false to train eagerly$"):
+    with pytest.raises(
+        CifarlabError,
+        match=r"^torch.compile failed \(RuntimeError: inductor: no working C\+\+ "
+        r"compiler found on PATH\); set train.compile=false to train eagerly$",
+    ):
         step(x, y, torch.Generator())
 
 
@@ -95,11 +109,12 @@ def test_cached_alexnet_features_train_to_the_same_metrics_as_the_uncached_model
         if cache:
             (train_x, test_x), pipe = cached_inputs(model, recipe, pipe, rt, trx, tex)
             assert train_x.shape == (96, 9216) and isinstance(pipe, FeaturePipeline)
-        results[cache] = fit(model, train_x, tr_y, test_x, te_y, recipe, epochs=2, seed=5, pipe=pipe, rt=rt,
-                             log=lambda s: None)
+        results[cache] = fit(
+            model, train_x, tr_y, test_x, te_y, recipe, epochs=2, seed=5, pipe=pipe, rt=rt, log=lambda s: None
+        )
     plain, cached = results[False], results[True]
     assert [h.test_acc for h in cached.history] == [h.test_acc for h in plain.history]
-    for a, b in zip(cached.history, plain.history):
+    for a, b in zip(cached.history, plain.history, strict=True):
         assert a.train_loss == pytest.approx(b.train_loss, rel=1e-5)
         assert a.test_loss == pytest.approx(b.test_loss, rel=1e-5)
     assert cached.final_state.keys() == plain.final_state.keys()  # the whole model's checkpoint
@@ -127,9 +142,18 @@ def snapshot_of(epoch: int, best_epoch: int, taken: list[int]):
     def snap():
         taken.append(epoch)
         best = {"w": torch.full((3,), float(best_epoch))}
-        return {"state": {"epoch": epoch, "best_epoch": best_epoch, "best_state": best,
-                          "val_best_epoch": None, "val_best_state": None},
-                "history": [], "model": {"w": torch.full((3,), float(epoch))}}
+        return {
+            "state": {
+                "epoch": epoch,
+                "best_epoch": best_epoch,
+                "best_state": best,
+                "val_best_epoch": None,
+                "val_best_state": None,
+            },
+            "history": [],
+            "model": {"w": torch.full((3,), float(epoch))},
+        }
+
     return snap
 
 
@@ -180,8 +204,13 @@ def test_bench_gpu_tiny_runs_on_cpu_and_writes_its_json(tmp_path):
     home.mkdir()
     project_copy(home)
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(home / "benchmarks/bench_gpu.py"), "--tiny", "--json", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(home / "benchmarks/bench_gpu.py"), "--tiny", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     import json
 
@@ -208,9 +237,14 @@ def test_estimate_reads_a_committed_gpu_benchmark_for_this_gpu(tmp_path):
     from cifarlab.tooling import estimate
 
     p = load_params(SHIPPED_PARAMS)
-    bench = {"device": {"name": "NVIDIA H200"}, "when": "2026-11-29 20:00:00 UTC", "models": [
-        {"model": "resnet18", "eager_images_per_s": 5000.0, "compiled_images_per_s": 10000.0},
-        {"model": "alexnet_transfer", "eager_images_per_s": 2000.0, "features": {"seconds_full_set": 3.0}}]}
+    bench = {
+        "device": {"name": "NVIDIA H200"},
+        "when": "2026-11-29 20:00:00 UTC",
+        "models": [
+            {"model": "resnet18", "eager_images_per_s": 5000.0, "compiled_images_per_s": 10000.0},
+            {"model": "alexnet_transfer", "eager_images_per_s": 2000.0, "features": {"seconds_full_set": 3.0}},
+        ],
+    }
     times, setup, source = estimate.times_from_bench(p, bench)
     assert source == {"resnet18": "compiled", "alexnet_transfer": "eager"}
     cell, alex = "resnet18-relu-2_1_1-none", "alexnet_transfer-skip-high"
@@ -221,9 +255,12 @@ def test_estimate_reads_a_committed_gpu_benchmark_for_this_gpu(tmp_path):
 
     results = tmp_path / "results"
     results.mkdir()
-    for name, d in {"a_tiny.json": {**bench, "tiny": True, "when": "2026-12-31"},
-                    "b_other.json": {**bench, "device": {"name": "NVIDIA A100"}, "when": "2026-12-31"},
-                    "c_old.json": {**bench, "when": "2026-01-01"}, "d_new.json": bench}.items():
+    for name, d in {
+        "a_tiny.json": {**bench, "tiny": True, "when": "2026-12-31"},
+        "b_other.json": {**bench, "device": {"name": "NVIDIA A100"}, "when": "2026-12-31"},
+        "c_old.json": {**bench, "when": "2026-01-01"},
+        "d_new.json": bench,
+    }.items():
         (results / name).write_text(json.dumps(d))
     (results / "e_broken.json").write_text("{")
     path, found = estimate.find_bench("NVIDIA H200", results)

@@ -1,27 +1,34 @@
 """Studies (reporting/studies.py): `cifarlab fold --study jpeg|bf16` keeps runs that measure one
 change apart from the published runs, in the arm their provenance names, and the report sets
 the arms side by side ("What JPEG costs", "What bf16 costs") and points a missed verdict there."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
+from pack_tools import JPEG_FULL, NUMERICS, REFERENCE, checkout, finished_run
 
+from cifarlab.core.params import load_params
 from cifarlab.reporting import published, studies
-from cifarlab.tooling import fold, packs
 from cifarlab.reporting.records import group_runs, load_metrics
 from cifarlab.reporting.reference import numbers_of
 from cifarlab.reporting.sections import comparison_table
-from pack_tools import JPEG_FULL, NUMERICS, REFERENCE, checkout, finished_run
-from cifarlab.core.params import load_params
+from cifarlab.tooling import fold, packs
 
 LOSSLESS, JPEG = (next(m for m, a in studies.JPEG_EFFECT_DATA.items() if a == arm) for arm in ("lossless", "jpeg"))
 FP32 = {**NUMERICS, "precision": "fp32", "memory_format": "contiguous"}
 
 
-def pack_of(tmp_path: Path, name: str, seeds_top1: dict[int, float], content_md5: str = JPEG_FULL,
-            numerics: dict = NUMERICS, run: str = "lenet5") -> Path:
+def pack_of(
+    tmp_path: Path,
+    name: str,
+    seeds_top1: dict[int, float],
+    content_md5: str = JPEG_FULL,
+    numerics: dict = NUMERICS,
+    run: str = "lenet5",
+) -> Path:
     """A pack of `run`'s seeds (seed -> best top-1) trained on `content_md5` in `numerics`."""
     ws = checkout(tmp_path / f"ws-{name}")
     for seed, top1 in seeds_top1.items():
@@ -40,29 +47,39 @@ def files_under(root: Path) -> list[str]:
 
 def test_jpeg_study_keeps_each_arm_apart_and_the_report_sets_them_side_by_side(tmp_path):
     home = checkout(tmp_path / "home")
-    fold.fold(pack_of(tmp_path, "lossless", {23: 0.61, 1: 0.62, 2: 0.63}, LOSSLESS), home, study="jpeg",
-               log=lambda s: None)
+    fold.fold(
+        pack_of(tmp_path, "lossless", {23: 0.61, 1: 0.62, 2: 0.63}, LOSSLESS), home, study="jpeg", log=lambda s: None
+    )
     fold.fold(pack_of(tmp_path, "jpeg", {23: 0.58, 1: 0.59, 2: 0.60}, JPEG), home, study="jpeg", log=lambda s: None)
     assert not (home / published.PUBLISHED_DIR).exists()  # never among the published runs
     lossless = home / studies.STUDIES_DIR / "jpeg/lossless"
     assert "metrics/lenet5-s2.json" in files_under(lossless) and "provenance/lenet5.json" in files_under(lossless)
     arms = studies.load_arms(studies.STUDIES["jpeg"], home)
     assert {arm: sorted(r["seed"] for r in runs["lenet5"]) for arm, runs in arms.items()} == {
-        "lossless": [1, 2, 23], "jpeg": [1, 2, 23]}
+        "lossless": [1, 2, 23],
+        "jpeg": [1, 2, 23],
+    }
     text = studies.section(studies.STUDIES["jpeg"], arms)
     row = next(line for line in text.splitlines() if line.startswith("| `lenet5` |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     # run | lossless | jpeg | jpeg - lossless | beyond the seeds' spread? | precision | device
-    assert cells[1:5] == ["62.00 ± 1.00% (n=3)", "59.00 ± 1.00% (n=3)", "-3.00 pp",
-                          "yes: the seed ranges do not overlap"], cells
+    assert cells[1:5] == [
+        "62.00 ± 1.00% (n=3)",
+        "59.00 ± 1.00% (n=3)",
+        "-3.00 pp",
+        "yes: the seed ranges do not overlap",
+    ], cells
     assert text.startswith("## What JPEG costs") and cells[5] == "bf16"
 
 
 def test_a_pack_that_fits_no_arm_is_refused_in_one_line_and_nothing_is_written(tmp_path):
     home = checkout(tmp_path / "home")
     full = pack_of(tmp_path, "full", {23: 0.6})
-    with pytest.raises(packs.PublishError, match=r"^\S+: run output 'lenet5' fits neither arm of study 'jpeg' "
-                                                 r"\(lossless / jpeg\): it takes data from \.\./shared/tools/"):
+    with pytest.raises(
+        packs.PublishError,
+        match=r"^\S+: run output 'lenet5' fits neither arm of study 'jpeg' "
+        r"\(lossless / jpeg\): it takes data from \.\./shared/tools/",
+    ):
         fold.fold(full, home, study="jpeg", log=lambda s: None)
     with pytest.raises(packs.PublishError, match=r"--study 'nope': no such study; studies: jpeg, bf16$"):
         fold.fold(full, home, study="nope", log=lambda s: None)
@@ -72,8 +89,11 @@ def test_a_pack_that_fits_no_arm_is_refused_in_one_line_and_nothing_is_written(t
 def test_a_study_pack_folded_without_study_onto_published_seeds_is_told_about_study(tmp_path):
     home = checkout(tmp_path / "home")
     fold.fold(pack_of(tmp_path, "full", {23: 0.6}), home, log=lambda s: None)
-    with pytest.raises(packs.PublishError, match=r"pass --replace to drop those first, or --study jpeg to keep them "
-                                                 r"apart \(What JPEG costs\)$"):
+    with pytest.raises(
+        packs.PublishError,
+        match=r"pass --replace to drop those first, or --study jpeg to keep them "
+        r"apart \(What JPEG costs\)$",
+    ):
         fold.fold(pack_of(tmp_path, "lossless", {23: 0.61}, LOSSLESS), home, log=lambda s: None)
     with pytest.raises(packs.PublishError, match=r"or --study bf16 to keep them apart \(What bf16 costs\)$"):
         fold.fold(pack_of(tmp_path, "fp32", {1: 0.61}, numerics=FP32), home, log=lambda s: None)
@@ -87,8 +107,11 @@ def test_bf16_study_counts_the_published_seeds_of_its_arm_and_never_copies_them(
     fold.fold(pack_of(tmp_path, "bf16", {23: 0.605, 1: 0.615, 2: 0.625}), home, study="bf16", log=lambda s: None)
     assert files_under(home / studies.STUDIES_DIR / "bf16/fp32") == []
     assert len(files_under(home / studies.STUDIES_DIR / "bf16/bf16")) == 3 * 6  # 3 seeds, 5 files + provenance
-    with pytest.raises(packs.PublishError, match=r"run 'lenet5' in fp32 is published \(reports/published\), and the "
-                                                 r"study counts those seeds: fold 'lenet5-s3' without --study"):
+    with pytest.raises(
+        packs.PublishError,
+        match=r"run 'lenet5' in fp32 is published \(reports/published\), and the "
+        r"study counts those seeds: fold 'lenet5-s3' without --study",
+    ):
         fold.fold(pack_of(tmp_path, "fp32-more", {3: 0.6}, numerics=FP32), home, study="bf16", log=lambda s: None)
     fold.fold(pack_of(tmp_path, "dnn", {23: 0.5}, numerics=FP32, run="dnn"), home, log=lambda s: None)
     arms = studies.load_arms(studies.STUDIES["bf16"], home)
@@ -96,8 +119,9 @@ def test_bf16_study_counts_the_published_seeds_of_its_arm_and_never_copies_them(
     text = studies.section(studies.STUDIES["bf16"], arms)
     row = next(line for line in text.splitlines() if line.startswith("| `lenet5` |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1:5] == ["61.00 ± 1.00% (n=3)", "61.50 ± 1.00% (n=3)", "+0.50 pp",
-                          "no: the seed ranges overlap"], cells
+    assert cells[1:5] == ["61.00 ± 1.00% (n=3)", "61.50 ± 1.00% (n=3)", "+0.50 pp", "no: the seed ranges overlap"], (
+        cells
+    )
     assert cells[5] == "JPEG 50k/10k"
 
 
@@ -112,7 +136,9 @@ def test_an_fp32_pack_folds_into_a_bf16_checkout_its_precision_recorded(tmp_path
 
 
 def test_spread_verdict():
-    s = lambda *v: {"n": len(v), "min": min(v), "max": max(v)}  # noqa: E731
+    def s(*v):
+        return {"n": len(v), "min": min(v), "max": max(v)}
+
     assert studies.spread_verdict(s(0.5, 0.6), s(0.61, 0.7)).startswith("yes")
     assert studies.spread_verdict(s(0.5, 0.6), s(0.6, 0.7)).startswith("no")  # touching ranges overlap
     assert studies.spread_verdict(s(0.5), s(0.6, 0.7)) == "— (n < 2)"

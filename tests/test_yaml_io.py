@@ -3,6 +3,7 @@ through one reader, core.yaml_io: YAML 1.2, as DVC reads and writes them, and a 
 is refused with one line naming file, line and column, whichever file and whichever reader of it.
 The shipped files read the same values as under PyYAML, which read them before.
 """
+
 from __future__ import annotations
 
 import ast
@@ -11,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from workspace import SHIPPED_PARAMS
 
 from cifarlab import report
 from cifarlab.core.early_stop import published_best_loss_epoch
@@ -21,7 +23,6 @@ from cifarlab.dvc_internals import lock_stages, read_lock
 from cifarlab.reporting.reference import load_reference
 from cifarlab.tooling import estimate, packs
 from cifarlab.tooling.packs import PublishError
-from workspace import SHIPPED_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
@@ -68,8 +69,14 @@ def test_params_yaml_with_a_repeated_key_is_refused_naming_its_line(tmp_path):
     path.write_text(text + "seed: 5\n", encoding="utf-8")
     with pytest.raises(ParamsError) as e:
         load_params(path)
-    one_line(e.value, path, (f"{text.count(chr(10)) + 1}:1",
-                             f"duplicate key 'seed' at the top level (first at line {seed_line}): remove one"))
+    one_line(
+        e.value,
+        path,
+        (
+            f"{text.count(chr(10)) + 1}:1",
+            f"duplicate key 'seed' at the top level (first at line {seed_line}): remove one",
+        ),
+    )
 
 
 def test_dvc_lock_with_a_repeated_key_is_refused_by_each_of_its_readers(tmp_path, monkeypatch):
@@ -104,17 +111,23 @@ def test_dvc_yaml_with_a_repeated_key_is_refused_naming_its_line(tmp_path):
     (tmp_path / "dvc.yaml").write_text("stages:\n  train:\n    cmd: a\n    cmd: b\n", encoding="utf-8")
     with pytest.raises(PublishError) as e:
         packs.code_files(tmp_path)
-    one_line(e.value, tmp_path / "dvc.yaml", ("4:5", "duplicate key 'cmd' under 'stages.train' (first at line 3): "
-                                                     "remove one"))
+    one_line(
+        e.value,
+        tmp_path / "dvc.yaml",
+        ("4:5", "duplicate key 'cmd' under 'stages.train' (first at line 3): remove one"),
+    )
 
 
-@pytest.mark.parametrize("text, where, words", [
-    ("1: a\n0x1: b\n", "2:1", "found duplicate key"),  # equal as values, not as written: ruamel's own refusal
-    ("- {a: 1, a: 2}\n", "1:10", "duplicate key 'a' under '[0]'"),  # a top-level list
-    ("a: [1, 2\n", "2:1", "in the '[' opened at line 1, column 4"),
-    ("a: 1\n---\na: 2\n", "2:1", "a second YAML document: x.yaml must hold one"),
-    ("a: !!python/name:os.system x\n", "1:4", "remove the tag"),
-])
+@pytest.mark.parametrize(
+    "text, where, words",
+    [
+        ("1: a\n0x1: b\n", "2:1", "found duplicate key"),  # equal as values, not as written: ruamel's own refusal
+        ("- {a: 1, a: 2}\n", "1:10", "duplicate key 'a' under '[0]'"),  # a top-level list
+        ("a: [1, 2\n", "2:1", "in the '[' opened at line 1, column 4"),
+        ("a: 1\n---\na: 2\n", "2:1", "a second YAML document: x.yaml must hold one"),
+        ("a: !!python/name:os.system x\n", "1:4", "remove the tag"),
+    ],
+)
 def test_any_yaml_file_is_refused_in_one_line_naming_where(tmp_path, text, where, words):
     path = tmp_path / "x.yaml"
     path.write_text(text, encoding="utf-8")
@@ -146,12 +159,17 @@ def test_dvc_lock_values_are_read_as_dvc_wrote_them(tmp_path):
     """What YAML 1.1 (PyYAML) reads otherwise: a ratio as a base-60 number, `1e-05` as text,
     `no` as False."""
     lock = tmp_path / "dvc.lock"
-    lock.write_text("stages:\n  train@x:\n    params:\n      params.yaml:\n"
-                    "        runs.x: {lr_ratio: 5:3:2, lr: 1e-05, augment: no}\n")
+    lock.write_text(
+        "stages:\n  train@x:\n    params:\n      params.yaml:\n"
+        "        runs.x: {lr_ratio: 5:3:2, lr: 1e-05, augment: no}\n"
+    )
     params = lock_stages(read_lock(lock))["train@x"]["params"]["params.yaml"]["runs.x"]
     assert params == {"lr_ratio": "5:3:2", "lr": 1e-05, "augment": "no"}
     assert yaml.safe_load(lock.read_text())["stages"]["train@x"]["params"]["params.yaml"]["runs.x"] == {
-        "lr_ratio": 18182, "lr": "1e-05", "augment": False}
+        "lr_ratio": 18182,
+        "lr": "1e-05",
+        "augment": False,
+    }
 
 
 @pytest.mark.parametrize("name", ["reports/reference.yaml", "dvc.yaml"])

@@ -1,5 +1,6 @@
 """Throwaway copies of this project for end-to-end tests and benchmarks: a git repository with the
 project's tracked files, params.yaml cut down to seconds of CPU work."""
+
 from __future__ import annotations
 
 import os
@@ -18,9 +19,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 RUNS = ("lenet5", "dnn", "resnet18-relu-2_1_1-none", "alexnet_transfer-skip-low")
 # Acceptance slice of `cifarlab repro` (scale-out): three models and four cells of report 004's grid
-SCALE_OUT_RUNS = ("lenet5", "dnn", "alexnet_transfer-skip-low", "resnet18-relu-2_1_1-none",
-                  "resnet18-tanh-5_3_2-crop_flip", "resnet18-sigmoid-5_4_1-crop_flip_blur_color",
-                  "resnet18-leaky_relu-2_1_1-crop_flip")
+SCALE_OUT_RUNS = (
+    "lenet5",
+    "dnn",
+    "alexnet_transfer-skip-low",
+    "resnet18-relu-2_1_1-none",
+    "resnet18-tanh-5_3_2-crop_flip",
+    "resnet18-sigmoid-5_4_1-crop_flip_blur_color",
+    "resnet18-leaky_relu-2_1_1-crop_flip",
+)
 
 
 def sh(*cmd: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> str:
@@ -29,7 +36,9 @@ def sh(*cmd: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> str
     if r.returncode != 0:
         import pytest
 
-        pytest.fail(f"{' '.join(cmd)} exited {r.returncode}\n--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-4000:]}")
+        pytest.fail(
+            f"{' '.join(cmd)} exited {r.returncode}\n--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-4000:]}"
+        )
     return r.stdout
 
 
@@ -37,8 +46,12 @@ def lock_outs(repo: Path, timing: bool = True) -> dict[str, str]:
     """path -> md5 of every stage output recorded in dvc.lock; timing=False leaves out
     reports/timing/ (wall times: the one output that varies from run to run)."""
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", [])
-            if timing or not o["path"].startswith("reports/timing/")}
+    return {
+        o["path"]: o["md5"]
+        for stage in lock["stages"].values()
+        for o in stage.get("outs", [])
+        if timing or not o["path"].startswith("reports/timing/")
+    }
 
 
 # What a user's work changes in a checkout without a commit: `cifarlab set` edits params.yaml, the
@@ -87,8 +100,10 @@ def shipped(rel: str) -> Path:
     process; the working file where there is no commit yet or it is not tracked."""
     if rel not in _SHIPPED:
         path = ROOT / rel
-        if _has_head() and subprocess.run(["git", "cat-file", "-e", f"HEAD:{rel}"], cwd=ROOT,
-                                          capture_output=True).returncode == 0:
+        if (
+            _has_head()
+            and subprocess.run(["git", "cat-file", "-e", f"HEAD:{rel}"], cwd=ROOT, capture_output=True).returncode == 0
+        ):
             import atexit
             import tempfile
 
@@ -140,8 +155,12 @@ def fast_numerics() -> dict:
     return alternative_numerics(TrainParams(), bf16_in_effect()["cpu_bf16"]) or {}
 
 
-def small_params(runs: Iterable[str] | Mapping[str, dict] = RUNS, archive: tuple[Path, str] | None = None,
-                 fast: bool = True, **changes) -> dict:
+def small_params(
+    runs: Iterable[str] | Mapping[str, dict] = RUNS,
+    archive: tuple[Path, str] | None = None,
+    fast: bool = True,
+    **changes,
+) -> dict:
     """The shipped params.yaml (never the workspace's), cut down to seconds of CPU work, as the
     dict to write (write_params): only `runs` of the run table (its names, or a {name: entry}
     mapping of a test's own runs); `model` dnn where it is one of them (an experiment can change
@@ -177,20 +196,32 @@ def write_params(directory: Path, params: dict) -> Path:
 def project_env(repo: Path) -> dict[str, str]:
     """The environment a stage in `repo` needs: its own src/ imported, this interpreter's tools
     first on PATH, a git identity, no DVC analytics."""
-    return {**os.environ, "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1",
-            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(repo / "src"),
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
 
 
-def small_project(repo: Path, archive: Path, md5: str, runs: tuple[str, ...] = RUNS, commit: bool = True,
-                  **changes) -> dict:
+def small_project(
+    repo: Path, archive: Path, md5: str, runs: tuple[str, ...] = RUNS, commit: bool = True, **changes
+) -> dict:
     """A git repository at `repo` with the project cut down by small_params (`model` dnn, pca
     only alexnet_transfer-skip-low's of the runs; `changes` as small_params takes them),
     committed (workers of `cifarlab repro` clone the commit). Returns project_env(repo)."""
     repo.mkdir(parents=True)
     project_copy(repo)
-    write_params(repo, small_params(runs, (archive, md5), model="dnn",
-                                    pca=[r for r in ("alexnet_transfer-skip-low",) if r in runs], **changes))
+    write_params(
+        repo,
+        small_params(
+            runs, (archive, md5), model="dnn", pca=[r for r in ("alexnet_transfer-skip-low",) if r in runs], **changes
+        ),
+    )
     env = project_env(repo)
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, env=env, check=True)
     if commit:

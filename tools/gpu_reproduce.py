@@ -8,9 +8,9 @@ train full recipes in priority order under a wall-clock budget, pack what finish
 Runs from the repository root, without DVC: it drives the stage modules (python -m
 cifarlab.<stage>) in a workspace of its own, --workdir (default data/kit, git-ignored), whose
 params.yaml is the repository's with data.url/data.md5 pointing at the archive. Each run is
-resumable (train keeps data/resume/<run>.pt, saved every minute here: train.checkpoint_minutes=1), so a second call with the same
---workdir continues where the first stopped: finished runs are skipped, an interrupted one
-resumes from its last saved epoch.
+resumable (train keeps data/resume/<run>.pt, saved every minute here: train.checkpoint_minutes=1),
+so a second call with the same --workdir continues where the first stopped: finished runs are
+skipped, an interrupted one resumes from its last saved epoch.
 
 Priority (what no CPU can do first): resnet9, resnet, custom_resnet, then report 004's grid,
 relu cells first, then leaky_relu, tanh, sigmoid; then the AlexNet runs; then the small-batch
@@ -20,6 +20,7 @@ Needs torch, numpy, pandas, matplotlib, Pillow (there on a lent GPU machine) and
 and ruamel.yaml (not there: carry their wheels, docs/gpu.md). With --device cpu
 it does the same on a CPU: the slow test of the round trip (run, pack, fold, report) uses that.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -105,12 +106,16 @@ def preflight(p, run_names: list[str], device_kind: str) -> None:
             y = torch.randint(0, 10, (batch,), generator=g, device=device)
             loss, _ = step(x, y, g)
             value = float(loss)
-        except Exception as e:  # noqa: BLE001  (any failure of the path stops the kit, named)
-            fail(f"preflight: one {run.model} training step on {device_kind} failed: {type(e).__name__}: "
-                 f"{str(e).splitlines()[0] if str(e) else ''}")
+        except Exception as e:  # noqa: BLE001 - any failure of the path stops the kit, named
+            fail(
+                f"preflight: one {run.model} training step on {device_kind} failed: {type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}"
+            )
         if not math.isfinite(value):
-            fail(f"preflight: one {run.model} training step on {device_kind} gave loss {value} "
-                 f"(bf16={rt.bf16}, channels_last={rt.channels_last})")
+            fail(
+                f"preflight: one {run.model} training step on {device_kind} gave loss {value} "
+                f"(bf16={rt.bf16}, channels_last={rt.channels_last})"
+            )
         say(f"preflight {run.model}: one step on {device_kind}, loss {value:.3f}")
 
 
@@ -126,9 +131,14 @@ def gpu_tests(device_kind: str) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
     # -o addopts=: pyproject's addopts ask for pytest-xdist workers; a GPU machine may lack xdist,
     # and the gpu tests share one device: one process
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-m", "gpu", "-p", "no:cacheprovider",
-                           "tests"],
-                          cwd=REPO, env=env, check=False, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-m", "gpu", "-p", "no:cacheprovider", "tests"],
+        cwd=REPO,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     last = (done.stdout.strip().splitlines() or ["no output"])[-1]
     if done.returncode not in (0, 5):  # 5: none collected
         fail(f"preflight: gpu-marked tests failed: {last} (run: pytest -m gpu)")
@@ -145,12 +155,18 @@ def archive(args, work: Path) -> Path:
     if not built.is_file():
         converter = args.converter
         if not converter.is_file():
-            fail(f"--converter {converter}: no such file (the tool that builds the official layout from "
-                 "the JPEG copy: ../shared/tools/cifar10_from_jpeg.py)")
+            fail(
+                f"--converter {converter}: no such file (the tool that builds the official layout from "
+                "the JPEG copy: ../shared/tools/cifar10_from_jpeg.py)"
+            )
         say(f"building the official layout from {args.jpeg} ...")
         tmp = built.with_suffix(".part.gz")
-        done = subprocess.run([sys.executable, str(converter), str(tmp), "--src", str(args.jpeg)],
-                              check=False, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, str(converter), str(tmp), "--src", str(args.jpeg)],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             fail(f"{converter} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
         os.replace(tmp, built)
@@ -176,8 +192,12 @@ def stage(work: Path, module: str, *args: str, timeout: float | None = None) -> 
     code (124 when the budget ran out: the stage was interrupted cleanly with SIGINT)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     # A background shell starts children with SIGINT ignored; train needs it to stop cleanly.
-    proc = subprocess.Popen([sys.executable, "-m", f"cifarlab.{module}", *args], cwd=work, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", f"cifarlab.{module}", *args],
+        cwd=work,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -191,20 +211,37 @@ def stage(work: Path, module: str, *args: str, timeout: float | None = None) -> 
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python tools/gpu_reproduce.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python tools/gpu_reproduce.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--archive", type=Path, help="an archive in the official layout (cifar-10-python.tar.gz)")
-    src.add_argument("--jpeg", type=Path, help="the JPEG copy (cifar10-jpeg.tar.gz): the official layout is built from it")
-    ap.add_argument("--converter", type=Path, default=REPO.parent / "shared" / "tools" / "cifar10_from_jpeg.py",
-                    help="the JPEG -> official layout tool (default: ../shared/tools/cifar10_from_jpeg.py)")
+    src.add_argument(
+        "--jpeg", type=Path, help="the JPEG copy (cifar10-jpeg.tar.gz): the official layout is built from it"
+    )
+    ap.add_argument(
+        "--converter",
+        type=Path,
+        default=REPO.parent / "shared" / "tools" / "cifar10_from_jpeg.py",
+        help="the JPEG -> official layout tool (default: ../shared/tools/cifar10_from_jpeg.py)",
+    )
     ap.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget for training (default 60)")
     ap.add_argument("--runs", nargs="+", metavar="RUN", help="runs to train, in this order (default: all, by priority)")
-    ap.add_argument("--workdir", type=Path, default=REPO / "data" / "kit", help="the kit's workspace (default data/kit)")
+    ap.add_argument(
+        "--workdir", type=Path, default=REPO / "data" / "kit", help="the kit's workspace (default data/kit)"
+    )
     ap.add_argument("--pack", type=Path, help="write the finished runs' pack here (default: <workdir>/pack.tar.gz)")
-    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: the round trip without a GPU (tests)")
-    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="extra params.yaml values for the "
-                    "workspace (tests: data subsets); a published run must match main's recipe to be folded")
+    ap.add_argument(
+        "--device", choices=("cuda", "cpu"), default="cuda", help="cpu: the round trip without a GPU (tests)"
+    )
+    ap.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra params.yaml values for the "
+        "workspace (tests: data subsets); a published run must match main's recipe to be folded",
+    )
     return ap
 
 
@@ -228,15 +265,15 @@ def main(argv: list[str] | None = None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     data = archive(args, work)
     from cifarlab.data.cifar_io import archive_identity
-    from cifarlab.reporting.published import KNOWN_DATA
-
-    from cifarlab.reporting.published import JPEG_FULL_CONTENT_MD5
+    from cifarlab.reporting.published import JPEG_FULL_CONTENT_MD5, KNOWN_DATA
 
     ids = archive_identity(data)  # 170 MB read once: names the data and gives data.md5
     md5 = ids["archive_md5"]
     if args.jpeg and ids["content_md5"] != JPEG_FULL_CONTENT_MD5:
-        fail(f"{data} holds other images than the full JPEG-derived set (content md5 {ids['content_md5']}, "
-             f"expected {JPEG_FULL_CONTENT_MD5}): delete it and check --jpeg")
+        fail(
+            f"{data} holds other images than the full JPEG-derived set (content md5 {ids['content_md5']}, "
+            f"expected {JPEG_FULL_CONTENT_MD5}): delete it and check --jpeg"
+        )
     say(f"data: {data} ({KNOWN_DATA.get(ids['content_md5'], 'content md5 ' + ids['content_md5'])}, md5 {md5})")
     # On a GPU the compiled step (CUDA graphs) is the fast path; in params, so provenance says so
     compiled = ["train.compile=true"] if args.device == "cuda" else []
@@ -274,8 +311,10 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.monotonic()
         rc = stage(work, "train", "--run", run, timeout=left)
         if rc == 124:
-            say(f"{run}: budget spent after {(time.monotonic() - t0) / 60:.1f} min; its finished epochs are saved, "
-                "the next call resumes it")
+            say(
+                f"{run}: budget spent after {(time.monotonic() - t0) / 60:.1f} min; its finished epochs are saved, "
+                "the next call resumes it"
+            )
             stopped = run
             break
         if rc != 0 or stage(work, "evaluate", "--run", run) != 0 or stage(work, "plot", "--run", run) != 0:
@@ -283,8 +322,10 @@ def main(argv: list[str] | None = None) -> None:
             continue
         m = json.loads((work / "reports/metrics" / f"{run}.json").read_text())
         top1 = (m.get("best") or {}).get("top1")
-        say(f"{run}: done in {(time.monotonic() - t0) / 60:.1f} min, best top-1 "
-            f"{'n/a' if top1 is None else f'{100 * top1:.2f}%'}")
+        say(
+            f"{run}: done in {(time.monotonic() - t0) / 60:.1f} min, best top-1 "
+            f"{'n/a' if top1 is None else f'{100 * top1:.2f}%'}"
+        )
         finished.append(run)
     if stopped:
         say(f"stopped at {stopped}: call again with the same --workdir to continue")

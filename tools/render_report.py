@@ -7,6 +7,7 @@ GitHub renders pipe tables and relative images; this approximates that with pyth
 (`tables` extension) and a GitHub-like stylesheet, then takes a full-width screenshot with
 /usr/bin/chromium (Debian's `chromium` package). For looking at, not for tests.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,10 +45,22 @@ def main(argv=None) -> int:
     html.write_text(f"<!doctype html><meta charset='utf-8'><style>{CSS}</style>{body}", encoding="utf-8")
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     with tempfile.TemporaryDirectory() as profile:
-        cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--hide-scrollbars", f"--user-data-dir={profile}", f"--window-size={a.width},{a.height}",
-               f"--screenshot={a.out}", html.as_uri()]
+        cmd = [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--window-size={a.width},{a.height}",
+            f"--screenshot={a.out}",
+            html.as_uri(),
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     html.unlink()
     if r.returncode != 0 or not Path(a.out).exists():

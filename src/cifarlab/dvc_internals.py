@@ -12,6 +12,7 @@ needs none of it. The module sits beside the stages, not in cifarlab.tooling, be
 may reach the tooling (tests/test_dvc_deps.py), and not in cifarlab.core, on which every stage
 depends: an edit here re-runs the report only.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -75,8 +76,10 @@ def read_lock(path: str | os.PathLike = LOCK_FILE, *, error: ErrorType = DataErr
     except FileNotFoundError:
         return None
     if not isinstance(lock, dict):
-        raise error(f"{path}: not a DVC lock file (expected a mapping with `stages:`): restore it (git checkout, "
-                    "or dvc repro rewrites it)")
+        raise error(
+            f"{path}: not a DVC lock file (expected a mapping with `stages:`): restore it (git checkout, "
+            "or dvc repro rewrites it)"
+        )
     return lock
 
 
@@ -153,8 +156,9 @@ def _cwd(path: str | os.PathLike) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def repro_order(root: str | os.PathLike = ".", targets: list[str] | None = None,
-                glob: bool = False) -> Iterator[list[DvcStage]]:
+def repro_order(
+    root: str | os.PathLike = ".", targets: list[str] | None = None, glob: bool = False
+) -> Iterator[list[DvcStage]]:
     """The stages `dvc repro TARGETS` walks in the DVC repository at `root` (none: all of
     dvc.yaml), in DVC's order: those DVC collects for the targets (`--glob` as `dvc repro
     --glob`) and every stage above them. The repository stays open (and locked) inside the
@@ -169,19 +173,25 @@ def repro_order(root: str | os.PathLike = ".", targets: list[str] | None = None,
             collected = collect_stages(repo, targets or ["dvc.yaml"], glob=glob)
         except DvcException as err:
             pattern = " pattern" if glob else ""
-            raise ParamsError(f"{' '.join(targets or [])}: no such stage{pattern} ({one_line(err, 200)}); "
-                              "stage names: dvc stage list") from None
+            raise ParamsError(
+                f"{' '.join(targets or [])}: no such stage{pattern} ({one_line(err, 200)}); stage names: dvc stage list"
+            ) from None
         if not collected:
             raise ParamsError(f"{' '.join(targets or [])}: matches no stage; stage names: dvc stage list")
         graph = get_active_graph(repo.index.graph)
         order = []
         for stage in plan_repro(graph, collected):
             cmd = " ".join(stage.cmd) if isinstance(stage.cmd, list) else stage.cmd or ""
-            order.append(DvcStage(
-                name=stage.addressing,
-                upstream=tuple(u.addressing for u in graph.successors(stage)),  # an edge: stage -> one it needs
-                above=frozenset(a.addressing for a in nx.descendants(graph, stage)),
-                cmd=cmd, restorable=_restorable(stage), _stage=stage))
+            order.append(
+                DvcStage(
+                    name=stage.addressing,
+                    upstream=tuple(u.addressing for u in graph.successors(stage)),  # an edge: stage -> one it needs
+                    above=frozenset(a.addressing for a in nx.descendants(graph, stage)),
+                    cmd=cmd,
+                    restorable=_restorable(stage),
+                    _stage=stage,
+                )
+            )
         yield order
 
 
@@ -190,10 +200,16 @@ def _restorable(stage) -> bool:
     dvc.stage.cache._can_hash (DVC 3), less its hashing of the deps (which may not exist yet),
     plus Stage.run's: no run-cache entry is saved for a stage with a `cache: false` output that
     is not a metric or a plot (the report's files, committed to git)."""
-    return bool(stage.cmd and stage.deps and stage.outs and not stage.always_changed and not stage.is_callback
-                and all(d.protocol == "local" and d.def_path for d in stage.deps)
-                and all(o.protocol == "local" and o.def_path and not o.persist for o in stage.outs)
-                and all(o.use_cache or o.is_metric or o.is_plot for o in stage.outs))
+    return bool(
+        stage.cmd
+        and stage.deps
+        and stage.outs
+        and not stage.always_changed
+        and not stage.is_callback
+        and all(d.protocol == "local" and d.def_path for d in stage.deps)
+        and all(o.protocol == "local" and o.def_path and not o.persist for o in stage.outs)
+        and all(o.use_cache or o.is_metric or o.is_plot for o in stage.outs)
+    )
 
 
 # --------------------------------------------------------------------------- the repository

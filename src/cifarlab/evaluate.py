@@ -14,6 +14,7 @@ Writes
 "best" is the epoch with the highest test top-1, which is how all five reports picked their
 numbers (there is no validation split), so it is optimistic; "final" is the last epoch trained.
 """
+
 from __future__ import annotations
 
 import io
@@ -43,7 +44,7 @@ SCALARS = ("epoch", "top1", "top3", "loss")  # what the metrics file keeps of ea
 def predictions_csv(labels: torch.Tensor, pred: torch.Tensor, classes) -> str:
     buf = io.StringIO()
     buf.write("actual,predicted\n")
-    for a, b in zip(labels.tolist(), pred.tolist()):
+    for a, b in zip(labels.tolist(), pred.tolist(), strict=True):
         buf.write(f"{classes[a]},{classes[b]}\n")
     return buf.getvalue()
 
@@ -65,8 +66,14 @@ def main(argv: list[str] | None = None) -> None:
         diverged = diverged or ckpt.get("diverged")
         if diverged and ckpt["epoch"] >= diverged["epoch"]:
             # weights of a diverged epoch: no numbers to report (null, never NaN)
-            blocks[which] = {"epoch": ckpt["epoch"], "selected_by": SELECTION[which], "top1": None, "top3": None,
-                             "loss": None, "diverged": True}
+            blocks[which] = {
+                "epoch": ckpt["epoch"],
+                "selected_by": SELECTION[which],
+                "top1": None,
+                "top3": None,
+                "loss": None,
+                "diverged": True,
+            }
             continue
         if which == "best" and ckpt["epoch"] == blocks["final"]["epoch"]:
             # The best epoch is the last one: same weights, so the same numbers; skip the pass.
@@ -114,12 +121,16 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_write(paths.PREDICTIONS_DIR / f"{spec.out}.csv", "w") as f:
         f.write(predictions_csv(test_y.cpu(), pred_best, classes) if pred_best is not None else "actual,predicted\n")
     if diverged:
-        print(f"evaluate {spec.out}: diverged at epoch {diverged['epoch']} (lr {diverged['lr']:.3g}): "
-              "no final numbers; metrics record diverged: true")
+        print(
+            f"evaluate {spec.out}: diverged at epoch {diverged['epoch']} (lr {diverged['lr']:.3g}): "
+            "no final numbers; metrics record diverged: true"
+        )
         return
     f, b = blocks["final"], blocks["best"]
-    print(f"evaluate {spec.out}: final epoch {f['epoch']} top1 {f['top1']:.4f} top3 {f['top3']:.4f} | "
-          f"best epoch {b['epoch']} top1 {b['top1']:.4f} top3 {b['top3']:.4f}")
+    print(
+        f"evaluate {spec.out}: final epoch {f['epoch']} top1 {f['top1']:.4f} top3 {f['top3']:.4f} | "
+        f"best epoch {b['epoch']} top1 {b['top1']:.4f} top3 {b['top3']:.4f}"
+    )
 
 
 if __name__ == "__main__":

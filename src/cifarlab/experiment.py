@@ -6,6 +6,7 @@ A copy, not a training of its own: the run's own stages train and evaluate it (s
 trained twice), and this file gives `dvc exp show` / `dvc metrics diff` one fixed place to
 compare experiments on, whichever run each of them looked at.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,9 @@ EXPERIMENT_METRICS = paths.METRICS_DIR / "experiment.json"
 
 
 def main(argv: list[str] | None = None) -> None:
-    argparse.ArgumentParser(prog="python -m cifarlab.experiment", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    argparse.ArgumentParser(
+        prog="python -m cifarlab.experiment", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args(argv)
     run = load_params(check_models=False).model  # copies a file: no model code
     source = paths.METRICS_DIR / f"{run}.json"
     try:

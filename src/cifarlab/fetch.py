@@ -7,12 +7,13 @@ complete and verified, so a failed fetch leaves nothing behind.
 
     python -m cifarlab.fetch
 """
+
 from __future__ import annotations
 
 import argparse
 
-from cifarlab.core.paths import RAW_ARCHIVE
 from cifarlab.core.params import load_params
+from cifarlab.core.paths import RAW_ARCHIVE
 from cifarlab.core.stage_main import run_main
 from cifarlab.data.download import fetch
 

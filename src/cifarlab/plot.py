@@ -8,6 +8,7 @@ reports/figures/runs/confusion_<out>.png  the best epoch's confusion matrix, cla
 Figures that span runs (comparison.png, the per-report bars, the grid heat maps) are the report
 stage's: a change to one run then re-runs that run's stages and the report, nothing else.
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -35,11 +36,15 @@ def main(argv: list[str] | None = None) -> None:
     save_png(curves_figure(spec.out, hist, smoke=smoke), curves)
     best = details["best"]
     if "confusion" in best:
-        fig = confusion_figure(best["confusion"], details["classes"], f"{spec.out}: best epoch {best['epoch']}",
-                               smoke=smoke)
+        fig = confusion_figure(
+            best["confusion"], details["classes"], f"{spec.out}: best epoch {best['epoch']}", smoke=smoke
+        )
     else:  # the run diverged before any epoch could be tested
-        fig = message_figure(f"{spec.out}: diverged at epoch {details['diverged']['epoch']}\n"
-                             f"(lr {details['diverged']['lr']:.3g}): no confusion matrix", smoke=smoke)
+        fig = message_figure(
+            f"{spec.out}: diverged at epoch {details['diverged']['epoch']}\n"
+            f"(lr {details['diverged']['lr']:.3g}): no confusion matrix",
+            smoke=smoke,
+        )
     save_png(fig, confusion)
     print(f"plot {spec.out}: wrote {curves}, {confusion}")
 

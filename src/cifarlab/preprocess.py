@@ -8,6 +8,7 @@ output is written atomically.
 
     python -m cifarlab.preprocess
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         arrays = read_archive(RAW_ARCHIVE)
     except DataError as e:  # say what to do, not only what is wrong
-        raise DataError(f"{e}; this is not an intact CIFAR-10 python archive: point data.url at a good copy "
-                        "(and data.md5 at its md5)") from None
+        raise DataError(
+            f"{e}; this is not an intact CIFAR-10 python archive: point data.url at a good copy "
+            "(and data.md5 at its md5)"
+        ) from None
     try:
         train, test, stats, val = prepare(arrays, p.data.train_subset, p.data.test_subset, p.seed, p.data.val_split)
     except DataError as e:  # a subset the archive cannot give
@@ -42,7 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     write_json(STATS_FILE, stats)
     mean = ", ".join(f"{v:.4f}" for v in stats["mean"])
     std = ", ".join(f"{v:.4f}" for v in stats["std"])
-    print(f"preprocess: {stats['n_train']} train, {stats['n_val']} val, {stats['n_test']} test; mean [{mean}], std [{std}]")
+    print(
+        f"preprocess: {stats['n_train']} train, {stats['n_val']} val, {stats['n_test']} test; "
+        f"mean [{mean}], std [{std}]"
+    )
 
 
 if __name__ == "__main__":

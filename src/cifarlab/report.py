@@ -19,6 +19,7 @@ The report sections and figures show the published runs (this workspace's own wh
 published), however many runs of params.yaml this workspace has run; its own runs are listed
 beside them in "Your runs", with their provenance.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,17 +29,16 @@ from pathlib import Path
 import pandas as pd
 
 from cifarlab.core import paths
-from cifarlab.core.paths import (COMPARISON_FIGURE, GRID_FIGURE, OPEN_CHOICES_FIGURE, REPORT_FIGURE,
-                                  STUDIES_FIGURE)
 from cifarlab.core.io import atomic_write
 from cifarlab.core.params import load_params
+from cifarlab.core.paths import COMPARISON_FIGURE, GRID_FIGURE, OPEN_CHOICES_FIGURE, REPORT_FIGURE, STUDIES_FIGURE
 from cifarlab.core.stage_main import run_main
 from cifarlab.dvc_internals import read_lock
 from cifarlab.reporting import open_choices as oc
 from cifarlab.reporting import published as pub
 from cifarlab.reporting import studies
-from cifarlab.reporting.records import counted, group_runs, load_metrics
 from cifarlab.reporting.document import PUBLISHED_RUN_FIGURES, report_tables
+from cifarlab.reporting.records import counted, group_runs, load_metrics
 from cifarlab.reporting.reference import GRID_REPORT, grid_axes, load_reference, numbers_of, primary, report_ids
 from cifarlab.reporting.stats import bar_rows, grid_values, run_stats
 
@@ -55,21 +55,37 @@ def write_figures(reference: Mapping, runs: Mapping[str, list[dict]], figures_di
     written = []
     for report in report_ids(reference):
         path = figures_dir / REPORT_FIGURE.format(report=report)
-        figures.save_figure(figures.report_bars(bar_rows(reference, runs, report),
-                                                f"Report {report}: reported vs reproduced top-1",
-                                                smoke=figures.smoke_line(r for recs in runs.values() for r in counted(recs)
-                                                                         if r.get("report") == report)), path)
+        figures.save_figure(
+            figures.report_bars(
+                bar_rows(reference, runs, report),
+                f"Report {report}: reported vs reproduced top-1",
+                smoke=figures.smoke_line(
+                    r for recs in runs.values() for r in counted(recs) if r.get("report") == report
+                ),
+            ),
+            path,
+        )
         written.append(path)
     reproduced, reported = grid_values(reference, runs)
     path = figures_dir / GRID_FIGURE
-    figures.save_figure(figures.grid_heatmaps(reproduced, reported, *grid_axes(reference), smoke=figures.smoke_line(
-        r for recs in runs.values() for r in counted(recs) if r.get("report") == GRID_REPORT)), path)
+    figures.save_figure(
+        figures.grid_heatmaps(
+            reproduced,
+            reported,
+            *grid_axes(reference),
+            smoke=figures.smoke_line(
+                r for recs in runs.values() for r in counted(recs) if r.get("report") == GRID_REPORT
+            ),
+        ),
+        path,
+    )
     written.append(path)
     return written
 
 
-def write_comparison(reference: Mapping, runs: Mapping[str, list[dict]], figures_dir: Path,
-                     history_dir: Path = paths.HISTORY_DIR) -> Path:
+def write_comparison(
+    reference: Mapping, runs: Mapping[str, list[dict]], figures_dir: Path, history_dir: Path = paths.HISTORY_DIR
+) -> Path:
     """comparison.png: every run that has run and is not a report-004 grid cell (36 bars would
     drown the rest; grid_resnet18.png shows them), with its published top-1."""
     from cifarlab import figures
@@ -81,13 +97,19 @@ def write_comparison(reference: Mapping, runs: Mapping[str, list[dict]], figures
             continue
         st = run_stats(recs, "top1")
         ref = primary(reference["numbers"], run, "top1")
-        top1[run] = {"reported": ref["value"] if ref else None, "best": st["best"]["mean"], "final": st["final"]["mean"]}
+        top1[run] = {
+            "reported": ref["value"] if ref else None,
+            "best": st["best"]["mean"],
+            "final": st["final"]["mean"],
+        }
         history = history_dir / f"{run}.csv"
         if history.exists():
             hists[run] = pd.read_csv(history)
     path = figures_dir / COMPARISON_FIGURE
-    figures.save_png(figures.comparison_figure(top1, hists, smoke=figures.smoke_line(
-        r for run in top1 for r in counted(runs[run]))), path)
+    figures.save_png(
+        figures.comparison_figure(top1, hists, smoke=figures.smoke_line(r for run in top1 for r in counted(runs[run]))),
+        path,
+    )
     return path
 
 
@@ -106,13 +128,15 @@ def curve_histories(reference: Mapping, runs: Mapping[str, list[dict]], history_
 def own_figure(name: str) -> bool:
     """Whether reports/figures/<name> is one this stage draws."""
     prefix, _, suffix = REPORT_FIGURE.partition("{report}")
-    return (name in (GRID_FIGURE, COMPARISON_FIGURE, OPEN_CHOICES_FIGURE, STUDIES_FIGURE)
-            or (name.startswith(prefix) and name.endswith(suffix)))
+    return name in (GRID_FIGURE, COMPARISON_FIGURE, OPEN_CHOICES_FIGURE, STUDIES_FIGURE) or (
+        name.startswith(prefix) and name.endswith(suffix)
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m cifarlab.report", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m cifarlab.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.parse_args(argv)
     p = load_params(check_models=False)  # before any work; the stages of each run check its model
     reference = load_reference(REFERENCE)
@@ -120,8 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     published = group_runs(load_metrics(pub.PUBLISHED_DIR / "metrics", details_dir=pub.PUBLISHED_DIR / "details"))
     study_text, found = studies.sections(figure=STUDIES_FIGURE)
     provenance = pub.load_provenance()
-    section = pub.published_section(reference, published, provenance, p.runs, "jpeg" in found,
-                                    pub.load_epoch_seconds())
+    section = pub.published_section(reference, published, provenance, p.runs, "jpeg" in found, pub.load_epoch_seconds())
     if study_text:
         section += "\n\n" + study_text
     # The sections and figures show the published runs, whatever this workspace has run (a few
@@ -134,29 +157,56 @@ def main(argv: list[str] | None = None) -> None:
     from cifarlab import figures
 
     choices_png, studies_png = paths.FIGURES_DIR / OPEN_CHOICES_FIGURE, paths.FIGURES_DIR / STUDIES_FIGURE
-    figures.save_figure(figures.open_choices_figure(oc.figure_rows(reference, p.open_choices, runs), smoke=figures.smoke_line(
-        r for recs in runs.values() for r in counted(recs))), choices_png)
+    figures.save_figure(
+        figures.open_choices_figure(
+            oc.figure_rows(reference, p.open_choices, runs),
+            smoke=figures.smoke_line(r for recs in runs.values() for r in counted(recs)),
+        ),
+        choices_png,
+    )
     figures.save_figure(figures.studies_figure(studies.figure_panels(found)), studies_png)
     jpeg = studies.STUDIES["jpeg"]
-    section += "\n\n" + oc.section(reference, p.open_choices, runs,
-                                    {n: r.model for n, r in p.runs.items()}, OPEN_CHOICES_FIGURE,
-                                    found.get("jpeg", {}), f"[{jpeg.title}]({studies.anchor(jpeg)})")
-    written = [choices_png, studies_png, write_comparison(reference, runs, paths.FIGURES_DIR, history_dir),
-               *write_figures(reference, runs, paths.FIGURES_DIR)]
+    section += "\n\n" + oc.section(
+        reference,
+        p.open_choices,
+        runs,
+        {n: r.model for n, r in p.runs.items()},
+        OPEN_CHOICES_FIGURE,
+        found.get("jpeg", {}),
+        f"[{jpeg.title}]({studies.anchor(jpeg)})",
+    )
+    written = [
+        choices_png,
+        studies_png,
+        write_comparison(reference, runs, paths.FIGURES_DIR, history_dir),
+        *write_figures(reference, runs, paths.FIGURES_DIR),
+    ]
     # names relative to reports/figures: "comparison.png", "runs/curves_<run>.png", ...
     on_disk = sorted(p.relative_to(paths.FIGURES_DIR).as_posix() for p in paths.FIGURES_DIR.rglob("*.png"))
     # this stage's own figures are embedded only when drawn now: a leftover would be stale
     present = [n for n in on_disk if not own_figure(n)] + [f.name for f in written]
     if showing_published:
         present += [f"{PUBLISHED_RUN_FIGURES}{f.name}" for f in sorted((pub.PUBLISHED_DIR / "figures").glob("*.png"))]
-    text = report_tables(reference, runs, lock, present, published=section, showing_published=showing_published,
-                         miss_notes=studies.jpeg_miss_notes(found, runs, provenance if showing_published else None),
-                         histories=curve_histories(reference, runs, history_dir),
-                         yours=yours, published_runs=published, run_table=list(p.runs), seeds=[p.seed, *p.seeds])
+    text = report_tables(
+        reference,
+        runs,
+        lock,
+        present,
+        published=section,
+        showing_published=showing_published,
+        miss_notes=studies.jpeg_miss_notes(found, runs, provenance if showing_published else None),
+        histories=curve_histories(reference, runs, history_dir),
+        yours=yours,
+        published_runs=published,
+        run_table=list(p.runs),
+        seeds=[p.seed, *p.seeds],
+    )
     with atomic_write(README, "wb") as f:  # bytes: UTF-8 whatever the locale
         f.write(text.encode("utf-8"))
-    print(f"report: {sum(len(r) for r in yours.values())} metrics files of yours, "
-          f"{sum(len(r) for r in published.values())} published, {len(written)} figures -> {README}")
+    print(
+        f"report: {sum(len(r) for r in yours.values())} metrics files of yours, "
+        f"{sum(len(r) for r in published.values())} published, {len(written)} figures -> {README}"
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Both readers (the CIFAR-10 archive, data.cifar_io; a pack, tooling.fold) read members in memory,
 but a name or a type that could reach outside the archive's own tree is refused all the same.
 """
+
 from __future__ import annotations
 
 import tarfile

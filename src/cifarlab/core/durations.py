@@ -1,7 +1,7 @@
 """How long things take, as people read it: one format for every message and table, and the
 threshold past which a run is "long" and warned about up front."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 LONG_CPU_RUN_S = 15 * 60  # a CPU run (or `dvc repro`) longer than this gets a warning up front
 

@@ -9,6 +9,7 @@ stopping allows, the patience + 1. The upper end is the recipe's count (capped b
 train.max_epochs). Read by `cifarlab estimate`, the notice at the start of `dvc repro` and
 train's own CPU warning; no stage output depends on it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,8 +39,7 @@ class EpochRange:
         """Where the lower end comes from, for a line that has room for it."""
         if self.best_epoch is None:
             return f"no published best epoch for this run: 1 + patience {self.patience}"
-        return (f"the published best test loss at epoch {self.best_epoch} ({REFERENCE_FILE}) "
-                f"+ patience {self.patience}")
+        return f"the published best test loss at epoch {self.best_epoch} ({REFERENCE_FILE}) + patience {self.patience}"
 
 
 def published_best_loss_epoch(run: str, reference: str | Path = REFERENCE_FILE) -> int | None:
@@ -51,14 +51,22 @@ def published_best_loss_epoch(run: str, reference: str | Path = REFERENCE_FILE) 
         numbers = (read_yaml_file(reference) or {}).get("numbers") or []
     except (OSError, CifarlabError, AttributeError):
         return None
-    hits = [n for n in numbers if isinstance(n, dict) and n.get("run") == run and n.get("metric") == "loss"
-            and isinstance(n.get("epoch"), int) and not isinstance(n.get("epoch"), bool)]
+    hits = [
+        n
+        for n in numbers
+        if isinstance(n, dict)
+        and n.get("run") == run
+        and n.get("metric") == "loss"
+        and isinstance(n.get("epoch"), int)
+        and not isinstance(n.get("epoch"), bool)
+    ]
     hits.sort(key=lambda n: bool(n.get("note")))  # the primary value (no note) first
     return hits[0]["epoch"] if hits else None
 
 
-def epoch_range(run: str, spec: Run, max_epochs: int | None,
-                reference: str | Path = REFERENCE_FILE) -> EpochRange | None:
+def epoch_range(
+    run: str, spec: Run, max_epochs: int | None, reference: str | Path = REFERENCE_FILE
+) -> EpochRange | None:
     """The epochs `run` (`spec`: the run, its recipe) is expected to train when its recipe stops
     early; None when it does not (it trains spec.epochs(max_epochs), exactly)."""
     patience = spec.recipe.early_stopping_patience

@@ -4,6 +4,7 @@ Every failure caused by bad input (params, archives, checkpoints, weights) is ra
 `CifarlabError` subclass whose message is ONE line naming the bad value and what is allowed.
 Stage entry points turn it into that line on stderr and exit code 2 (see `cifarlab.core.stage_main`).
 """
+
 import re
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]")  # terminal control sequences

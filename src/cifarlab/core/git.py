@@ -1,4 +1,5 @@
 """Running git: the one helper (a run's commit, `cifarlab repro`'s commit check, a worker's clone)."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,10 @@ def git(*args: str, cwd: str | os.PathLike | None = None, timeout: float | None 
     try:
         done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as err:
-        raise GitError(f"git {' '.join(args)} could not run in {where} ({one_line(err, 200)}): install git, "
-                       "or run it where git works") from None
+        raise GitError(
+            f"git {' '.join(args)} could not run in {where} ({one_line(err, 200)}): install git, "
+            "or run it where git works"
+        ) from None
     if done.returncode != 0:
         raise GitError(f"git {' '.join(args)} failed in {where}: {one_line(done.stderr, 200)}")
     return done.stdout

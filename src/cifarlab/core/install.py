@@ -7,6 +7,7 @@ with "operator torchvision::nms does not exist" deep inside the first model that
 stages' shell (core/stage_main.run_main) asks `install_problem` when an import fails, so that shows as
 this one line instead of a traceback.
 """
+
 from __future__ import annotations
 
 import sys
@@ -31,13 +32,15 @@ def install_problem() -> str | None:
     except Exception as e:  # noqa: BLE001 - any import failure is the install's
         return f"torch {_version('torch')} does not import ({one_line(e, 120)}): pip install --force-reinstall torch"
     try:
-        import torchvision  # noqa: F401
-    except Exception as e:  # noqa: BLE001
+        import torchvision  # noqa: F401 - imported to see that it works with this torch
+    except Exception as e:  # noqa: BLE001 - any import failure is the install's
         release = torch.__version__.split("+")[0]
         index = f" --index-url {CPU_INDEX}" if torch.version.cuda is None else ""
-        return (f"torchvision {_version('torchvision')} does not work with torch {torch.__version__} "
-                f"({one_line(e, 120)}): they must come from one build; reinstall them together: "
-                f"pip install --force-reinstall 'torch=={release}' torchvision{index}")
+        return (
+            f"torchvision {_version('torchvision')} does not work with torch {torch.__version__} "
+            f"({one_line(e, 120)}): they must come from one build; reinstall them together: "
+            f"pip install --force-reinstall 'torch=={release}' torchvision{index}"
+        )
     if util.find_spec("dvc") is None:
         return "DVC is not installed in this environment: pip install -e '.[dev]' (from the checkout)"
     return None

@@ -1,5 +1,6 @@
 """Atomic file output (a stage that fails leaves nothing DVC could cache as its result), and the one
 JSON-object reader: a file that is not one fails with a line naming it."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,8 +8,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from cifarlab.core.errors import CifarlabError, DataError, one_line
 
@@ -67,8 +69,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         f.write(text + "\n")
 
 
-def read_json_object(source: str | os.PathLike, data: bytes | str | None = None,
-                     error: type[CifarlabError] = DataError) -> dict:
+def read_json_object(
+    source: str | os.PathLike, data: bytes | str | None = None, error: type[CifarlabError] = DataError
+) -> dict:
     """The JSON object in the file at `source`, or in `data` (bytes or text already read, which
     `source` names). Raises `error`, one line starting with `source`, when it cannot be read,
     is not UTF-8 JSON (nested too deep for the parser included) or holds anything but an object."""

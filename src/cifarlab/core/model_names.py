@@ -5,6 +5,7 @@ name starts with `_` are shared code. Params validation names the models from th
 the registry (`cifarlab.models`) imports a model's module on first use, so a stage imports the
 one model it runs and adding a model edits no file an existing run depends on.
 """
+
 from __future__ import annotations
 
 import pkgutil

@@ -18,12 +18,14 @@ Validation is strict:
 
 A validated run is a `Run`: its name, model, overrides, recipe and architecture, at one seed.
 """
+
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, Collection, Literal, Mapping, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -59,69 +61,127 @@ def _md5_is_text(v: Any) -> Any:
     """An md5 can be all digits (or digits around one `e`): YAML then reads it as a number (an int,
     or inf), which no longer spells the digest. Say so, with the quoting that keeps it text."""
     if isinstance(v, (int, float)) and not isinstance(v, bool):
-        raise ValueError("read as a number, not text: quote the 32 hex digits, e.g. "
-                         "cifarlab set 'data.md5=\"0123...\"' or dvc exp run -S 'data.md5=\"0123...\"'")
+        raise ValueError(
+            "read as a number, not text: quote the 32 hex digits, e.g. "
+            "cifarlab set 'data.md5=\"0123...\"' or dvc exp run -S 'data.md5=\"0123...\"'"
+        )
     return v
 
 
 class DataParams(_Strict):
-    url: str = Field(OFFICIAL_URL, description=(
-        "where the CIFAR-10 archive comes from: a URL, a local path or a `file://` URL "
-        "([a local copy](data.md#running-on-a-local-copy-of-cifar-10))"))
+    url: str = Field(
+        OFFICIAL_URL,
+        description=(
+            "where the CIFAR-10 archive comes from: a URL, a local path or a `file://` URL "
+            "([a local copy](data.md#running-on-a-local-copy-of-cifar-10))"
+        ),
+    )
     md5: Annotated[str, BeforeValidator(_md5_is_text), Field(pattern=r"^[0-9a-f]{32}$")] = Field(
-        OFFICIAL_MD5, description="the archive's md5 (32 lowercase hex digits), checked before it is used; "
-        "quoted when it is all digits, which YAML would read as a number")
-    train_subset: Annotated[int, Field(ge=10)] | None = Field(None, description=(
-        "null = every training image; else a total count, stratified by class and drawn with `seed` "
-        "([CPU subset reproduction](data.md#cpu-subset-reproduction))"))
-    test_subset: Annotated[int, Field(ge=10)] | None = Field(None, description=(
-        "null = every test image; else a total count, stratified by class and drawn with `seed`"))
-    val_split: Annotated[float, Field(ge=0, lt=1)] = Field(0.0, description=(
-        "share of train held out (stratified, seeded); > 0 makes early stopping watch it and adds a `val` "
-        "block to each metrics file: test metrics at the validation-selected epoch, the honest number beside "
-        "best-on-test. 0 = none, as in the reports (which picked their epoch on test)"))
+        OFFICIAL_MD5,
+        description="the archive's md5 (32 lowercase hex digits), checked before it is used; "
+        "quoted when it is all digits, which YAML would read as a number",
+    )
+    train_subset: Annotated[int, Field(ge=10)] | None = Field(
+        None,
+        description=(
+            "null = every training image; else a total count, stratified by class and drawn with `seed` "
+            "([CPU subset reproduction](data.md#cpu-subset-reproduction))"
+        ),
+    )
+    test_subset: Annotated[int, Field(ge=10)] | None = Field(
+        None, description=("null = every test image; else a total count, stratified by class and drawn with `seed`")
+    )
+    val_split: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.0,
+        description=(
+            "share of train held out (stratified, seeded); > 0 makes early stopping watch it and adds a `val` "
+            "block to each metrics file: test metrics at the validation-selected epoch, the honest number beside "
+            "best-on-test. 0 = none, as in the reports (which picked their epoch on test)"
+        ),
+    )
 
 
 class TrainParams(_Strict):
-    max_epochs: Annotated[int, Field(ge=1)] | None = Field(None, description=(
-        "null = each recipe's `epochs`; else a cap on every recipe (smoke runs), whose schedule is laid out "
-        "over the capped epochs (multistep and onecycle compressed into it)"))
+    max_epochs: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description=(
+            "null = each recipe's `epochs`; else a cap on every recipe (smoke runs), whose schedule is laid out "
+            "over the capped epochs (multistep and onecycle compressed into it)"
+        ),
+    )
     # bf16, channels_last and fused_optimizer: a run's numerics, the same on every device
     # (benchmarks/bench_cpu.py measures them)
-    bf16: bool = Field(True, description=(
-        "bf16 autocast: convolutions and matmuls in bf16, weights and optimizer state in fp32. Part of a run's "
-        "numerics, the same on every device, so stages depend on it ([CPU speed](training.md#cpu-speed): "
-        "which CPUs gain)"))
-    channels_last: bool = Field(True, description=(
-        "NHWC tensors, the layout oneDNN's and cuDNN's bf16 kernels want; part of the numerics, as `bf16`"))
-    fused_optimizer: bool = Field(True, description=(
-        "torch's fused Adam/SGD kernels where the optimizer has them: one kernel updates every parameter, the "
-        "same update as the default path rounded differently ([fused optimizers](training.md#fused-optimizers)); "
-        "part of the numerics, as `bf16`"))
-    eval_batch_size: Annotated[int, Field(ge=1)] = Field(500, description=(
-        "batch size of test passes, and of the pass that computes AlexNet's frozen features once "
-        "([How training runs](training.md#alexnets-frozen-features-computed-once))"))
-    num_threads: Annotated[int, Field(ge=1)] | None = Field(2, description=(
-        "CPU threads for torch; fixed rather than the machine's core count because it is part of the numbers "
-        "(float sums split over threads round differently: [why](reproducibility.md#same-params-and-data-the-same-bytes)); "
-        "null = all cores: then two machines give different bytes"))
-    deterministic: bool = Field(True, description=(
-        "CUDA only: deterministic kernels (`torch.use_deterministic_algorithms`, `CUBLAS_WORKSPACE_CONFIG=:4096:8`, "
-        "cuDNN autotuning off). CPU runs are bit-reproducible either way ([on CUDA](reproducibility.md#on-cuda))"))
-    compile: bool = Field(False, description=(
-        "`torch.compile` the training step (forward, loss, backward), on every device alike: on a CPU no faster "
-        "than bf16 eager ([CPU speed](training.md#cpu-speed)); `true` is the GPU's fast path "
-        "([compiled step](training.md#on-a-gpu)), which `tools/gpu_reproduce.py` sets. Stages depend on it: "
-        "compiled kernels round differently in the last bits, so it is a param, never resolved per machine"))
+    bf16: bool = Field(
+        True,
+        description=(
+            "bf16 autocast: convolutions and matmuls in bf16, weights and optimizer state in fp32. Part of a run's "
+            "numerics, the same on every device, so stages depend on it ([CPU speed](training.md#cpu-speed): "
+            "which CPUs gain)"
+        ),
+    )
+    channels_last: bool = Field(
+        True,
+        description=(
+            "NHWC tensors, the layout oneDNN's and cuDNN's bf16 kernels want; part of the numerics, as `bf16`"
+        ),
+    )
+    fused_optimizer: bool = Field(
+        True,
+        description=(
+            "torch's fused Adam/SGD kernels where the optimizer has them: one kernel updates every parameter, the "
+            "same update as the default path rounded differently ([fused optimizers](training.md#fused-optimizers)); "
+            "part of the numerics, as `bf16`"
+        ),
+    )
+    eval_batch_size: Annotated[int, Field(ge=1)] = Field(
+        500,
+        description=(
+            "batch size of test passes, and of the pass that computes AlexNet's frozen features once "
+            "([How training runs](training.md#alexnets-frozen-features-computed-once))"
+        ),
+    )
+    num_threads: Annotated[int, Field(ge=1)] | None = Field(
+        2,
+        description=(
+            "CPU threads for torch; fixed rather than the machine's core count because it is part of the numbers "
+            "(float sums split over threads round differently: "
+            "[why](reproducibility.md#same-params-and-data-the-same-bytes)); "
+            "null = all cores: then two machines give different bytes"
+        ),
+    )
+    deterministic: bool = Field(
+        True,
+        description=(
+            "CUDA only: deterministic kernels (`torch.use_deterministic_algorithms`, "
+            "`CUBLAS_WORKSPACE_CONFIG=:4096:8`, cuDNN autotuning off). CPU runs are bit-reproducible either way "
+            "([on CUDA](reproducibility.md#on-cuda))"
+        ),
+    )
+    compile: bool = Field(
+        False,
+        description=(
+            "`torch.compile` the training step (forward, loss, backward), on every device alike: on a CPU no faster "
+            "than bf16 eager ([CPU speed](training.md#cpu-speed)); `true` is the GPU's fast path "
+            "([compiled step](training.md#on-a-gpu)), which `tools/gpu_reproduce.py` sets. Stages depend on it: "
+            "compiled kernels round differently in the last bits, so it is a param, never resolved per machine"
+        ),
+    )
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
-        "reduce-overhead", description=(
+        "reduce-overhead",
+        description=(
             "the `torch.compile` mode with `compile`: `reduce-overhead` replays the step as CUDA graphs (one "
-            "launch per graph; on a CPU the same as `default`)"))
-    checkpoint_minutes: Annotated[float, Field(ge=0)] = Field(10.0, description=(
-        "how often the resume state `data/resume/<run>.pt` is rewritten: after the first epoch that ends this "
-        "many minutes after the last write (0 = every epoch). A kill loses at most that much training plus the "
-        "epoch in progress ([crash and resume](reproducibility.md#crash-and-resume)). Not hashed by DVC: the "
-        "cadence decides when a state is written, not what it holds, and a resumed run gives the same bytes"))
+            "launch per graph; on a CPU the same as `default`)"
+        ),
+    )
+    checkpoint_minutes: Annotated[float, Field(ge=0)] = Field(
+        10.0,
+        description=(
+            "how often the resume state `data/resume/<run>.pt` is rewritten: after the first epoch that ends this "
+            "many minutes after the last write (0 = every epoch). A kill loses at most that much training plus the "
+            "epoch in progress ([crash and resume](reproducibility.md#crash-and-resume)). Not hashed by DVC: the "
+            "cadence decides when a state is written, not what it holds, and a resumed run gives the same bytes"
+        ),
+    )
 
 
 def _parse_ratio(v: Any) -> Any:
@@ -147,31 +207,58 @@ class Recipe(_Strict):
     weight_decay: Annotated[float, Field(ge=0)] = Field(0.0, description="L2 weight decay, the optimizer's own")
     batch_size: Annotated[int, Field(ge=1)] = Field(description="training batch size, in images")
     epochs: Annotated[int, Field(ge=1)] = Field(description="epochs to train, before any `train.max_epochs` cap")
-    schedule: Literal["constant", "multistep", "step", "onecycle"] = Field("constant", description=(
-        "the lr schedule: `constant`; `multistep` (lr x `gamma` at each boundary of `lr_ratio`); `step` "
-        "(lr x `gamma` every `step_size` epochs); `onecycle` (per batch, peak `lr`)"))
-    lr_ratio: Ratio | None = Field(None, description=(
-        "multistep: the share of the epochs spent at each lr, e.g. `[2, 1, 1]`, `\"2:1:1\"` or `2_1_1` (the form "
-        "run names use); at least 2 parts"))
-    gamma: Annotated[float, Field(gt=0, le=1)] = Field(0.1, description="the lr factor at each multistep boundary or step")
+    schedule: Literal["constant", "multistep", "step", "onecycle"] = Field(
+        "constant",
+        description=(
+            "the lr schedule: `constant`; `multistep` (lr x `gamma` at each boundary of `lr_ratio`); `step` "
+            "(lr x `gamma` every `step_size` epochs); `onecycle` (per batch, peak `lr`)"
+        ),
+    )
+    lr_ratio: Ratio | None = Field(
+        None,
+        description=(
+            'multistep: the share of the epochs spent at each lr, e.g. `[2, 1, 1]`, `"2:1:1"` or `2_1_1` (the form '
+            "run names use); at least 2 parts"
+        ),
+    )
+    gamma: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.1, description="the lr factor at each multistep boundary or step"
+    )
     step_size: Annotated[int, Field(ge=1)] | None = Field(None, description="step: epochs between lr changes")
-    early_stopping_patience: Annotated[int, Field(ge=1)] | None = Field(None, description=(
-        "stop after this many epochs without a lower test loss (validation loss with `data.val_split`); "
-        "null = every epoch is trained"))
-    grad_clip: Annotated[float, Field(gt=0)] | None = Field(None, description=(
-        "clip every gradient element to +-value; null = no clipping"))
-    augment: Literal["none", "crop_flip", "crop_flip_blur_color"] = Field("none", description=(
-        "training augmentation: `crop_flip` is a random crop from the image padded by 4 pixels and a horizontal "
-        "flip; `crop_flip_blur_color` adds blur and colour jitter"))
-    crop_padding: Literal["zeros", "reflect"] = Field("zeros", description=(
-        "the 4-pixel border a random crop may reach past the edge: `zeros`, or `reflect` (the image mirrored)"))
-    normalize: Literal["dataset", "cifar10_common", "imagenet", "none"] = Field("dataset", description=(
-        "input normalization: `dataset` (the training split's mean/std), `cifar10_common` (the constants public "
-        "recipes hard-code: mean 0.4914/0.4822/0.4465, std 0.2023/0.1994/0.2010), `imagenet`, `none` (scale "
-        "to [0, 1])"))
+    early_stopping_patience: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description=(
+            "stop after this many epochs without a lower test loss (validation loss with `data.val_split`); "
+            "null = every epoch is trained"
+        ),
+    )
+    grad_clip: Annotated[float, Field(gt=0)] | None = Field(
+        None, description=("clip every gradient element to +-value; null = no clipping")
+    )
+    augment: Literal["none", "crop_flip", "crop_flip_blur_color"] = Field(
+        "none",
+        description=(
+            "training augmentation: `crop_flip` is a random crop from the image padded by 4 pixels and a horizontal "
+            "flip; `crop_flip_blur_color` adds blur and colour jitter"
+        ),
+    )
+    crop_padding: Literal["zeros", "reflect"] = Field(
+        "zeros",
+        description=(
+            "the 4-pixel border a random crop may reach past the edge: `zeros`, or `reflect` (the image mirrored)"
+        ),
+    )
+    normalize: Literal["dataset", "cifar10_common", "imagenet", "none"] = Field(
+        "dataset",
+        description=(
+            "input normalization: `dataset` (the training split's mean/std), `cifar10_common` (the constants public "
+            "recipes hard-code: mean 0.4914/0.4822/0.4465, std 0.2023/0.1994/0.2010), `imagenet`, `none` (scale "
+            "to [0, 1])"
+        ),
+    )
 
     @model_validator(mode="after")
-    def _schedule_needs(self) -> "Recipe":
+    def _schedule_needs(self) -> Recipe:
         if self.schedule == "multistep" and (self.lr_ratio is None or len(self.lr_ratio) < 2):
             raise ValueError("schedule 'multistep' needs lr_ratio with at least 2 parts, e.g. [2, 1, 1]")
         if self.schedule == "step" and self.step_size is None:
@@ -222,6 +309,7 @@ def _hint(allowed: str, form: Literal["hint", "reference"] = "hint", items: bool
     """Report a value the wrapped type refuses as `bad value for '<key>': <the value> (<allowed>)`
     (form "reference": `... <the value> <allowed>`, e.g. "is not a run; known runs: ..."), the value
     whole, a list rather than its bad element; items=False leaves its elements' errors as they are."""
+
     def check(value: Any, handler: Any) -> Any:
         try:
             return handler(value)
@@ -229,6 +317,7 @@ def _hint(allowed: str, form: Literal["hint", "reference"] = "hint", items: bool
             if not items and any(e["loc"] for e in err.errors()):
                 raise
             raise PydanticCustomError(form, "{allowed}", {"allowed": allowed}) from None
+
     return WrapValidator(check)
 
 
@@ -274,14 +363,23 @@ def _validate_model_section(name: str, raw: Any, check_models: bool = True) -> t
 
 def _model_section(name: str):
     """The validator of model `name`'s section: the run of that model without overrides."""
+
     def validate_section(raw: Any, info: ValidationInfo) -> Run:
         try:
             recipe, arch = _validate_model_section(name, raw, _checks(info, name))
         except ParamsError as e:
             raise _fail(str(e)) from None
         # `seed` is validated before the sections; when it is bad its error is the one reported
-        return Run(name=name, model=name, overrides=MappingProxyType({}), recipe=recipe, arch=arch,
-                   seed=info.data.get("seed", 0), out=name)
+        return Run(
+            name=name,
+            model=name,
+            overrides=MappingProxyType({}),
+            recipe=recipe,
+            arch=arch,
+            seed=info.data.get("seed", 0),
+            out=name,
+        )
+
     return validate_section
 
 
@@ -293,8 +391,11 @@ class RunEntry(BaseModel):
     sets to other values (its overrides)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    model: ModelName = Field(description=(
-        "the registered model the run trains; its section of params.yaml is the recipe the run starts from"))
+    model: ModelName = Field(
+        description=(
+            "the registered model the run trains; its section of params.yaml is the recipe the run starts from"
+        )
+    )
 
 
 _RUN_TABLE = TypeAdapter(dict[Annotated[str, Field(pattern=RUN_NAME)], RunEntry])
@@ -308,8 +409,10 @@ def _run_table_error(err: ValidationError, raw: Any, info: ValidationInfo) -> st
         return "bad value for 'runs': expected a mapping of run name -> {model: <name>, <key>: <value>, ...}"
     name = loc[0]
     if loc[1:] == ("[key]",):  # the name as written: the error's location spells True as 1
-        return (f"bad run name {e['input']!r} in 'runs': letters, digits, _ and - (it names stages and files; "
-                "no dot: DVC reads runs.<name> as a nested key)")
+        return (
+            f"bad run name {e['input']!r} in 'runs': letters, digits, _ and - (it names stages and files; "
+            "no dot: DVC reads runs.<name> as a nested key)"
+        )
     if loc[1:] == ("model",) and e["type"] == "reference":
         return f"bad value for 'runs.{name}.model': {e['input']!r} {e['msg']}"
     if len(loc) == 2 and e["type"] == "invalid_key":  # an override named by a number
@@ -341,8 +444,15 @@ def _run_table(raw: Any, info: ValidationInfo) -> Mapping[str, Run]:
                 msg = f"runs.{name} (model {model}): " + msg.removeprefix(f"{model}: ")
             raise _fail(msg) from None
         # the main seed's output id is the run's name (core.runs.output_id)
-        runs[name] = Run(name=name, model=model, overrides=MappingProxyType(overrides), recipe=recipe, arch=arch,
-                         seed=info.data.get("seed", 0), out=name)
+        runs[name] = Run(
+            name=name,
+            model=model,
+            overrides=MappingProxyType(overrides),
+            recipe=recipe,
+            arch=arch,
+            seed=info.data.get("seed", 0),
+            out=name,
+        )
     return MappingProxyType(runs)
 
 
@@ -375,16 +485,22 @@ def _open_choices(raw: Any, info: ValidationInfo) -> Mapping[str, tuple[tuple[st
             run, _, reading = str(alt).partition(":")
             reading = reading or "best"
             if reading not in READINGS:
-                raise _fail(f"bad value for 'open_choices.{base}[{i}]': reading {reading!r}; one of "
-                            f"{', '.join(READINGS)} (e.g. {base}:final)")
+                raise _fail(
+                    f"bad value for 'open_choices.{base}[{i}]': reading {reading!r}; one of "
+                    f"{', '.join(READINGS)} (e.g. {base}:final)"
+                )
             if base not in runs or run not in runs:
                 continue  # not in this (cut-down) run table
             if runs[run].model != runs[base].model:
-                raise _fail(f"bad value for 'open_choices.{base}[{i}]': {run!r} trains {runs[run].model}, "
-                            f"not {runs[base].model}: an alternative changes a setting, not the model")
+                raise _fail(
+                    f"bad value for 'open_choices.{base}[{i}]': {run!r} trains {runs[run].model}, "
+                    f"not {runs[base].model}: an alternative changes a setting, not the model"
+                )
             if (run, reading) == (base, "best") or (run, reading) in parsed:
-                raise _fail(f"bad value for 'open_choices.{base}[{i}]': {alt!r} is listed twice "
-                            "(the run itself at its best epoch is the default)")
+                raise _fail(
+                    f"bad value for 'open_choices.{base}[{i}]': {alt!r} is listed twice "
+                    "(the run itself at its best epoch is the default)"
+                )
             parsed.append((run, reading))
         if parsed:
             out[base] = tuple(parsed)
@@ -403,52 +519,88 @@ def _has_embedding(model: str) -> bool:
 class _Settings(_Strict):
     """The top-level keys the model sections and the run table are validated after (in this order)."""
 
-    seed: Annotated[int, Field(strict=True, ge=0), _hint("a non-negative integer")] = Field(description=(
-        "seeds weight init, subsets, the validation split, shuffling, augmentation and dropout of every run"))
-    seeds: Annotated[tuple[Annotated[int, Field(strict=True, ge=0)], ...], BeforeValidator(_none_is_empty),
-                     _hint("a list of non-negative integers")] = Field((), description=(
-        "extra seeds, none repeated nor `seed`: every run is trained once more per seed "
-        "(`train_seeds@<run>-<seed>` and its evaluate/plot; files `<run>-s<seed>`); the report shows mean +- "
-        "std, n, and whether the published value lies within the seeds' range. Example: "
-        "`dvc exp run -S 'seeds=[1,2]'`. These stages depend on every model section (DVC cannot look a run's "
-        "model up inside a matrix), so with seeds set, editing a recipe re-runs all of them"))
+    seed: Annotated[int, Field(strict=True, ge=0), _hint("a non-negative integer")] = Field(
+        description=(
+            "seeds weight init, subsets, the validation split, shuffling, augmentation and dropout of every run"
+        )
+    )
+    seeds: Annotated[
+        tuple[Annotated[int, Field(strict=True, ge=0)], ...],
+        BeforeValidator(_none_is_empty),
+        _hint("a list of non-negative integers"),
+    ] = Field(
+        (),
+        description=(
+            "extra seeds, none repeated nor `seed`: every run is trained once more per seed "
+            "(`train_seeds@<run>-<seed>` and its evaluate/plot; files `<run>-s<seed>`); the report shows mean +- "
+            "std, n, and whether the published value lies within the seeds' range. Example: "
+            "`dvc exp run -S 'seeds=[1,2]'`. These stages depend on every model section (DVC cannot look a run's "
+            "model up inside a matrix), so with seeds set, editing a recipe re-runs all of them"
+        ),
+    )
     data: DataParams = Field(DataParams(), description="the archive and its splits (the `data.*` keys)")
     train: TrainParams = Field(TrainParams(), description="how every run trains, whatever the run (the `train.*` keys)")
 
 
 _Sections = create_model(
-    "_Sections", __base__=_Settings, __module__=__name__,
-    **{name: (Annotated[Run | None, PlainValidator(_model_section(name))], Field(None, description=(
-        f"the section of model `{name}`: its training recipe (the `<model>.*` keys below) and its architecture "
-        "options (its builder's arguments); the runs of that model start from it. Needed only when a run "
-        "trains the model")))
-       for name in MODELS})
+    "_Sections",
+    __base__=_Settings,
+    __module__=__name__,
+    **{
+        name: (
+            Annotated[Run | None, PlainValidator(_model_section(name))],
+            Field(
+                None,
+                description=(
+                    f"the section of model `{name}`: its training recipe (the `<model>.*` keys below) "
+                    "and its architecture options (its builder's arguments); the runs of that model start from it. "
+                    "Needed only when a run trains the model"
+                ),
+            ),
+        )
+        for name in MODELS
+    },
+)
 
 
 class Params(_Sections):
     """params.yaml, validated: the schema of every key (each field's `description` is its row of
     docs/parameters.md). A model section is the field named after the model; `recipes` lists them."""
 
-    runs: Annotated[Mapping[str, Run], PlainValidator(_run_table)] = Field(description=(
-        "the run table: run name (letters, digits, `_`, `-`; it names stages, files and report rows) -> "
-        "`{model: <model>, <key>: <value>, ...}`, the model's section with the recipe or architecture keys "
-        "listed replaced (`{model: resnet18, activation: tanh, lr_ratio: \"5:3:2\", augment: none}`); "
-        "each run's stages track only their own entry and their model's section ([runs](runs.md))"))
-    model: RunRef = Field(description=(
-        "the run the `experiment` stage copies to `reports/metrics/experiment.json`, so `dvc exp show` and "
-        "`dvc metrics diff` compare experiments on one file whatever the run (`dvc exp run -S model=<run>`; "
-        "[DVC experiments](experiments.md))"))
-    pca: Annotated[tuple[RunRef, ...], BeforeValidator(_none_is_empty),
-                   _hint("a list of run names", items=False)] = Field((), description=(
-        "runs whose test features get a PCA figure (`pca@<run>`), runs of a model with a feature embedding "
-        "(AlexNet)"))
+    runs: Annotated[Mapping[str, Run], PlainValidator(_run_table)] = Field(
+        description=(
+            "the run table: run name (letters, digits, `_`, `-`; it names stages, files and report rows) -> "
+            "`{model: <model>, <key>: <value>, ...}`, the model's section with the recipe or architecture keys "
+            'listed replaced (`{model: resnet18, activation: tanh, lr_ratio: "5:3:2", augment: none}`); '
+            "each run's stages track only their own entry and their model's section ([runs](runs.md))"
+        )
+    )
+    model: RunRef = Field(
+        description=(
+            "the run the `experiment` stage copies to `reports/metrics/experiment.json`, so `dvc exp show` and "
+            "`dvc metrics diff` compare experiments on one file whatever the run (`dvc exp run -S model=<run>`; "
+            "[DVC experiments](experiments.md))"
+        )
+    )
+    pca: Annotated[tuple[RunRef, ...], BeforeValidator(_none_is_empty), _hint("a list of run names", items=False)] = (
+        Field(
+            (),
+            description=(
+                "runs whose test features get a PCA figure (`pca@<run>`), runs of a model with a feature embedding "
+                "(AlexNet)"
+            ),
+        )
+    )
     open_choices: Annotated[Mapping[str, tuple[tuple[str, Reading], ...]], PlainValidator(_open_choices)] = Field(
-        default_factory=lambda: MappingProxyType({}), description=(
+        default_factory=lambda: MappingProxyType({}),
+        description=(
             "per published run, its alternatives: runs of the table that change one setting the report left "
             "OPEN (`lenet5-tanh`, `lenet5-sgd_lr1e-2`, ...) or another reading of a run (`run:final`, the last "
-            "epoch; `run:best_flip`, best epoch with test-time flip). The report's \"Open choices\" section says "
+            'epoch; `run:best_flip`, best epoch with test-time flip). The report\'s "Open choices" section says '
             "which reproduces the published number "
-            "([choices the reports left open](runs.md#choices-the-reports-left-open))"))
+            "([choices the reports left open](runs.md#choices-the-reports-left-open))"
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -456,22 +608,31 @@ class Params(_Sections):
         raw_runs = raw.get("runs", ...) if isinstance(raw, Mapping) else ...
         if raw_runs is None or (isinstance(raw_runs, Mapping) and not raw_runs):  # `runs: {}`, or all commented out
             # a command that makes the file valid as it stands: `model` and `pca` must name runs of the table
-            fix = "'runs={lenet5: {model: lenet5}}'" + (" model=lenet5" if raw.get("model") != "lenet5" else "") + (
-                " 'pca=[]'" if raw.get("pca") else "")
-            raise _fail(f"bad value for 'runs': {raw_runs!r} (the run table is empty, nothing to train): add a run "
-                        f"(name: {{model: <model>, <key>: <value>, ...}}; docs/runs.md), e.g. cifarlab set {fix}")
+            fix = (
+                "'runs={lenet5: {model: lenet5}}'"
+                + (" model=lenet5" if raw.get("model") != "lenet5" else "")
+                + (" 'pca=[]'" if raw.get("pca") else "")
+            )
+            raise _fail(
+                f"bad value for 'runs': {raw_runs!r} (the run table is empty, nothing to train): add a run "
+                f"(name: {{model: <model>, <key>: <value>, ...}}; docs/runs.md), e.g. cifarlab set {fix}"
+            )
         return raw
 
     @model_validator(mode="after")
     def _rules_over_keys(self, info: ValidationInfo) -> Params:
         if len(set(self.seeds)) != len(self.seeds) or self.seed in self.seeds:
-            raise _fail(f"bad value for 'seeds': {list(self.seeds)!r} repeats a seed or lists `seed` ({self.seed}), "
-                        "which the main runs already use")
+            raise _fail(
+                f"bad value for 'seeds': {list(self.seeds)!r} repeats a seed or lists `seed` ({self.seed}), "
+                "which the main runs already use"
+            )
         for i, run in enumerate(self.pca):
             model = self.runs[run].model
             if _checks(info, model) and not _has_embedding(model):
-                raise _fail(f"bad value for 'pca[{i}]': run {run!r} trains {model}, which has no feature "
-                            "embedding to project (alexnet_transfer has)")
+                raise _fail(
+                    f"bad value for 'pca[{i}]': run {run!r} trains {model}, which has no feature "
+                    "embedding to project (alexnet_transfer has)"
+                )
         return self
 
     @property
@@ -483,8 +644,10 @@ class Params(_Sections):
         try:
             return self.runs[run]
         except KeyError:
-            raise ParamsError(f"unknown run {run!r}; known runs (params.yaml `runs`, listed by "
-                              f"`cifarlab runs`): {', '.join(self.runs)}") from None
+            raise ParamsError(
+                f"unknown run {run!r}; known runs (params.yaml `runs`, listed by "
+                f"`cifarlab runs`): {', '.join(self.runs)}"
+            ) from None
 
 
 TOP_KEYS = ("seed", "seeds", "model", "data", "train", "runs", "pca", "open_choices")  # as error lines list them
@@ -514,9 +677,12 @@ def _params_error(err: ValidationError, prefix: str, allowed: tuple[str, ...]) -
 def _first_error(err: ValidationError) -> ParamsError:
     """The first problem of a `Params` validation, on one line: an unknown top-level key, then a
     missing one, then the others in the order of the fields."""
+
     def rank(e: dict) -> int:
         top = len(e["loc"]) == 1
-        return 0 if top and e["type"] in ("extra_forbidden", "invalid_key") else 1 if top and e["type"] == "missing" else 2
+        return (
+            0 if top and e["type"] in ("extra_forbidden", "invalid_key") else 1 if top and e["type"] == "missing" else 2
+        )
 
     e = min(err.errors(), key=rank)
     loc, kind = e["loc"], e["type"]
@@ -525,8 +691,10 @@ def _first_error(err: ValidationError) -> ParamsError:
     if not loc:
         return ParamsError(f"params must be a mapping at top level, got {type(e['input']).__name__}")
     if rank(e) == 0:
-        return ParamsError(f"unknown param '{loc[0]}'; allowed top-level keys: {', '.join(TOP_KEYS)} "
-                           f"and one section per model ({', '.join(MODELS)})")
+        return ParamsError(
+            f"unknown param '{loc[0]}'; allowed top-level keys: {', '.join(TOP_KEYS)} "
+            f"and one section per model ({', '.join(MODELS)})"
+        )
     if kind == "extra_forbidden":
         section = Params.model_fields[loc[0]].annotation  # data, train: the keys they allow
         return ParamsError(f"unknown param '{_fmt_loc('', loc)}'; allowed keys here: {', '.join(section.model_fields)}")

@@ -1,6 +1,7 @@
 """Reading params.yaml: as YAML 1.2 (DVC's reading, core.yaml_io), refused with one line naming
 file, line and column when it is not UTF-8, not YAML, repeats a key or has no mapping at the top
 (`params.yaml:LINE:COLUMN: what: what to do`). Validation is core.params."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,8 +27,7 @@ def read_params_file(path: str | Path = PARAMS_FILE, loader: YAML | None = None)
     the same line, and a file `set` accepts is one every stage accepts.
     """
     path = Path(path)
-    return parse_yaml(path, _read_text(path), error=ParamsError, doc=PARAMS_DOC, check=_check_top_level,
-                      loader=loader)
+    return parse_yaml(path, _read_text(path), error=ParamsError, doc=PARAMS_DOC, check=_check_top_level, loader=loader)
 
 
 def _read_text(path: Path) -> str:
@@ -36,17 +36,28 @@ def _read_text(path: Path) -> str:
     except FileNotFoundError:
         raise ParamsError(f"params file not found: {path} (run from the repository root)") from None
     except OSError as err:
-        raise ParamsError(f"cannot read {path} ({err.strerror or one_line(err)}): it must be a readable "
-                          "file (run from the repository root)") from None
+        raise ParamsError(
+            f"cannot read {path} ({err.strerror or one_line(err)}): it must be a readable "
+            "file (run from the repository root)"
+        ) from None
     return decode_utf8(path, data, ParamsError)
 
 
 def _check_top_level(path: Path, node: Any) -> None:
     if node is None:
-        raise ParamsError(f"{path} holds no params (it is empty, or only comments): add seed, model, runs ... "
-                          f"({PARAMS_DOC}), or restore it with git")
+        raise ParamsError(
+            f"{path} holds no params (it is empty, or only comments): add seed, model, runs ... "
+            f"({PARAMS_DOC}), or restore it with git"
+        )
     if not isinstance(node, MappingNode):
-        what = ("a list" if isinstance(node, SequenceNode)
-                else f"the value {one_line(node.value, 40)!r}" if isinstance(node, ScalarNode) else "no mapping")
-        raise ParamsError(f"{at(path, node.start_mark)}: the top level is {what}, but params.yaml must be a "
-                          f"mapping of keys (seed:, model:, runs:, ...) to values ({PARAMS_DOC})")
+        what = (
+            "a list"
+            if isinstance(node, SequenceNode)
+            else f"the value {one_line(node.value, 40)!r}"
+            if isinstance(node, ScalarNode)
+            else "no mapping"
+        )
+        raise ParamsError(
+            f"{at(path, node.start_mark)}: the top level is {what}, but params.yaml must be a "
+            f"mapping of keys (seed:, model:, runs:, ...) to values ({PARAMS_DOC})"
+        )

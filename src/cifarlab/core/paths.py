@@ -2,6 +2,7 @@
 
 dvc.yaml names the same paths; keep the two in step.
 """
+
 from pathlib import Path
 
 PARAMS_FILE = Path("params.yaml")

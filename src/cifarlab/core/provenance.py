@@ -2,6 +2,7 @@
 and the CPU it ran on (name, the bf16 flags it lists; the bf16 a process gets is
 engine.device.bf16_in_effect). Written to reports/timing/<run>.json (a file allowed to
 differ run to run), never to the outputs two clean runs must reproduce byte for byte."""
+
 from __future__ import annotations
 
 import os
@@ -34,10 +35,14 @@ def code_version(root: str | os.PathLike = ".") -> dict:
         commit = os.environ.get(COMMIT_ENV) or None
         return {"commit": commit, "code_commit": commit, "dirty": None}
     last = try_git("log", "-1", "--format=%H", "--", *CODE_PATHS, cwd=root, timeout=GIT_TIMEOUT_S)
-    status = try_git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS, cwd=root,
-                     timeout=GIT_TIMEOUT_S)
-    return {"commit": head.strip(), "code_commit": (last or "").strip() or None,
-            "dirty": None if status is None else bool(status.strip())}
+    status = try_git(
+        "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS, cwd=root, timeout=GIT_TIMEOUT_S
+    )
+    return {
+        "commit": head.strip(),
+        "code_commit": (last or "").strip() or None,
+        "dirty": None if status is None else bool(status.strip()),
+    }
 
 
 # CPU flags (Linux /proc/cpuinfo names) of native bf16 arithmetic, fastest first: Intel AMX tiles

@@ -4,15 +4,16 @@ Every per-run stage (train, evaluate, plot, pca) takes the same arguments,
 
     python -m cifarlab.<stage> --run NAME [--seed K]
 
-and resolves them here against params.yaml into a `Run` (core.params): NAME is a key of `runs`, K defaults to `seed`. The
-output id is NAME, or NAME-s<K> for an extra seed; it names data/checkpoints/<out>/ and
-reports/*/<out>.* (see `cifarlab.core.paths`).
+and resolves them here against params.yaml into a `Run` (core.params): NAME is a key of `runs`, K
+defaults to `seed`. The output id is NAME, or NAME-s<K> for an extra seed; it names
+data/checkpoints/<out>/ and reports/*/<out>.* (see `cifarlab.core.paths`).
 """
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Mapping
+from collections.abc import Mapping
 
 from cifarlab.core.errors import ParamsError
 from cifarlab.core.params import Params, Run, validate
@@ -37,8 +38,12 @@ def stage_args(prog: str, doc: str, argv: list[str] | None) -> tuple[Params, Run
     """The command line of every per-run stage: `--run NAME [--seed K]`, params validated."""
     ap = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, metavar="NAME", help="a run of params.yaml `runs` (list: cifarlab runs)")
-    ap.add_argument("--seed", type=int, metavar="K", help="train with this seed (default: params.yaml `seed`); "
-                    "outputs get a -s<K> suffix when it differs")
+    ap.add_argument(
+        "--seed",
+        type=int,
+        metavar="K",
+        help="train with this seed (default: params.yaml `seed`); outputs get a -s<K> suffix when it differs",
+    )
     args = ap.parse_args(argv)
     raw = read_params_file()
     # The run's own model is checked against its builder; other models' options are not read, so

@@ -1,11 +1,12 @@
 """The thin wrapper every stage's `main()` runs in: one-line errors, clean Ctrl-C, exit codes."""
+
 from __future__ import annotations
 
 import errno
 import hashlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from cifarlab.core.errors import CifarlabError
 
@@ -15,8 +16,10 @@ class WorkspaceCodeError(CifarlabError):
 
 
 def _py_files(package: Path) -> dict[str, str]:
-    return {p.relative_to(package).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
-            for p in sorted(package.rglob("*.py"))}
+    return {
+        p.relative_to(package).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(package.rglob("*.py"))
+    }
 
 
 def workspace_code_problem(cwd: Path | None = None) -> str | None:
@@ -42,9 +45,11 @@ def workspace_code_problem(cwd: Path | None = None) -> str | None:
     if not differ:
         return None
     more = f" (and {len(differ) - 1} more)" if len(differ) > 1 else ""
-    return (f"Python imports cifarlab from {imported}, not from this workspace's src/cifarlab, and "
-            f"{differ[0]}{more} differ: DVC would record this code but run that one; run "
-            "`pip install -e .` here, or set PYTHONPATH=src")
+    return (
+        f"Python imports cifarlab from {imported}, not from this workspace's src/cifarlab, and "
+        f"{differ[0]}{more} differ: DVC would record this code but run that one; run "
+        "`pip install -e .` here, or set PYTHONPATH=src"
+    )
 
 
 def check_workspace_code() -> None:
@@ -54,8 +59,9 @@ def check_workspace_code() -> None:
         raise WorkspaceCodeError(problem)
 
 
-def run_main(main: Callable[[list[str] | None], object], argv: list[str] | None = None,
-             check_workspace: bool = True) -> None:
+def run_main(
+    main: Callable[[list[str] | None], object], argv: list[str] | None = None, check_workspace: bool = True
+) -> None:
     """Run a stage; turn project errors into `error: <one line>` and a non-zero exit.
 
     Stage code writes outputs atomically, so an error or Ctrl-C here leaves nothing half-written.
@@ -68,8 +74,7 @@ def run_main(main: Callable[[list[str] | None], object], argv: list[str] | None 
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        print("interrupted: stopped cleanly; finished outputs are intact, rerun `dvc repro` to go on",
-              file=sys.stderr)
+        print("interrupted: stopped cleanly; finished outputs are intact, rerun `dvc repro` to go on", file=sys.stderr)
         sys.exit(130)
     except (ImportError, RuntimeError):
         from cifarlab.core.install import install_problem
@@ -83,12 +88,22 @@ def run_main(main: Callable[[list[str] | None], object], argv: list[str] | None 
         if e.errno not in _MACHINE_ERRNOS:
             raise
         where = f" ({e.filename})" if e.filename else ""
-        print(f"error: cannot write or read{where}: {e.strerror}: make room (or fix the permissions) there and "
-              "rerun; outputs are written atomically, so nothing is half-written", file=sys.stderr)
+        print(
+            f"error: cannot write or read{where}: {e.strerror}: make room (or fix the permissions) there and "
+            "rerun; outputs are written atomically, so nothing is half-written",
+            file=sys.stderr,
+        )
         sys.exit(1)
 
 
 # OSErrors that are the machine's state, not a bug: one line, no traceback
-_MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO, errno.ENOTDIR,
-                   errno.EISDIR}
-
+_MACHINE_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.EIO,
+    errno.ENOTDIR,
+    errno.EISDIR,
+}

@@ -7,12 +7,14 @@ A file that is not UTF-8, not YAML or repeats a key is refused with one line nam
 and column (`path:LINE:COLUMN: what: what to do`), raised as the caller's error type (a
 `CifarlabError` subclass: ParamsError for params.yaml, DataError for the report's inputs, ...).
 """
+
 from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.constructor import DuplicateKeyError
@@ -52,13 +54,22 @@ def decode_utf8(path: Path, data: bytes, error: ErrorType = DataError) -> str:
     except UnicodeDecodeError as err:
         line_start = data.rfind(b"\n", 0, err.start) + 1
         line = data.count(b"\n", 0, err.start) + 1
-        column = len(data[line_start:err.start].decode("utf-8", "replace")) + 1
-        raise error(f"{path}:{line}:{column}: byte 0x{data[err.start]:02x} is not UTF-8 text: "
-                    "save the file as UTF-8 (or remove the character)") from None
+        column = len(data[line_start : err.start].decode("utf-8", "replace")) + 1
+        raise error(
+            f"{path}:{line}:{column}: byte 0x{data[err.start]:02x} is not UTF-8 text: "
+            "save the file as UTF-8 (or remove the character)"
+        ) from None
 
 
-def parse_yaml(path: Path, text: str, *, error: ErrorType = DataError, doc: str | None = None,
-               check: Callable[[Path, Any], None] | None = None, loader: YAML | None = None) -> Any:
+def parse_yaml(
+    path: Path,
+    text: str,
+    *,
+    error: ErrorType = DataError,
+    doc: str | None = None,
+    check: Callable[[Path, Any], None] | None = None,
+    loader: YAML | None = None,
+) -> Any:
     """`text` (the file `path`'s) parsed as YAML 1.2; None when it holds no document.
 
     Text that is not YAML or repeats a key in a mapping raises `error` with one line
@@ -96,8 +107,9 @@ def _yaml_error(path: Path, err: YAMLError, text: str, error: ErrorType, doc: st
     if isinstance(err, ReaderError):  # a character YAML does not allow; located by offset
         pos = min(err.position, len(text))
         line, column = text.count("\n", 0, pos) + 1, pos - (text.rfind("\n", 0, pos) + 1) + 1
-        return error(f"{path}:{line}:{column}: a control character (#x{err.character:04x}), which YAML "
-                     "does not allow: remove it")
+        return error(
+            f"{path}:{line}:{column}: a control character (#x{err.character:04x}), which YAML does not allow: remove it"
+        )
     problem = one_line(getattr(err, "problem", None) or "")
     context = one_line(getattr(err, "context", None) or "")
     mark = getattr(err, "problem_mark", None)
@@ -105,27 +117,31 @@ def _yaml_error(path: Path, err: YAMLError, text: str, error: ErrorType, doc: st
     if mark is None and context_mark is None:
         return error(f"{path} is not valid YAML ({one_line(err, 200)}): fix it{see}")
     where = at(path, mark or context_mark)
-    opened = (f"line {context_mark.line + 1}, column {context_mark.column + 1}"
-              if context_mark is not None else "")
+    opened = f"line {context_mark.line + 1}, column {context_mark.column + 1}" if context_mark is not None else ""
     if "'\\t'" in problem or re.search(r"\btab\b", problem):
         return error(f"{where}: a tab character, which YAML does not allow here: use spaces to indent")
     if problem == "mapping values are not allowed here":
-        return error(f"{where}: a ':' that cannot start a key here: check this line's indentation "
-                     "against the lines above, or quote a value that holds ': '")
+        return error(
+            f"{where}: a ':' that cannot start a key here: check this line's indentation "
+            "against the lines above, or quote a value that holds ': '"
+        )
     if context.startswith("while parsing a flow ") and context_mark is not None:
         bracket = "{" if "mapping" in context else "["
-        return error(f"{where}: {problem}, in the '{bracket}' opened at {opened}: close it, or quote a "
-                     "value that holds , : [ ] { }")
+        return error(
+            f"{where}: {problem}, in the '{bracket}' opened at {opened}: close it, or quote a "
+            "value that holds , : [ ] { }"
+        )
     if context == "while scanning a quoted scalar" and context_mark is not None:
         return error(f"{where}: {problem}: the quote opened at {opened} is not closed: add the closing quote")
     if isinstance(err, DuplicateKeyError):  # keys equal as values, not as written (1 and 0x1)
         return error(f"{where}: {problem}, in the mapping at {opened}: remove one")
     if problem.startswith("could not determine a constructor for the tag"):
-        return error(f"{where}: {problem}: remove the tag ({path.name} holds plain numbers, text, lists and "
-                     "mappings)")
+        return error(f"{where}: {problem}: remove the tag ({path.name} holds plain numbers, text, lists and mappings)")
     if context == "expected a single document in the stream":
-        return error(f"{where}: a second YAML document: {path.name} must hold one; remove this '---' "
-                     "and merge what follows it into the first")
+        return error(
+            f"{where}: a second YAML document: {path.name} must hold one; remove this '---' "
+            "and merge what follows it into the first"
+        )
     detail = f" ({context} at {opened})" if context and opened else (f" ({context})" if context else "")
     return error(f"{where}: not valid YAML: {problem or context}{detail}: fix it there{see}")
 
@@ -147,8 +163,10 @@ def _check_duplicate_keys(path: Path, root: Any, error: ErrorType) -> None:
             continue
         done.add(id(node))
         if isinstance(node, SequenceNode):
-            todo.extend((item, (*where[:-1], f"{where[-1]}[{i}]") if where else (f"[{i}]",))
-                        for i, item in enumerate(node.value))
+            todo.extend(
+                (item, (*where[:-1], f"{where[-1]}[{i}]") if where else (f"[{i}]",))
+                for i, item in enumerate(node.value)
+            )
         if not isinstance(node, MappingNode):
             continue
         first: dict[tuple[str, str], Any] = {}
@@ -162,8 +180,10 @@ def _check_duplicate_keys(path: Path, root: Any, error: ErrorType) -> None:
     if repeats:
         key, first_key, where = min(repeats, key=lambda r: (r[0].start_mark.line, r[0].start_mark.column))
         under = f"under '{'.'.join(where)}'" if where else "at the top level"
-        raise error(f"{at(path, key.start_mark)}: duplicate key '{key.value}' {under} "
-                    f"(first at line {first_key.start_mark.line + 1}): remove one")
+        raise error(
+            f"{at(path, key.start_mark)}: duplicate key '{key.value}' {under} "
+            f"(first at line {first_key.start_mark.line + 1}): remove one"
+        )
 
 
 def _yaml_1_2() -> YAML:

@@ -13,6 +13,7 @@ reconstruction and latin-1 byte strings). Anything else is refused *before* it i
 Keys may be str (Python 3 pickles, or official Python 2 pickles read with latin-1) or bytes
 (``encoding="bytes"`` style); both are normalised to str.
 """
+
 from __future__ import annotations
 
 import _compat_pickle
@@ -101,7 +102,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._source = source
         self._allowed = _allowed_globals()
 
-    def find_class(self, module: str, name: str) -> Any:  # noqa: D102
+    def find_class(self, module: str, name: str) -> Any:
         try:
             return self._allowed[(module, name)]
         except KeyError:
@@ -112,7 +113,7 @@ class RestrictedUnpickler(pickle.Unpickler):
                 "only dicts, lists, strings, numbers and numpy arrays"
             ) from None
 
-    def persistent_load(self, pid: Any) -> Any:  # noqa: D102
+    def persistent_load(self, pid: Any) -> Any:
         raise DataError(f"refused to unpickle a persistent id in {self._source}: CIFAR batches have none")
 
 
@@ -244,9 +245,7 @@ def _check_batch(name: str, obj: Any) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(raw_labels, (list, tuple)) and not all(
         isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in raw_labels
     ):
-        bad = next(
-            v for v in raw_labels if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_))
-        )
+        bad = next(v for v in raw_labels if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_)))
         raise DataError(f"{name}: label {bad!r} is not an integer")
     labels = np.asarray(raw_labels)
     if labels.ndim == 1 and len(labels) == 0:
@@ -280,9 +279,7 @@ def read_archive(path: str | Path) -> CifarArrays:
         # The official batches hold exactly num_cases_per_batch; archives written with
         # np.array_split (the shared offline tool) hold that or one more.
         if not (per_batch <= len(y) <= per_batch + 1 or (per_batch == 1 and len(y) == 0)):
-            raise DataError(
-                f"{name} holds {len(y)} images but {META} says num_cases_per_batch = {per_batch}"
-            )
+            raise DataError(f"{name} holds {len(y)} images but {META} says num_cases_per_batch = {per_batch}")
         xs.append(x)
         ys.append(y)
     test_x, test_y = _check_batch(TEST_BATCH, found.pop(TEST_BATCH))
@@ -310,7 +307,9 @@ def stratified_subset(labels: np.ndarray, n: int | None, seed: int, num_classes:
     if n > total:
         raise DataError(f"subset size {n} exceeds the {total} images available")
     if n < num_classes:
-        raise DataError(f"subset size {n} is below the number of classes ({num_classes}); stratifying needs at least one per class")
+        raise DataError(
+            f"subset size {n} is below the number of classes ({num_classes}); stratifying needs at least one per class"
+        )
     rng = np.random.default_rng(seed)
     per_class = np.full(num_classes, n // num_classes, dtype=np.int64)
     per_class[rng.choice(num_classes, size=n % num_classes, replace=False)] += 1
@@ -318,9 +317,7 @@ def stratified_subset(labels: np.ndarray, n: int | None, seed: int, num_classes:
     for c in range(num_classes):
         idx = np.flatnonzero(labels == c)
         if len(idx) < per_class[c]:
-            raise DataError(
-                f"subset size {n} needs {per_class[c]} images of class {c} but only {len(idx)} exist"
-            )
+            raise DataError(f"subset size {n} needs {per_class[c]} images of class {c} but only {len(idx)} exist")
         chosen.append(rng.choice(idx, size=int(per_class[c]), replace=False))
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
@@ -345,7 +342,7 @@ def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ss = int(hist @ (values * values))
         var_num = count * ss - s * s  # = count**2 * variance, exact in Python ints
         mean[c] = s / count / 255.0
-        std[c] = (var_num ** 0.5) / count / 255.0
+        std[c] = (var_num**0.5) / count / 255.0
     return mean, std
 
 

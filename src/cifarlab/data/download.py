@@ -1,18 +1,19 @@
 """Download or copy the CIFAR-10 archive, md5-verified, written atomically (the `fetch` stage's library)."""
+
 from __future__ import annotations
 
 import hashlib
 import http.client
 import os
 import re
-import socket
 import ssl
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 from tqdm import tqdm
 
@@ -59,7 +60,7 @@ def _local_source(url: str) -> Path | None:
     return Path(url).expanduser()
 
 
-def _copy_stream(src: IO[bytes], dst: IO[bytes], md5: "hashlib._Hash", bar: tqdm | None) -> int:
+def _copy_stream(src: IO[bytes], dst: IO[bytes], md5: hashlib._Hash, bar: tqdm | None) -> int:
     n = 0
     # read1: whatever has arrived (up to CHUNK), so the progress bar and the temp file move
     # with the network instead of in whole CHUNKs; plain read() where a stream lacks it.
@@ -79,9 +80,14 @@ def _copy_local(src: Path, dst: IO[bytes]) -> str:
         with open(src, "rb") as f:
             _copy_stream(f, dst, md5, None)
     except FileNotFoundError:
-        where = "" if src.is_absolute() else (
-            f" (looked at {src.absolute()}: a relative data.url is read from the project root, and a queued or "
-            "--temp experiment's root is a copy under .dvc/tmp/exps; give data.url as an absolute path)")
+        where = (
+            ""
+            if src.is_absolute()
+            else (
+                f" (looked at {src.absolute()}: a relative data.url is read from the project root, and a queued or "
+                "--temp experiment's root is a copy under .dvc/tmp/exps; give data.url as an absolute path)"
+            )
+        )
         raise _Permanent(f"no such file {str(src)!r}{where}") from None
     except IsADirectoryError:
         raise _Permanent(f"{str(src)!r} is a directory, not the archive") from None
@@ -98,8 +104,9 @@ def _download(url: str, dst: IO[bytes], timeout_s: float, progress: bool | None,
             length_header = resp.headers.get("Content-Length")
             total = int(length_header) if length_header and length_header.isdigit() else None
             disable = None if progress is None else not progress
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=disable,
-                      leave=False) as bar:
+            with tqdm(
+                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=disable, leave=False
+            ) as bar:
                 got = _copy_stream(resp, dst, md5, bar)
             if total is not None and got != total:
                 raise _Transient(f"connection closed after {got} of {total} bytes")
@@ -112,7 +119,7 @@ def _download(url: str, dst: IO[bytes], timeout_s: float, progress: bool | None,
         if isinstance(e.reason, ssl.SSLCertVerificationError):
             raise _Permanent(f"TLS certificate check failed: {one_line(e.reason)}") from e
         raise _Transient(one_line(e.reason)) from e
-    except (socket.timeout, TimeoutError) as e:
+    except TimeoutError as e:
         raise _Transient(f"timed out ({one_line(e) or 'no data'})") from e
     except (ConnectionError, http.client.HTTPException) as e:
         raise _Transient(f"{type(e).__name__}: {one_line(e)}") from e

@@ -1,5 +1,6 @@
 """The prepared splits: subsetting, validation hold-out, channel statistics, and the .npz files
 (x uint8 (N, 32, 32, 3), y int64 (N,)) every later stage reads (the `preprocess` stage's library)."""
+
 from __future__ import annotations
 
 import os
@@ -103,8 +104,9 @@ def load_prepared(device, with_val: bool = False):
     import torch  # here, not at the top: the preprocess stage needs no torch
 
     if not paths.STATS_FILE.is_file():
-        raise DataError(f"prepared data not found: {paths.STATS_FILE}; run the preprocess stage first "
-                        "(dvc repro preprocess)")
+        raise DataError(
+            f"prepared data not found: {paths.STATS_FILE}; run the preprocess stage first (dvc repro preprocess)"
+        )
     stats = read_json_object(paths.STATS_FILE)
     out = []
     for f in (paths.TRAIN_FILE, paths.TEST_FILE, *((paths.VAL_FILE,) if with_val else ())):

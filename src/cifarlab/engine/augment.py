@@ -7,6 +7,7 @@ instead of 128 PIL round-trips per batch in DataLoader workers.
 All randomness comes from the `torch.Generator` passed in (on the same device), so a seed
 fixes every crop offset, flip and jitter factor.
 """
+
 from __future__ import annotations
 
 import torch

@@ -6,6 +6,7 @@ data/checkpoints/<out>/{final,best,val_best}.pt hold plain containers and tensor
 
 A checkpoint that cannot be written is an output missing: `OutputWriteError`, one line.
 """
+
 from __future__ import annotations
 
 import csv
@@ -81,8 +82,10 @@ def save_checkpoint(path: Path, model: str, arch: dict, state: dict, epoch: int,
     try:
         write_file(path, data)
     except OSError as err:
-        raise OutputWriteError(f"cannot write {path} ({error_reason(err, path)}); make room (or fix the permissions) "
-                               "there and rerun `dvc repro`") from err
+        raise OutputWriteError(
+            f"cannot write {path} ({error_reason(err, path)}); make room (or fix the permissions) "
+            "there and rerun `dvc repro`"
+        ) from err
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -91,7 +94,7 @@ def load_checkpoint(path: Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise DataError(f"checkpoint not found: {path} (run the train stage first: dvc repro)") from None
-    except Exception as e:  # a truncated or foreign file: say which, in one line
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file fails in torch.load in many ways: one line
         raise DataError(f"cannot load checkpoint {path}: {str(e).splitlines()[0]}") from None
     if not isinstance(ckpt, dict) or not {"model", "arch", "epoch", "state_dict"} <= ckpt.keys():
         raise DataError(f"{path} is not a cifarlab checkpoint (needs model, arch, epoch, state_dict)")

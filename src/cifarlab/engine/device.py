@@ -1,4 +1,5 @@
 """The device a stage computes on and a run's numerics on it (precision, memory format, compile)."""
+
 from __future__ import annotations
 
 import functools
@@ -61,8 +62,10 @@ def configure_determinism(device: torch.device, deterministic: bool) -> None:
 # For a GPU this torch build has no kernels for: the torch build to use instead. PyTorch's CUDA
 # 12.8/12.9 builds dropped Maxwell and Pascal (sm_50-61) and, later, Volta (sm_70); its CUDA 12.6
 # builds still carry sm_50-sm_90.
-OLD_GPU_FIX = ("docker build --build-arg BASE_IMAGE=pytorch/pytorch:2.8.0-cuda12.6-cudnn9-runtime -t cifarlab . "
-               "(or pip install torch torchvision --index-url https://download.pytorch.org/whl/cu126)")
+OLD_GPU_FIX = (
+    "docker build --build-arg BASE_IMAGE=pytorch/pytorch:2.8.0-cuda12.6-cudnn9-runtime -t cifarlab . "
+    "(or pip install torch torchvision --index-url https://download.pytorch.org/whl/cu126)"
+)
 
 
 def gpu_arch_problem(name: str, capability: tuple[int, int], arch_list: list[str], torch_version: str) -> str | None:
@@ -85,17 +88,23 @@ def gpu_arch_problem(name: str, capability: tuple[int, int], arch_list: list[str
             ok = True
     if ok or not arch_list:
         return None
-    return (f"GPU {name} is sm_{major}{minor}, but this torch {torch_version} was built for "
-            f"{', '.join(arch_list)} only (\"no kernel image is available\" on the first step): "
-            f"use a CUDA 12.6 build: {OLD_GPU_FIX}")
+    return (
+        f"GPU {name} is sm_{major}{minor}, but this torch {torch_version} was built for "
+        f'{", ".join(arch_list)} only ("no kernel image is available" on the first step): '
+        f"use a CUDA 12.6 build: {OLD_GPU_FIX}"
+    )
 
 
 def check_gpu(device: torch.device) -> None:
     """Stop before any work, with one line, on a GPU this torch build has no kernels for."""
     if device.type != "cuda":
         return
-    problem = gpu_arch_problem(torch.cuda.get_device_name(device), torch.cuda.get_device_capability(device),
-                               torch.cuda.get_arch_list(), torch.__version__)
+    problem = gpu_arch_problem(
+        torch.cuda.get_device_name(device),
+        torch.cuda.get_device_capability(device),
+        torch.cuda.get_arch_list(),
+        torch.__version__,
+    )
     if problem:
         raise CifarlabError(problem)
 
@@ -134,8 +143,11 @@ def _onednn_bf16_conv_kernel() -> str | None:
     with tempfile.TemporaryFile() as log:
         os.dup2(log.fileno(), 1)
         try:
-            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON), torch.no_grad(), \
-                    torch.autocast("cpu", dtype=torch.bfloat16):
+            with (
+                torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON),
+                torch.no_grad(),
+                torch.autocast("cpu", dtype=torch.bfloat16),
+            ):
                 torch.nn.functional.conv2d(x, w, padding=1)
         finally:
             os.dup2(saved, 1)

@@ -19,6 +19,7 @@ run table has the same deps (a DVC `foreach`), so a shared features stage would 
 forward pass over the data: about 80 TFLOP, an estimated second or less on an H200 (not measured
 yet; benchmarks/bench_gpu.py measures it).
 """
+
 from __future__ import annotations
 
 import torch

@@ -8,12 +8,13 @@ Determinism: every random draw of epoch e (shuffle order, augmentation, dropout)
 generators seeded with (seed, e), so the same params and data give the same numbers bit for
 bit on CPU, and an epoch's randomness does not depend on how the previous ones ran.
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -21,13 +22,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cifarlab.core.params import Recipe
 from cifarlab.core.durations import format_duration
+from cifarlab.core.params import Recipe
 from cifarlab.engine.augment import BatchPipeline
 from cifarlab.engine.device import Runtime
 from cifarlab.engine.resume import TrainState, cpu_state
 from cifarlab.engine.step import TrainStep
-
 
 # Without a terminal (a logged `dvc repro`, CI, a queued experiment) the progress bar is off; a
 # line this often (seconds) says the epoch is moving: a CPU epoch of resnet9 takes ~5 minutes.
@@ -39,8 +39,14 @@ class EpochTicker:
     from the step count and the wall clock only (no device sync: on a GPU the count is of steps
     queued, a little ahead of those done)."""
 
-    def __init__(self, what: str, steps: int, log: Callable[[str], None], every: float = TICK_SECONDS,
-                 clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        what: str,
+        steps: int,
+        log: Callable[[str], None],
+        every: float = TICK_SECONDS,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         self.what, self.steps, self.log, self.every, self.clock = what, steps, log, every, clock
         self.start = self.last = clock()
 
@@ -52,8 +58,10 @@ class EpochTicker:
         self.last = now
         spent = now - self.start
         left = spent * (self.steps - done) / done
-        self.log(f"{self.what}: step {done} of {self.steps} ({done / self.steps:.0%}), {format_duration(spent)} in, "
-                 f"~{format_duration(left)} left in the epoch")
+        self.log(
+            f"{self.what}: step {done} of {self.steps} ({done / self.steps:.0%}), {format_duration(spent)} in, "
+            f"~{format_duration(left)} left in the epoch"
+        )
 
 
 def derive_seed(*parts: int) -> int:
@@ -98,6 +106,7 @@ def predict(model: nn.Module, x_u8: torch.Tensor, pipe: BatchPipeline, rt: Runti
     """Logits (N, 10) float32 for uint8 images (N, 3, 32, 32) on rt.device; eval mode, no augmentation.
 
     flip: test-time augmentation, the mean of the logits of each image and its horizontal mirror."""
+
     def logits(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
         y = m(x).float()
         return (y + m(torch.flip(x, dims=(3,))).float()) / 2 if flip else y
@@ -112,7 +121,6 @@ def _batches(perm: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     if len(parts) > 1 and parts[-1].numel() == 1:
         parts.pop()
     return parts
-
 
 
 def time_left(history: list[EpochStats], epochs: int, early_stopping: bool) -> str:
@@ -204,13 +212,28 @@ def fit(
         train_loss = loss_sum.item() / seen
         if not math.isfinite(train_loss) or train_loss > DIVERGED_LOSS:
             first_bad = int(bad_step.item())
-            st.diverged = {"epoch": epoch, "step": (first_bad + 1) if first_bad >= 0 else None, "lr": lr,
-                           "train_loss": train_loss if math.isfinite(train_loss) else None}
+            st.diverged = {
+                "epoch": epoch,
+                "step": (first_bad + 1) if first_bad >= 0 else None,
+                "lr": lr,
+                "train_loss": train_loss if math.isfinite(train_loss) else None,
+            }
             where = f"step {first_bad + 1} of {len(batches)}" if first_bad >= 0 else f"mean loss {train_loss:.3g}"
-            log(f"diverged: {desc} epoch {epoch}, {where}: training loss not finite or above {DIVERGED_LOSS:g} "
-                f"at lr {lr:.3g}; training stopped, recorded as diverged (check the lr)")
-            st.history.append(EpochStats(epoch=epoch, train_loss=st.diverged["train_loss"], train_acc=correct.item() / seen,
-                                         test_loss=None, test_acc=None, lr=lr, seconds=time.perf_counter() - t0))
+            log(
+                f"diverged: {desc} epoch {epoch}, {where}: training loss not finite or above {DIVERGED_LOSS:g} "
+                f"at lr {lr:.3g}; training stopped, recorded as diverged (check the lr)"
+            )
+            st.history.append(
+                EpochStats(
+                    epoch=epoch,
+                    train_loss=st.diverged["train_loss"],
+                    train_acc=correct.item() / seen,
+                    test_loss=None,
+                    test_acc=None,
+                    lr=lr,
+                    seconds=time.perf_counter() - t0,
+                )
+            )
             st.epoch = epoch
             if on_epoch_end is not None:
                 on_epoch_end(epoch, lambda: st.snapshot(model, step))

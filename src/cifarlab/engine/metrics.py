@@ -1,4 +1,5 @@
 """Classification metrics from logits: pure functions, no I/O."""
+
 from __future__ import annotations
 
 import torch

@@ -20,6 +20,7 @@ Here:
 A resume point that cannot be written (disk full, no permission: any OSError) costs the run that
 resume point, never the run: one warning line, and the last state on disk stays whole.
 """
+
 from __future__ import annotations
 
 import copy
@@ -31,10 +32,11 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -55,8 +57,16 @@ def state_path(out: str) -> Path:
     return RESUME_DIR / f"{out}.pt"
 
 
-def run_fingerprint(spec: Run, train: TrainParams, epochs: int, stats: dict, n: tuple[int, int, int],
-                    device: torch.device, compiled: str | None = None, feature_batch: int | None = None) -> str:
+def run_fingerprint(
+    spec: Run,
+    train: TrainParams,
+    epochs: int,
+    stats: dict,
+    n: tuple[int, int, int],
+    device: torch.device,
+    compiled: str | None = None,
+    feature_batch: int | None = None,
+) -> str:
     """sha256 of everything that decides a run's numbers (recipe, architecture, epochs, seed,
     split sizes and statistics, device kind, the train keys that change numbers, CPU threads included).
 
@@ -64,13 +74,20 @@ def run_fingerprint(spec: Run, train: TrainParams, epochs: int, stats: dict, n: 
     features were computed in (None: no feature cache). Settings in effect, not raw keys: a CPU
     run is eager whatever train.compile_mode says, so that key must not void its saved epochs."""
     key = {
-        "model": spec.model, "arch": dict(spec.arch), "recipe": spec.recipe.model_dump(mode="json"),
-        "epochs": epochs, "seed": spec.seed, "n_train_val_test": list(n),
-        "mean": stats["mean"], "std": stats["std"], "device": device.type,
+        "model": spec.model,
+        "arch": dict(spec.arch),
+        "recipe": spec.recipe.model_dump(mode="json"),
+        "epochs": epochs,
+        "seed": spec.seed,
+        "n_train_val_test": list(n),
+        "mean": stats["mean"],
+        "std": stats["std"],
+        "device": device.type,
         # checkpoint_minutes: when the state is saved, not what it holds (test_resume.py);
         # eval_batch_size: test passes only, unless it batches cached features (below)
-        "train": train.model_dump(mode="json", exclude={"eval_batch_size", "checkpoint_minutes", "compile",
-                                                        "compile_mode"}),
+        "train": train.model_dump(
+            mode="json", exclude={"eval_batch_size", "checkpoint_minutes", "compile", "compile_mode"}
+        ),
     }
     if compiled:
         key["compiled"] = compiled
@@ -101,9 +118,21 @@ class TrainState:
 
     @classmethod
     def fresh(cls) -> TrainState:
-        return cls(epoch=0, history=[], best_acc=-1.0, best_epoch=0, best_state=None, best_loss=math.inf,
-                   since_best_loss=0, val_best_acc=-1.0, val_best_epoch=None, val_best_state=None,
-                   stopped_early=False, images=0, train_seconds=0.0)
+        return cls(
+            epoch=0,
+            history=[],
+            best_acc=-1.0,
+            best_epoch=0,
+            best_state=None,
+            best_loss=math.inf,
+            since_best_loss=0,
+            val_best_acc=-1.0,
+            val_best_epoch=None,
+            val_best_state=None,
+            stopped_early=False,
+            images=0,
+            train_seconds=0.0,
+        )
 
     def snapshot(self, model: nn.Module, step: TrainStep) -> dict:
         """Plain containers and tensors only, so torch.load(weights_only=True) reads it back.
@@ -116,8 +145,10 @@ class TrainState:
             "scheduler": copy.deepcopy(step.sched.state_dict()) if step.sched is not None else None,
             # Unused by the loop (it reseeds every epoch) but part of a full state: a later
             # change that draws from the global RNGs between epochs stays resumable.
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
         }
 
     @classmethod
@@ -156,7 +187,7 @@ def load_resume(path: Path, fingerprint: str, log: Callable[[str], None]) -> dic
         return None
     try:
         snap = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a foreign or damaged file: never fatal, the run just starts over
+    except Exception as e:  # noqa: BLE001 - a foreign or damaged file: never fatal, the run just starts over
         log(f"ignoring {path}: unreadable ({str(e).splitlines()[0][:200]}); starting from epoch 1")
         return None
     if not isinstance(snap, dict) or snap.get("fingerprint") != fingerprint:
@@ -169,8 +200,10 @@ def load_resume(path: Path, fingerprint: str, log: Callable[[str], None]) -> dic
         try:
             snap["state"][key] = torch.load(path.parent / name, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - deleted or damaged: start over rather than guess
-            log(f"ignoring {path}: its {key} file {name} is unreadable ({str(e).splitlines()[0][:200]}); "
-                "starting from epoch 1")
+            log(
+                f"ignoring {path}: its {key} file {name} is unreadable ({str(e).splitlines()[0][:200]}); "
+                "starting from epoch 1"
+            )
             return None
     log(f"resuming from {path}: epochs 1-{snap['state']['epoch']} already done")
     return snap
@@ -206,8 +239,14 @@ class ResumeWriter:
     under the same news.
     """
 
-    def __init__(self, path: Path, fingerprint: str, minutes: float, clock: Callable[[], float] = time.monotonic,
-                 log: Callable[[str], None] = _stderr):
+    def __init__(
+        self,
+        path: Path,
+        fingerprint: str,
+        minutes: float,
+        clock: Callable[[], float] = time.monotonic,
+        log: Callable[[str], None] = _stderr,
+    ):
         self.path, self.fingerprint, self.minutes, self.clock, self.log = path, fingerprint, minutes, clock, log
         self.saved_epoch: int | None = None
         self._failing = False  # the last write failed (its warning given)
@@ -253,7 +292,7 @@ class ResumeWriter:
             except FileExistsError as err:  # with exist_ok: it exists and is not a directory
                 raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), err.filename) from err
             self._check_room(sum(d.nbytes for d in data))
-            for (target, _, key, epoch), d in zip(files, data):
+            for (target, _, key, epoch), d in zip(files, data, strict=True):
                 existed = target.exists()
                 write_file(target, d)
                 if key is not None:
@@ -288,23 +327,31 @@ class ResumeWriter:
         A lower bound (blocks, metadata not counted): a write that passes may still fail."""
         free = shutil.disk_usage(self.path.parent).free
         if free < nbytes:
-            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {nbytes / 1e6:.1f} MB to write, "
-                                        f"{free / 1e6:.1f} MB free")
+            raise OSError(
+                errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {nbytes / 1e6:.1f} MB to write, {free / 1e6:.1f} MB free"
+            )
 
     def _failed(self, err: OSError | MemoryError, target: Path) -> None:
         if self._failing:
             return  # warned at the first failure of this stretch
         self._failing = True
         where = f" (after epoch {self.saved_epoch})" if self.saved_epoch is not None else ", if any"
-        self.log(f"warning: resume point not saved ({target}: {error_reason(err, target)}): the run goes on; "
-                 f"a crash now restarts from the last saved point{where}; later saves are retried, "
-                 "with a note when one succeeds")
+        self.log(
+            f"warning: resume point not saved ({target}: {error_reason(err, target)}): the run goes on; "
+            f"a crash now restarts from the last saved point{where}; later saves are retried, "
+            "with a note when one succeeds"
+        )
 
     def blob_files(self) -> list[Path]:
         """This run's best-epoch files, and temp files a killed write left behind."""
         d, stem = self.path.parent, self.path.stem
-        return sorted([*d.glob(f"{stem}.*_state-*-e*.pt"), *d.glob(f".{stem}.*_state-*-e*.pt.*.tmp"),
-                       *d.glob(f".{self.path.name}.*.tmp")])
+        return sorted(
+            [
+                *d.glob(f"{stem}.*_state-*-e*.pt"),
+                *d.glob(f".{stem}.*_state-*-e*.pt.*.tmp"),
+                *d.glob(f".{self.path.name}.*.tmp"),
+            ]
+        )
 
     def wait(self) -> None:
         """Block until the write in flight (if any) has ended; re-raise its error, unless it was
@@ -332,8 +379,10 @@ class ResumeWriter:
         if stuck:
             f, err = stuck[0]
             more = f" and {len(stuck) - 1} more" if len(stuck) > 1 else ""
-            self.log(f"warning: finished run's resume files not deleted ({f}: {error_reason(err, f)}{more}); "
-                     "its outputs are complete; delete them by hand")
+            self.log(
+                f"warning: finished run's resume files not deleted ({f}: {error_reason(err, f)}{more}); "
+                "its outputs are complete; delete them by hand"
+            )
 
 
 def close_quietly(writer: ResumeWriter, log: Callable[[str], None]) -> None:
@@ -341,5 +390,7 @@ def close_quietly(writer: ResumeWriter, log: Callable[[str], None]) -> None:
     try:
         writer.close()
     except Exception as err:  # noqa: BLE001 - OSError (disk full), pickling: said, not raised
-        log(f"warning: the resume state {writer.path} was not saved ({type(err).__name__}: {one_line(err, 200)}); "
-            "a rerun after a crash starts from the last state on disk")
+        log(
+            f"warning: the resume state {writer.path} was not saved ({type(err).__name__}: {one_line(err, 200)}); "
+            "a rerun after a crash starts from the last state on disk"
+        )

@@ -5,6 +5,7 @@ recipe's count capped by train.max_epochs), so a capped run is a compressed copy
 recipe: a 2:1:1 multistep over 30 epochs steps at 15 and 22, not never. `step` keeps its
 absolute step_size (report 001: "every 30 epochs").
 """
+
 from __future__ import annotations
 
 import inspect

@@ -1,5 +1,6 @@
 """One training step of a recipe (compiled or eager), and its timing: the one timing loop, used by
 `cifarlab estimate`, train's start-of-run estimate and the benchmarks."""
+
 from __future__ import annotations
 
 import copy
@@ -25,8 +26,9 @@ class TrainStep:
     and train exactly the same step.
     """
 
-    def __init__(self, model: nn.Module, recipe: Recipe, pipe: BatchPipeline, rt: Runtime,
-                 epochs: int, steps_per_epoch: int):
+    def __init__(
+        self, model: nn.Module, recipe: Recipe, pipe: BatchPipeline, rt: Runtime, epochs: int, steps_per_epoch: int
+    ):
         self.model, self.recipe, self.pipe, self.rt = model, recipe, pipe, rt
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.opt = make_optimizer(self.trainable, recipe, fused=rt.fused_optimizer)
@@ -46,8 +48,11 @@ class TrainStep:
 
             inductor_config.fallback_random = True
         mode = {"mode": rt.compile_mode} if rt.compile_backend == "inductor" else {}
-        self.forward_loss = (torch.compile(self._forward_loss, backend=rt.compile_backend, dynamic=False, **mode)
-                             if rt.compile else self._forward_loss)
+        self.forward_loss = (
+            torch.compile(self._forward_loss, backend=rt.compile_backend, dynamic=False, **mode)
+            if rt.compile
+            else self._forward_loss
+        )
         self._compiled_shapes: set[tuple[int, ...]] = set()
 
     def _forward_loss(self, xb: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,8 +79,10 @@ class TrainStep:
             except torch.cuda.OutOfMemoryError:  # not the compiler's: as it is
                 raise
             except Exception as err:  # inductor/triton missing or failing: say so, name the way out
-                raise CifarlabError(f"torch.compile failed ({type(err).__name__}: {one_line(err, 300)}); "
-                                    "set train.compile=false to train eagerly") from err
+                raise CifarlabError(
+                    f"torch.compile failed ({type(err).__name__}: {one_line(err, 300)}); "
+                    "set train.compile=false to train eagerly"
+                ) from err
             self._compiled_shapes.add(tuple(xb.shape))
         else:
             loss, logits = self.forward_loss(xb, y)
@@ -115,8 +122,17 @@ class StepTiming:
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-def time_steps(step: TrainStep, batch: Batch | Callable[[int], Batch], gen: torch.Generator, *, warmup: int,
-               steps: int, min_seconds: float = 0.0, max_steps: int | None = None, each: bool = True) -> StepTiming:
+def time_steps(
+    step: TrainStep,
+    batch: Batch | Callable[[int], Batch],
+    gen: torch.Generator,
+    *,
+    warmup: int,
+    steps: int,
+    min_seconds: float = 0.0,
+    max_steps: int | None = None,
+    each: bool = True,
+) -> StepTiming:
     """Time `step` on `batch`: (x, y), or a function of the step's index (warm-ups counted) giving
     them. First `warmup` untimed steps, each synchronised with the device (the first one's seconds
     kept apart: compilation, if any, allocator growth, oneDNN primitives, the optimizer's state;
@@ -141,8 +157,9 @@ def time_steps(step: TrainStep, batch: Batch | Callable[[int], Batch], gen: torc
     step_s: list[float] = []
     start = time.perf_counter()
     if each:
-        while len(step_s) < steps or (time.perf_counter() - start < min_seconds
-                                      and (max_steps is None or len(step_s) < max_steps)):
+        while len(step_s) < steps or (
+            time.perf_counter() - start < min_seconds and (max_steps is None or len(step_s) < max_steps)
+        ):
             t = time.perf_counter()
             loss, _ = step(*inputs(warmup + len(step_s)), gen)
             synchronize(device)
@@ -161,8 +178,9 @@ MIN_TIMED_S = 1.0  # a small model's step is ~1 ms: time it for at least this lo
 MAX_STEPS = 200
 
 
-def time_train_step(model: nn.Module, recipe: Recipe, pipe: BatchPipeline, rt: Runtime, batch: int = 64,
-                    steps: int = 2) -> float:
+def time_train_step(
+    model: nn.Module, recipe: Recipe, pipe: BatchPipeline, rt: Runtime, batch: int = 64, steps: int = 2
+) -> float:
     """Seconds per training image: the fastest timed step on random data, after WARMUP_STEPS;
     at least `steps` steps and MIN_TIMED_S seconds of them (up to MAX_STEPS), so a millisecond
     step is not judged on three samples. The fastest is the one least disturbed by other load.
@@ -174,6 +192,5 @@ def time_train_step(model: nn.Module, recipe: Recipe, pipe: BatchPipeline, rt: R
     g = torch.Generator(device=rt.device).manual_seed(0)
     x = torch.randint(0, 256, (batch, 3, 32, 32), generator=g, device=rt.device, dtype=torch.uint8)
     y = torch.randint(0, 10, (batch,), generator=g, device=rt.device)
-    timed = time_steps(step, (x, y), g, warmup=WARMUP_STEPS, steps=steps, min_seconds=MIN_TIMED_S,
-                       max_steps=MAX_STEPS)
+    timed = time_steps(step, (x, y), g, warmup=WARMUP_STEPS, steps=steps, min_seconds=MIN_TIMED_S, max_steps=MAX_STEPS)
     return min(timed.step_s) / batch

@@ -1,5 +1,6 @@
 """What every figure shares: the byte-reproducible PNG writer, series colours, n/a marks, cell contrast,
 the smoke-run banner."""
+
 from __future__ import annotations
 
 import textwrap
@@ -44,8 +45,12 @@ def _is_smoke(rec: Mapping) -> bool:
     """Whether one run's record (a details file, or a report record: the same keys) says it is not
     the recipe as published; the rule of reporting.records.smoke_notes."""
     n_train, n_test = rec.get("n_train"), rec.get("n_test")
-    return ((n_train is not None and n_train < FULL_TRAIN) or (n_test is not None and n_test < FULL_TEST)
-            or rec.get("epochs_cap") is not None or bool(rec.get("random_features")))
+    return (
+        (n_train is not None and n_train < FULL_TRAIN)
+        or (n_test is not None and n_test < FULL_TEST)
+        or rec.get("epochs_cap") is not None
+        or bool(rec.get("random_features"))
+    )
 
 
 def smoke_line(records: Iterable[Mapping]) -> str | None:
@@ -62,9 +67,12 @@ def smoke_line(records: Iterable[Mapping]) -> str | None:
     caps = [r["epochs_cap"] for r in smoke if r.get("epochs_cap") is not None]
     if caps:
         recipe = [r["recipe_epochs"] for r in smoke if r.get("epochs_cap") is not None and r.get("recipe_epochs")]
-        parts.append(f"{_span(caps)} epoch{'' if max(caps) == 1 else 's'}"
-                     + (f" (recipe: {_span(recipe)})" if recipe else ""))
-    subset = [r for r in smoke if (r.get("n_train") or FULL_TRAIN) < FULL_TRAIN or (r.get("n_test") or FULL_TEST) < FULL_TEST]
+        parts.append(
+            f"{_span(caps)} epoch{'' if max(caps) == 1 else 's'}" + (f" (recipe: {_span(recipe)})" if recipe else "")
+        )
+    subset = [
+        r for r in smoke if (r.get("n_train") or FULL_TRAIN) < FULL_TRAIN or (r.get("n_test") or FULL_TEST) < FULL_TEST
+    ]
     if subset:
         train, test = ([r[k] for r in subset if r.get(k) is not None] for k in ("n_train", "n_test"))
         parts.append(f"{_span(train) if train else '?'} train / {_span(test) if test else '?'} test images")
@@ -97,8 +105,19 @@ def add_title(fig: plt.Figure, title: str | None = None, smoke: str | None = Non
     # one suptitle, so the layout leaves room for all of it: the banner's lines left blank and the
     # banner drawn over them in red (one Text has one colour)
     sup = fig.suptitle("\n" * (banner.count("\n") + 1) + title)
-    fig.add_artist(Annotation(banner, xy=(0.5, 1.0), xycoords=sup, ha="center", va="top", color=SMOKE_COLOR,
-                              fontsize=BANNER_PT, fontweight="bold", gid=SMOKE_GID))
+    fig.add_artist(
+        Annotation(
+            banner,
+            xy=(0.5, 1.0),
+            xycoords=sup,
+            ha="center",
+            va="top",
+            color=SMOKE_COLOR,
+            fontsize=BANNER_PT,
+            fontweight="bold",
+            gid=SMOKE_GID,
+        )
+    )
 
 
 def smoke_texts(fig: plt.Figure) -> list[str]:
@@ -118,8 +137,14 @@ def message_figure(text: str, smoke: str | None = None) -> plt.Figure:
 def stacked_panels(heights: list[float], width: float = 7.5) -> tuple[plt.Figure, list]:
     """A figure of one full-width panel per entry, stacked, each `heights[i]` inches tall (the
     open-choice and study figures: a panel per published number or study, a row per setting)."""
-    fig, axes = plt.subplots(len(heights), 1, figsize=(width, sum(heights)), layout="constrained",
-                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    fig, axes = plt.subplots(
+        len(heights),
+        1,
+        figsize=(width, sum(heights)),
+        layout="constrained",
+        gridspec_kw={"height_ratios": heights},
+        squeeze=False,
+    )
     return fig, list(axes[:, 0])
 
 

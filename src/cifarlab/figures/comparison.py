@@ -1,5 +1,6 @@
 """comparison.png: every run's reported, best and final top-1 as bars, beside the test-accuracy curves
 of each recipe and its variants."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -28,8 +29,9 @@ def family(run: str) -> str:
     return run.split("-")[0]
 
 
-def spread_ties(points: Sequence[tuple[float, float]], step: float = 0.12,
-                width: float = 0.8) -> tuple[list[float], list[tuple[float, float, int]]]:
+def spread_ties(
+    points: Sequence[tuple[float, float]], step: float = 0.12, width: float = 0.8
+) -> tuple[list[float], list[tuple[float, float, int]]]:
     """x offsets that set apart single points drawn on one spot (same epoch, same top-1 to 0.05
     points: 1-epoch runs tied at chance, 10%), centred on the spot, `step` apart (closer when
     many share it, `width` in all at most); and (x, y, count) of every spot shared by several."""
@@ -60,10 +62,10 @@ def _bars(ax, top1: Mapping[str, Mapping[str, float | None]]) -> None:
     ]
     for i, (key, label, vals) in enumerate(series):
         at = [k + (i - 1) * BAR_W for k in range(len(names))]
-        have = [(a, 100 * v) for a, v in zip(at, vals) if v is not None]
+        have = [(a, 100 * v) for a, v in zip(at, vals, strict=True) if v is not None]
         bars = ax.barh([a for a, _ in have], [v for _, v in have], BAR_W, label=label, color=SERIES_COLORS[key])
         ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
-        for a, v in zip(at, vals):
+        for a, v in zip(at, vals, strict=True):
             if v is None:  # not a bar of 0: that would read as a measured 0%
                 ax.text(1, a, NA, ha="left", va="center", fontsize=7, color="0.4")
     ax.set_yticks(range(len(names)), names, fontsize=8)
@@ -73,8 +75,7 @@ def _bars(ax, top1: Mapping[str, Mapping[str, float | None]]) -> None:
     ax.set_xlabel("test top-1 (%)")
     ax.set_title("reproduced vs reported", pad=24)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False,
-              borderaxespad=0.2)
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False, borderaxespad=0.2)
 
 
 def _curves(ax, runs: Sequence[tuple[int, str, pd.DataFrame]], title: str) -> None:
@@ -94,13 +95,29 @@ def _curves(ax, runs: Sequence[tuple[int, str, pd.DataFrame]], title: str) -> No
         color, style = series_style(i)
         ax.plot(x, y, marker="o", ms=6 if len(x) <= 3 else 2.5, label=name, color=color, linestyle=style)
     offsets, ties = spread_ties([(x, y) for _, _, x, y in singles], step=0.04 * last)
-    for (i, name, x, y), dx in zip(singles, offsets):
+    for (i, name, x, y), dx in zip(singles, offsets, strict=True):
         color, _ = series_style(i)
-        ax.plot([x + dx], [y], marker="o", ms=7, linestyle="none", label=name, color=color,
-                markeredgecolor="black", markeredgewidth=0.5)
+        ax.plot(
+            [x + dx],
+            [y],
+            marker="o",
+            ms=7,
+            linestyle="none",
+            label=name,
+            color=color,
+            markeredgecolor="black",
+            markeredgewidth=0.5,
+        )
     for x, y, m in ties:
-        ax.annotate(f"{m} runs at {y:.1f}%", (x, y), textcoords="offset points", xytext=(8, 0),
-                    va="center", fontsize=7, color="0.3")
+        ax.annotate(
+            f"{m} runs at {y:.1f}%",
+            (x, y),
+            textcoords="offset points",
+            xytext=(8, 0),
+            va="center",
+            fontsize=7,
+            color="0.3",
+        )
     ax.set_xlim(0, last * 1.03)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if ys:
@@ -114,8 +131,9 @@ def _curves(ax, runs: Sequence[tuple[int, str, pd.DataFrame]], title: str) -> No
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, borderaxespad=0)
 
 
-def comparison_figure(top1: Mapping[str, Mapping[str, float | None]], hists: Mapping[str, pd.DataFrame],
-                      smoke: str | None = None) -> plt.Figure:
+def comparison_figure(
+    top1: Mapping[str, Mapping[str, float | None]], hists: Mapping[str, pd.DataFrame], smoke: str | None = None
+) -> plt.Figure:
     """Bars of reported / best / final test top-1 per run (top1[run] = {"reported", "best", "final"},
     fractions, None = none), beside every run's test-accuracy curve (hists[run]: its history), a
     panel per recipe and its variants (family()). smoke: the smoke-run banner (common.smoke_line)."""

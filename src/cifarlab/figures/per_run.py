@@ -1,4 +1,5 @@
 """The figures of one run: learning curves, confusion matrix, and the PCA of its features."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -45,8 +46,16 @@ def curves_figure(name: str, hist: pd.DataFrame, smoke: str | None = None) -> pl
     if hist["test_acc"].notna().any():  # a run that diverged in its first epoch has no test number
         best = hist["test_acc"].idxmax()
         acc_title += f" (best test: {100 * hist['test_acc'][best]:.2f}% @ epoch {hist['epoch'][best]})"
-        ax_a.plot([hist["epoch"][best]], [100 * hist["test_acc"][best]], "o", ms=14, markerfacecolor="none",
-                  markeredgecolor="tab:red", markeredgewidth=1.2, label="best test epoch")
+        ax_a.plot(
+            [hist["epoch"][best]],
+            [100 * hist["test_acc"][best]],
+            "o",
+            ms=14,
+            markerfacecolor="none",
+            markeredgecolor="tab:red",
+            markeredgewidth=1.2,
+            label="best test epoch",
+        )
     last = max(2.0, float(np.nanmax(epochs))) if len(epochs) else 2.0
     losses = hist[["train_loss", "test_loss"]].to_numpy(dtype=float).ravel()
     finite = losses[np.isfinite(losses)]
@@ -64,8 +73,9 @@ def curves_figure(name: str, hist: pd.DataFrame, smoke: str | None = None) -> pl
     return fig
 
 
-def confusion_figure(confusion: list[list[int]] | np.ndarray, classes: Sequence[str], title: str,
-                     smoke: str | None = None) -> plt.Figure:
+def confusion_figure(
+    confusion: list[list[int]] | np.ndarray, classes: Sequence[str], title: str, smoke: str | None = None
+) -> plt.Figure:
     """Heat map of a (C, C) confusion matrix: rows = true class, columns = predicted class.
 
     Each cell is annotated with its count; each y tick label carries the class's recall
@@ -87,14 +97,21 @@ def confusion_figure(confusion: list[list[int]] | np.ndarray, classes: Sequence[
     im = ax.imshow(cm, cmap=cmap, norm=norm)
     for i in range(c):
         for j in range(c):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if dark(cm[i, j], norm, cmap) else "black")
-    ylabels = [f"{name} ({100 * cm[i, i] / rows[i]:.1f}%)" if rows[i] else f"{name} ({NA})"
-               for i, name in enumerate(classes)]
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if dark(cm[i, j], norm, cmap) else "black",
+            )
+    ylabels = [
+        f"{name} ({100 * cm[i, i] / rows[i]:.1f}%)" if rows[i] else f"{name} ({NA})" for i, name in enumerate(classes)
+    ]
     ax.set_xticks(range(c), list(classes), rotation=45, ha="right")
     ax.set_yticks(range(c), ylabels)
-    ax.set(xlabel="predicted class", ylabel="true class (per-class accuracy)",
-           title=f"{title} (top-1 {acc})")
+    ax.set(xlabel="predicted class", ylabel="true class (per-class accuracy)", title=f"{title} (top-1 {acc})")
     fig.colorbar(im, ax=ax, label="test images")
     add_title(fig, smoke=smoke)
     return fig
@@ -127,13 +144,18 @@ def pca_project(features: torch.Tensor | np.ndarray, k: int = 3) -> tuple[np.nda
     # sign of a PC is arbitrary; pin it so reruns/other seeds give the same picture
     flip = torch.sign(coords.gather(0, coords.abs().argmax(dim=0, keepdim=True)))  # (1, k)
     coords = coords * torch.where(flip == 0, torch.ones_like(flip), flip)
-    total = float((centered ** 2).sum())
+    total = float((centered**2).sum())
     ratio = (s[:k] ** 2) / total if total > 0 else torch.zeros(k, dtype=torch.float64)
     return coords.numpy(), ratio.numpy()
 
 
-def pca_figure(features: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray | Sequence[int],
-               classes: Sequence[str], title: str, smoke: str | None = None) -> plt.Figure:
+def pca_figure(
+    features: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray | Sequence[int],
+    classes: Sequence[str],
+    title: str,
+    smoke: str | None = None,
+) -> plt.Figure:
     """Two panels: PC1 vs PC2 and PC1-PC3 in 3-D, one colour per class (legend names them).
 
     labels (N,) are indices into `classes`. Axis labels carry each PC's explained-variance

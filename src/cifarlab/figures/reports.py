@@ -1,5 +1,6 @@
 """Figures of the report stage per published report: bars of reported vs reproduced top-1, the
 report-004 grid as heat maps, and the spread over the settings a report left open."""
+
 from __future__ import annotations
 
 import math
@@ -10,41 +11,81 @@ import numpy as np
 from matplotlib.colors import Normalize
 from matplotlib.patches import Rectangle
 
-from cifarlab.figures.common import (HEATMAP_GID, NA, NOT_RUN, SERIES_COLORS, add_title, dark, message_figure,
-                                     stacked_panels)
+from cifarlab.figures.common import (
+    HEATMAP_GID,
+    NA,
+    NOT_RUN,
+    SERIES_COLORS,
+    add_title,
+    dark,
+    message_figure,
+    stacked_panels,
+)
 
 
-def _grid_panel(ax, values: np.ndarray, rows: Sequence[str], cols: Sequence[str], cmap, norm,
-                fmt: str, title: str, empty: bool = False):
+def _grid_panel(
+    ax,
+    values: np.ndarray,
+    rows: Sequence[str],
+    cols: Sequence[str],
+    cmap,
+    norm,
+    fmt: str,
+    title: str,
+    empty: bool = False,
+):
     """One (R, C) heat map with NaN cells hatched and marked n/a, or, `empty` (none of its runs
     has run), hatched all over and marked "not run yet" once; returns the image."""
     ax.set_gid(HEATMAP_GID)
     im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto")
     if empty:  # the whole panel hatched, "not run yet" once: twelve n/a marks say it twelve times
-        ax.add_patch(Rectangle((-0.5, -0.5), values.shape[1], values.shape[0], fill=False, hatch="//",
-                               edgecolor="0.85", linewidth=0))
-        ax.text(0.5, 0.5, NOT_RUN, transform=ax.transAxes, ha="center", va="center", fontsize=10, color="0.35",
-                bbox={"facecolor": "white", "edgecolor": "none", "pad": 3})
+        ax.add_patch(
+            Rectangle(
+                (-0.5, -0.5), values.shape[1], values.shape[0], fill=False, hatch="//", edgecolor="0.85", linewidth=0
+            )
+        )
+        ax.text(
+            0.5,
+            0.5,
+            NOT_RUN,
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=10,
+            color="0.35",
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 3},
+        )
     for i in range(values.shape[0] * (not empty)):
         for j in range(values.shape[1]):
             v = values[i, j]
             if math.isnan(v):
-                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//",
-                                       edgecolor="0.75", linewidth=0))
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//", edgecolor="0.75", linewidth=0))
                 ax.text(j, i, NA, ha="center", va="center", fontsize=8, color="0.4")
             else:
                 # round first, + 0.0 turns -0.0 into 0.0: no "-0.00" cells
-                ax.text(j, i, format(round(v, 2) + 0.0, fmt), ha="center", va="center", fontsize=8,
-                        color="white" if dark(v, norm, cmap) else "black")
+                ax.text(
+                    j,
+                    i,
+                    format(round(v, 2) + 0.0, fmt),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if dark(v, norm, cmap) else "black",
+                )
     ax.set_xticks(range(len(cols)), list(cols))
     ax.set_yticks(range(len(rows)), list(rows))
     ax.set_title(title, fontsize=9)
     return im
 
 
-def grid_heatmaps(reproduced: Mapping[tuple[str, str, str], float], reported: Mapping[tuple[str, str, str], float],
-                  activations: Sequence[str], ratios: Sequence[str], augments: Sequence[str],
-                  smoke: str | None = None) -> plt.Figure:
+def grid_heatmaps(
+    reproduced: Mapping[tuple[str, str, str], float],
+    reported: Mapping[tuple[str, str, str], float],
+    activations: Sequence[str],
+    ratios: Sequence[str],
+    augments: Sequence[str],
+    smoke: str | None = None,
+) -> plt.Figure:
     """Report 004's grid as heat maps; keys are (activation, ratio, augment), values top-1 fractions.
 
     Row 1: reproduced top-1 (%), one (activations x ratios) panel per augmentation, one
@@ -54,6 +95,7 @@ def grid_heatmaps(reproduced: Mapping[tuple[str, str, str], float], reported: Ma
     "not run yet" once per panel. With no cell run at all: one message, no panels, no colour
     bars (a scale of nothing). smoke: the smoke-run banner (common.smoke_line).
     """
+
     def table(src: Mapping, aug: str) -> np.ndarray:  # (A, R) in %, NaN where missing
         out = np.full((len(activations), len(ratios)), np.nan)
         for i, act in enumerate(activations):
@@ -65,13 +107,15 @@ def grid_heatmaps(reproduced: Mapping[tuple[str, str, str], float], reported: Ma
 
     rep = [table(reproduced, a) for a in augments]
     if all(np.isnan(t).all() for t in rep):
-        fig = message_figure(f"{NOT_RUN}: none of the grid's {len(activations) * len(ratios) * len(augments)} "
-                             f"runs ({len(activations)} activations x {len(ratios)} lr-step ratios x "
-                             f"{len(augments)} augmentations) has a result here")
+        fig = message_figure(
+            f"{NOT_RUN}: none of the grid's {len(activations) * len(ratios) * len(augments)} "
+            f"runs ({len(activations)} activations x {len(ratios)} lr-step ratios x "
+            f"{len(augments)} augmentations) has a result here"
+        )
         fig.set_size_inches(7, 2.5 + (0.4 if smoke else 0))
         add_title(fig, "ResNet-18 grid (report 004)", smoke)
         return fig
-    diff = [r - table(reported, a) for r, a in zip(rep, augments)]  # NaN if either side missing
+    diff = [r - table(reported, a) for r, a in zip(rep, augments, strict=True)]  # NaN if either side missing
     present = np.concatenate([t.ravel() for t in rep])
     present = present[~np.isnan(present)]
     lo, hi = float(present.min()), float(present.max())  # something ran: the message figure above otherwise
@@ -90,10 +134,20 @@ def grid_heatmaps(reproduced: Mapping[tuple[str, str, str], float], reported: Ma
     fig, axes = plt.subplots(2, n, figsize=(3.8 * n + 1.5, 6.5), squeeze=False, layout="constrained")
     for k, aug in enumerate(augments):
         empty = bool(np.isnan(rep[k]).all())
-        im_r = _grid_panel(axes[0, k], rep[k], activations, ratios, cmap_rep, norm_rep, ".2f",
-                           f"reproduced top-1 (%): {aug}", empty)
-        im_d = _grid_panel(axes[1, k], diff[k], activations, ratios, cmap_diff, norm_diff, "+.2f",
-                           f"reproduced - reported (pp): {aug}", empty)
+        im_r = _grid_panel(
+            axes[0, k], rep[k], activations, ratios, cmap_rep, norm_rep, ".2f", f"reproduced top-1 (%): {aug}", empty
+        )
+        im_d = _grid_panel(
+            axes[1, k],
+            diff[k],
+            activations,
+            ratios,
+            cmap_diff,
+            norm_diff,
+            "+.2f",
+            f"reproduced - reported (pp): {aug}",
+            empty,
+        )
         axes[1, k].set_xlabel("lr-step ratio")
     axes[0, 0].set_ylabel("activation")
     axes[1, 0].set_ylabel("activation")
@@ -104,7 +158,11 @@ def grid_heatmaps(reproduced: Mapping[tuple[str, str, str], float], reported: Ma
 
 
 # (row key, legend label, SERIES_COLORS key): "reproduced" is the best epoch on test
-_SERIES = (("reported", "reported", "reported"), ("reproduced", "reproduced", "best"), ("final", "final epoch", "final"))
+_SERIES = (
+    ("reported", "reported", "reported"),
+    ("reproduced", "reproduced", "best"),
+    ("final", "final epoch", "final"),
+)
 
 
 def report_bars(rows: Sequence[dict], title: str, smoke: str | None = None) -> plt.Figure:
@@ -121,11 +179,15 @@ def report_bars(rows: Sequence[dict], title: str, smoke: str | None = None) -> p
         fig = message_figure("no run of this report to show yet")
         add_title(fig, title, smoke)
         return fig
-    series = [(key, name, color) for key, name, color in _SERIES
-              if key != "final" or any(r.get(key) is not None for r in rows)]
+    series = [
+        (key, name, color)
+        for key, name, color in _SERIES
+        if key != "final" or any(r.get(key) is not None for r in rows)
+    ]
     labels = [str(r["label"]) for r in rows]
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(rows) * len(series) / 2 + 2), 4.4 + (0.4 if smoke else 0)),
-                           layout="constrained")
+    fig, ax = plt.subplots(
+        figsize=(max(5.0, 1.3 * len(rows) * len(series) / 2 + 2), 4.4 + (0.4 if smoke else 0)), layout="constrained"
+    )
     w = 0.8 / max(len(series), 1)
     x = np.arange(len(rows))
     for i, (key, name, color) in enumerate(series):
@@ -134,12 +196,18 @@ def report_bars(rows: Sequence[dict], title: str, smoke: str | None = None) -> p
         yerr = None
         if key == "reproduced" and any(r.get("std") is not None for r in rows):
             # NaN, not 0: matplotlib draws no cap at all for a NaN error
-            yerr = [100 * r["std"] if r.get("std") is not None and r.get(key) is not None else np.nan
-                    for r in rows]
-        bars = ax.bar(x + (i - (len(series) - 1) / 2) * w, heights, w, yerr=yerr, capsize=3, label=name,
-                      color=SERIES_COLORS[color])
+            yerr = [100 * r["std"] if r.get("std") is not None and r.get(key) is not None else np.nan for r in rows]
+        bars = ax.bar(
+            x + (i - (len(series) - 1) / 2) * w,
+            heights,
+            w,
+            yerr=yerr,
+            capsize=3,
+            label=name,
+            color=SERIES_COLORS[color],
+        )
         text = []
-        for r, v in zip(rows, vals):
+        for r, v in zip(rows, vals, strict=True):
             if v is None:
                 text.append(NA)
             elif key == "reproduced" and r.get("std") is not None:
@@ -176,13 +244,13 @@ def open_choices_figure(rows: Sequence[dict], smoke: str | None = None) -> plt.F
     if smoke:  # a strip on top for the banner
         fig.set_size_inches(fig.get_figwidth(), fig.get_figheight() + 0.4)
         add_title(fig, smoke=smoke)
-    for ax, row in zip(axes, rows):
+    for ax, row in zip(axes, rows, strict=True):
         settings, pub = row["settings"], 100 * row["published"]
         every = 100 * np.concatenate([np.asarray(s["values"], dtype=float) for s in settings] + [[row["published"]]])
         lo, hi = float(every.min()), float(every.max())
         pad = max(1.0, 0.06 * (hi - lo))
         y = np.arange(len(settings))[::-1]  # the default on top
-        for yi, s in zip(y, settings):
+        for yi, s in zip(y, settings, strict=True):
             vals = 100 * np.asarray(s["values"], dtype=float)
             color = "tab:green" if s["covers"] else "tab:blue"
             if not len(vals):
@@ -192,12 +260,20 @@ def open_choices_figure(rows: Sequence[dict], smoke: str | None = None) -> plt.F
             ax.errorbar(vals.mean(), yi, xerr=std, fmt="|", color=color, markersize=12, capsize=3)
             ax.plot(vals, np.full(len(vals), yi), "o", color=color, markersize=4, alpha=0.7)
             # in a column right of the axes (x in axes units): the x range stays the data's own
-            ax.text(1.01, yi, f"{vals.mean():.2f} ({vals.mean() - pub:+.2f} pp, n={len(vals)})",
-                    transform=ax.get_yaxis_transform(), clip_on=False, va="center", fontsize=7)
+            ax.text(
+                1.01,
+                yi,
+                f"{vals.mean():.2f} ({vals.mean() - pub:+.2f} pp, n={len(vals)})",
+                transform=ax.get_yaxis_transform(),
+                clip_on=False,
+                va="center",
+                fontsize=7,
+            )
         ax.axvline(pub, color="tab:red", linestyle="--", linewidth=1.2, label=f"published {pub:.2f}%")
         ax.set_yticks(y, [s["label"] for s in settings], fontsize=7)
-        ax.set(xlabel="test top-1 (%): seeds and mean ± std", xlim=(lo - pad, hi + pad),
-               ylim=(-0.6, len(settings) - 0.4))
+        ax.set(
+            xlabel="test top-1 (%): seeds and mean ± std", xlim=(lo - pad, hi + pad), ylim=(-0.6, len(settings) - 0.4)
+        )
         # the published value in the title, not a legend: a legend inside the panel covers dots
         ax.set_title(f"{row['base']}: settings the report left open; dashed: published {pub:.2f}%", fontsize=9)
         ax.grid(axis="x", alpha=0.3)

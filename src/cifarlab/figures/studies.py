@@ -1,4 +1,5 @@
 """studies.png: what one change costs each recipe (the report's study sections), seed by seed."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ def studies_figure(panels: Sequence[dict], smoke: str | None = None) -> plt.Figu
     if smoke:  # a strip on top for the banner
         fig.set_size_inches(fig.get_figwidth(), fig.get_figheight() + 0.4)
         add_title(fig, smoke=smoke)
-    for ax, panel in zip(axes, panels):
+    for ax, panel in zip(axes, panels, strict=True):
         runs = panel["runs"]
         every = 100 * np.concatenate([np.asarray(v, dtype=float) for r in runs for v in r["values"]] or [[0.0]])
         lo, hi = float(every.min()), float(every.max())
@@ -35,22 +36,33 @@ def studies_figure(panels: Sequence[dict], smoke: str | None = None) -> plt.Figu
         for i, r in enumerate(runs):
             y0 = len(runs) - 1 - i  # the first run on top
             means = []
-            for k, (arm, color) in enumerate(zip(panel["arms"], ARM_COLORS)):
+            for k, (arm, color) in enumerate(zip(panel["arms"], ARM_COLORS, strict=True)):
                 vals = 100 * np.asarray(r["values"][k], dtype=float)
                 yi = y0 + (0.17 if k == 0 else -0.17)
                 if not len(vals):
                     means.append(None)
                     continue
                 std = vals.std(ddof=1) if len(vals) > 1 else 0.0
-                ax.errorbar(vals.mean(), yi, xerr=std, fmt="|", color=color, markersize=12, capsize=3,
-                            label=arm if i == 0 else None)
+                ax.errorbar(
+                    vals.mean(),
+                    yi,
+                    xerr=std,
+                    fmt="|",
+                    color=color,
+                    markersize=12,
+                    capsize=3,
+                    label=arm if i == 0 else None,
+                )
                 ax.plot(vals, np.full(len(vals), yi), "o", color=color, markersize=4, alpha=0.7)
                 means.append(vals.mean())
             if None not in means:
                 ax.text(hi + pad * 0.5, y0, f"{means[1] - means[0]:+.2f} pp", va="center", fontsize=8)
         ax.set_yticks(range(len(runs))[::-1], [r["run"] for r in runs], fontsize=8)
-        ax.set(xlabel="test top-1 at the best epoch (%): seeds and mean ± std", xlim=(lo - pad, hi + pad * 3),
-               ylim=(-0.6, len(runs) - 0.4))
+        ax.set(
+            xlabel="test top-1 at the best epoch (%): seeds and mean ± std",
+            xlim=(lo - pad, hi + pad * 3),
+            ylim=(-0.6, len(runs) - 0.4),
+        )
         ax.set_title(f"{panel['title']}: {panel['arms'][1]} - {panel['arms'][0]} per recipe", fontsize=9, loc="left")
         ax.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, frameon=False, borderaxespad=0.1)
         ax.grid(axis="x", alpha=0.3)

@@ -19,13 +19,15 @@ docs/parameters.md). `check_options` validates values against it, for params.yam
     ['alexnet_transfer', 'cnn', 'custom_resnet']
     >>> net = get_model("resnet18", activation="tanh")
 """
+
 from __future__ import annotations
 
 import importlib
 import inspect
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Mapping, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import ConfigDict, Strict, TypeAdapter, ValidationError
 from torch import nn
@@ -80,9 +82,7 @@ def _checker(annotation: Any) -> TypeAdapter:
     return TypeAdapter(annotation, config=ConfigDict(allow_inf_nan=False))
 
 
-def register_model(
-    name: str, *, report: str, description: str, embedding: bool = False
-) -> Callable[[B], B]:
+def register_model(name: str, *, report: str, description: str, embedding: bool = False) -> Callable[[B], B]:
     """Decorator: register `fn` as the builder of model `name` (returns `fn` unchanged)."""
 
     def wrapper(fn: B) -> B:
@@ -135,7 +135,9 @@ def check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
             try:
                 checked[key] = checker.validate_python(options[key])
             except ValidationError as err:
-                raise ParamsError(f"bad value for '{name}.{key}': {options[key]!r} ({err.errors()[0]['msg']})") from None
+                raise ParamsError(
+                    f"bad value for '{name}.{key}': {options[key]!r} ({err.errors()[0]['msg']})"
+                ) from None
     return checked
 
 

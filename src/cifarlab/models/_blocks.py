@@ -3,9 +3,11 @@
 Both are the CIFAR variant of He et al.'s ResNet: a 3x3 stem (no 7x7, no max pool, since a
 32x32 image has no pixels to spare), stages of BasicBlocks, global average pooling, one linear.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import nn
@@ -73,7 +75,7 @@ class CifarResNet(nn.Module):
         )
         stages: list[nn.Module] = []
         in_planes = widths[0]
-        for i, (n, planes) in enumerate(zip(blocks, widths)):
+        for i, (n, planes) in enumerate(zip(blocks, widths, strict=True)):
             stride = 1 if i == 0 else 2
             layers = []
             for j in range(n):

@@ -17,6 +17,7 @@ torchvision's AlexNet_Weights.IMAGENET1K_V1 from the torch hub cache, downloaded
 missing (a clear WeightsError offline); else random features with a RandomFeaturesWarning.
 The input is expected already normalized; ImageNet normalization is the training engine's job.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -159,7 +160,7 @@ class AlexNetTransfer(nn.Module):
         self.features.requires_grad_(False)
         self.features.eval()
 
-    def train(self, mode: bool = True) -> "AlexNetTransfer":
+    def train(self, mode: bool = True) -> AlexNetTransfer:
         # The feature extractor is frozen: it stays in eval mode whatever the head does.
         super().train(mode)
         self.features.eval()
@@ -196,16 +197,31 @@ class AlexNetTransfer(nn.Module):
 )
 def alexnet_transfer(
     *,
-    skip: Annotated[bool, Field(
-        description="add conv4's output, pooled to 6x6, to the final features (report 003's skip variant)")] = False,
-    pretrained: Annotated[bool, Field(
-        description="ImageNet weights from the torch hub cache, downloaded there when missing; false (and no "
-        "`weights`): random frozen features, for tests and CI only (it warns)")] = True,
-    weights: Annotated[str | None, Field(
-        description="a local AlexNet state_dict file, used instead of the hub cache and `pretrained`; "
-        "null: none ([pretrained AlexNet weights](runs.md#pretrained-alexnet-weights))")] = None,
-    image_size: Annotated[int, Field(ge=MIN_IMAGE_SIZE, description="the side the 32x32 input is upsized to "
-                                     "before the features (224 gives AlexNet's 6x6 feature map natively)")] = 224,
+    skip: Annotated[
+        bool, Field(description="add conv4's output, pooled to 6x6, to the final features (report 003's skip variant)")
+    ] = False,
+    pretrained: Annotated[
+        bool,
+        Field(
+            description="ImageNet weights from the torch hub cache, downloaded there when missing; false (and no "
+            "`weights`): random frozen features, for tests and CI only (it warns)"
+        ),
+    ] = True,
+    weights: Annotated[
+        str | None,
+        Field(
+            description="a local AlexNet state_dict file, used instead of the hub cache and `pretrained`; "
+            "null: none ([pretrained AlexNet weights](runs.md#pretrained-alexnet-weights))"
+        ),
+    ] = None,
+    image_size: Annotated[
+        int,
+        Field(
+            ge=MIN_IMAGE_SIZE,
+            description="the side the 32x32 input is upsized to "
+            "before the features (224 gives AlexNet's 6x6 feature map natively)",
+        ),
+    ] = 224,
 ) -> nn.Module:
     # Find the weights first, so a missing file fails before any network is built.
     state, source = None, ""
@@ -221,11 +237,15 @@ def alexnet_transfer(
                     f"alexnet_transfer.weights: '{path}' is a pickled module, not a state_dict: save "
                     "`model.state_dict()` (torchvision AlexNet keys: features.0.weight, ...) and pass that file"
                 ) from err
-            raise WeightsError(f"alexnet_transfer.weights: cannot load '{path}' ({_unpickling_reason(err)}): "
-                               "pass a state_dict saved with torch.save(model.state_dict(), path)") from err
+            raise WeightsError(
+                f"alexnet_transfer.weights: cannot load '{path}' ({_unpickling_reason(err)}): "
+                "pass a state_dict saved with torch.save(model.state_dict(), path)"
+            ) from err
         except Exception as err:
-            raise WeightsError(f"alexnet_transfer.weights: cannot load '{path}' ({_one_line(err)[:200]}): "
-                               "pass a state_dict saved with torch.save(model.state_dict(), path)") from err
+            raise WeightsError(
+                f"alexnet_transfer.weights: cannot load '{path}' ({_one_line(err)[:200]}): "
+                "pass a state_dict saved with torch.save(model.state_dict(), path)"
+            ) from err
         source = f"alexnet_transfer.weights '{path}'"
     elif pretrained:
         state, source = _imagenet_state_dict(), f"ImageNet AlexNet weights {hub_cache_path()}"

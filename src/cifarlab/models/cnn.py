@@ -1,4 +1,5 @@
 """Report 001's lecture CNN (`cnn`); sizes, BatchNorm and dropout are OPEN (its open_choices runs)."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -29,13 +30,16 @@ def _conv_bn_relu_pool(cin: int, cout: int, batchnorm: bool = True) -> nn.Sequen
 )
 def cnn(
     *,
-    channels: Annotated[tuple[_Width, _Width, _Width], Field(
-        description="output channels of the three conv layers")] = (32, 64, 128),
+    channels: Annotated[
+        tuple[_Width, _Width, _Width], Field(description="output channels of the three conv layers")
+    ] = (32, 64, 128),
     hidden: Annotated[_Width, Field(description="units of the hidden linear layer")] = 256,
-    batchnorm: Annotated[bool, Field(
-        description="BatchNorm2d after each conv (which then has no bias of its own)")] = True,
-    dropout: Annotated[float, Field(ge=0, lt=1, description="dropout probability before the last linear "
-                                    "layer; 0: no dropout layer")] = 0.0,
+    batchnorm: Annotated[
+        bool, Field(description="BatchNorm2d after each conv (which then has no bias of its own)")
+    ] = True,
+    dropout: Annotated[
+        float, Field(ge=0, lt=1, description="dropout probability before the last linear layer; 0: no dropout layer")
+    ] = 0.0,
 ) -> nn.Module:
     """(B,3,32,32) -> c1@16x16 -> c2@8x8 -> c3@4x4 -> flatten c3*16 -> hidden -> ReLU [-> dropout] -> 10;
     by default 32/64/128 channels and 2048 -> 256.

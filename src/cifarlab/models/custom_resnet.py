@@ -12,6 +12,7 @@ Shapes at a (B, 3, 32, 32) input:
 OPEN in the report: the bottleneck ratio (`expansion`, ResNet-50's 4 by default) and the
 dropout probability (`dropout`, 0.1).
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Literal
@@ -93,8 +94,10 @@ class CustomResNet(nn.Module):
 def custom_resnet(
     *,
     # divides 64, the narrowest block's channels
-    expansion: Annotated[Literal[1, 2, 4, 8, 16, 32, 64], Field(
-        description="bottleneck ratio: a block's inner width is its output channels // expansion")] = 4,
+    expansion: Annotated[
+        Literal[1, 2, 4, 8, 16, 32, 64],
+        Field(description="bottleneck ratio: a block's inner width is its output channels // expansion"),
+    ] = 4,
     dropout: Annotated[float, Field(ge=0, lt=1, description="dropout probability at the end of each block")] = 0.1,
 ) -> nn.Module:
     return CustomResNet(expansion=expansion, dropout=dropout)

@@ -1,4 +1,5 @@
 """Report 001's lecture MLP (`dnn`); its layer sizes are OPEN in the report (params.yaml `dnn`)."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -17,10 +18,13 @@ from cifarlab.models import register_model
 )
 def dnn(
     *,
-    hidden: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(
-        description="the hidden layers' widths, input side first; `[]`: one linear layer 3072 -> 10")] = (1024, 512, 256),
-    batchnorm: Annotated[bool, Field(
-        description="BatchNorm1d after each hidden linear layer (which then has no bias of its own)")] = True,
+    hidden: Annotated[
+        tuple[Annotated[int, Field(ge=1)], ...],
+        Field(description="the hidden layers' widths, input side first; `[]`: one linear layer 3072 -> 10"),
+    ] = (1024, 512, 256),
+    batchnorm: Annotated[
+        bool, Field(description="BatchNorm1d after each hidden linear layer (which then has no bias of its own)")
+    ] = True,
 ) -> nn.Module:
     """Flatten (B, 3, 32, 32) -> (B, 3072), then Linear [+ BatchNorm1d] + ReLU per hidden size,
     then Linear -> 10.

@@ -1,4 +1,5 @@
 """Report 002's 3-layer 5x5 CNN (`hw2_cnn`), as in its code listing (convs keep their bias)."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -45,7 +46,8 @@ class HW2CNN(nn.Module):
 )
 def hw2_cnn(
     *,
-    dropout: Annotated[float, Field(ge=0, lt=1, description="dropout probability after each of the two "
-                                    "hidden linear layers")] = 0.3,
+    dropout: Annotated[
+        float, Field(ge=0, lt=1, description="dropout probability after each of the two hidden linear layers")
+    ] = 0.3,
 ) -> nn.Module:
     return HW2CNN(dropout)

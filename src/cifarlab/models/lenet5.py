@@ -1,4 +1,5 @@
 """Report 000's LeNet-5 (`lenet5`), the small baseline against ResNet-9."""
+
 from __future__ import annotations
 
 from typing import Annotated, Literal
@@ -17,8 +18,9 @@ from cifarlab.models import register_model
 )
 def lenet5(
     *,
-    activation: Annotated[Literal["relu", "tanh", "sigmoid"], Field(
-        description="the activation after every conv and hidden linear layer")] = "relu",
+    activation: Annotated[
+        Literal["relu", "tanh", "sigmoid"], Field(description="the activation after every conv and hidden linear layer")
+    ] = "relu",
 ) -> nn.Module:
     """(B,3,32,32) -conv5x5-> 6@28x28 -avgpool-> 6@14x14 -conv5x5-> 16@10x10 -avgpool-> 16@5x5
     -> flatten 400 -> 120 -> 84 -> 10, `activation` after every conv and hidden linear.

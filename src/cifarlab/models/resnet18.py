@@ -5,6 +5,7 @@ layer1 2 BasicBlocks 64@32x32; layer2 128@16x16; layer3 256@8x8; layer4 512@4x4 
 the first block of layers 2-4, 1x1 conv + BN projection shortcut); avg pool (B, 512); linear -> 10.
 11,173,962 parameters (activations have none, so the count does not depend on `activation`).
 """
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -24,7 +25,9 @@ from cifarlab.models._blocks import Activation, CifarResNet
 )
 def resnet18(
     *,
-    activation: Annotated[Activation, Field(
-        description="the activation everywhere ResNet-18 has ReLU: the stem and both places in every block")] = "relu",
+    activation: Annotated[
+        Activation,
+        Field(description="the activation everywhere ResNet-18 has ReLU: the stem and both places in every block"),
+    ] = "relu",
 ) -> nn.Module:
     return CifarResNet(blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512), activation=activation, num_classes=NUM_CLASSES)

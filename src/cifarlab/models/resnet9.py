@@ -1,4 +1,5 @@
 """Report 000's ResNet-9 (`resnet9`), the widely used DAWNBench-style network."""
+
 from __future__ import annotations
 
 import torch

@@ -7,15 +7,16 @@ Pure functions (data in, markdown out) over three inputs, read by `metrics.load_
   dvc.lock                 which stage wrote each metrics file, with which params
 Numbers come only from the metrics files and reference.yaml: a run without one is "not run".
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
 from cifarlab.core.params import OFFICIAL_MD5
 from cifarlab.core.paths import COMPARISON_FIGURE
+from cifarlab.reporting.lineage import data_source, locked_md5, params_hash, producing_stage
 from cifarlab.reporting.markdown import DASH, fmt_result, fmt_seed, fmt_value, md_image, md_table
 from cifarlab.reporting.records import counted, smoke_notes
-from cifarlab.reporting.lineage import data_source, locked_md5, params_hash, producing_stage
 from cifarlab.reporting.reference import primary, report_ids
 from cifarlab.reporting.sections import report_section, run_figure_blocks
 from cifarlab.reporting.stats import run_stats, table_coverage
@@ -52,12 +53,12 @@ How to read the tables:
 
 PROVENANCE_NOTE = (
     "One row per metrics file. Data source: the `fetch` stage's `data.url`/`data.md5` in "
-    "dvc.lock (\"official archive\" when the md5 is the cs.toronto.edu archive's, "
+    'dvc.lock ("official archive" when the md5 is the cs.toronto.edu archive\'s, '
     f"`{OFFICIAL_MD5}`). Params hash: first 8 hex digits of the md5 of the canonical JSON "
-    "(`json.dumps(sort_keys=True, separators=(\",\", \":\"))`) of `{params file: {key: value}}` "
+    '(`json.dumps(sort_keys=True, separators=(",", ":"))`) of `{params file: {key: value}}` '
     "merged from the dvc.lock `params` of the stage whose outs hold the metrics file and of "
     "every stage whose outs hold one of its deps (its train stage and preprocess); equal "
-    "hashes mean the same recorded parameters. \"stale\": the file's md5 differs from the one "
+    'hashes mean the same recorded parameters. "stale": the file\'s md5 differs from the one '
     "dvc.lock records for it, so its row of dvc.lock describes another version of the file."
 )
 
@@ -83,11 +84,11 @@ def provenance_table(runs: Mapping[str, list[dict]], lock: Mapping | None) -> st
             if locked and r.get("md5") and locked != r["md5"]:
                 phash += STALE
             note = " (duplicate (run, seed): not counted)" if r.get("duplicate") else ""
-            rows.append([run, fmt_seed(r["seed"]), src, phash,
-                         f"`{stage}`" if stage else DASH, f"`{r['path']}`{note}"])
+            rows.append([run, fmt_seed(r["seed"]), src, phash, f"`{stage}`" if stage else DASH, f"`{r['path']}`{note}"])
     if not rows:
         return "No metrics file yet: nothing has been reproduced."
     return md_table(["run", "seed", "data source", "params hash", "stage", "metrics file"], rows)
+
 
 def other_runs_table(reference: Mapping, runs: Mapping[str, list[dict]]) -> str:
     """Runs with metrics but no published number (e.g. old files named after the model only)."""
@@ -98,8 +99,15 @@ def other_runs_table(reference: Mapping, runs: Mapping[str, list[dict]]) -> str:
             continue
         st = run_stats(recs, "top1")
         reports = ", ".join(sorted({str(r["report"]) for r in counted(recs) if r["report"] is not None})) or DASH
-        rows.append([f"`{run}`", reports, ", ".join(fmt_seed(s) for s in st["seeds"]),
-                     fmt_result("top1", st["best"], st), fmt_result("top1", st["final"], st)])
+        rows.append(
+            [
+                f"`{run}`",
+                reports,
+                ", ".join(fmt_seed(s) for s in st["seeds"]),
+                fmt_result("top1", st["best"], st),
+                fmt_result("top1", st["final"], st),
+            ]
+        )
     if not rows:
         return ""
     return md_table(["run", "report", "seeds", "top-1 (best epoch)", "top-1 (final epoch)"], rows)
@@ -107,19 +115,26 @@ def other_runs_table(reference: Mapping, runs: Mapping[str, list[dict]]) -> str:
 
 def _smoke_rows(runs: Mapping[str, list[dict]]) -> list[list[str]]:
     """run | seed | why, for each (run, seed) that is not the recipe (records.smoke_notes)."""
-    return [[f"`{run}`", fmt_seed(r["seed"]), "; ".join(notes)]
-            for run, recs in runs.items() for r in counted(recs) for notes in [smoke_notes(r)] if notes]
+    return [
+        [f"`{run}`", fmt_seed(r["seed"]), "; ".join(notes)]
+        for run, recs in runs.items()
+        for r in counted(recs)
+        for notes in [smoke_notes(r)]
+        if notes
+    ]
 
 
 def smoke_warning(runs: Mapping[str, list[dict]], which: str = "Which, and why:") -> str:
-    """"Smoke run: K of N (run, seed) results below are not the published recipe ...", then
+    """ "Smoke run: K of N (run, seed) results below are not the published recipe ...", then
     `which` (where the reader finds which, and why); "" when none is a smoke run."""
     k = len(_smoke_rows(runs))
     if not k:
         return ""
-    return (f"> **Smoke run: {k} of {sum(len(counted(v)) for v in runs.values())} (run, seed) results below "
-            "are not the published recipe** (a data subset, capped epochs or random features), so their "
-            f"differences from the published numbers say nothing about the reports. {which}")
+    return (
+        f"> **Smoke run: {k} of {sum(len(counted(v)) for v in runs.values())} (run, seed) results below "
+        "are not the published recipe** (a data subset, capped epochs or random features), so their "
+        f"differences from the published numbers say nothing about the reports. {which}"
+    )
 
 
 def smoke_section(runs: Mapping[str, list[dict]]) -> str:
@@ -140,14 +155,26 @@ def run_smoke_notes(recs: Sequence[dict]) -> str:
     return "<br>".join(f"seed {fmt_seed(seed)}: {notes or 'the recipe'}" for seed, notes in per_seed)
 
 
-YOUR_RUNS_HEADER = ["run", "n seeds", "yours: top-1 (best epoch)", "published run (cifarlab)", "reported",
-                    "not the recipe because"]
+YOUR_RUNS_HEADER = [
+    "run",
+    "n seeds",
+    "yours: top-1 (best epoch)",
+    "published run (cifarlab)",
+    "reported",
+    "not the recipe because",
+]
 
 
-def your_runs_section(reference: Mapping, yours: Mapping[str, list[dict]], published_runs: Mapping[str, list[dict]],
-                      run_table: Sequence[str] | None, seeds: Sequence = (), figures: Iterable[str] = (),
-                      beside_published: bool = True) -> str:
-    """"## Your runs": this workspace's runs (reports/metrics), one row per run, each beside the
+def your_runs_section(
+    reference: Mapping,
+    yours: Mapping[str, list[dict]],
+    published_runs: Mapping[str, list[dict]],
+    run_table: Sequence[str] | None,
+    seeds: Sequence = (),
+    figures: Iterable[str] = (),
+    beside_published: bool = True,
+) -> str:
+    """ "## Your runs": this workspace's runs (reports/metrics), one row per run, each beside the
     published reproduction of it and the report's number; "" without any.
 
     run_table, seeds: params.yaml `runs` and every seed of them (`seed`, then `seeds`), counted
@@ -164,14 +191,19 @@ def your_runs_section(reference: Mapping, yours: Mapping[str, list[dict]], publi
     if run_table is None:
         opening = f"{len(order)} runs have metrics here (`reports/metrics`)"
     elif len(seeds) > 1:
-        opening += (f", {cov['results']} of its {cov['outputs']} (run, seed) results "
-                    f"(seeds {', '.join(fmt_seed(s) for s in seeds)})")
+        opening += (
+            f", {cov['results']} of its {cov['outputs']} (run, seed) results "
+            f"(seeds {', '.join(fmt_seed(s) for s in seeds)})"
+        )
     if cov["outside"]:
-        opening += (f", and {len(cov['outside'])} more not in params.yaml "
-                    f"({', '.join(f'`{run}`' for run in cov['outside'])})")
-    opening += (". Each is set beside the published reproduction of the same run and the number its report "
-                "published; `cifarlab compare` prints the same in the terminal, and marks a run of yours trained "
-                "before params.yaml changed.")
+        opening += (
+            f", and {len(cov['outside'])} more not in params.yaml ({', '.join(f'`{run}`' for run in cov['outside'])})"
+        )
+    opening += (
+        ". Each is set beside the published reproduction of the same run and the number its report "
+        "published; `cifarlab compare` prints the same in the terminal, and marks a run of yours trained "
+        "before params.yaml changed."
+    )
     parts = ["## Your runs", opening]
     if beside_published:
         warning = smoke_warning(yours, "Which, and why: the table's last column.")
@@ -182,22 +214,36 @@ def your_runs_section(reference: Mapping, yours: Mapping[str, list[dict]], publi
         mine, theirs = yours[run], counted(published_runs.get(run, []))
         st, ref = run_stats(mine, "top1"), primary(reference["numbers"], run, "top1")
         pst = run_stats(theirs, "top1")
-        rows.append([f"`{run}`", str(len(counted(mine))), fmt_result("top1", st["best"], st),
-                     fmt_result("top1", pst["best"], pst) if theirs else "not published yet",
-                     fmt_value("top1", ref["value"]) if ref else DASH, run_smoke_notes(mine)])
+        rows.append(
+            [
+                f"`{run}`",
+                str(len(counted(mine))),
+                fmt_result("top1", st["best"], st),
+                fmt_result("top1", pst["best"], pst) if theirs else "not published yet",
+                fmt_value("top1", ref["value"]) if ref else DASH,
+                run_smoke_notes(mine),
+            ]
+        )
     parts.append(md_table(YOUR_RUNS_HEADER, rows))
     if beside_published:
         parts += run_figure_blocks(order, figures, "runs/")
     return "\n\n".join(parts)
 
 
-def report_tables(reference: Mapping, runs: Mapping[str, list[dict]], lock: Mapping | None,
-                  figures: Iterable[str] = (), published: str = "", showing_published: bool = False,
-                  miss_notes: Mapping[str, str] | None = None,
-                  histories: Mapping[str, list] | None = None,
-                  yours: Mapping[str, list[dict]] | None = None,
-                  published_runs: Mapping[str, list[dict]] | None = None,
-                  run_table: Sequence[str] | None = None, seeds: Sequence = ()) -> str:
+def report_tables(
+    reference: Mapping,
+    runs: Mapping[str, list[dict]],
+    lock: Mapping | None,
+    figures: Iterable[str] = (),
+    published: str = "",
+    showing_published: bool = False,
+    miss_notes: Mapping[str, str] | None = None,
+    histories: Mapping[str, list] | None = None,
+    yours: Mapping[str, list[dict]] | None = None,
+    published_runs: Mapping[str, list[dict]] | None = None,
+    run_table: Sequence[str] | None = None,
+    seeds: Sequence = (),
+) -> str:
     """The whole README.md: published runs, one section per report, other runs, your runs,
     provenance. Pure; deterministic.
 
@@ -221,33 +267,50 @@ def report_tables(reference: Mapping, runs: Mapping[str, list[dict]], lock: Mapp
     if published:
         parts.append(published)
     if showing_published and yours:
-        parts.append("The sections below show the **published runs** above; this workspace's own runs follow "
-                     "them in [Your runs](#your-runs), each beside the published reproduction of it.")
+        parts.append(
+            "The sections below show the **published runs** above; this workspace's own runs follow "
+            "them in [Your runs](#your-runs), each beside the published reproduction of it."
+        )
     elif showing_published:
-        parts.append("The sections below show the **published runs** above: this workspace has no run of its "
-                     "own yet (after `dvc repro`, a *Your runs* section sets yours beside these, as `cifarlab compare` does).")
+        parts.append(
+            "The sections below show the **published runs** above: this workspace has no run of its "
+            "own yet (after `dvc repro`, a *Your runs* section sets yours beside these, as `cifarlab compare` does)."
+        )
     elif published:
-        parts.append("The sections below show **this workspace's runs** (`reports/metrics`): no run is "
-                     "published in this checkout (`reports/published`).")
+        parts.append(
+            "The sections below show **this workspace's runs** (`reports/metrics`): no run is "
+            "published in this checkout (`reports/published`)."
+        )
     smoke = smoke_section(runs)
     if smoke:
         parts.append(smoke)
     if COMPARISON_FIGURE in figures:
         parts.append(md_image("all models: reproduced vs reported", COMPARISON_FIGURE))
     for report in report_ids(reference):
-        parts.append(report_section(reference, runs, report, figures,
-                                    PUBLISHED_RUN_FIGURES if showing_published else "runs/", miss_notes,
-                                    histories))
+        parts.append(
+            report_section(
+                reference,
+                runs,
+                report,
+                figures,
+                PUBLISHED_RUN_FIGURES if showing_published else "runs/",
+                miss_notes,
+                histories,
+            )
+        )
     others = other_runs_table(reference, runs)
     if others:
         parts += ["## Other runs (no published number)", others]
-    mine = your_runs_section(reference, yours, published_runs, run_table, seeds, figures,
-                             beside_published=showing_published)
+    mine = your_runs_section(
+        reference, yours, published_runs, run_table, seeds, figures, beside_published=showing_published
+    )
     if mine:
         parts.append(mine)
     if yours or not showing_published:  # published runs carry their own provenance (Published runs)
         note = PROVENANCE_NOTE
         if showing_published:
-            note = "Of your runs (`reports/metrics`): the published runs carry theirs in *Published runs* above. " + note
+            note = (
+                "Of your runs (`reports/metrics`): the published runs carry theirs in *Published runs* above. " + note
+            )
         parts += ["## Provenance", note, provenance_table(yours, lock)]
     return "\n\n".join(parts) + "\n"

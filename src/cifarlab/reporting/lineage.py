@@ -4,6 +4,7 @@ file, the params it (and the stages it depends on) hashed, and the data source.
 Pure functions of the parsed dvc.lock (`cifarlab.dvc_internals.read_lock`); a file no stage of
 dvc.lock wrote is "not recorded", one whose bytes differ from its dvc.lock entry is "stale".
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,8 +56,11 @@ def upstream_stages(lock: Mapping | None, name: str) -> list[str]:
     """Stages whose outs hold one of `name`'s deps (one level up: train@<run>, preprocess), sorted."""
     stages = lock_stages(lock)
     deps = _paths_of(stages.get(name, {}).get("deps"))
-    return sorted(other for other, stage in stages.items() if other != name
-                  and any(_covers(out, dep) for out in _paths_of(stage.get("outs")) for dep in deps))
+    return sorted(
+        other
+        for other, stage in stages.items()
+        if other != name and any(_covers(out, dep) for out in _paths_of(stage.get("outs")) for dep in deps)
+    )
 
 
 def hashed_params(lock: Mapping | None, path: str) -> dict | None:
@@ -89,7 +93,7 @@ def params_hash(lock: Mapping | None, path: str) -> str:
 
 
 def data_source(lock: Mapping | None) -> str:
-    """"official archive" (md5 of the cs.toronto.edu archive), "local copy <url>", or why unknown."""
+    """ "official archive" (md5 of the cs.toronto.edu archive), "local copy <url>", or why unknown."""
     if lock is None:
         return "not recorded (no dvc.lock)"
     fetch = lock_stages(lock).get("fetch")

@@ -1,4 +1,5 @@
 """Markdown building blocks of the report: number formatting (fmt_*) and tables, images, cells."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,7 +26,7 @@ def fmt_value(metric: str, v: float | None) -> str:
 
 
 def fmt_summary(metric: str, s: Mapping | None) -> str:
-    """"92.10%" for one seed, "92.10 ± 0.21% (n=3)" for several; "not run" for none."""
+    """ "92.10%" for one seed, "92.10 ± 0.21% (n=3)" for several; "not run" for none."""
     if s is None or s["n"] == 0:
         return NOT_RUN
     if s["n"] == 1:
@@ -72,8 +73,7 @@ def md_cell(value: Any) -> str:
 
 def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A GitHub pipe table (no alignment tricks: renders everywhere)."""
-    lines = ["| " + " | ".join(md_cell(h) for h in header) + " |",
-             "| " + " | ".join("---" for _ in header) + " |"]
+    lines = ["| " + " | ".join(md_cell(h) for h in header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 

@@ -8,10 +8,12 @@ Rules (`verdict`, unit-tested on synthetic numbers):
   range" column uses); fewer seeds never count as reproducing, whatever their mean;
 - "reproduced by <settings>" when any alternative covers it; else "closest: <setting>, still X
   points below" or "above" (the setting with the nearest mean, the default included, its n said
-  when below MIN_SEEDS; the side matters: a setting above the value overshoots it); else "not swept yet: <command>". Seeds whose training diverged count for nothing but are shown.
+  when below MIN_SEEDS; the side matters: a setting above the value overshoots it); else "not
+  swept yet: <command>". Seeds whose training diverged count for nothing but are shown.
 - the default run (the run itself at its best epoch) is judged the same way first: when it
   covers the value, nothing needs explaining.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -49,16 +51,19 @@ def option(run: str, reading: str, recs: Sequence[dict], metric: str = "top1") -
     recs = counted(recs)
     values = [(r.get(reading) or {}).get(metric) for r in recs]
     diverged = tuple(r["diverged_epoch"] for r in recs if r.get("diverged_epoch") is not None)
-    return Option(label=f"{run}{READING_LABELS[reading]}", run=run, reading=reading,
-                  summary=summarize(values), diverged=diverged)
+    return Option(
+        label=f"{run}{READING_LABELS[reading]}", run=run, reading=reading, summary=summarize(values), diverged=diverged
+    )
 
 
 def verdict(published: float, default: Option, alternatives: Sequence[Option], command: str) -> str:
     """One plain sentence (see the module docstring). Accuracies as fractions."""
     alts = list(alternatives)
     if covers(default, published):
-        return (f"reproduced by the default settings: {fmt_value('top1', published)} lies within the range "
-                f"of {default.summary['n']} seeds")
+        return (
+            f"reproduced by the default settings: {fmt_value('top1', published)} lies within the range "
+            f"of {default.summary['n']} seeds"
+        )
     covering = [a.label for a in alts if covers(a, published)]
     if covering:
         return "reproduced by " + ", ".join(f"`{c}`" for c in covering)
@@ -69,19 +74,25 @@ def verdict(published: float, default: Option, alternatives: Sequence[Option], c
         diverged = [a.label for a in alts if a.diverged]
         if not diverged:
             return f"not swept yet: `{command}`"
-        return f"every setting run so far diverged: {', '.join(f'`{d}`' for d in diverged)}" + (f"; {rest}" if rest else "")
+        return f"every setting run so far diverged: {', '.join(f'`{d}`' for d in diverged)}" + (
+            f"; {rest}" if rest else ""
+        )
     # the default competes too: an alternative farther off than it explains nothing
     best = min(ran + ([default] if default.summary["n"] else []), key=lambda a: abs(a.summary["mean"] - published))
     diff = (best.summary["mean"] - published) * 100  # percentage points
     side = "off" if round(diff, 2) == 0 else "above" if diff > 0 else "below"
-    few = (f" (n={best.summary['n']}: below {MIN_SEEDS} seeds, too few to call it reproduced)"
-           if best.summary["n"] < MIN_SEEDS else "")
+    few = (
+        f" (n={best.summary['n']}: below {MIN_SEEDS} seeds, too few to call it reproduced)"
+        if best.summary["n"] < MIN_SEEDS
+        else ""
+    )
     name = f"`{best.label}` (the default)" if best is default else f"`{best.label}`"
     return f"closest: {name}, still {abs(diff):.2f} points {side}{few}" + (f"; {rest}" if rest else "")
 
 
-def decomposition(published: float, default: Option, alternatives: Sequence[Option],
-                  jpeg: Mapping | None = None, jpeg_link: str = "") -> str:
+def decomposition(
+    published: float, default: Option, alternatives: Sequence[Option], jpeg: Mapping | None = None, jpeg_link: str = ""
+) -> str:
     """One sentence adding up what each measured change is worth against the default's miss below
     `published`, and what is left unexplained; "" when the default does not miss below it.
 
@@ -114,13 +125,15 @@ def decomposition(published: float, default: Option, alternatives: Sequence[Opti
         parts.append(f"`{a.label}` {gain:+.2f} pp{few}")
         toward += max(gain, 0.0)
     if not parts:
-        return (f"the default is {miss:.2f} points below; no change measured yet ({', '.join(pending)})"
-                if pending else "")
-    text = (f"the default is {miss:.2f} points below; measured one change at a time against it: "
-            + ", ".join(parts))
+        return (
+            f"the default is {miss:.2f} points below; no change measured yet ({', '.join(pending)})" if pending else ""
+        )
+    text = f"the default is {miss:.2f} points below; measured one change at a time against it: " + ", ".join(parts)
     if toward >= miss:
-        text += (f"; the changes that move toward the published value add up to {toward:.2f} points, enough "
-                 f"to cover the miss if their effects add (no run combines them)")
+        text += (
+            f"; the changes that move toward the published value add up to {toward:.2f} points, enough "
+            f"to cover the miss if their effects add (no run combines them)"
+        )
     else:
         text += f"; together {toward:.2f} of the {miss:.2f} points, {miss - toward:.2f} left unexplained"
     if pending:
@@ -137,33 +150,44 @@ def sweep_command(base: str, model: str, runs_needed: Sequence[str]) -> str:
     return f"python tools/gpu_reproduce.py --jpeg <cifar10-jpeg.tar.gz> --runs {' '.join(runs_needed)}"
 
 
-def options_of(base: str, alternatives: Sequence[tuple[str, str]], runs: Mapping[str, list[dict]]
-               ) -> tuple[Option, list[Option]]:
+def options_of(
+    base: str, alternatives: Sequence[tuple[str, str]], runs: Mapping[str, list[dict]]
+) -> tuple[Option, list[Option]]:
     return option(base, "best", runs.get(base, [])), [option(r, rd, runs.get(r, [])) for r, rd in alternatives]
 
 
-def section(reference: Mapping, open_choices: Mapping[str, Sequence[tuple[str, str]]],
-            runs: Mapping[str, list[dict]], models: Mapping[str, str], figure: str | None = None,
-            jpeg: Mapping[str, Mapping] | None = None, jpeg_link: str = "") -> str:
+def section(
+    reference: Mapping,
+    open_choices: Mapping[str, Sequence[tuple[str, str]]],
+    runs: Mapping[str, list[dict]],
+    models: Mapping[str, str],
+    figure: str | None = None,
+    jpeg: Mapping[str, Mapping] | None = None,
+    jpeg_link: str = "",
+) -> str:
     """The "Open choices" markdown: one table and verdict per published number in `open_choices`,
     and where the default misses, what the miss is made of (`decomposition`).
     models: run -> model (for the command); jpeg: run -> the JPEG study's difference for it
     (studies.run_differences), linked by `jpeg_link`."""
     if not open_choices:
         return ""
-    parts = ["## Open choices",
-             "What each report left OPEN (REPORTS.md, in ../shared/spec/ beside the repository), swept for the published numbers the reproduction "
-             "misses: every setting is a run of `params.yaml` (`open_choices`), test top-1 at its best epoch "
-             f"unless said, mean ± std over seeds. **covers** = at least {MIN_SEEDS} seeds and the published "
-             "value within their range [min, max]; fewer seeds never count as reproducing it."]
+    parts = [
+        "## Open choices",
+        "What each report left OPEN (REPORTS.md, in ../shared/spec/ beside the repository), "
+        "swept for the published numbers the reproduction misses: every setting is a run of `params.yaml` "
+        "(`open_choices`), test top-1 at its best epoch "
+        f"unless said, mean ± std over seeds. **covers** = at least {MIN_SEEDS} seeds and the published "
+        "value within their range [min, max]; fewer seeds never count as reproducing it.",
+    ]
     for base, alts in open_choices.items():
         ref = primary(reference["numbers"], base, "top1")
         if ref is None:
             continue
         pub = ref["value"]
         default, options = options_of(base, alts, runs)
-        needed = [r for r in dict.fromkeys([base, *(a.run for a in options)]) if
-                  len(counted(runs.get(r, []))) < MIN_SEEDS]
+        needed = [
+            r for r in dict.fromkeys([base, *(a.run for a in options)]) if len(counted(runs.get(r, []))) < MIN_SEEDS
+        ]
         cmd = sweep_command(base, models.get(base, ""), needed or [base])
         rows = []
         for kind, o in (("default", default), *(("alternative", a) for a in options)):
@@ -172,7 +196,11 @@ def section(reference: Mapping, open_choices: Mapping[str, Sequence[tuple[str, s
             if o.diverged:
                 shown += f" ({len(o.diverged)} diverged at epoch {fmt_epochs(list(o.diverged))})"
             off = f"{(s['mean'] - pub) * 100:+.2f} pp" if s["n"] else DASH
-            mark = "**yes**" if covers(o, pub) else ("too few seeds" if 0 < s["n"] < MIN_SEEDS else ("no" if s["n"] else DASH))
+            mark = (
+                "**yes**"
+                if covers(o, pub)
+                else ("too few seeds" if 0 < s["n"] < MIN_SEEDS else ("no" if s["n"] else DASH))
+            )
             rows.append([f"`{o.label}`" + (" (default)" if kind == "default" else ""), shown, s["n"], off, mark])
         parts.append(f"### `{base}`: published {fmt_value('top1', pub)}")
         parts.append(md_table(["setting", "top-1", "n", "minus published", "covers"], rows))
@@ -185,8 +213,9 @@ def section(reference: Mapping, open_choices: Mapping[str, Sequence[tuple[str, s
     return "\n\n".join(parts)
 
 
-def figure_rows(reference: Mapping, open_choices: Mapping[str, Sequence[tuple[str, str]]],
-                runs: Mapping[str, list[dict]]) -> list[dict]:
+def figure_rows(
+    reference: Mapping, open_choices: Mapping[str, Sequence[tuple[str, str]]], runs: Mapping[str, list[dict]]
+) -> list[dict]:
     """For figures.open_choices_figure: per published number, its settings' values per seed."""
     out = []
     for base, alts in open_choices.items():
@@ -197,7 +226,8 @@ def figure_rows(reference: Mapping, open_choices: Mapping[str, Sequence[tuple[st
         settings = []
         for o in (default, *options):
             values = [(r.get(o.reading) or {}).get("top1") for r in counted(runs.get(o.run, []))]
-            settings.append({"label": o.label, "values": [v for v in values if v is not None],
-                             "covers": covers(o, ref["value"])})
+            settings.append(
+                {"label": o.label, "values": [v for v in values if v is not None], "covers": covers(o, ref["value"])}
+            )
         out.append({"base": base, "published": ref["value"], "settings": settings})
     return out

@@ -8,6 +8,7 @@ and provenance/<out>.json: data (archive and content md5, image counts), device,
 code version (commit, dirty, md5 of every file of the train and evaluate stages' code), seed,
 epochs run against the recipe's, wall time and training images/s.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -15,9 +16,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from cifarlab.core import paths
+from cifarlab.core.durations import format_duration
 from cifarlab.core.io import read_json_object
 from cifarlab.core.params import OFFICIAL_MD5
-from cifarlab.core.durations import format_duration
 from cifarlab.dvc_internals import param_at
 from cifarlab.reporting.markdown import DASH
 from cifarlab.reporting.reference import ordered_unique
@@ -30,8 +31,10 @@ PUBLISHED_FILES = {
     "details/{out}.json": paths.DETAILS_DIR / "{out}.json",
     "timing/{out}.json": paths.TIMING_DIR / "{out}.json",
     "history/{out}.csv": paths.HISTORY_DIR / "{out}.csv",
-    **{f"figures/{name}": paths.RUN_FIGURES_DIR / name
-       for name in (paths.CURVES_FIGURE, paths.CONFUSION_FIGURE, paths.PCA_FIGURE)},
+    **{
+        f"figures/{name}": paths.RUN_FIGURES_DIR / name
+        for name in (paths.CURVES_FIGURE, paths.CONFUSION_FIGURE, paths.PCA_FIGURE)
+    },
 }
 REQUIRED = ("metrics/{out}.json", "details/{out}.json", "timing/{out}.json", "history/{out}.csv")
 PROVENANCE = "provenance/{out}.json"
@@ -102,8 +105,13 @@ def _diff_leaves(key: str, old, new, out: list[str]) -> None:
         out.append(key)
 
 
-def compare_rows(reference: Mapping, yours: Mapping[str, list[dict]], published: Mapping[str, list[dict]],
-                 lock: Mapping | None = None, params: Mapping | None = None) -> list[list[str]]:
+def compare_rows(
+    reference: Mapping,
+    yours: Mapping[str, list[dict]],
+    published: Mapping[str, list[dict]],
+    lock: Mapping | None = None,
+    params: Mapping | None = None,
+) -> list[list[str]]:
     """One row per run that has a number of yours or a published one: published (report) |
     cifarlab published (best top-1, mean ± std over seeds) | yours | yours - cifarlab | note.
     With dvc.lock and params.yaml (both parsed: stale_params), a run of yours trained under
@@ -130,13 +138,20 @@ def compare_rows(reference: Mapping, yours: Mapping[str, list[dict]], published:
         if stale:
             keys = sorted({k for _, ks in stale for k in ks})
             shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
-            notes.append(f"yours is out of date: trained before params.yaml changed {shown}; "
-                         f"`dvc repro {' '.join(s for s, _ in stale)}` trains it again")
-        rows.append([run, fmt_value("top1", ref["value"]) if ref else DASH,
-                     fmt_summary("top1", b) if theirs else "not published yet",
-                     fmt_summary("top1", a) if mine else "not run here",
-                     fmt_diff("top1", a["mean"], b["mean"]) if mine and theirs else DASH,
-                     "; ".join(notes)])
+            notes.append(
+                f"yours is out of date: trained before params.yaml changed {shown}; "
+                f"`dvc repro {' '.join(s for s, _ in stale)}` trains it again"
+            )
+        rows.append(
+            [
+                run,
+                fmt_value("top1", ref["value"]) if ref else DASH,
+                fmt_summary("top1", b) if theirs else "not published yet",
+                fmt_summary("top1", a) if mine else "not run here",
+                fmt_diff("top1", a["mean"], b["mean"]) if mine and theirs else DASH,
+                "; ".join(notes),
+            ]
+        )
     return rows
 
 
@@ -185,8 +200,11 @@ def stalled_epochs(epoch_seconds: list[float]) -> list[tuple[int, float]]:
     if len(epoch_seconds) < 3:  # no median worth the name
         return []
     median = statistics.median(epoch_seconds)
-    return [(i, s - median) for i, s in enumerate(epoch_seconds, 1)
-            if s > STALL_FACTOR * median and s - median > STALL_MIN_S]
+    return [
+        (i, s - median)
+        for i, s in enumerate(epoch_seconds, 1)
+        if s > STALL_FACTOR * median and s - median > STALL_MIN_S
+    ]
 
 
 def fmt_wall(seconds: float | None, epoch_seconds: list[float] | None = None) -> str:
@@ -238,11 +256,11 @@ def short_data_label(prov: Mapping) -> str:
     if not d:
         return "?"
     md5 = d.get("content_md5")
-    kind = ("JPEG" if md5 in KNOWN_DATA else
-            "official" if d.get("archive_md5") == OFFICIAL_MD5 else "other")
+    kind = "JPEG" if md5 in KNOWN_DATA else "official" if d.get("archive_md5") == OFFICIAL_MD5 else "other"
 
     def k(n):
         return f"{n // 1000}k" if n and n % 1000 == 0 else f"{n or 0}"
+
     return f"{kind} {k(d.get('n_train'))}/{k(d.get('n_test'))}"
 
 
@@ -261,8 +279,7 @@ def devices_cell(provs) -> str:
         seen = threads.setdefault(name, [])
         if n and n not in seen:
             seen.append(n)
-    return " / ".join(f"{name}, {'/'.join(map(str, sorted(ns)))} thr" if ns else name
-                      for name, ns in threads.items())
+    return " / ".join(f"{name}, {'/'.join(map(str, sorted(ns)))} thr" if ns else name for name, ns in threads.items())
 
 
 def code_label(prov: Mapping) -> str:
@@ -273,14 +290,22 @@ def code_label(prov: Mapping) -> str:
     text = f"`{commit}`" + ("+changes" if c.get("dirty") else "")
     differ = (prov.get("folded") or {}).get("code_differs") or []
     if differ:
-        text += f" ({len(differ)} file{'s differ' if len(differ) != 1 else ' differs'} from the checkout it was folded into)"
+        text += (
+            f" ({len(differ)} file{'s differ' if len(differ) != 1 else ' differs'} "
+            "from the checkout it was folded into)"
+        )
     return text
 
 
-def published_section(reference: Mapping, published: Mapping[str, list[dict]], provenance: Mapping[str, dict],
-                      run_names: Iterable[str], jpeg_measured: bool = False,
-                      epoch_seconds: Mapping[str, list[float]] | None = None) -> str:
-    """"Published runs": every published (run, seed) with its provenance, then every run of the
+def published_section(
+    reference: Mapping,
+    published: Mapping[str, list[dict]],
+    provenance: Mapping[str, dict],
+    run_names: Iterable[str],
+    jpeg_measured: bool = False,
+    epoch_seconds: Mapping[str, list[float]] | None = None,
+) -> str:
+    """ "Published runs": every published (run, seed) with its provenance, then every run of the
     run table not published yet with the command that runs it. jpeg_measured: the report has a
     "What JPEG costs" section (reporting/studies.py), which the note on JPEG-derived data names.
     epoch_seconds: out -> each epoch's wall seconds (load_epoch_seconds), for the stalls."""
@@ -300,33 +325,42 @@ def published_section(reference: Mapping, published: Mapping[str, list[dict]], p
         provs = [provenance.get(out, {}) for out in outs]
         run_stalled = any(stalled_epochs(epoch_seconds.get(out, [])) for out in outs)
         stalled |= run_stalled
-        for i, (r, prov) in enumerate(zip(recs, provs)):
+        for i, (r, prov) in enumerate(zip(recs, provs, strict=True)):
             uses_jpeg |= (prov.get("data") or {}).get("content_md5") in KNOWN_DATA
             ep = prov.get("epochs") or {}
             best = r["best"].get("top1")
-            seed_rows.append([
-                f"`{run}`" if i == 0 else "", fmt_seed(r["seed"]),
-                f"{fmt_value('top1', best)} @ {r['best'].get('epoch')}" if best is not None else DASH,
-                fmt_value("top1", r["final"].get("top1")),
-                f"{ep.get('run', '?')}/{ep.get('recipe', '?')}" + (" (stopped early)" if ep.get("stopped_early") else ""),
-                data_label(prov), device_label(prov), code_label(prov),
-                fmt_wall(prov.get("wall_seconds"), epoch_seconds.get(outs[i])),
-                f"{prov['images_per_s']:,.0f}" if prov.get("images_per_s") else DASH,
-            ])
+            seed_rows.append(
+                [
+                    f"`{run}`" if i == 0 else "",
+                    fmt_seed(r["seed"]),
+                    f"{fmt_value('top1', best)} @ {r['best'].get('epoch')}" if best is not None else DASH,
+                    fmt_value("top1", r["final"].get("top1")),
+                    f"{ep.get('run', '?')}/{ep.get('recipe', '?')}"
+                    + (" (stopped early)" if ep.get("stopped_early") else ""),
+                    data_label(prov),
+                    device_label(prov),
+                    code_label(prov),
+                    fmt_wall(prov.get("wall_seconds"), epoch_seconds.get(outs[i])),
+                    f"{prov['images_per_s']:,.0f}" if prov.get("images_per_s") else DASH,
+                ]
+            )
         walls = [p.get("wall_seconds") for p in provs if p.get("wall_seconds")]
         result = fmt_result("top1", st["best"], st)
         if st["diverged"] and st["best"]["n"]:  # a best epoch before the divergence: not a finished run
             result += f" ({len(st['diverged'])} diverged at epoch {fmt_epochs(st['diverged'])})"
-        rows.append([
-            f"`{run}`", fmt_value("top1", ref["value"]) if ref else DASH,
-            result,
-            fmt_diff("top1", st["best"]["mean"], ref["value"]) if ref and st["best"]["mean"] is not None else DASH,
-            ", ".join(str(r["best"].get("epoch")) for r in recs),
-            " / ".join(ordered_unique(precision_label(prov_numerics(p)) for p in provs)),
-            " / ".join(ordered_unique(short_data_label(p) for p in provs)),
-            devices_cell(provs),
-            (fmt_duration(sum(walls) / len(walls)) + (" †" if run_stalled else "")) if walls else DASH,
-        ])
+        rows.append(
+            [
+                f"`{run}`",
+                fmt_value("top1", ref["value"]) if ref else DASH,
+                result,
+                fmt_diff("top1", st["best"]["mean"], ref["value"]) if ref and st["best"]["mean"] is not None else DASH,
+                ", ".join(str(r["best"].get("epoch")) for r in recs),
+                " / ".join(ordered_unique(precision_label(prov_numerics(p)) for p in provs)),
+                " / ".join(ordered_unique(short_data_label(p) for p in provs)),
+                devices_cell(provs),
+                (fmt_duration(sum(walls) / len(walls)) + (" †" if run_stalled else "")) if walls else DASH,
+            ]
+        )
     if rows:
         parts.append(
             "Runs of the full recipes that cifarlab trained itself, folded in with `cifarlab fold` from packs "
@@ -335,16 +369,40 @@ def published_section(reference: Mapping, published: Mapping[str, list[dict]], p
             "difference from the report; best epoch of each seed; precision (`fp32`, `bf16`, compiled); data; "
             "device; wall time per seed (all epochs, test passes included). Each seed with its full "
             "provenance is in the table under it."
-            + (f" † A seed's wall time includes a stalled epoch, over {STALL_FACTOR:g}x its median epoch "
-               f"and {STALL_MIN_S / 60:g} minutes longer (the trainer paused, or the machine busy with other "
-               "work): the seed table names it." if stalled else ""))
+            + (
+                f" † A seed's wall time includes a stalled epoch, over {STALL_FACTOR:g}x its median epoch "
+                f"and {STALL_MIN_S / 60:g} minutes longer (the trainer paused, or the machine busy with other "
+                "work): the seed table names it."
+                if stalled
+                else ""
+            )
+        )
         if uses_jpeg:
             parts.append(JPEG_NOTE.format(measured=JPEG_MEASURED if jpeg_measured else JPEG_UNMEASURED))
-        parts.append(md_table(["run", "report", "cifarlab", "diff", "best epoch", "precision", "data", "device",
-                               "wall/seed"], rows))
-        parts.append("<details><summary>Every seed: epochs, data, device, code, wall time, images/s</summary>\n\n"
-                     + md_table(["run", "seed", "best @ epoch", "final", "epochs", "data (train/test)", "device",
-                                 "code", "wall time", "images/s"], seed_rows) + "\n\n</details>")
+        parts.append(
+            md_table(
+                ["run", "report", "cifarlab", "diff", "best epoch", "precision", "data", "device", "wall/seed"], rows
+            )
+        )
+        parts.append(
+            "<details><summary>Every seed: epochs, data, device, code, wall time, images/s</summary>\n\n"
+            + md_table(
+                [
+                    "run",
+                    "seed",
+                    "best @ epoch",
+                    "final",
+                    "epochs",
+                    "data (train/test)",
+                    "device",
+                    "code",
+                    "wall time",
+                    "images/s",
+                ],
+                seed_rows,
+            )
+            + "\n\n</details>"
+        )
     else:
         parts.append("No published run yet: fold one in with `cifarlab fold <pack>`.")
     todo = [n for n in run_names if n not in published]
@@ -352,11 +410,14 @@ def published_section(reference: Mapping, published: Mapping[str, list[dict]], p
         rows = []
         for run in todo:
             ref = primary(reference["numbers"], run, "top1")
-            rows.append([f"`{run}`", fmt_value("top1", ref["value"]) if ref else DASH, "not run yet",
-                         f"`dvc repro plot@{run}`"])
+            rows.append(
+                [f"`{run}`", fmt_value("top1", ref["value"]) if ref else DASH, "not run yet", f"`dvc repro plot@{run}`"]
+            )
         parts.append(f"### Not run yet ({len(todo)} of {len(todo) + len(published)} runs)")
-        parts.append("Each runs with the command beside it (`cifarlab estimate` says how long here); on a GPU, "
-                     "`python tools/gpu_reproduce.py --minutes N` runs them in priority order and packs the "
-                     "finished ones for `cifarlab fold` (docs/publishing.md).")
+        parts.append(
+            "Each runs with the command beside it (`cifarlab estimate` says how long here); on a GPU, "
+            "`python tools/gpu_reproduce.py --minutes N` runs them in priority order and packs the "
+            "finished ones for `cifarlab fold` (docs/publishing.md)."
+        )
         parts.append(md_table(["run", "published (report)", "cifarlab", "command"], rows))
     return "\n\n".join(parts)

@@ -1,4 +1,5 @@
 """The reproduced side of the report: reports/metrics/*.json (+ details) read into one record per (run, seed)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -55,8 +56,9 @@ def normalize_metrics(raw: Mapping, path: str, md5: str | None = None) -> dict:
     }
 
 
-def load_metrics(directory: str | os.PathLike, root: str | os.PathLike | None = None,
-                 details_dir: str | os.PathLike | None = None) -> list[dict]:
+def load_metrics(
+    directory: str | os.PathLike, root: str | os.PathLike | None = None, details_dir: str | os.PathLike | None = None
+) -> list[dict]:
     """Every reports/metrics/*.json but experiment.json (a copy of one of them), normalized,
     sorted by path; each merged with its reports/details/<same name>.json where there is one
     (which run and seed it is, data sizes, epochs). A missing directory gives [].
@@ -109,8 +111,10 @@ def group_runs(records: Iterable[dict]) -> dict[str, list[dict]]:
             continue
         seen.add(key)
         runs.setdefault(rec["run"], []).append(rec)
-    return {run: sorted(recs, key=lambda r: (r.get("duplicate", False), _seed_key(r["seed"]), r["path"]))
-            for run, recs in sorted(runs.items())}
+    return {
+        run: sorted(recs, key=lambda r: (r.get("duplicate", False), _seed_key(r["seed"]), r["path"]))
+        for run, recs in sorted(runs.items())
+    }
 
 
 def counted(recs: Sequence[dict]) -> list[dict]:

@@ -1,4 +1,5 @@
 """reports/reference.yaml (every number the five reports published): loading it and looking numbers up in it."""
+
 from __future__ import annotations
 
 import os
@@ -55,7 +56,7 @@ def primary(entries: Sequence[dict], run: str, metric: str) -> dict | None:
 
 
 def report_ids(reference: Mapping) -> list[str]:
-    """"000".."004" and any other report reference.yaml names, sorted."""
+    """ "000".."004" and any other report reference.yaml names, sorted."""
     ids = set(REPORT_TITLES) | {str(n["report"]) for n in reference["numbers"]}
     return sorted(ids)
 
@@ -68,6 +69,8 @@ def ordered_unique(values: Iterable[Any]) -> list:
 def grid_axes(reference: Mapping) -> tuple[list[str], list[str], list[str]]:
     """(activations, ratios, augments) of report 004's grid, in reference.yaml's order."""
     cells = [n for n in numbers_of(reference, GRID_REPORT) if "activation" in n]
-    return (ordered_unique(n["activation"] for n in cells),
-            ordered_unique(str(n["ratio"]) for n in cells),
-            ordered_unique(n["augment"] for n in cells))
+    return (
+        ordered_unique(n["activation"] for n in cells),
+        ordered_unique(str(n["ratio"]) for n in cells),
+        ordered_unique(n["augment"] for n in cells),
+    )

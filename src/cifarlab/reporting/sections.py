@@ -1,14 +1,35 @@
 """One section of the report per published report: its tables, figures and statements, in markdown."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
 from cifarlab.core.paths import CONFUSION_FIGURE, CURVES_FIGURE, GRID_FIGURE, PCA_FIGURE, REPORT_FIGURE
-from cifarlab.reporting.markdown import (DASH, METRIC_LABELS, NOT_RUN, fmt_diff, fmt_epochs, fmt_result, fmt_seed,
-                                         fmt_summary, fmt_value, html_image, md_image, md_table, rounded)
+from cifarlab.reporting.markdown import (
+    DASH,
+    METRIC_LABELS,
+    NOT_RUN,
+    fmt_diff,
+    fmt_epochs,
+    fmt_result,
+    fmt_seed,
+    fmt_summary,
+    fmt_value,
+    html_image,
+    md_image,
+    md_table,
+    rounded,
+)
 from cifarlab.reporting.records import counted
-from cifarlab.reporting.reference import (ALEXNET_REPORT, GRID_REPORT, REPORT_TITLES, grid_axes, numbers_of,
-                                          ordered_unique, primary)
+from cifarlab.reporting.reference import (
+    ALEXNET_REPORT,
+    GRID_REPORT,
+    REPORT_TITLES,
+    grid_axes,
+    numbers_of,
+    ordered_unique,
+    primary,
+)
 from cifarlab.reporting.stats import run_stats, within_spread
 
 COLLAPSE_FIGURES = 6  # more runs with figures than this in one report: fold them into <details>
@@ -18,14 +39,24 @@ COLLAPSE_FIGURES = 6  # more runs with figures than this in one report: fold the
 RUN_FIGURE_WIDTH = {"curves": "58%", "confusion": "40%", "pca": "98%"}
 
 
-def comparison_table(entries: Sequence[dict], runs: Mapping[str, list[dict]],
-                     miss_notes: Mapping[str, str] | None = None) -> str:
+def comparison_table(
+    entries: Sequence[dict], runs: Mapping[str, list[dict]], miss_notes: Mapping[str, str] | None = None
+) -> str:
     """One row per published number: reported vs reproduced (best, final, val-selected).
     miss_notes: run -> what a "no" of its seed-range verdict is followed by (the JPEG study)."""
     stats = {(n["run"], n["metric"]): run_stats(runs.get(n["run"], []), n["metric"]) for n in entries}
     has_val = any(s["val"] is not None for s in stats.values())
-    header = ["run", "metric", "reported", "reproduced (best epoch)", "reproduced at final epoch",
-              "difference", "epoch (reported / reproduced best)", "seeds", "within seed range"]
+    header = [
+        "run",
+        "metric",
+        "reported",
+        "reproduced (best epoch)",
+        "reproduced at final epoch",
+        "difference",
+        "epoch (reported / reproduced best)",
+        "seeds",
+        "within seed range",
+    ]
     if has_val:
         header.append("test @ val-selected epoch")
     header.append("note")
@@ -60,8 +91,11 @@ def comparison_table(entries: Sequence[dict], runs: Mapping[str, list[dict]],
 def grid_table(reference: Mapping, runs: Mapping[str, list[dict]]) -> str:
     """Report 004's 36 cells: augmentation x activation rows, ratio columns; "reproduced (reported)"."""
     activations, ratios, augments = grid_axes(reference)
-    by_key = {(n["activation"], str(n["ratio"]), n["augment"]): n
-              for n in numbers_of(reference, GRID_REPORT) if "activation" in n and n["metric"] == "top1"}
+    by_key = {
+        (n["activation"], str(n["ratio"]), n["augment"]): n
+        for n in numbers_of(reference, GRID_REPORT)
+        if "activation" in n and n["metric"] == "top1"
+    }
     rows = []
     for aug in augments:
         for act in activations:
@@ -79,8 +113,9 @@ def grid_table(reference: Mapping, runs: Mapping[str, list[dict]]) -> str:
                 elif s["n"] == 1:
                     row.append(f"{rounded(100 * s['mean'], 2):.2f} ({ref})")
                 else:
-                    row.append(f"{rounded(100 * s['mean'], 2):.2f} ± {rounded(100 * s['std'], 2):.2f} "
-                               f"(n={s['n']}) ({ref})")
+                    row.append(
+                        f"{rounded(100 * s['mean'], 2):.2f} ± {rounded(100 * s['std'], 2):.2f} (n={s['n']}) ({ref})"
+                    )
             rows.append(row)
     return md_table(["augmentation", "activation"] + ratios, rows)
 
@@ -98,8 +133,10 @@ def alexnet_table(reference: Mapping, runs: Mapping[str, list[dict]]) -> str:
                 ref = primary(entries, run, metric)
                 st = run_stats(runs.get(run, []), metric)["best"]
                 reported = fmt_value(metric, ref["value"]) if ref else DASH
-                lines.append(f"{METRIC_LABELS[metric]} {fmt_result(metric, st, run_stats(runs.get(run, []), metric))} "
-                             f"(reported {reported})")
+                lines.append(
+                    f"{METRIC_LABELS[metric]} {fmt_result(metric, st, run_stats(runs.get(run, []), metric))} "
+                    f"(reported {reported})"
+                )
             row.append("<br>".join(lines))
         rows.append(row)
     return md_table(["", "without skip", "with skip"], rows)
@@ -124,14 +161,20 @@ def curve_check(claim: Mapping, seeds: Sequence[tuple[int, Sequence[float]]]) ->
         up = losses[-1] / losses[low] - 1
         rises += up > RISE
         cells.append(f"seed {seed}: epoch {low + 1} of {len(losses)} ({losses[low]:.4f}), last {up:+.0%}")
-    verdict = (f"rises after it in {rises} of {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
-               if rises else "rises after it in none of the seeds")
-    return (f"the histories: lowest test loss at {'; '.join(cells)}: {verdict} (\"rises\" = the last epoch over "
-            f"{RISE:.0%} above the lowest); the report: epoch {claim['epoch']}")
+    verdict = (
+        f"rises after it in {rises} of {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+        if rises
+        else "rises after it in none of the seeds"
+    )
+    return (
+        f'the histories: lowest test loss at {"; ".join(cells)}: {verdict} ("rises" = the last epoch over '
+        f"{RISE:.0%} above the lowest); the report: epoch {claim['epoch']}"
+    )
 
 
-def statements_section(reference: Mapping, report: str,
-                       histories: Mapping[str, Sequence[tuple[int, Sequence[float]]]] | None = None) -> str:
+def statements_section(
+    reference: Mapping, report: str, histories: Mapping[str, Sequence[tuple[int, Sequence[float]]]] | None = None
+) -> str:
     """reference.yaml's `statements` of one report (claims that are not numbers) as a list; "" if none.
     histories: run -> (seed, test loss per epoch) of its runs, for the claims about a curve."""
     items = [s for s in reference["statements"] if str(s.get("report")) == report]
@@ -153,11 +196,15 @@ def _run_figures(runs_in_report: Sequence[str], figures: Iterable[str], prefix: 
     have = set(figures)
     out = []
     for run in runs_in_report:
-        row = [html_image(alt, name, RUN_FIGURE_WIDTH[kind])
-               for kind, name, alt in (("curves", prefix + CURVES_FIGURE.format(out=run), f"learning curves: {run}"),
-                                       ("confusion", prefix + CONFUSION_FIGURE.format(out=run), f"confusion matrix: {run}"),
-                                       ("pca", prefix + PCA_FIGURE.format(out=run), f"PCA of the features: {run}"))
-               if name in have]
+        row = [
+            html_image(alt, name, RUN_FIGURE_WIDTH[kind])
+            for kind, name, alt in (
+                ("curves", prefix + CURVES_FIGURE.format(out=run), f"learning curves: {run}"),
+                ("confusion", prefix + CONFUSION_FIGURE.format(out=run), f"confusion matrix: {run}"),
+                ("pca", prefix + PCA_FIGURE.format(out=run), f"PCA of the features: {run}"),
+            )
+            if name in have
+        ]
         if row:
             out.append(f"**`{run}`**<br>\n" + "\n".join(row))
     return out
@@ -170,16 +217,23 @@ def run_figure_blocks(runs_shown: Sequence[str], figures: Iterable[str], prefix:
     if len(run_figs) > COLLAPSE_FIGURES:
         # The grid has 36 runs: fold their figures so the tables and heat maps stay in view.
         # (The blank lines let GitHub render the Markdown inside the HTML block.)
-        return [f'<details markdown="1"><summary>Learning curves and confusion matrices of the {len(run_figs)} runs</summary>\n\n'
-                + "\n\n".join(run_figs) + "\n\n</details>"]
+        return [
+            '<details markdown="1"><summary>Learning curves and confusion matrices of the '
+            f"{len(run_figs)} runs</summary>\n\n" + "\n\n".join(run_figs) + "\n\n</details>"
+        ]
     return run_figs
 
 
-def report_section(reference: Mapping, runs: Mapping[str, list[dict]], report: str,
-                   figures: Iterable[str] = (), run_figures: str = "runs/",
-                   miss_notes: Mapping[str, str] | None = None,
-                   histories: Mapping[str, Sequence[tuple[int, Sequence[float]]]] | None = None) -> str:
-    """"## Report <NNN>": its tables (report 004: the grid first), bar chart, run figures, statements.
+def report_section(
+    reference: Mapping,
+    runs: Mapping[str, list[dict]],
+    report: str,
+    figures: Iterable[str] = (),
+    run_figures: str = "runs/",
+    miss_notes: Mapping[str, str] | None = None,
+    histories: Mapping[str, Sequence[tuple[int, Sequence[float]]]] | None = None,
+) -> str:
+    """ "## Report <NNN>": its tables (report 004: the grid first), bar chart, run figures, statements.
 
     figures: names of the PNGs present, relative to reports/figures; run_figures: the folder of
     each run's figures, relative to reports/figures; miss_notes: as in comparison_table;
@@ -192,8 +246,10 @@ def report_section(reference: Mapping, runs: Mapping[str, list[dict]], report: s
     if report == GRID_REPORT:
         cells = [n for n in entries if "activation" in n]
         done = sum(1 for n in cells if counted(runs.get(n["run"], [])))
-        parts.append(f"Top-1 (%) per cell: reproduced (reported). {done} of {len(cells)} cells run; "
-                     f"reproduced = `best` block, mean ± std over seeds where there are several.")
+        parts.append(
+            f"Top-1 (%) per cell: reproduced (reported). {done} of {len(cells)} cells run; "
+            f"reproduced = `best` block, mean ± std over seeds where there are several."
+        )
         parts.append(grid_table(reference, runs))
         if GRID_FIGURE in figures:
             parts.append(md_image("ResNet-18 grid: reproduced top-1 and reproduced - reported", GRID_FIGURE))

@@ -1,4 +1,5 @@
 """Statistics the report shows: summaries over seeds, the seed-range verdict, reproduced vs published values."""
+
 from __future__ import annotations
 
 import math
@@ -46,8 +47,9 @@ def run_stats(recs: Sequence[dict], metric: str) -> dict:
     }
 
 
-def grid_values(reference: Mapping, runs: Mapping[str, list[dict]]
-                ) -> tuple[dict[tuple[str, str, str], float], dict[tuple[str, str, str], float]]:
+def grid_values(
+    reference: Mapping, runs: Mapping[str, list[dict]]
+) -> tuple[dict[tuple[str, str, str], float], dict[tuple[str, str, str], float]]:
     """(reproduced, reported) top-1 fractions keyed (activation, ratio "2:1:1", augment).
 
     A cell maps to its run through reference.yaml's `run` (resnet18-<act>-2_1_1-<augment>);
@@ -77,8 +79,15 @@ def bar_rows(reference: Mapping, runs: Mapping[str, list[dict]], report: str) ->
         label = run
         if "activation" in ref:
             label = f"{ref['activation']} {ref['ratio']} {ref['augment']}"
-        rows.append({"label": label, "reported": ref["value"], "reproduced": st["best"]["mean"],
-                     "std": st["best"]["std"], "final": st["final"]["mean"]})
+        rows.append(
+            {
+                "label": label,
+                "reported": ref["value"],
+                "reproduced": st["best"]["mean"],
+                "std": st["best"]["std"],
+                "final": st["final"]["mean"],
+            }
+        )
     return rows
 
 

@@ -9,6 +9,7 @@ to the arm its provenance names:
 The report's section per study sets the arms side by side per run: mean +- std (n) of the
 best-epoch test top-1, the difference, and whether it exceeds the seeds' spread.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -38,9 +39,9 @@ def content_md5(prov: Mapping) -> str | None:
 class Study:
     name: str
     title: str
-    arms: tuple[str, str]            # baseline, variant
+    arms: tuple[str, str]  # baseline, variant
     arm_of: Callable[[Mapping], str | None]  # a run's provenance -> its arm (None: fits neither)
-    expects: str                     # what a run must be to fit an arm, for the refusal
+    expects: str  # what a run must be to fit an arm, for the refusal
     intro: str
     # whether the published runs (reports/published) of the arm's kind count as that arm: bf16's
     # fp32 seeds are the published fp32 runs, not copies of them
@@ -49,19 +50,25 @@ class Study:
 
 STUDIES = {
     "jpeg": Study(
-        "jpeg", "What JPEG costs", ("lossless", "jpeg"),
+        "jpeg",
+        "What JPEG costs",
+        ("lossless", "jpeg"),
         lambda prov: JPEG_EFFECT_DATA.get(content_md5(prov)),
         "data from ../shared/tools/cifar10_jpeg_effect.py (content md5 "
-        + " or ".join(f"{m[:8]} ({a})" for m, a in JPEG_EFFECT_DATA.items()) + ")",
+        + " or ".join(f"{m[:8]} ({a})" for m, a in JPEG_EFFECT_DATA.items())
+        + ")",
         "The published CPU runs trained and tested on images that went through JPEG at quality 75. What "
         "that costs, per recipe: the same recipe trained on two archives with the same split, official "
         "data_batch_1..4 (40,000 images) to train and data_batch_5 (10,000) to test, once with the official "
         "pixels (**lossless**) and once with the same images decoded from the JPEG copy (**jpeg**), built by "
         "`python ../shared/tools/cifar10_jpeg_effect.py DIR`. Each cell: best-epoch test top-1, mean ± std "
         "over seeds (n). These runs are not the reports' recipes on the full set (40,000 training images, "
-        "not 50,000) and are never averaged with the published runs."),
+        "not 50,000) and are never averaged with the published runs.",
+    ),
     "bf16": Study(
-        "bf16", "What bf16 costs", ("fp32", "bf16"),
+        "bf16",
+        "What bf16 costs",
+        ("fp32", "bf16"),
         lambda prov: precision_of(prov) if content_md5(prov) == JPEG_FULL_CONTENT_MD5 else None,
         f"a run on the JPEG-derived full set (content md5 {JPEG_FULL_CONTENT_MD5[:8]})",
         "Runs published before cifarlab applied `train.bf16` on CPUs trained in fp32; CPU runs now train "
@@ -69,7 +76,8 @@ STUDIES = {
         "recipe, data (JPEG-derived full set, 50,000/10,000) and test in both precisions. Each cell: "
         "best-epoch test top-1, mean ± std over seeds (n); the fp32 or bf16 seeds of **Published runs** "
         "count for their arm, the others are kept in `reports/studies/bf16/`.",
-        with_published=True),
+        with_published=True,
+    ),
 }
 
 
@@ -80,8 +88,9 @@ def arm_dir(study: str, arm: str, root: Path = Path(".")) -> Path:
 # --------------------------------------------------------------------------- the report's sections
 
 
-def load_arms(study: Study, root: Path = Path("."),
-              published_dir: Path | None = None) -> dict[str, dict[str, list[dict]]]:
+def load_arms(
+    study: Study, root: Path = Path("."), published_dir: Path | None = None
+) -> dict[str, dict[str, list[dict]]]:
     """arm -> run -> the run's seed records (metrics.load_metrics records, with "prov": provenance)
     of every run with seeds in the study's own store, plus, where the study counts them, the
     run's published seeds of the arm's kind."""
@@ -131,18 +140,29 @@ def run_differences(study: Study, arms: Mapping[str, Mapping[str, list[dict]]]) 
     out = {}
     for run in sorted(set(arms[base]) | set(arms[variant])):
         a, b = (run_stats(arms[arm].get(run, []), "top1")["best"] for arm in (base, variant))
-        values = tuple([r["best"]["top1"] for r in counted(arms[arm].get(run, [])) if r["best"].get("top1") is not None]
-                       for arm in (base, variant))
-        out[run] = {"baseline": a, "variant": b, "values": values,
-                    "diff": b["mean"] - a["mean"] if a["n"] and b["n"] else None}
+        values = tuple(
+            [r["best"]["top1"] for r in counted(arms[arm].get(run, [])) if r["best"].get("top1") is not None]
+            for arm in (base, variant)
+        )
+        out[run] = {
+            "baseline": a,
+            "variant": b,
+            "values": values,
+            "diff": b["mean"] - a["mean"] if a["n"] and b["n"] else None,
+        }
     return out
 
 
 def figure_panels(found: Mapping[str, Mapping[str, dict]]) -> list[dict]:
     """figures.studies_figure's panels from sections()' `found`: one per study with runs."""
-    return [{"title": STUDIES[name].title, "arms": STUDIES[name].arms,
-             "runs": [{"run": run, "values": d["values"]} for run, d in diffs.items()]}
-            for name, diffs in found.items()]
+    return [
+        {
+            "title": STUDIES[name].title,
+            "arms": STUDIES[name].arms,
+            "runs": [{"run": run, "values": d["values"]} for run, d in diffs.items()],
+        }
+        for name, diffs in found.items()
+    ]
 
 
 def anchor(study: Study) -> str:
@@ -151,10 +171,10 @@ def anchor(study: Study) -> str:
 
 
 def section(study: Study, arms: Mapping[str, Mapping[str, list[dict]]], diffs: Mapping[str, dict] | None = None) -> str:
-    """"## <title>": one row per run, both arms side by side; "" when the study has no run.
+    """ "## <title>": one row per run, both arms side by side; "" when the study has no run.
     diffs: run_differences(study, arms), when the caller has it already."""
-    from cifarlab.reporting.published import devices_cell, precision_label, short_data_label
     from cifarlab.reporting.markdown import DASH, fmt_diff, fmt_summary, md_table
+    from cifarlab.reporting.published import devices_cell, precision_label, short_data_label
 
     diffs = run_differences(study, arms) if diffs is None else diffs
     if not diffs:
@@ -164,18 +184,31 @@ def section(study: Study, arms: Mapping[str, Mapping[str, list[dict]]], diffs: M
     for run, d in diffs.items():
         provs = [r["prov"] for arm in study.arms for r in arms[arm].get(run, [])]
 
-        def kinds(label):
+        def kinds(label, provs=provs):
             return " / ".join(dict.fromkeys(label(p) for p in provs))
-        rows.append([f"`{run}`",
-                     fmt_summary("top1", d["baseline"]) if d["baseline"]["n"] else "not run yet",
-                     fmt_summary("top1", d["variant"]) if d["variant"]["n"] else "not run yet",
-                     fmt_diff("top1", d["diff"], 0.0) if d["diff"] is not None else DASH,
-                     spread_verdict(d["baseline"], d["variant"]),
-                     kinds(lambda p: precision_label(p.get("numerics") or {})) if study.name != "bf16" else
-                     kinds(short_data_label),
-                     devices_cell(provs)])
-    header = ["run", base, variant, f"{variant} - {base}", "beyond the seeds' spread?",
-              "data" if study.name == "bf16" else "precision", "device"]
+
+        rows.append(
+            [
+                f"`{run}`",
+                fmt_summary("top1", d["baseline"]) if d["baseline"]["n"] else "not run yet",
+                fmt_summary("top1", d["variant"]) if d["variant"]["n"] else "not run yet",
+                fmt_diff("top1", d["diff"], 0.0) if d["diff"] is not None else DASH,
+                spread_verdict(d["baseline"], d["variant"]),
+                kinds(lambda p: precision_label(p.get("numerics") or {}))
+                if study.name != "bf16"
+                else kinds(short_data_label),
+                devices_cell(provs),
+            ]
+        )
+    header = [
+        "run",
+        base,
+        variant,
+        f"{variant} - {base}",
+        "beyond the seeds' spread?",
+        "data" if study.name == "bf16" else "precision",
+        "device",
+    ]
     return "\n\n".join([f"## {study.title}", study.intro, md_table(header, rows)])
 
 
@@ -195,14 +228,17 @@ def sections(root: Path = Path("."), figure: str | None = None) -> tuple[str, di
     return "\n\n".join(texts), found
 
 
-def jpeg_miss_notes(found: Mapping[str, Mapping[str, dict]], runs: Mapping[str, list[dict]],
-                    provenance: Mapping[str, dict] | None = None) -> dict[str, str]:
+def jpeg_miss_notes(
+    found: Mapping[str, Mapping[str, dict]],
+    runs: Mapping[str, list[dict]],
+    provenance: Mapping[str, dict] | None = None,
+) -> dict[str, str]:
     """run -> the pointer a verdict of a run trained on JPEG-derived data gets where it misses:
     what JPEG costs that recipe, if measured (the study's variant - baseline), and the section.
     provenance (published runs: file stem -> provenance) names the data of seeds whose details
     file predates recording it."""
-    from cifarlab.reporting.published import KNOWN_DATA
     from cifarlab.reporting.markdown import fmt_diff
+    from cifarlab.reporting.published import KNOWN_DATA
 
     if "jpeg" not in found:
         return {}
@@ -210,11 +246,16 @@ def jpeg_miss_notes(found: Mapping[str, Mapping[str, dict]], runs: Mapping[str, 
     link = f"[{study.title}]({anchor(study)})"
     notes = {}
     for run, recs in runs.items():
+
         def data(r):
             return r.get("data") or ((provenance or {}).get(Path(r["path"]).stem) or {}).get("data") or {}
+
         if not any(data(r).get("content_md5") in KNOWN_DATA for r in recs):
             continue
         d = found["jpeg"].get(run)
-        notes[run] = (f"JPEG costs this recipe {fmt_diff('top1', d['diff'], 0.0)} on 40k/10k: {link}"
-                      if d and d["diff"] is not None else f"what JPEG costs is not measured for it yet: {link}")
+        notes[run] = (
+            f"JPEG costs this recipe {fmt_diff('top1', d['diff'], 0.0)} on 40k/10k: {link}"
+            if d and d["diff"] is not None
+            else f"what JPEG costs is not measured for it yet: {link}"
+        )
     return notes

@@ -17,6 +17,7 @@ no exchange, the old store is renamed aside and the new one into place with a jo
 staging directory, and `recover` finishes that second rename if the fold died between the two.
 Folds take a lock on reports/, so one runs at a time and recovery never races a live fold.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,12 +45,31 @@ from cifarlab.core.io import read_json_object, write_json
 from cifarlab.core.params import RUN_NAME, validate
 from cifarlab.core.params_file import read_params_file
 from cifarlab.core.runs import output_id
-from cifarlab.reporting.published import PROVENANCE, PUBLISHED_DIR, PUBLISHED_FILES, REQUIRED, load_provenance, prov_numerics
+from cifarlab.reporting.published import (
+    PROVENANCE,
+    PUBLISHED_DIR,
+    PUBLISHED_FILES,
+    REQUIRED,
+    load_provenance,
+    prov_numerics,
+)
 from cifarlab.reporting.studies import STUDIES, STUDIES_DIR, content_md5
 from cifarlab.tooling import packs
-from cifarlab.tooling.packs import (MANIFEST, PACK_FORMAT, PublishError, code_md5s, comparable, dotted,
-                                    first_difference, json_bytes, own_record_difference, recipe_with,
-                                    recorded_params, repro_target, run_recipe)
+from cifarlab.tooling.packs import (
+    MANIFEST,
+    PACK_FORMAT,
+    PublishError,
+    code_md5s,
+    comparable,
+    dotted,
+    first_difference,
+    json_bytes,
+    own_record_difference,
+    recipe_with,
+    recorded_params,
+    repro_target,
+    run_recipe,
+)
 
 CHUNK = 256 * 2**10  # what one read of a member takes into memory
 STAGING_PREFIX = ".fold-"
@@ -101,8 +121,10 @@ class PackReader:
         try:
             size = self.path.stat().st_size
             if size > packs.MAX_PACK_BYTES:  # pack never writes more
-                raise PublishError(f"{self.path}: {size / 2**20:.1f} MiB, over the {packs.MAX_PACK_BYTES // 2**20} "
-                                   "MiB a pack may weigh: not a pack cifarlab wrote (pack fewer runs at a time)")
+                raise PublishError(
+                    f"{self.path}: {size / 2**20:.1f} MiB, over the {packs.MAX_PACK_BYTES // 2**20} "
+                    "MiB a pack may weigh: not a pack cifarlab wrote (pack fewer runs at a time)"
+                )
             self._gz = gzip.open(self.path, "rb")
             stream = _Bounded(self._gz, packs.MAX_UNPACKED_BYTES, max(CHUNK, 2**20), self._too_big)
             self._tar = tarfile.open(fileobj=stream, mode="r:")
@@ -121,8 +143,10 @@ class PackReader:
             raise PublishError(f"{self.path}: no {MANIFEST}: not a cifarlab pack (make one with cifarlab pack)")
 
     def _too_big(self, what: str | None) -> PublishError:
-        return PublishError(f"{self.path}: {what or f'unpacks to over {packs.MAX_UNPACKED_BYTES // 2**20} MiB'}, more "
-                            "than a cifarlab pack holds: not a pack cifarlab wrote (make it again with cifarlab pack)")
+        return PublishError(
+            f"{self.path}: {what or f'unpacks to over {packs.MAX_UNPACKED_BYTES // 2**20} MiB'}, more "
+            "than a cifarlab pack holds: not a pack cifarlab wrote (make it again with cifarlab pack)"
+        )
 
     def _check(self, m: tarfile.TarInfo) -> None:
         # a pack holds regular files only, each once: no directory, no sparse file (pack writes none)
@@ -132,9 +156,11 @@ class PackReader:
             raise self._too_big(f"over {packs.MAX_MEMBERS} members")
         limit = packs.MAX_TEXT_BYTES if PurePosixPath(m.name).suffix in (".json", ".csv") else packs.MAX_MEMBER_BYTES
         if m.size > limit:
-            raise PublishError(f"{self.path}: member {m.name!r} unpacks to {m.size / 2**20:.1f} MiB, over the "
-                               f"{limit / 2**20:g} MiB a pack member may hold: not a pack cifarlab wrote "
-                               "(make it again with cifarlab pack)")
+            raise PublishError(
+                f"{self.path}: member {m.name!r} unpacks to {m.size / 2**20:.1f} MiB, over the "
+                f"{limit / 2**20:g} MiB a pack member may hold: not a pack cifarlab wrote "
+                "(make it again with cifarlab pack)"
+            )
 
     def close(self) -> None:
         for f in (self._tar, self._gz):
@@ -142,7 +168,7 @@ class PackReader:
                 with contextlib.suppress(Exception):
                     f.close()
 
-    def __enter__(self) -> "PackReader":
+    def __enter__(self) -> PackReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -192,8 +218,11 @@ def _checked_manifest(pack: PackReader, pack_file: Path) -> tuple[dict, dict[str
     uses checked for type and form, and every member fold reads present and well-formed (a pack
     is untrusted: it comes from another machine or person). Names and seeds become file names, so
     each must be a run name and a non-negative integer."""
+
     def bad(what: str) -> PublishError:
-        return PublishError(f"{pack_file}: {MANIFEST}: {what}: not a pack cifarlab wrote (make it again with cifarlab pack)")
+        return PublishError(
+            f"{pack_file}: {MANIFEST}: {what}: not a pack cifarlab wrote (make it again with cifarlab pack)"
+        )
 
     manifest = _json_member(pack, MANIFEST, pack_file)
     if manifest.get("format") != PACK_FORMAT:
@@ -202,7 +231,8 @@ def _checked_manifest(pack: PackReader, pack_file: Path) -> tuple[dict, dict[str
     if not isinstance(code, dict):
         raise bad("no 'code' (the code version the runs trained with)")
     if not isinstance(code.get("files"), dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in code["files"].items()):
+        isinstance(k, str) and isinstance(v, str) for k, v in code["files"].items()
+    ):
         raise bad("'code.files' must map file paths to md5s")
     if not isinstance(code.get("commit"), (str, type(None))):
         raise bad(f"'code.commit' {code.get('commit')!r} is not a commit")
@@ -240,20 +270,25 @@ def _checked_manifest(pack: PackReader, pack_file: Path) -> tuple[dict, dict[str
     for out, meta in runs.items():
         prov = provenance[out]
         if (prov.get("run"), prov.get("seed")) != (meta["run"], meta["seed"]):
-            raise PublishError(f"{pack_file}: {PROVENANCE.format(out=out)} names run {prov.get('run')!r} seed "
-                               f"{prov.get('seed')!r}, the manifest run {meta['run']!r} seed {meta['seed']!r}: "
-                               "not a pack cifarlab wrote")
+            raise PublishError(
+                f"{pack_file}: {PROVENANCE.format(out=out)} names run {prov.get('run')!r} seed "
+                f"{prov.get('seed')!r}, the manifest run {meta['run']!r} seed {meta['seed']!r}: "
+                "not a pack cifarlab wrote"
+            )
         if not isinstance(prov.get("numerics"), dict) or not isinstance(prov["numerics"].get("precision"), str):
-            raise PublishError(f"{pack_file}: {PROVENANCE.format(out=out)} records no numerics (precision, memory "
-                               "format): not a pack cifarlab wrote (make it again with cifarlab pack)")
+            raise PublishError(
+                f"{pack_file}: {PROVENANCE.format(out=out)} records no numerics (precision, memory "
+                "format): not a pack cifarlab wrote (make it again with cifarlab pack)"
+            )
     return manifest, provenance, details
 
 
 def _member_facts(pack: PackReader, outs) -> tuple[dict[str, str], dict[str, str]]:
     """(member -> md5 of every run file in the pack, history member -> its text), read in one
     pass in the pack's order."""
-    names = sorted((n for out in outs for n in (k.format(out=out) for k in PUBLISHED_FILES) if n in pack),
-                   key=pack.offset)
+    names = sorted(
+        (n for out in outs for n in (k.format(out=out) for k in PUBLISHED_FILES) if n in pack), key=pack.offset
+    )
     md5s, histories = {}, {}
     for name in names:
         if name.startswith("history/"):
@@ -275,18 +310,31 @@ def _record_stages(prov: Mapping, pack_file: Path, out: str) -> dict | None:
         return None
     stages = tw.get("stages") if isinstance(tw, dict) else None
     ok = isinstance(stages, dict) and all(
-        isinstance(e, dict) and isinstance(e.get("params"), dict)
-        and all(isinstance(e.get(k), dict) and all(isinstance(p, str) and isinstance(v, str) for p, v in e[k].items())
-                for k in ("deps", "outs"))
-        for e in stages.values())
+        isinstance(e, dict)
+        and isinstance(e.get("params"), dict)
+        and all(
+            isinstance(e.get(k), dict) and all(isinstance(p, str) and isinstance(v, str) for p, v in e[k].items())
+            for k in ("deps", "outs")
+        )
+        for e in stages.values()
+    )
     if not ok:
-        raise PublishError(f"{pack_file}: {PROVENANCE.format(out=out)}: 'trained_with' is not a dvc.lock record: "
-                           "not a pack cifarlab wrote (make it again with cifarlab pack)")
+        raise PublishError(
+            f"{pack_file}: {PROVENANCE.format(out=out)}: 'trained_with' is not a dvc.lock record: "
+            "not a pack cifarlab wrote (make it again with cifarlab pack)"
+        )
     return stages
 
 
-def _check_own_record(pack_file: Path, out: str, meta: Mapping, prov: Mapping, details: Mapping,
-                      facts: tuple[dict[str, str], dict[str, str]], raw: Mapping) -> None:
+def _check_own_record(
+    pack_file: Path,
+    out: str,
+    meta: Mapping,
+    prov: Mapping,
+    details: Mapping,
+    facts: tuple[dict[str, str], dict[str, str]],
+    raw: Mapping,
+) -> None:
     """The recipe the manifest publishes for `out` must be the one its own record in the pack
     says it trained with: its provenance's recipe, the params dvc.lock recorded (laid over this
     checkout's params.yaml), the md5s dvc.lock recorded for its files, its details, its history."""
@@ -297,8 +345,10 @@ def _check_own_record(pack_file: Path, out: str, meta: Mapping, prov: Mapping, d
     published = comparable(meta["recipe"])
 
     def refuse(key: str, theirs, where: str) -> PublishError:
-        return PublishError(f"{pack_file}: run output {out!r}: {MANIFEST} publishes {key} = "
-                            f"{dotted(published, key)!r}, but {where} says {theirs!r}: {fix}")
+        return PublishError(
+            f"{pack_file}: run output {out!r}: {MANIFEST} publishes {key} = "
+            f"{dotted(published, key)!r}, but {where} says {theirs!r}: {fix}"
+        )
 
     if isinstance(prov.get("recipe"), dict):
         key = first_difference(published, comparable(prov["recipe"]))
@@ -308,8 +358,10 @@ def _check_own_record(pack_file: Path, out: str, meta: Mapping, prov: Mapping, d
         try:
             trained = comparable(recipe_with(raw, recorded_params(stages, run), run))
         except ParamsError as e:
-            raise PublishError(f"{pack_file}: run output {out!r}: the params dvc.lock recorded for it are not valid "
-                               f"params here ({e}): fold it in a checkout of its code") from None
+            raise PublishError(
+                f"{pack_file}: run output {out!r}: the params dvc.lock recorded for it are not valid "
+                f"params here ({e}): fold it in a checkout of its code"
+            ) from None
         key = first_difference(published, trained)
         if key:
             raise refuse(key, dotted(trained, key), f"the dvc.lock record in {PROVENANCE.format(out=out)}")
@@ -319,8 +371,10 @@ def _check_own_record(pack_file: Path, out: str, meta: Mapping, prov: Mapping, d
             if member in facts[0] and path in written and not written[path][0].endswith(".dir"):
                 got = facts[0][member]
                 if got != written[path][0]:
-                    raise PublishError(f"{pack_file}: {member} has md5 {got}, not the {written[path][0]} dvc.lock "
-                                       f"recorded for {written[path][1]}: {fix}")
+                    raise PublishError(
+                        f"{pack_file}: {member} has md5 {got}, not the {written[path][0]} dvc.lock "
+                        f"recorded for {written[path][1]}: {fix}"
+                    )
     history = f"history/{out}.csv"
     found = own_record_difference(published, details, facts[1].get(history))
     if found:
@@ -391,8 +445,12 @@ def _recover(reports: Path) -> None:
             store = reports / json.loads((stage / JOURNAL).read_text(encoding="utf-8"))["store"]
         except (OSError, ValueError, KeyError, TypeError):
             store = None
-        if store is not None and store.resolve().is_relative_to(reports.resolve()) \
-                and not os.path.lexists(store) and (stage / "store").is_dir():
+        if (
+            store is not None
+            and store.resolve().is_relative_to(reports.resolve())
+            and not os.path.lexists(store)
+            and (stage / "store").is_dir()
+        ):
             os.rename(stage / "store", store)
             _fsync_dir(store.parent)
         shutil.rmtree(stage, ignore_errors=True)
@@ -452,8 +510,14 @@ def _study_hint(prov: Mapping) -> str:
     return f", or --study {fits[0]} to keep them apart ({STUDIES[fits[0]].title})" if fits else ""
 
 
-def fold(pack_file: Path, root: Path = Path("."), accept_code_change: bool = False, replace: bool = False,
-         study: str | None = None, log=print) -> list[str]:
+def fold(
+    pack_file: Path,
+    root: Path = Path("."),
+    accept_code_change: bool = False,
+    replace: bool = False,
+    study: str | None = None,
+    log=print,
+) -> list[str]:
     """Fold a pack into `root`'s reports/published/, or with `study` into the study's arm that
     each run's provenance names (reports/studies/<study>/<arm>/; reporting/studies.py). The
     store is replaced whole and atomically; nothing is written when any check fails. Returns
@@ -469,8 +533,9 @@ def fold(pack_file: Path, root: Path = Path("."), accept_code_change: bool = Fal
         return _fold(pack, pack_file, root, accept_code_change, replace, study, log)
 
 
-def _fold(pack: PackReader, pack_file: Path, root: Path, accept_code_change: bool, replace: bool,
-          study: str | None, log) -> list[str]:
+def _fold(
+    pack: PackReader, pack_file: Path, root: Path, accept_code_change: bool, replace: bool, study: str | None, log
+) -> list[str]:
     manifest, provenance, details = _checked_manifest(pack, pack_file)
     facts = _member_facts(pack, manifest["runs"])
     raw = read_params_file(root / paths.PARAMS_FILE)
@@ -482,9 +547,11 @@ def _fold(pack: PackReader, pack_file: Path, root: Path, accept_code_change: boo
     if differ and not accept_code_change:
         more = f" and {len(differ) - 1} more" if len(differ) > 1 else ""
         verb = "differ" if more else "differs"
-        raise PublishError(f"{pack_file}: trained with other code (commit {commit}): {differ[0]}{more} {verb} from "
-                           "this checkout; fold it in a checkout of that commit, rerun, or pass --accept-code-change "
-                           "to publish it with the difference recorded")
+        raise PublishError(
+            f"{pack_file}: trained with other code (commit {commit}): {differ[0]}{more} {verb} from "
+            "this checkout; fold it in a checkout of that commit, rerun, or pass --accept-code-change "
+            "to publish it with the difference recorded"
+        )
     renamed: dict[str, str] = {}
     for out, meta in sorted(manifest["runs"].items()):
         run = meta["run"]
@@ -494,8 +561,10 @@ def _fold(pack: PackReader, pack_file: Path, root: Path, accept_code_change: boo
         published, here = comparable(meta["recipe"]), comparable(run_recipe(p, run))
         key = first_difference(published, here)
         if key:
-            raise PublishError(f"{pack_file}: run {run!r} was trained with {key} = {dotted(published, key)!r}, "
-                               f"this checkout has {dotted(here, key)!r}: fold it where params.yaml matches")
+            raise PublishError(
+                f"{pack_file}: run {run!r} was trained with {key} = {dotted(published, key)!r}, "
+                f"this checkout has {dotted(here, key)!r}: fold it where params.yaml matches"
+            )
         renamed[out] = output_id(run, meta["seed"], p.seed)
     reports = root / paths.REPORTS_DIR
     store = root / (STUDIES_DIR / study if study else PUBLISHED_DIR)
@@ -513,8 +582,13 @@ def _fold(pack: PackReader, pack_file: Path, root: Path, accept_code_change: boo
         stage = Path(tempfile.mkdtemp(dir=reports, prefix=STAGING_PREFIX))
         new = stage / "store"
         if store.is_dir():
-            shutil.copytree(store, new, symlinks=True, copy_function=_link_or_copy,
-                            ignore=lambda d, names: [n for n in names if n.startswith(STAGING_PREFIX)])
+            shutil.copytree(
+                store,
+                new,
+                symlinks=True,
+                copy_function=_link_or_copy,
+                ignore=lambda d, names: [n for n in names if n.startswith(STAGING_PREFIX)],
+            )
         else:
             new.mkdir()
         today = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -528,9 +602,17 @@ def _fold(pack: PackReader, pack_file: Path, root: Path, accept_code_change: boo
                     raise PublishError(f"{pack_file}: {name.format(out=new_out)} would land outside {store}")
                 _remove(target)
                 if name == PROVENANCE:
-                    data = json_bytes({**provenance[out], "out": new_out,
-                                       "folded": {"at": today, "pack": pack_file.name,
-                                                  "code_differs": differ if accept_code_change else []}})
+                    data = json_bytes(
+                        {
+                            **provenance[out],
+                            "out": new_out,
+                            "folded": {
+                                "at": today,
+                                "pack": pack_file.name,
+                                "code_differs": differ if accept_code_change else [],
+                            },
+                        }
+                    )
                     writes.append((-1, None, target, data))
                 elif member in pack:
                     writes.append((pack.offset(member), member, target, None))
@@ -548,9 +630,14 @@ def _fold(pack: PackReader, pack_file: Path, root: Path, accept_code_change: boo
         _switch(store, new, stage, reports)
         shutil.rmtree(stage, ignore_errors=True)
     where = sorted({str(store / d) for d, _ in dests.values()})
-    log(f"fold: {len(renamed)} runs ({', '.join(renamed.values())}) -> {', '.join(where)}"
-        + (f"; code differs from commit {commit} in {len(differ)} file{'s' if len(differ) != 1 else ''} (recorded)"
-           if differ else ""))
+    log(
+        f"fold: {len(renamed)} runs ({', '.join(renamed.values())}) -> {', '.join(where)}"
+        + (
+            f"; code differs from commit {commit} in {len(differ)} file{'s' if len(differ) != 1 else ''} (recorded)"
+            if differ
+            else ""
+        )
+    )
     return list(renamed.values())
 
 
@@ -560,8 +647,15 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _destinations(renamed: Mapping[str, str], provenance: Mapping[str, dict], root: Path, store: Path,
-                  study: str | None, replace: bool, pack_file: Path) -> dict[str, tuple[str, list[str]]]:
+def _destinations(
+    renamed: Mapping[str, str],
+    provenance: Mapping[str, dict],
+    root: Path,
+    store: Path,
+    study: str | None,
+    replace: bool,
+    pack_file: Path,
+) -> dict[str, tuple[str, list[str]]]:
     """out -> (its folder in the store, relative: "." or the study's arm; the published outputs of
     its run from other data or in another precision, which --replace removes), refusing those
     without --replace and runs that fit no arm of the study."""
@@ -573,17 +667,25 @@ def _destinations(renamed: Mapping[str, str], provenance: Mapping[str, dict], ro
             s = STUDIES[study]
             arm = s.arm_of(prov)
             if arm is None:
-                raise PublishError(f"{pack_file}: run output {out!r} fits neither arm of study {study!r} "
-                                   f"({' / '.join(s.arms)}): it takes {s.expects}")
-            if s.with_published and any(q.get("run") == prov["run"] and _family(q) == _family(prov)
-                                        for q in load_provenance(root / PUBLISHED_DIR).values()):
-                raise PublishError(f"{pack_file}: run {prov['run']!r} in {arm} is published (reports/published), "
-                                   f"and the study counts those seeds: fold {out!r} without --study to join them")
+                raise PublishError(
+                    f"{pack_file}: run output {out!r} fits neither arm of study {study!r} "
+                    f"({' / '.join(s.arms)}): it takes {s.expects}"
+                )
+            if s.with_published and any(
+                q.get("run") == prov["run"] and _family(q) == _family(prov)
+                for q in load_provenance(root / PUBLISHED_DIR).values()
+            ):
+                raise PublishError(
+                    f"{pack_file}: run {prov['run']!r} in {arm} is published (reports/published), "
+                    f"and the study counts those seeds: fold {out!r} without --study to join them"
+                )
             where = arm
         others = _published_elsewhere(store / where, prov)
         if others and not replace:
-            raise PublishError(f"{pack_file}: run {prov['run']!r} is already published from other data or in "
-                               f"another precision ({', '.join(others)}), and such seeds are never averaged: "
-                               f"pass --replace to drop those first{'' if study else _study_hint(prov)}")
+            raise PublishError(
+                f"{pack_file}: run {prov['run']!r} is already published from other data or in "
+                f"another precision ({', '.join(others)}), and such seeds are never averaged: "
+                f"pass --replace to drop those first{'' if study else _study_hint(prov)}"
+            )
         dests[out] = (where, others)
     return dests

@@ -24,6 +24,7 @@ from the checkout's, or whose code differs from the checkout's, with one line na
 and the key or file; `--accept-code-change` folds the latter anyway and records the files that
 differ in the run's provenance. A pack is untrusted: fold reads it within the MAX_* bounds.
 """
+
 from __future__ import annotations
 
 import copy
@@ -196,8 +197,11 @@ def lock_record(lock: Mapping, out: str, run: str, seed: int) -> dict:
         entry = lock.get(name)
         if isinstance(entry, dict):
             params = (entry.get("params") or {}).get(str(paths.PARAMS_FILE))
-            record[name] = {"params": dict(params) if isinstance(params, dict) else {},
-                            "deps": _md5s(entry.get("deps")), "outs": _md5s(entry.get("outs"))}
+            record[name] = {
+                "params": dict(params) if isinstance(params, dict) else {},
+                "deps": _md5s(entry.get("deps")),
+                "outs": _md5s(entry.get("outs")),
+            }
     return record
 
 
@@ -216,7 +220,7 @@ def stale_against(root: Path, out: str, record: Mapping, raw: Mapping, md5s: Map
             if where is None and now is not _ABSENT:
                 continue
             where = where or key
-            rest = where[len(key) + 1:]
+            rest = where[len(key) + 1 :]
             t, n = (dotted(then, rest), dotted(now, rest)) if rest else (then, now)
             n_text = "nothing" if n is _ABSENT else repr(n)
             problem = f"params.yaml has {where} = {n_text}, {stage} ran with {t!r}"
@@ -303,7 +307,7 @@ def own_record_difference(recipe: Mapping, details: Mapping, history: str | None
         if details["epochs_cap"] != expected:
             return "train.max_epochs", cap, details["epochs_cap"], "details (epochs_cap)"
     overrides = details.get("overrides")
-    for key, value in (overrides.items() if isinstance(overrides, Mapping) else ()):
+    for key, value in overrides.items() if isinstance(overrides, Mapping) else ():
         if key in rec:
             try:
                 value = Recipe.model_validate({**rec, key: value}).model_dump(mode="json")[key]
@@ -324,15 +328,20 @@ def own_record_difference(recipe: Mapping, details: Mapping, history: str | None
             except ValueError:
                 lr = math.nan
             if not math.isclose(lr, rec["lr"], rel_tol=1e-6):  # float32 lrs round at ~6e-8
-                return ("recipe.lr", rec["lr"], row.get("lr") if math.isnan(lr) else lr,
-                        f"history (epoch {row.get('epoch') or i + 1})")
+                return (
+                    "recipe.lr",
+                    rec["lr"],
+                    row.get("lr") if math.isnan(lr) else lr,
+                    f"history (epoch {row.get('epoch') or i + 1})",
+                )
             if rec.get("schedule") != "constant":
                 break
     return None
 
 
-def provenance_of(root: Path, out: str, p: Params, md5s: Mapping[str, str], cache: dict | None = None,
-                  code_root: Path | None = None) -> dict:
+def provenance_of(
+    root: Path, out: str, p: Params, md5s: Mapping[str, str], cache: dict | None = None, code_root: Path | None = None
+) -> dict:
     """The provenance record of one finished run output (see the module docstring).
 
     Fields the run did not record itself (runs of older code; the recipe of a run dvc.lock has
@@ -342,8 +351,10 @@ def provenance_of(root: Path, out: str, p: Params, md5s: Mapping[str, str], cach
     timing = read_json_object(root / paths.TIMING_DIR / f"{out}.json")
     run, seed = details.get("run"), details.get("seed")
     if run not in p.runs or not isinstance(seed, int):
-        raise PublishError(f"{out}: its details name run {run!r} seed {seed!r}, not a run of this workspace's "
-                           "params.yaml: pack the workspace that trained it")
+        raise PublishError(
+            f"{out}: its details name run {run!r} seed {seed!r}, not a run of this workspace's "
+            "params.yaml: pack the workspace that trained it"
+        )
     cache = {} if cache is None else cache
     if "lock" not in cache:  # once per pack, not per run
         cache["lock"], cache["raw"] = locked_stages(root), read_params_file(root / paths.PARAMS_FILE)
@@ -354,24 +365,31 @@ def provenance_of(root: Path, out: str, p: Params, md5s: Mapping[str, str], cach
         problems = stale_against(root, out, record, cache["raw"], md5s)
         if problems:
             more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-            raise PublishError(f"{out}: stale: {'; '.join(problems[:3])}{more}: run `dvc repro {target}` to redo "
-                               "it with this params.yaml and code (or undo those changes), then pack again")
+            raise PublishError(
+                f"{out}: stale: {'; '.join(problems[:3])}{more}: run `dvc repro {target}` to redo "
+                "it with this params.yaml and code (or undo those changes), then pack again"
+            )
         try:
             recipe = recipe_with(cache["raw"], recorded_params(record, run), run)
         except ParamsError as e:
-            raise PublishError(f"{out}: the params dvc.lock recorded for it are not valid now ({e}): run "
-                               f"`dvc repro {target}`, then pack again") from None
+            raise PublishError(
+                f"{out}: the params dvc.lock recorded for it are not valid now ({e}): run "
+                f"`dvc repro {target}`, then pack again"
+            ) from None
     else:  # trained outside DVC (by hand, the GPU kit): params.yaml, checked against the run's files below
         derived.append("recipe")
         recipe = run_recipe(p, run)
     history = root / paths.HISTORY_DIR / f"{out}.csv"
-    found = own_record_difference(recipe, details, history.read_text(encoding="utf-8", errors="replace")
-                                  if history.is_file() else None)
+    found = own_record_difference(
+        recipe, details, history.read_text(encoding="utf-8", errors="replace") if history.is_file() else None
+    )
     if found:
         key, ours, theirs, where = found
         source = "dvc.lock" if record else "params.yaml"
-        raise PublishError(f"{out}: stale: its {where} records {key} = {theirs!r}, its recipe ({source}) has "
-                           f"{ours!r}: run `dvc repro {target}` to redo it (or set params.yaml back), then pack again")
+        raise PublishError(
+            f"{out}: stale: its {where} records {key} = {theirs!r}, its recipe ({source}) has "
+            f"{ours!r}: run `dvc repro {target}` to redo it (or set params.yaml back), then pack again"
+        )
     data = dict(details.get("data") or {})
     raw = root / paths.RAW_ARCHIVE
     if not data.get("content_md5"):
@@ -400,8 +418,10 @@ def provenance_of(root: Path, out: str, p: Params, md5s: Mapping[str, str], cach
             device_name = device  # older files wrote the GPU's name here
     numerics = timing.get("numerics")
     if not isinstance(numerics, dict):
-        raise PublishError(f"{out}: reports/timing/{out}.json records no numerics (precision, memory "
-                           f"format): retrain it (dvc repro -f train@{run}) before packing it")
+        raise PublishError(
+            f"{out}: reports/timing/{out}.json records no numerics (precision, memory "
+            f"format): retrain it (dvc repro -f train@{run}) before packing it"
+        )
     epoch_seconds = timing.get("epoch_seconds") or []
     wall = timing.get("wall_seconds", round(sum(epoch_seconds), 3))
     n_train = details.get("n_train")
@@ -415,16 +435,30 @@ def provenance_of(root: Path, out: str, p: Params, md5s: Mapping[str, str], cach
         "recipe": recipe,
         # what dvc.lock recorded for the stages that made it (None: trained outside DVC)
         "trained_with": {"source": str(LOCK_FILE), "stages": record} if record else None,
-        "data": {"url": (record.get("fetch") or {}).get("params", {}).get("data.url", p.data.url), **data,
-                 "n_train": n_train, "n_val": details.get("n_val"), "n_test": details.get("n_test")},
-        "device": {"type": "cuda" if timing.get("cuda") else "cpu", "name": device_name,
-                   "torch": timing.get("torch"), "cuda": timing.get("cuda"), "cudnn": timing.get("cudnn"),
-                   "num_threads": timing.get("num_threads")},
+        "data": {
+            "url": (record.get("fetch") or {}).get("params", {}).get("data.url", p.data.url),
+            **data,
+            "n_train": n_train,
+            "n_val": details.get("n_val"),
+            "n_test": details.get("n_test"),
+        },
+        "device": {
+            "type": "cuda" if timing.get("cuda") else "cpu",
+            "name": device_name,
+            "torch": timing.get("torch"),
+            "cuda": timing.get("cuda"),
+            "cudnn": timing.get("cudnn"),
+            "num_threads": timing.get("num_threads"),
+        },
         # precision, memory format, compiled step, fused optimizer; a CPU's native bf16
         "numerics": numerics,
         "code": {**code, "files": dict(md5s)},
-        "epochs": {"run": epochs_run, "recipe": details.get("recipe_epochs"), "cap": details.get("epochs_cap"),
-                   "stopped_early": timing.get("stopped_early")},
+        "epochs": {
+            "run": epochs_run,
+            "recipe": details.get("recipe_epochs"),
+            "cap": details.get("epochs_cap"),
+            "stopped_early": timing.get("stopped_early"),
+        },
         "wall_seconds": wall,
         # all epochs' training images over the epochs' wall time (test passes included): a
         # resumed run's own train_images_per_s covers only the process that finished it
@@ -445,15 +479,23 @@ def pack(root: Path, dest: Path, outs: Iterable[str] | None = None, log=print, c
     available = finished_outs(root)
     outs = list(outs) if outs else available
     if not outs:
-        raise PublishError(f"no finished run in {root / paths.METRICS_DIR}: run some first (dvc repro, or cifarlab kit)")
+        raise PublishError(
+            f"no finished run in {root / paths.METRICS_DIR}: run some first (dvc repro, or cifarlab kit)"
+        )
     missing = [o for o in outs if o not in available]
     if missing:
-        raise PublishError(f"run output {missing[0]!r} is not finished in {root} (needs {', '.join(REQUIRED)}); "
-                           f"finished: {', '.join(available) or 'none'}")
+        raise PublishError(
+            f"run output {missing[0]!r} is not finished in {root} (needs {', '.join(REQUIRED)}); "
+            f"finished: {', '.join(available) or 'none'}"
+        )
     md5s = code_md5s(code_root)
     code = code_version(code_root)
-    manifest = {"format": PACK_FORMAT, "packed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "code": {**code, "files": md5s}, "runs": {}}
+    manifest = {
+        "format": PACK_FORMAT,
+        "packed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "code": {**code, "files": md5s},
+        "runs": {},
+    }
     members: dict[str, bytes] = {}
     cache: dict = {"lock": locked_stages(root), "raw": raw}
     for out in outs:
@@ -464,9 +506,11 @@ def pack(root: Path, dest: Path, outs: Iterable[str] | None = None, log=print, c
             if path.is_file():
                 limit = MAX_TEXT_BYTES if path.suffix in (".json", ".csv") else MAX_MEMBER_BYTES
                 if path.stat().st_size > limit:  # fold would refuse it
-                    raise PublishError(f"{path}: {path.stat().st_size / 2**20:.1f} MiB, over the "
-                                       f"{limit / 2**20:g} MiB a pack member may hold: not a file cifarlab wrote; "
-                                       f"redo it (dvc repro {repro_target(out, prov['run'], prov['seed'])})")
+                    raise PublishError(
+                        f"{path}: {path.stat().st_size / 2**20:.1f} MiB, over the "
+                        f"{limit / 2**20:g} MiB a pack member may hold: not a file cifarlab wrote; "
+                        f"redo it (dvc repro {repro_target(out, prov['run'], prov['seed'])})"
+                    )
                 members[name.format(out=out)] = path.read_bytes()
         members[PROVENANCE.format(out=out)] = json_bytes(prov)
     members[MANIFEST] = json_bytes(manifest)
@@ -479,11 +523,15 @@ def pack(root: Path, dest: Path, outs: Iterable[str] | None = None, log=print, c
             tar.addfile(info, io.BytesIO(members[name]))
         unpacked = tar.offset
     if unpacked + 2 * tarfile.RECORDSIZE > MAX_UNPACKED_BYTES or len(members) > MAX_MEMBERS:
-        raise PublishError(f"pack would unpack to {unpacked / 2**20:.1f} MiB in {len(members)} files, over "
-                           f"{MAX_UNPACKED_BYTES // 2**20} MiB or {MAX_MEMBERS} files: pack fewer runs at a time (--runs)")
+        raise PublishError(
+            f"pack would unpack to {unpacked / 2**20:.1f} MiB in {len(members)} files, over "
+            f"{MAX_UNPACKED_BYTES // 2**20} MiB or {MAX_MEMBERS} files: pack fewer runs at a time (--runs)"
+        )
     if buf.tell() > MAX_PACK_BYTES:
-        raise PublishError(f"pack would be {buf.tell() / 2**20:.1f} MiB, over {MAX_PACK_BYTES // 2**20} MiB: "
-                           "pack fewer runs at a time (--runs)")
+        raise PublishError(
+            f"pack would be {buf.tell() / 2**20:.1f} MiB, over {MAX_PACK_BYTES // 2**20} MiB: "
+            "pack fewer runs at a time (--runs)"
+        )
     with atomic_write(dest) as f:
         f.write(buf.getvalue())
     log(f"pack: {len(outs)} runs ({', '.join(outs)}) -> {dest} ({buf.tell() / 2**20:.2f} MiB)")

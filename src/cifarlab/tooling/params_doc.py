@@ -6,6 +6,7 @@ allowed values and the default come from its type.
 
 tests/test_schema.py fails while docs/parameters.md differs from what this prints.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -126,26 +127,33 @@ def parameters_doc() -> str:
     rows = [_row(k, top[k]) for k in TOP_KEYS if k not in ("data", "train", "runs")]
     rows += [_row(f"data.{k}", f) for k, f in DataParams.model_fields.items()]
     rows += [_row(f"train.{k}", f) for k, f in TrainParams.model_fields.items()]
-    rows += [_row("runs", top["runs"]), _row("runs.<run>.model", RunEntry.model_fields["model"]),
-             "| `runs.<run>.<key>` | as `<model>.<key>` | the section's | the run's value of a key of its model's "
-             "section (an override) |"]
+    rows += [
+        _row("runs", top["runs"]),
+        _row("runs.<run>.model", RunEntry.model_fields["model"]),
+        "| `runs.<run>.<key>` | as `<model>.<key>` | the section's | the run's value of a key of its model's "
+        "section (an override) |",
+    ]
     models = list_models()
     section = top[models[0]].description.replace(f"`{models[0]}`", "`<model>`")
     rows.append(f"| `<model>` | mapping | | {section} |")
     rows += [_row(f"<model>.{k}", f) for k, f in Recipe.model_fields.items()]
     options = [_row(f"{m}.{k}", option_field(p)) for m in models for k, p in model_info(m).arch_params.items()]
     no_options = [m for m in models if not model_info(m).arch_params]
-    return "\n".join([
-        HEADER,
-        "## Keys\n",
-        TABLE_HEAD, *rows,
-        "",
-        "## Architecture options\n",
-        "The keyword arguments of each model's builder (`src/cifarlab/models/<model>.py`), checked against its "
-        f"signature; {', '.join(f'`{m}`' for m in no_options)} take none.\n",
-        TABLE_HEAD, *options,
-        "",
-    ])
+    return "\n".join(
+        [
+            HEADER,
+            "## Keys\n",
+            TABLE_HEAD,
+            *rows,
+            "",
+            "## Architecture options\n",
+            "The keyword arguments of each model's builder (`src/cifarlab/models/<model>.py`), checked against its "
+            f"signature; {', '.join(f'`{m}`' for m in no_options)} take none.\n",
+            TABLE_HEAD,
+            *options,
+            "",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

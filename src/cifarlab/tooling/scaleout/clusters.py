@@ -11,12 +11,11 @@
 A one-machine cluster listens on loopback only (scheduler, nannies, workers, dashboard): Dask's
 comms have no authentication, so anyone who reaches one of its ports can run Python on the workers.
 """
+
 from __future__ import annotations
 
 import logging  # silence_logs=CRITICAL: a failed stage is reported once, by the coordinator
 import os
-import shutil
-import subprocess
 
 from cifarlab.tooling.scaleout.placement import ScaleOutError
 
@@ -24,30 +23,25 @@ GPU_SLOTS = 4  # tasks one GPU worker runs at once: 1 whole-GPU stage, or 4 quar
 LOOPBACK = "127.0.0.1"  # the one host a one-machine cluster listens on (module docstring)
 
 
-def visible_gpus() -> list[str]:
-    """The GPUs this machine's workers may use: CUDA_VISIBLE_DEVICES when set, else nvidia-smi's
-    indices (no torch import: the coordinator stays light)."""
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return [g for g in env.split(",") if g.strip() and g.strip() != "-1"]
-    if not shutil.which("nvidia-smi"):
-        return []
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
-
-
 def gpu_worker_spec(gpus: list[str]) -> dict:
     """SpecCluster's worker spec: one Nanny per GPU, pinned to it, offering GPU=1 in GPU_SLOTS threads.
     memory_limit=0: stages run as subprocesses, outside what Dask would measure anyway."""
     from distributed import Nanny
 
-    return {f"gpu{g}": {"cls": Nanny, "options": {
-        "host": LOOPBACK, "nthreads": GPU_SLOTS, "resources": {"GPU": 1}, "memory_limit": 0,
-        "env": {"CUDA_VISIBLE_DEVICES": g}, "silence_logs": logging.CRITICAL}} for g in gpus}
+    return {
+        f"gpu{g}": {
+            "cls": Nanny,
+            "options": {
+                "host": LOOPBACK,
+                "nthreads": GPU_SLOTS,
+                "resources": {"GPU": 1},
+                "memory_limit": 0,
+                "env": {"CUDA_VISIBLE_DEVICES": g},
+                "silence_logs": logging.CRITICAL,
+            },
+        }
+        for g in gpus
+    }
 
 
 def local_cluster(workers: int | None, gpus: list[str], dashboard: str = f"{LOOPBACK}:8787"):
@@ -58,11 +52,21 @@ def local_cluster(workers: int | None, gpus: list[str], dashboard: str = f"{LOOP
 
     if not gpus:
         n = workers or os.cpu_count() or 1
-        return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=0, host=LOOPBACK,
-                            dashboard_address=dashboard, silence_logs=logging.CRITICAL), f"{n} CPU workers"
-    use = gpus[: workers] if workers else gpus
-    cluster = SpecCluster(workers=gpu_worker_spec(use), silence_logs=logging.CRITICAL,
-                          scheduler={"cls": Scheduler, "options": {"host": LOOPBACK, "dashboard_address": dashboard}})
+        return LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=0,
+            host=LOOPBACK,
+            dashboard_address=dashboard,
+            silence_logs=logging.CRITICAL,
+        ), f"{n} CPU workers"
+    use = gpus[:workers] if workers else gpus
+    cluster = SpecCluster(
+        workers=gpu_worker_spec(use),
+        silence_logs=logging.CRITICAL,
+        scheduler={"cls": Scheduler, "options": {"host": LOOPBACK, "dashboard_address": dashboard}},
+    )
     return cluster, f"{len(use)} GPU workers (GPUs {', '.join(use)}), {GPU_SLOTS} tasks each"
 
 
@@ -77,6 +81,12 @@ def slurm_cluster(options: list[str], gpus_per_job: int = 1, cpus_per_job: int =
     gres = [f"--gres=gpu:{gpus_per_job}"] if gpus_per_job else []
     resources = ["--resources", f"GPU={gpus_per_job}"] if gpus_per_job else []
     # cores = the worker's threads (tasks at once); job_cpu = the cores SLURM reserves for them
-    cluster = SLURMCluster(cores=GPU_SLOTS * gpus_per_job or 1, job_cpu=cpus_per_job, processes=1, memory=memory,
-                           job_extra_directives=[*gres, *options], worker_extra_args=resources)
+    cluster = SLURMCluster(
+        cores=GPU_SLOTS * gpus_per_job or 1,
+        job_cpu=cpus_per_job,
+        processes=1,
+        memory=memory,
+        job_extra_directives=[*gres, *options],
+        worker_extra_args=resources,
+    )
     return cluster, f"SLURM jobs of {gpus_per_job} GPU(s), {cpus_per_job} cores, {memory}"

@@ -1,4 +1,5 @@
 """`cifarlab repro`: plan from DVC, stages onto Dask, progress, failures, then DVC's own restore."""
+
 from __future__ import annotations
 
 import contextlib
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from cifarlab.core.errors import one_line
 from cifarlab.core.git import git, try_git
+from cifarlab.core.gpus import visible_gpus
 from cifarlab.dvc_internals import LOCK_FILE, cache_dir, output_paths, remote_names, remote_url
 from cifarlab.tooling.scaleout.placement import Placement, ScaleOutError, build_placement
 from cifarlab.tooling.scaleout.task import RAN
@@ -27,15 +29,19 @@ def check_committed(root: Path) -> str:
         raise ScaleOutError("this repository has no commit yet: git add -A && git commit -m 'start' first")
     changed = [p for p in git("diff", "--name-only", "HEAD", cwd=root).splitlines() if p]
     outs = output_paths(root)
+
     # DVC's own files (dvc.lock, the .gitignore files it writes beside outputs) and outputs change
     # with every run; they are not inputs
-    ours = lambda p: p == LOCK_FILE.name or Path(p).name == ".gitignore" or any(  # noqa: E731
-        p == o or p.startswith(o + "/") for o in outs)
+    def ours(p: str) -> bool:
+        return p == LOCK_FILE.name or Path(p).name == ".gitignore" or any(p == o or p.startswith(o + "/") for o in outs)
+
     code = [p for p in changed if not ours(p)]
     if code:
         more = f" (and {len(code) - 1} more)" if len(code) > 1 else ""
-        raise ScaleOutError(f"uncommitted changes to {code[0]}{more}: workers run the committed code, so commit "
-                            f"them first (git commit -am '...'), or stash them (git stash)")
+        raise ScaleOutError(
+            f"uncommitted changes to {code[0]}{more}: workers run the committed code, so commit "
+            f"them first (git commit -am '...'), or stash them (git stash)"
+        )
     return git("rev-parse", "HEAD", cwd=root).strip()
 
 
@@ -50,8 +56,9 @@ def _remote_url(root: Path, name: str) -> str:
 
 def _dvc(root: Path, *args: str) -> str:
     """A dvc command in the user's workspace, its output shown as it comes; returns it."""
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=root, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", *args], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     out = []
     for line in proc.stdout:
         out.append(line)
@@ -78,8 +85,11 @@ class Progress:
 
     def say(self, text: str) -> None:
         queued = self.total - self.done - len(self.running)
-        print(f"[{self.done}/{self.total} done | {len(self.running)} running | {queued} queued | "
-              f"{time.perf_counter() - self.t0:5.0f} s] {text}", flush=True)
+        print(
+            f"[{self.done}/{self.total} done | {len(self.running)} running | {queued} queued | "
+            f"{time.perf_counter() - self.t0:5.0f} s] {text}",
+            flush=True,
+        )
 
     def started(self, event) -> None:  # from Dask's event topic (the client's thread)
         _, msg = event
@@ -105,11 +115,20 @@ def submit_and_wait(client, plan: Placement, spec: dict, gpu: bool) -> Outcome:
     run_id = uuid.uuid4().hex[:8]
     futures, stage_of = {}, {}
     for t in plan.tasks:
-        task_spec = {**spec, "stage": t.name, "restore_first": list(t.restore_first),
-                     "checkout_first": list(t.checkout_first)}
-        fut = client.submit(reproduce_stage, task_spec, *(futures[u] for u in t.upstream),
-                            key=f"cifarlab-{t.name}-{run_id}", pure=False,
-                            resources={"GPU": t.gpu} if gpu and t.gpu else None)
+        task_spec = {
+            **spec,
+            "stage": t.name,
+            "restore_first": list(t.restore_first),
+            "checkout_first": list(t.checkout_first),
+        }
+        fut = client.submit(
+            reproduce_stage,
+            task_spec,
+            *(futures[u] for u in t.upstream),
+            key=f"cifarlab-{t.name}-{run_id}",
+            pure=False,
+            resources={"GPU": t.gpu} if gpu and t.gpu else None,
+        )
         futures[t.name] = fut
         stage_of[fut.key] = t.name
     out = Outcome([], [], [])
@@ -133,8 +152,10 @@ def submit_and_wait(client, plan: Placement, spec: dict, gpu: bool) -> Outcome:
         if isinstance(exc, StageFailed):
             reason, tail = str(exc), exc.tail
         elif type(exc).__name__ == "KilledWorker":
-            reason, tail = (f"{stage}: every worker that ran it died (Dask's allowed-failures; killed, "
-                            "or out of memory)"), ""
+            reason, tail = (
+                (f"{stage}: every worker that ran it died (Dask's allowed-failures; killed, or out of memory)"),
+                "",
+            )
         else:
             reason, tail = f"{stage}: {type(exc).__name__}: {one_line(exc, 300)}", ""
         out.failed.append((stage, reason, tail))
@@ -168,13 +189,14 @@ def _check_scheduler(address: str) -> None:
         # OSError: refused, no route; ValueError: not an address; TypeError: tls:// without Dask's TLS config
         try:
             scheme, loc = parse_address(address)
-            comm = await asyncio.wait_for(get_backend(scheme).get_connector().connect(loc, **args),
-                                          CONNECT_TIMEOUT_S)
+            comm = await asyncio.wait_for(get_backend(scheme).get_connector().connect(loc, **args), CONNECT_TIMEOUT_S)
         except (OSError, ValueError, TypeError, asyncio.TimeoutError) as err:
             timed_out = isinstance(err, asyncio.TimeoutError)
             why = f"no connection in {CONNECT_TIMEOUT_S} s" if timed_out else _comm_reason(err, 150)
-            raise ScaleOutError(f"no Dask worker reached through the scheduler at {address} ({why}): start the "
-                                "scheduler and its workers first (docs/scaleout.md)") from None
+            raise ScaleOutError(
+                f"no Dask worker reached through the scheduler at {address} ({why}): start the "
+                "scheduler and its workers first (docs/scaleout.md)"
+            ) from None
 
         async def exchange():  # what distributed's connect() does after connecting, there unbounded
             await comm.write(comm.handshake_info())
@@ -191,8 +213,10 @@ def _check_scheduler(address: str) -> None:
         finally:
             comm.abort()
         if why:
-            raise ScaleOutError(f"{address} answered but is not a Dask scheduler ({why}): pass the scheduler's "
-                                "address (tcp://HOST:8786, or tls:// with TLS), not the dashboard's")
+            raise ScaleOutError(
+                f"{address} answered but is not a Dask scheduler ({why}): pass the scheduler's "
+                "address (tcp://HOST:8786, or tls:// with TLS), not the dashboard's"
+            )
 
     asyncio.run(handshake())
 
@@ -216,19 +240,24 @@ def _cluster(needed: bool, workers, scheduler, slurm, slurm_gpus):
         cluster.scale(jobs=workers or 1)
         what = f"{workers or 1} {what}"
     else:
-        cluster, what = clusters.local_cluster(workers, clusters.visible_gpus())
+        cluster, what = clusters.local_cluster(workers, visible_gpus())
     try:
         try:
             client = Client(cluster if cluster is not None else scheduler, timeout=CONNECT_TIMEOUT_S)
             client.wait_for_workers(1, timeout=None if slurm is not None else 120)
         except (OSError, TimeoutError) as err:
-            raise ScaleOutError(f"no Dask worker reached through {what} ({one_line(err, 150)}): start the "
-                                "scheduler and its workers first (docs/scaleout.md)") from None
+            raise ScaleOutError(
+                f"no Dask worker reached through {what} ({one_line(err, 150)}): start the "
+                "scheduler and its workers first (docs/scaleout.md)"
+            ) from None
         with client:
             sched = client.scheduler_info()
             info = sched["workers"]
-            board = (f"dashboard {client.dashboard_link}" if "dashboard" in sched.get("services", {})
-                     else "no dashboard (pip install bokeh where the scheduler runs)")
+            board = (
+                f"dashboard {client.dashboard_link}"
+                if "dashboard" in sched.get("services", {})
+                else "no dashboard (pip install bokeh where the scheduler runs)"
+            )
             print(f"Dask: {what}; {len(info)} worker(s) now; {board}", flush=True)
             yield client, any("GPU" in (w.get("resources") or {}) for w in info.values())
     finally:
@@ -236,9 +265,18 @@ def _cluster(needed: bool, workers, scheduler, slurm, slurm_gpus):
             cluster.close()
 
 
-def repro(root: Path, targets: list[str] | None, *, workers: int | None = None, scheduler: str | None = None,
-          slurm: list[str] | None = None, slurm_gpus: int = 1, remote: str | None = None,
-          repo_url: str | None = None, workdir: str | None = None) -> int:
+def repro(
+    root: Path,
+    targets: list[str] | None,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    slurm: list[str] | None = None,
+    slurm_gpus: int = 1,
+    remote: str | None = None,
+    repo_url: str | None = None,
+    workdir: str | None = None,
+) -> int:
     """`cifarlab repro`; returns the exit code (0: every stage done and restored here)."""
     root = root.resolve()
     commit = check_committed(root)
@@ -246,8 +284,10 @@ def repro(root: Path, targets: list[str] | None, *, workers: int | None = None, 
     if not plan.names:
         print("nothing to reproduce: every stage is up to date (dvc status)")
         return 0
-    print(f"cifarlab repro: {len(plan.names)} stages of commit {commit[:10]} "
-          f"({len(plan.up_to_date)} up to date)", flush=True)
+    print(
+        f"cifarlab repro: {len(plan.names)} stages of commit {commit[:10]} ({len(plan.up_to_date)} up to date)",
+        flush=True,
+    )
     remote_url = _remote_url(root, remote) if remote else None
 
     workdir = workdir or (None if remote else str(root / ".dvc" / "tmp" / "scale-out"))
@@ -264,8 +304,14 @@ def repro(root: Path, targets: list[str] | None, *, workers: int | None = None, 
         if client is not None:
             shared_cache = None if remote else cache_dir(root)
             lock = root / LOCK_FILE
-            spec = {"repo": repo_url or str(root), "commit": commit, "cache_dir": shared_cache,
-                    "lock": lock.read_text() if lock.exists() else None, "remote_url": remote_url, "workdir": workdir}
+            spec = {
+                "repo": repo_url or str(root),
+                "commit": commit,
+                "cache_dir": shared_cache,
+                "lock": lock.read_text() if lock.exists() else None,
+                "remote_url": remote_url,
+                "workdir": workdir,
+            }
             try:
                 outcome = submit_and_wait(client, plan, spec, gpu)
             finally:
@@ -277,24 +323,30 @@ def repro(root: Path, targets: list[str] | None, *, workers: int | None = None, 
     last = [s for s in plan.last if not plan.above[s] & {*outcome.skipped, *(f[0] for f in outcome.failed)}]
     done = [*plan.first, *outcome.done, *last]
     if outcome.done or last:
-        print(f"restoring {len(outcome.done)} stages into this workspace from DVC's run-cache"
-              + (f", then running {', '.join(last)} here" if last else ""), flush=True)
+        print(
+            f"restoring {len(outcome.done)} stages into this workspace from DVC's run-cache"
+            + (f", then running {', '.join(last)} here" if last else ""),
+            flush=True,
+        )
         if remote:  # the workers' run-cache entries and outputs, from the shared remote
-            if subprocess.run([sys.executable, "-m", "cifarlab.tooling.scaleout.task", "pull-run-cache", remote],
-                              cwd=root).returncode:
+            if subprocess.run(
+                [sys.executable, "-m", "cifarlab.tooling.scaleout.task", "pull-run-cache", remote], cwd=root
+            ).returncode:
                 raise ScaleOutError(f"pulling the run-cache from the DVC remote {remote!r} failed (above)")
         text = _dvc(root, "repro", *outcome.done, *last)
         again = [s for s in RAN.findall(text) if s not in last]
         if again:
             print(f"note: dvc repro ran {', '.join(again)} here: not in the run-cache", flush=True)
-    for stage, reason, tail in outcome.failed:
+    for _stage, reason, tail in outcome.failed:
         print(f"error: {reason}", file=sys.stderr)
         if tail:
             print("\n".join(f"  | {line}" for line in tail.splitlines()), file=sys.stderr)
     if outcome.failed:
-        print(f"{len(done)} stages done and kept (dvc.lock); {len(outcome.failed)} failed, "
-              f"{len(outcome.skipped)} not started; fix, commit, and run the same command again to go on",
-              file=sys.stderr)
+        print(
+            f"{len(done)} stages done and kept (dvc.lock); {len(outcome.failed)} failed, "
+            f"{len(outcome.skipped)} not started; fix, commit, and run the same command again to go on",
+            file=sys.stderr,
+        )
         return 1
     print(f"done: {len(done)} stages reproduced; dvc.lock written (dvc status: up to date)")
     return 0

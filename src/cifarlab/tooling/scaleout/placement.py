@@ -1,6 +1,7 @@
 """Which stages `cifarlab repro` runs where, and each asking for what: the stages of
 tooling.repro_stages (DVC's own plan of `dvc repro TARGETS`), as Dask tasks, in the user's workspace
 before them (`first`) or after them (`last`)."""
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,13 @@ from cifarlab.dvc_internals import DvcStage
 # pca: seconds of forward passes) take a share too; plots, preprocessing and the report none.
 SMALL_BATCH = 64
 SMALL_SHARE = 0.25
-GPU_STAGES = {"train": None, "train_seeds": None, "evaluate": SMALL_SHARE, "evaluate_seeds": SMALL_SHARE,
-              "pca": SMALL_SHARE}
+GPU_STAGES = {
+    "train": None,
+    "train_seeds": None,
+    "evaluate": SMALL_SHARE,
+    "evaluate_seeds": SMALL_SHARE,
+    "pca": SMALL_SHARE,
+}
 
 
 class ScaleOutError(CifarlabError):
@@ -104,10 +110,12 @@ def _place_into(plan: Placement, targets: list[str] | None, batch_size_of) -> No
                 plan.last.append(s.name)
                 plan.above[s.name] = set(s.above)
             continue
-        plan.tasks.append(StageTask(
-            name=s.name,
-            upstream=tuple(u for u in s.upstream if u in runs and u not in plan.first),
-            restore_first=tuple(a.name for a in walk if a.name in s.above and a.stage.restorable),
-            checkout_first=tuple(a.name for a in walk if a.name in s.above and not a.stage.restorable),
-            gpu=gpu_share(s.stage, batch_size_of),
-        ))
+        plan.tasks.append(
+            StageTask(
+                name=s.name,
+                upstream=tuple(u for u in s.upstream if u in runs and u not in plan.first),
+                restore_first=tuple(a.name for a in walk if a.name in s.above and a.stage.restorable),
+                checkout_first=tuple(a.name for a in walk if a.name in s.above and not a.stage.restorable),
+                gpu=gpu_share(s.stage, batch_size_of),
+            )
+        )

@@ -11,6 +11,7 @@ A Dask worker killed outright (SIGKILL, the out-of-memory killer) cannot stop it
 worker dies (Linux prctl PR_SET_PDEATHSIG), and it kills the stage's whole process group, so no
 orphaned training keeps a GPU busy or commits after its task was given to another worker.
 """
+
 from __future__ import annotations
 
 import os
@@ -61,8 +62,9 @@ def run_guarded(cmd: list[str], cwd: Path, env: dict, log: Path) -> int:
     """Run `cmd` behind the guard, its output (stdout and stderr) appended to `log`; its exit code."""
     guard = [sys.executable, "-m", "cifarlab.tooling.scaleout.task", "guard", str(os.getpid()), "--", *cmd]
     with log.open("ab") as out:
-        proc = subprocess.Popen(guard, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)  # no preexec_fn: unsafe in a threaded worker
+        proc = subprocess.Popen(
+            guard, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )  # no preexec_fn: unsafe in a threaded worker
         return proc.wait()
 
 
@@ -142,8 +144,7 @@ def reproduce_stage(spec: dict, *_upstream) -> dict:
     steps = []
     if spec["checkout_first"]:  # fetch's archive: from the cache (one machine) or the remote
         steps.append(["dvc", "pull" if remote else "checkout", *spec["checkout_first"]])
-    steps.append(["dvc", "repro", "--single-item", *(["--pull"] if remote else []),
-                  *spec["restore_first"], stage])
+    steps.append(["dvc", "repro", "--single-item", *(["--pull"] if remote else []), *spec["restore_first"], stage])
     if remote:  # this run's run-cache entry and the objects it names, for the next machine
         steps.append([sys.executable, "-m", "cifarlab.tooling.scaleout.task", "push-run-cache"])
     for cmd in steps:
@@ -154,13 +155,20 @@ def reproduce_stage(spec: dict, *_upstream) -> dict:
             lines = log.read_text(errors="replace").splitlines()
             tail = "\n".join(lines[-TAIL_LINES:])
             shutil.rmtree(clone, ignore_errors=True)  # its checkpoints; the log stays
-            raise StageFailed(stage, f"{stage} failed on {where}: `{' '.join(cmd[:3])}` exited {code}; log: {log}",
-                              str(log), tail)
+            raise StageFailed(
+                stage, f"{stage} failed on {where}: `{' '.join(cmd[:3])}` exited {code}; log: {log}", str(log), tail
+            )
     text = log.read_text(errors="replace")
     shutil.rmtree(clone, ignore_errors=True)
-    return {"stage": stage, "ran": stage in RAN.findall(text), "restored": RESTORED.findall(text),
-            "ran_above": [s for s in RAN.findall(text) if s != stage],
-            "seconds": time.perf_counter() - t0, "worker": where, "log": str(log)}
+    return {
+        "stage": stage,
+        "ran": stage in RAN.findall(text),
+        "restored": RESTORED.findall(text),
+        "ran_above": [s for s in RAN.findall(text) if s != stage],
+        "seconds": time.perf_counter() - t0,
+        "worker": where,
+        "log": str(log),
+    }
 
 
 if __name__ == "__main__":
@@ -171,4 +179,7 @@ if __name__ == "__main__":
 
         sync_run_cache(sys.argv[1][:4], sys.argv[2] if len(sys.argv) > 2 else None)
         sys.exit(0)
-    sys.exit("usage: python -m cifarlab.tooling.scaleout.task guard PARENT_PID -- CMD... | push-run-cache | pull-run-cache [REMOTE]")
+    sys.exit(
+        "usage: python -m cifarlab.tooling.scaleout.task guard PARENT_PID -- CMD... "
+        "| push-run-cache | pull-run-cache [REMOTE]"
+    )
