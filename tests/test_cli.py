@@ -1,4 +1,5 @@
 """The `cifarlab` command and the run estimate (what `dvc repro` would run, and for how long)."""
+
 from __future__ import annotations
 
 import json
@@ -10,14 +11,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from cifarlab.core.errors import ParamsError
-from cifarlab.core.params import load_params
-from cifarlab.core.durations import format_duration
-from cifarlab.tooling.cli import set_params
-from cifarlab.tooling import estimate, repro_stages
 from helpers_cli import cifarlab
 from workspace import SHIPPED_PARAMS, pristine_root
+
+from cifarlab.core.durations import format_duration
+from cifarlab.core.errors import ParamsError
+from cifarlab.core.params import load_params
+from cifarlab.tooling import estimate, repro_stages
+from cifarlab.tooling.cli import set_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +40,9 @@ def test_stage_subcommand_is_the_stage_module():
     assert out.returncode == 0 and "--run NAME" in out.stdout and "--seed K" in out.stdout
     bad = cifarlab("train", "--run", "no-such-run")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
-    assert bad.stderr.startswith("error: unknown run 'no-such-run'; known runs (params.yaml `runs`, listed by `cifarlab runs`): lenet5, resnet9,")
+    assert bad.stderr.startswith(
+        "error: unknown run 'no-such-run'; known runs (params.yaml `runs`, listed by `cifarlab runs`): lenet5, resnet9,"
+    )
 
 
 def test_unknown_subcommand_is_refused():
@@ -61,8 +64,13 @@ def test_runs_lists_the_run_table():
 @pytest.mark.slow  # dvc stage list and the planner over the whole graph
 def test_the_plan_of_a_fresh_clone_is_every_stage_of_dvc_yaml_in_dvcs_order():
     """tooling.repro_stages (the one planner) == what DVC expands dvc.yaml into, each stage after those it needs."""
-    listed = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=pristine_root(),
-                            capture_output=True, text=True, check=True).stdout.split()
+    listed = subprocess.run(
+        [sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
+        cwd=pristine_root(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     walk = repro_stages.steps(pristine_root(), force=True)
     assert sorted(s.name for s in walk) == sorted(listed) and all(s.runs for s in walk)
     seen: set[str] = set()
@@ -95,8 +103,10 @@ def test_a_run_with_other_model_arguments_is_timed_apart():
     p = load_params(SHIPPED_PARAMS)
     assert estimate.run_key(p["cnn"]) == "cnn@32"
     assert estimate.run_key(p["cnn-wide"]) == "cnn(channels=64-128-256,hidden=512)@32"
-    assert estimate.timing_key("alexnet_transfer", 32, {"skip": True, "pretrained": True, "weights": None}) == \
-        "alexnet_transfer(skip=True)@32"
+    assert (
+        estimate.timing_key("alexnet_transfer", 32, {"skip": True, "pretrained": True, "weights": None})
+        == "alexnet_transfer(skip=True)@32"
+    )
     keys = estimate.needed_keys(p, ["train@cnn", "train@cnn-wide", "evaluate@cnn"])
     assert sorted(keys) == ["cnn(channels=64-128-256,hidden=512)@32", "cnn@32"]
     assert keys["cnn(channels=64-128-256,hidden=512)@32"][1] == {"channels": (64, 128, 256), "hidden": 512}
@@ -140,10 +150,14 @@ def test_repro_notice_counts_every_stage_and_carries_the_data_url(monkeypatch, t
     monkeypatch.setattr(estimate, "cached_times", lambda train: times)
     msg = estimate.repro_notice(p)
     n_stages = len(repro_stages.to_run(pristine_root(), force=True))
-    assert msg.startswith(f"warning: no GPU found: this `dvc repro` runs {n_stages} stages, {len(p.runs)} of them training")
+    assert msg.startswith(
+        f"warning: no GPU found: this `dvc repro` runs {n_stages} stages, {len(p.runs)} of them training"
+    )
     # data.url is local: the subset command keeps it as it is
-    assert msg.endswith("cifarlab set data.train_subset=5000 data.test_subset=2000 train.max_epochs=1 "
-                        "alexnet_transfer.pretrained=false && dvc repro")
+    assert msg.endswith(
+        "cifarlab set data.train_subset=5000 data.test_subset=2000 train.max_epochs=1 "
+        "alexnet_transfer.pretrained=false && dvc repro"
+    )
     assert "\n" not in msg
 
 
@@ -184,13 +198,21 @@ def test_the_expected_stop_of_custom_resnet_is_its_published_best_epoch_plus_the
     assert r.describe() == f"early stopping: at least {1 + PATIENCE} epochs, up to {MOST}"
     assert epoch_range("custom_resnet", mp, 50, pristine_root() / REFERENCE_FILE).most == 50
     assert epoch_range("cnn", p["cnn"], None, pristine_root() / REFERENCE_FILE) is None
-    (cost,) = estimate.stage_costs(p, {estimate.run_key(p["custom_resnet"]): 1e-3}, ["train@custom_resnet"],
-                            reference=pristine_root() / REFERENCE_FILE)
+    (cost,) = estimate.stage_costs(
+        p,
+        {estimate.run_key(p["custom_resnet"]): 1e-3},
+        ["train@custom_resnet"],
+        reference=pristine_root() / REFERENCE_FILE,
+    )
     assert (cost.low_epochs, cost.epochs) == (EXPECTED, MOST)
     # capped below the expected stop (a smoke run): no range
     smoke = p.model_copy(update={"train": p.train.model_copy(update={"max_epochs": 50})})
-    (capped,) = estimate.stage_costs(smoke, {estimate.run_key(p["custom_resnet"]): 1e-3}, ["train@custom_resnet"],
-                              reference=pristine_root() / REFERENCE_FILE)
+    (capped,) = estimate.stage_costs(
+        smoke,
+        {estimate.run_key(p["custom_resnet"]): 1e-3},
+        ["train@custom_resnet"],
+        reference=pristine_root() / REFERENCE_FILE,
+    )
     assert (capped.stop, capped.low_epochs, capped.epochs) == (None, 50, 50)
 
 
@@ -200,8 +222,9 @@ def fake_timer(monkeypatch, tmp_path, bf16_s: float, fp32_s: float):
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(estimate, "has_gpu", lambda: False)
-    monkeypatch.setattr(timing, "measure", lambda train, keys, log=None: {k: bf16_s if train.bf16 else fp32_s
-                                                                           for k in keys})
+    monkeypatch.setattr(
+        timing, "measure", lambda train, keys, log=None: {k: bf16_s if train.bf16 else fp32_s for k in keys}
+    )
 
 
 def test_estimate_of_custom_resnet_is_a_range_from_its_expected_stop_to_its_300_epochs(monkeypatch, tmp_path):
@@ -216,8 +239,10 @@ def test_estimate_of_custom_resnet_is_a_range_from_its_expected_stop_to_its_300_
     lines = out.stdout.splitlines()
     row = next(line for line in lines if line.startswith("train@custom_resnet "))
     assert row.split()[1:] == [f"{EXPECTED}-{MOST}", f"{low}-{high}"]
-    assert (f"train@custom_resnet: {low}-{high} (early stopping: ~{EXPECTED} epochs expected, up to {MOST}; "
-            f"expected: the published best test loss at epoch {BEST}") in out.stdout
+    assert (
+        f"train@custom_resnet: {low}-{high} (early stopping: ~{EXPECTED} epochs expected, up to {MOST}; "
+        f"expected: the published best test loss at epoch {BEST}"
+    ) in out.stdout
     # the total: fetch 5 s, preprocess 15 s, plot 4 s, evaluate 5 s + two test passes, plus the range
     rest = 5 + 15 + 4 + 5 + s_img * 10_000 * 2 / 3
     total = next(line for line in lines if line.startswith("total (5 stages, this CPU)"))
@@ -242,9 +267,11 @@ def test_estimate_hints_fp32_where_bf16_measures_slower_whatever_the_cpu_flags_s
     fp32 = estimate.stage_costs(p, {estimate.run_key(p["lenet5"]): 1e-3}, stages)
     bf16_s, fp32_s = sum(c.seconds for c in costs), sum(c.seconds for c in fp32)
     hint = out.stdout.splitlines()[-1]
-    assert hint == (f"hint: bf16 is emulated on this CPU: these stages take {format_duration(bf16_s)} in bf16, "
-                    f"{format_duration(fp32_s)} in fp32 ({bf16_s / fp32_s:.1f}x faster, measured); "
-                    "to use fp32: cifarlab set train.bf16=false train.channels_last=false")
+    assert hint == (
+        f"hint: bf16 is emulated on this CPU: these stages take {format_duration(bf16_s)} in bf16, "
+        f"{format_duration(fp32_s)} in fp32 ({bf16_s / fp32_s:.1f}x faster, measured); "
+        "to use fp32: cifarlab set train.bf16=false train.channels_last=false"
+    )
 
 
 def test_repro_notice_gives_an_early_stopping_run_as_a_range_and_the_measured_hint(monkeypatch):
@@ -260,9 +287,11 @@ def test_repro_notice_gives_an_early_stopping_run_as_a_range_and_the_measured_hi
     notice, hint = msg.splitlines()
     per_epoch = 2e-3 * (50_000 + 10_000 / 3)
     rest = 5 + 15 + 4 + 5 + 2e-3 * 10_000 * 2 / 3
-    assert (f"({EXPECTED}-{MOST} epochs on 50,000 images), about {format_duration(rest + EXPECTED * per_epoch)}-"
-            f"{format_duration(rest + MOST * per_epoch)} on this CPU (early stopping: custom_resnet ~{EXPECTED} epochs "
-            f"expected, up to {MOST})") in notice
+    assert (
+        f"({EXPECTED}-{MOST} epochs on 50,000 images), about {format_duration(rest + EXPECTED * per_epoch)}-"
+        f"{format_duration(rest + MOST * per_epoch)} on this CPU (early stopping: custom_resnet ~{EXPECTED} epochs "
+        f"expected, up to {MOST})"
+    ) in notice
     assert hint.startswith("hint: bf16 is emulated on this CPU: ") and "(2.0x faster, measured)" in hint
 
 
@@ -273,20 +302,31 @@ def test_train_warns_of_an_early_stopping_run_as_a_range():
     s_img = 2e-3
     per_epoch = s_img * (50_000 + 10_000 / 3)
     msg = cpu_notice("custom_resnet", MOST, 50_000, 10_000, s_img, EpochRange(EXPECTED, MOST, PATIENCE, BEST))
-    assert msg == (f"warning: no GPU: training custom_resnet for up to {MOST} epochs on 50,000 images will take about "
-                   f"{format_duration(EXPECTED * per_epoch)}-{format_duration(MOST * per_epoch)} on this CPU "
-                   f"(early stopping: ~{EXPECTED} epochs expected, up to {MOST})")
+    assert msg == (
+        f"warning: no GPU: training custom_resnet for up to {MOST} epochs on 50,000 images will take about "
+        f"{format_duration(EXPECTED * per_epoch)}-{format_duration(MOST * per_epoch)} on this CPU "
+        f"(early stopping: ~{EXPECTED} epochs expected, up to {MOST})"
+    )
 
 
 @pytest.mark.slow  # dvc repro --dry over the whole graph, once per target set
 def test_the_plan_of_targets_is_what_dvc_repro_targets_runs(monkeypatch):
     """The stages of `dvc repro TARGETS` (dvc repro --dry lists them), in the planner's view."""
     monkeypatch.chdir(pristine_root())  # DVC resolves a stage target against the working directory
-    for targets, glob in ((["plot@lenet5", "plot@dnn"], False), (["evaluate@cnn"], False),
-                          (["plot@resnet18-relu-5_3_2-*"], True), (["experiment"], False)):
+    for targets, glob in (
+        (["plot@lenet5", "plot@dnn"], False),
+        (["evaluate@cnn"], False),
+        (["plot@resnet18-relu-5_3_2-*"], True),
+        (["experiment"], False),
+    ):
         ours = repro_stages.to_run(pristine_root(), targets, glob, force=True)
-        dry = subprocess.run([sys.executable, "-m", "dvc", "repro", "--dry", "--force", *(["--glob"] if glob else []),
-                              *targets], cwd=pristine_root(), capture_output=True, text=True, check=True).stdout
+        dry = subprocess.run(
+            [sys.executable, "-m", "dvc", "repro", "--dry", "--force", *(["--glob"] if glob else []), *targets],
+            cwd=pristine_root(),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         theirs = re.findall(r"Running stage '([^']+)'", dry)
         assert sorted(ours) == sorted(theirs), (targets, ours, theirs)  # the order of independent stages varies
     with pytest.raises(ParamsError, match="plot@nope: no such stage"):
@@ -297,12 +337,16 @@ def test_repro_targets_reads_the_dvc_command_this_process_runs_under(tmp_path):
     """A stage's process finds the targets of the `dvc repro` that started it (through the shell
     DVC runs it in): a `dvc` script standing in for DVC's console script."""
     fake = tmp_path / "dvc"
-    fake.write_text(f"#!/bin/bash\n{sys.executable} -c 'from cifarlab.tooling.estimate import repro_targets; "
-                    f"print(repro_targets())'\n")
+    fake.write_text(
+        f"#!/bin/bash\n{sys.executable} -c 'from cifarlab.tooling.estimate import repro_targets; "
+        f"print(repro_targets())'\n"
+    )
     fake.chmod(0o755)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    run = lambda *args: subprocess.run([str(fake), *args], capture_output=True, text=True, env=env,  # noqa: E731
-                                       check=True).stdout.strip()
+
+    def run(*args: str) -> str:
+        return subprocess.run([str(fake), *args], capture_output=True, text=True, env=env, check=True).stdout.strip()
+
     assert run("repro", "plot@lenet5", "plot@dnn") == "(['plot@lenet5', 'plot@dnn'], False)"
     assert run("repro", "--glob", "plot@resnet18-*") == "(['plot@resnet18-*'], True)"
     assert run("exp", "run", "experiment", "-S", "model=dnn") == "(['experiment'], False)"
@@ -332,8 +376,13 @@ def test_timing_cache_is_per_machine(monkeypatch, tmp_path):
 def test_set_edits_params_keeping_comments_and_validates_first(tmp_path):
     original = (SHIPPED_PARAMS).read_text()
     (tmp_path / "params.yaml").write_text(original)
-    out = cifarlab("set", "data.train_subset=5000", "++runs.lenet5.lr=0.01", "runs.resnet18-relu-5_3_2-none.lr_ratio=5:4:1",
-                   cwd=tmp_path)
+    out = cifarlab(
+        "set",
+        "data.train_subset=5000",
+        "++runs.lenet5.lr=0.01",
+        "runs.resnet18-relu-5_3_2-none.lr_ratio=5:4:1",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0] == "params.yaml: data.train_subset = 5000"
     text = (tmp_path / "params.yaml").read_text()

@@ -14,6 +14,7 @@ Each command is checked as far as is cheap here:
   checked like any other; setup lines (venv, pip, pytest) are parsed.
 A command meant to fail carries the marker `(fails)` beside it; it must fail.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -76,7 +77,8 @@ def readme_commands() -> list[tuple[str, str]]:
 COMMAND_IN_PROSE = re.compile(
     r"\b(?:dvc (?:exp run|exp show|repro|metrics|params|plots|dag|stage|queue)"
     r"|cifarlab (?:runs|estimate|set|compare|pack|fold|fetch|preprocess|train|evaluate|plot|pca|experiment|report))"
-    r"\b[^`)#]*")
+    r"\b[^`)#]*"
+)
 
 
 def params_commands() -> list[tuple[str, str]]:
@@ -104,8 +106,12 @@ def kit():
     return script("tools/gpu_reproduce.py")
 
 
-SCRIPTS = ("tools/gpu_reproduce.py", "benchmarks/bench_gpu.py", "benchmarks/bench_cpu.py",
-           "benchmarks/bench_scaleout.py")  # each has parser()
+SCRIPTS = (
+    "tools/gpu_reproduce.py",
+    "benchmarks/bench_gpu.py",
+    "benchmarks/bench_cpu.py",
+    "benchmarks/bench_scaleout.py",
+)  # each has parser()
 
 
 def help_commands() -> list[tuple[str, str]]:
@@ -120,7 +126,10 @@ def help_commands() -> list[tuple[str, str]]:
         texts[f"python {path} --help"] = script(path).__doc__
     for where, text in texts.items():
         for line in (text or "").splitlines():
-            m = re.match(r"\s{4}((?:dvc|cifarlab|python -m cifarlab|python (?:tools|benchmarks)/\w+\.py)\S* .*?)(?:\s{2,}.*)?$", line)
+            m = re.match(
+                r"\s{4}((?:dvc|cifarlab|python -m cifarlab|python (?:tools|benchmarks)/\w+\.py)\S* .*?)(?:\s{2,}.*)?$",
+                line,
+            )
             if m:
                 found += [(where, c) for c in _commands_in_line(m.group(1))]
     return found
@@ -196,7 +205,7 @@ def check_parses(argv: list[str]) -> None:
         if argv[1] == "run":
             i = argv.index("cifarlab")  # the image; what follows runs inside it
             if len(argv) > i + 1:
-                check_parses(argv[i + 1:])
+                check_parses(argv[i + 1 :])
         else:
             assert "-t" in argv and "cifarlab" in argv, argv
     elif head == "dask":  # Dask's own CLI (click): parse without starting anything
@@ -224,16 +233,21 @@ def test_documented_command_parses(where, cmd):
 def dvc_argv(argv: list[str]) -> list[str] | None:
     """The dvc part of a command line (inside `docker run ... cifarlab dvc ...` too)."""
     if argv[0] == "docker" and "dvc" in argv:
-        return argv[argv.index("dvc"):]
+        return argv[argv.index("dvc") :]
     return argv if argv[0] == "dvc" else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def stage_names(assignments: tuple[str, ...] = ()) -> list[str]:
     """`dvc stage list` of the project, or of a copy with `cifarlab set` assignments applied."""
     if not assignments:
-        out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=pristine_root(),
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
+            cwd=pristine_root(),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         return out.split()
     import tempfile
 
@@ -244,27 +258,41 @@ def stage_names(assignments: tuple[str, ...] = ()) -> list[str]:
         shutil.copy(SHIPPED_PARAMS, Path(tmp) / "params.yaml")
         set_params(Path(tmp) / "params.yaml", list(assignments))
         subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp, check=True)
-        out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=tmp,
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     return out.split()
 
 
-REPRO = [(w, c) for w, c in COMMANDS
-         if (dvc_argv(argv_of(c)) or [None, None, None])[1:3] in (["exp", "run"], ["repro"], ["repro", *argv_of(c)[2:3]])]
+REPRO = [
+    (w, c)
+    for w, c in COMMANDS
+    if (dvc_argv(argv_of(c)) or [None, None, None])[1:3] in (["exp", "run"], ["repro"], ["repro", *argv_of(c)[2:3]])
+]
 
 
 def overrides_and_targets(argv: list[str]) -> tuple[list[str], list[str], bool]:
     from dvc.cli import parse_args
 
     args = parse_args(argv[1:])
-    return (list(getattr(args, "set_param", None) or []), list(getattr(args, "targets", None) or []),
-            bool(getattr(args, "glob", False)))
+    return (
+        list(getattr(args, "set_param", None) or []),
+        list(getattr(args, "targets", None) or []),
+        bool(getattr(args, "glob", False)),
+    )
 
 
 # a command after `cifarlab set ... &&` needs a `dvc stage list` of its own (a copy with the sets
 # applied): seconds of DVC each, so those are slow
-@pytest.mark.parametrize("where, cmd", [pytest.param(w, c, marks=pytest.mark.slow if CHAINED_SETS.get(c) else ())
-                                        for w, c in REPRO], ids=[c for _, c in REPRO])
+@pytest.mark.parametrize(
+    "where, cmd",
+    [pytest.param(w, c, marks=pytest.mark.slow if CHAINED_SETS.get(c) else ()) for w, c in REPRO],
+    ids=[c for _, c in REPRO],
+)
 def test_documented_exp_run_and_repro_overrides_and_targets_hold(where, cmd, tmp_path):
     """What `dvc exp run -S ...` does first (DVC's own apply_overrides on params.yaml), then the
     validation every stage does, then the targets against the stages DVC expands dvc.yaml into."""
@@ -304,8 +332,17 @@ def test_the_collection_is_not_empty_and_covers_each_source():
 # --------------------------------------------------------------------------- running them
 
 
-RUNNABLE = ("dvc exp show", "dvc metrics diff", "dvc params diff", "dvc plots diff", "dvc dag", "dvc stage list",
-            "cifarlab runs", "cifarlab set", "python -m cifarlab.core.install")
+RUNNABLE = (
+    "dvc exp show",
+    "dvc metrics diff",
+    "dvc params diff",
+    "dvc plots diff",
+    "dvc dag",
+    "dvc stage list",
+    "cifarlab runs",
+    "cifarlab set",
+    "python -m cifarlab.core.install",
+)
 
 
 def runnable(cmd: str) -> bool:
@@ -318,7 +355,7 @@ def as_run(argv: list[str], tmp: Path) -> list[str]:
     """The command, with `plots diff -o` writing into the test's own folder."""
     if argv[:3] == ["dvc", "plots", "diff"] and "-o" in argv:
         i = argv.index("-o")
-        return [*argv[: i + 1], str(tmp / "plots"), *argv[i + 2:]]
+        return [*argv[: i + 1], str(tmp / "plots"), *argv[i + 2 :]]
     return argv
 
 
@@ -329,22 +366,33 @@ def project(tmp_path_factory, tiny_archive):
     repo = tmp_path_factory.mktemp("documented") / "repo"
     repo.mkdir(parents=True)
     project_copy(repo)  # this checkout's code, the shipped params.yaml and reports/
-    env = {**os.environ, "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(repo / "src"),
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     archive, md5 = tiny_archive
-    for c in (["git", "init", "-q", "-b", "main"],
-              [sys.executable, "-m", "cifarlab", "set", f"data.url={archive}", f"data.md5={md5}"],
-              ["dvc", "repro", "preprocess"], ["git", "add", "-A"], ["git", "commit", "-qm", "base"]):
+    for c in (
+        ["git", "init", "-q", "-b", "main"],
+        [sys.executable, "-m", "cifarlab", "set", f"data.url={archive}", f"data.md5={md5}"],
+        ["dvc", "repro", "preprocess"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "base"],
+    ):
         r = subprocess.run(c, cwd=repo, env=env, capture_output=True, text=True)
         assert r.returncode == 0, (c, r.stdout[-2000:], r.stderr[-2000:])
     return repo, env
 
 
-
 @pytest.mark.slow
-@pytest.mark.parametrize("where, cmd", [(w, c) for w, c in COMMANDS if runnable(c)],
-                         ids=[c for w, c in COMMANDS if runnable(c)])
+@pytest.mark.parametrize(
+    "where, cmd", [(w, c) for w, c in COMMANDS if runnable(c)], ids=[c for w, c in COMMANDS if runnable(c)]
+)
 def test_documented_command_runs(project, where, cmd, tmp_path):
     repo, env = project
     argv = as_run(argv_of(cmd), tmp_path)
@@ -352,5 +400,6 @@ def test_documented_command_runs(project, where, cmd, tmp_path):
     # undo what the command changed (cifarlab set, dvc exp run's params): the next one starts clean
     subprocess.run(["git", "checkout", "-q", "--", "."], cwd=repo, env=env, check=True)
     ok = r.returncode == 0
-    assert ok != expected_to_fail(cmd), (f"{where}: `{cmd}` (run as {argv}) exited {r.returncode}\n"
-                                         f"{r.stdout[-1500:]}\n{r.stderr[-1500:]}")
+    assert ok != expected_to_fail(cmd), (
+        f"{where}: `{cmd}` (run as {argv}) exited {r.returncode}\n{r.stdout[-1500:]}\n{r.stderr[-1500:]}"
+    )

@@ -1,4 +1,5 @@
 """The fetch stage: local copies, file:// URLs, HTTP downloads (a local server only), checksums."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,16 +11,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
+from helpers_bad_inputs import MALFORMED_MD5S
+from workspace import SHIPPED_PARAMS
 
 from cifarlab.core.errors import DataError, FetchError
 from cifarlab.data.download import fetch, file_md5
-from helpers_bad_inputs import MALFORMED_MD5S
-from workspace import SHIPPED_PARAMS
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -139,7 +141,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:  # http.server's name for it
         st = self.state
         st["hits"][self.path] = st["hits"].get(self.path, 0) + 1
         n = st["hits"][self.path]
@@ -197,7 +199,9 @@ def hits(server: SimpleNamespace) -> dict[str, int]:
     return server.state["hits"]
 
 
-def test_http_download(server: SimpleNamespace, hits: dict[str, int], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_http_download(
+    server: SimpleNamespace, hits: dict[str, int], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     dest = tmp_path / "raw" / "x.tar.gz"
     assert fetch(f"{server.base}/ok", server.md5, dest, progress=True) == dest
     assert file_md5(dest) == server.md5
@@ -287,8 +291,9 @@ def _stage_params(tmp_path: Path, url: str, md5: str) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(d))
 
 
-def test_main_fetches_to_raw_archive(tiny_archive: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_main_fetches_to_raw_archive(
+    tiny_archive: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from cifarlab import fetch as fetch_mod
     from cifarlab.core.paths import RAW_ARCHIVE
 
@@ -311,8 +316,9 @@ def test_main_fetches_to_raw_archive(tiny_archive: tuple[Path, str], tmp_path: P
     assert out.out.strip() == f"fetch: {RAW_ARCHIVE} (md5 {md5})" and out.err == ""
 
 
-def test_dvc_runs_the_notice_before_fetch_and_the_notice_never_fails_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_dvc_runs_the_notice_before_fetch_and_the_notice_never_fails_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import yaml
 
     from cifarlab.tooling import notice
@@ -330,7 +336,10 @@ def test_dvc_runs_the_notice_before_fetch_and_the_notice_never_fails_it(tmp_path
 
     monkeypatch.setattr(notice, "repro_notice", broken)
     notice.main()  # advice only: one line, no exception, so fetch still runs
-    assert capsys.readouterr().err.strip() == "note: no time estimate for this dvc repro (OSError: dvc status failed second line)"
+    assert (
+        capsys.readouterr().err.strip()
+        == "note: no time estimate for this dvc repro (OSError: dvc status failed second line)"
+    )
     (tmp_path / "params.yaml").write_text("seed: [")
     notice.main()  # bad params: left to fetch's one-line error
     assert capsys.readouterr().err == ""
@@ -341,10 +350,19 @@ def test_main_validates_params_without_importing_torch(tiny_archive: tuple[Path,
     """`python -m cifarlab.fetch` end to end: the archive, and no torch."""
     src, md5 = tiny_archive
     _stage_params(tmp_path, src.as_uri(), md5)
-    code = ("import sys\nfrom cifarlab import fetch\nfetch.main([])\n"
-            "assert 'torch' not in sys.modules, 'fetch imported torch'")
-    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(SRC)},
-                       capture_output=True, text=True, timeout=120, check=False)
+    code = (
+        "import sys\nfrom cifarlab import fetch\nfetch.main([])\n"
+        "assert 'torch' not in sys.modules, 'fetch imported torch'"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     from cifarlab.core.paths import RAW_ARCHIVE
 
     assert r.returncode == 0, r.stderr
@@ -352,12 +370,15 @@ def test_main_validates_params_without_importing_torch(tiny_archive: tuple[Path,
 
 
 def test_download_killed_midway_leaves_no_archive_and_the_next_run_starts_over(
-        server: SimpleNamespace, hits: dict[str, int], tmp_path: Path) -> None:
+    server: SimpleNamespace, hits: dict[str, int], tmp_path: Path
+) -> None:
     """SIGKILL mid-body: no file at the destination (only a temp one), and the next fetch
     clears that temp file and downloads the whole archive again."""
     dest = tmp_path / "raw" / "cifar-10-python.tar.gz"
-    code = (f"from cifarlab.data.download import fetch; fetch({server.base + '/stall'!r}, {server.md5!r}, "
-            f"{str(dest)!r}, progress=False)")
+    code = (
+        f"from cifarlab.data.download import fetch; fetch({server.base + '/stall'!r}, {server.md5!r}, "
+        f"{str(dest)!r}, progress=False)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)})
     deadline = time.monotonic() + 60
     while not [p for p in dest.parent.glob("*.tmp") if p.stat().st_size > 0]:

@@ -12,6 +12,7 @@
 The stage subcommands take the stage's own arguments (`cifarlab train --help`); dvc.yaml runs
 the same code as `python -m cifarlab.<stage>`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,10 @@ def runs_table(p) -> str:
         epochs = str(run) if run == recipe else f"{run} of {recipe}"  # capped by train.max_epochs
         lines.append(f"{name:<{w}}  {r.model:<16}  {epochs:>10}  {over}")
     if p.train.max_epochs is not None:
-        lines.append(f"train.max_epochs = {p.train.max_epochs}: every run stops there (`N of M`: N trained of the "
-                     "recipe's M); `cifarlab set train.max_epochs=null` trains the full recipes")
+        lines.append(
+            f"train.max_epochs = {p.train.max_epochs}: every run stops there (`N of M`: N trained of the "
+            "recipe's M); `cifarlab set train.max_epochs=null` trains the full recipes"
+        )
     from cifarlab.reporting.stats import table_coverage
 
     extra = f"; each again with seeds {list(p.seeds)}" if p.seeds else ""
@@ -62,20 +65,32 @@ def cmd_runs(argv: list[str]) -> None:
 
 
 def cmd_estimate(argv: list[str]) -> None:
-    ap = argparse.ArgumentParser(prog="cifarlab estimate", description=(
-        "The time of what `dvc repro [TARGETS]` would run now on this machine, per stage: `dvc status` "
-        "says which stages, timed training steps of each network say how long (a model with a run's own "
-        "arguments, cnn-wide's channels, is timed apart; the fastest of at least 3, "
-        "for at least a second, after a warm-up; cached in ~/.cache/cifarlab for the notice at the start of "
-        "`dvc repro`). On a CPU each network is timed in both precisions, bf16 and fp32, and a line says "
-        "when the other one trains faster here. A recipe that stops early costs a range: the epochs its report's "
-        "run trained to the recipe's maximum. A line per network as it is timed."))
-    ap.add_argument("targets", nargs="*", help="stages as `dvc repro` takes them (plot@lenet5 plot@dnn): only what "
-                    "`dvc repro TARGETS` would run; none: the whole pipeline")
+    ap = argparse.ArgumentParser(
+        prog="cifarlab estimate",
+        description=(
+            "The time of what `dvc repro [TARGETS]` would run now on this machine, per stage: `dvc status` "
+            "says which stages, timed training steps of each network say how long (a model with a run's own "
+            "arguments, cnn-wide's channels, is timed apart; the fastest of at least 3, "
+            "for at least a second, after a warm-up; cached in ~/.cache/cifarlab for the notice at the start of "
+            "`dvc repro`). On a CPU each network is timed in both precisions, bf16 and fp32, and a line says "
+            "when the other one trains faster here. A recipe that stops early costs a range: the epochs its report's "
+            "run trained to the recipe's maximum. A line per network as it is timed."
+        ),
+    )
+    ap.add_argument(
+        "targets",
+        nargs="*",
+        help="stages as `dvc repro` takes them (plot@lenet5 plot@dnn): only what "
+        "`dvc repro TARGETS` would run; none: the whole pipeline",
+    )
     ap.add_argument("--glob", action="store_true", help="targets are shell-style patterns (as dvc repro --glob)")
     ap.add_argument("--all", action="store_true", help="every stage, as on a fresh clone, whatever dvc status says")
-    ap.add_argument("--quiet", action="store_true", help="only time every run's model and update the cache "
-                    "(what the notice at the start of `dvc repro` runs when the cache lacks one)")
+    ap.add_argument(
+        "--quiet",
+        action="store_true",
+        help="only time every run's model and update the cache "
+        "(what the notice at the start of `dvc repro` runs when the cache lacks one)",
+    )
     args = ap.parse_args(argv)
     from cifarlab.core.params import load_params
     from cifarlab.tooling import estimate, repro_stages, timing
@@ -94,10 +109,14 @@ def cmd_estimate(argv: list[str]) -> None:
     sizes = estimate.data_sizes(p, stages)
     if not gpu:  # the other precision timed too, whatever the CPU's flags say: the hint is measured
         alt = estimate.other_numerics(p.train)
-        alt_times = timing.step_times(p, stages, remeasure=not args.quiet, train=p.train.model_copy(update=alt),
-                                      log=say)
-        hint = estimate.faster_hint(estimate.stage_costs(p, times, stages, sizes=sizes),
-                                    estimate.stage_costs(p, alt_times, stages, sizes=sizes), alt)
+        alt_times = timing.step_times(
+            p, stages, remeasure=not args.quiet, train=p.train.model_copy(update=alt), log=say
+        )
+        hint = estimate.faster_hint(
+            estimate.stage_costs(p, times, stages, sizes=sizes),
+            estimate.stage_costs(p, alt_times, stages, sizes=sizes),
+            alt,
+        )
     if args.quiet:
         return
     if not stages:
@@ -133,7 +152,7 @@ def set_params(path: Path, assignments: list[str]) -> list[tuple[str, object]]:
         node = doc
         for i, part in enumerate(parents):
             if not isinstance(node, dict) or part not in node:
-                raise ParamsError(f"unknown param '{'.'.join(parents[:i + 1])}' in {item!r}")
+                raise ParamsError(f"unknown param '{'.'.join(parents[: i + 1])}' in {item!r}")
             node = node[part]
         if not isinstance(node, dict):
             raise ParamsError(f"'{'.'.join(parents)}' is not a section: cannot set {key!r}")
@@ -141,8 +160,10 @@ def set_params(path: Path, assignments: list[str]) -> list[tuple[str, object]]:
             value = read_yaml(text)
         except YAMLError as err:
             problem = one_line(getattr(err, "problem", None) or getattr(err, "context", None) or err, 120)
-            raise ParamsError(f"bad value for '{key}': {text!r} is not valid YAML ({problem}): fix it, or quote "
-                              f"it to set it as text, e.g. '{key}=\"...\"'") from None
+            raise ParamsError(
+                f"bad value for '{key}': {text!r} is not valid YAML ({problem}): fix it, or quote "
+                f"it to set it as text, e.g. '{key}=\"...\"'"
+            ) from None
         if key == "data.url" and isinstance(value, str) and "://" not in value:
             value = os.path.normpath(value)  # a local path as typed: $PWD/../x stores /.../x, not /.../main/../x
         node[leaf] = value
@@ -155,10 +176,14 @@ def set_params(path: Path, assignments: list[str]) -> list[tuple[str, object]]:
 
 
 def cmd_set(argv: list[str]) -> None:
-    ap = argparse.ArgumentParser(prog="cifarlab set", description=(
-        "Change params.yaml: validated, comments kept, nothing written on a bad value. "
-        "`cifarlab set ... && dvc repro` is `dvc exp run -S ...` without an experiment commit "
-        "(and, on a fresh clone, without DVC's checkout warnings)."))
+    ap = argparse.ArgumentParser(
+        prog="cifarlab set",
+        description=(
+            "Change params.yaml: validated, comments kept, nothing written on a bad value. "
+            "`cifarlab set ... && dvc repro` is `dvc exp run -S ...` without an experiment commit "
+            "(and, on a fresh clone, without DVC's checkout warnings)."
+        ),
+    )
     ap.add_argument("assignments", nargs="+", metavar="KEY=VALUE", help="e.g. data.train_subset=5000 lenet5.lr=0.01")
     args = ap.parse_args(argv)
     from cifarlab.core.paths import PARAMS_FILE
@@ -168,11 +193,15 @@ def cmd_set(argv: list[str]) -> None:
 
 
 def cmd_compare(argv: list[str]) -> None:
-    argparse.ArgumentParser(prog="cifarlab compare", description=(
-        "Your runs (reports/metrics, after dvc repro) against the published ones (reports/published) and "
-        "the reports' numbers: best-epoch test top-1 per run, mean ± std over seeds. A run of yours "
-        "trained under other params than params.yaml's now (dvc.lock against params.yaml) is noted out of "
-        "date, with the keys that changed.")).parse_args(argv)
+    argparse.ArgumentParser(
+        prog="cifarlab compare",
+        description=(
+            "Your runs (reports/metrics, after dvc repro) against the published ones (reports/published) and "
+            "the reports' numbers: best-epoch test top-1 per run, mean ± std over seeds. A run of yours "
+            "trained under other params than params.yaml's now (dvc.lock against params.yaml) is noted out of "
+            "date, with the keys that changed."
+        ),
+    ).parse_args(argv)
     from cifarlab.core import paths
     from cifarlab.core.params_file import read_params_file
     from cifarlab.dvc_internals import read_lock
@@ -192,19 +221,29 @@ def cmd_compare(argv: list[str]) -> None:
     print(md_table(pub.COMPARE_HEADER, rows))
     stale = sum("yours is out of date" in row[-1] for row in rows)
     if stale:
-        print(f"{stale} of your runs trained under other params than params.yaml's now (note: out of date): "
-              "`dvc status` lists every stage a `dvc repro` would run again")
+        print(
+            f"{stale} of your runs trained under other params than params.yaml's now (note: out of date): "
+            "`dvc status` lists every stage a `dvc repro` would run again"
+        )
     if not yours:
         print("no run of yours yet: `dvc repro` (or `dvc repro plot@<run>` for one run), then this again")
 
 
 def cmd_pack(argv: list[str]) -> None:
-    ap = argparse.ArgumentParser(prog="cifarlab pack", description=(
-        "Pack finished runs of this workspace (metrics, details, timing, history, figures and provenance; "
-        "never checkpoints) into one .tar.gz, to fold into another checkout with `cifarlab fold`."))
+    ap = argparse.ArgumentParser(
+        prog="cifarlab pack",
+        description=(
+            "Pack finished runs of this workspace (metrics, details, timing, history, figures and provenance; "
+            "never checkpoints) into one .tar.gz, to fold into another checkout with `cifarlab fold`."
+        ),
+    )
     ap.add_argument("-o", "--output", type=Path, default=Path("cifarlab-pack.tar.gz"), help="the pack to write")
-    ap.add_argument("--runs", nargs="+", metavar="OUT", help="run outputs to pack (<run> or <run>-s<seed>); "
-                    "default: every finished one")
+    ap.add_argument(
+        "--runs",
+        nargs="+",
+        metavar="OUT",
+        help="run outputs to pack (<run> or <run>-s<seed>); default: every finished one",
+    )
     args = ap.parse_args(argv)
     from cifarlab.tooling.packs import pack
 
@@ -212,21 +251,36 @@ def cmd_pack(argv: list[str]) -> None:
 
 
 def cmd_fold(argv: list[str]) -> None:
-    ap = argparse.ArgumentParser(prog="cifarlab fold", description=(
-        "Publish the runs of a pack (cifarlab pack) in this checkout: reports/published/, which the "
-        "report and `cifarlab compare` read. Refuses a pack whose run recipes or code differ from "
-        "this checkout's; then regenerate the report: python -m cifarlab.report"))
+    ap = argparse.ArgumentParser(
+        prog="cifarlab fold",
+        description=(
+            "Publish the runs of a pack (cifarlab pack) in this checkout: reports/published/, which the "
+            "report and `cifarlab compare` read. Refuses a pack whose run recipes or code differ from "
+            "this checkout's; then regenerate the report: python -m cifarlab.report"
+        ),
+    )
     ap.add_argument("pack", type=Path)
-    ap.add_argument("--accept-code-change", action="store_true", help="fold runs trained with other code "
-                    "anyway, recording in their provenance which files differ")
-    ap.add_argument("--replace", action="store_true", help="drop a run's published seeds trained on other data "
-                    "or in another precision (such seeds are never averaged)")
+    ap.add_argument(
+        "--accept-code-change",
+        action="store_true",
+        help="fold runs trained with other code anyway, recording in their provenance which files differ",
+    )
+    ap.add_argument(
+        "--replace",
+        action="store_true",
+        help="drop a run's published seeds trained on other data "
+        "or in another precision (such seeds are never averaged)",
+    )
     from cifarlab.reporting.studies import STUDIES
 
-    ap.add_argument("--study", choices=list(STUDIES), help="keep the runs apart in reports/studies/<study>/<arm>/ "
-                    "for the report's section on what that change costs: jpeg (lossless vs JPEG pixels, "
-                    "../shared/tools/cifar10_jpeg_effect.py's archives), bf16 (fp32 vs bf16 on the full set); the "
-                    "arm comes from each run's provenance")
+    ap.add_argument(
+        "--study",
+        choices=list(STUDIES),
+        help="keep the runs apart in reports/studies/<study>/<arm>/ "
+        "for the report's section on what that change costs: jpeg (lossless vs JPEG pixels, "
+        "../shared/tools/cifar10_jpeg_effect.py's archives), bf16 (fp32 vs bf16 on the full set); the "
+        "arm comes from each run's provenance",
+    )
     args = ap.parse_args(argv)
     from cifarlab.tooling.fold import fold
 
@@ -234,24 +288,39 @@ def cmd_fold(argv: list[str]) -> None:
 
 
 def repro_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="cifarlab repro", description=(
-        "`dvc repro`, its independent stages run in parallel on a Dask cluster: each stage reproduced "
-        "alone (dvc repro --single-item) in a clone of the committed code sharing the DVC cache, then "
-        "restored here from DVC's run-cache, dvc.lock written as if dvc repro had run them. Without "
-        "--scheduler or --slurm, a cluster on this machine: one worker per GPU, or per CPU core."))
+    ap = argparse.ArgumentParser(
+        prog="cifarlab repro",
+        description=(
+            "`dvc repro`, its independent stages run in parallel on a Dask cluster: each stage reproduced "
+            "alone (dvc repro --single-item) in a clone of the committed code sharing the DVC cache, then "
+            "restored here from DVC's run-cache, dvc.lock written as if dvc repro had run them. Without "
+            "--scheduler or --slurm, a cluster on this machine: one worker per GPU, or per CPU core."
+        ),
+    )
     ap.add_argument("targets", nargs="*", help="stages, as for dvc repro (default: all of dvc.yaml)")
     where = ap.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://head:8786")
     where.add_argument("--slurm", action="store_true", help="submit --workers SLURM jobs (dask-jobqueue)")
-    ap.add_argument("--workers", type=int, metavar="N", help="local workers (default: one per GPU, else per "
-                    "core), or SLURM jobs")
-    ap.add_argument("--slurm-option", action="append", default=[], metavar="OPT", help="an extra #SBATCH "
-                    "line, e.g. --slurm-option=--partition=gpu (repeatable)")
+    ap.add_argument(
+        "--workers", type=int, metavar="N", help="local workers (default: one per GPU, else per core), or SLURM jobs"
+    )
+    ap.add_argument(
+        "--slurm-option",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="an extra #SBATCH line, e.g. --slurm-option=--partition=gpu (repeatable)",
+    )
     ap.add_argument("--slurm-gpus", type=int, default=1, metavar="G", help="GPUs per SLURM job (0: CPU jobs)")
-    ap.add_argument("--remote", metavar="NAME", help="a DVC remote as the store between machines without a "
-                    "shared filesystem (each machine keeps its own cache; run-cache pushed there)")
-    ap.add_argument("--repo-url", metavar="URL", help="where workers git clone the commit from "
-                    "(default: this repository's path)")
+    ap.add_argument(
+        "--remote",
+        metavar="NAME",
+        help="a DVC remote as the store between machines without a "
+        "shared filesystem (each machine keeps its own cache; run-cache pushed there)",
+    )
+    ap.add_argument(
+        "--repo-url", metavar="URL", help="where workers git clone the commit from (default: this repository's path)"
+    )
     return ap
 
 
@@ -262,9 +331,16 @@ def cmd_repro(argv: list[str]) -> None:
         ap.error(f"--workers {args.workers}: must be 1 or more")
     from cifarlab.tooling.scaleout.coordinator import repro
 
-    code = repro(Path("."), args.targets, workers=args.workers, scheduler=args.scheduler,
-                 slurm=args.slurm_option if args.slurm else None, slurm_gpus=args.slurm_gpus,
-                 remote=args.remote, repo_url=args.repo_url)
+    code = repro(
+        Path("."),
+        args.targets,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        slurm=args.slurm_option if args.slurm else None,
+        slurm_gpus=args.slurm_gpus,
+        remote=args.remote,
+        repo_url=args.repo_url,
+    )
     if code:
         sys.exit(code)
 
@@ -279,7 +355,9 @@ TOOLS = {
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    ap = argparse.ArgumentParser(prog="cifarlab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="cifarlab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
     sub.add_parser("runs", help="list the runs of params.yaml with their recipes", add_help=False)
     sub.add_parser("estimate", help="per-stage time of what `dvc repro` would run here", add_help=False)

@@ -17,10 +17,10 @@ faster here as measured, not as the CPU's flags suggest. They are cached per mac
 ~/.cache/cifarlab/step_times.json, so the notice at the start of `dvc repro` (fetch) reads them
 without importing torch.
 """
+
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import urllib.parse
@@ -29,12 +29,13 @@ from importlib import metadata
 from pathlib import Path
 
 from cifarlab.core.cifar10 import FULL_TEST, FULL_TRAIN
+from cifarlab.core.durations import LONG_CPU_RUN_S, format_duration
 from cifarlab.core.early_stop import REFERENCE_FILE, EpochRange, epoch_range
 from cifarlab.core.errors import DataError
+from cifarlab.core.gpus import visible_gpus
 from cifarlab.core.io import read_json_object, write_json
 from cifarlab.core.params import Params, TrainParams
 from cifarlab.core.provenance import ISA_ENV, cpu_name
-from cifarlab.core.durations import LONG_CPU_RUN_S, format_duration
 from cifarlab.dvc_internals import lock_stages, parse_dvc_args, read_lock
 from cifarlab.tooling.repro_stages import to_run
 
@@ -51,8 +52,10 @@ def subset_hint(data_url: str) -> str:
     offline alternative beside it (a machine that cannot reach it would fail on it again)."""
     command = f"cifarlab set {SUBSET_DEMO} && dvc repro"
     if urllib.parse.urlparse(data_url).scheme in ("http", "https"):
-        command += (" (offline: first cifarlab set data.url=/path/to/cifar-10-python.tar.gz data.md5=<its md5>, "
-                    "docs/data.md: a local copy of CIFAR-10)")
+        command += (
+            " (offline: first cifarlab set data.url=/path/to/cifar-10-python.tar.gz data.md5=<its md5>, "
+            "docs/data.md: a local copy of CIFAR-10)"
+        )
     return command
 
 
@@ -86,8 +89,10 @@ def span(low: float, high: float, fmt=format_duration) -> str:
 
 def total_span(costs: list[StageCost]) -> tuple[str, str]:
     """(epochs, time) of all `costs` together: ranges where an early-stopping run is among them."""
-    return (span(sum(c.low_epochs for c in costs), sum(c.epochs for c in costs), lambda n: f"{n:,}"),
-            span(sum(c.low_seconds for c in costs), sum(c.seconds for c in costs)))
+    return (
+        span(sum(c.low_epochs for c in costs), sum(c.epochs for c in costs), lambda n: f"{n:,}"),
+        span(sum(c.low_seconds for c in costs), sum(c.seconds for c in costs)),
+    )
 
 
 def early_stops(costs: list[StageCost]) -> str | None:
@@ -122,10 +127,10 @@ def repro_targets() -> tuple[list[str], bool] | None:
             return None
         args = [a.decode(errors="replace") for a in argv if a]
         for i, a in enumerate(args):
-            if Path(a).name.startswith("dvc") and args[i + 1:i + 2] in (["repro"], ["exp"]):
+            if Path(a).name.startswith("dvc") and args[i + 1 : i + 2] in (["repro"], ["exp"]):
                 try:
-                    parsed = parse_dvc_args(args[i + 1:])
-                except (SystemExit, Exception):  # noqa: BLE001  an argv DVC itself would refuse: no targets known
+                    parsed = parse_dvc_args(args[i + 1 :])
+                except (SystemExit, Exception):  # noqa: BLE001 - an argv DVC itself would refuse: no targets known
                     return None
                 return list(getattr(parsed, "targets", None) or []), bool(getattr(parsed, "glob", False))
         pid = int(status.rsplit(")", 1)[1].split()[1])  # field 4 (ppid), after the command name in parens
@@ -163,9 +168,14 @@ def params_sizes(p: Params) -> tuple[int, int]:
     return n_train - round(n_train * p.data.val_split), p.data.test_subset or FULL_TEST
 
 
-def stage_costs(p: Params, s_per_image: dict[str, float], stages: list[str],
-         setup_seconds: dict[str, float] | None = None, sizes: tuple[int, int] | None = None,
-         reference: str | Path = REFERENCE_FILE) -> list[StageCost]:
+def stage_costs(
+    p: Params,
+    s_per_image: dict[str, float],
+    stages: list[str],
+    setup_seconds: dict[str, float] | None = None,
+    sizes: tuple[int, int] | None = None,
+    reference: str | Path = REFERENCE_FILE,
+) -> list[StageCost]:
     """The cost of each stage in `stages` (names as `dvc stage list` prints them, in the order
     tooling.repro_stages gives them).
 
@@ -201,8 +211,9 @@ def stage_costs(p: Params, s_per_image: dict[str, float], stages: list[str],
 def table(costs: list[StageCost], device: str) -> str:
     """A per-stage text table with a total line; an early-stopping run shows the range of its
     epochs and time (the total a range too), and a line under the table says where it comes from."""
-    rows = [(c.stage, span(c.low_epochs, c.epochs, str) if c.epochs else "", span(c.low_seconds, c.seconds))
-            for c in costs]
+    rows = [
+        (c.stage, span(c.low_epochs, c.epochs, str) if c.epochs else "", span(c.low_seconds, c.seconds)) for c in costs
+    ]
     total = (f"total ({len(costs)} stages, {device})", *total_span(costs))
     w = max([len("stage"), len(total[0])] + [len(r[0]) for r in rows])
     we = max([6] + [len(r[1]) for r in rows] + [len(total[1])])
@@ -210,8 +221,11 @@ def table(costs: list[StageCost], device: str) -> str:
     lines = [f"{'stage':<{w}}  {'epochs':>{we}}  {'time':>{wt}}", f"{'-' * w}  {'-' * we}  {'-' * wt}"]
     lines += [f"{s:<{w}}  {e:>{we}}  {t:>{wt}}" for s, e, t in rows]
     lines.append(f"{total[0]:<{w}}  {total[1]:>{we}}  {total[2]:>{wt}}")
-    lines += [f"{c.stage}: {span(c.low_seconds, c.seconds)} ({c.stop.describe()}; expected: {c.stop.source()})"
-              for c in costs if c.stop]
+    lines += [
+        f"{c.stage}: {span(c.low_seconds, c.seconds)} ({c.stop.describe()}; expected: {c.stop.source()})"
+        for c in costs
+        if c.stop
+    ]
     return "\n".join(lines)
 
 
@@ -268,8 +282,11 @@ UNTIMED_ARGS = frozenset({"pretrained", "weights"})
 def timing_key(model: str, batch_size: int, arch: dict | None = None) -> str:
     """'cnn@32', or 'cnn(channels=64-128-256,hidden=512)@32' for a run whose model arguments
     differ from the model's defaults: a wider network is another step to time, not cnn's."""
-    args = ",".join(f"{k}={'-'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
-                    for k, v in sorted((arch or {}).items()) if k not in UNTIMED_ARGS)
+    args = ",".join(
+        f"{k}={'-'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+        for k, v in sorted((arch or {}).items())
+        if k not in UNTIMED_ARGS
+    )
     return f"{model}{f'({args})' if args else ''}@{min(batch_size, TIMING_BATCH)}"
 
 
@@ -289,14 +306,17 @@ def machine_key(train: TrainParams) -> str:
         torch_version = "none"
     gpu = "gpu" if has_gpu() else "cpu"
     caps = "".join(f"|{k}={os.environ[k]}" for k in ISA_ENV if os.environ.get(k))
-    return (f"{cpu}|{os.cpu_count()} cores|{train.num_threads or 'default'} threads|torch {torch_version}|{gpu}|"
-            f"{numerics_label(train)}{caps}")
+    return (
+        f"{cpu}|{os.cpu_count()} cores|{train.num_threads or 'default'} threads|torch {torch_version}|{gpu}|"
+        f"{numerics_label(train)}{caps}"
+    )
 
 
 def numerics_label(train: TrainParams) -> str:
     """'bf16+channels_last+fused', 'fp32', ...: what a timing was measured in (it changes the speed)."""
-    parts = ["bf16" if train.bf16 else "fp32"] + [k for k in ("channels_last", "fused_optimizer", "compile")
-                                                  if getattr(train, k)]
+    parts = ["bf16" if train.bf16 else "fp32"] + [
+        k for k in ("channels_last", "fused_optimizer", "compile") if getattr(train, k)
+    ]
     return "+".join(parts)
 
 
@@ -339,21 +359,16 @@ def faster_hint(costs: list[StageCost], alt_costs: list[StageCost], alt: dict) -
     ours, theirs = ("fp32", "bf16") if alt["bf16"] else ("bf16", "fp32")
     why = "this CPU runs bf16 natively" if alt["bf16"] else "bf16 is emulated on this CPU"
     sets = " ".join(f"train.{k}={str(v).lower()}" for k, v in alt.items())
-    return (f"hint: {why}: these stages take {total_span(costs)[1]} in {ours}, {total_span(alt_costs)[1]} "
-            f"in {theirs} ({factor:.1f}x faster, measured); to use {theirs}: cifarlab set {sets}")
+    return (
+        f"hint: {why}: these stages take {total_span(costs)[1]} in {ours}, {total_span(alt_costs)[1]} "
+        f"in {theirs} ({factor:.1f}x faster, measured); to use {theirs}: cifarlab set {sets}"
+    )
 
 
 def has_gpu() -> bool:
-    """An NVIDIA GPU is visible, found without importing torch: the notice at the start of every
-    `dvc repro` (repro_notice) and the step-time cache's key (machine_key) read it, and importing
-    torch takes seconds (10 s on a 2-core machine busy training). Code that has torch asks
-    engine.device.select_device, the one place torch is asked."""
-    gpus = Path("/proc/driver/nvidia/gpus")
-    if gpus.is_dir():
-        return any(gpus.iterdir())
-    if shutil.which("nvidia-smi") is None:
-        return False
-    return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+    """A GPU this process may use (core.gpus: found without importing torch, which the notice at
+    the start of every `dvc repro` and the step-time cache's key must not wait for)."""
+    return bool(visible_gpus())
 
 
 def cache_file() -> Path:
@@ -405,8 +420,9 @@ def repro_notice(p: Params, root: str | Path = ".") -> str | None:
     # fetch runs this notice, and preprocess comes next: they run when data.md5 is new (asking DVC
     # would hash the archive fetch is about to replace)
     data_changed = _data_changes(p)
-    stages = to_run(root, targets or None, glob,
-                    changed=lambda name: data_changed if name in ("fetch", "preprocess") else None)
+    stages = to_run(
+        root, targets or None, glob, changed=lambda name: data_changed if name in ("fetch", "preprocess") else None
+    )
     keys = needed_keys(p, stages)
     if not keys:
         return None
@@ -428,9 +444,11 @@ def repro_notice(p: Params, root: str | Path = ".") -> str | None:
         hint = "Lower data.train_subset or train.max_epochs, or name fewer stages (dvc repro plot@lenet5), to go faster"
     epochs, duration = total_span(costs)
     stops = early_stops(costs)
-    notice = (f"warning: no GPU found: this `dvc repro` runs {len(costs)} stages, {n_train} of them training "
-              f"({epochs} epochs on {sizes[0]:,} images), about {duration} on this CPU"
-              f"{f' ({stops})' if stops else ''} (`cifarlab estimate` shows each stage). {hint}")
+    notice = (
+        f"warning: no GPU found: this `dvc repro` runs {len(costs)} stages, {n_train} of them training "
+        f"({epochs} epochs on {sizes[0]:,} images), about {duration} on this CPU"
+        f"{f' ({stops})' if stops else ''} (`cifarlab estimate` shows each stage). {hint}"
+    )
     alt = other_numerics(p.train)
     alt_times = cached_times(p.train.model_copy(update=alt))
     if all(k in alt_times for k in keys):  # timed by `cifarlab estimate` in the other precision
@@ -438,4 +456,3 @@ def repro_notice(p: Params, root: str | Path = ".") -> str | None:
         if faster:
             notice += "\n" + faster
     return notice
-

@@ -2,6 +2,7 @@
 runs before `fetch`: on a machine without a GPU, which stages this `dvc repro` will run and for
 how long, when long (tooling.estimate.repro_notice). It writes to the terminal only, so it is no
 dependency of the fetch stage, and it never fails it: what it cannot tell, it leaves unsaid."""
+
 from __future__ import annotations
 
 import sys

@@ -7,11 +7,12 @@ every stage above them, in the order DVC's planner walks them (cifarlab.dvc_inte
 A stage runs when DVC says it changed, or when a stage it depends on runs (its inputs will
 change): the stages a `dvc repro` would run.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from cifarlab.dvc_internals import DvcStage, repro_order
 
@@ -27,8 +28,13 @@ class Step:
     stage: DvcStage = field(compare=False, repr=False)  # what DVC says of it (command, restorable)
 
 
-def steps(root: str | Path = ".", targets: list[str] | None = None, glob: bool = False, force: bool = False,
-          changed: Callable[[str], bool | None] | None = None) -> list[Step]:
+def steps(
+    root: str | Path = ".",
+    targets: list[str] | None = None,
+    glob: bool = False,
+    force: bool = False,
+    changed: Callable[[str], bool | None] | None = None,
+) -> list[Step]:
     """The plan of `dvc repro TARGETS` in the DVC repository at `root` (none: all of dvc.yaml), in
     DVC's order. force: every stage runs (`dvc repro --force`, a fresh clone's view). changed(name):
     True/False overrides DVC's verdict on that stage, None asks DVC (the start-of-run notice
@@ -38,15 +44,21 @@ def steps(root: str | Path = ".", targets: list[str] | None = None, glob: bool =
     with repro_order(root, targets, glob) as order:
         for stage in order:
             verdict = changed(stage.name) if changed is not None else None
-            runs = (force or any(u in running for u in stage.upstream)
-                    or (stage.changed() if verdict is None else verdict))
+            runs = (
+                force or any(u in running for u in stage.upstream) or (stage.changed() if verdict is None else verdict)
+            )
             if runs:
                 running.add(stage.name)
             out.append(Step(stage.name, runs, stage.upstream, stage.above, stage))
     return out
 
 
-def to_run(root: str | Path = ".", targets: list[str] | None = None, glob: bool = False, force: bool = False,
-           changed: Callable[[str], bool | None] | None = None) -> list[str]:
+def to_run(
+    root: str | Path = ".",
+    targets: list[str] | None = None,
+    glob: bool = False,
+    force: bool = False,
+    changed: Callable[[str], bool | None] | None = None,
+) -> list[str]:
     """The names of the stages `dvc repro TARGETS` would run, in its order (see `steps`)."""
     return [s.name for s in steps(root, targets, glob, force, changed) if s.runs]
