@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import os
 import re
 import shlex
 import shutil
@@ -29,7 +28,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from workspace import SHIPPED_PARAMS, pristine_root, project_copy
+from workspace import SHIPPED_PARAMS, pristine_root, project_copy, project_env
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTS = ("dvc", "cifarlab", "docker", "python", "python3", "pip", "pytest", ".")
@@ -366,16 +365,7 @@ def project(tmp_path_factory, tiny_archive):
     repo = tmp_path_factory.mktemp("documented") / "repo"
     repo.mkdir(parents=True)
     project_copy(repo)  # this checkout's code, the shipped params.yaml and reports/
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(repo / "src"),
-        "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
+    env = project_env(repo)
     archive, md5 = tiny_archive
     for c in (
         ["git", "init", "-q", "-b", "main"],

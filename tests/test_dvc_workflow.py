@@ -9,10 +9,8 @@ minutes on 2 CPU cores); `.ci/run` runs it with `pytest -m slow`.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -33,20 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def repo_env(repo: Path) -> dict:
-    """The environment of a user's shell in `repo`: its code, this venv's dvc and cifarlab, a git identity."""
-    return {
-        **os.environ,
-        "PYTHONPATH": str(repo / "src"),
-        "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
-
-
 def test_exp_run_then_metrics_params_and_plots_diff_between_branches(tmp_path, small_params):
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -54,7 +38,7 @@ def test_exp_run_then_metrics_params_and_plots_diff_between_branches(tmp_path, s
     # two runs are enough to see one move and the other not (CI's 30 minutes: the grid cell and
     # AlexNet stages cost a minute here, and the clean-repro test below covers them)
     write_params(repo, small_params(("lenet5", "dnn")))
-    env = repo_env(repo)
+    env = project_env(repo)
 
     def git(*a: str) -> str:
         return sh("git", *a, cwd=repo, env=env)
@@ -125,7 +109,7 @@ def test_metrics_diff_main_as_documented_shows_old_and_new(tmp_path, small_param
     repo.mkdir()
     project_copy(repo)
     write_params(repo, small_params(("lenet5", "dnn")))
-    env = repo_env(repo)
+    env = project_env(repo)
     sh("git", "init", "-q", "-b", "main", cwd=repo, env=env)
     sh("git", "add", "-A", cwd=repo, env=env)
     sh("git", "commit", "-qm", "base", cwd=repo, env=env)
