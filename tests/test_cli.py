@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers_cli import cifarlab
-from workspace import SHIPPED_PARAMS, pristine_root
+from workspace import SHIPPED_PARAMS, pristine_root, pristine_stage_names
 
 from cifarlab.core.durations import format_duration
 from cifarlab.core.errors import ParamsError
@@ -64,13 +64,7 @@ def test_runs_lists_the_run_table():
 @pytest.mark.slow  # dvc stage list and the planner over the whole graph
 def test_the_plan_of_a_fresh_clone_is_every_stage_of_dvc_yaml_in_dvcs_order():
     """tooling.repro_stages (the one planner) == what DVC expands dvc.yaml into, each stage after those it needs."""
-    listed = subprocess.run(
-        [sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
-        cwd=pristine_root(),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    listed = pristine_stage_names()
     walk = repro_stages.steps(pristine_root(), force=True)
     assert sorted(s.name for s in walk) == sorted(listed) and all(s.runs for s in walk)
     seen: set[str] = set()

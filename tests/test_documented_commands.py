@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from workspace import SHIPPED_PARAMS, pristine_root, project_copy, project_env
+from workspace import SHIPPED_PARAMS, pristine_stage_names, project_copy, project_env
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTS = ("dvc", "cifarlab", "docker", "python", "python3", "pip", "pytest", ".")
@@ -240,14 +240,7 @@ def dvc_argv(argv: list[str]) -> list[str] | None:
 def stage_names(assignments: tuple[str, ...] = ()) -> list[str]:
     """`dvc stage list` of the project, or of a copy with `cifarlab set` assignments applied."""
     if not assignments:
-        out = subprocess.run(
-            [sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
-            cwd=pristine_root(),
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        return out.split()
+        return pristine_stage_names()
     import tempfile
 
     from cifarlab.tooling.cli import set_params

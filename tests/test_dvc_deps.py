@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workspace import SHIPPED_PARAMS, pristine_root
+from workspace import SHIPPED_PARAMS, pristine_stage_names
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
@@ -214,23 +214,12 @@ def test_figures_are_not_imported_by_training_or_evaluation():
         assert not any("figures" in f for f in code_files(stage)), stage
 
 
-def stage_list() -> list[str]:
-    out = subprocess.run(
-        [sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
-        cwd=pristine_root(),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return out.split()
-
-
 @pytest.mark.slow  # DVC expands the whole graph
 def test_one_train_evaluate_and_plot_stage_per_run_and_no_duplicate_runs():
     from cifarlab.core.params import load_params
 
     p = load_params(SHIPPED_PARAMS)
-    names = stage_list()
+    names = pristine_stage_names()
     for kind in ("train", "evaluate", "plot"):
         assert sorted(n.split("@", 1)[1] for n in names if n.startswith(f"{kind}@")) == sorted(p.runs), kind
     assert sorted(n for n in names if n.startswith("pca@")) == sorted(f"pca@{r}" for r in p.pca)

@@ -135,6 +135,18 @@ def pristine_root() -> Path:
     return _PRISTINE[0]
 
 
+def pristine_stage_names() -> list[str]:
+    """`dvc stage list --name-only` of pristine_root(): every stage dvc.yaml expands into."""
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
+        cwd=pristine_root(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()
+
+
 def __getattr__(name: str):
     if name == "SHIPPED_PARAMS":  # `from workspace import SHIPPED_PARAMS`: the committed params.yaml
         return shipped("params.yaml")
