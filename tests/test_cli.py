@@ -95,16 +95,16 @@ def test_plan_costs_epochs_times_images_and_sums_in_the_table():
 def test_a_run_with_other_model_arguments_is_timed_apart():
     """cnn-wide (4x the channels) is not costed at cnn's rate; weights change no step's cost."""
     p = load_params(SHIPPED_PARAMS)
-    assert estimate.run_key(p["cnn"]) == "cnn@32"
-    assert estimate.run_key(p["cnn-wide"]) == "cnn(channels=64-128-256,hidden=512)@32"
+    assert estimate.run_key(p["cnn"]) == "cnn@64"
+    assert estimate.run_key(p["cnn-wide"]) == "cnn(channels=64-128-256,hidden=512)@64"
     assert (
         estimate.timing_key("alexnet_transfer", 32, {"skip": True, "pretrained": True, "weights": None})
         == "alexnet_transfer(skip=True)@32"
     )
     keys = estimate.needed_keys(p, ["train@cnn", "train@cnn-wide", "evaluate@cnn"])
-    assert sorted(keys) == ["cnn(channels=64-128-256,hidden=512)@32", "cnn@32"]
-    assert keys["cnn(channels=64-128-256,hidden=512)@32"][1] == {"channels": (64, 128, 256), "hidden": 512}
-    times = {"cnn@32": 1e-3, "cnn(channels=64-128-256,hidden=512)@32": 3e-3}
+    assert sorted(keys) == ["cnn(channels=64-128-256,hidden=512)@64", "cnn@64"]
+    assert keys["cnn(channels=64-128-256,hidden=512)@64"][1] == {"channels": (64, 128, 256), "hidden": 512}
+    times = {"cnn@64": 1e-3, "cnn(channels=64-128-256,hidden=512)@64": 3e-3}
     narrow, wide = estimate.stage_costs(p, times, ["train@cnn", "train@cnn-wide"])
     assert wide.seconds == pytest.approx(3 * narrow.seconds)
 
@@ -118,7 +118,7 @@ def test_the_plan_costs_the_images_the_prepared_data_holds(tmp_path):
     (tmp_path / "data/prepared/stats.json").write_text(json.dumps({"n_train": 40_000, "n_val": 0, "n_test": 10_000}))
     assert estimate.data_sizes(p, ["train@cnn"], tmp_path) == (40_000, 10_000)
     assert estimate.data_sizes(p, ["preprocess", "train@cnn"], tmp_path) == (50_000, 10_000)
-    (cost,) = estimate.stage_costs(p, {"cnn@32": 1e-3}, ["train@cnn"], sizes=(40_000, 10_000))
+    (cost,) = estimate.stage_costs(p, {"cnn@64": 1e-3}, ["train@cnn"], sizes=(40_000, 10_000))
     assert cost.seconds == pytest.approx(1e-3 * 100 * (40_000 + 10_000 / 3))
     (tmp_path / "data/prepared/stats.json").write_text("{not json")
     assert estimate.data_sizes(p, ["train@cnn"], tmp_path) == (50_000, 10_000)
@@ -127,6 +127,25 @@ def test_the_plan_costs_the_images_the_prepared_data_holds(tmp_path):
 def fresh_clone_plan(root, targets, glob, changed=None):
     """The planner on this checkout as a fresh clone sees it: every stage of the targets runs."""
     return repro_stages.to_run(pristine_root(), targets, glob, force=True)
+
+
+# A stage's process starting as fast as on the idle machine the fixed costs were measured on
+STARTUP = estimate.Startup(estimate.IDLE_STARTUP_S, 0.0, None)
+
+
+def cached(monkeypatch, times_of):
+    """The notice reads `times_of(train)` (seconds per image, by timing key) and STARTUP from the
+    cache, timed now at load 0, on an idle machine (no stretch for the load)."""
+    import time
+
+    now = time.time()
+    monkeypatch.setattr(
+        estimate,
+        "cached_times",
+        lambda train, root=".": {k: estimate.StepTime(t, t, t / 3, 0.0, now) for k, t in times_of(train).items()},
+    )
+    monkeypatch.setattr(estimate, "cached_startup", lambda train, root=".": estimate.Startup(STARTUP.seconds, 0.0, now))
+    monkeypatch.setattr(estimate, "loadavg", lambda: (0.0, 0.0, 0.0))
 
 
 @pytest.mark.slow  # the planner over the whole graph, twice
@@ -138,21 +157,22 @@ def test_repro_notice_counts_every_stage_and_carries_the_data_url(monkeypatch, t
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(d))
     p = load_params(tmp_path / "params.yaml")
     monkeypatch.setattr(estimate, "has_gpu", lambda: False)
-    monkeypatch.setattr(estimate, "repro_targets", lambda: (["dvc.yaml"], False))  # a path: the whole pipeline
+    # a path: the whole pipeline
+    monkeypatch.setattr(estimate, "repro_call", lambda: estimate.ReproCall("dvc repro", ["dvc.yaml"]))
     monkeypatch.setattr(estimate, "to_run", fresh_clone_plan)
-    times = {estimate.run_key(r): 1e-3 for r in p.runs.values()}
-    monkeypatch.setattr(estimate, "cached_times", lambda train: times)
+    cached(monkeypatch, lambda train: {estimate.run_key(r): 1e-3 for r in p.runs.values()})
     msg = estimate.repro_notice(p)
     n_stages = len(repro_stages.to_run(pristine_root(), force=True))
-    assert msg.startswith(
+    first, subset, skip = msg.splitlines()
+    assert first.startswith(
         f"warning: no GPU found: this `dvc repro` runs {n_stages} stages, {len(p.runs)} of them training"
     )
     # data.url is local: the subset command keeps it as it is
-    assert msg.endswith(
+    assert subset.endswith(
         "cifarlab set data.train_subset=5000 data.test_subset=2000 train.max_epochs=1 "
         "alexnet_transfer.pretrained=false && dvc repro"
     )
-    assert "\n" not in msg
+    assert skip == "  to run without this notice: CIFARLAB_NO_NOTICE=1 dvc repro ..."
 
 
 def test_repro_notice_counts_the_stages_of_the_targets_only(monkeypatch):
@@ -160,10 +180,9 @@ def test_repro_notice_counts_the_stages_of_the_targets_only(monkeypatch):
     the whole pipeline; the remote default data.url gets the offline alternative in the hint."""
     p = load_params(SHIPPED_PARAMS)
     monkeypatch.setattr(estimate, "has_gpu", lambda: False)
-    monkeypatch.setattr(estimate, "repro_targets", lambda: (["plot@lenet5", "plot@dnn"], False))
+    monkeypatch.setattr(estimate, "repro_call", lambda: estimate.ReproCall("dvc repro", ["plot@lenet5", "plot@dnn"]))
     monkeypatch.setattr(estimate, "to_run", fresh_clone_plan)
-    times = {estimate.run_key(r): 1e-3 for r in p.runs.values()}
-    monkeypatch.setattr(estimate, "cached_times", lambda train: times)
+    cached(monkeypatch, lambda train: {estimate.run_key(r): 1e-3 for r in p.runs.values()})
     msg = estimate.repro_notice(p)
     assert msg.startswith("warning: no GPU found: this `dvc repro` runs 8 stages, 2 of them training (110 epochs")
     assert "(offline: first cifarlab set data.url=/path/to/cifar-10-python.tar.gz" in msg
@@ -211,7 +230,8 @@ def test_the_expected_stop_of_custom_resnet_is_its_published_best_epoch_plus_the
 
 
 def fake_timer(monkeypatch, tmp_path, bf16_s: float, fp32_s: float):
-    """Every timed step costs `bf16_s` (bf16) or `fp32_s` (fp32) seconds per image; a fresh cache; no GPU."""
+    """Every timed step costs `bf16_s` (bf16) or `fp32_s` (fp32) seconds per image (its test pass a
+    third of that), a stage starts in STARTUP; a fresh cache; no GPU."""
     from cifarlab.tooling import timing
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
@@ -219,6 +239,14 @@ def fake_timer(monkeypatch, tmp_path, bf16_s: float, fp32_s: float):
     monkeypatch.setattr(
         timing, "measure", lambda train, keys, log=None: {k: bf16_s if train.bf16 else fp32_s for k in keys}
     )
+    monkeypatch.setattr(timing, "measure_startup", lambda root=".": STARTUP)
+
+
+def train_fixed(p, run: str, s_img: float) -> float:
+    """What a CPU training stage costs besides its epochs, at STARTUP: DVC's share, the start-up,
+    the process's own work and train.py's own step timing (4 steps at min(batch, 64), 1 s at least)."""
+    own = max(4 * min(p[run].recipe.batch_size, 64) * s_img, 1.0)
+    return estimate.DVC_STAGE_S + STARTUP.seconds + estimate.TRAIN_PROCESS_S + own
 
 
 def test_estimate_of_custom_resnet_is_a_range_from_its_expected_stop_to_its_300_epochs(monkeypatch, tmp_path):
@@ -228,19 +256,24 @@ def test_estimate_of_custom_resnet_is_a_range_from_its_expected_stop_to_its_300_
     fake_timer(monkeypatch, tmp_path, bf16_s=s_img, fp32_s=s_img)
     out = cifarlab("estimate", "--all", "plot@custom_resnet")
     assert out.returncode == 0, out.stderr
+    p = load_params(SHIPPED_PARAMS)
     per_epoch = s_img * (50_000 + 10_000 / 3)  # a training pass, and a test pass at a third of a step
-    low, high = format_duration(EXPECTED * per_epoch), format_duration(MOST * per_epoch)
+    fixed = train_fixed(p, "custom_resnet", s_img)
+    low, high = format_duration(fixed + EXPECTED * per_epoch), format_duration(fixed + MOST * per_epoch)
     lines = out.stdout.splitlines()
+    assert lines[0].startswith("timed now on this checkout, beside what else runs (load average ")
     row = next(line for line in lines if line.startswith("train@custom_resnet "))
     assert row.split()[1:] == [f"{EXPECTED}-{MOST}", f"{low}-{high}"]
     assert (
         f"train@custom_resnet: {low}-{high} (early stopping: ~{EXPECTED} epochs expected, up to {MOST}; "
         f"expected: the published best test loss at epoch {BEST}"
     ) in out.stdout
-    # the total: fetch 5 s, preprocess 15 s, plot 4 s, evaluate 5 s + two test passes, plus the range
-    rest = 5 + 15 + 4 + 5 + s_img * 10_000 * 2 / 3
+    # the total: fetch 5 s, preprocess 15 s, plot 4 s, each with DVC's share; evaluate DVC's share,
+    # its start-up and four test passes (final, best, best flipped); plus the range
+    dvc = estimate.DVC_STAGE_S
+    rest = 5 + 15 + 4 + 3 * dvc + dvc + STARTUP.seconds + 4 * 10_000 * s_img / 3
     total = next(line for line in lines if line.startswith("total (5 stages, this CPU)"))
-    low, high = format_duration(rest + EXPECTED * per_epoch), format_duration(rest + MOST * per_epoch)
+    low, high = format_duration(rest + fixed + EXPECTED * per_epoch), format_duration(rest + fixed + MOST * per_epoch)
     assert total.split()[-2:] == [f"{EXPECTED}-{MOST}", f"{low}-{high}"]
     assert "hint:" not in out.stdout  # both precisions timed the same: nothing to advise
 
@@ -257,8 +290,8 @@ def test_estimate_hints_fp32_where_bf16_measures_slower_whatever_the_cpu_flags_s
     p = load_params(SHIPPED_PARAMS)
     stages = ["fetch", "preprocess", "train@lenet5", "evaluate@lenet5", "plot@lenet5"]  # dvc repro plot@lenet5
     assert f"total ({len(stages)} stages, this CPU)" in out.stdout
-    costs = estimate.stage_costs(p, {estimate.run_key(p["lenet5"]): 3e-3}, stages)
-    fp32 = estimate.stage_costs(p, {estimate.run_key(p["lenet5"]): 1e-3}, stages)
+    costs = estimate.stage_costs(p, {estimate.run_key(p["lenet5"]): 3e-3}, stages, startup=STARTUP)
+    fp32 = estimate.stage_costs(p, {estimate.run_key(p["lenet5"]): 1e-3}, stages, startup=STARTUP)
     bf16_s, fp32_s = sum(c.seconds for c in costs), sum(c.seconds for c in fp32)
     hint = out.stdout.splitlines()[-1]
     assert hint == (
@@ -273,20 +306,26 @@ def test_repro_notice_gives_an_early_stopping_run_as_a_range_and_the_measured_hi
     then the fp32 hint where the cached fp32 steps are faster than the bf16 ones."""
     p = load_params(SHIPPED_PARAMS)
     monkeypatch.setattr(estimate, "has_gpu", lambda: False)
-    monkeypatch.setattr(estimate, "repro_targets", lambda: (["plot@custom_resnet"], False))
+    monkeypatch.setattr(estimate, "repro_call", lambda: estimate.ReproCall("dvc repro", ["plot@custom_resnet"]))
     monkeypatch.setattr(estimate, "to_run", fresh_clone_plan)
     keys = [estimate.run_key(r) for r in p.runs.values()]
-    monkeypatch.setattr(estimate, "cached_times", lambda train: {k: 2e-3 if train.bf16 else 1e-3 for k in keys})
+    cached(monkeypatch, lambda train: {k: 2e-3 if train.bf16 else 1e-3 for k in keys})
     msg = estimate.repro_notice(p, pristine_root())
-    notice, hint = msg.splitlines()
-    per_epoch = 2e-3 * (50_000 + 10_000 / 3)
-    rest = 5 + 15 + 4 + 5 + 2e-3 * 10_000 * 2 / 3
+    notice, subset, hint, skip = msg.splitlines()
+    s_img, dvc = 2e-3, estimate.DVC_STAGE_S
+    per_epoch = s_img * (50_000 + 10_000 / 3)
+    rest = (
+        5 + 15 + 4 + 3 * dvc + dvc + STARTUP.seconds + 4 * 10_000 * s_img / 3 + train_fixed(p, "custom_resnet", s_img)
+    )
     assert (
-        f"({EXPECTED}-{MOST} epochs on 50,000 images), about {format_duration(rest + EXPECTED * per_epoch)}-"
+        f"({EXPECTED}-{MOST} epochs on 50,000 images): about {format_duration(rest + EXPECTED * per_epoch)}-"
         f"{format_duration(rest + MOST * per_epoch)} on this CPU (early stopping: custom_resnet ~{EXPECTED} epochs "
-        f"expected, up to {MOST})"
+        f"expected, up to {MOST}) (steps timed "
     ) in notice
-    assert hint.startswith("hint: bf16 is emulated on this CPU: ") and "(2.0x faster, measured)" in hint
+    assert notice.endswith(", beside a load like now's; `cifarlab estimate` times them fully and shows each stage)")
+    assert subset.startswith("  it is meant for a GPU; for a quick CPU reproduction on a subset: cifarlab set ")
+    assert hint.startswith("  hint: bf16 is emulated on this CPU: ") and "(2.0x faster, measured)" in hint
+    assert skip == "  to run without this notice: CIFARLAB_NO_NOTICE=1 dvc repro ..."
 
 
 def test_train_warns_of_an_early_stopping_run_as_a_range():
@@ -297,9 +336,10 @@ def test_train_warns_of_an_early_stopping_run_as_a_range():
     per_epoch = s_img * (50_000 + 10_000 / 3)
     msg = cpu_notice("custom_resnet", MOST, 50_000, 10_000, s_img, EpochRange(EXPECTED, MOST, PATIENCE, BEST))
     assert msg == (
-        f"warning: no GPU: training custom_resnet for up to {MOST} epochs on 50,000 images will take about "
-        f"{format_duration(EXPECTED * per_epoch)}-{format_duration(MOST * per_epoch)} on this CPU "
-        f"(early stopping: ~{EXPECTED} epochs expected, up to {MOST})"
+        f"warning: no GPU: training custom_resnet for up to {MOST} epochs on 50,000 images will take "
+        f"at least {format_duration(EXPECTED * per_epoch)}-{format_duration(MOST * per_epoch)} on this CPU "
+        f"(early stopping: ~{EXPECTED} epochs expected, up to {MOST}; at its fastest step timed here; "
+        "`cifarlab estimate`: the expected range)"
     )
 
 
@@ -353,18 +393,38 @@ def test_fetch_imports_no_torch():
     assert out.returncode == 0, out.stderr
 
 
-def test_timing_cache_is_per_machine(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+def test_timing_cache_is_per_machine_and_checkout_code_and_keeps_the_latest(monkeypatch, tmp_path):
+    """The cache the field report blamed kept the fastest step ever seen, for every checkout: now
+    each timing replaces the last, under a key of machine, numerics and the checkout's training code,
+    with the load it was timed beside and when; older than CACHE_MAX_AGE_S, it is timed anew."""
+    import time
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = pristine_root()
     p = load_params(SHIPPED_PARAMS)
-    assert estimate.cached_times(p.train) == {}
-    estimate.store_times(p.train, {"lenet5@32": 0.001})
-    assert estimate.cached_times(p.train) == {"lenet5@32": 0.001}
-    data = json.loads((tmp_path / "cifarlab/step_times.json").read_text())
-    assert list(data) == [estimate.machine_key(p.train)] and "torch" in next(iter(data))
-    # a slower time (the machine was busy) leaves the faster one; a faster one replaces it
-    assert estimate.store_times(p.train, {"lenet5@32": 0.004, "dnn@32": 0.002}) == {"lenet5@32": 0.001, "dnn@32": 0.002}
-    assert estimate.store_times(p.train, {"lenet5@32": 0.0005}) == {"lenet5@32": 0.0005, "dnn@32": 0.002}
-    assert estimate.cached_times(p.train) == {"lenet5@32": 0.0005, "dnn@32": 0.002}
+    assert estimate.cached_times(p.train, root) == {}
+    now = time.time()
+    t = estimate.StepTime(0.001, 0.0015, 0.0004, 3.5, now)
+    estimate.store_times(p.train, {"lenet5@64": t}, root, startup=STARTUP)
+    assert estimate.cached_times(p.train, root) == {"lenet5@64": t}
+    data = json.loads((tmp_path / "cache/cifarlab/timings.json").read_text())
+    (key,) = data
+    assert key == estimate.cache_key(p.train, root) and key.startswith(estimate.machine_key(p.train))
+    assert "torch" in key and f"|code {estimate.code_hash(root)}" in key
+    assert data[key]["times"]["lenet5@64"]["load"] == 3.5 and data[key]["times"]["lenet5@64"]["when"] == now
+    # a slower time (the machine is busier now) replaces the faster one: what the machine does now
+    slower = estimate.StepTime(0.004, 0.005, 0.001, 5.0, now)
+    estimate.store_times(p.train, {"lenet5@64": slower, "dnn@64": t}, root)
+    assert estimate.cached_times(p.train, root) == {"lenet5@64": slower, "dnn@64": t}
+    # other numerics: another key; a checkout whose step code differs: none of these
+    assert estimate.cached_times(p.train.model_copy(update={"bf16": False}), root) == {}
+    other = tmp_path / "other"
+    (other / "src/cifarlab/engine").mkdir(parents=True)
+    (other / "src/cifarlab/engine/step.py").write_text("# another step\n")
+    assert estimate.cached_times(p.train, other) == {}
+    # stale after CACHE_MAX_AGE_S
+    monkeypatch.setattr(estimate.time, "time", lambda: now + estimate.CACHE_MAX_AGE_S + 1)
+    assert estimate.cached_times(p.train, root) == {} and estimate.cached_startup(p.train, root) is None
 
 
 def test_set_edits_params_keeping_comments_and_validates_first(tmp_path):

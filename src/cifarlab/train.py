@@ -44,19 +44,23 @@ def cpu_notice(
 ) -> str | None:
     """A one-line warning when this CPU run of one (run, seed) could take long; None when quick.
     An epoch is a training pass plus a test pass at about a third of a training step per image.
-    With early stopping (`stop`), a range: the epochs expected to the recipe's `epochs`."""
+    With early stopping (`stop`), a range: the epochs expected to the recipe's `epochs`. At the
+    fastest step timed (engine.step.time_train_step), so a lower bound, and says so: the notice
+    before a long dvc repro and `cifarlab estimate` give the mean step's range."""
     per_epoch = s_per_image * (n_train + n_test / 3)
     est = per_epoch * epochs
     if est < LONG_CPU_RUN_S:
         return None
+    why = "at its fastest step timed here; `cifarlab estimate`: the expected range"
     if stop is None or stop.expected >= epochs:
         return (
-            f"warning: no GPU: training {out} for {epochs} epochs on {n_train:,} images will take about "
-            f"{format_duration(est)} on this CPU"
+            f"warning: no GPU: training {out} for {epochs} epochs on {n_train:,} images will take at least "
+            f"{format_duration(est)} on this CPU ({why})"
         )
     return (
-        f"warning: no GPU: training {out} for up to {epochs} epochs on {n_train:,} images will take about "
-        f"{format_duration(per_epoch * stop.expected)}-{format_duration(est)} on this CPU ({stop.describe()})"
+        f"warning: no GPU: training {out} for up to {epochs} epochs on {n_train:,} images will take at least "
+        f"{format_duration(per_epoch * stop.expected)}-{format_duration(est)} on this CPU "
+        f"({stop.describe()}; {why})"
     )
 
 

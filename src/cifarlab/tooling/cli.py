@@ -68,13 +68,15 @@ def cmd_estimate(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(
         prog="cifarlab estimate",
         description=(
-            "The time of what `dvc repro [TARGETS]` would run now on this machine, per stage: `dvc status` "
-            "says which stages, timed training steps of each network say how long (a model with a run's own "
-            "arguments, cnn-wide's channels, is timed apart; the fastest of at least 3, "
-            "for at least a second, after a warm-up; cached in ~/.cache/cifarlab for the notice at the start of "
-            "`dvc repro`). On a CPU each network is timed in both precisions, bf16 and fp32, and a line says "
-            "when the other one trains faster here. A recipe that stops early costs a range: the epochs its report's "
-            "run trained to the recipe's maximum. A line per network as it is timed."
+            "The time of what `dvc repro [TARGETS]` would run now on this machine, per stage, as a range: `dvc status` "
+            "says which stages; each network's training step and test pass, timed now on this checkout beside "
+            "whatever else runs (the mean of at least 4 steps and 2 s after a warm-up for the lower end, the mean of "
+            "the slower half of them for the upper end; a model with a run's own arguments, cnn-wide's channels, "
+            "timed apart), and a stage process's start-up, timed now, say how long. Cached per machine and "
+            "checkout code in ~/.cache/cifarlab, with the load they were timed beside, for the notice before a long "
+            "`dvc repro` / `dvc exp run`. On a CPU each network is timed in both precisions, bf16 and fp32, and a line "
+            "says when the other one trains faster here. A recipe that stops early costs a range from the epochs "
+            "its report's run trained to the recipe's maximum. A line per network as it is timed."
         ),
     )
     ap.add_argument(
@@ -88,44 +90,52 @@ def cmd_estimate(argv: list[str]) -> None:
     ap.add_argument(
         "--quiet",
         action="store_true",
-        help="only time every run's model and update the cache "
-        "(what the notice at the start of `dvc repro` runs when the cache lacks one)",
+        help="only time the networks of the stages (--all: every "
+        "stage) and the start-up, and update the cache; print nothing",
     )
     args = ap.parse_args(argv)
     from cifarlab.core.params import load_params
     from cifarlab.tooling import estimate, repro_stages, timing
 
     p = load_params()
-    # --quiet times every model: every stage, as on a fresh clone (so does --all)
-    stages = repro_stages.to_run(".", args.targets or None, args.glob, force=args.all or args.quiet)
+    stages = repro_stages.to_run(".", args.targets or None, args.glob, force=args.all)
+    if not stages:
+        if not args.quiet:
+            print("dvc repro has nothing to run: every stage is up to date")
+        return
     gpu = estimate.has_gpu()
     bench = timing.gpu_bench(p, stages) if gpu and not args.quiet else None
     say = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    startup = None
     if bench is not None:  # this GPU was measured by benchmarks/bench_gpu.py: its compiled rates
         times, setup, note = bench
     else:
-        times, setup, note = timing.step_times(p, stages, remeasure=not args.quiet, log=say), {}, None
+        load = estimate.loadavg()[0]
+        startup = timing.startup_time(p, remeasure=True)
+        times, setup = timing.step_times(p, stages, remeasure=True, log=say), {}
+        note = (
+            f"timed now on this checkout, beside what else runs (load average {load:.1f} on "
+            f"{os.cpu_count()} cores; a stage starts in {startup.seconds:.1f} s): each time runs from the "
+            "mean training step to the mean of the slower half of the steps"
+        )
     hint = None
     sizes = estimate.data_sizes(p, stages)
     if not gpu:  # the other precision timed too, whatever the CPU's flags say: the hint is measured
         alt = estimate.other_numerics(p.train)
         alt_times = timing.step_times(
-            p, stages, remeasure=not args.quiet, train=p.train.model_copy(update=alt), log=say
+            p, stages, remeasure=True, train=p.train.model_copy(update=alt), log=say, quick=True
         )
         hint = estimate.faster_hint(
-            estimate.stage_costs(p, times, stages, sizes=sizes),
-            estimate.stage_costs(p, alt_times, stages, sizes=sizes),
+            estimate.stage_costs(p, times, stages, sizes=sizes, startup=startup),
+            estimate.stage_costs(p, alt_times, stages, sizes=sizes, startup=startup),
             alt,
         )
     if args.quiet:
         return
-    if not stages:
-        print("dvc repro has nothing to run: every stage is up to date")
-        return
     device = "GPU" if gpu else "this CPU"
     if note:
         print(note)
-    print(estimate.table(estimate.stage_costs(p, times, stages, setup, sizes), device))
+    print(estimate.table(estimate.stage_costs(p, times, stages, setup, sizes, startup=startup), device))
     if hint:
         print(hint)
 

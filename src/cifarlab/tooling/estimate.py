@@ -4,27 +4,36 @@
     cifarlab estimate plot@lenet5 plot@dnn   # of what `dvc repro plot@lenet5 plot@dnn` would run
 
 The stages are DVC's own plan (tooling.repro_stages): what `dvc repro TARGETS` would run, in its order
-(`cifarlab estimate plot@lenet5`; the notice at the start of a `dvc repro plot@lenet5` reads that
-command's targets).
-Each training stage costs epochs x (train images + test images / 3) x seconds per image of its
-model, with its run's arguments, at its batch size; a test pass costs about a third of a training
-step per image. A recipe that stops early (custom_resnet) costs a range, from the epochs its
-report's run trained to the recipe's maximum (core.early_stop), and so does every total it is in.
-The image counts are the prepared data's (data_sizes). Seconds per image come from timing a few
-real training steps of each model on this machine (fastest of STEPS after a warm-up, the least
-disturbed by other load); on a CPU in both precisions, bf16 and fp32, so a hint says which trains
-faster here as measured, not as the CPU's flags suggest. They are cached per machine in
-~/.cache/cifarlab/step_times.json, so the notice at the start of `dvc repro` (fetch) reads them
-without importing torch.
+(`cifarlab estimate plot@lenet5`; the notice before the first training stage of a `dvc repro
+plot@lenet5` or a `dvc exp run experiment -S model=lenet5` reads that command's own targets).
+
+On a CPU each network is timed now, beside whatever else the machine runs (tooling.timing): the
+MEAN of its training steps, the mean of the slower half of them, and its test pass; and the
+start-up of a stage's process (the interpreter, torch). (The fastest of three steps, kept as the
+fastest ever seen in a cache every checkout shared, and no start-up, made estimates 4-24x
+optimistic on a busy 2-core machine.) A training stage costs DVC's share of a
+stage, that start-up, train.py's own step timing, and per epoch a training pass and a test pass.
+Every time is a range: its lower end at the mean step, its upper end at the slower half's (and,
+for a recipe that stops early, custom_resnet, from the epochs its report's run trained to the
+recipe's maximum: core.early_stop). The image counts are the prepared data's (data_sizes).
+
+The timings are cached in ~/.cache/cifarlab/timings.json, keyed by machine (CPU, cores, threads,
+torch, numerics, instruction caps) and by the checkout's training code (cache_key), each with the
+load average it was timed beside and when. `cifarlab estimate` always times anew and replaces
+them; the notice (tooling.notice) reads them without importing torch, and times anew (quickly, in
+a child process) what is missing, older than CACHE_MAX_AGE_S or timed beside another load than
+now's (like_now). On a GPU with a committed benchmarks/bench_gpu.py result, the plan uses it instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
+import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -39,11 +48,25 @@ from cifarlab.core.provenance import ISA_ENV, cpu_name
 from cifarlab.dvc_internals import lock_stages, parse_dvc_args, read_lock
 from cifarlab.tooling.repro_stages import to_run
 
-STEPS = 3  # timed steps per model after one warm-up; the fastest is kept
-TIMING_BATCH = 32  # images per timed step (or the recipe's batch when smaller)
-# Stages that train nothing, in seconds on a 2-core CPU (measured on the subset run; they barely
-# depend on the data size): not worth timing each time.
+TIMING_BATCH = 64  # images per timed step (or the recipe's batch when smaller): cnn's step ran 1.4x
+# slower per image at 32 than at its recipe's 64, resnet18's 1.15x at 64 against its 128
+# Stages that train nothing, in seconds on an idle 2-core CPU (the subset run; they barely depend
+# on the data size): not worth timing each time. Stretched by how much slower than IDLE_STARTUP_S a
+# stage process starts now (busy_factor).
 FIXED_SECONDS = {"fetch": 5.0, "preprocess": 15.0, "plot": 4.0, "report": 15.0, "experiment": 1.0}
+# A stage's start-up (`python -c "import cifarlab.train"`) up to which the fixed costs stand as
+# measured: 1.5 s on the idle 2-core Xeon, 2.5-6 s beside a load of 2-4, 15-50 s beside two trainings
+IDLE_STARTUP_S = 3.0
+# DVC's own work around a stage's command (its status, hashing the outputs, dvc.lock), seconds
+DVC_STAGE_S = 1.0
+# What a training stage's process does besides its start-up and its steps: read the prepared
+# data, build the model, check the bf16 in effect, write checkpoints, history and timing
+TRAIN_PROCESS_S = 2.0
+# train.py times its own step on a CPU before training (engine.step.time_train_step: 2 warm-up
+# steps, then at least 2 steps and 1 s of them, at min(batch, 64))
+OWN_TIMING_STEPS, OWN_TIMING_MIN_S = 4, 1.0
+EVAL_PASSES = 4  # evaluate: the final and best epochs' test passes, the best's again flipped (2 passes)
+CACHE_MAX_AGE_S = 24 * 3600  # the notice re-times a cached timing older than this
 SUBSET_DEMO = "data.train_subset=5000 data.test_subset=2000 train.max_epochs=1 alexnet_transfer.pretrained=false"
 
 
@@ -63,14 +86,43 @@ def subset_hint(data_url: str) -> str:
 
 
 @dataclass(frozen=True)
+class StepTime:
+    """One network timed on this machine: seconds per image of its training step, the mean over
+    the timed steps (train_s) and over their slower half (slow_s), and of its test pass (eval_s);
+    the 1-minute load average it was timed beside and when (time.time()), where known."""
+
+    train_s: float
+    slow_s: float
+    eval_s: float
+    load: float | None = None
+    when: float | None = None
+
+
+def as_step(t: StepTime | float) -> StepTime:
+    """A StepTime; a bare seconds-per-image (a GPU benchmark's rate) as one with no spread, its
+    test pass a third of a training step."""
+    return t if isinstance(t, StepTime) else StepTime(t, t, t / 3)
+
+
+@dataclass(frozen=True)
+class Startup:
+    """Seconds a stage's process takes to start here (a new interpreter importing cifarlab.train,
+    torch with it), the load average beside it and when."""
+
+    seconds: float
+    load: float | None = None
+    when: float | None = None
+
+
+@dataclass(frozen=True)
 class StageCost:
     stage: str
     run: str | None  # the run a per-run stage belongs to
     seed: int | None
     epochs: int  # training epochs, the most the recipe allows (0: trains nothing)
-    seconds: float  # at `epochs`
+    seconds: float  # the upper end: at `epochs`, the slower half of the timed steps
     stop: EpochRange | None = None  # early stopping: the epochs expected, below `epochs`
-    expected_seconds: float | None = None  # at stop.expected epochs
+    expected_seconds: float | None = None  # the lower end: at stop.expected epochs, the mean step
 
     @property
     def low_epochs(self) -> int:
@@ -114,29 +166,72 @@ def split_stage(name: str) -> tuple[str, str | None, int | None]:
     return kind, key or None, None
 
 
-def repro_targets() -> tuple[list[str], bool] | None:
-    """(targets, glob) of the `dvc repro` / `dvc exp run` this process runs under, read from its
-    ancestors' command lines (Linux /proc; DVC runs a stage through a shell) with DVC's own
-    parser; None where none is found (another OS, a stage run by hand)."""
-    pid = os.getppid()
-    for _ in range(6):  # python <- sh <- dvc, with room for wrappers (nice, timeout, a queue worker)
+@dataclass(frozen=True)
+class ReproCall:
+    """The `dvc repro` / `dvc exp run` a stage's process runs under, as DVC's parser reads it."""
+
+    command: str  # "dvc repro" or "dvc exp run"
+    targets: list[str]
+    glob: bool = False
+    single_item: bool = False  # `dvc repro --single-item`: that one stage (cifarlab repro's workers)
+    known: bool = True  # False: its stages are not on its command line (a queued experiment's exec-run)
+
+
+def repro_call(chain: list[tuple[int, str, list[str]]] | None = None) -> ReproCall | None:
+    """The command this process runs under, from its dvc ancestors (tooling.notice.dvc_processes:
+    Linux /proc; DVC runs a stage through a shell), nearest first: the first `dvc repro` or `dvc
+    exp run` among them, read with DVC's own parser (a `dvc exp run --temp` runs its stages under
+    a `dvc exp exec-run` of its own). None where none is found (another OS, run by hand); one
+    with known=False where a dvc command above is neither (a queued experiment's worker)."""
+    from cifarlab.tooling.notice import dvc_processes
+
+    chain = dvc_processes() if chain is None else chain
+    if not chain:
+        return None
+    for _pid, _start, args in chain:
         try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            status = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return None
-        args = [a.decode(errors="replace") for a in argv if a]
-        for i, a in enumerate(args):
-            if Path(a).name.startswith("dvc") and args[i + 1 : i + 2] in (["repro"], ["exp"]):
-                try:
-                    parsed = parse_dvc_args(args[i + 1 :])
-                except (SystemExit, Exception):  # noqa: BLE001 - an argv DVC itself would refuse: no targets known
-                    return None
-                return list(getattr(parsed, "targets", None) or []), bool(getattr(parsed, "glob", False))
-        pid = int(status.rsplit(")", 1)[1].split()[1])  # field 4 (ppid), after the command name in parens
-        if pid <= 1:
-            return None
-    return None
+            parsed = parse_dvc_args(list(args))
+        except (SystemExit, Exception):  # noqa: BLE001 - an argv DVC itself would refuse: nothing known
+            continue
+        cmd = getattr(parsed, "cmd", None)
+        if cmd == "repro" or (cmd == "run" and "exp" in args):
+            return ReproCall(
+                "dvc repro" if cmd == "repro" else "dvc exp run",
+                list(parsed.targets or []),
+                bool(getattr(parsed, "glob", False)),
+                bool(getattr(parsed, "single_item", False)),
+            )
+    return ReproCall("dvc", [], known=False)
+
+
+def repro_targets() -> tuple[list[str], bool] | None:
+    """(targets, glob) of the `dvc repro` / `dvc exp run` this process runs under (repro_call),
+    or None."""
+    call = repro_call()
+    return None if call is None or not call.known else (call.targets, call.glob)
+
+
+def loadavg() -> tuple[float, float, float]:
+    try:
+        return os.getloadavg()
+    except OSError:  # not on this OS
+        return (0.0, 0.0, 0.0)
+
+
+# A cached timing stands for now only beside a load like now's: the load per core (at least 1: a
+# core to spare costs nothing) within this factor of the one it was timed beside. The load
+# predicts a step poorly (beside two trainings at load 5-7 on 2 cores, steps ran 3-40x slower
+# than idle), so a timing from other conditions is timed anew, never stretched.
+LOAD_TOLERANCE = 1.5
+
+
+def like_now(timed_load: float | None, cores: int | None = None) -> bool:
+    """Whether a timing taken beside `timed_load` (1-minute load average) stands for now."""
+    if timed_load is None:
+        return False
+    cores = cores or os.cpu_count() or 1
+    then, now = max(1.0, timed_load / cores), max(1.0, loadavg()[0] / cores)
+    return max(then, now) / min(then, now) <= LOAD_TOLERANCE
 
 
 def _data_changes(p: Params) -> bool:
@@ -168,42 +263,73 @@ def params_sizes(p: Params) -> tuple[int, int]:
     return n_train - round(n_train * p.data.val_split), p.data.test_subset or FULL_TEST
 
 
+def busy_factor(startup: Startup | None) -> float:
+    """How much slower than on an idle machine a stage starts now (>= 1; 1 unmeasured): the
+    fixed costs (FIXED_SECONDS, DVC's share) stretch with it."""
+    return 1.0 if startup is None else max(1.0, startup.seconds / IDLE_STARTUP_S)
+
+
 def stage_costs(
     p: Params,
-    s_per_image: dict[str, float],
+    s_per_image: dict[str, StepTime | float],
     stages: list[str],
     setup_seconds: dict[str, float] | None = None,
     sizes: tuple[int, int] | None = None,
     reference: str | Path = REFERENCE_FILE,
+    startup: Startup | None = None,
 ) -> list[StageCost]:
     """The cost of each stage in `stages` (names as `dvc stage list` prints them, in the order
-    tooling.repro_stages gives them).
+    tooling.repro_stages gives them), each a range (StageCost.low_seconds, .seconds).
 
-    s_per_image: timing key -> seconds per training image; setup_seconds: timing key -> seconds a
-    training run of that model spends once before its epochs (AlexNet's frozen features, computed
-    once per run: see engine/features.py; benchmarks/bench_gpu.py measures it); sizes: (training,
-    test) images (data_sizes), params.yaml's when not given; reference: the published numbers,
-    whose best test-loss epoch sets an early-stopping run's expected epochs."""
+    s_per_image: timing key -> StepTime (or bare seconds per training image: a GPU benchmark's);
+    setup_seconds: timing key -> seconds a training run of that model spends once before its
+    epochs (AlexNet's frozen features, computed once per run: see engine/features.py;
+    benchmarks/bench_gpu.py measures it); sizes: (training, test) images (data_sizes),
+    params.yaml's when not given; reference: the published numbers, whose best test-loss epoch
+    sets an early-stopping run's expected epochs. startup: a stage process's start-up measured
+    here (a CPU): with it, a stage also costs DVC's share, its start-up and its process's own
+    work (train.py times its step first); without it (a GPU benchmark), its images alone."""
     setup_seconds = setup_seconds or {}
     n_train, n_test = params_sizes(p) if sizes is None else sizes
+    busy = busy_factor(startup)
+    overhead = 0.0 if startup is None else DVC_STAGE_S * busy + startup.seconds
     costs = []
     for name in stages:
         kind, run, seed = split_stage(name)
-        epochs, seconds, stop, low = 0, FIXED_SECONDS.get(kind, 0.0), None, None
+        epochs, stop, low = 0, None, None
+        seconds = FIXED_SECONDS.get(kind, 0.0) * busy
         if run is not None and kind in ("train", "evaluate", "pca"):
             spec = p[run]
             key = run_key(p[run])
-            s_img = s_per_image[key]
+            t = as_step(s_per_image[key])
+            slow = t.slow_s / t.train_s if t.train_s > 0 else 1.0  # the slower half against the mean
             if kind == "train":
                 epochs = spec.epochs(p.train.max_epochs)
-                seconds = setup_seconds.get(key, 0.0) + s_img * epochs * (n_train + n_test / 3)
+                fixed = setup_seconds.get(key, 0.0)
+                if startup is not None:
+                    own_timing = max(
+                        OWN_TIMING_STEPS * min(spec.recipe.batch_size, TIMING_BATCH) * t.train_s, OWN_TIMING_MIN_S
+                    )
+                    fixed += overhead + TRAIN_PROCESS_S * busy + own_timing
+                per_epoch = n_train * t.train_s + n_test * t.eval_s
+                seconds = fixed + slow * per_epoch * epochs
                 stop = epoch_range(run, spec, p.train.max_epochs, reference)
-                if stop is not None and stop.expected < epochs:
-                    low = setup_seconds.get(key, 0.0) + s_img * stop.expected * (n_train + n_test / 3)
-                else:
+                if stop is None or stop.expected >= epochs:
                     stop = None  # capped (train.max_epochs) at or below the expected stop: no range
-            else:  # up to two test passes (final, best) or one feature pass
-                seconds = 5.0 + s_img * n_test * (2 / 3 if kind == "evaluate" else 1 / 3)
+                    low = fixed + per_epoch * epochs
+                else:
+                    low = fixed + per_epoch * stop.expected
+            else:  # up to EVAL_PASSES test passes (final, best, best flipped) or one feature pass
+                passes = EVAL_PASSES if kind == "evaluate" else 1
+                if startup is None:
+                    seconds = 5.0 + t.train_s * n_test * (2 / 3 if kind == "evaluate" else 1 / 3)
+                else:
+                    seconds = overhead + slow * passes * n_test * t.eval_s
+                    low = overhead + passes * n_test * t.eval_s
+        elif startup is not None and kind in FIXED_SECONDS:
+            seconds += DVC_STAGE_S * busy
+        if low is not None and abs(low - seconds) < 1e-9 and stop is None:
+            low = None
         costs.append(StageCost(name, run, seed, epochs, seconds, stop, low))
     return costs
 
@@ -373,30 +499,88 @@ def has_gpu() -> bool:
 
 def cache_file() -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "cifarlab" / "step_times.json"
+    return base / "cifarlab" / "timings.json"
 
 
-def cached_times(train: TrainParams) -> dict[str, float]:
+# What a training step runs, in a checkout: its timings are valid for that code only
+TIMED_CODE = ("src/cifarlab/engine", "src/cifarlab/models", "src/cifarlab/train.py")
+
+
+def code_hash(root: str | Path = ".") -> str:
+    """A short hash of the checkout's training code (TIMED_CODE): a checkout whose step code
+    differs (another branch, an edit) gets timings of its own."""
+    h = hashlib.sha256()
+    for rel in TIMED_CODE:
+        path = Path(root) / rel
+        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            try:
+                h.update(f"{f.relative_to(root)}\0".encode() + f.read_bytes() + b"\0")
+            except OSError:
+                continue
+    return h.hexdigest()[:16]
+
+
+def cache_key(train: TrainParams, root: str | Path = ".") -> str:
+    """What a cached timing is valid for: this machine and numerics (machine_key) and the
+    checkout's training code (code_hash)."""
+    return f"{machine_key(train)}|code {code_hash(root)}"
+
+
+def _read_cache() -> dict:
     try:
-        return read_json_object(cache_file()).get(machine_key(train), {})
+        return read_json_object(cache_file())
     except DataError:
         return {}
 
 
-def store_times(train: TrainParams, times: dict[str, float]) -> dict[str, float]:
-    """Add `times` to this machine's cache, keeping the faster of an old and a new time for the same
-    key: a step timed while other work ran is only ever slower (a dnn step timed beside two
-    trainings and CI came out 8x slow here). Returns the cached times of `train`'s numerics."""
-    path = cache_file()
+def _fresh(record: object, now: float) -> bool:
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("when"), (int, float))
+        and 0 <= now - record["when"] <= CACHE_MAX_AGE_S
+    )
+
+
+def cached_times(train: TrainParams, root: str | Path = ".") -> dict[str, StepTime]:
+    """The timings of this machine, numerics and checkout code timed within CACHE_MAX_AGE_S."""
+    entry = _read_cache().get(cache_key(train, root))
+    times = entry.get("times") if isinstance(entry, dict) else None
+    now, out = time.time(), {}
+    for key, record in (times or {}).items():
+        if _fresh(record, now):
+            try:
+                out[key] = StepTime(**record)
+            except TypeError:
+                continue  # another layout: timed anew
+    return out
+
+
+def cached_startup(train: TrainParams, root: str | Path = ".") -> Startup | None:
+    """The stage start-up timed here within CACHE_MAX_AGE_S, or None."""
+    entry = _read_cache().get(cache_key(train, root))
+    record = entry.get("startup") if isinstance(entry, dict) else None
+    if not _fresh(record, time.time()):
+        return None
     try:
-        data = read_json_object(path)
-    except DataError:
-        data = {}
-    mine = data.setdefault(machine_key(train), {})
-    for key, seconds in times.items():
-        mine[key] = min(seconds, mine.get(key, seconds))
-    write_json(path, data)
-    return dict(mine)
+        return Startup(**record)
+    except TypeError:
+        return None
+
+
+def store_times(
+    train: TrainParams, times: dict[str, StepTime], root: str | Path = ".", startup: Startup | None = None
+) -> None:
+    """Put `times` (and `startup`) in the cache, replacing what it held for them: the latest timing
+    is what the machine does now, never the fastest ever seen."""
+    data = _read_cache()
+    key = cache_key(train, root)
+    entry = data.get(key) if isinstance(data.get(key), dict) else {}
+    entry.setdefault("times", {})
+    entry["times"].update({k: asdict(t) for k, t in times.items()})
+    if startup is not None:
+        entry["startup"] = asdict(startup)
+    data[key] = entry
+    write_json(cache_file(), data)
 
 
 def needed_keys(p: Params, stages: list[str]) -> dict[str, tuple[str, dict, object]]:
@@ -410,49 +594,90 @@ def needed_keys(p: Params, stages: list[str]) -> dict[str, tuple[str, dict, obje
     return keys
 
 
+def timed_runs(p: Params, keys: dict) -> list[str]:
+    """One run of the run table per timing key (what `python -m cifarlab.tooling.timing` takes)."""
+    runs: dict[str, str] = {}
+    for name, run in p.runs.items():
+        runs.setdefault(run_key(run), name)
+    return [runs[k] for k in keys if k in runs]
+
+
 def repro_notice(p: Params, root: str | Path = ".") -> str | None:
-    """fetch's start-of-run notice: on a machine without a GPU, what this `dvc repro` will run and
-    for how long, if long; None otherwise. Torch is imported only in a child process, and only
-    when this machine has no cached timing for a model to be trained."""
+    """The notice before a long `dvc repro` / `dvc exp run` (tooling.notice runs it first in fetch
+    and in every training stage, once per dvc process): on a machine without a GPU, what that
+    command's stages still to run are and how long they take, when over LONG_CPU_RUN_S at the upper
+    end; None otherwise. The stage running it (DVC_STAGE) counts as running; the others as DVC's
+    status says. Timings from the cache where timed beside a load like now's (like_now), within
+    CACHE_MAX_AGE_S; the others timed now, quickly, in a child process (torch is never imported here)."""
     if has_gpu():
         return None
-    targets, glob = repro_targets() or ([], False)  # `dvc repro plot@lenet5 plot@dnn`: those and what they need
-    # fetch runs this notice, and preprocess comes next: they run when data.md5 is new (asking DVC
-    # would hash the archive fetch is about to replace)
-    data_changed = _data_changes(p)
-    stages = to_run(
-        root, targets or None, glob, changed=lambda name: data_changed if name in ("fetch", "preprocess") else None
-    )
+    call = repro_call()
+    if call is not None and (not call.known or call.single_item):
+        return None  # a queued experiment (nobody reads its terminal), one stage of `cifarlab repro`
+    command = call.command if call is not None else "dvc repro"
+    targets, glob = (call.targets, call.glob) if call is not None else ([], False)
+    here = os.environ.get("DVC_STAGE")  # the stage running this notice: it runs, DVC holds it
+    # run by hand: fetch and preprocess run when data.md5 is new (asking DVC would hash the archive)
+    data_changed = _data_changes(p) if not here else None
+
+    def changed(name: str) -> bool | None:
+        if name == here:
+            return True
+        return data_changed if data_changed is not None and name in ("fetch", "preprocess") else None
+
+    stages = to_run(root, targets or None, glob, changed=changed)
     keys = needed_keys(p, stages)
     if not keys:
         return None
-    if any(k not in cached_times(p.train) for k in keys):
-        subprocess.run([sys.executable, "-m", "cifarlab", "estimate", "--quiet"], check=False)
-    times = cached_times(p.train)
-    if any(k not in times for k in keys):
+    times, startup = cached_times(p.train, root), cached_startup(p.train, root)
+    stale = [k for k in keys if k not in times or not like_now(times[k].load)]
+    restart = startup is None or not like_now(startup.load)
+    if stale or restart:  # timed here, now, in a child process (torch), and cached
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cifarlab.tooling.timing",
+                *(["--startup"] if restart else []),
+                *timed_runs(p, stale),
+            ],
+            cwd=root,
+            check=False,
+            stdout=subprocess.DEVNULL,
+        )
+        times, startup = cached_times(p.train, root), cached_startup(p.train, root)
+    if startup is None or any(k not in times for k in keys):
         return None  # timing failed: say nothing rather than something wrong
+    now = time.time()
+    oldest = min([times[k].when or now for k in keys] + [startup.when or now])
     sizes = data_sizes(p, stages, root)
     reference = Path(root) / REFERENCE_FILE
-    costs = stage_costs(p, times, stages, sizes=sizes, reference=reference)
-    total = sum(c.seconds for c in costs)  # the most: early-stopping runs at their recipe's maximum
-    if total < LONG_CPU_RUN_S:
+    costs = stage_costs(p, times, stages, sizes=sizes, reference=reference, startup=startup)
+    if sum(c.seconds for c in costs) < LONG_CPU_RUN_S:  # the upper end
         return None
     n_train = sum(1 for c in costs if c.epochs)
-    if p.data.train_subset is None and p.train.max_epochs is None:
-        hint = f"It is meant for a GPU; for a quick CPU reproduction on a subset run: {subset_hint(p.data.url)}"
-    else:  # already a smoke run: the knobs that make it shorter
-        hint = "Lower data.train_subset or train.max_epochs, or name fewer stages (dvc repro plot@lenet5), to go faster"
     epochs, duration = total_span(costs)
     stops = early_stops(costs)
-    notice = (
-        f"warning: no GPU found: this `dvc repro` runs {len(costs)} stages, {n_train} of them training "
-        f"({epochs} epochs on {sizes[0]:,} images), about {duration} on this CPU"
-        f"{f' ({stops})' if stops else ''} (`cifarlab estimate` shows each stage). {hint}"
-    )
+    when = format_duration(now - oldest)
+    lines = [
+        f"warning: no GPU found: this `{command}` runs {len(costs)} stage{'s' * (len(costs) != 1)}, {n_train} "
+        f"of them training ({epochs} epoch{'s' * (epochs != '1')} on {sizes[0]:,} images): about {duration} "
+        "on this CPU"
+        f"{f' ({stops})' if stops else ''} (steps timed within {when}, beside a load like now's; `cifarlab "
+        "estimate` times them fully and shows each stage)"
+    ]
+    if p.data.train_subset is None and p.train.max_epochs is None:
+        lines.append(f"  it is meant for a GPU; for a quick CPU reproduction on a subset: {subset_hint(p.data.url)}")
+    else:  # already a smoke run: the knobs that make it shorter
+        lines.append(
+            "  to go faster: lower data.train_subset or train.max_epochs, or name fewer stages (dvc repro plot@lenet5)"
+        )
     alt = other_numerics(p.train)
-    alt_times = cached_times(p.train.model_copy(update=alt))
-    if all(k in alt_times for k in keys):  # timed by `cifarlab estimate` in the other precision
-        faster = faster_hint(costs, stage_costs(p, alt_times, stages, sizes=sizes, reference=reference), alt)
+    alt_times = cached_times(p.train.model_copy(update=alt), root)
+    if all(k in alt_times and like_now(alt_times[k].load) for k in keys):  # timed by `cifarlab estimate`
+        alt_costs = stage_costs(p, alt_times, stages, sizes=sizes, reference=reference, startup=startup)
+        faster = faster_hint(costs, alt_costs, alt)
         if faster:
-            notice += "\n" + faster
-    return notice
+            lines.append(f"  {faster}")
+    lines.append(f"  to run without this notice: CIFARLAB_NO_NOTICE=1 {command} ...")
+    return "\n".join(lines)
