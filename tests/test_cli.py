@@ -126,7 +126,7 @@ def test_the_plan_costs_the_images_the_prepared_data_holds(tmp_path):
 
 def fresh_clone_plan(root, targets, glob, changed=None):
     """The planner on this checkout as a fresh clone sees it: every stage of the targets runs."""
-    return repro_stages.to_run(pristine_root(), targets, glob, force=True)
+    return repro_stages.to_run(pristine_root(), targets, glob=glob, force=True)
 
 
 # A stage's process starting as fast as on the idle machine the fixed costs were measured on
@@ -353,7 +353,7 @@ def test_the_plan_of_targets_is_what_dvc_repro_targets_runs(monkeypatch):
         (["plot@resnet18-relu-5_3_2-*"], True),
         (["experiment"], False),
     ):
-        ours = repro_stages.to_run(pristine_root(), targets, glob, force=True)
+        ours = repro_stages.to_run(pristine_root(), targets, glob=glob, force=True)
         dry = subprocess.run(
             [sys.executable, "-m", "dvc", "repro", "--dry", "--force", *(["--glob"] if glob else []), *targets],
             cwd=pristine_root(),

@@ -35,6 +35,7 @@ def test_a_step_time_is_the_mean_of_the_steps_timed_and_the_slower_half_its_uppe
     of 10), not the fastest 10 ms, and the slower half's 30 ms as the range's upper end; timed by
     engine.step.time_steps, the one timing loop."""
     from cifarlab.core.params import TrainParams
+    from cifarlab.engine import step as engine_step
     from cifarlab.engine.augment import BatchPipeline
     from cifarlab.engine.device import Runtime, setup_device
     from cifarlab.engine.loop import build_model
@@ -47,7 +48,7 @@ def test_a_step_time_is_the_mean_of_the_steps_timed_and_the_slower_half_its_uppe
         calls.append((warmup, steps, min_seconds, each))
         return StepTiming(1.0, [0.010, 0.030, 0.010, 0.030], 0.08, 4, None)
 
-    monkeypatch.setattr(timing, "time_steps", fake_time_steps)
+    monkeypatch.setattr(engine_step, "time_steps", fake_time_steps)
     p = load_params(SHIPPED_PARAMS)
     train = TrainParams(bf16=False, channels_last=False, num_threads=1)
     device = setup_device(train)
@@ -60,7 +61,7 @@ def test_a_step_time_is_the_mean_of_the_steps_timed_and_the_slower_half_its_uppe
         batch=10,
         quick=True,
     )
-    assert calls == [(timing.WARMUP_STEPS, timing.QUICK_STEPS, timing.QUICK_TIMED_S, True)]
+    assert calls == [(engine_step.WARMUP_STEPS, timing.QUICK_STEPS, timing.QUICK_TIMED_S, True)]
     assert (t.train_s, t.slow_s) == (pytest.approx(0.002), pytest.approx(0.003))
     assert timing.summarize([0.01, 0.02, 0.03], 1) == (pytest.approx(0.02), pytest.approx(0.025))
 

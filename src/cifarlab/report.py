@@ -52,16 +52,15 @@ def write_figures(reference: Mapping, runs: Mapping[str, list[dict]], figures_di
     as n/a), so the stage's declared outputs always exist. Returns the paths written."""
     from cifarlab import figures
 
+    def smoke(report: str) -> str | None:  # the banner when that report's runs are smoke runs
+        return figures.smoke_line(r for recs in runs.values() for r in counted(recs) if r.get("report") == report)
+
     written = []
     for report in report_ids(reference):
         path = figures_dir / REPORT_FIGURE.format(report=report)
         figures.save_figure(
             figures.report_bars(
-                bar_rows(reference, runs, report),
-                f"Report {report}: reported vs reproduced top-1",
-                smoke=figures.smoke_line(
-                    r for recs in runs.values() for r in counted(recs) if r.get("report") == report
-                ),
+                bar_rows(reference, runs, report), f"Report {report}: reported vs reproduced top-1", smoke=smoke(report)
             ),
             path,
         )
@@ -69,15 +68,7 @@ def write_figures(reference: Mapping, runs: Mapping[str, list[dict]], figures_di
     reproduced, reported = grid_values(reference, runs)
     path = figures_dir / GRID_FIGURE
     figures.save_figure(
-        figures.grid_heatmaps(
-            reproduced,
-            reported,
-            *grid_axes(reference),
-            smoke=figures.smoke_line(
-                r for recs in runs.values() for r in counted(recs) if r.get("report") == GRID_REPORT
-            ),
-        ),
-        path,
+        figures.grid_heatmaps(reproduced, reported, *grid_axes(reference), smoke=smoke(GRID_REPORT)), path
     )
     written.append(path)
     return written

@@ -178,19 +178,24 @@ MIN_TIMED_S = 1.0  # a small model's step is ~1 ms: time it for at least this lo
 MAX_STEPS = 200
 
 
-def time_train_step(
-    model: nn.Module, recipe: Recipe, pipe: BatchPipeline, rt: Runtime, batch: int = 64, steps: int = 2
-) -> float:
-    """Seconds per training image: the fastest timed step on random data, after WARMUP_STEPS;
-    at least `steps` steps and MIN_TIMED_S seconds of them (up to MAX_STEPS), so a millisecond
-    step is not judged on three samples. The fastest is the one least disturbed by other load.
-
-    Works on a copy so the real model and optimizer state are untouched.
-    """
+def time_model_steps(
+    model: nn.Module, recipe: Recipe, pipe: BatchPipeline, rt: Runtime, batch: int, steps: int, min_seconds: float
+):
+    """time_steps on a copy of `model` (the real model and optimizer state stay untouched), fed one
+    fixed random uint8 batch of `batch` images: WARMUP_STEPS untimed, then at least `steps` steps
+    and `min_seconds` of them, up to MAX_STEPS."""
     model = rt.prepare_model(copy.deepcopy(model))
     step = TrainStep(model, recipe, pipe, rt, epochs=1, steps_per_epoch=MAX_STEPS + WARMUP_STEPS)
     g = torch.Generator(device=rt.device).manual_seed(0)
     x = torch.randint(0, 256, (batch, 3, 32, 32), generator=g, device=rt.device, dtype=torch.uint8)
     y = torch.randint(0, 10, (batch,), generator=g, device=rt.device)
-    timed = time_steps(step, (x, y), g, warmup=WARMUP_STEPS, steps=steps, min_seconds=MIN_TIMED_S, max_steps=MAX_STEPS)
-    return min(timed.step_s) / batch
+    return time_steps(step, (x, y), g, warmup=WARMUP_STEPS, steps=steps, min_seconds=min_seconds, max_steps=MAX_STEPS)
+
+
+def time_train_step(
+    model: nn.Module, recipe: Recipe, pipe: BatchPipeline, rt: Runtime, batch: int = 64, steps: int = 2
+) -> float:
+    """Seconds per training image: the fastest timed step on random data (time_model_steps, at
+    least MIN_TIMED_S seconds, so a millisecond step is not judged on three samples). The fastest
+    is the one least disturbed by other load."""
+    return min(time_model_steps(model, recipe, pipe, rt, batch, steps, MIN_TIMED_S).step_s) / batch

@@ -134,9 +134,10 @@ def message_figure(text: str, smoke: str | None = None) -> plt.Figure:
     return fig
 
 
-def stacked_panels(heights: list[float], width: float = 7.5) -> tuple[plt.Figure, list]:
+def stacked_panels(heights: list[float], width: float = 7.5, smoke: str | None = None) -> tuple[plt.Figure, list]:
     """A figure of one full-width panel per entry, stacked, each `heights[i]` inches tall (the
-    open-choice and study figures: a panel per published number or study, a row per setting)."""
+    open-choice and study figures: a panel per published number or study, a row per setting).
+    smoke: the smoke-run banner (smoke_line), on a 0.4-inch strip added on top."""
     fig, axes = plt.subplots(
         len(heights),
         1,
@@ -145,6 +146,9 @@ def stacked_panels(heights: list[float], width: float = 7.5) -> tuple[plt.Figure
         gridspec_kw={"height_ratios": heights},
         squeeze=False,
     )
+    if smoke:
+        fig.set_size_inches(fig.get_figwidth(), fig.get_figheight() + 0.4)
+        add_title(fig, smoke=smoke)
     return fig, list(axes[:, 0])
 
 

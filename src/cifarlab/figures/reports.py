@@ -240,10 +240,7 @@ def open_choices_figure(rows: Sequence[dict], smoke: str | None = None) -> plt.F
     """
     if not rows:
         return message_figure("no open choices declared (params.yaml open_choices)", smoke=smoke)
-    fig, axes = stacked_panels([0.4 * len(r["settings"]) + 1.2 for r in rows])
-    if smoke:  # a strip on top for the banner
-        fig.set_size_inches(fig.get_figwidth(), fig.get_figheight() + 0.4)
-        add_title(fig, smoke=smoke)
+    fig, axes = stacked_panels([0.4 * len(r["settings"]) + 1.2 for r in rows], smoke=smoke)
     for ax, row in zip(axes, rows, strict=True):
         settings, pub = row["settings"], 100 * row["published"]
         every = 100 * np.concatenate([np.asarray(s["values"], dtype=float) for s in settings] + [[row["published"]]])

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from cifarlab.figures.common import add_title, message_figure, stacked_panels
+from cifarlab.figures.common import message_figure, stacked_panels
 
 ARM_COLORS = ("tab:blue", "tab:orange")  # baseline, variant
 
@@ -24,10 +24,7 @@ def studies_figure(panels: Sequence[dict], smoke: str | None = None) -> plt.Figu
     """
     if not panels:
         return message_figure("no study runs folded yet (cifarlab fold --study)", smoke=smoke)
-    fig, axes = stacked_panels([0.7 * len(p["runs"]) + 1.0 for p in panels])
-    if smoke:  # a strip on top for the banner
-        fig.set_size_inches(fig.get_figwidth(), fig.get_figheight() + 0.4)
-        add_title(fig, smoke=smoke)
+    fig, axes = stacked_panels([0.7 * len(p["runs"]) + 1.0 for p in panels], smoke=smoke)
     for ax, panel in zip(axes, panels, strict=True):
         runs = panel["runs"]
         every = 100 * np.concatenate([np.asarray(v, dtype=float) for r in runs for v in r["values"]] or [[0.0]])

@@ -16,7 +16,7 @@ Rules (`verdict`, unit-tested on synthetic numbers):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from cifarlab.reporting.markdown import DASH, fmt_epochs, fmt_summary, fmt_value, md_table
@@ -156,6 +156,17 @@ def options_of(
     return option(base, "best", runs.get(base, [])), [option(r, rd, runs.get(r, [])) for r, rd in alternatives]
 
 
+def published_choices(
+    reference: Mapping, open_choices: Mapping[str, Sequence[tuple[str, str]]], runs: Mapping[str, list[dict]]
+) -> Iterator[tuple[str, float, Option, list[Option]]]:
+    """(base run, its published top-1, its default, its alternatives) for each open choice of a
+    run with a published top-1, in params.yaml's order."""
+    for base, alts in open_choices.items():
+        ref = primary(reference["numbers"], base, "top1")
+        if ref is not None:
+            yield base, ref["value"], *options_of(base, alts, runs)
+
+
 def section(
     reference: Mapping,
     open_choices: Mapping[str, Sequence[tuple[str, str]]],
@@ -179,12 +190,7 @@ def section(
         f"unless said, mean ± std over seeds. **covers** = at least {MIN_SEEDS} seeds and the published "
         "value within their range [min, max]; fewer seeds never count as reproducing it.",
     ]
-    for base, alts in open_choices.items():
-        ref = primary(reference["numbers"], base, "top1")
-        if ref is None:
-            continue
-        pub = ref["value"]
-        default, options = options_of(base, alts, runs)
+    for base, pub, default, options in published_choices(reference, open_choices, runs):
         needed = [
             r for r in dict.fromkeys([base, *(a.run for a in options)]) if len(counted(runs.get(r, []))) < MIN_SEEDS
         ]
@@ -218,16 +224,12 @@ def figure_rows(
 ) -> list[dict]:
     """For figures.open_choices_figure: per published number, its settings' values per seed."""
     out = []
-    for base, alts in open_choices.items():
-        ref = primary(reference["numbers"], base, "top1")
-        if ref is None:
-            continue
-        default, options = options_of(base, alts, runs)
+    for base, pub, default, options in published_choices(reference, open_choices, runs):
         settings = []
         for o in (default, *options):
             values = [(r.get(o.reading) or {}).get("top1") for r in counted(runs.get(o.run, []))]
             settings.append(
-                {"label": o.label, "values": [v for v in values if v is not None], "covers": covers(o, ref["value"])}
+                {"label": o.label, "values": [v for v in values if v is not None], "covers": covers(o, pub)}
             )
-        out.append({"base": base, "published": ref["value"], "settings": settings})
+        out.append({"base": base, "published": pub, "settings": settings})
     return out

@@ -98,7 +98,7 @@ def cmd_estimate(argv: list[str]) -> None:
     from cifarlab.tooling import estimate, repro_stages, timing
 
     p = load_params()
-    stages = repro_stages.to_run(".", args.targets or None, args.glob, force=args.all)
+    stages = repro_stages.to_run(".", args.targets or None, glob=args.glob, force=args.all)
     if not stages:
         if not args.quiet:
             print("dvc repro has nothing to run: every stage is up to date")

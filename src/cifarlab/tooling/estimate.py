@@ -625,7 +625,7 @@ def repro_notice(p: Params, root: str | Path = ".") -> str | None:
             return True
         return data_changed if data_changed is not None and name in ("fetch", "preprocess") else None
 
-    stages = to_run(root, targets or None, glob, changed=changed)
+    stages = to_run(root, targets or None, glob=glob, changed=changed)
     keys = needed_keys(p, stages)
     if not keys:
         return None

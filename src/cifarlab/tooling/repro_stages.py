@@ -53,12 +53,7 @@ def steps(
     return out
 
 
-def to_run(
-    root: str | Path = ".",
-    targets: list[str] | None = None,
-    glob: bool = False,
-    force: bool = False,
-    changed: Callable[[str], bool | None] | None = None,
-) -> list[str]:
-    """The names of the stages `dvc repro TARGETS` would run, in its order (see `steps`)."""
-    return [s.name for s in steps(root, targets, glob, force, changed) if s.runs]
+def to_run(root: str | Path = ".", targets: list[str] | None = None, **options) -> list[str]:
+    """The names of the stages `dvc repro TARGETS` would run, in its order (`options`: those of
+    `steps`)."""
+    return [s.name for s in steps(root, targets, **options) if s.runs]

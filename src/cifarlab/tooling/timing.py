@@ -23,7 +23,7 @@ from cifarlab.core.params import Params, TrainParams
 from cifarlab.engine.augment import BatchPipeline
 from cifarlab.engine.device import Runtime, bf16_in_effect, select_device, setup_device
 from cifarlab.engine.loop import build_model, predict
-from cifarlab.engine.step import TrainStep, time_steps
+from cifarlab.engine.step import time_model_steps
 from cifarlab.tooling.estimate import (
     Startup,
     StepTime,
@@ -37,12 +37,12 @@ from cifarlab.tooling.estimate import (
     times_from_bench,
 )
 
-# engine.step.time_steps, the one timing loop: WARMUP_STEPS untimed (oneDNN primitives, the
-# allocator, the optimizer's state), then at least MIN_STEPS and MIN_TIMED_S seconds of steps (a
-# lenet5 step takes ~5 ms), at most MAX_STEPS. Their MEAN is the estimate, and the mean of their
+# engine.step.time_model_steps, the one timing loop: its warm-up steps untimed (oneDNN primitives,
+# the allocator, the optimizer's state), then at least MIN_STEPS and MIN_TIMED_S seconds of steps (a
+# lenet5 step takes ~5 ms), up to its step cap. Their MEAN is the estimate, and the mean of their
 # slower half its upper end: on a busy 2-core VM one step ran 2x another a minute later, and the
 # fastest of three made estimates 4-24x optimistic.
-WARMUP_STEPS, MIN_STEPS, MIN_TIMED_S, MAX_STEPS = 2, 4, 2.0, 200
+MIN_STEPS, MIN_TIMED_S = 4, 2.0
 # The other precision, timed for the hint's ratio only: fewer steps, no test pass
 QUICK_STEPS, QUICK_TIMED_S = 2, 0.5
 # A test pass: one batch of at most EVAL_IMAGES images (engine.loop.predict, at the eval batch),
@@ -62,19 +62,16 @@ def summarize(step_s: list[float], batch: int) -> tuple[float, float]:
 
 
 def time_network(model, recipe, pipe: BatchPipeline, rt: Runtime, batch: int, quick: bool = False) -> StepTime:
-    """One network's training step (time_steps, on a copy of `model`) and test pass, now."""
+    """One network's training step (time_model_steps, on a copy of `model`) and test pass, now."""
     import torch
 
-    model = rt.prepare_model(copy.deepcopy(model))
-    step = TrainStep(model, recipe, pipe, rt, epochs=1, steps_per_epoch=MAX_STEPS + WARMUP_STEPS)
-    g = torch.Generator(device=rt.device).manual_seed(0)
-    x = torch.randint(0, 256, (batch, 3, 32, 32), generator=g, device=rt.device, dtype=torch.uint8)
-    y = torch.randint(0, 10, (batch,), generator=g, device=rt.device)
     steps, seconds = (QUICK_STEPS, QUICK_TIMED_S) if quick else (MIN_STEPS, MIN_TIMED_S)
-    timed = time_steps(step, (x, y), g, warmup=WARMUP_STEPS, steps=steps, min_seconds=seconds, max_steps=MAX_STEPS)
+    timed = time_model_steps(model, recipe, pipe, rt, batch, steps, seconds)
     train_s, slow_s = summarize(timed.step_s, batch)
     eval_s = train_s / 3
     if not quick:
+        model = rt.prepare_model(copy.deepcopy(model))
+        g = torch.Generator(device=rt.device).manual_seed(0)
         n = min(EVAL_IMAGES, rt.eval_batch_size)
         xe = torch.randint(0, 256, (n, 3, 32, 32), generator=g, device=rt.device, dtype=torch.uint8)
         predict(model, xe, pipe, rt).sum().item()  # untimed: the eval batch's own primitives
