@@ -295,7 +295,7 @@ def test_estimate_hints_fp32_where_bf16_measures_slower_whatever_the_cpu_flags_s
     bf16_s, fp32_s = sum(c.seconds for c in costs), sum(c.seconds for c in fp32)
     hint = out.stdout.splitlines()[-1]
     assert hint == (
-        f"hint: bf16 is emulated on this CPU: these stages take {format_duration(bf16_s)} in bf16, "
+        f"hint: fp32 measured faster than bf16 on this CPU now: these stages take {format_duration(bf16_s)} in bf16, "
         f"{format_duration(fp32_s)} in fp32 ({bf16_s / fp32_s:.1f}x faster, measured); "
         "to use fp32: cifarlab set train.bf16=false train.channels_last=false"
     )
@@ -324,7 +324,10 @@ def test_repro_notice_gives_an_early_stopping_run_as_a_range_and_the_measured_hi
     ) in notice
     assert notice.endswith(", beside a load like now's; `cifarlab estimate` times them fully and shows each stage)")
     assert subset.startswith("  it is meant for a GPU; for a quick CPU reproduction on a subset: cifarlab set ")
-    assert hint.startswith("  hint: bf16 is emulated on this CPU: ") and "(2.0x faster, measured)" in hint
+    assert (
+        hint.startswith("  hint: fp32 measured faster than bf16 on this CPU now: ")
+        and "(2.0x faster, measured)" in hint
+    )
     assert skip == "  to run without this notice: CIFARLAB_NO_NOTICE=1 dvc repro ..."
 
 

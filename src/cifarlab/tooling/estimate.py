@@ -474,8 +474,8 @@ def other_numerics(train: TrainParams) -> dict:
 
 def faster_hint(costs: list[StageCost], alt_costs: list[StageCost], alt: dict) -> str | None:
     """One line when `alt` (its stages costed from measured steps: alt_costs) is faster than the
-    params' settings (costs): fp32 where bf16 measured slower (emulated, whatever the CPU's flags
-    say), bf16 where it measured much faster (native)."""
+    params' settings (costs): fp32 where bf16 measured slower (emulated bf16, or a loaded machine,
+    whatever the CPU's flags say), bf16 where it measured much faster (native)."""
     total_s, alt_total_s = sum(c.seconds for c in costs), sum(c.seconds for c in alt_costs)
     if alt_total_s <= 0:
         return None
@@ -483,7 +483,9 @@ def faster_hint(costs: list[StageCost], alt_costs: list[StageCost], alt: dict) -
     if factor < (FASTER_FACTOR if alt["bf16"] else BF16_SLOWER_FACTOR):
         return None
     ours, theirs = ("fp32", "bf16") if alt["bf16"] else ("bf16", "fp32")
-    why = "this CPU runs bf16 natively" if alt["bf16"] else "bf16 is emulated on this CPU"
+    # what was measured, not what the flags say: on a loaded machine a native-bf16 CPU can time
+    # fp32 faster (threads descheduled mid-step), and the line must not call its bf16 emulated
+    why = f"{theirs} measured faster than {ours} on this CPU now"
     sets = " ".join(f"train.{k}={str(v).lower()}" for k, v in alt.items())
     return (
         f"hint: {why}: these stages take {total_span(costs)[1]} in {ours}, {total_span(alt_costs)[1]} "
