@@ -341,15 +341,18 @@ def test_a_long_dvc_exp_run_and_dvc_repro_warn_before_their_first_training_stage
     sh("dvc", "repro", "preprocess", cwd=repo, env=env)
     p = load_params(repo / "params.yaml")
     monkeypatch.setenv("XDG_CACHE_HOME", env["XDG_CACHE_HOME"])
-    # timed beside 1.2x as many runnable threads as cores: like now's (estimate.like_now) from an
-    # idle machine to one 1.8x loaded, so the notice reads them rather than timing anew
-    now, load = time.time(), 1.2 * (os.cpu_count() or 1)
-    estimate.store_times(
-        p.train,
-        {estimate.run_key(r): estimate.StepTime(10.0, 10.0, 3.0, load, now) for r in p.runs.values()},
-        repo,
-        startup=estimate.Startup(3.0, load, now),
-    )
+
+    def cache_long_steps() -> None:
+        # timed now, beside this moment's load average: like now's (estimate.like_now: within 1.5x)
+        # for the dvc command run next, however loaded the machine (a fixed load failed at a load
+        # average of 8 on 2 cores), so the notice reads these rather than timing anew
+        now, load = time.time(), estimate.loadavg()[0]
+        estimate.store_times(
+            p.train,
+            {estimate.run_key(r): estimate.StepTime(10.0, 10.0, 3.0, load, now) for r in p.runs.values()},
+            repo,
+            startup=estimate.Startup(3.0, load, now),
+        )
 
     def warned_before_training(out: str, run: str) -> str:
         lines = out.splitlines()
@@ -367,7 +370,9 @@ def test_a_long_dvc_exp_run_and_dvc_repro_warn_before_their_first_training_stage
         assert r.returncode == 0, r.stdout[-3000:]
         return r.stdout
 
+    cache_long_steps()
     line = warned_before_training(dvc("exp", "run", "experiment", "-S", "model=lenet5"), "lenet5")
     assert line.startswith("warning: no GPU found: this `dvc exp run` runs 3 stages, 1 of them training"), line
+    cache_long_steps()
     line = warned_before_training(dvc("repro"), "dnn")
     assert line.startswith("warning: no GPU found: this `dvc repro` runs "), line
