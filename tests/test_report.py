@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from workspace import SHIPPED_PARAMS, shipped
 
 import cifarlab
 from cifarlab import report
@@ -25,7 +26,10 @@ from cifarlab.reporting import document, lineage, sections, stats
 from cifarlab.reporting import records as record_files
 from cifarlab.reporting.reference import load_reference
 
-REFERENCE_FILE = Path(__file__).resolve().parents[1] / "reports" / "reference.yaml"
+# as the last commit has them, never the workspace's (a user's edited params.yaml must not fail these)
+REFERENCE_FILE = shipped("reports/reference.yaml")
+# the published runs and studies the report reads (cifarlab fold writes them; users commit them)
+REPORTS_DIR = Path(__file__).resolve().parents[1] / "reports"
 OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
 LENET_TOP1 = {1: 0.4655, 2: 0.4702, 3: 0.4790}  # seed -> best top-1; brackets lenet5's published value
 LENET_FINAL = {1: 0.4601, 2: 0.4688, 3: 0.4750}
@@ -183,7 +187,7 @@ def write_project(root: Path, lock: dict | None = None) -> None:
         if details is not None:
             (details_dir / name).write_bytes(metrics_bytes(details))
     shutil.copy(REFERENCE_FILE, root / "reports" / "reference.yaml")
-    shutil.copy(REFERENCE_FILE.parents[1] / "params.yaml", root / "params.yaml")  # main validates it first
+    shutil.copy(SHIPPED_PARAMS, root / "params.yaml")  # main validates it first
     history = root / "reports" / "history"
     history.mkdir()
     # resnet9.json is the only run outside the grid with the default seed: comparison.png draws its curve
@@ -731,11 +735,11 @@ def published_workspace(root: Path, monkeypatch) -> RecordingFigures:
     """`root` as the current directory: this checkout's published runs (reports/published,
     reports/studies), reference.yaml and params.yaml, and no run of its own. Returns the figures
     module's stand-in, which records what each report.main asks it to draw."""
-    shipped_reports = REFERENCE_FILE.parent
+    shipped_reports = REPORTS_DIR
     for folder in ("published", "studies"):
         shutil.copytree(shipped_reports / folder, root / "reports" / folder)
     shutil.copy(REFERENCE_FILE, root / "reports" / "reference.yaml")
-    shutil.copy(REFERENCE_FILE.parents[1] / "params.yaml", root / "params.yaml")
+    shutil.copy(SHIPPED_PARAMS, root / "params.yaml")
     fake = RecordingFigures()
     monkeypatch.setattr(cifarlab, "figures", fake, raising=False)
     monkeypatch.chdir(root)
