@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from workspace import pristine_root
+from workspace import ROOT, pristine_root
 
 
 def cifarlab(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -31,3 +31,18 @@ def cifarlab(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
         os.chdir(here)
         sys.argv = argv
     return subprocess.CompletedProcess(["cifarlab", *args], code, out.getvalue(), err.getvalue())
+
+
+def fake_dvc(folder: Path, code: str):
+    """A `dvc` script in `folder` standing in for DVC's console script: bash runs `code` in this
+    interpreter (as DVC runs a stage's command, through a shell), with cifarlab importable.
+    Returns run(*args) -> its stdout, stripped."""
+    fake = folder / "dvc"
+    fake.write_text(f"#!/bin/bash\n{sys.executable} -c '{code}'\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+
+    def run(*args: str) -> str:
+        return subprocess.run([str(fake), *args], capture_output=True, text=True, env=env, check=True).stdout.strip()
+
+    return run

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers_cli import cifarlab
+from helpers_cli import cifarlab, fake_dvc
 from workspace import SHIPPED_PARAMS, pristine_root, pristine_stage_names
 
 from cifarlab.core.durations import format_duration
@@ -373,16 +372,7 @@ def test_the_plan_of_targets_is_what_dvc_repro_targets_runs(monkeypatch):
 def test_repro_targets_reads_the_dvc_command_this_process_runs_under(tmp_path):
     """A stage's process finds the targets of the `dvc repro` that started it (through the shell
     DVC runs it in): a `dvc` script standing in for DVC's console script."""
-    fake = tmp_path / "dvc"
-    fake.write_text(
-        f"#!/bin/bash\n{sys.executable} -c 'from cifarlab.tooling.estimate import repro_targets; "
-        f"print(repro_targets())'\n"
-    )
-    fake.chmod(0o755)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-
-    def run(*args: str) -> str:
-        return subprocess.run([str(fake), *args], capture_output=True, text=True, env=env, check=True).stdout.strip()
+    run = fake_dvc(tmp_path, "from cifarlab.tooling.estimate import repro_targets; print(repro_targets())")
 
     assert run("repro", "plot@lenet5", "plot@dnn") == "(['plot@lenet5', 'plot@dnn'], False)"
     assert run("repro", "--glob", "plot@resnet18-*") == "(['plot@resnet18-*'], True)"

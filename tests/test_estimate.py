@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers_cli import fake_dvc
 from workspace import SHIPPED_PARAMS, project_copy, project_env, small_params, write_params
 
 from cifarlab.core.params import load_params
@@ -172,20 +173,10 @@ def test_repro_call_reads_dvc_repro_and_dvc_exp_run_targets():
 def test_dvc_processes_reads_the_dvc_command_above_through_a_shell(tmp_path):
     """A stage's process finds the dvc command that started it (DVC runs it through a shell): a
     `dvc` script standing in for DVC's console script."""
-    fake = tmp_path / "dvc"
-    fake.write_text(
-        f"#!/bin/bash\n{sys.executable} -c 'from cifarlab.tooling.notice import dvc_processes; "
-        f"print([args for _, _, args in dvc_processes()])'\n"
+    run = fake_dvc(
+        tmp_path, "from cifarlab.tooling.notice import dvc_processes; print([a for _, _, a in dvc_processes()])"
     )
-    fake.chmod(0o755)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    out = subprocess.run(
-        [str(fake), "exp", "run", "experiment", "-S", "model=lenet5"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    ).stdout.strip()
+    out = run("exp", "run", "experiment", "-S", "model=lenet5")
     assert out == "[['exp', 'run', 'experiment', '-S', 'model=lenet5']]"
 
 
