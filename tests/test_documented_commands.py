@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import workspace
 from workspace import SHIPPED_PARAMS, pristine_stage_names, project_copy, project_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -250,14 +251,7 @@ def stage_names(assignments: tuple[str, ...] = ()) -> list[str]:
         shutil.copy(SHIPPED_PARAMS, Path(tmp) / "params.yaml")
         set_params(Path(tmp) / "params.yaml", list(assignments))
         subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp, check=True)
-        out = subprocess.run(
-            [sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    return out.split()
+        return workspace.stage_names(Path(tmp))
 
 
 REPRO = [

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workspace import SHIPPED_PARAMS, pristine_stage_names
+from workspace import SHIPPED_PARAMS, pristine_stage_names, stage_names
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
@@ -244,13 +244,7 @@ def test_extra_seeds_add_a_stage_family_per_seed(tmp_path):
     d["seeds"] = [1]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(d))
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    out = subprocess.run(
-        [sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    out = stage_names(tmp_path)
     for kind in ("train", "evaluate", "plot"):
         assert sorted(n for n in out if n.startswith(f"{kind}_seeds@")) == sorted(
             f"{kind}_seeds@{r}-1" for r in d["runs"]

@@ -135,16 +135,21 @@ def pristine_root() -> Path:
     return _PRISTINE[0]
 
 
-def pristine_stage_names() -> list[str]:
-    """`dvc stage list --name-only` of pristine_root(): every stage dvc.yaml expands into."""
+def stage_names(root: Path) -> list[str]:
+    """`dvc stage list --name-only` in `root`: every stage its dvc.yaml expands into."""
     out = subprocess.run(
         [sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
-        cwd=pristine_root(),
+        cwd=root,
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     return out.split()
+
+
+def pristine_stage_names() -> list[str]:
+    """stage_names of pristine_root(): every stage the shipped dvc.yaml expands into."""
+    return stage_names(pristine_root())
 
 
 def __getattr__(name: str):
