@@ -345,6 +345,29 @@ def test_train_warns_of_an_early_stopping_run_as_a_range():
     )
 
 
+def test_a_resumed_run_is_warned_of_the_epochs_it_has_left():
+    """custom_resnet resuming after 14 saved epochs: the range runs from the expected stop to the
+    recipe's end, both counted from epoch 15; past the expected stop, from one more epoch."""
+    from cifarlab.core.early_stop import EpochRange
+    from cifarlab.train import cpu_notice
+
+    s_img = 2e-3
+    per_epoch = s_img * (50_000 + 10_000 / 3)
+    stop = EpochRange(EXPECTED, MOST, PATIENCE, BEST)
+    msg = cpu_notice("custom_resnet", MOST, 50_000, 10_000, s_img, stop, done=14)
+    assert msg.startswith(
+        f"warning: no GPU: training custom_resnet for up to epochs 15-{MOST} (1-14 saved) on 50,000 images will "
+        f"take at least {format_duration((EXPECTED - 14) * per_epoch)}-{format_duration((MOST - 14) * per_epoch)} "
+    )
+    late = cpu_notice("custom_resnet", MOST, 50_000, 10_000, s_img, stop, done=EXPECTED + 5)
+    assert f"at least {format_duration(per_epoch)}-{format_duration((MOST - EXPECTED - 5) * per_epoch)} " in late
+    plain = cpu_notice("resnet", 100, 50_000, 10_000, s_img, done=5)
+    assert (
+        f"for epochs 6-100 (1-5 saved) on 50,000 images will take at least {format_duration(95 * per_epoch)} " in plain
+    )
+    assert cpu_notice("resnet", 100, 50_000, 10_000, s_img, done=100) is None  # nothing left to train
+
+
 @pytest.mark.slow  # dvc repro --dry over the whole graph, once per target set
 def test_the_plan_of_targets_is_what_dvc_repro_targets_runs(monkeypatch):
     """The stages of `dvc repro TARGETS` (dvc repro --dry lists them), in the planner's view."""

@@ -137,14 +137,49 @@ def test_time_left_is_the_epochs_to_go_at_the_recent_pace():
             for i, s in enumerate(seconds)
         ]
 
-    assert time_left(history(30.0), 3, early_stopping=False) == " | 1m00s left"  # 2 epochs x 30 s
+    assert time_left(history(30.0), 3) == " | 1m00s left"  # 2 epochs x 30 s
     # the first epoch (compilation) is left out once there are others; then the last 5 epochs count
-    assert time_left(history(500.0, 10.0, 20.0), 13, early_stopping=False) == " | 2m30s left"  # 10 x 15 s
-    assert time_left(history(9.0, 100, 100, 3, 3, 3, 3, 3), 10, early_stopping=False) == " | 0m06s left"  # 2 x 3 s
-    assert (
-        time_left(history(90.0), 41, early_stopping=True) == " | at most 1h00m left"
-    )  # early stopping may end it sooner
-    assert time_left(history(90.0, 90.0), 2, early_stopping=False) == ""
+    assert time_left(history(500.0, 10.0, 20.0), 13) == " | 2m30s left"  # 10 x 15 s
+    assert time_left(history(9.0, 100, 100, 3, 3, 3, 3, 3), 10) == " | 0m06s left"  # 2 x 3 s
+    assert time_left(history(90.0, 90.0), 2) == ""
+
+
+def test_time_left_with_early_stopping_is_a_range_from_the_early_stop_to_the_last_epoch():
+    history = [
+        EpochStats(epoch=i + 1, train_loss=1.0, train_acc=0.5, test_loss=1.0, test_acc=0.5, lr=0.1, seconds=90.0)
+        for i in range(14)
+    ]
+    # 286 epochs to go at 90 s; 11 more without a new best loss stop it at epoch 25
+    assert time_left(history, 300, stops_in=11) == " | 16m30s-7h09m left (stops at epoch 25 without a new best loss)"
+    assert time_left(history, 20, stops_in=11) == " | 9m00s left"  # the recipe ends first: no range
+    assert time_left(history, 300, stops_in=0) == ""  # stopping at this epoch
+
+
+def test_the_epoch_log_counts_down_to_the_early_stop_and_stops_there():
+    """fit's epoch lines name the epoch the run stops at if the test loss never improves, and it
+    stops there: patience 2, and a learning rate too small to move a float32 weight keeps every
+    epoch's test loss the same, so epoch 1 stays the best."""
+    from cifarlab.core.params import Recipe, TrainParams
+    from cifarlab.engine.augment import BatchPipeline
+    from cifarlab.engine.device import Runtime
+    from cifarlab.engine.loop import fit
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+    x = torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8)
+    y = torch.randint(0, 10, (32,))
+    recipe = Recipe(optimizer="sgd", lr=1e-30, batch_size=16, epochs=10, early_stopping_patience=2)
+    cpu = torch.device("cpu")
+    rt = Runtime(cpu, TrainParams(bf16=False, channels_last=False, num_threads=1))
+    pipe = BatchPipeline("none", (0.5,) * 3, (0.25,) * 3, cpu)
+    lines: list[str] = []
+    result = fit(model, x, y, x, y, recipe, epochs=10, seed=0, pipe=pipe, rt=rt, log=lines.append)
+    epoch_lines = [s for s in lines if "/10: train loss" in s]
+    assert [h.epoch for h in result.history] == [1, 2, 3] and result.stopped_early
+    assert epoch_lines[0].endswith("left (stops at epoch 3 without a new best loss)")
+    assert epoch_lines[1].endswith("left (stops at epoch 3 without a new best loss)")
+    assert "left" not in epoch_lines[2]  # it stops here
+    assert lines[-1].endswith("early stop at epoch 3: no test-loss gain for 2 epochs")
 
 
 @pytest.mark.slow  # two trainings of hw2_cnn

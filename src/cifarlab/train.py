@@ -40,26 +40,36 @@ from cifarlab.engine.step import time_train_step
 
 
 def cpu_notice(
-    out: str, epochs: int, n_train: int, n_test: int, s_per_image: float, stop: EpochRange | None = None
+    out: str,
+    epochs: int,
+    n_train: int,
+    n_test: int,
+    s_per_image: float,
+    stop: EpochRange | None = None,
+    done: int = 0,
 ) -> str | None:
     """A one-line warning when this CPU run of one (run, seed) could take long; None when quick.
     An epoch is a training pass plus a test pass at about a third of a training step per image.
-    With early stopping (`stop`), a range: the epochs expected to the recipe's `epochs`. At the
-    fastest step timed (engine.step.time_train_step), so a lower bound, and says so: the notice
-    before a long dvc repro and `cifarlab estimate` give the mean step's range."""
+    With early stopping (`stop`), a range: the epochs expected to the recipe's `epochs`. A run
+    resuming with `done` epochs saved counts the epochs left. At the fastest step timed
+    (engine.step.time_train_step), so a lower bound, and says so: the notice before a long dvc
+    repro and `cifarlab estimate` give the mean step's range."""
     per_epoch = s_per_image * (n_train + n_test / 3)
-    est = per_epoch * epochs
+    left = epochs - done
+    est = per_epoch * left
     if est < LONG_CPU_RUN_S:
         return None
     why = "at its fastest step timed here; `cifarlab estimate`: the expected range"
+    what = f"{epochs} epochs" if not done else f"epochs {done + 1}-{epochs} (1-{done} saved)"
     if stop is None or stop.expected >= epochs:
         return (
-            f"warning: no GPU: training {out} for {epochs} epochs on {n_train:,} images will take at least "
+            f"warning: no GPU: training {out} for {what} on {n_train:,} images will take at least "
             f"{format_duration(est)} on this CPU ({why})"
         )
+    low = max(stop.expected - done, 1)  # past the expected stop, it may stop after any epoch
     return (
-        f"warning: no GPU: training {out} for up to {epochs} epochs on {n_train:,} images will take at least "
-        f"{format_duration(per_epoch * stop.expected)}-{format_duration(est)} on this CPU "
+        f"warning: no GPU: training {out} for up to {what} on {n_train:,} images will take at least "
+        f"{format_duration(per_epoch * low)}-{format_duration(est)} on this CPU "
         f"({stop.describe()}; {why})"
     )
 
@@ -98,21 +108,10 @@ def run(p: Params, spec: Run, log=print, progress: dict | None = None) -> FitRes
     notice = batch_notice(spec, train_x.shape[0])
     if notice:
         log(notice)
-    if device.type == "cpu":
-        s_per_image = time_train_step(model, spec.recipe, pipe, rt, batch=min(spec.recipe.batch_size, 64))
-        notice = cpu_notice(
-            spec.out,
-            epochs,
-            train_x.shape[0],
-            test_x.shape[0],
-            s_per_image,
-            epoch_range(spec.name, spec, p.train.max_epochs),
-        )
-        if notice:
-            log(notice)
     feature_cache = cacheable(model, spec.recipe)
-    # Saved epochs first (a Ctrl-C during the feature pass below must name them); the fingerprint
-    # holds the settings in effect: the compile mode if compiled, the feature batch if cached.
+    # Saved epochs first (a Ctrl-C during the step timing or the feature pass below must name
+    # them; the CPU warning counts the epochs left); the fingerprint holds the settings in
+    # effect: the compile mode if compiled, the feature batch if cached.
     fingerprint = run_fingerprint(
         spec,
         p.train,
@@ -128,6 +127,19 @@ def run(p: Params, spec: Run, log=print, progress: dict | None = None) -> FitRes
     progress["resume_path"] = resume_path
     if resume is not None:
         progress["saved_epoch"] = resume["state"]["epoch"]
+    if device.type == "cpu":
+        s_per_image = time_train_step(model, spec.recipe, pipe, rt, batch=min(spec.recipe.batch_size, 64))
+        notice = cpu_notice(
+            spec.out,
+            epochs,
+            train_x.shape[0],
+            test_x.shape[0],
+            s_per_image,
+            epoch_range(spec.name, spec, p.train.max_epochs),
+            done=progress.get("saved_epoch", 0),
+        )
+        if notice:
+            log(notice)
     if feature_cache:  # frozen features: computed once here, the head trained on them
         (train_x, test_x, val_x), pipe = cached_inputs(
             rt.prepare_model(model), spec.recipe, pipe, rt, train_x, test_x, val_x

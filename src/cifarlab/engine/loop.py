@@ -123,16 +123,24 @@ def _batches(perm: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return parts
 
 
-def time_left(history: list[EpochStats], epochs: int, early_stopping: bool) -> str:
+def time_left(history: list[EpochStats], epochs: int, stops_in: int | None = None) -> str:
     """' | 1h20m left' for the epoch log: the epochs still to run times the mean seconds of the
     last 5 (the first epoch left out once there are others: it pays for compilation); '' after
-    the last epoch. With early stopping it is an upper bound, and says so."""
-    left = epochs - history[-1].epoch
-    if left <= 0:
+    the last epoch. With early stopping, `stops_in` is the epochs the run still trains if its
+    watched loss never improves again (patience minus the epochs since its best): a range, from
+    that early stop to the recipe's last epoch, and the epoch it would stop at."""
+    last = history[-1].epoch
+    left = epochs - last
+    if left <= 0 or (stops_in is not None and stops_in <= 0):  # the last epoch, or stopping now
         return ""
     recent = [h.seconds for h in (history[1:] or history)[-5:]]
-    bound = "at most " if early_stopping else ""
-    return f" | {bound}{format_duration(left * sum(recent) / len(recent))} left"
+    per_epoch = sum(recent) / len(recent)
+    if stops_in is None or stops_in >= left:
+        return f" | {format_duration(left * per_epoch)} left"
+    return (
+        f" | {format_duration(stops_in * per_epoch)}-{format_duration(left * per_epoch)} left "
+        f"(stops at epoch {last + stops_in} without a new best loss)"
+    )
 
 
 def fit(
@@ -253,27 +261,30 @@ def fit(
             val_acc=val_acc,
         )
         st.history.append(stats)
-        val_text = f"val loss {val_loss:.4f} acc {val_acc:.4f} | " if use_val else ""
-        log(
-            f"{desc} epoch {epoch}/{epochs}: train loss {stats.train_loss:.4f} acc {stats.train_acc:.4f} | "
-            f"{val_text}test loss {test_loss:.4f} acc {test_acc:.4f} | lr {lr:.3g} | {stats.seconds:.1f}s"
-            + time_left(st.history, epochs, recipe.early_stopping_patience is not None)
-        )
         if test_acc > st.best_acc:
             st.best_acc, st.best_epoch = test_acc, epoch
             st.best_state = cpu_state(model)
         if use_val and val_acc > st.val_best_acc:
             st.val_best_acc, st.val_best_epoch = val_acc, epoch
             st.val_best_state = cpu_state(model)
+        stops_in = None
         if recipe.early_stopping_patience is not None:
-            watched, split = (val_loss, "validation") if use_val else (test_loss, "test")
+            watched = val_loss if use_val else test_loss
             if watched < st.best_loss:
                 st.best_loss, st.since_best_loss = watched, 0
             else:
                 st.since_best_loss += 1
-                if st.since_best_loss >= recipe.early_stopping_patience:
-                    log(f"{desc}: early stop at epoch {epoch}: no {split}-loss gain for {st.since_best_loss} epochs")
-                    st.stopped_early = True
+            stops_in = recipe.early_stopping_patience - st.since_best_loss
+        val_text = f"val loss {val_loss:.4f} acc {val_acc:.4f} | " if use_val else ""
+        log(
+            f"{desc} epoch {epoch}/{epochs}: train loss {stats.train_loss:.4f} acc {stats.train_acc:.4f} | "
+            f"{val_text}test loss {test_loss:.4f} acc {test_acc:.4f} | lr {lr:.3g} | {stats.seconds:.1f}s"
+            + time_left(st.history, epochs, stops_in)
+        )
+        if stops_in is not None and stops_in <= 0:
+            split = "validation" if use_val else "test"
+            log(f"{desc}: early stop at epoch {epoch}: no {split}-loss gain for {st.since_best_loss} epochs")
+            st.stopped_early = True
         st.epoch = epoch
         if on_epoch_end is not None:
             on_epoch_end(epoch, lambda: st.snapshot(model, step))
