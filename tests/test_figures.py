@@ -198,7 +198,12 @@ def test_grid_heatmaps_nothing_run_yet_says_so_once_without_colour_bars():
     assert heatmaps(fig) == [] and len(fig.axes) == 1  # no panels of n/a, no colour bar of nothing
     (text,) = fig.axes[0].texts
     assert text.get_text().startswith(NOT_RUN) and "36 runs" in text.get_text()
+    assert text.get_text().endswith("has run in this workspace")
     assert fig.get_suptitle() == "ResNet-18 grid (report 004)"
+    # drawn from reports/published/: what is missing is a published run, not a run of one's own
+    (text,) = grid_heatmaps({}, reported, ACTS, RATIOS, AUGS, published=True).axes[0].texts
+    assert text.get_text().startswith("not published yet: none of the grid's 36 runs")
+    assert text.get_text().endswith("is in reports/published/")
 
 
 def test_grid_heatmaps_augmentation_not_run_says_so_once_per_panel():

@@ -538,8 +538,8 @@ class RecordingFigures:
         self.bars.append((title, rows))
         return title
 
-    def grid_heatmaps(self, reproduced, reported, activations, ratios, augments, smoke=None):
-        self.grids.append((reproduced, reported, activations, ratios, augments))
+    def grid_heatmaps(self, reproduced, reported, activations, ratios, augments, smoke=None, published=False):
+        self.grids.append((reproduced, reported, activations, ratios, augments, published))
         return "grid"
 
     def open_choices_figure(self, rows, smoke=None):
@@ -643,7 +643,8 @@ def test_main_writes_readme_and_figures(tmp_path, monkeypatch, reference):
     assert lenet["reproduced"] == pytest.approx(statistics.mean(LENET_TOP1.values()))
     assert lenet["final"] == pytest.approx(statistics.mean(LENET_FINAL.values()))
     assert lenet["reported"] == ref_value(reference, "lenet5")["value"]
-    reproduced, reported, activations, ratios, augments = fake.grids[0]
+    reproduced, reported, activations, ratios, augments, published = fake.grids[0]
+    assert not published  # none published here: the grid draws this workspace's runs
     assert ratios == ["2:1:1", "5:3:2", "5:4:1"] and len(activations) == 4 and len(augments) == 3
     assert reproduced[("relu", "5:4:1", "crop_flip")] == GRID_RUNS["resnet18-relu-5_4_1-crop_flip"]
     assert len(reproduced) == 2 and len(reported) == 36
@@ -784,6 +785,7 @@ def test_a_run_of_ones_own_goes_beside_the_published_report(tmp_path, monkeypatc
     readme = tmp_path / "reports" / "README.md"
     report.main([])
     before, figures_before = readme.read_text(), drawn(fake)
+    assert fake.grids[0][-1] is True  # the grid draws the published runs, and says so when empty
     assert "## Your runs" not in before and "## Provenance" not in before and "Smoke run" not in before
     assert "this workspace has no run of its own yet" in before
 

@@ -47,9 +47,12 @@ REFERENCE = paths.REPORTS_DIR / "reference.yaml"
 DVC_LOCK = Path("dvc.lock")
 
 
-def write_figures(reference: Mapping, runs: Mapping[str, list[dict]], figures_dir: Path) -> list[Path]:
+def write_figures(
+    reference: Mapping, runs: Mapping[str, list[dict]], figures_dir: Path, published: bool = False
+) -> list[Path]:
     """report_<NNN>.png for every report and grid_resnet18.png, always (cells not run yet show
-    as n/a), so the stage's declared outputs always exist. Returns the paths written."""
+    as n/a), so the stage's declared outputs always exist; `published`: `runs` are the published
+    ones. Returns the paths written."""
     from cifarlab import figures
 
     def smoke(report: str) -> str | None:  # the banner when that report's runs are smoke runs
@@ -68,7 +71,10 @@ def write_figures(reference: Mapping, runs: Mapping[str, list[dict]], figures_di
     reproduced, reported = grid_values(reference, runs)
     path = figures_dir / GRID_FIGURE
     figures.save_figure(
-        figures.grid_heatmaps(reproduced, reported, *grid_axes(reference), smoke=smoke(GRID_REPORT)), path
+        figures.grid_heatmaps(
+            reproduced, reported, *grid_axes(reference), smoke=smoke(GRID_REPORT), published=published
+        ),
+        path,
     )
     written.append(path)
     return written
@@ -170,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         choices_png,
         studies_png,
         write_comparison(reference, runs, paths.FIGURES_DIR, history_dir),
-        *write_figures(reference, runs, paths.FIGURES_DIR),
+        *write_figures(reference, runs, paths.FIGURES_DIR, published=showing_published),
     ]
     # names relative to reports/figures: "comparison.png", "runs/curves_<run>.png", ...
     on_disk = sorted(p.relative_to(paths.FIGURES_DIR).as_posix() for p in paths.FIGURES_DIR.rglob("*.png"))

@@ -85,6 +85,7 @@ def grid_heatmaps(
     ratios: Sequence[str],
     augments: Sequence[str],
     smoke: str | None = None,
+    published: bool = False,
 ) -> plt.Figure:
     """Report 004's grid as heat maps; keys are (activation, ratio, augment), values top-1 fractions.
 
@@ -93,7 +94,9 @@ def grid_heatmaps(
     points on a diverging scale centred at 0. Cells missing from a mapping (not run yet)
     or None/NaN are hatched and marked n/a; an augmentation none of whose cells has run says
     "not run yet" once per panel. With no cell run at all: one message, no panels, no colour
-    bars (a scale of nothing). smoke: the smoke-run banner (common.smoke_line).
+    bars (a scale of nothing), naming what is missing: published runs (`published`: the report
+    draws reports/published/, and a run of one's own is in its "Your runs") or runs of this
+    workspace. smoke: the smoke-run banner (common.smoke_line).
     """
 
     def table(src: Mapping, aug: str) -> np.ndarray:  # (A, R) in %, NaN where missing
@@ -107,10 +110,14 @@ def grid_heatmaps(
 
     rep = [table(reproduced, a) for a in augments]
     if all(np.isnan(t).all() for t in rep):
+        runs = (
+            f"the grid's {len(activations) * len(ratios) * len(augments)} runs ({len(activations)} activations x "
+            f"{len(ratios)} lr-step ratios x {len(augments)} augmentations)"
+        )
         fig = message_figure(
-            f"{NOT_RUN}: none of the grid's {len(activations) * len(ratios) * len(augments)} "
-            f"runs ({len(activations)} activations x {len(ratios)} lr-step ratios x "
-            f"{len(augments)} augmentations) has a result here"
+            f"not published yet: none of {runs} is in reports/published/"
+            if published
+            else f"{NOT_RUN}: none of {runs} has run in this workspace"
         )
         fig.set_size_inches(7, 2.5 + (0.4 if smoke else 0))
         add_title(fig, "ResNet-18 grid (report 004)", smoke)
