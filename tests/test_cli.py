@@ -471,6 +471,20 @@ def test_set_edits_params_keeping_comments_and_validates_first(tmp_path):
     assert unknown.returncode == 2 and "unknown param 'dta'" in unknown.stderr
 
 
+def test_set_writes_a_list_as_typed_and_setting_it_back_restores_the_file(tmp_path):
+    """`cifarlab set seeds=[1, 2]` writes `seeds: [1, 2]` on its line (not a block list, whose last
+    item would carry away the blank line below it), and `seeds=[]` gives back the file byte for byte."""
+    params = tmp_path / "params.yaml"
+    params.write_bytes((SHIPPED_PARAMS).read_bytes())
+    set_params(params, ["seeds=[1, 2]", "pca=[]"])
+    text = params.read_text()
+    assert "\nseeds: [1, 2]\n" in text and "\npca: []\n" in text
+    assert len(text.splitlines()) == len((SHIPPED_PARAMS).read_text().splitlines())
+    pca = yaml.safe_load((SHIPPED_PARAMS).read_text())["pca"]
+    set_params(params, ["seeds=[]", f"pca=[{', '.join(pca)}]"])
+    assert params.read_bytes() == (SHIPPED_PARAMS).read_bytes()
+
+
 def test_params_are_read_as_yaml_1_2_like_dvc(tmp_path):
     """`dvc exp run -S` rewrites params.yaml with ruamel and drops quotes: an unquoted ratio must
     still read as a ratio (YAML 1.1 would make 2:1:1 the base-60 number 7261)."""

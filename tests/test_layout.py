@@ -10,6 +10,8 @@ import re
 import tokenize
 from pathlib import Path
 
+import yaml
+
 TESTS = Path(__file__).resolve().parent
 
 
@@ -76,3 +78,48 @@ def test_the_noqa_check_wants_a_reason_after_the_codes(tmp_path):
         "import f  # why  # NOQA: F401 -\n"
     )
     assert [line.split(":")[1] for line in noqa_without_reason(f)] == ["4", "5", "6", "7"]
+
+
+def test_a_users_committed_settings_are_read_as_shipped(tmp_path, monkeypatch):
+    """A branch whose last commit holds a user's settings (`data.url` at a local copy, extra seeds, a
+    one-epoch smoke run) still gives the tests main's params.yaml, byte for byte: in `shipped` and
+    in every project copy. The run table and the recipes stay as committed."""
+    import subprocess
+
+    import workspace
+
+    from cifarlab.tooling.cli import set_params
+
+    main_params = workspace.shipped("params.yaml").read_bytes()
+    repo = tmp_path / "branch"
+    (repo / "reports").mkdir(parents=True)
+    (repo / "reports/README.md").write_text("the report\n")
+    (repo / "params.yaml").write_bytes(main_params)
+    set_params(
+        repo / "params.yaml",
+        [
+            "data.url=/elsewhere/cifar-10-python.tar.gz",
+            "data.md5=696ae152156718a88a11d447b931571e",
+            "data.train_subset=250",
+            "seeds=[1, 2]",
+            "train.max_epochs=1",
+            "train.num_threads=1",
+            "lenet5.lr=0.5",
+        ],
+    )
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "my settings"], cwd=repo, check=True)
+    monkeypatch.setattr(workspace, "ROOT", repo)
+    monkeypatch.setattr(workspace, "_SHIPPED", {})
+
+    seen = workspace.shipped("params.yaml").read_text()
+    workspace.project_copy(tmp_path / "copy")
+    assert (tmp_path / "copy/params.yaml").read_text() == seen
+    # the settings are main's; the recipe edit is the branch's project, kept
+    settled, shipped = yaml.safe_load(seen), yaml.safe_load(main_params)
+    assert settled["lenet5"]["lr"] == 0.5 and {**settled, "lenet5": shipped["lenet5"]} == shipped
+    # comments and layout kept: only the recipe's line differs
+    diff = [(a, b) for a, b in zip(main_params.decode().splitlines(), seen.splitlines(), strict=True) if a != b]
+    assert [b.split("#")[0].split() for _, b in diff] == [["lr:", "0.5"]]

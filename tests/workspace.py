@@ -3,6 +3,7 @@ project's tracked files, params.yaml cut down to seconds of CPU work."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -57,7 +58,10 @@ def lock_outs(repo: Path, timing: bool = True) -> dict[str, str]:
 # What a user's work changes in a checkout without a commit: `cifarlab set` edits params.yaml, the
 # report stage rewrites reports/README.md and its figures. Tests read these as shipped (the last
 # commit), never the workspace's, so `pytest` passes in a checkout someone has worked in; the
-# code, the tests and everything else are taken as they are in the working tree.
+# code, the tests and everything else are taken as they are in the working tree. A commit can
+# hold a user's settings too (a branch with `data.url` at a local copy, `seeds: [1, 2]`, a
+# one-epoch smoke run): params.yaml's `data`, `train` and `seeds` are read as the schema's
+# defaults, which main's params.yaml ships (settings_as_shipped).
 USER_EDITED = ("params.yaml", "reports")
 CODE = ("src", "tests", "benchmarks", "tools")  # where a file not committed yet is still the project's
 
@@ -90,28 +94,55 @@ def project_copy(dest: Path) -> None:
 
         with tarfile.open(fileobj=io.BytesIO(_git("archive", "--format=tar", "HEAD", *USER_EDITED))) as tar:
             tar.extractall(dest, filter="data")
+    settings_as_shipped(dest / "params.yaml")
+
+
+def settings_as_shipped(path: Path) -> None:
+    """Set params.yaml's `data`, `train` and `seeds` at `path` to the schema's defaults (what main
+    ships), through `cifarlab set` (comments and layout kept): the keys a user sets to run their own
+    work, whose committed values must not change a test's outcome. The run table, the recipes,
+    `seed` and `model` stay as committed."""
+    from cifarlab.core.params import DataParams, TrainParams
+    from cifarlab.tooling.cli import set_params
+
+    d = yaml.safe_load(path.read_text())
+    changes = [
+        f"{section}.{key}={json.dumps(value)}"  # JSON values are YAML values
+        for section, defaults in (("data", DataParams()), ("train", TrainParams()))
+        for key, value in defaults.model_dump(mode="json").items()
+        if d.get(section, {}).get(key) != value
+    ]
+    if d.get("seeds"):
+        changes.append("seeds=[]")
+    if changes:
+        set_params(path, changes)
 
 
 _SHIPPED: dict[str, Path] = {}
 
 
 def shipped(rel: str) -> Path:
-    """A file as the last commit has it (e.g. "params.yaml"), written to a temporary folder once per
-    process; the working file where there is no commit yet or it is not tracked."""
+    """A file as the last commit has it (e.g. "params.yaml", its settings as shipped:
+    settings_as_shipped), written to a temporary folder once per process; the working file where
+    there is no commit yet or it is not tracked."""
     if rel not in _SHIPPED:
         path = ROOT / rel
-        if (
+        committed = (
             _has_head()
             and subprocess.run(["git", "cat-file", "-e", f"HEAD:{rel}"], cwd=ROOT, capture_output=True).returncode == 0
-        ):
+        )
+        if committed or rel == "params.yaml":
             import atexit
             import tempfile
 
             folder = Path(tempfile.mkdtemp(prefix="cifarlab-shipped-"))
             atexit.register(shutil.rmtree, folder, ignore_errors=True)
-            path = folder / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(_git("show", f"HEAD:{rel}"))
+            copy = folder / rel
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_bytes(_git("show", f"HEAD:{rel}") if committed else path.read_bytes())
+            if rel == "params.yaml":
+                settings_as_shipped(copy)
+            path = copy
         _SHIPPED[rel] = path
     return _SHIPPED[rel]
 

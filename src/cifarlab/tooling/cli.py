@@ -174,6 +174,8 @@ def set_params(path: Path, assignments: list[str]) -> list[tuple[str, object]]:
                 f"bad value for '{key}': {text!r} is not valid YAML ({problem}): fix it, or quote "
                 f"it to set it as text, e.g. '{key}=\"...\"'"
             ) from None
+        if isinstance(value, (list, dict)):
+            value = rt.load(text)  # in the style typed: `seeds=[1, 2]` stays a flow list on its line
         if key == "data.url" and isinstance(value, str) and "://" not in value:
             value = os.path.normpath(value)  # a local path as typed: $PWD/../x stores /.../x, not /.../main/../x
         node[leaf] = value
