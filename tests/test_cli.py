@@ -185,6 +185,24 @@ def test_repro_notice_counts_the_stages_of_the_targets_only(monkeypatch):
     msg = estimate.repro_notice(p)
     assert msg.startswith("warning: no GPU found: this `dvc repro` runs 8 stages, 2 of them training (110 epochs")
     assert "(offline: first cifarlab set data.url=/path/to/cifar-10-python.tar.gz" in msg
+    assert "the official count" not in msg  # the official archive's count is known
+
+
+def test_repro_notice_says_when_the_image_count_is_assumed(monkeypatch):
+    """Before preprocess has read an archive other than the official one (the JPEG study's holds
+    40,000 training images), the notice's 50,000 is the official count, and it says so."""
+    p = load_params(SHIPPED_PARAMS)
+    other = p.model_copy(update={"data": p.data.model_copy(update={"md5": "01f100387b9de03dba3dc67c9ea1854b"})})
+    monkeypatch.setattr(estimate, "has_gpu", lambda: False)
+    monkeypatch.setattr(estimate, "repro_call", lambda: estimate.ReproCall("dvc repro", ["plot@lenet5", "plot@dnn"]))
+    monkeypatch.setattr(estimate, "to_run", fresh_clone_plan)
+    cached(monkeypatch, lambda train: {estimate.run_key(r): 1e-3 for r in p.runs.values()})
+    first = estimate.repro_notice(other).splitlines()[0]
+    assert "(110 epochs on 50,000 images, the official count: data.url's archive is counted when preprocess " in first
+    # a subset fixes the count whatever the archive
+    subset = other.model_copy(update={"data": other.data.model_copy(update={"train_subset": 5000})})
+    assert not estimate.sizes_assumed(subset, ["preprocess", "train@lenet5"])
+    assert not estimate.sizes_assumed(other, ["train@lenet5"])  # prepared: data_sizes reads its counts
 
 
 # custom_resnet's recipe: 300 epochs at most, early stopping after 15 without a test-loss gain;

@@ -43,7 +43,7 @@ from cifarlab.core.early_stop import REFERENCE_FILE, EpochRange, epoch_range
 from cifarlab.core.errors import DataError
 from cifarlab.core.gpus import visible_gpus
 from cifarlab.core.io import read_json_object, write_json
-from cifarlab.core.params import Params, TrainParams
+from cifarlab.core.params import OFFICIAL_MD5, Params, TrainParams
 from cifarlab.core.provenance import ISA_ENV, cpu_name
 from cifarlab.dvc_internals import lock_stages, parse_dvc_args, read_lock
 from cifarlab.tooling.repro_stages import to_run
@@ -255,6 +255,13 @@ def data_sizes(p: Params, stages: list[str], root: str | Path = ".") -> tuple[in
         except (DataError, ValueError, KeyError, TypeError):
             pass  # not prepared yet, or not ours to read: params.yaml's sizes
     return params_sizes(p)
+
+
+def sizes_assumed(p: Params, stages: list[str]) -> bool:
+    """Whether data_sizes' training count is the official archive's by assumption: preprocess is
+    about to read another archive (data.md5 not the official one) and no subset fixes the count.
+    The train stage's own warning counts the images preprocess prepared."""
+    return "preprocess" in stages and p.data.md5 != OFFICIAL_MD5 and p.data.train_subset is None
 
 
 def params_sizes(p: Params) -> tuple[int, int]:
@@ -659,11 +666,13 @@ def repro_notice(p: Params, root: str | Path = ".") -> str | None:
         return None
     n_train = sum(1 for c in costs if c.epochs)
     epochs, duration = total_span(costs)
+    assumed = ", the official count: data.url's archive is counted when preprocess reads it"
+    assumed = assumed if sizes_assumed(p, stages) else ""
     stops = early_stops(costs)
     when = format_duration(now - oldest)
     lines = [
         f"warning: no GPU found: this `{command}` runs {len(costs)} stage{'s' * (len(costs) != 1)}, {n_train} "
-        f"of them training ({epochs} epoch{'s' * (epochs != '1')} on {sizes[0]:,} images): about {duration} "
+        f"of them training ({epochs} epoch{'s' * (epochs != '1')} on {sizes[0]:,} images{assumed}): about {duration} "
         "on this CPU"
         f"{f' ({stops})' if stops else ''} (steps timed within {when}, beside a load like now's; `cifarlab "
         "estimate` times them fully and shows each stage)"
