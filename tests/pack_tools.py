@@ -71,6 +71,7 @@ def finished_run(
             "code": {"commit": "a" * 40, "code_commit": "b" * 40, "dirty": False},
             "epoch_seconds": [5.0] * 10,
             "wall_seconds": 50.0,
+            "resumed_after": [4],  # stopped once, resumed from its saved epoch 4
             "numerics": NUMERICS,
         },
     }

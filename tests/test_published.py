@@ -133,6 +133,7 @@ def test_pack_holds_every_finished_run_with_provenance_and_no_checkpoint(workspa
     assert "src/cifarlab/engine/loop.py" in prov["code"]["files"]
     assert prov["epochs"] == {"run": 10, "recipe": 10, "cap": None, "stopped_early": False}
     assert prov["wall_seconds"] == 50.0 and prov["images_per_s"] == 50000 * 10 / 50.0
+    assert prov["resumed_after"] == [4]
     assert prov["numerics"] == NUMERICS  # precision, memory format, compile, fused, the CPU's native bf16
     # no dvc.lock here (stages run by hand, as the GPU kit does): the recipe is params.yaml's,
     # checked against the run's own files, and said to be derived
@@ -593,6 +594,25 @@ def test_a_stalled_epoch_is_named_where_its_wall_time_is_shown(tmp_path):
     assert published.load_epoch_seconds(ws / "reports")["lenet5"] == []
     text = published.published_section(REFERENCE, runs, prov, ["lenet5"])
     assert "†" not in text and "| 1h10m |" in text
+
+
+def test_a_seed_stopped_and_resumed_says_after_which_epochs(tmp_path):
+    """A pack's `resumed_after` (the last saved epoch of each resume) shows in the seed's wall-time
+    cell, beside a stall where there is one; a pack's malformed value is no claim."""
+    ws = checkout(tmp_path / "ws")
+    finished_run(ws)
+    runs = group_runs(load_metrics(ws / "reports/metrics", root=ws, details_dir=ws / "reports/details"))
+    prov = {"lenet5": {"wall_seconds": 3 * 3600.0, "resumed_after": [14, 62]}}
+    text = published.published_section(REFERENCE, runs, prov, ["lenet5"])
+    assert "| 3h00m (stopped twice, resumed after epochs 14, 62) |" in text.split("<details>", 1)[1]
+    assert "a seed stopped and resumed says after which saved epochs" in text
+    stalled = [60.0] * 9 + [3660.0]
+    assert published.fmt_wall(sum(stalled), stalled, [5]) == (
+        "1h10m (epoch 10 took 1h01m, median epoch 1m00s; stopped once, resumed after epoch 5)"
+    )
+    assert published.fmt_wall(60.0, None, [1, 2, 3]) == "1m00s (stopped 3 times, resumed after epochs 1, 2, 3)"
+    for junk in ([], None, "14", [True, "x"], {"14": 1}):
+        assert published.fmt_wall(60.0, None, junk) == "1m00s"
 
 
 def test_fold_refuses_other_recipe_other_code_and_non_packs_writing_nothing(workspace, tmp_path):

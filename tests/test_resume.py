@@ -127,6 +127,8 @@ def test_sigkill_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(t
     assert not (crash / f"data/resume/{MODEL}.pt").exists()
     timing = json.loads((crash / f"reports/timing/{MODEL}.json").read_text())
     assert len(timing["epoch_seconds"]) == EPOCHS
+    assert timing["resumed_after"] == [saved]
+    assert json.loads((ref / f"reports/timing/{MODEL}.json").read_text())["resumed_after"] == []
     print(f"uninterrupted {uninterrupted_s:.1f}s; resumed after epoch {saved} in {resumed_s:.1f}s")
 
 

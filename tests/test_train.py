@@ -182,6 +182,50 @@ def test_the_epoch_log_counts_down_to_the_early_stop_and_stops_there():
     assert lines[-1].endswith("early stop at epoch 3: no test-loss gain for 2 epochs")
 
 
+def test_a_run_stopped_twice_records_where_it_resumed_and_ends_as_if_never_stopped():
+    """fit resumed from epoch 1's saved state, then again from epoch 3's (each through torch.save
+    and a weights_only load, as data/resume/ holds it) records resumed_after [1, 3]; an
+    uninterrupted run records []; both end with the same history and weights."""
+    import io
+
+    from cifarlab.core.params import Recipe, TrainParams
+    from cifarlab.engine.augment import BatchPipeline
+    from cifarlab.engine.device import Runtime
+    from cifarlab.engine.loop import fit
+
+    x = torch.randint(0, 256, (48, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(48) % 10
+    recipe = Recipe(optimizer="adam", lr=1e-3, batch_size=16, epochs=4)
+    cpu = torch.device("cpu")
+    rt = Runtime(cpu, TrainParams(bf16=False, channels_last=False, num_threads=1))
+    pipe = BatchPipeline("crop_flip", (0.5,) * 3, (0.25,) * 3, cpu)
+
+    def run(resume=None, save_at=None):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.2), torch.nn.Linear(3 * 8 * 8, 10))
+        saved = {}
+
+        def on_epoch_end(epoch, snapshot):
+            if epoch == save_at:
+                buf = io.BytesIO()
+                torch.save(snapshot(), buf)
+                saved["state"] = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+
+        result = fit(
+            model, x, y, x, y, recipe, 4, 0, pipe, rt, log=lambda _: None, resume=resume, on_epoch_end=on_epoch_end
+        )
+        return result, saved.get("state")
+
+    whole, _ = run()
+    _, after_1 = run(save_at=1)
+    once, after_3 = run(resume=after_1, save_at=3)
+    twice, _ = run(resume=after_3)
+    assert (whole.resumed_after, once.resumed_after, twice.resumed_after) == ([], [1], [1, 3])
+    strip = [(h.train_loss, h.train_acc, h.test_loss, h.test_acc, h.lr) for h in whole.history]
+    assert [(h.train_loss, h.train_acc, h.test_loss, h.test_acc, h.lr) for h in twice.history] == strip
+    assert all(torch.equal(whole.final_state[k], v) for k, v in twice.final_state.items())
+
+
 @pytest.mark.slow  # two trainings of hw2_cnn
 def test_training_is_bit_identical_on_cpu(workdir):
     """Same params + same data -> the same checkpoint bytes and the same metrics, twice."""

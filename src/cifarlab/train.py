@@ -216,6 +216,8 @@ def run(p: Params, spec: Run, log=print, progress: dict | None = None) -> FitRes
             "wall_seconds": round(sum(h.seconds for h in result.history), 3),
             "train_images_per_s": round(result.train_images / max(result.train_seconds, 1e-9), 1),
             "epoch_seconds": [round(h.seconds, 3) for h in result.history],
+            # the last saved epoch of each resume ([] = never stopped): `cifarlab pack` carries it
+            "resumed_after": result.resumed_after,
         },
     )
     writer.remove()  # every output is written: nothing left to resume

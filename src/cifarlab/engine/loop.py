@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -94,6 +94,7 @@ class FitResult:
     train_images: int  # images seen in training steps (for images/s)
     train_seconds: float
     diverged: dict | None = None  # {"epoch", "step", "lr", "train_loss"} when training diverged
+    resumed_after: list[int] = field(default_factory=list)  # TrainState.resumed_after: [] = never stopped
 
 
 # An epoch whose mean training cross-entropy is above this (nats; chance is ln 10 = 2.3) has
@@ -299,6 +300,7 @@ def fit(
         train_images=st.images,
         train_seconds=st.train_seconds,
         diverged=st.diverged,
+        resumed_after=st.resumed_after,
     )
 
 

@@ -34,7 +34,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -115,6 +115,9 @@ class TrainState:
     images: int
     train_seconds: float
     diverged: dict | None = None
+    # the last saved epoch of each resume, in order ([14, 62]: stopped and resumed twice); the
+    # run's numbers never depend on it, its provenance does. States saved before it existed: []
+    resumed_after: list[int] = field(default_factory=list)
 
     @classmethod
     def fresh(cls) -> TrainState:
@@ -162,7 +165,9 @@ class TrainState:
         torch.set_rng_state(snap["rng"]["torch"])
         if snap["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(snap["rng"]["cuda"])
-        return cls(**snap["state"], history=[record(**h) for h in snap["history"]])
+        state = cls(**snap["state"], history=[record(**h) for h in snap["history"]])
+        state.resumed_after = [*state.resumed_after, state.epoch]
+        return state
 
 
 def _cpu_copy(obj):

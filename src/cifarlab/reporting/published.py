@@ -207,14 +207,25 @@ def stalled_epochs(epoch_seconds: list[float]) -> list[tuple[int, float]]:
     ]
 
 
-def fmt_wall(seconds: float | None, epoch_seconds: list[float] | None = None) -> str:
-    """'5h33m' or, with a stalled epoch, '5h33m (epoch 35 took 1h47m, median epoch 2m03s)'."""
-    stalls = stalled_epochs(epoch_seconds or [])
-    if not stalls or seconds is None:
+def fmt_wall(seconds: float | None, epoch_seconds: list[float] | None = None, resumed_after: object = None) -> str:
+    """'5h33m'; with a stalled epoch '5h33m (epoch 35 took 1h47m, median epoch 2m03s)'; for a run
+    stopped and resumed (provenance's `resumed_after`: the last saved epoch of each resume)
+    '9h12m (stopped twice, resumed after epochs 14, 62)'."""
+    if seconds is None:
         return fmt_duration(seconds)
-    median = statistics.median(epoch_seconds)
-    took = ", ".join(f"epoch {e} took {fmt_duration(epoch_seconds[e - 1])}" for e, _ in stalls)
-    return f"{fmt_duration(seconds)} ({took}, median epoch {fmt_duration(median)})"
+    notes = []
+    stalls = stalled_epochs(epoch_seconds or [])
+    if stalls:
+        median = statistics.median(epoch_seconds)
+        took = ", ".join(f"epoch {e} took {fmt_duration(epoch_seconds[e - 1])}" for e, _ in stalls)
+        notes.append(f"{took}, median epoch {fmt_duration(median)}")
+    resumes = resumed_after if isinstance(resumed_after, list) else []
+    resumes = [e for e in resumes if isinstance(e, int) and not isinstance(e, bool)]  # a pack is untrusted
+    if resumes:
+        times = {1: "once", 2: "twice"}.get(len(resumes), f"{len(resumes)} times")
+        epochs = ", ".join(str(e) for e in resumes)
+        notes.append(f"stopped {times}, resumed after epoch{'s' * (len(resumes) > 1)} {epochs}")
+    return fmt_duration(seconds) + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -340,7 +351,7 @@ def published_section(
                     data_label(prov),
                     device_label(prov),
                     code_label(prov),
-                    fmt_wall(prov.get("wall_seconds"), epoch_seconds.get(outs[i])),
+                    fmt_wall(prov.get("wall_seconds"), epoch_seconds.get(outs[i]), prov.get("resumed_after")),
                     f"{prov['images_per_s']:,.0f}" if prov.get("images_per_s") else DASH,
                 ]
             )
@@ -367,8 +378,9 @@ def published_section(
             "(`reports/published/`: metrics, curves, and `provenance/<run>.json` with every md5). One row per "
             "run: **cifarlab** = test top-1 at the best epoch, mean ± std over its seeds (n), then the "
             "difference from the report; best epoch of each seed; precision (`fp32`, `bf16`, compiled); data; "
-            "device; wall time per seed (all epochs, test passes included). Each seed with its full "
-            "provenance is in the table under it."
+            "device; wall time per seed (all epochs, test passes included; a seed stopped and resumed "
+            "says after which saved epochs, in the seed table). Each seed with its full provenance is in the "
+            "table under it."
             + (
                 f" † A seed's wall time includes a stalled epoch, over {STALL_FACTOR:g}x its median epoch "
                 f"and {STALL_MIN_S / 60:g} minutes longer (the trainer paused, or the machine busy with other "

@@ -460,6 +460,8 @@ def provenance_of(
             "stopped_early": timing.get("stopped_early"),
         },
         "wall_seconds": wall,
+        # the last saved epoch of each time the run was stopped and resumed; None: not recorded
+        "resumed_after": timing.get("resumed_after"),
         # all epochs' training images over the epochs' wall time (test passes included): a
         # resumed run's own train_images_per_s covers only the process that finished it
         "images_per_s": round(n_train * epochs_run / wall, 1) if n_train and wall else None,
