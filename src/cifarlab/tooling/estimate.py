@@ -666,8 +666,11 @@ def repro_notice(p: Params, root: str | Path = ".") -> str | None:
         return None
     n_train = sum(1 for c in costs if c.epochs)
     epochs, duration = total_span(costs)
-    assumed = ", the official count: data.url's archive is counted when preprocess reads it"
-    assumed = assumed if sizes_assumed(p, stages) else ""
+    assumed = (
+        ", the official count: data.url's archive is counted when preprocess reads it"
+        if sizes_assumed(p, stages)
+        else ""
+    )
     stops = early_stops(costs)
     when = format_duration(now - oldest)
     lines = [
