@@ -225,7 +225,9 @@ def test_decomposition_adds_up_the_measured_changes_against_the_miss():
     jpeg = {"diff": -0.012, "baseline": {"n": 3}, "variant": {"n": 3}}  # JPEG costs 1.20 pp
     text = oc.decomposition(0.925, default, [reflect, worse, final], jpeg, "[study](#s)")
     assert text.startswith("the default is 3.00 points below")
-    assert "JPEG q75 pixels -1.20 pp (n=3/3, 40k/10k split, [study](#s))" in text
+    assert "JPEG q75 pixels -1.20 pp (n=3 per arm, 40k/10k split, [study](#s))" in text
+    uneven = oc.decomposition(0.925, default, [], {**jpeg, "variant": {"n": 2}})
+    assert "JPEG q75 pixels -1.20 pp (n=3 lossless, 2 JPEG, 40k/10k split)" in uneven
     assert "`base-reflect` +1.00 pp" in text and "`base-worse` -1.00 pp" in text and "final epoch" not in text
     assert text.endswith("together 2.20 of the 3.00 points, 0.80 left unexplained")
     pending = oc.decomposition(0.925, default, [oc.option("base-norm", "best", [])], None, "[study](#s)")

@@ -109,7 +109,8 @@ def decomposition(
     parts, toward, pending = [], 0.0, []
     if jpeg is not None and jpeg.get("diff") is not None:
         cost = -jpeg["diff"] * 100  # lossless - jpeg: what training and testing on JPEG pixels takes away
-        n = f"n={jpeg['baseline']['n']}/{jpeg['variant']['n']}"
+        n_lossless, n_jpeg = jpeg["baseline"]["n"], jpeg["variant"]["n"]
+        n = f"n={n_lossless} per arm" if n_lossless == n_jpeg else f"n={n_lossless} lossless, {n_jpeg} JPEG"
         parts.append(f"JPEG q75 pixels {-cost:+.2f} pp ({n}, 40k/10k split{', ' + jpeg_link if jpeg_link else ''})")
         toward += max(cost, 0.0)
     elif jpeg is not None or jpeg_link:
