@@ -795,6 +795,9 @@ def test_gpu_kit_round_trip_on_cpu_then_compare_with_ones_own_run(tmp_path, tiny
     assert f"| `{unpublished}` |" in report.split("### Not run yet", 1)[1]  # with the command that runs it
     assert f"`dvc repro plot@{unpublished}`" in report
     assert "The sections below show the **published runs**" in report
+    srcs = re.findall(r'<img src="([^"]+)"', report) + re.findall(r"!\[[^]]*\]\(([^)]+)\)", report)
+    assert "published/figures/curves_lenet5.png" in srcs
+    assert [s for s in srcs if ".." in s or not (home / "reports" / s).is_file()] == []
 
     # the user's own run of the same recipe on the same data, through DVC
     sh("git", "init", "-q", "-b", "main", cwd=home, env=env)

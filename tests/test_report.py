@@ -574,6 +574,10 @@ def test_run_figures_sit_side_by_side_and_a_big_report_folds_them(project, refer
         '<img src="figures/runs/confusion_lenet5.png" alt="confusion matrix: lenet5" width="40%">',
     ]
     assert "<details" not in text
+    # the published runs' figures sit in reports/published/figures: linked without a detour
+    published = [f"../published/figures/{kind}_lenet5.png" for kind in ("curves", "confusion")]
+    text = sections.report_section(reference, project["runs"], "000", published, "../published/figures/")
+    assert '<img src="published/figures/curves_lenet5.png"' in text and "../" not in text
     alex = sections.report_section(reference, project["runs"], "003", figs)
     assert 'src="figures/runs/pca_alexnet_transfer-skip-high_2d3d.png"' in alex and "<details" not in alex
     cells = [n["run"] for n in reference["numbers"] if n.get("report") == "004" and "activation" in n]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -78,10 +79,16 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def figure_src(name: str) -> str:
+    """A figure's path from reports/README.md; name: relative to reports/figures, which may leave
+    it ("../published/figures/x.png" -> "published/figures/x.png")."""
+    return posixpath.normpath(posixpath.join("figures", name))
+
+
 def md_image(alt: str, name: str) -> str:
-    return f"![{alt}](figures/{name})"
+    return f"![{alt}]({figure_src(name)})"
 
 
 def html_image(alt: str, name: str, width: str) -> str:
     """An <img> (Markdown images cannot be sized); width: a share of the page, e.g. "40%"."""
-    return f'<img src="figures/{name}" alt="{alt}" width="{width}">'
+    return f'<img src="{figure_src(name)}" alt="{alt}" width="{width}">'
