@@ -724,13 +724,22 @@ def test_curve_claim_is_checked_against_each_seeds_history(project, reference):
     (dnn,) = project["runs"]["dnn"]
     out, seed = Path(dnn["path"]).stem, dnn["seed"]
     assert curve_line(project, reference) == "  - Not checked yet: the run has no history."
-    write_history(project["root"], out, [2.0, 1.5, 1.2, 1.3, 1.4])  # lowest at epoch 3, then +17%
+    rising = [2.0, 1.5, 1.2, 1.1, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5]  # lowest at epoch 5, then overfits
+    write_history(project["root"], out, rising)
     line = curve_line(project, reference)
-    assert f"seed {seed}: epoch 3 of 5 (1.2000), last +17%" in line
+    # 5-epoch means: lowest 1.12 (epochs 3-7), last 1.30 (epochs 6-10): +16%
+    assert f"seed {seed}: epoch 5 of 10 (1.0000), last 5 epochs +16%" in line
     assert "rises after it in 1 of 1 seed " in line and line.endswith("the report: epoch 17.")
+    # one low outlier near the end of a flat, noisy curve (the lecture resnet's shape): the last
+    # epoch is 25% above the lowest, but the 5-epoch means only fall, so it does not count as rising
+    noisy = [1.0, 0.8, 0.9, 0.8, 0.9, 0.8, 0.9, 0.8, 0.6, 0.75]
+    write_history(project["root"], out, noisy)
+    line = curve_line(project, reference)
+    assert f"seed {seed}: epoch 9 of 10 (0.6000), last 5 epochs +0%" in line
+    assert "rises after it in none of the seeds" in line
     write_history(project["root"], out, [2.0, 1.5, 1.2, 1.1, 1.0])  # still falling at the end
     line = curve_line(project, reference)
-    assert f"seed {seed}: epoch 5 of 5 (1.0000), last +0%" in line and "rises after it in none of the seeds" in line
+    assert f"seed {seed}: epoch 5 of 5 (1.0000), last 5 epochs +0%" in line and "rises after it in none" in line
 
 
 # --------------------------------------------------------------------------- your runs beside the published
