@@ -237,7 +237,7 @@ def parser() -> argparse.ArgumentParser:
         default=9.0,
         help="compiled variants are skipped once less than 90 s of this is left (9)",
     )
-    ap.add_argument("--json", type=Path, help="default benchmarks/results/bench_cpu_<cpu>.json")
+    ap.add_argument("--json", type=Path, help="default benchmarks/results/bench_cpu_<cpu>_<threads>t.json")
     return ap
 
 
